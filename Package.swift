@@ -1,0 +1,82 @@
+// swift-tools-version: 6.1
+import Foundation
+import PackageDescription
+
+/// Files under `directory` that SwiftPM must not treat as sources of a Swift target:
+/// BPF C programs, C headers, scripts and docs live next to the Swift code of a tracer.
+/// The BPF embed plugin finds the `.bpf.c` files by itself.
+func nonSwiftFiles(in directory: String) -> [String] {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(directory)
+    guard let walker = FileManager.default.enumerator(atPath: root.path) else { return [] }
+    var excluded: [String] = []
+    while let relative = walker.nextObject() as? String {
+        var isDirectory: ObjCBool = false
+        FileManager.default.fileExists(atPath: root.appendingPathComponent(relative).path, isDirectory: &isDirectory)
+        if !isDirectory.boolValue && !relative.hasSuffix(".swift") { excluded.append(relative) }
+    }
+    return excluded
+}
+
+let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "tracer",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "tracer", targets: ["TracerCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries (Debian's -dev packages, found with pkg-config).
+        .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
+        .systemLibrary(name: "CLibElf", pkgConfig: "libdw", providers: [.apt(["libelf-dev", "libdw-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CCapstone", pkgConfig: "capstone", providers: [.apt(["libcapstone-dev"])]),
+
+        /// `tracer_`-prefixed C helpers for what Swift cannot call directly (variadic callbacks,
+        /// `LIBBPF_OPTS`, `bpf()` commands Debian's libbpf 1.1 has no API for).
+        .target(name: "CTracerShim", dependencies: ["CLibBPF"]),
+        /// The C headers that define every layout shared by BPF programs and Swift.
+        .target(name: "CTracerABI"),
+
+        // BPF build pipeline: compile `*.bpf.c` with the toolchain clang and embed the objects.
+        .executableTarget(name: "BPFEmbedTool", dependencies: ["CLibElf"], swiftSettings: swiftSettings),
+        .plugin(name: "BPFEmbedPlugin", capability: .buildTool(), dependencies: ["BPFEmbedTool"]),
+
+        .target(
+            name: "BPFRuntime",
+            dependencies: ["CLibBPF", "CTracerShim", "CTracerABI", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+        /// The shared BPF programs of `bpf/` (feature probes, self-test), embedded in the binary.
+        .target(
+            name: "BPFPrograms",
+            dependencies: ["BPFRuntime"],
+            path: "bpf",
+            exclude: nonSwiftFiles(in: "bpf"),
+            swiftSettings: swiftSettings,
+            plugins: ["BPFEmbedPlugin"]),
+
+        .executableTarget(
+            name: "TracerCLI",
+            dependencies: [
+                "BPFRuntime", "BPFPrograms",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "TracerBenchmarks",
+            dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI"],
+            path: "Benchmarks/TracerBenchmarks",
+            swiftSettings: swiftSettings + [.unsafeFlags(["-Xlinker", "--export-dynamic"])]),
+
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
+        .testTarget(
+            name: "BPFRuntimeTests",
+            dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "TestSupport"],
+            swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,4 @@
+#ifndef TRACER_CCURL_SHIM_H
+#define TRACER_CCURL_SHIM_H
+#include <curl/curl.h>
+#endif

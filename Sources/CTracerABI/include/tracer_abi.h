@@ -1,0 +1,9 @@
+/* Every C layout shared by BPF programs and Swift, imported into Swift from the one header that
+ * defines it (bpf/ for the shared ones, tracers/NAME/ for each tracer's events). */
+#ifndef TRACER_ABI_H
+#define TRACER_ABI_H
+
+#include "../../../bpf/tracer_common.h"
+#include "../../../bpf/selftest.h"
+
+#endif

@@ -1,0 +1,22 @@
+/* C helpers for what Swift cannot call directly. Every symbol carries the tracer_ prefix. */
+#ifndef TRACER_SHIM_H
+#define TRACER_SHIM_H
+
+#include <stdint.h>
+
+/* Receives each line libbpf prints, already formatted (libbpf_set_print takes a va_list callback). */
+typedef void (*tracer_libbpf_line_fn)(int level, const char *line);
+
+/* Routes libbpf's messages to `fn` (NULL silences libbpf). */
+void tracer_libbpf_set_print(tracer_libbpf_line_fn fn);
+
+/* BPF_LINK_CREATE with attach type BPF_TRACE_UPROBE_MULTI (Linux 6.6): one link for `count` offsets of
+ * the file at `path`; `cookies` may be NULL; `pid` 0 means every process. Debian's libbpf 1.1 has no API
+ * for it. Returns the link fd, or -errno. */
+int tracer_uprobe_multi_link_create(int program_fd, const char *path, const uint64_t *offsets,
+                                    const uint64_t *cookies, uint32_t count, int is_return, uint32_t pid);
+
+/* The attach type number of BPF_TRACE_UPROBE_MULTI, missing from older uapi headers. */
+#define TRACER_BPF_TRACE_UPROBE_MULTI 48
+
+#endif

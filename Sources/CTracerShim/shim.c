@@ -1,0 +1,69 @@
+#include "tracer_shim.h"
+
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <linux/bpf.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static tracer_libbpf_line_fn line_handler;
+
+static int forward_libbpf_print(enum libbpf_print_level level, const char *format, va_list args)
+{
+	char line[4096];
+	if (!line_handler)
+		return 0;
+	int length = vsnprintf(line, sizeof(line), format, args);
+	line_handler((int)level, line);
+	return length;
+}
+
+void tracer_libbpf_set_print(tracer_libbpf_line_fn fn)
+{
+	line_handler = fn;
+	libbpf_set_print(forward_libbpf_print);
+}
+
+/* The BPF_LINK_CREATE part of union bpf_attr as Linux 6.6 defines it for uprobe_multi; the uapi
+ * headers of Debian 12 predate it. Padded so the kernel sees zeros past the fields it knows. */
+struct tracer_uprobe_multi_attr {
+	uint32_t prog_fd;
+	uint32_t target_fd;
+	uint32_t attach_type;
+	uint32_t flags;
+	uint64_t path;
+	uint64_t offsets;
+	uint64_t ref_ctr_offsets;
+	uint64_t cookies;
+	uint32_t cnt;
+	uint32_t uprobe_flags;
+	uint32_t pid;
+	uint32_t padding[17];
+};
+_Static_assert(offsetof(struct tracer_uprobe_multi_attr, path) == 16, "link_create.uprobe_multi.path");
+_Static_assert(offsetof(struct tracer_uprobe_multi_attr, cnt) == 48, "link_create.uprobe_multi.cnt");
+_Static_assert(offsetof(struct tracer_uprobe_multi_attr, pid) == 56, "link_create.uprobe_multi.pid");
+
+int tracer_uprobe_multi_link_create(int program_fd, const char *path, const uint64_t *offsets,
+                                    const uint64_t *cookies, uint32_t count, int is_return, uint32_t pid)
+{
+	struct tracer_uprobe_multi_attr attr;
+	memset(&attr, 0, sizeof(attr));
+	attr.prog_fd = (uint32_t)program_fd;
+	attr.attach_type = TRACER_BPF_TRACE_UPROBE_MULTI;
+	attr.path = (uint64_t)(uintptr_t)path;
+	attr.offsets = (uint64_t)(uintptr_t)offsets;
+	attr.cookies = (uint64_t)(uintptr_t)cookies;
+	attr.cnt = count;
+	attr.uprobe_flags = is_return ? 1 /* BPF_F_UPROBE_MULTI_RETURN */ : 0;
+	attr.pid = pid;
+	int fd;
+	do {
+		fd = (int)syscall(__NR_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+	} while (fd < 0 && errno == EINTR);
+	return fd < 0 ? -errno : fd;
+}

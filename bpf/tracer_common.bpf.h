@@ -1,0 +1,105 @@
+/* BPF-side pieces every program shares: the events ring buffer with its submit policy,
+ * the kernel-side drop counter, the perf-buffer fallback and the PID filter. */
+#ifndef TRACER_COMMON_BPF_H
+#define TRACER_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "tracer_common.h"
+
+/* Settings written by BPFRuntime before load (`const volatile`: the verifier sees them as constants
+ * and prunes the branches they disable). */
+const volatile __u64 tracer_wakeup_bytes = 64 * 1024; /* wake the reader once this much data is pending */
+const volatile __u8 tracer_use_perf_buffer = 0;       /* kernels before 5.8 have no ring buffer */
+const volatile __u8 tracer_filter_pids = 0;           /* emit only for PIDs allowed in tracer_pids */
+
+/* The events channel: a ring buffer (BPF_MAP_TYPE_RINGBUF, Linux 5.8), shared by every object of the
+ * agent; BPFRuntime sets its size before load. On older kernels BPFRuntime turns it into a
+ * BPF_MAP_TYPE_PERF_EVENT_ARRAY and sets tracer_use_perf_buffer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} tracer_events SEC(".maps");
+
+/* Events the kernel side could not hand over (ring full, perf output failed), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} tracer_drops SEC(".maps");
+
+/* Where an event is built when it goes through the perf buffer (not created with a ring buffer). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__uint(value_size, TRACER_MAX_EVENT_SIZE);
+} tracer_scratch SEC(".maps");
+
+/* Host TGID -> TRACER_PID_ALLOWED / TRACER_PID_BLOCKED; absent means not selected. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u32);
+} tracer_pids SEC(".maps");
+
+static __always_inline void tracer_count_drop(void)
+{
+	__u32 zero = 0;
+	__u64 *drops = bpf_map_lookup_elem(&tracer_drops, &zero);
+	if (drops)
+		*drops += 1;
+}
+
+/* Whether events of the current process may be emitted. */
+static __always_inline int tracer_pid_allowed(__u32 tgid)
+{
+	if (!tracer_filter_pids)
+		return 1;
+	__u32 *state = bpf_map_lookup_elem(&tracer_pids, &tgid);
+	return state && *state == TRACER_PID_ALLOWED;
+}
+
+/* Space for an event of `size` bytes (a compile-time constant), or NULL after counting a drop. */
+static __always_inline void *tracer_reserve(__u64 size)
+{
+	if (tracer_use_perf_buffer) {
+		__u32 zero = 0;
+		return bpf_map_lookup_elem(&tracer_scratch, &zero);
+	}
+	void *event = bpf_ringbuf_reserve(&tracer_events, size, 0);
+	if (!event)
+		tracer_count_drop();
+	return event;
+}
+
+/* Hands an event from tracer_reserve() to user space. The consumer is not woken per event
+ * (a wakeup costs the traced thread ~4 µs): only once tracer_wakeup_bytes are pending;
+ * the reader drains the rest on its timer. */
+static __always_inline void tracer_submit(void *ctx, void *event, __u64 size)
+{
+	if (tracer_use_perf_buffer) {
+		if (bpf_perf_event_output(ctx, &tracer_events, BPF_F_CURRENT_CPU, event, size) < 0)
+			tracer_count_drop();
+		return;
+	}
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&tracer_events, BPF_RB_AVAIL_DATA) >= tracer_wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(event, flags);
+}
+
+/* Fills the common header of an event. */
+static __always_inline void tracer_fill_header(struct tracer_event_header *header, __u32 type)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	header->type = type;
+	header->pid = pid_tgid >> 32;
+	header->tid = (__u32)pid_tgid;
+	header->cpu = bpf_get_smp_processor_id();
+	header->timestamp_ns = bpf_ktime_get_ns();
+}
+
+#endif
