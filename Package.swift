@@ -11,7 +11,7 @@ func nonSwiftFiles(in directory: String) -> [String] {
     var excluded: [String] = []
     while let relative = walker.nextObject() as? String {
         var isDirectory: ObjCBool = false
-        FileManager.default.fileExists(atPath: root.appendingPathComponent(relative).path, isDirectory: &isDirectory)
+        _ = FileManager.default.fileExists(atPath: root.appendingPathComponent(relative).path, isDirectory: &isDirectory)
         if !isDirectory.boolValue && !relative.hasSuffix(".swift") { excluded.append(relative) }
     }
     return excluded
@@ -21,7 +21,6 @@ let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 let package = Package(
     name: "tracer",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "tracer", targets: ["TracerCLI"]),
     ],

@@ -11,5 +11,5 @@ struct Tracer: ParsableCommand {
               tracer features              what this kernel supports (BPF features, capabilities, mounts)
               tracer features --json       the same as JSON
             """,
-        subcommands: [])
+        subcommands: [FeaturesCommand.self])
 }

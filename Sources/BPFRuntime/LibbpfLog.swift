@@ -1,0 +1,56 @@
+internal import CTracerShim
+import Logging
+import Synchronization
+
+/// libbpf's messages (`libbpf_set_print`): forwarded to a `Logger` at debug level, and captured while a
+/// load runs so a rejected program's verifier log can travel with its error.
+enum LibbpfLog {
+    private struct State {
+        var logger = Logger(label: "tracer.libbpf")
+        var captured: [String]? = nil
+    }
+
+    private static let state: Mutex<State> = {
+        tracer_libbpf_set_print { _, line in
+            guard let line else { return }
+            LibbpfLog.receive(String(cString: line))
+        }
+        return Mutex(State())
+    }()
+
+    /// Serialises loads: libbpf's print callback is process-wide.
+    private static let loadLock = Mutex(())
+
+    static func setLogger(_ logger: Logger) {
+        state.withLock { $0.logger = logger }
+    }
+
+    private static func receive(_ line: String) {
+        state.withLock { state in
+            state.captured?.append(line)
+            state.logger.debug("libbpf: \(line.trimmingCharacters(in: .newlines))")
+        }
+    }
+
+    /// Runs `body` while capturing libbpf's messages; returns its result and the captured text.
+    static func capturing<T>(_ body: () -> T) -> (T, String) {
+        loadLock.withLock { _ in
+            state.withLock { $0.captured = [] }
+            let result = body()
+            let messages = state.withLock { state in
+                defer { state.captured = nil }
+                return (state.captured ?? []).joined()
+            }
+            return (result, messages)
+        }
+    }
+
+    /// The verifier's part of libbpf's load messages (between its BEGIN/END PROG LOAD LOG markers), or
+    /// all of them when the markers are missing.
+    static func verifierLog(in messages: String) -> String {
+        guard let begin = messages.range(of: "-- BEGIN PROG LOAD LOG --\n") else { return messages }
+        let rest = messages[begin.upperBound...]
+        let end = rest.range(of: "-- END PROG LOAD LOG --")?.lowerBound ?? rest.endIndex
+        return String(rest[..<end])
+    }
+}
