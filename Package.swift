@@ -47,7 +47,7 @@ let package = Package(
 
         .target(
             name: "BPFRuntime",
-            dependencies: ["CLibBPF", "CTracerShim", "CTracerABI", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CLibBPF", "CLibElf", "CTracerShim", "CTracerABI", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
         /// The shared BPF programs of `bpf/` (feature probes, self-test), embedded in the binary.
         .target(

@@ -23,6 +23,7 @@ public final class BPFProgram: @unchecked Sendable {
     /// Uprobe (or uretprobe) at `offset` in the file at `path` (a perf-event link, Linux 4.17;
     /// the cookie needs Linux 5.15). `pid` nil traces every process that maps the file.
     public func attachUprobe(path: String, offset: UInt64, pid: Int32? = nil, returnProbe: Bool = false, cookie: UInt64 = 0) throws -> BPFLink {
+        try UprobeTarget.validate(path: path, offsets: [offset])
         var options = bpf_uprobe_opts()
         options.sz = MemoryLayout<bpf_uprobe_opts>.size
         options.retprobe = returnProbe
@@ -37,6 +38,12 @@ public final class BPFProgram: @unchecked Sendable {
     /// cost one operation instead of one per offset. The program must be listed in the spec's
     /// `uprobeMultiPrograms`. `cookies`, when given, has one entry per offset.
     public func attachUprobeMulti(path: String, offsets: [UInt64], cookies: [UInt64]? = nil, pid: Int32? = nil, returnProbe: Bool = false) throws -> BPFLink {
+        try UprobeTarget.validate(path: path, offsets: offsets)
+        return try attachUprobeMultiUnchecked(path: path, offsets: offsets, cookies: cookies, pid: pid, returnProbe: returnProbe)
+    }
+
+    /// `attachUprobeMulti` without checking the target first (the feature probe's deliberate bad target).
+    func attachUprobeMultiUnchecked(path: String, offsets: [UInt64], cookies: [UInt64]?, pid: Int32?, returnProbe: Bool) throws -> BPFLink {
         let description = "uprobe_multi \(name) at \(offsets.count) offsets of \(path)"
         guard !offsets.isEmpty, cookies == nil || cookies!.count == offsets.count else {
             throw BPFError("attach \(description): offsets empty or cookies not one per offset", errno: EINVAL)

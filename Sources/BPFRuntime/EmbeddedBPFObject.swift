@@ -38,3 +38,17 @@ public struct BPFGlobalName: Hashable, Sendable, CustomStringConvertible {
     public init(_ rawValue: String) { self.rawValue = rawValue }
     public var description: String { rawValue }
 }
+
+/// A struct as the object's BTF describes it: what the BPF side really compiled, to compare with Swift's
+/// `MemoryLayout` of the same imported C struct.
+public struct BTFStructLayout: Sendable, Equatable {
+    public let name: String
+    public let size: Int
+    /// Member name and byte offset, in declaration order.
+    public let members: [Member]
+
+    public struct Member: Sendable, Equatable {
+        public let name: String
+        public let offset: Int
+    }
+}

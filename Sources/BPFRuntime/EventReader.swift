@@ -19,7 +19,8 @@ public struct EventReaderStatistics: Sendable, Equatable {
 }
 
 /// Events read in one drain, valid only during the handler call that receives it (its storage is reused).
-/// Each element is one event's bytes; decode with `loadUnaligned(fromByteOffset:as:)` after a length check.
+/// Each element is one event's bytes; decode with `loadUnaligned(fromByteOffset:as:)` after checking the length is at
+/// least the struct's size (perf-buffer samples carry up to 7 bytes of padding after the event).
 public struct EventBatch: RandomAccessCollection {
     fileprivate let storage: BatchStorage
 

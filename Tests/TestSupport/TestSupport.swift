@@ -1,1 +1,95 @@
 import Foundation
+import XCTest
+
+/// Privileged tests call this first: it skips with the reason when this process cannot use BPF, and
+/// fails instead when `TRACER_REQUIRE_BPF=1` (CI), so a skip there can never pass silently.
+public func requireBPF(file: StaticString = #filePath, line: UInt = #line) throws {
+    guard let reason = bpfUnavailableReason() else { return }
+    if ProcessInfo.processInfo.environment["TRACER_REQUIRE_BPF"] == "1" {
+        XCTFail("TRACER_REQUIRE_BPF=1 but BPF tests cannot run: \(reason)", file: file, line: line)
+        throw BPFUnavailable(reason: reason)
+    }
+    print("skipping privileged test: \(reason)")
+    throw XCTSkip(reason, file: file, line: line)
+}
+
+struct BPFUnavailable: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { "BPF unavailable: \(reason)" }
+}
+
+private func bpfUnavailableReason() -> String? {
+    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    let capEff = status.split(separator: "\n").first { $0.hasPrefix("CapEff:") }
+        .flatMap { UInt64($0.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16) } ?? 0
+    let hasBPF = capEff & (1 << 39) != 0 || capEff & (1 << 21) != 0
+    let hasPerfmon = capEff & (1 << 38) != 0 || capEff & (1 << 21) != 0
+    if !hasBPF || !hasPerfmon { return "the process lacks CAP_BPF/CAP_PERFMON (run the tests as root)" }
+    if !FileManager.default.fileExists(atPath: "/sys/kernel/tracing/events") {
+        return "tracefs is not mounted at /sys/kernel/tracing (mount -t tracefs tracefs /sys/kernel/tracing)"
+    }
+    return nil
+}
+
+/// A scratch directory removed when the test case ends.
+public func temporaryDirectory(_ testCase: XCTestCase) throws -> URL {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tracer-tests-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    testCase.addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+    return directory
+}
+
+/// Runs a command to completion; throws with its output when it fails.
+@discardableResult
+public func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self)
+    guard process.terminationStatus == 0 else {
+        throw CommandFailed(command: ([executable] + arguments).joined(separator: " "), status: process.terminationStatus, output: text)
+    }
+    return text
+}
+
+public struct CommandFailed: Error, CustomStringConvertible {
+    public let command: String
+    public let status: Int32
+    public let output: String
+    public var description: String { "\(command) exited \(status): \(output)" }
+}
+
+/// Compiles a C program with the system compiler.
+public func compileC(_ source: String, name: String, in directory: URL, flags: [String] = []) throws -> URL {
+    let sourceFile = directory.appendingPathComponent("\(name).c")
+    let binary = directory.appendingPathComponent(name)
+    try source.write(to: sourceFile, atomically: true, encoding: .utf8)
+    try run("/usr/bin/cc", ["-O1", "-g", "-o", binary.path, sourceFile.path] + flags)
+    return binary
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+public func waitUntil(timeout: TimeInterval = 5, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(5_000)
+    }
+    return condition()
+}
+
+/// Open file descriptors of this process that are BPF objects of `kind` (`bpf-prog`, `bpf-map`, `bpf_link`,
+/// or `perf_event` for perf-event links), to prove that failures release what they created.
+public func openBPFDescriptors(_ kind: String) -> Int {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return entries.filter { entry in
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(entry)"))?.contains(kind) ?? false
+    }.count
+}
