@@ -66,11 +66,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        .target(name: "CBenchTargets", path: "Benchmarks/CBenchTargets"),
         .executableTarget(
             name: "TracerBenchmarks",
-            dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI"],
+            dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "CBenchTargets"],
             path: "Benchmarks/TracerBenchmarks",
-            swiftSettings: swiftSettings + [.unsafeFlags(["-Xlinker", "--export-dynamic"])]),
+            swiftSettings: swiftSettings),
 
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
         .testTarget(

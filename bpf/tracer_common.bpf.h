@@ -91,14 +91,15 @@ static __always_inline void tracer_submit(void *ctx, void *event, __u64 size)
 	bpf_ringbuf_submit(event, flags);
 }
 
-/* Fills the common header of an event. */
+/* Fills the common header of an event: three helper calls, the least that identifies and times it
+ * (each helper call costs the traced thread ~10-20 ns). */
 static __always_inline void tracer_fill_header(struct tracer_event_header *header, __u32 type)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	header->type = type;
 	header->pid = pid_tgid >> 32;
 	header->tid = (__u32)pid_tgid;
-	header->cpu = bpf_get_smp_processor_id();
+	header->reserved = 0;
 	header->timestamp_ns = bpf_ktime_get_ns();
 }
 

@@ -20,7 +20,7 @@ struct tracer_event_header {
 	__u32 type;      /* one of the TRACER_EVENT_* numbers of the tracer that emitted it */
 	__u32 pid;       /* host TGID of the process */
 	__u32 tid;       /* host thread id */
-	__u32 cpu;
+	__u32 reserved;  /* explicit padding: zero */
 	__u64 timestamp_ns; /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
 };
 _Static_assert(sizeof(struct tracer_event_header) == 24, "tracer_event_header layout");

@@ -34,6 +34,7 @@ public struct BPFObjectSpec: Sendable {
     /// Opens and loads the object. On failure everything created so far is released and the error names
     /// the step, the program (with the verifier log) or map.
     public func load() throws -> BPFObject {
+        LibbpfLog.install()
         let bytes = embedded.bytes
         let name = embedded.name
         var options = bpf_object_open_opts()

@@ -7,6 +7,7 @@ extension EmbeddedBPFObject {
     /// The layout of `struct name` in the object's BTF. Opens the object without loading it, so it needs
     /// no privileges (`bpf_object__open_mem` + `btf__find_by_name_kind`).
     public func structLayout(named structName: String) throws -> BTFStructLayout {
+        LibbpfLog.install()
         let bytes = self.bytes
         var options = bpf_object_open_opts()
         options.sz = MemoryLayout<bpf_object_open_opts>.size

@@ -21,6 +21,11 @@ enum LibbpfLog {
     /// Serialises loads: libbpf's print callback is process-wide.
     private static let loadLock = Mutex(())
 
+    /// Routes libbpf's messages here from now on (before it, libbpf prints to stderr itself).
+    static func install() {
+        state.withLock { _ in }
+    }
+
     static func setLogger(_ logger: Logger) {
         state.withLock { $0.logger = logger }
     }
@@ -46,11 +51,16 @@ enum LibbpfLog {
     }
 
     /// The verifier's part of libbpf's load messages (between its BEGIN/END PROG LOAD LOG markers), or
-    /// all of them when the markers are missing.
-    static func verifierLog(in messages: String) -> String {
-        guard let begin = messages.range(of: "-- BEGIN PROG LOAD LOG --\n") else { return messages }
-        let rest = messages[begin.upperBound...]
-        let end = rest.range(of: "-- END PROG LOAD LOG --")?.lowerBound ?? rest.endIndex
-        return String(rest[..<end])
+    /// all of them when the markers are missing; at most the last `limit` bytes, where the verdict is.
+    static func verifierLog(in messages: String, limit: Int = 32 << 10) -> String {
+        var log = Substring(messages)
+        if let begin = log.range(of: "-- BEGIN PROG LOAD LOG --\n") {
+            log = log[begin.upperBound...]
+            log = log[..<(log.range(of: "-- END PROG LOAD LOG --")?.lowerBound ?? log.endIndex)]
+        }
+        guard log.utf8.count > limit else { return String(log) }
+        let tail = log.utf8.suffix(limit)
+        let firstLine = tail.firstIndex(of: UInt8(ascii: "\n")).map { tail.index(after: $0) } ?? tail.startIndex
+        return "[... earlier verifier output omitted ...]\n" + String(Substring(tail[firstLine...]))
     }
 }

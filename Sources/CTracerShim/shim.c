@@ -5,6 +5,7 @@
 #include <linux/bpf.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -14,11 +15,26 @@ static tracer_libbpf_line_fn line_handler;
 
 static int forward_libbpf_print(enum libbpf_print_level level, const char *format, va_list args)
 {
-	char line[4096];
 	if (!line_handler)
 		return 0;
-	int length = vsnprintf(line, sizeof(line), format, args);
+	/* Verifier logs arrive as one message of up to megabytes: format into a buffer of the right size. */
+	char small[1024];
+	va_list measure;
+	va_copy(measure, args);
+	int length = vsnprintf(small, sizeof(small), format, measure);
+	va_end(measure);
+	if (length < 0)
+		return length;
+	if ((size_t)length < sizeof(small)) {
+		line_handler((int)level, small);
+		return length;
+	}
+	char *line = malloc((size_t)length + 1);
+	if (!line)
+		return -1;
+	vsnprintf(line, (size_t)length + 1, format, args);
 	line_handler((int)level, line);
+	free(line);
 	return length;
 }
 

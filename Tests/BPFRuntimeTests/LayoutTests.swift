@@ -21,10 +21,10 @@ final class LayoutTests: XCTestCase {
     func testEventHeaderMatchesItsBTFLayout() throws {
         let layout = try BPFPrograms.Selftest.object.structLayout(named: "tracer_event_header")
         XCTAssertEqual(layout.size, MemoryLayout<tracer_event_header>.size)
-        XCTAssertEqual(layout.members.map(\.name), ["type", "pid", "tid", "cpu", "timestamp_ns"])
+        XCTAssertEqual(layout.members.map(\.name), ["type", "pid", "tid", "reserved", "timestamp_ns"])
         let swiftOffsets: [Int?] = [
             MemoryLayout<tracer_event_header>.offset(of: \.type), MemoryLayout<tracer_event_header>.offset(of: \.pid),
-            MemoryLayout<tracer_event_header>.offset(of: \.tid), MemoryLayout<tracer_event_header>.offset(of: \.cpu),
+            MemoryLayout<tracer_event_header>.offset(of: \.tid), MemoryLayout<tracer_event_header>.offset(of: \.reserved),
             MemoryLayout<tracer_event_header>.offset(of: \.timestamp_ns),
         ]
         XCTAssertEqual(layout.members.map(\.offset), swiftOffsets.map { $0! })
