@@ -78,5 +78,6 @@ let package = Package(
             name: "BPFRuntimeTests",
             dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "TestSupport"],
             swiftSettings: swiftSettings),
+        .testTarget(name: "TracerCLITests", dependencies: ["TracerCLI", "TestSupport"], swiftSettings: swiftSettings),
     ]
 )

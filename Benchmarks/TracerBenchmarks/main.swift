@@ -103,7 +103,7 @@ func benchmarkSubmit() throws {
     defer { reader.stop() }
     let calls: UInt64 = 20_000
     var perCall = [[Double]](repeating: [], count: variants.count)
-    for _ in 1...7 {
+    for _ in 1...15 {
         for (index, variant) in variants.enumerated() {
             let link = try variant.1.map { try object.program($0).attachUprobe(path: path, offset: offset) }
             _ = tracer_bench_call(0, 200) // warm up

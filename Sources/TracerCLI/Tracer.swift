@@ -1,4 +1,6 @@
 import ArgumentParser
+import BPFPrograms
+import BPFRuntime
 
 /// `tracer`: eBPF instrumentation agent. Each subcommand is its own `ParsableCommand` in this folder.
 @main
@@ -7,9 +9,68 @@ struct Tracer: ParsableCommand {
         commandName: "tracer",
         abstract: "eBPF instrumentation agent: traces and RED metrics for unmodified services.",
         discussion: """
+            Run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE). With no subcommand, tracer checks
+            that this machine can trace and says what is missing.
+
             Examples:
-              tracer features              what this kernel supports (BPF features, capabilities, mounts)
+              tracer                       is this machine ready to trace?
+              tracer features              every BPF feature, capability and mount, probed
               tracer features --json       the same as JSON
             """,
         subcommands: [FeaturesCommand.self])
+
+    func run() throws {
+        let features = KernelFeatures.detect()
+        let report = ReadinessReport(features)
+        print(report.text)
+        if !report.isReady { throw ExitCode(2) }
+    }
+}
+
+/// The short answer to "can this machine trace?", with the fix for each blocker.
+struct ReadinessReport {
+    let features: KernelFeatures
+
+    init(_ features: KernelFeatures) { self.features = features }
+
+    /// What stops tracing, each with how to fix it.
+    var blockers: [String] {
+        var blockers: [String] = []
+        let capabilities = Dictionary(uniqueKeysWithValues: features.capabilities.map { ($0.name, $0.held) })
+        if capabilities["CAP_BPF"] != true && capabilities["CAP_SYS_ADMIN"] != true {
+            blockers.append("no CAP_BPF: run as root or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE")
+        }
+        if !features.isAvailable(.ringBuffer) && !features.isAvailable(.perfEventArray) {
+            blockers.append("neither ring buffers nor perf buffers can be created (kernel older than 4.3, or no privileges)")
+        }
+        if !features.isAvailable(.uprobe) { blockers.append("uprobes are unavailable (CONFIG_UPROBE_EVENTS)") }
+        if !features.isAvailable(.tracepoint) {
+            let tracefs = features.mounts.first { $0.filesystem == "tracefs" }
+            blockers.append(tracefs?.mounted == true ? "tracepoints are unavailable"
+                            : "tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing")
+        }
+        return blockers
+    }
+
+    var isReady: Bool { blockers.isEmpty }
+
+    var text: String {
+        let available = features.features.filter(\.available).map(\.id.rawValue)
+        let missing = features.features.filter { !$0.available }.map(\.id.rawValue)
+        var lines = ["tracer on Linux \(features.kernelRelease)",
+                     "available: \(available.joined(separator: ", "))",
+                     "unavailable: \(missing.isEmpty ? "none" : missing.joined(separator: ", "))"]
+        if features.isAvailable(.kprobe) {
+            lines.append("socket hooks: kprobes")
+        } else {
+            lines.append("socket hooks: syscall tracepoints (no kprobes on this kernel)")
+        }
+        if isReady {
+            lines.append("ready to trace. `tracer features` shows every probe; `tracer --help` lists the commands.")
+        } else {
+            lines.append("not ready to trace:")
+            lines += blockers.map { "  - \($0)" }
+        }
+        return lines.joined(separator: "\n")
+    }
 }

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what tracer needs to build and test on Debian 12 (run as root), and mounts the kernel
+# filesystems BPF tracing uses when they are missing. Idempotent.
+set -euo pipefail
+
+packages=(
+  pkg-config libbpf-dev libelf-dev libdw-dev zlib1g-dev libcurl4-openssl-dev libcapstone-dev
+  bpftool golang-go wrk protobuf-compiler python3-pip
+)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+mount_if_missing() { # filesystem type, mount point
+  if ! grep -qs " $2 $1 " /proc/mounts; then
+    mount -t "$1" "$1" "$2" && echo "mounted $1 at $2" || echo "warning: could not mount $1 at $2" >&2
+  fi
+}
+mount_if_missing tracefs /sys/kernel/tracing
+mount_if_missing bpf /sys/fs/bpf
+mount_if_missing securityfs /sys/kernel/security
+
+if ! command -v swift >/dev/null; then
+  if [ -x /opt/swift/usr/bin/swift ]; then
+    echo "note: add /opt/swift/usr/bin to PATH" >&2
+  else
+    echo "error: Swift 6.1 or newer is required (https://swift.org/install)" >&2
+    exit 1
+  fi
+fi

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, then builds and runs every test. Privileged tests
+# load real BPF programs; they skip without root unless TRACER_REQUIRE_BPF=1, which makes a skip a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/opt/swift/usr/bin:$PATH"
+scripts/install-deps.sh
+swift build --build-tests
+swift test --skip-build
