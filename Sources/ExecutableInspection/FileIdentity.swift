@@ -7,7 +7,7 @@ import Glibc
 /// An inode number alone is not unique: every overlay filesystem (one per container) numbers its
 /// own inodes, so the device is part of the key. This is the key of ``InspectionCache`` and of
 /// per-file uprobe attachment (the kernel's uprobe is per inode).
-public struct FileIdentity: Hashable, Sendable, CustomStringConvertible {
+public struct FileIdentity: Hashable, Sendable, Codable, CustomStringConvertible {
     /// `st_dev` of the file.
     public let device: UInt64
     /// `st_ino` of the file.

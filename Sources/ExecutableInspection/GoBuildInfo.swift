@@ -167,3 +167,20 @@ extension ELFFile {
         }
     }
 }
+
+extension GoBuildInfo {
+    /// Module path prefixes of libraries that Go tracers hook or that change what a request looks like
+    /// (HTTP/2, gRPC, routers, SQL drivers, Redis, Kafka).
+    public static let modulePrefixesOfInterest = [
+        "golang.org/x/net", "google.golang.org/grpc", "github.com/gin-gonic/gin", "github.com/gorilla/mux",
+        "github.com/labstack/echo", "github.com/go-chi/chi", "github.com/gofiber/fiber", "github.com/valyala/fasthttp",
+        "github.com/go-sql-driver/mysql", "github.com/jackc/pgx", "github.com/lib/pq", "github.com/redis/go-redis",
+        "github.com/go-redis/redis", "github.com/segmentio/kafka-go", "github.com/IBM/sarama", "github.com/Shopify/sarama",
+        "go.mongodb.org/mongo-driver",
+    ]
+
+    /// The dependencies matching ``modulePrefixesOfInterest``.
+    public var modulesOfInterest: [GoModule] {
+        dependencies.filter { dep in Self.modulePrefixesOfInterest.contains { dep.path.hasPrefix($0) } }
+    }
+}

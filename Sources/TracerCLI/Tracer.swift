@@ -10,6 +10,7 @@ struct Tracer: ParsableCommand {
             Examples:
               tracer features              what this kernel supports (BPF features, capabilities, mounts)
               tracer features --json       the same as JSON
+              tracer inspect ./server      what the agent sees in an executable (--pid N for a process)
             """,
-        subcommands: [])
+        subcommands: [InspectCommand.self])
 }
