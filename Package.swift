@@ -58,10 +58,29 @@ let package = Package(
             swiftSettings: swiftSettings,
             plugins: ["BPFEmbedPlugin"]),
 
+        /// ELF, Go build info / pclntab, DWARF struct offsets, RET offsets and /proc inspection (issue 3).
+        .target(
+            name: "ExecutableInspection",
+            dependencies: ["CLibElf", "CCapstone", .product(name: "Logging", package: "swift-log")],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings),
+        /// Replays files through the inspection parsers; built with `-sanitize=fuzzer` by
+        /// `scripts/fuzz-inspection.sh` it becomes a libFuzzer target.
+        .executableTarget(
+            name: "InspectionFuzz",
+            dependencies: ["ExecutableInspection"],
+            path: "Fuzz/InspectionFuzz",
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "InspectionBenchmark",
+            dependencies: ["ExecutableInspection"],
+            path: "Benchmarks/InspectionBenchmark",
+            swiftSettings: swiftSettings),
+
         .executableTarget(
             name: "TracerCLI",
             dependencies: [
-                "BPFRuntime", "BPFPrograms",
+                "BPFRuntime", "BPFPrograms", "ExecutableInspection",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -79,5 +98,9 @@ let package = Package(
             dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "TestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(name: "TracerCLITests", dependencies: ["TracerCLI", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ExecutableInspectionTests",
+            dependencies: ["ExecutableInspection", "TestSupport"],
+            swiftSettings: swiftSettings),
     ]
 )

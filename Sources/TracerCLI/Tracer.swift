@@ -16,8 +16,9 @@ struct Tracer: ParsableCommand {
               tracer                       is this machine ready to trace?
               tracer features              every BPF feature, capability and mount, probed
               tracer features --json       the same as JSON
+              tracer inspect ./server      what the agent sees in an executable (--pid N for a process)
             """,
-        subcommands: [FeaturesCommand.self])
+        subcommands: [FeaturesCommand.self, InspectCommand.self])
 
     func run() throws {
         let features = KernelFeatures.detect()

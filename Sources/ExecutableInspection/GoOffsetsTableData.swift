@@ -1,0 +1,4 @@
+// Produced by scripts/generate-go-offsets.sh; regenerate, do not edit by hand.
+let goOffsetsTableJSON = """
+{"lines": {}}
+"""

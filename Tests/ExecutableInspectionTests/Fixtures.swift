@@ -1,0 +1,149 @@
+import Foundation
+import XCTest
+
+/// Builds real test binaries (C with `cc`, Go with Debian's go1.19) once per test process, in a
+/// temporary directory. No network: Go programs use the standard library only, `GOFLAGS=-mod=mod` off.
+enum Fixtures {
+    static let directory: URL = {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("inspection-fixtures-\(getpid())")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }()
+
+    /// Runs `arguments` and returns stdout; fails the test (and throws) on a non-zero exit.
+    @discardableResult
+    static func run(_ arguments: [String], environment: [String: String] = [:], in cwd: URL? = nil) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        if let cwd { process.currentDirectoryURL = cwd }
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw FixtureError(message: "\(arguments.joined(separator: " ")) failed: \(String(decoding: errData, as: UTF8.self))")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    struct FixtureError: Error, CustomStringConvertible { let message: String; var description: String { message } }
+
+    static let cSource = """
+        #include <stdio.h>
+        #include <stdlib.h>
+        __attribute__((noinline)) int probe_me(int x) {
+            if (x > 10) return x * 3;
+            if (x < -5) { printf("neg\\n"); return -x; }
+            return x + 1;
+        }
+        int main(int argc, char **argv) { return probe_me(argc) == 42; }
+        """
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var built: [String: String] = [:]
+
+    /// Compiles `cSource` with `flags` (e.g. `-no-pie`, `-static-pie`) at `-O2` and returns the path.
+    static func cBinary(_ name: String, flags: [String]) throws -> String {
+        try once(name) {
+            let source = directory.appendingPathComponent("probe.c")
+            try cSource.write(to: source, atomically: true, encoding: .utf8)
+            let output = directory.appendingPathComponent(name).path
+            try run(["cc", "-O2", "-g"] + flags + ["-o", output, source.path])
+            return output
+        }
+    }
+
+    static let goSource = """
+        package main
+
+        import (
+        \t"fmt"
+        \t"net/http"
+        \t"os"
+        )
+
+        func handler(w http.ResponseWriter, r *http.Request) {
+        \tfmt.Fprintf(w, "hello %s", r.URL.Path)
+        }
+
+        func main() {
+        \tif len(os.Args) > 5 {
+        \t\thttp.HandleFunc("/", handler)
+        \t\t_ = http.ListenAndServe(":0", nil)
+        \t\tresp, err := http.Get("http://127.0.0.1/")
+        \t\tif err == nil { resp.Body.Close() }
+        \t}
+        \tfmt.Println("ok")
+        }
+        """
+
+    static let cgoSource = """
+        package main
+
+        // int add(int a, int b) { return a + b; }
+        import "C"
+
+        import (
+        \t"fmt"
+        \t"net/http"
+        \t"os"
+        )
+
+        func main() {
+        \tif len(os.Args) > 5 {
+        \t\t_ = http.ListenAndServe(":0", nil)
+        \t}
+        \tfmt.Println(C.add(1, 2))
+        }
+        """
+
+    /// Builds a Go program with `go` (default: Debian's go1.19 on PATH) and `flags`.
+    static func goBinary(_ name: String, source: String = goSource, flags: [String] = [], cgo: Bool = false,
+                         go: String = "go") throws -> String {
+        try once(name) {
+            let dir = directory.appendingPathComponent("src-\(name)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try source.write(to: dir.appendingPathComponent("main.go"), atomically: true, encoding: .utf8)
+            try "module example.com/fixture\n\ngo 1.19\n".write(to: dir.appendingPathComponent("go.mod"), atomically: true, encoding: .utf8)
+            let output = directory.appendingPathComponent(name).path
+            try run([go, "build"] + flags + ["-o", output, "."],
+                    environment: ["CGO_ENABLED": cgo ? "1" : "0", "GOFLAGS": "-mod=mod", "GOPROXY": "off",
+                                  "GOCACHE": directory.appendingPathComponent("gocache").path, "HOME": directory.path],
+                    in: dir)
+            return output
+        }
+    }
+
+    private static func once(_ key: String, _ make: () throws -> String) throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        if let path = built[key] { return path }
+        let path = try make()
+        built[key] = path
+        return path
+    }
+
+    /// Writes `bytes` to a fresh file and returns its path.
+    static func file(_ name: String, _ bytes: [UInt8]) throws -> String {
+        let url = directory.appendingPathComponent(name)
+        try Data(bytes).write(to: url)
+        return url.path
+    }
+
+    /// `nm` output: symbol name → address.
+    static func nm(_ path: String) throws -> [String: UInt64] {
+        var result: [String: UInt64] = [:]
+        for line in try run(["nm", path]).split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            guard parts.count == 3, let address = UInt64(parts[0], radix: 16) else { continue }
+            result[String(parts[2])] = address
+        }
+        return result
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import XCTest
+@testable import ExecutableInspection
+
+final class GoTests: XCTestCase {
+    static let probed: Set<String> = ["net/http.serverHandler.ServeHTTP", "net/http.(*Client).do", "main.main", "runtime.goexit"]
+
+    /// Build info of an internally linked go1.19 binary: version, main module, settings.
+    func testBuildInfo() throws {
+        let elf = try ELFFile(path: Fixtures.goBinary("go-plain"))
+        XCTAssertTrue(elf.isGo)
+        let info = try XCTUnwrap(elf.goBuildInfo())
+        let goVersion = try Fixtures.run(["go", "env", "GOVERSION"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertEqual(info.goVersion, goVersion)
+        XCTAssertEqual(info.mainModule?.path, "example.com/fixture")
+        XCTAssertEqual(info.mainPackage, "example.com/fixture")
+        XCTAssertEqual(info.settings["CGO_ENABLED"], "0")
+        XCTAssertEqual(info.languageVersion?.minor, 19)
+        // `go version -m` prints the same build info.
+        let goReport = try Fixtures.run(["go", "version", "-m", elf.path])
+        XCTAssertTrue(goReport.contains("mod\texample.com/fixture"))
+    }
+
+    /// pclntab addresses equal the `.symtab` addresses (`nm`) for plain, stripped, cgo (external
+    /// linking) and PIE builds; the stripped binary has no `.symtab` at all.
+    func testPCLNTabMatchesSymbolTable() throws {
+        let builds: [(String, [String], Bool)] = [
+            ("go-plain", [], false),
+            ("go-cgo", [], true),
+            ("go-pie", ["-buildmode=pie"], false),
+        ]
+        for (name, flags, cgo) in builds {
+            let path = try Fixtures.goBinary(name, source: cgo ? Fixtures.cgoSource : Fixtures.goSource, flags: flags, cgo: cgo)
+            let elf = try ELFFile(path: path)
+            let functions = try XCTUnwrap(elf.goFunctions(named: Self.probed), name)
+            let nm = try Fixtures.nm(path)
+            XCTAssertGreaterThanOrEqual(functions.count, 3, name)
+            for (function, found) in functions {
+                // Assembly functions carry an ABI suffix in .symtab (runtime.goexit.abi0).
+                let symbol = try XCTUnwrap(elf.symbol(named: function) ?? elf.symbol(named: function + ".abi0"), function)
+                XCTAssertEqual(found.address, nm[symbol.name], "\(name): \(function)")
+                // pclntab sizes run to the next function, including alignment padding.
+                XCTAssertTrue(found.size >= symbol.size && found.size < symbol.size + 64, "\(name): \(function) size")
+            }
+            try assertGoexitBytes(elf, functions)
+            // Stripped twin: same addresses from pclntab alone.
+            let strippedPath = try Fixtures.goBinary(name + "-stripped", source: cgo ? Fixtures.cgoSource : Fixtures.goSource,
+                                                     flags: flags + ["-ldflags=-s -w"], cgo: cgo)
+            let stripped = try ELFFile(path: strippedPath)
+            XCTAssertFalse(stripped.hasSymbolTable, name)
+            XCTAssertNil(stripped.symbol(named: "main.main"))
+            let strippedFunctions = try XCTUnwrap(stripped.goFunctions(named: Self.probed), name)
+            XCTAssertEqual(Set(strippedFunctions.keys), Set(functions.keys), name)
+            // -s -w does not move code, so the same functions sit at the same addresses.
+            for (function, found) in strippedFunctions where !cgo {
+                XCTAssertEqual(found.address, functions[function]?.address, "\(name) stripped: \(function)")
+            }
+            try assertGoexitBytes(stripped, strippedFunctions)
+            XCTAssertEqual(try stripped.goBuildInfo()?.goVersion, try elf.goBuildInfo()?.goVersion)
+        }
+    }
+
+    /// `runtime.goexit` is `NOP; CALL runtime.goexit1` (runtime/asm_amd64.s): 0x90 0xe8 at its file offset
+    /// proves the text start and the address→offset conversion.
+    private func assertGoexitBytes(_ elf: ELFFile, _ functions: [String: GoFunction], line: UInt = #line) throws {
+        let goexit = try XCTUnwrap(functions["runtime.goexit"], line: line)
+        let offset = try elf.fileOffset(forVirtualAddress: goexit.address)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: elf.path))
+        XCTAssertEqual([bytes[Int(offset)], bytes[Int(offset) + 1]], [0x90, 0xe8], elf.path, line: line)
+    }
+
+    /// cgo binaries: `.text` starts with C start-up code, so the text start must come from `runtime.text`
+    /// (here, stripped, from the pclntab header the external linker relocated).
+    func testCgoTextStartIsRuntimeText() throws {
+        let plain = try ELFFile(path: Fixtures.goBinary("go-cgo", source: Fixtures.cgoSource, cgo: true))
+        let runtimeText = try XCTUnwrap(plain.symbol(named: "runtime.text"))
+        let path = try Fixtures.goBinary("go-cgo-stripped", source: Fixtures.cgoSource, flags: ["-ldflags=-s -w"], cgo: true)
+        let elf = try ELFFile(path: path)
+        let table = try XCTUnwrap(elf.goFunctionTable())
+        let text = try XCTUnwrap(elf.sections.first { $0.name == ".text" })
+        XCTAssertGreaterThan(table.textStart, text.address, "Go text follows the C code in .text")
+        XCTAssertEqual(table.textStart - text.address, runtimeText.address - plain.sections.first { $0.name == ".text" }!.address)
+    }
+
+    /// RET offsets of a Go function: each points at c3, and there is at least one.
+    func testGoReturnOffsets() throws {
+        let path = try Fixtures.goBinary("go-plain-stripped", flags: ["-ldflags=-s -w"])
+        let elf = try ELFFile(path: path)
+        let function = try XCTUnwrap(elf.goFunctions(named: ["net/http.serverHandler.ServeHTTP"])?["net/http.serverHandler.ServeHTTP"])
+        let offsets = try elf.returnOffsets(address: function.address, size: function.size)
+        XCTAssertFalse(offsets.isEmpty)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        for offset in offsets { XCTAssertEqual(bytes[Int(offset)], 0xc3) }
+    }
+
+    /// The pre-go1.18 layout: two pointers to Go string headers, resolved through memory.
+    func testPointerFormatBuildInfo() throws {
+        var blob = GoBuildInfo.magic + [8, 0]  // ptrSize 8, flags 0 (pointers, little-endian)
+        blob += le(0x1000) + le(0x1010)
+        blob += [UInt8](repeating: 0, count: 32 - blob.count)
+        let version = Array("go1.16.15".utf8)
+        let modinfo = Array("0123456789abcdef".utf8) + Array("path\texample.com/x\nmod\texample.com/x\t(devel)\t\ndep\tgolang.org/x/net\tv0.1.0\th1:abc=\n=>\t../net\t\n".utf8) + Array("0123456789abcde\n".utf8).reversed()
+        var memory: [UInt64: [UInt8]] = [
+            0x1000: le(0x2000) + le(UInt64(version.count)),
+            0x1010: le(0x3000) + le(UInt64(modinfo.count)),
+            0x2000: version,
+            0x3000: modinfo,
+        ]
+        memory[0x4000] = []
+        let info = try blob.withUnsafeBytes { raw throws(InspectionError) in
+            try GoBuildInfo.parse(blob: ByteView(raw), subject: "synthetic") { address, length in
+                guard let bytes = memory[address], UInt64(bytes.count) >= length else { return nil }
+                return bytes.withUnsafeBytes { ByteView(UnsafeRawBufferPointer(rebasing: $0[..<Int(length)])).copy() }
+            }
+        }
+        XCTAssertEqual(info.goVersion, "go1.16.15")
+        XCTAssertEqual(info.mainModule?.path, "example.com/x")
+        XCTAssertEqual(info.dependencies, [GoModule(path: "golang.org/x/net", version: "v0.1.0", sum: "h1:abc=", replacement: "../net ")])
+    }
+
+    private func le(_ value: UInt64) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+}
+
+extension ByteView {
+    /// A copy that outlives the closure it was made in (tests only: leaks one small buffer).
+    func copy() -> ByteView {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 1)
+        buffer.copyMemory(from: bytes)
+        return ByteView(UnsafeRawBufferPointer(buffer))
+    }
+}
