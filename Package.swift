@@ -34,6 +34,7 @@ let package = Package(
         .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         .systemLibrary(name: "CLibElf", pkgConfig: "libdw", providers: [.apt(["libelf-dev", "libdw-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CCapstone", pkgConfig: "capstone", providers: [.apt(["libcapstone-dev"])]),
 
         /// `tracer_`-prefixed C helpers for what Swift cannot call directly (variadic callbacks,
@@ -59,6 +60,15 @@ let package = Package(
             swiftSettings: swiftSettings,
             plugins: ["BPFEmbedPlugin"]),
 
+        /// The span model shared by tracers and sinks, and the span printers.
+        .target(name: "Telemetry", swiftSettings: swiftSettings),
+        /// OTLP/HTTP export (protobuf and JSON over libcurl), RED metrics and the Prometheus endpoint.
+        .target(
+            name: "OTLPExport",
+            dependencies: ["Telemetry", "CCurl", "CZlib"],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings),
+
         .executableTarget(
             name: "TracerCLI",
             dependencies: [
@@ -73,10 +83,22 @@ let package = Package(
             path: "Benchmarks/TracerBenchmarks",
             swiftSettings: swiftSettings + [.unsafeFlags(["-Xlinker", "--export-dynamic"])]),
 
+        .executableTarget(
+            name: "ExportBenchmarks",
+            dependencies: ["Telemetry", "OTLPExport"],
+            path: "Benchmarks/ExportBenchmarks",
+            swiftSettings: swiftSettings),
+
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
         .testTarget(
             name: "BPFRuntimeTests",
             dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "TestSupport"],
+            swiftSettings: swiftSettings),
+        .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "OTLPExportTests",
+            dependencies: ["OTLPExport", "Telemetry"],
+            exclude: ["receiver"],
             swiftSettings: swiftSettings),
     ]
 )
