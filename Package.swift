@@ -65,7 +65,7 @@ let package = Package(
         /// OTLP/HTTP export (protobuf and JSON over libcurl), RED metrics and the Prometheus endpoint.
         .target(
             name: "OTLPExport",
-            dependencies: ["Telemetry", "CCurl", "CZlib"],
+            dependencies: ["Telemetry", "CCurl", "CZlib", .product(name: "Logging", package: "swift-log")],
             exclude: ["README.md"],
             swiftSettings: swiftSettings),
 
