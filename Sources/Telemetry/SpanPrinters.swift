@@ -131,9 +131,10 @@ public final class TextSpanPrinter: SpanSink {
         line += " trace=\(span.traceID.hex) span=\(span.spanID.hex)"
         line += " parent=\(span.parentSpanID.isValid ? span.parentSpanID.hex : "-")"
         for a in span.attributes { line += " \(a.key)=\(a.value)" }
-        let service = span.resource.serviceName.map { "service.name=\($0)" } ?? ""
-        let pid = span.resource.attributes[SemanticConventions.processPID].map { " process.pid=\($0)" } ?? ""
-        if !service.isEmpty || !pid.isEmpty { line += " [\(service)\(pid)]" }
+        let identity = [SemanticConventions.serviceName, SemanticConventions.processPID].compactMap { key in
+            span.resource.attributes[key].map { "\(key)=\($0)" }
+        }
+        if !identity.isEmpty { line += " [" + identity.joined(separator: " ") + "]" }
         return line + "\n"
     }
 
