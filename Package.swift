@@ -33,6 +33,7 @@ let package = Package(
         .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         .systemLibrary(name: "CLibElf", pkgConfig: "libdw", providers: [.apt(["libelf-dev", "libdw-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CCapstone", pkgConfig: "capstone", providers: [.apt(["libcapstone-dev"])]),
 
         /// `tracer_`-prefixed C helpers for what Swift cannot call directly (variadic callbacks,
@@ -76,6 +77,14 @@ let package = Package(
             dependencies: ["ExecutableInspection"],
             path: "Benchmarks/InspectionBenchmark",
             swiftSettings: swiftSettings),
+        /// The span model shared by tracers and sinks, and the span printers.
+        .target(name: "Telemetry", swiftSettings: swiftSettings),
+        /// OTLP/HTTP export (protobuf and JSON over libcurl), RED metrics and the Prometheus endpoint.
+        .target(
+            name: "OTLPExport",
+            dependencies: ["Telemetry", "CCurl", "CZlib", .product(name: "Logging", package: "swift-log")],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings),
 
         .executableTarget(
             name: "TracerCLI",
@@ -92,6 +101,12 @@ let package = Package(
             path: "Benchmarks/TracerBenchmarks",
             swiftSettings: swiftSettings),
 
+        .executableTarget(
+            name: "ExportBenchmarks",
+            dependencies: ["Telemetry", "OTLPExport"],
+            path: "Benchmarks/ExportBenchmarks",
+            swiftSettings: swiftSettings),
+
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
         .testTarget(
             name: "BPFRuntimeTests",
@@ -101,6 +116,12 @@ let package = Package(
         .testTarget(
             name: "ExecutableInspectionTests",
             dependencies: ["ExecutableInspection", "TestSupport"],
+            swiftSettings: swiftSettings),
+        .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "OTLPExportTests",
+            dependencies: ["OTLPExport", "Telemetry"],
+            exclude: ["receiver"],
             swiftSettings: swiftSettings),
     ]
 )
