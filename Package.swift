@@ -2,22 +2,41 @@
 import Foundation
 import PackageDescription
 
-/// Files under `directory` that SwiftPM must not treat as sources of a Swift target:
-/// BPF C programs, C headers, scripts and docs live next to the Swift code of a tracer.
-/// The BPF embed plugin finds the `.bpf.c` files by itself.
-func nonSwiftFiles(in directory: String) -> [String] {
+/// Files below `directory` (relative paths) for which `matches` holds: used to keep BPF C programs,
+/// headers, scripts and docs that live next to Swift code out of SwiftPM's sources (the BPF embed plugin
+/// finds the `.bpf.c` files by itself).
+func files(in directory: String, where matches: (String) -> Bool) -> [String] {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(directory)
     guard let walker = FileManager.default.enumerator(atPath: root.path) else { return [] }
-    var excluded: [String] = []
+    var found: [String] = []
     while let relative = walker.nextObject() as? String {
         var isDirectory: ObjCBool = false
         _ = FileManager.default.fileExists(atPath: root.appendingPathComponent(relative).path, isDirectory: &isDirectory)
-        if !isDirectory.boolValue && !relative.hasSuffix(".swift") { excluded.append(relative) }
+        if !isDirectory.boolValue && matches(relative) { found.append(relative) }
     }
-    return excluded
+    return found
+}
+
+/// The `Tests` folders of the tracers (`tracers/NAME/Tests`): they form the `TracersTests` target.
+func tracerTestFolders() -> [String] {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("tracers")
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
+    return names.sorted().filter { FileManager.default.fileExists(atPath: root.appendingPathComponent("\($0)/Tests").path) }
+        .map { "\($0)/Tests" }
 }
 
 let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+/// The tests that live in the tracers' own folders (`tracers/NAME/Tests`), as one test target.
+let tracerTests: [Target] = tracerTestFolders().isEmpty ? [] : [
+    .testTarget(
+        name: "TracersTests",
+        dependencies: ["Tracers", "TracerFramework", "TestSupport", "CTracerABI", "BPFRuntime", "Telemetry"],
+        path: "tracers",
+        exclude: files(in: "tracers") { !$0.hasSuffix(".swift") || !$0.contains("/Tests/") },
+        sources: tracerTestFolders(),
+        swiftSettings: swiftSettings),
+]
 
 let package = Package(
     name: "tracer",
@@ -55,7 +74,7 @@ let package = Package(
             name: "BPFPrograms",
             dependencies: ["BPFRuntime"],
             path: "bpf",
-            exclude: nonSwiftFiles(in: "bpf"),
+            exclude: files(in: "bpf") { !$0.hasSuffix(".swift") },
             swiftSettings: swiftSettings,
             plugins: ["BPFEmbedPlugin"]),
 
@@ -85,6 +104,20 @@ let package = Package(
             dependencies: ["Telemetry", "CCurl", "CZlib", .product(name: "Logging", package: "swift-log")],
             exclude: ["README.md"],
             swiftSettings: swiftSettings),
+
+        /// The tracer plugin model, discovery and attach machinery, and the events-to-spans pipeline.
+        .target(
+            name: "TracerFramework",
+            dependencies: ["BPFRuntime", "ExecutableInspection", "Telemetry", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+        /// One folder per tracer plugin (BPF program, event header, Swift decoding, README, tests).
+        .target(
+            name: "Tracers",
+            dependencies: ["TracerFramework", "BPFRuntime", "Telemetry", "CTracerABI", "ExecutableInspection"],
+            path: "tracers",
+            exclude: files(in: "tracers") { !$0.hasSuffix(".swift") || $0.contains("/Tests/") },
+            swiftSettings: swiftSettings,
+            plugins: ["BPFEmbedPlugin"]),
 
         .executableTarget(
             name: "TracerCLI",
@@ -123,5 +156,5 @@ let package = Package(
             dependencies: ["OTLPExport", "Telemetry"],
             exclude: ["receiver"],
             swiftSettings: swiftSettings),
-    ]
+    ] + tracerTests
 )

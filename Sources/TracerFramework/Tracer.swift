@@ -1,0 +1,149 @@
+import BPFRuntime
+import ExecutableInspection
+import Telemetry
+
+/// A tracer plugin: one folder under `tracers/` with its BPF program, event header, decoding and tests
+/// (OBI's `ebpf.Tracer`). A tracer only declares; the framework loads its object, attaches its probes once
+/// per file, keeps the PID filter, and hands it the events whose `tracer_event_header.type` it owns.
+/// Tracers never call libbpf themselves.
+public protocol Tracer: Sendable {
+    /// Short stable name, also the folder name (`http`, `go-nethttp`).
+    var name: String { get }
+    /// The tracer's compiled BPF object; it includes bpf/tracer_common.bpf.h, so it shares the agent's
+    /// events channel and PID filter.
+    var object: EmbeddedBPFObject { get }
+    /// Every probe the tracer may attach. The framework loads exactly the programs named here.
+    var probes: [Probe] { get }
+    /// The `tracer_event_header.type` numbers this tracer emits (unique across tracers).
+    var eventTypes: Set<UInt32> { get }
+    /// Whether the agent must stop when this tracer cannot be loaded (false: log the reason, carry on).
+    var isRequired: Bool { get }
+
+    /// Whether this tracer instruments `process` at all (language, mapped libraries, offsets found...).
+    /// Returning a reason instead of `true` lets `tracer inspect` and the logs say why not.
+    func applicability(to process: TracedProcess) -> Applicability
+
+    /// Sets `const volatile` globals and map sizes before the object is loaded.
+    func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures)
+
+    /// Called after the object is loaded, before the process is allowed to emit: e.g. store per-process
+    /// struct offsets in a map of the tracer's object. Default: nothing.
+    func prepare(_ process: TracedProcess, object: BPFObject) throws
+
+    /// Called when a process it prepared has exited. Default: nothing.
+    func forget(pid: Int32, object: BPFObject)
+
+    /// Turns one event into a span, or nil when the event does not complete one (or is malformed: count it
+    /// in the tracer and return nil). `event` is only valid during the call.
+    func decode(_ event: UnsafeRawBufferPointer, context: DecodeContext) -> Span?
+}
+
+extension Tracer {
+    public var isRequired: Bool { false }
+    public func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures) {}
+    public func prepare(_ process: TracedProcess, object: BPFObject) throws {}
+    public func forget(pid: Int32, object: BPFObject) {}
+
+    /// The functions this tracer needs resolved in executables and libraries.
+    public var probeTargetQueries: [ProbeTargetQuery] {
+        probes.compactMap { probe in
+            switch probe {
+            case .function(let symbol, _, let returns), .library(_, let symbol, _, let returns, _):
+                ProbeTargetQuery(tracer: name, symbol: symbol, needsReturnOffsets: returns != nil)
+            default: nil
+            }
+        }
+    }
+}
+
+/// Whether a tracer instruments a process, and if not, why.
+public enum Applicability: Sendable, Equatable {
+    case applies
+    case notApplicable(reason: String)
+}
+
+/// One probe of a tracer.
+public enum Probe: Sendable, Hashable {
+    /// A function of the process's main executable. `entry` runs at its first instruction; `returns` runs
+    /// at every RET instruction (uprobes at RET offsets: never a uretprobe, which Go's moving stacks turn
+    /// into crashes). Attached once per executable file, batched into uprobe_multi links where available.
+    case function(symbol: String, entry: BPFProgramName?, returns: BPFProgramName?)
+    /// A function of a shared library the process maps, chosen by file name prefix (`libssl.so`).
+    /// `returns` is a uretprobe when `returnsWithUretprobe` (safe for C code), else uprobes at RET offsets.
+    /// Attached once per library file and reference-counted across the processes that map it.
+    case library(prefix: String, symbol: String, entry: BPFProgramName?, returns: BPFProgramName?, returnsWithUretprobe: Bool)
+    /// A kernel function; where the kernel has no kprobes the fallback tracepoint is attached instead.
+    case kprobe(function: String, program: BPFProgramName, returnProbe: Bool, fallback: TracepointProbe?)
+    /// A static tracepoint, attached once for the whole agent (the PID filter decides who emits).
+    case tracepoint(TracepointProbe)
+
+    /// Programs of this probe that run as uprobes (loaded as uprobe_multi where the kernel has it).
+    var uprobePrograms: [BPFProgramName] {
+        switch self {
+        case .function(_, let entry, let returns): [entry, returns].compactMap { $0 }
+        case .library(_, _, let entry, let returns, let uretprobe): [entry, uretprobe ? nil : returns].compactMap { $0 }
+        default: []
+        }
+    }
+
+    /// Every program this probe may run.
+    var programs: [BPFProgramName] {
+        switch self {
+        case .function(_, let entry, let returns), .library(_, _, let entry, let returns, _): [entry, returns].compactMap { $0 }
+        case .kprobe(_, let program, _, let fallback): [program] + (fallback.map { [$0.program] } ?? [])
+        case .tracepoint(let tracepoint): [tracepoint.program]
+        }
+    }
+}
+
+/// A tracepoint `category:event` and the program to attach there.
+public struct TracepointProbe: Sendable, Hashable {
+    public let category: String
+    public let event: String
+    public let program: BPFProgramName
+
+    public init(_ category: String, _ event: String, program: BPFProgramName) {
+        self.category = category
+        self.event = event
+        self.program = program
+    }
+}
+
+/// A selected process as tracers see it.
+public struct TracedProcess: Sendable {
+    /// Host PID (TGID).
+    public let pid: Int32
+    public let snapshot: ProcessSnapshot
+    /// The main executable, inspected with every tracer's probe target queries.
+    public let executable: ExecutableInfo
+    /// OTel resource of the process (service name, process and host attributes).
+    public let resource: Resource
+
+    public init(pid: Int32, snapshot: ProcessSnapshot, executable: ExecutableInfo, resource: Resource) {
+        self.pid = pid
+        self.snapshot = snapshot
+        self.executable = executable
+        self.resource = resource
+    }
+}
+
+/// What decoding needs besides the event bytes.
+public struct DecodeContext: Sendable {
+    /// Converts `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to Unix nanoseconds.
+    public let monotonicToUnixOffset: Int64
+    /// The resource of a traced process by host PID, nil for processes that are no longer traced.
+    public let resource: @Sendable (Int32) -> Resource?
+    /// The scope spans of this tracer carry.
+    public let scope: InstrumentationScope
+
+    public init(monotonicToUnixOffset: Int64, scope: InstrumentationScope, resource: @escaping @Sendable (Int32) -> Resource?) {
+        self.monotonicToUnixOffset = monotonicToUnixOffset
+        self.resource = resource
+        self.scope = scope
+    }
+
+    /// A `bpf_ktime_get_ns()` timestamp as Unix nanoseconds.
+    public func unixNanoseconds(monotonic: UInt64) -> UInt64 {
+        UInt64(clamping: Int64(clamping: monotonic) &+ monotonicToUnixOffset)
+    }
+}
