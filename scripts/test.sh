@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 scripts/install-deps.sh
-swift build --build-tests
-swift test --skip-build
+swift build --manifest-cache none --build-tests
+swift test --manifest-cache none --skip-build
