@@ -136,7 +136,7 @@ let package = Package(
         .target(name: "CBenchTargets", path: "Benchmarks/CBenchTargets"),
         .executableTarget(
             name: "TracerBenchmarks",
-            dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "CBenchTargets"],
+            dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "CBenchTargets", "TracerFramework", "Telemetry"],
             path: "Benchmarks/TracerBenchmarks",
             swiftSettings: swiftSettings),
 

@@ -189,9 +189,11 @@ public final class Agent: @unchecked Sendable {
         let report = attacher.attach(process)
         guard kill(pid, 0) == 0 || errno != ESRCH else {
             logger.debug("pid \(pid) exited while being attached")
-            _ = attacher.release(pid: pid).map { link in detach.async { link.close() } }
+            let links = attacher.release(pid: pid)
+            detach.async { links.forEach { $0.close() } }
             return
         }
+        knownLibraries[pid] = Set(process.snapshot.libraries.compactMap(\.identity))
         do {
             try channel.allow(pid: pid)
         } catch {
@@ -217,7 +219,8 @@ public final class Agent: @unchecked Sendable {
         let identity = process.executable.identity.map { "dev \($0.deviceMajor):\($0.deviceMinor) ino \($0.inode)" } ?? "unknown file"
         let version = process.executable.go?.buildInfo.map { "\($0.goVersion), " } ?? ""
         let service = process.resource.serviceName ?? "?"
-        logger.info("attached \(report.probes) probes to \(process.snapshot.executablePath) (\(version)\(identity)) for pid \(pid) [\(service); tracers: \(report.tracers.joined(separator: ", "))] in \(milliseconds) ms")
+        let tracers = report.tracers.isEmpty ? "no tracer applies" : "tracers: \(report.tracers.joined(separator: ", "))"
+        logger.info("attached \(report.probes) probes to \(process.snapshot.executablePath) (\(version)\(identity)) for pid \(pid) [service \(service); \(tracers)] in \(milliseconds) ms")
         for reason in report.skipped { logger.debug("pid \(pid): \(reason)") }
         if !wasSelected {
             // Shared libraries are mapped by the dynamic loader after exec, and dlopen()ed later still:
@@ -245,10 +248,8 @@ public final class Agent: @unchecked Sendable {
     private var knownLibraries: [Int32: Set<FileIdentity>] = [:]
 
     private func instrumentIfLibrariesChanged(_ pid: Int32, rule: SelectionRule) {
-        guard let snapshot = try? ProcessInspection.snapshot(pid: pid) else { return }
-        let libraries = Set(snapshot.libraries.compactMap(\.identity))
-        guard knownLibraries[pid] != libraries else { return }
-        knownLibraries[pid] = libraries
+        guard let snapshot = try? ProcessInspection.snapshot(pid: pid),
+              knownLibraries[pid] != Set(snapshot.libraries.compactMap(\.identity)) else { return }
         instrument(pid, rule: rule)
     }
 
