@@ -108,6 +108,16 @@ final class AgentTests: XCTestCase {
 
         let (excluded, _) = try startAgent(Selection(rules: [SelectionRule(name: "uprobe-t*")], exclusions: [SelectionRule(exePath: "*/uprobe-target")]))
         XCTAssertTrue(excluded.selectedProcesses.isEmpty, "an exclusion wins over a rule")
+        excluded.stop()
+
+        // Criteria of one rule must all match: its own cgroup selects it, another cgroup does not.
+        let cgroup = try XCTUnwrap(String(contentsOfFile: "/proc/\(target.pid)/cgroup", encoding: .utf8).split(separator: ":").last)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let (byCgroup, _) = try startAgent(Selection(rules: [SelectionRule(name: "uprobe-t*", cgroup: cgroup)]))
+        XCTAssertEqual(byCgroup.selectedProcesses.map(\.pid), [target.pid], "cgroup \(cgroup)")
+        byCgroup.stop()
+        let (otherCgroup, _) = try startAgent(Selection(rules: [SelectionRule(name: "uprobe-t*", cgroup: "/no/such/cgroup")]))
+        XCTAssertTrue(otherCgroup.selectedProcesses.isEmpty)
     }
 
     func testNewProcessesAreSelectedFromExecEventsAndChildrenFollowTheirParent() throws {
