@@ -104,9 +104,8 @@ public final class Agent: @unchecked Sendable {
         control.sync { scan() }
 
         let timer = DispatchSource.makeTimerSource(queue: control)
-        let interval = configuration.rescanInterval
-        timer.schedule(deadline: .now() + .milliseconds(Int(interval.components.seconds * 1000)),
-                       repeating: .milliseconds(Int(interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000)))
+        let interval = DispatchTimeInterval.milliseconds(Int(configuration.rescanInterval.wholeMilliseconds))
+        timer.schedule(deadline: .now() + interval, repeating: interval)
         timer.setEventHandler { [weak self] in self?.scan() }
         timer.resume()
         rescanTimer = timer
@@ -214,13 +213,12 @@ public final class Agent: @unchecked Sendable {
         }
         metrics.attachErrors.add(UInt64(report.errors.count), ordering: .relaxed)
         for error in report.errors { logger.error("pid \(pid) (\(process.snapshot.executablePath)): \(error)") }
-        let elapsed = ContinuousClock.now - started
-        let milliseconds = elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = (ContinuousClock.now - started).wholeMilliseconds
         let identity = process.executable.identity.map { "dev \($0.deviceMajor):\($0.deviceMinor) ino \($0.inode)" } ?? "unknown file"
         let version = process.executable.go?.buildInfo.map { "\($0.goVersion), " } ?? ""
         let service = process.resource.serviceName ?? "?"
         let tracers = report.tracers.isEmpty ? "no tracer applies" : "tracers: \(report.tracers.joined(separator: ", "))"
-        logger.info("attached \(report.probes) probes to \(process.snapshot.executablePath) (\(version)\(identity)) for pid \(pid) [service \(service); \(tracers)] in \(milliseconds) ms")
+        logger.info("attached \(report.probes) probes to \(process.snapshot.executablePath) (\(version)\(identity)) for pid \(pid) [service \(service); \(tracers); \(report.newLinks) new links] in \(milliseconds) ms")
         for reason in report.skipped { logger.debug("pid \(pid): \(reason)") }
         if !wasSelected {
             // Shared libraries are mapped by the dynamic loader after exec, and dlopen()ed later still:
