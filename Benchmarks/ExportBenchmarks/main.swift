@@ -27,6 +27,17 @@ func makeSpans(_ n: Int) -> [Span] {
 
 func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
+/// Instructions per span under callgrind: `valgrind --tool=callgrind ExportBenchmarks encode-count 20`.
+func countEncode(rounds: Int) {
+    let spans = makeSpans(512)
+    var writer = ProtobufWriter(capacity: 1 << 20)
+    for _ in 0..<rounds {
+        writer.reset()
+        OTLPTraceProtobufEncoder.encode(spans, into: &writer)
+    }
+    print("encoded \(rounds) x 512 spans, \(writer.count) bytes/batch")
+}
+
 func benchEncode() {
     let spans = makeSpans(512)
     var writer = ProtobufWriter(capacity: 1 << 20)
@@ -56,4 +67,8 @@ func benchEncode() {
     print(String(format: "json encode: %.1f ns/span", Double(now() - t0) / Double(200 * spans.count)))
 }
 
-benchEncode()
+let arguments = CommandLine.arguments.dropFirst()
+switch arguments.first {
+case "encode-count": countEncode(rounds: Int(arguments.dropFirst().first ?? "") ?? 20)
+default: benchEncode()
+}
