@@ -191,5 +191,4 @@ public struct ProtobufWriter: ~Copyable {
         }
         base[at] = UInt8(truncatingIfNeeded: rest)
     }
-
 }

@@ -9,7 +9,7 @@
         case 0x0D: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "r"))
         case 0x09: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "t"))
         case 0..<0x20:
-            out.append(contentsOf: Array("\\u00".utf8))
+            out.append(contentsOf: "\\u00".utf8)
             out.append(hexDigits[Int(c >> 4)])
             out.append(hexDigits[Int(c & 0xF)])
         default: out.append(c)
@@ -22,10 +22,10 @@
 /// `"NaN"`, `"Infinity"`, `"-Infinity"` (the proto3 JSON mapping's spelling).
 @inlinable public func appendJSONDouble(_ d: Double, to out: inout [UInt8]) {
     if d.isNaN {
-        out.append(contentsOf: Array("\"NaN\"".utf8))
+        out.append(contentsOf: "\"NaN\"".utf8)
     } else if d.isInfinite {
-        out.append(contentsOf: Array((d < 0 ? "\"-Infinity\"" : "\"Infinity\"").utf8))
+        out.append(contentsOf: (d < 0 ? "\"-Infinity\"" : "\"Infinity\"").utf8)
     } else {
-        out.append(contentsOf: Array(String(d).utf8))
+        out.append(contentsOf: String(d).utf8)
     }
 }

@@ -48,18 +48,18 @@ public final class JSONLinesSpanPrinter: SpanSink {
 
     /// One span as a JSON object followed by a newline.
     public static func format(_ span: Span, into out: inout [UInt8]) {
-        out.append(contentsOf: Array("{\"name\":".utf8))
+        out.append(contentsOf: "{\"name\":".utf8)
         appendJSONString(span.name, to: &out)
-        out.append(contentsOf: Array(",\"kind\":\"\(span.kind)\",\"traceId\":\"\(span.traceID.hex)\",\"spanId\":\"\(span.spanID.hex)\",\"parentSpanId\":\"\(span.parentSpanID.isValid ? span.parentSpanID.hex : "")\",\"startTimeUnixNano\":\(span.startTimeUnixNano),\"endTimeUnixNano\":\(span.endTimeUnixNano),\"status\":\"\(span.status)\"".utf8))
+        out.append(contentsOf: ",\"kind\":\"\(span.kind)\",\"traceId\":\"\(span.traceID.hex)\",\"spanId\":\"\(span.spanID.hex)\",\"parentSpanId\":\"\(span.parentSpanID.isValid ? span.parentSpanID.hex : "")\",\"startTimeUnixNano\":\(span.startTimeUnixNano),\"endTimeUnixNano\":\(span.endTimeUnixNano),\"status\":\"\(span.status)\"".utf8)
         if case .error(let message) = span.status, !message.isEmpty {
-            out.append(contentsOf: Array(",\"statusMessage\":".utf8))
+            out.append(contentsOf: ",\"statusMessage\":".utf8)
             appendJSONString(message, to: &out)
         }
-        out.append(contentsOf: Array(",\"attributes\":".utf8))
+        out.append(contentsOf: ",\"attributes\":".utf8)
         appendObject(span.attributes, to: &out)
-        out.append(contentsOf: Array(",\"resource\":".utf8))
+        out.append(contentsOf: ",\"resource\":".utf8)
         appendObject(span.resource.attributes, to: &out)
-        out.append(contentsOf: Array("}\n".utf8))
+        out.append(contentsOf: "}\n".utf8)
     }
 
     static func appendObject(_ attributes: Attributes, to out: inout [UInt8]) {
@@ -84,13 +84,13 @@ public final class JSONLinesSpanPrinter: SpanSink {
         }
         switch value {
         case .string(let v): appendJSONString(v, to: &out)
-        case .int(let v): out.append(contentsOf: Array(String(v).utf8))
+        case .int(let v): out.append(contentsOf: String(v).utf8)
         case .double(let v): appendJSONDouble(v, to: &out)
-        case .bool(let v): out.append(contentsOf: Array((v ? "true" : "false").utf8))
+        case .bool(let v): out.append(contentsOf: (v ? "true" : "false").utf8)
         case .stringArray(let v): list(v) { appendJSONString($0, to: &$1) }
-        case .intArray(let v): list(v) { $1.append(contentsOf: Array(String($0).utf8)) }
+        case .intArray(let v): list(v) { $1.append(contentsOf: String($0).utf8) }
         case .doubleArray(let v): list(v) { appendJSONDouble($0, to: &$1) }
-        case .boolArray(let v): list(v) { $1.append(contentsOf: Array(($0 ? "true" : "false").utf8)) }
+        case .boolArray(let v): list(v) { $1.append(contentsOf: ($0 ? "true" : "false").utf8) }
         }
     }
 
