@@ -116,6 +116,34 @@ final class ExporterReceiverTests: XCTestCase {
         exporter.shutdown(timeout: .seconds(5))
     }
 
+    func testConfiguredHeadersAreSent() throws {
+        let receiver = try OTLPReceiver()
+        var settings = testSettings(receiver)
+        settings.headers = try ExportSettingsLayer.parseKeyValueList("api-key=s%3Dcret,x-tenant=blue", setting: "test")
+        let exporter = OTLPTraceExporter(settings: settings)
+        exporter.consume(sampleSpans(1))
+        XCTAssertTrue(exporter.flush(timeout: .seconds(10)))
+        let headers = try XCTUnwrap(try receiver.received().requests.first?["headers"] as? [String: String])
+        XCTAssertEqual(headers["api-key"], "s=cret")
+        XCTAssertEqual(headers["x-tenant"], "blue")
+        XCTAssertEqual(headers["content-type"], "application/x-protobuf")
+        exporter.shutdown(timeout: .seconds(5))
+    }
+
+    func testResponseBodyReadIsCapped() throws {
+        let receiver = try OTLPReceiver()
+        try receiver.script([["status": 200, "bodyBytes": 6_000_000]])
+        var settings = testSettings(receiver)
+        settings.maxResponseBytes = 4 << 20
+        let transport = CurlTransport(settings: settings)
+        let body: [UInt8] = []
+        let outcome = body.withUnsafeBytes {
+            transport.post(url: settings.tracesURL, body: $0, contentType: "application/x-protobuf", timeout: .seconds(10))
+        }
+        guard case .response(200, let got, _) = outcome else { return XCTFail("\(outcome)") }
+        XCTAssertEqual(got.count, 4 << 20, "at most 4 MiB kept")
+    }
+
     func testDownAtStartThenUpDeliversEverything() throws {
         let port = OTLPReceiver.freePort()
         let receiver = try OTLPReceiver(port: port, startAfter: 1.5)

@@ -180,6 +180,7 @@ class Handler(BaseHTTPRequestHandler):
                 break
             summary = {"path": self.path, "contentType": content_type, "encoding": encoding,
                        "bytes": len(raw), "items": items, "time": time.time(),
+                       "headers": {k.lower(): v for k, v in self.headers.items()},
                        "answer": (action or {}).get("status", 200) if not (action or {}).get("hang") else "hang"}
             REQUESTS.append(summary)
         if action and action.get("hang"):
@@ -191,6 +192,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(action["status"], b'{"message":"scripted failure"}', headers=headers)
         with LOCK:
             record(self.path, msg)
+        if action and action.get("bodyBytes"):
+            return self.reply(200, b"\0" * action["bodyBytes"], content_type="application/x-protobuf")
         response = (trace_service_pb2.ExportTraceServiceResponse() if self.path == "/v1/traces"
                     else metrics_service_pb2.ExportMetricsServiceResponse())
         if action and action.get("rejected"):
