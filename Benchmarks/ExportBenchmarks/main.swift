@@ -38,6 +38,17 @@ func countEncode(rounds: Int) {
     print("encoded \(rounds) x 512 spans, \(writer.count) bytes/batch")
 }
 
+/// The same for the OTLP/JSON encoder: `ExportBenchmarks json-count N`.
+func countJSON(rounds: Int) {
+    let spans = makeSpans(512)
+    var json: [UInt8] = []
+    for _ in 0..<rounds {
+        json.removeAll(keepingCapacity: true)
+        OTLPTraceJSONEncoder.encode(spans, into: &json)
+    }
+    print("encoded \(rounds) x 512 spans, \(json.count) bytes/batch")
+}
+
 func benchEncode() {
     let spans = makeSpans(512)
     var writer = ProtobufWriter(capacity: 1 << 20)
@@ -166,6 +177,7 @@ func benchEndToEnd(seconds: Double) {
 let arguments = CommandLine.arguments.dropFirst()
 switch arguments.first {
 case "encode-count": countEncode(rounds: Int(arguments.dropFirst().first ?? "") ?? 20)
+case "json-count": countJSON(rounds: Int(arguments.dropFirst().first ?? "") ?? 5)
 case "encode": benchEncode()
 case "e2e": benchEndToEnd(seconds: Double(arguments.dropFirst().first ?? "") ?? 5)
 default:

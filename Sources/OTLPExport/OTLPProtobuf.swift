@@ -176,7 +176,7 @@ extension ProtobufWriter {
         fixed64Field(OTLPField.startTime, span.pointee.startTimeUnixNano)
         fixed64Field(OTLPField.endTime, span.pointee.endTimeUnixNano)
         attributes(OTLPField.attributes, span.pointee.attributes)
-        if span.pointee.status != .unset {
+        if span.pointee.status.code != 0 {
             let s = beginMessage(OTLPField.status)
             let message = span.pointee.status.message
             if !message.isEmpty { stringField(OTLPField.statusMessage, message) }
