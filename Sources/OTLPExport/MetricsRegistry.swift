@@ -61,7 +61,8 @@ public final class MetricsRegistry: Sendable {
     }
 
     /// Publishes an exporter's counters (`tracer.spans.exported|dropped|failed|rejected`,
-    /// `tracer.export.requests|retries`) and its request latency histogram (`tracer.export.duration`).
+    /// `tracer.export.requests|retries`), its queue length (`tracer.export.queue.size`) and its request
+    /// latency histogram (`tracer.export.duration`).
     public func register(exporter stats: ExporterStats) {
         register { [stats] in
             func counter(_ name: String, _ help: String, _ value: Int) -> MetricData {
@@ -75,6 +76,9 @@ public final class MetricsRegistry: Sendable {
                 counter("tracer.spans.rejected", "Spans the collector rejected in a partial success.", stats.spansRejected.load(ordering: .relaxed)),
                 counter("tracer.export.requests", "OTLP export HTTP requests.", stats.requests.load(ordering: .relaxed)),
                 counter("tracer.export.retries", "OTLP export retries.", stats.retries.load(ordering: .relaxed)),
+                MetricData(
+                    name: "tracer.export.queue.size", description: "Spans waiting in the export queue.", unit: "1",
+                    points: .gauge([.init(value: Double(stats.queued.load(ordering: .relaxed)))])),
                 MetricData(
                     name: "tracer.export.duration", description: "OTLP export request latency.", unit: "s",
                     points: .histogram(

@@ -19,10 +19,11 @@ public final class OTLPTraceExporter: SpanSink, @unchecked Sendable {
     private var workerDone = false
     private var lastDropLog: ContinuousClock.Instant?
     /// Resources with the settings' resource attributes layered on (`OTEL_RESOURCE_ATTRIBUTES`), by identity.
+    /// Used by the worker thread only.
     private var mergedResources: [ObjectIdentifier: (Resource, Resource)] = [:]
 
     /// Starts the worker thread, which creates its transport with `makeTransport` (libcurl by default; tests
-    /// pass fakes).
+    /// pass fakes). The thread runs until `shutdown`, which every owner must call.
     public init(
         settings: ExportSettings, logger: Logger = Logger(label: "tracer.otlp"),
         makeTransport: (@Sendable () -> HTTPTransport)? = nil
@@ -70,6 +71,7 @@ public final class OTLPTraceExporter: SpanSink, @unchecked Sendable {
                     queue.append(span, bytes: size)
                 }
             }
+            stats.queued.store(queue.count, ordering: .relaxed)
             if queue.count >= settings.maxBatchSpans { condition.broadcast() }
         }
         var logDrop = false
@@ -150,6 +152,7 @@ public final class OTLPTraceExporter: SpanSink, @unchecked Sendable {
             if let deadline, clock.now >= deadline {
                 let left = queue.count
                 queue = SpanQueue()
+                stats.queued.store(0, ordering: .relaxed)
                 stats.spansDropped.add(left, ordering: .relaxed)  // counted before shutdown() can return
                 workerDone = true
                 condition.broadcast()
@@ -158,6 +161,7 @@ public final class OTLPTraceExporter: SpanSink, @unchecked Sendable {
                 return
             }
             let batch = queue.take(settings.maxBatchSpans)
+            stats.queued.store(queue.count, ordering: .relaxed)
             inFlight += 1
             condition.unlock()
 

@@ -143,6 +143,7 @@ final class PrometheusTests: XCTestCase {
         XCTAssertTrue(body.contains("# TYPE tracer_ringbuffer_drops counter\ntracer_ringbuffer_drops_total 7\n"), body)
         XCTAssertTrue(body.contains("tracer_processes_instrumented 3\n"), body)
         XCTAssertTrue(body.contains("tracer_spans_dropped_total 5\n"), body)
+        XCTAssertTrue(body.contains("# TYPE tracer_export_queue_size gauge\ntracer_export_queue_size 0\n"), body)
         XCTAssertTrue(body.contains("# TYPE tracer_export_duration_seconds histogram"), body)
         XCTAssertEqual(try scrape(server.port, path: "/other").0, 404)
     }
