@@ -146,7 +146,7 @@ func residentKiB() -> Int {
 
 /// Spans/s through the whole exporter (queue, batching, encoding, libcurl, HTTP) to `NullCollector`,
 /// with the producer keeping the queue full.
-func benchEndToEnd(seconds: Double) {
+func benchEndToEnd(seconds: Double, protocol_: OTLPProtocol = .httpProtobuf, compression: OTLPCompression = .none) {
     let collector = NullCollector()
     var settings = ExportSettings()
     settings.tracesURL = "http://127.0.0.1:\(collector.port)/v1/traces"
@@ -154,6 +154,8 @@ func benchEndToEnd(seconds: Double) {
     settings.maxQueueBytes = 64 << 20
     settings.maxBatchSpans = 512
     settings.scheduleDelay = .milliseconds(100)
+    settings.protocol_ = protocol_
+    settings.compression = compression
     let exporter = OTLPTraceExporter(settings: settings)
     let spans = makeSpans(512)
     let rssBefore = residentKiB()
@@ -168,9 +170,9 @@ func benchEndToEnd(seconds: Double) {
     let exported = exporter.stats.spansExported.load(ordering: .relaxed)
     let elapsed = Double(now() - start) / 1e9
     exporter.shutdown(timeout: .seconds(10))
-    print(String(format: "end to end: %.0f spans/s exported (%d in %.1f s, 1 exporter thread, batch 512, http/protobuf); "
+    print(String(format: "end to end: %.0f spans/s exported (%d in %.1f s, 1 exporter thread, batch 512, %@, %@); "
         + "offered %d, dropped (queue full) %d, failed %d; RSS %d -> %d KiB",
-        Double(exported) / elapsed, exported, elapsed, offered, exporter.stats.spansDropped.load(ordering: .relaxed),
+        Double(exported) / elapsed, exported, elapsed, protocol_.rawValue, compression.rawValue, offered, exporter.stats.spansDropped.load(ordering: .relaxed),
         exporter.stats.spansFailed.load(ordering: .relaxed), rssBefore, residentKiB()))
 }
 
@@ -179,7 +181,12 @@ switch arguments.first {
 case "encode-count": countEncode(rounds: Int(arguments.dropFirst().first ?? "") ?? 20)
 case "json-count": countJSON(rounds: Int(arguments.dropFirst().first ?? "") ?? 5)
 case "encode": benchEncode()
-case "e2e": benchEndToEnd(seconds: Double(arguments.dropFirst().first ?? "") ?? 5)
+case "e2e":  // e2e [seconds] [http/protobuf|http/json] [none|gzip]
+    let options = Array(arguments.dropFirst())
+    benchEndToEnd(
+        seconds: options.first.flatMap(Double.init) ?? 5,
+        protocol_: options.count > 1 ? OTLPProtocol(rawValue: options[1]) ?? .httpProtobuf : .httpProtobuf,
+        compression: options.count > 2 ? OTLPCompression(rawValue: options[2]) ?? .none : .none)
 default:
     benchEncode()
     benchEndToEnd(seconds: 5)
