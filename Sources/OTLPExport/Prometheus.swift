@@ -109,7 +109,8 @@ public enum PrometheusExposition {
 }
 
 /// A minimal HTTP/1.0 server for `GET /metrics` on a plain socket, one request per connection, on its own
-/// thread (what Prometheus scrapes, `--prometheus-port`). Anything else gets 404.
+/// thread (what Prometheus scrapes, `--prometheus-port`). Anything else gets 404. Requests are served one at a
+/// time; 2-second socket timeouts bound what a slow or silent client can hold up.
 public final class PrometheusServer: @unchecked Sendable {
     /// The bound port (the real one when 0 was asked for).
     public let port: Int
