@@ -128,7 +128,7 @@ let package = Package(
         .executableTarget(
             name: "TracerCLI",
             dependencies: [
-                "BPFRuntime", "BPFPrograms", "ExecutableInspection", "TracerFramework", "Tracers", "Telemetry",
+                "BPFRuntime", "BPFPrograms", "ExecutableInspection", "TracerFramework", "Tracers", "Telemetry", "OTLPExport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
