@@ -6,6 +6,16 @@ import XCTest
 /// `tracer` with selection flags, through the built binary: errors at start, the start-up lines, and a
 /// clean stop on SIGTERM.
 final class RunCommandTests: XCTestCase {
+    /// A `sleep 60` to select, ended with the test.
+    private func startSleeper() throws -> Process {
+        let sleeper = Process()
+        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        sleeper.arguments = ["60"]
+        try sleeper.run()
+        addTeardownBlock { sleeper.terminate() }
+        return sleeper
+    }
+
     func testAMissingPIDIsAOneLineErrorAtStart() throws {
         let result = try runProduct("tracer", ["--pid", "2147483000"])
         XCTAssertNotEqual(result.status, 0)
@@ -53,11 +63,7 @@ final class RunCommandTests: XCTestCase {
 
     func testPrometheusEndpointServesSelfMetrics() throws {
         try requireBPF()
-        let sleeper = Process()
-        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
-        sleeper.arguments = ["60"]
-        try sleeper.run()
-        addTeardownBlock { sleeper.terminate() }
+        let sleeper = try startSleeper()
         let port = 20000 + Int(getpid() % 20000)
         let agent = Process()
         agent.executableURL = productsDirectory.appendingPathComponent("tracer")
@@ -78,11 +84,7 @@ final class RunCommandTests: XCTestCase {
 
     func testTracesASelectedProcessAndStopsCleanlyOnSIGTERM() throws {
         try requireBPF()
-        let sleeper = Process()
-        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
-        sleeper.arguments = ["60"]
-        try sleeper.run()
-        addTeardownBlock { sleeper.terminate() }
+        let sleeper = try startSleeper()
 
         let agent = Process()
         agent.executableURL = productsDirectory.appendingPathComponent("tracer")
