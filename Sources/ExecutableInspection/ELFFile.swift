@@ -138,11 +138,26 @@ public final class ELFFile {
         machine = ehdr.e_machine
         entry = ehdr.e_entry
 
+        // libelf quietly reports 0 headers when a table lies past the end of the image, so the raw
+        // header fields are checked first (PN_XNUM / e_shnum 0 keep their extended counts in section 0).
+        let phentsize: UInt64 = is64Bit ? 56 : 32
+        let shentsize: UInt64 = is64Bit ? 64 : 40
+        if ehdr.e_phnum != 0 && ehdr.e_phnum != 0xffff
+            && bytes.slice(offset: ehdr.e_phoff, length: UInt64(ehdr.e_phnum) * UInt64(ehdr.e_phentsize)) == nil {
+            throw malformed("program headers (e_phoff 0x\(hex(ehdr.e_phoff)), \(ehdr.e_phnum) entries) extend past end of file (\(size) bytes)")
+        }
+        if ehdr.e_shoff != 0
+            && bytes.slice(offset: ehdr.e_shoff, length: max(UInt64(ehdr.e_shnum), 1) * UInt64(ehdr.e_shentsize)) == nil {
+            throw malformed("section headers (e_shoff 0x\(hex(ehdr.e_shoff)), \(ehdr.e_shnum) entries) extend past end of file (\(size) bytes)")
+        }
+
         // Program headers: the table itself, then every PT_LOAD's file range.
         var phnum = 0
         guard elf_getphdrnum(elf, &phnum) == 0 else { throw malformed("bad program header count: \(libelfError())") }
+        if ehdr.e_phnum != 0xffff && phnum != Int(ehdr.e_phnum) {
+            throw malformed("libelf sees \(phnum) of e_phnum \(ehdr.e_phnum) program headers")
+        }
         if phnum > 0 {
-            let phentsize: UInt64 = is64Bit ? 56 : 32
             guard UInt64(ehdr.e_phentsize) == phentsize else { throw malformed("e_phentsize \(ehdr.e_phentsize) is not \(phentsize)") }
             guard bytes.slice(offset: ehdr.e_phoff, length: UInt64(phnum) * phentsize) != nil else {
                 throw malformed("program headers (e_phoff 0x\(hex(ehdr.e_phoff)), \(phnum) entries) extend past end of file (\(size) bytes)")
@@ -179,9 +194,12 @@ public final class ELFFile {
         // Section headers: the table, e_shstrndx, then every section's file range.
         var shnum = 0
         guard elf_getshdrnum(elf, &shnum) == 0 else { throw malformed("bad section header count: \(libelfError())") }
+        if ehdr.e_shnum != 0 && shnum != Int(ehdr.e_shnum) {
+            throw malformed("libelf sees \(shnum) of e_shnum \(ehdr.e_shnum) section headers")
+        }
+        if ehdr.e_shoff != 0 && shnum == 0 { throw malformed("e_shoff 0x\(hex(ehdr.e_shoff)) but no readable section headers") }
         var parsed: [ELFSection] = []
         if shnum > 0 {
-            let shentsize: UInt64 = is64Bit ? 64 : 40
             guard UInt64(ehdr.e_shentsize) == shentsize else { throw malformed("e_shentsize \(ehdr.e_shentsize) is not \(shentsize)") }
             guard bytes.slice(offset: ehdr.e_shoff, length: UInt64(shnum) * shentsize) != nil else {
                 throw malformed("section headers (e_shoff 0x\(hex(ehdr.e_shoff)), \(shnum) entries) extend past end of file (\(size) bytes)")

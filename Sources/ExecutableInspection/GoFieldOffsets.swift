@@ -89,11 +89,19 @@ extension ELFFile {
         var headerSize = 0
         while !remainingTypes.isEmpty {
             let status = dwarf_nextcu(dwarf, offset, &next, &headerSize, nil, nil, nil)
-            if status == 1 { break }
+            if status == 1 {
+                // libdw reports "no more units" for a unit header it cannot parse; at offset 0 that is corrupt DWARF.
+                if offset == 0 { throw InspectionError(.malformed, path, "DWARF: no readable compile unit in .debug_info") }
+                break
+            }
             guard status == 0 else { throw InspectionError(.malformed, path, "DWARF: \(dwarfError(dwarf_errno()))") }
             var unit = Dwarf_Die()
             var child = Dwarf_Die()
-            if dwarf_offdie(dwarf, offset + Dwarf_Off(headerSize), &unit) != nil, dwarf_child(&unit, &child) == 0 {
+            // dwarf_nextcu does not check a unit's length or version; reading its DIE does.
+            guard dwarf_offdie(dwarf, offset + Dwarf_Off(headerSize), &unit) != nil else {
+                throw InspectionError(.malformed, path, "DWARF: unit at .debug_info offset 0x\(hex(offset)) unreadable: \(dwarfError(dwarf_errno()))")
+            }
+            if dwarf_child(&unit, &child) == 0 {
                 repeat {
                     guard dwarf_tag(&child) == DW_TAG_structure_type, let cName = dwarf_diename(&child) else { continue }
                     let name = String(cString: cName)
