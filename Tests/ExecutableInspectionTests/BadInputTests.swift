@@ -4,13 +4,7 @@ import XCTest
 
 /// Every bad input of issue 3: each is one `InspectionError` naming the file, never a crash or hang.
 final class BadInputTests: XCTestCase {
-    override func tearDown() {
-        let prefix = "input-\(getpid())-"
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: Fixtures.directory.path)) ?? []
-        for name in names where name.hasPrefix(prefix) {
-            try? FileManager.default.removeItem(at: Fixtures.directory.appendingPathComponent(name))
-        }
-    }
+    override func tearDown() { Fixtures.removeInputFiles() }
 
     private func assertInspectionError(_ path: String, _ reason: InspectionError.Reason? = nil, contains text: String? = nil,
                                        file: StaticString = #filePath, line: UInt = #line) {

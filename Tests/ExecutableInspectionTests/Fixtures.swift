@@ -143,6 +143,15 @@ enum Fixtures {
         return url.path
     }
 
+    /// Deletes this process's ``file(_:_:)`` outputs.
+    static func removeInputFiles() {
+        let prefix = "input-\(getpid())-"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        for name in names where name.hasPrefix(prefix) {
+            try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
+        }
+    }
+
     /// `nm` output: symbol name → address.
     static func nm(_ path: String) throws -> [String: UInt64] {
         var result: [String: UInt64] = [:]
