@@ -54,6 +54,7 @@ enum Fixtures {
         try once(name, key: [cSource] + flags) { output in
             let source = directory.appendingPathComponent("probe-\(getpid()).c")
             try cSource.write(to: source, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(at: source) }
             try run(["cc", "-O2", "-g"] + flags + ["-o", output, source.path])
         }
     }
