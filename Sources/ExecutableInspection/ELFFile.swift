@@ -326,15 +326,15 @@ public final class ELFFile {
     /// (the first definition wins). Nothing of the tables is kept.
     public func symbols(named names: Set<String>) -> [String: ELFSymbol] {
         var found: [String: ELFSymbol] = [:]
-        let wanted = names.map { (name: $0, bytes: Array($0.utf8)) }
+        let matcher = NameMatcher(names)
         for table in sections where table.type == UInt32(SHT_SYMTAB) || table.type == UInt32(SHT_DYNSYM) {
             forEachSymbol(in: table) { nameOffset, strings, value, size, info in
-                for target in wanted where found[target.name] == nil && strings.cStringEquals(nameOffset, target.bytes) {
-                    found[target.name] = ELFSymbol(name: target.name, address: value, size: size, isFunction: info & 0xf == 2)
+                if let name = matcher.match(strings, at: nameOffset), found[name] == nil {
+                    found[name] = ELFSymbol(name: name, address: value, size: size, isFunction: info & 0xf == 2)
                 }
-                return found.count < wanted.count
+                return found.count < names.count
             }
-            if found.count == wanted.count { break }
+            if found.count == names.count { break }
         }
         return found
     }

@@ -65,18 +65,17 @@ struct GoPCLNTab {
 
     /// The functions whose names are in `names`, with sizes from the next entry.
     func functions(named names: Set<String>) -> [String: GoFunction] {
-        let wanted = names.map { (name: $0, bytes: Array($0.utf8)) }
+        let matcher = NameMatcher(names)
         var found: [String: GoFunction] = [:]
         var i: UInt64 = 0
-        while i < functionCount && found.count < wanted.count {
+        while i < functionCount && found.count < names.count {
             defer { i += 1 }
-            guard let (entryOffset, functionOffset) = entry(i), let (nextEntry, _) = entry(i + 1),
-                  let nameOffset = data.u32(functionTable + UInt64(functionOffset) + 4) else { continue }
-            let nameAt = nameTable + UInt64(nameOffset)
-            for target in wanted where found[target.name] == nil && data.cStringEquals(nameAt, target.bytes) {
-                let size = nextEntry >= entryOffset ? UInt64(nextEntry - entryOffset) : 0
-                found[target.name] = GoFunction(name: target.name, address: textStart + UInt64(entryOffset), size: size)
-            }
+            guard let (entryOffset, functionOffset) = entry(i),
+                  let nameOffset = data.u32(functionTable + UInt64(functionOffset) + 4),
+                  let name = matcher.match(data, at: nameTable + UInt64(nameOffset)), found[name] == nil,
+                  let (nextEntry, _) = entry(i + 1) else { continue }
+            let size = nextEntry >= entryOffset ? UInt64(nextEntry - entryOffset) : 0
+            found[name] = GoFunction(name: name, address: textStart + UInt64(entryOffset), size: size)
         }
         return found
     }
