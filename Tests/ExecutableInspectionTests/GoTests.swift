@@ -82,6 +82,20 @@ final class GoTests: XCTestCase {
         XCTAssertEqual(table.textStart - text.address, runtimeText.address - plain.sections.first { $0.name == ".text" }!.address)
     }
 
+    /// `g` is at fsbase−8 for internal linking (no PT_TLS) and, for cgo, at the end of the executable's
+    /// TLS block where `runtime.tlsg` sits — also −8 here, with and without the symbol.
+    func testGoroutineSlotOffset() throws {
+        let plain = try ELFFile(path: Fixtures.goBinary("go-plain"))
+        XCTAssertNil(plain.tlsSegment)
+        XCTAssertEqual(plain.goGSlotThreadPointerOffset, -8)
+        let cgo = try ELFFile(path: Fixtures.goBinary("go-cgo", source: Fixtures.cgoSource, cgo: true))
+        let tls = try XCTUnwrap(cgo.tlsSegment)
+        let tlsg = try XCTUnwrap(cgo.symbol(named: "runtime.tlsg"))
+        XCTAssertEqual(cgo.goGSlotThreadPointerOffset, Int64(tlsg.address) - Int64((tls.memorySize + tls.alignment - 1) / tls.alignment * tls.alignment))
+        let stripped = try ELFFile(path: Fixtures.goBinary("go-cgo-stripped", source: Fixtures.cgoSource, flags: ["-ldflags=-s -w"], cgo: true))
+        XCTAssertEqual(stripped.goGSlotThreadPointerOffset, cgo.goGSlotThreadPointerOffset)
+    }
+
     /// RET offsets of a Go function: each points at c3, and there is at least one.
     func testGoReturnOffsets() throws {
         let path = try Fixtures.goBinary("go-plain-stripped", flags: ["-ldflags=-s -w"])
