@@ -39,13 +39,19 @@ final class FileBytes {
     }
 
     /// A private copy of `bytes` (fuzzing, tests).
-    init(copying bytes: some Collection<UInt8>) {
-        count = bytes.count
+    convenience init(copying bytes: some Collection<UInt8>) {
+        self.init(zeroed: bytes.count)
+        if let base { _ = UnsafeMutableRawBufferPointer(start: base, count: count).copyBytes(from: bytes) }
+    }
+
+    /// `count` zero bytes, to be filled by the caller (the DWARF type image).
+    init(zeroed count: Int) {
+        self.count = count
         if count == 0 {
             base = nil
         } else {
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 16)
-            buffer.copyMemory(from: Array(bytes), byteCount: count)
+            buffer.initializeMemory(as: UInt8.self, repeating: 0, count: count)
             base = buffer
         }
         isMapped = false

@@ -189,30 +189,31 @@ extension ELFFile {
                                    ".debug_addr", ".zdebug_info", ".zdebug_abbrev", ".zdebug_str"]
         let chosen = sections.filter { wanted.contains($0.name) && $0.type != UInt32(SHT_NOBITS) }
         guard is64Bit, !chosen.isEmpty else { return nil }
-        var image = [UInt8](repeating: 0, count: 64)
+        // Layout: Elf64_Ehdr | each section's bytes (8-aligned) | .shstrtab | Elf64_Shdr[null, chosen..., .shstrtab].
         var names: [UInt8] = [0]
-        var headers: [(name: Int, flags: UInt64, offset: Int, size: Int)] = []
+        var placed: [(name: Int, section: ELFSection, offset: Int)] = []
+        var end = 64
         for section in chosen {
-            while image.count % 8 != 0 { image.append(0) }
-            let data = contents(of: section)
-            headers.append((names.count, section.flags, image.count, data.count))
+            end = (end + 7) & ~7
+            placed.append((names.count, section, end))
             names += Array(section.name.utf8) + [0]
-            image += data.bytes
+            end += Int(section.size)
         }
         let namesName = names.count
         names += Array(".shstrtab".utf8) + [0]
-        let namesOffset = image.count
-        image += names
-        while image.count % 8 != 0 { image.append(0) }
-        let sectionHeaders = image.count
-        func append<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { image += $0 } }
+        let namesOffset = end
+        let headersOffset = (namesOffset + names.count + 7) & ~7
+        var tail: [UInt8] = []  // section headers
+        func append<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { tail += $0 } }
         func sectionHeader(name: Int, type: UInt32, flags: UInt64, offset: Int, size: Int, alignment: UInt64) {
             append(UInt32(name)); append(type); append(flags); append(UInt64(0))  // sh_name, sh_type, sh_flags, sh_addr
             append(UInt64(offset)); append(UInt64(size)); append(UInt32(0)); append(UInt32(0))  // sh_offset, sh_size, sh_link, sh_info
             append(alignment); append(UInt64(0))  // sh_addralign, sh_entsize
         }
         sectionHeader(name: 0, type: 0, flags: 0, offset: 0, size: 0, alignment: 0)
-        for h in headers { sectionHeader(name: h.name, type: UInt32(SHT_PROGBITS), flags: h.flags, offset: h.offset, size: h.size, alignment: 8) }
+        for p in placed {
+            sectionHeader(name: p.name, type: UInt32(SHT_PROGBITS), flags: p.section.flags, offset: p.offset, size: Int(p.section.size), alignment: 8)
+        }
         sectionHeader(name: namesName, type: UInt32(SHT_STRTAB), flags: 0, offset: namesOffset, size: names.count, alignment: 1)
         // Elf64_Ehdr: ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ET_EXEC (no relocations to apply), this file's e_machine.
         var header: [UInt8] = [0x7f, 0x45, 0x4c, 0x46, 2, 1, 1] + [UInt8](repeating: 0, count: 9)
@@ -220,13 +221,21 @@ extension ELFFile {
         withUnsafeBytes(of: machine.littleEndian) { header += $0 }
         withUnsafeBytes(of: UInt32(1).littleEndian) { header += $0 }
         header += [UInt8](repeating: 0, count: 16)  // e_entry, e_phoff
-        withUnsafeBytes(of: UInt64(sectionHeaders).littleEndian) { header += $0 }
+        withUnsafeBytes(of: UInt64(headersOffset).littleEndian) { header += $0 }
         header += [UInt8](repeating: 0, count: 4)  // e_flags
-        for field: UInt16 in [64, 0, 0, 64, UInt16(headers.count + 2), UInt16(headers.count + 1)] {
+        for field: UInt16 in [64, 0, 0, 64, UInt16(placed.count + 2), UInt16(placed.count + 1)] {
             withUnsafeBytes(of: field.littleEndian) { header += $0 }  // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
         }
-        image.replaceSubrange(0..<64, with: header)
-        return FileBytes(copying: image)
+        let image = FileBytes(zeroed: headersOffset + tail.count)
+        guard let base = image.base else { return nil }
+        base.copyMemory(from: header, byteCount: header.count)
+        for p in placed {
+            let data = contents(of: p.section)
+            if let source = data.bytes.baseAddress { (base + p.offset).copyMemory(from: source, byteCount: data.count) }
+        }
+        (base + namesOffset).copyMemory(from: names, byteCount: names.count)
+        (base + headersOffset).copyMemory(from: tail, byteCount: tail.count)
+        return image
     }
 }
 
