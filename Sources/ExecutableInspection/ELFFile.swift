@@ -48,7 +48,6 @@ struct LoadSegment {
     let virtualAddress: UInt64
     let offset: UInt64
     let fileSize: UInt64
-    let memorySize: UInt64
     let flags: UInt32
 }
 
@@ -82,8 +81,8 @@ public final class ELFFile {
     let elf: OpaquePointer
     let sections: [ELFSection]
     let loadSegments: [LoadSegment]
-    /// `PT_TLS` (`p_vaddr`, `p_memsz`, `p_align`), used for Go's TLS `g` slot in cgo binaries.
-    let tlsSegment: (address: UInt64, memorySize: UInt64, alignment: UInt64)?
+    /// `PT_TLS` (`p_memsz`, `p_align`), used for Go's TLS `g` slot in cgo binaries.
+    let tlsSegment: (memorySize: UInt64, alignment: UInt64)?
 
     /// `e_machine` names for the machines the project meets.
     public var machineName: String {
@@ -165,7 +164,7 @@ public final class ELFFile {
         }
         var loads: [LoadSegment] = []
         var interpRange: (UInt64, UInt64)?
-        var tls: (UInt64, UInt64, UInt64)?
+        var tls: (UInt64, UInt64)?
         var noteRanges: [(UInt64, UInt64)] = []
         for i in 0..<phnum {
             var phdr = GElf_Phdr()
@@ -177,19 +176,19 @@ public final class ELFFile {
                     throw malformed("PT_LOAD segment \(i) (offset 0x\(hex(phdr.p_offset)), size 0x\(hex(phdr.p_filesz))) extends past end of file (\(size) bytes)")
                 }
                 loads.append(LoadSegment(virtualAddress: phdr.p_vaddr, offset: phdr.p_offset, fileSize: phdr.p_filesz,
-                                         memorySize: phdr.p_memsz, flags: phdr.p_flags))
+                                         flags: phdr.p_flags))
             case UInt32(PT_INTERP):
                 guard inFile else { throw malformed("PT_INTERP extends past end of file") }
                 interpRange = (phdr.p_offset, phdr.p_filesz)
             case UInt32(PT_NOTE):
                 if inFile { noteRanges.append((phdr.p_offset, phdr.p_filesz)) }
             case UInt32(PT_TLS):
-                tls = (phdr.p_vaddr, phdr.p_memsz, phdr.p_align)
+                tls = (phdr.p_memsz, phdr.p_align)
             default: break
             }
         }
         loadSegments = loads
-        tlsSegment = tls.map { (address: $0.0, memorySize: $0.1, alignment: $0.2) }
+        tlsSegment = tls.map { (memorySize: $0.0, alignment: $0.1) }
 
         // Section headers: the table, e_shstrndx, then every section's file range.
         var shnum = 0

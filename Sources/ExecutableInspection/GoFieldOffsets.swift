@@ -18,12 +18,6 @@ public struct GoField: Hashable, Sendable, Codable, CustomStringConvertible {
     /// `type.field`, the key used in JSON and the offsets table.
     public var description: String { "\(type).\(field)" }
 
-    /// Parses `package/path.Type.field` (the field is after the last dot).
-    public init?(_ key: String) {
-        guard let dot = key.lastIndex(of: "."), dot != key.startIndex else { return nil }
-        self.init(String(key[..<dot]), String(key[key.index(after: dot)...]))
-    }
-
     /// What a Go `net/http` server and client tracer reads: the request line and headers
     /// (`net/http.Request`, `net/url.URL`), the server's response status (`net/http.response`), the
     /// client's response (`net/http.Response`), connection addresses (`net/http.conn`, `net.netFD`,

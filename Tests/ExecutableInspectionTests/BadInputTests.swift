@@ -142,7 +142,7 @@ final class BadInputTests: XCTestCase {
             do {
                 let snapshot = try ProcessInspection.snapshot(pid: child.processIdentifier)
                 XCTAssertEqual(snapshot.pid, child.processIdentifier)
-            } catch let error as InspectionError {
+            } catch {
                 XCTAssertEqual(error.reason, .processGone, error.description)
             }
             child.waitUntilExit()

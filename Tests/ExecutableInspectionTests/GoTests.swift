@@ -129,6 +129,8 @@ final class GoTests: XCTestCase {
         }
         XCTAssertEqual(info.goVersion, "go1.16.15")
         XCTAssertEqual(info.mainModule?.path, "example.com/x")
+        XCTAssertEqual(info.module("golang.org/x/net")?.version, "v0.1.0")
+        XCTAssertEqual(info.module("example.com/x")?.version, "(devel)")
         XCTAssertEqual(info.dependencies, [GoModule(path: "golang.org/x/net", version: "v0.1.0", sum: "h1:abc=", replacement: "../net ")])
     }
 
