@@ -114,6 +114,7 @@ struct InspectReport: Encodable {
                 line("  go: no build info")
             }
             line("  go functions (.gopclntab): \(go.functionCount)")
+            line("  go g slot: " + (go.gSlotThreadPointerOffset.map { "fsbase\($0)" } ?? "unknown"))
             if let offsets = go.fieldOffsets {
                 line("  struct offsets: from \(offsets.source) (\(offsets.offsets.count) found"
                      + (offsets.missing.isEmpty ? ")" : ", missing: \(offsets.missing.joined(separator: ", ")))"))
