@@ -31,7 +31,7 @@ let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 let tracerTests: [Target] = tracerTestFolders().isEmpty ? [] : [
     .testTarget(
         name: "TracersTests",
-        dependencies: ["Tracers", "TracerFramework", "TestSupport", "CTracerABI", "BPFRuntime", "Telemetry"],
+        dependencies: ["Tracers", "TracerFramework", "TestSupport", "CTracerABI", "BPFRuntime", "Telemetry", "ExecutableInspection"],
         path: "tracers",
         exclude: files(in: "tracers") { !$0.hasSuffix(".swift") || !$0.contains("/Tests/") },
         sources: tracerTestFolders(),

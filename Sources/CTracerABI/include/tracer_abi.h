@@ -5,5 +5,6 @@
 
 #include "../../../bpf/tracer_common.h"
 #include "../../../bpf/selftest.h"
+#include "../../../tracers/http/http.h"
 
 #endif
