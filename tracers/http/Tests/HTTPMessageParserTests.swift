@@ -1,0 +1,103 @@
+import BPFRuntime
+import CTracerABI
+import Telemetry
+import Tracers
+import XCTest
+
+/// The parser of captured bytes and the BTF layout of the event (no privileges needed).
+final class HTTPMessageParserTests: XCTestCase {
+    private func request(_ text: String) -> HTTPRequestHead? {
+        Array(text.utf8).withUnsafeBytes { HTTPMessageParser.parseRequest($0) }
+    }
+
+    private func response(_ text: String) -> HTTPResponseHead? {
+        Array(text.utf8).withUnsafeBytes { HTTPMessageParser.parseResponse($0) }
+    }
+
+    func testRequestLineHeadersAndTraceparent() throws {
+        let text = "POST /api/v1/items?id=7&api_key=s3cr3t HTTP/1.1\r\nHost: x\r\nTraceParent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nContent-Length: 2\r\n\r\n"
+        let head = try XCTUnwrap(request(text + "hi"))
+        XCTAssertEqual(head.method, "POST")
+        XCTAssertEqual(head.path, "/api/v1/items")
+        XCTAssertEqual(head.query, "id=7&api_key=REDACTED")
+        XCTAssertEqual(head.target, "/api/v1/items?id=7&api_key=REDACTED")
+        XCTAssertEqual(head.version, "1.1")
+        XCTAssertEqual(head.traceContext?.traceID.hex, "4bf92f3577b34da6a3ce929d0e0e4736")
+        XCTAssertEqual(head.traceContext?.parentSpanID.hex, "00f067aa0ba902b7")
+        XCTAssertEqual(head.traceContext?.flags, 1)
+        XCTAssertEqual(head.headLength, text.utf8.count, "up to the blank line, without the body")
+    }
+
+    func testInvalidTraceparentsAreIgnored() {
+        for value in ["00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace id
+                      "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero span id
+                      "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // uppercase
+                      "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // unknown version
+                      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"] {
+            let head = request("GET / HTTP/1.1\r\ntraceparent: \(value)\r\n\r\n")
+            XCTAssertNotNil(head)
+            XCTAssertNil(head?.traceContext, value)
+        }
+    }
+
+    func testTruncatedCapturesKeepWhatTheyCan() {
+        // The capture ended inside the target: method and the captured path survive, no version.
+        let cut = request("GET /very/long/path/that/was/cut")
+        XCTAssertEqual(cut?.path, "/very/long/path/that/was/cut")
+        XCTAssertNil(cut?.version)
+        // The capture ended inside the headers: no head length, the request line is fine.
+        let headers = request("GET /a HTTP/1.0\r\nAccept: */*\r\nUser-Ag")
+        XCTAssertEqual(headers?.version, "1.0")
+        XCTAssertNil(headers?.headLength)
+    }
+
+    func testAbsoluteFormAndFragments() {
+        XCTAssertEqual(request("GET http://example.com:8080/x/y?q=1 HTTP/1.1\r\n\r\n")?.path, "/x/y")
+        XCTAssertEqual(request("OPTIONS * HTTP/1.1\r\n\r\n")?.path, "*")
+    }
+
+    func testGarbageIsRejected() {
+        for text in ["", "GET", "GET  / HTTP/1.1\r\n", "\u{16}\u{03}\u{01}\u{02}\u{00}", "GET /\u{01} HTTP/1.1", "GET / HTTX/1.1\r\n\r\n",
+                     "G\u{00}T / HTTP/1.1", "GET ? HTTP/1.1\r\n"] {
+            XCTAssertNil(request(text), text.debugDescription)
+        }
+    }
+
+    func testResponses() {
+        XCTAssertEqual(response("HTTP/1.1 404 Not Found\r\n")?.statusCode, 404)
+        XCTAssertEqual(response("HTTP/1.1 404 Not Found\r\n")?.version, "1.1")
+        XCTAssertEqual(response("HTTP/1.0 200\r\n")?.statusCode, 200)
+        XCTAssertEqual(response("HTTP/1.1 200")?.statusCode, 200)
+        XCTAssertNil(response("HTTP/1.1 20"))
+        XCTAssertNil(response("HTTP/1.1 099 x"))
+        XCTAssertNil(response("HTTP/1.1 2000 x"))
+        XCTAssertNil(response("HTTP/2 200 x"))
+    }
+
+    func testQueryRedaction() {
+        XCTAssertEqual(HTTPMessageParser.redactQuery("a=1&Password=x&&flag&X-Amz-Signature=abc&sig="),
+                       "a=1&Password=REDACTED&&flag&X-Amz-Signature=REDACTED&sig=REDACTED")
+        XCTAssertEqual(HTTPMessageParser.redactQuery("page=2"), "page=2")
+    }
+
+    func testEventMatchesItsBTFLayout() throws {
+        let layout = try Tracers.Http.object.structLayout(named: "http_event")
+        XCTAssertEqual(layout.size, MemoryLayout<http_event>.size)
+        XCTAssertEqual(layout.members.map(\.name), [
+            "header", "start_ns", "end_ns", "request_bytes", "response_bytes", "fd", "local_port", "peer_port",
+            "local_addr", "peer_addr", "family", "role", "flags", "request_len", "response_len", "request", "response",
+        ])
+        let offsets: [Int?] = [
+            MemoryLayout<http_event>.offset(of: \.header), MemoryLayout<http_event>.offset(of: \.start_ns),
+            MemoryLayout<http_event>.offset(of: \.end_ns), MemoryLayout<http_event>.offset(of: \.request_bytes),
+            MemoryLayout<http_event>.offset(of: \.response_bytes), MemoryLayout<http_event>.offset(of: \.fd),
+            MemoryLayout<http_event>.offset(of: \.local_port), MemoryLayout<http_event>.offset(of: \.peer_port),
+            MemoryLayout<http_event>.offset(of: \.local_addr), MemoryLayout<http_event>.offset(of: \.peer_addr),
+            MemoryLayout<http_event>.offset(of: \.family), MemoryLayout<http_event>.offset(of: \.role),
+            MemoryLayout<http_event>.offset(of: \.flags), MemoryLayout<http_event>.offset(of: \.request_len),
+            MemoryLayout<http_event>.offset(of: \.response_len), MemoryLayout<http_event>.offset(of: \.request),
+            MemoryLayout<http_event>.offset(of: \.response),
+        ]
+        XCTAssertEqual(layout.members.map(\.offset), offsets.map { $0! })
+    }
+}
