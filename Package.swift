@@ -91,6 +91,13 @@ let package = Package(
             dependencies: ["ExecutableInspection"],
             path: "Fuzz/InspectionFuzz",
             swiftSettings: swiftSettings),
+        /// Replays inputs through the HTTP tracer's parsers and event decoder; built with `-sanitize=fuzzer` by
+        /// `scripts/fuzz-http.sh` it becomes a libFuzzer target.
+        .executableTarget(
+            name: "HTTPFuzz",
+            dependencies: ["Tracers", "TracerFramework", "Telemetry", "CTracerABI"],
+            path: "Fuzz/HTTPFuzz",
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "InspectionBenchmark",
             dependencies: ["ExecutableInspection"],

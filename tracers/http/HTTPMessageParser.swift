@@ -12,8 +12,13 @@ public struct HTTPRequestHead: Sendable, Equatable {
     public var query: String?
     /// `1.0` or `1.1`; nil when the capture ended inside the request line.
     public var version: String?
-    /// The `traceparent` header (the only header value kept), when present and valid.
+    /// The `traceparent` header, when present and valid. Besides it only the framing headers are read
+    /// (`Content-Length`, `Transfer-Encoding: chunked`); no other header value is kept.
     public var traceContext: W3CTraceContext?
+    /// `Content-Length`, when present and numeric.
+    public var contentLength: Int?
+    /// Whether the body is chunked (its length is unknown from the head).
+    public var isChunked = false
     /// Length of the request line and headers including the blank line, when the capture holds all of them.
     public var headLength: Int?
 }
@@ -44,7 +49,22 @@ public enum HTTPMessageParser {
 
     /// Parses a request prefix: `METHOD SP target SP HTTP/x.y CRLF` then headers. A request line cut off
     /// by the capture keeps what was captured of the target (version nil).
-    public static func parseRequest(_ bytes: UnsafeRawBufferPointer) -> HTTPRequestHead? {
+    ///
+    /// `index` > 0 picks a later request of a pipelined capture: the ones before it are skipped by their
+    /// head length and `Content-Length` (nil when one is chunked, cut off, or unparsable).
+    public static func parseRequest(_ bytes: UnsafeRawBufferPointer, index: Int = 0) -> HTTPRequestHead? {
+        var offset = 0
+        for _ in 0..<max(index, 0) {
+            guard let head = parseRequest(UnsafeRawBufferPointer(rebasing: bytes[offset...])), let headLength = head.headLength,
+                  !head.isChunked else { return nil }
+            let (next, overflow) = (offset + headLength).addingReportingOverflow(head.contentLength ?? 0)
+            guard !overflow, next < bytes.count else { return nil }
+            offset = next
+        }
+        return parseRequest(first: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+    }
+
+    private static func parseRequest(first bytes: UnsafeRawBufferPointer) -> HTTPRequestHead? {
         let count = bytes.count
         var index = 0
         while index < count, index <= maxMethodLength, isTokenCharacter(bytes[index]) { index += 1 }
@@ -61,18 +81,19 @@ public enum HTTPMessageParser {
         var version: String?
         var headLength: Int?
         var traceContext: W3CTraceContext?
+        var framing = Framing()
         if index < count {
             // The target ended before the capture did: a version and a line end must follow.
             guard bytes[index] == UInt8(ascii: " ") else { return nil }
             index += 1
             guard let parsed = parseVersion(bytes, at: index) else {
-                if count - index < 8 { return head(method, rawTarget, version: nil, traceContext: nil, headLength: nil) }
+                if count - index < 8 { return head(method, rawTarget, version: nil, traceContext: nil, framing: framing, headLength: nil) }
                 return nil
             }
             version = parsed
             index += 8
             guard let afterLine = skipLineEnd(bytes, at: index) else {
-                return head(method, rawTarget, version: version, traceContext: nil, headLength: nil)
+                return head(method, rawTarget, version: version, traceContext: nil, framing: framing, headLength: nil)
             }
             index = afterLine
             // Headers: name ":" value CRLF ... CRLF. Only traceparent is looked at.
@@ -84,10 +105,45 @@ public enum HTTPMessageParser {
                 guard let lineEnd = findLineEnd(bytes, from: index) else { break } // capture ended inside a header
                 let line = UnsafeRawBufferPointer(rebasing: bytes[index..<lineEnd])
                 if let context = traceparent(inHeaderLine: line) { traceContext = context }
+                framing.read(headerLine: line)
                 index = skipLineEnd(bytes, at: lineEnd) ?? count
             }
         }
-        return head(method, rawTarget, version: version, traceContext: traceContext, headLength: headLength)
+        return head(method, rawTarget, version: version, traceContext: traceContext, framing: framing, headLength: headLength)
+    }
+
+    /// The framing headers of a request.
+    private struct Framing {
+        var contentLength: Int?
+        var isChunked = false
+
+        mutating func read(headerLine line: UnsafeRawBufferPointer) {
+            if let value = HTTPMessageParser.value(ofHeader: "content-length", in: line) {
+                var length = 0
+                for c in value {
+                    guard isDigit(c), length < 1 << 40 else { return }
+                    length = length * 10 + Int(c - UInt8(ascii: "0"))
+                }
+                if !value.isEmpty { contentLength = length }
+            } else if let value = HTTPMessageParser.value(ofHeader: "transfer-encoding", in: line) {
+                isChunked = String(decoding: value, as: UTF8.self).lowercased().contains("chunked")
+            }
+        }
+    }
+
+    /// The trimmed value of header line `line` when its name is `name` (lowercase; matched case-insensitively).
+    private static func value(ofHeader name: StaticString, in line: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        let nameLength = name.utf8CodeUnitCount
+        guard line.count > nameLength, line[nameLength] == UInt8(ascii: ":") else { return nil }
+        let matches = name.withUTF8Buffer { expected in
+            (0..<nameLength).allSatisfy { lowercased(line[$0]) == expected[$0] }
+        }
+        guard matches else { return nil }
+        var start = nameLength + 1
+        while start < line.count, line[start] == UInt8(ascii: " ") || line[start] == UInt8(ascii: "\t") { start += 1 }
+        var end = line.count
+        while end > start, line[end - 1] == UInt8(ascii: " ") || line[end - 1] == UInt8(ascii: "\t") { end -= 1 }
+        return UnsafeRawBufferPointer(rebasing: line[start..<end])
     }
 
     /// Parses `HTTP/x.y SP 3DIGIT`.
@@ -129,7 +185,7 @@ public enum HTTPMessageParser {
     }
 
     private static func head(_ method: String, _ rawTarget: UnsafeRawBufferPointer, version: String?,
-                             traceContext: W3CTraceContext?, headLength: Int?) -> HTTPRequestHead {
+                             traceContext: W3CTraceContext?, framing: Framing, headLength: Int?) -> HTTPRequestHead {
         let target = String(decoding: rawTarget, as: UTF8.self)
         var path = Substring(target)
         var query: String?
@@ -145,7 +201,8 @@ public enum HTTPMessageParser {
         }
         let redactedTarget = query.map { String(path) + "?" + $0 } ?? String(path)
         return HTTPRequestHead(method: method, target: redactedTarget, path: String(path), query: query,
-                               version: version, traceContext: traceContext, headLength: headLength)
+                               version: version, traceContext: traceContext, contentLength: framing.contentLength,
+                               isChunked: framing.isChunked, headLength: headLength)
     }
 
     /// `HTTP/d.d` at `offset` → `d.d`.
@@ -178,15 +235,7 @@ public enum HTTPMessageParser {
 
     /// The trace context of a `traceparent: 00-<32 hex>-<16 hex>-<2 hex>` header line.
     private static func traceparent(inHeaderLine line: UnsafeRawBufferPointer) -> W3CTraceContext? {
-        let name: [UInt8] = Array("traceparent".utf8)
-        guard line.count > name.count, line[name.count] == UInt8(ascii: ":") else { return nil }
-        for (i, c) in name.enumerated() where line[i] | 0x20 != c { return nil }
-        var start = name.count + 1
-        while start < line.count, line[start] == UInt8(ascii: " ") || line[start] == UInt8(ascii: "\t") { start += 1 }
-        var end = line.count
-        while end > start, line[end - 1] == UInt8(ascii: " ") || line[end - 1] == UInt8(ascii: "\t") { end -= 1 }
-        guard end - start == 55 else { return nil }
-        let value = UnsafeRawBufferPointer(rebasing: line[start..<end])
+        guard let value = value(ofHeader: "traceparent", in: line), value.count == 55 else { return nil }
         guard value[0] == UInt8(ascii: "0"), value[1] == UInt8(ascii: "0"), value[2] == UInt8(ascii: "-"),
             value[35] == UInt8(ascii: "-"), value[52] == UInt8(ascii: "-"),
             let high = hex64(value, 3), let low = hex64(value, 19), let span = hex64(value, 36),
@@ -214,6 +263,10 @@ public enum HTTPMessageParser {
         case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
         default: nil
         }
+    }
+
+    private static func lowercased(_ c: UInt8) -> UInt8 {
+        c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") ? c | 0x20 : c
     }
 
     private static func isDigit(_ c: UInt8) -> Bool { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }

@@ -78,7 +78,10 @@ public struct HTTPTracer: Tracer {
         var event = event
         let requestLength = min(Int(event.request_len), Int(HTTP_REQUEST_CAPTURE))
         let responseLength = min(Int(event.response_len), Int(HTTP_RESPONSE_CAPTURE))
-        guard let request = withUnsafeBytes(of: &event.request, { HTTPMessageParser.parseRequest(UnsafeRawBufferPointer(rebasing: $0[0..<requestLength])) })
+        let index = Int(event.pipeline_index)
+        guard let request = withUnsafeBytes(of: &event.request, {
+            HTTPMessageParser.parseRequest(UnsafeRawBufferPointer(rebasing: $0[0..<requestLength]), index: index)
+        })
         else { return nil }
         let response = withUnsafeBytes(of: &event.response) { HTTPMessageParser.parseResponse(UnsafeRawBufferPointer(rebasing: $0[0..<responseLength])) }
 
@@ -119,7 +122,9 @@ public struct HTTPTracer: Tracer {
             attributes.appendUnchecked(SemanticConventions.clientAddress, .string(peer.address))
             attributes.appendUnchecked(SemanticConventions.clientPort, .int(Int64(peer.port)))
         }
-        if let headLength = request.headLength, event.request_bytes >= UInt64(headLength) {
+        if let length = request.contentLength {
+            attributes.appendUnchecked(SemanticConventions.httpRequestBodySize, .int(Int64(length)))
+        } else if index == 0, !request.isChunked, let headLength = request.headLength, event.request_bytes >= UInt64(headLength) {
             attributes.appendUnchecked(SemanticConventions.httpRequestBodySize, .int(Int64(event.request_bytes) - Int64(headLength)))
         }
 
@@ -179,7 +184,7 @@ struct SocketAddress {
     let isIPv6: Bool
 
     /// nil when the family is unknown (a TLS connection whose socket was never seen).
-    init?<Bytes>(family: UInt16, bytes: Bytes, port: UInt16) {
+    init?<Bytes>(family: UInt8, bytes: Bytes, port: UInt16) {
         var bytes = bytes
         let raw = withUnsafeBytes(of: &bytes) { Array($0.prefix(16)) }
         switch Int32(family) {

@@ -7,7 +7,8 @@
  * server, written means it is the client. Its state machine captures a prefix of the request (also over
  * several reads), the response's status line, the byte counts and the times, and emits one http_event
  * per exchange: when the next request starts, when the process goes back to the request direction
- * (a server reads again after its response), or at close().
+ * (a server reads again after its response), when another response starts (pipelining: the event names
+ * which request of the capture it answers), or at close().
  *
  * SSL_read/SSL_write(_ex) entry uprobes save the plaintext buffer per thread; the uretprobe feeds the
  * plaintext into the same state machine. The socket syscall that OpenSSL makes inside the call names the
@@ -233,6 +234,16 @@ static __always_inline void append_request(struct http_conn *conn, __u64 buf, __
 		conn->event.request_len = offset + n;
 }
 
+/* Keeps the first bytes of a response (its status line); counting restarts with it. */
+static __always_inline void capture_response(struct http_conn *conn, __u64 buf, __u64 len)
+{
+	conn->event.response_bytes = 0;
+	conn->event.response_len = 0;
+	__u32 n = len < HTTP_RESPONSE_CAPTURE ? (__u32)len : HTTP_RESPONSE_CAPTURE;
+	if (n > 0 && bpf_probe_read_user(conn->event.response, n & (2 * HTTP_RESPONSE_CAPTURE - 1), (const void *)buf) == 0)
+		conn->event.response_len = n;
+}
+
 /* The state machine: `len` bytes at `buf` (a prefix of `total` transferred bytes) crossed connection
  * `fd` of the current process in direction `dir`. `tls` is set for plaintext from the libssl uprobes. */
 static __always_inline void handle_data(void *ctx, __u32 fd, __u8 dir, __u64 buf, __u64 len, __u64 total, __u8 tls)
@@ -267,6 +278,7 @@ static __always_inline void handle_data(void *ctx, __u32 fd, __u8 dir, __u64 buf
 		event->response_bytes = 0;
 		event->request_len = 0;
 		event->response_len = 0;
+		event->pipeline_index = 0;
 		if (fd < HTTP_PSEUDO_FD) {
 			struct sock *sk = tcp_sock_of(fd);
 			if (sk)
@@ -290,10 +302,21 @@ static __always_inline void handle_data(void *ctx, __u32 fd, __u8 dir, __u64 buf
 	}
 	if (conn->phase == PHASE_REQUEST) {
 		conn->phase = PHASE_RESPONSE;
-		conn->event.response_bytes = 0;
-		__u32 n = len < HTTP_RESPONSE_CAPTURE ? (__u32)len : HTTP_RESPONSE_CAPTURE;
-		if (n > 0 && bpf_probe_read_user(conn->event.response, n & (2 * HTTP_RESPONSE_CAPTURE - 1), (const void *)buf) == 0)
-			conn->event.response_len = n;
+		capture_response(conn, buf, len);
+	} else if (looks == LOOKS_RESPONSE) {
+		if (conn->event.response_len > 9 && conn->event.response[9] == '1') {
+			/* after an interim 1xx (100 Continue) comes the final response */
+			capture_response(conn, buf, len);
+		} else {
+			/* a second response: the previous one is complete and this one answers the next request
+			 * the capture holds (pipelining); it began being served when the previous one ended */
+			__u64 previous_end = conn->event.end_ns;
+			emit(ctx, conn);
+			conn->phase = PHASE_RESPONSE;
+			conn->event.pipeline_index += 1;
+			conn->event.start_ns = previous_end;
+			capture_response(conn, buf, len);
+		}
 	}
 	conn->event.response_bytes += total;
 	conn->event.end_ns = now;

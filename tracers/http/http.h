@@ -35,9 +35,10 @@ struct http_event {
 	__u16 peer_port;        /* host byte order */
 	__u8 local_addr[16];    /* IPv4 in the first 4 bytes when family is AF_INET */
 	__u8 peer_addr[16];
-	__u16 family;           /* AF_INET (2), AF_INET6 (10), 0 when unknown */
+	__u8 family;            /* AF_INET (2), AF_INET6 (10), 0 when unknown */
 	__u8 role;              /* HTTP_ROLE_* */
 	__u8 flags;             /* HTTP_FLAG_* */
+	__u8 pipeline_index;    /* which request in request[] this exchange answers (pipelining), 0 mostly */
 	__u16 request_len;      /* valid bytes in request[] */
 	__u16 response_len;     /* valid bytes in response[] */
 	__u8 request[HTTP_REQUEST_CAPTURE];

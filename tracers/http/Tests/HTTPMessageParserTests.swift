@@ -63,6 +63,15 @@ final class HTTPMessageParserTests: XCTestCase {
         }
     }
 
+    func testPipelinedRequestsAreFoundByIndex() {
+        let text = "GET /one HTTP/1.1\r\n\r\nPOST /two HTTP/1.1\r\nContent-Length: 4\r\n\r\nbodyGET /three HTTP/1.1\r\n\r\n"
+        let paths = (0..<4).map { index in Array(text.utf8).withUnsafeBytes { HTTPMessageParser.parseRequest($0, index: index)?.path } }
+        XCTAssertEqual(paths, ["/one", "/two", "/three", nil])
+        let chunked = "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\nGET /d HTTP/1.1\r\n\r\n"
+        XCTAssertNil(Array(chunked.utf8).withUnsafeBytes { HTTPMessageParser.parseRequest($0, index: 1) }, "a chunked body hides where the next request starts")
+        XCTAssertEqual(request("POST /c HTTP/1.1\r\ncontent-length:  12 \r\n\r\n")?.contentLength, 12)
+    }
+
     func testResponses() {
         XCTAssertEqual(response("HTTP/1.1 404 Not Found\r\n")?.statusCode, 404)
         XCTAssertEqual(response("HTTP/1.1 404 Not Found\r\n")?.version, "1.1")
@@ -85,7 +94,7 @@ final class HTTPMessageParserTests: XCTestCase {
         XCTAssertEqual(layout.size, MemoryLayout<http_event>.size)
         XCTAssertEqual(layout.members.map(\.name), [
             "header", "start_ns", "end_ns", "request_bytes", "response_bytes", "fd", "local_port", "peer_port",
-            "local_addr", "peer_addr", "family", "role", "flags", "request_len", "response_len", "request", "response",
+            "local_addr", "peer_addr", "family", "role", "flags", "pipeline_index", "request_len", "response_len", "request", "response",
         ])
         let offsets: [Int?] = [
             MemoryLayout<http_event>.offset(of: \.header), MemoryLayout<http_event>.offset(of: \.start_ns),
@@ -94,7 +103,8 @@ final class HTTPMessageParserTests: XCTestCase {
             MemoryLayout<http_event>.offset(of: \.local_port), MemoryLayout<http_event>.offset(of: \.peer_port),
             MemoryLayout<http_event>.offset(of: \.local_addr), MemoryLayout<http_event>.offset(of: \.peer_addr),
             MemoryLayout<http_event>.offset(of: \.family), MemoryLayout<http_event>.offset(of: \.role),
-            MemoryLayout<http_event>.offset(of: \.flags), MemoryLayout<http_event>.offset(of: \.request_len),
+            MemoryLayout<http_event>.offset(of: \.flags), MemoryLayout<http_event>.offset(of: \.pipeline_index),
+            MemoryLayout<http_event>.offset(of: \.request_len),
             MemoryLayout<http_event>.offset(of: \.response_len), MemoryLayout<http_event>.offset(of: \.request),
             MemoryLayout<http_event>.offset(of: \.response),
         ]

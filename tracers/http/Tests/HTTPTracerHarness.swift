@@ -237,6 +237,24 @@ enum Programs {
             print(error.code)
     """#
 
+    /// Sends three pipelined requests in one write on one connection, then reads until all three
+    /// responses arrived.
+    static let pipeliningClient = #"""
+    import socket, sys
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+              b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while data.count(b"HTTP/1.") < 3 or not data.endswith(b"ok\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    print(data.count(b"HTTP/1."))
+    """#
+
     static func write(_ source: String, named name: String, in directory: URL) throws -> String {
         let file = directory.appendingPathComponent(name)
         try source.write(to: file, atomically: true, encoding: .utf8)

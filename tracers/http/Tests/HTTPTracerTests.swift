@@ -89,6 +89,22 @@ final class HTTPTracerTests: XCTestCase {
         XCTAssertNotEqual(post.spanID, post.parentSpanID)
     }
 
+    func testPipelinedRequestsGiveOneSpanEach() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let harness = try HTTPTracerHarness()
+        let (server, port) = try pythonServer(directory)
+        try harness.allow(server.pid)
+        let script = try Programs.write(Programs.pipeliningClient, named: "pipeline.py", in: directory)
+        let client = try gatedClient(harness, allow: false, [Programs.python, script, String(port)])
+        XCTAssertEqual(client.output().trimmingCharacters(in: .whitespacesAndNewlines), "3", "three responses")
+        let spans = harness.waitForSpans(of: server.pid, kind: .server, count: 3)
+        XCTAssertEqual(spans.map { attribute($0, SemanticConventions.urlPath)?.stringValue }, ["/first", "/second", "/fail"])
+        XCTAssertEqual(spans.map(\.name), ["GET", "POST", "GET"])
+        XCTAssertEqual(spans.map { attribute($0, SemanticConventions.httpResponseStatusCode)?.intValue }, [200, 201, 500])
+        XCTAssertEqual(harness.rawEvents(of: server.pid).map(\.pipeline_index), [0, 1, 2])
+    }
+
     func testClientSpansFromCurlAndPythonUrllib() throws {
         try requireBPF()
         let directory = try temporaryDirectory(self)
