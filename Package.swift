@@ -98,6 +98,12 @@ let package = Package(
             dependencies: ["Tracers", "TracerFramework", "Telemetry", "CTracerABI"],
             path: "Fuzz/HTTPFuzz",
             swiftSettings: swiftSettings),
+        /// The HTTP tracer's cost: a server under wrk traced vs untraced, and an unselected process's syscalls.
+        .executableTarget(
+            name: "HTTPTracerBenchmark",
+            dependencies: ["Tracers", "TracerFramework", "BPFRuntime", "Telemetry", "CTracerABI", "ExecutableInspection"],
+            path: "Benchmarks/HTTPTracerBenchmark",
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "InspectionBenchmark",
             dependencies: ["ExecutableInspection"],

@@ -174,6 +174,22 @@ enum Programs {
     static let python = "/usr/bin/python3"
     static let node = "/usr/bin/node"
     static let curl = "/usr/bin/curl"
+    static let nginx = "/usr/sbin/nginx"
+
+    /// One nginx process (no master) serving `index.html` from `directory` on 127.0.0.1:`port`.
+    static func nginxConfig(port: Int, in directory: URL) throws -> String {
+        try "hello\n".write(to: directory.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("nginx.conf")
+        try """
+        daemon off; master_process off; worker_processes 1; pid \(directory.path)/nginx.pid;
+        error_log \(directory.path)/error.log;
+        events { worker_connections 64; }
+        http { access_log off; client_body_temp_path \(directory.path); proxy_temp_path \(directory.path);
+               fastcgi_temp_path \(directory.path); uwsgi_temp_path \(directory.path); scgi_temp_path \(directory.path);
+               server { listen 127.0.0.1:\(port); root \(directory.path); } }
+        """.write(to: config, atomically: true, encoding: .utf8)
+        return config.path
+    }
 
     /// A threading `http.server` (HTTP/1.1, keep-alive) on 127.0.0.1; with a certificate and key it serves
     /// HTTPS through the `ssl` module. Routes: /hello 200, /slow 200 after 50 ms, /missing 404, /fail 500,

@@ -171,6 +171,28 @@ final class HTTPTracerTests: XCTestCase {
         XCTAssertEqual(spans.dropLast().compactMap { attribute($0, SemanticConventions.httpResponseStatusCode)?.intValue }, Array(repeating: 200, count: 8))
     }
 
+    func testNginxServer() throws {
+        try requireBPF()
+        guard FileManager.default.isExecutableFile(atPath: Programs.nginx) else {
+            throw XCTSkip("nginx is not installed (apt-get install nginx-light)")
+        }
+        let directory = try temporaryDirectory(self)
+        let harness = try HTTPTracerHarness()
+        let port = 20_000 + Int(getpid() % 20_000)
+        let config = try Programs.nginxConfig(port: port, in: directory)
+        let server = try ChildProcess(Programs.nginx, ["-c", config, "-p", directory.path])
+        try harness.allow(server.pid)
+        XCTAssertTrue(waitUntil { (try? TestSupport.run(Programs.curl, ["-sf", "-o", "/dev/null", "http://127.0.0.1:\(port)/index.html"])) != nil },
+                      "nginx did not come up")
+        let base = "http://127.0.0.1:\(port)"
+        let before = harness.waitForSpans(of: server.pid, kind: .server, count: 1).count
+        try gatedClient(harness, allow: false, [Programs.curl, "-s", "-o", "/dev/null", "\(base)/index.html", "\(base)/nothing", "\(base)/index.html?key=k"])
+        let spans = Array(harness.waitForSpans(of: server.pid, kind: .server, count: before + 3).dropFirst(before))
+        XCTAssertEqual(spans.map { attribute($0, SemanticConventions.urlPath)?.stringValue }, ["/index.html", "/nothing", "/index.html"])
+        XCTAssertEqual(spans.map { attribute($0, SemanticConventions.httpResponseStatusCode)?.intValue }, [200, 404, 200])
+        XCTAssertEqual(spans.last.flatMap { attribute($0, SemanticConventions.urlQuery)?.stringValue }, "key=REDACTED")
+    }
+
     func testProcessesNotAllowedProduceNothing() throws {
         try requireBPF()
         let directory = try temporaryDirectory(self)
