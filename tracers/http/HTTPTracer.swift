@@ -125,7 +125,7 @@ public struct HTTPTracer: Tracer {
         if let length = request.contentLength {
             attributes.appendUnchecked(SemanticConventions.httpRequestBodySize, .int(Int64(length)))
         } else if index == 0, !request.isChunked, let headLength = request.headLength, event.request_bytes >= UInt64(headLength) {
-            attributes.appendUnchecked(SemanticConventions.httpRequestBodySize, .int(Int64(event.request_bytes) - Int64(headLength)))
+            attributes.appendUnchecked(SemanticConventions.httpRequestBodySize, .int(Int64(clamping: event.request_bytes - UInt64(headLength))))
         }
 
         var status = SpanStatus.unset

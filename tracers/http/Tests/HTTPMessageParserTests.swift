@@ -1,4 +1,6 @@
 import BPFRuntime
+import Glibc
+import TracerFramework
 import CTracerABI
 import Telemetry
 import Tracers
@@ -87,6 +89,61 @@ final class HTTPMessageParserTests: XCTestCase {
         XCTAssertEqual(HTTPMessageParser.redactQuery("a=1&Password=x&&flag&X-Amz-Signature=abc&sig="),
                        "a=1&Password=REDACTED&&flag&X-Amz-Signature=REDACTED&sig=REDACTED")
         XCTAssertEqual(HTTPMessageParser.redactQuery("page=2"), "page=2")
+    }
+
+    /// An event as the BPF side builds it, decoded without a kernel.
+    private func decode(request: String, response: String, role: Int32, family: Int32, local: [UInt8], peer: [UInt8],
+                        requestBytes: UInt64 = 0, flags: Int32 = 0) -> Span? {
+        var event = http_event()
+        event.header.type = UInt32(HTTP_EVENT_EXCHANGE)
+        event.header.pid = 42
+        event.start_ns = 1_000
+        event.end_ns = 51_000
+        event.request_bytes = requestBytes
+        event.role = UInt8(role)
+        event.flags = UInt8(flags)
+        event.family = UInt8(family)
+        event.local_port = 8443
+        event.peer_port = 50_000
+        withUnsafeMutableBytes(of: &event.local_addr) { $0.copyBytes(from: local) }
+        withUnsafeMutableBytes(of: &event.peer_addr) { $0.copyBytes(from: peer) }
+        let requestBytes = Array(request.utf8.prefix(Int(HTTP_REQUEST_CAPTURE)))
+        let responseBytes = Array(response.utf8.prefix(Int(HTTP_RESPONSE_CAPTURE)))
+        withUnsafeMutableBytes(of: &event.request) { $0.copyBytes(from: requestBytes) }
+        withUnsafeMutableBytes(of: &event.response) { $0.copyBytes(from: responseBytes) }
+        event.request_len = UInt16(requestBytes.count)
+        event.response_len = UInt16(responseBytes.count)
+        let context = DecodeContext(monotonicToUnixOffset: 1_700_000_000_000_000_000, scope: InstrumentationScope(name: "test")) { _ in
+            Resource.empty
+        }
+        return withUnsafeBytes(of: &event) { HTTPTracer().decode($0, context: context) }
+    }
+
+    func testDecodingAClientExchangeOverIPv6WithTLS() throws {
+        let loopback6: [UInt8] = Array(repeating: 0, count: 15) + [1]
+        let span = try XCTUnwrap(decode(request: "DELETE /items/7?sig=abc HTTP/1.1\r\n\r\n", response: "HTTP/1.1 403 Forbidden\r\n",
+                                        role: HTTP_ROLE_CLIENT, family: AF_INET6, local: loopback6, peer: loopback6, flags: HTTP_FLAG_TLS))
+        XCTAssertEqual(span.kind, .client)
+        XCTAssertEqual(span.name, "DELETE")
+        XCTAssertEqual(span.attributes[SemanticConventions.urlFull]?.stringValue, "https://[::1]:50000/items/7?sig=REDACTED")
+        XCTAssertEqual(span.attributes[SemanticConventions.serverAddress]?.stringValue, "::1")
+        XCTAssertEqual(span.status, .error(message: ""), "4xx is an error for a client")
+        XCTAssertEqual(span.attributes[SemanticConventions.errorType]?.stringValue, "403")
+        XCTAssertEqual(span.endTimeUnixNano - span.startTimeUnixNano, 50_000)
+    }
+
+    func testDecodingOddEventsNeverTraps() throws {
+        let mapped: [UInt8] = Array(repeating: 0, count: 10) + [0xFF, 0xFF, 10, 0, 0, 9]
+        // Byte counts near 2^64 (found by the fuzzer), an unknown method, no response.
+        let span = try XCTUnwrap(decode(request: "PURGE /x HTTP/1.1\r\n\r\n", response: "", role: HTTP_ROLE_SERVER, family: AF_INET6,
+                                        local: mapped, peer: mapped, requestBytes: .max))
+        XCTAssertEqual(span.name, "HTTP")
+        XCTAssertEqual(span.attributes[SemanticConventions.httpRequestMethod]?.stringValue, "_OTHER")
+        XCTAssertEqual(span.attributes[SemanticConventions.httpRequestMethodOriginal]?.stringValue, "PURGE")
+        XCTAssertEqual(span.attributes[SemanticConventions.clientAddress]?.stringValue, "10.0.0.9", "IPv4-mapped shown as IPv4")
+        XCTAssertEqual(span.attributes[SemanticConventions.httpRequestBodySize]?.intValue, .max)
+        XCTAssertEqual(span.status, .error(message: "no HTTP response seen before the exchange ended"))
+        XCTAssertNil(decode(request: "\u{16}\u{03}\u{01}", response: "", role: HTTP_ROLE_SERVER, family: 0, local: [], peer: []))
     }
 
     func testEventMatchesItsBTFLayout() throws {
