@@ -28,12 +28,14 @@ struct Failure: Error, CustomStringConvertible {
 var seconds = 5
 var rounds = 3
 var useNginx = false
+var syscallsOnly = false
 var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     switch argument {
     case "--seconds": seconds = Int(arguments.popFirst() ?? "") ?? seconds
     case "--rounds": rounds = Int(arguments.popFirst() ?? "") ?? rounds
     case "--nginx": useNginx = true
+    case "--syscalls-only": syscallsOnly = true
     default: print("unknown argument \(argument)"); exit(2)
     }
 }
@@ -159,6 +161,7 @@ func output(of executable: String, _ arguments: [String]) throws -> String {
     import http.server, socketserver
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stalls
         def log_message(self, *args):
             pass
         def do_GET(self):
@@ -192,6 +195,14 @@ func cpuSeconds() -> Double {
     return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
 }
 
+/// Nanoseconds per getppid(2) (a syscall the tracer does not hook) for `count` calls.
+func unhookedLoop(count: Int) -> Double {
+    let start = ContinuousClock.now
+    for _ in 0..<count { _ = getppid() }
+    let elapsed = ContinuousClock.now - start
+    return (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9) / Double(count)
+}
+
 /// Nanoseconds per syscall for `count` read(2)s of /dev/zero and write(2)s to /dev/null from this
 /// (unselected) process.
 func syscallLoop(count: Int) -> Double {
@@ -217,6 +228,7 @@ let (server, url) = try startServer(directory: directory)
 defer { server.terminate(); server.waitUntilExit() }
 try tracer.channel.allow(pid: server.processIdentifier)
 
+if !syscallsOnly {
 print("HTTP tracer benchmark: \(useNginx ? "nginx" : "python3 http.server") at \(url), wrk -t1 -c4 -d\(seconds)s, \(rounds) rounds each")
 _ = try wrk(url) // warm-up
 var untraced: [Double] = [], traced: [Double] = []
@@ -241,16 +253,33 @@ print("throughput: untraced median \(format(median(untraced), 0)) req/s, traced 
 print("spans: \(tracer.spans.load()) for \(tracedRequests) traced requests; kernel drops \(try tracer.channel.kernelDrops())")
 print("agent CPU (reader + decode, this process): \(format(cpuTraced / Double(max(tracedRequests, 1)) * 10_000 * 1000, 1)) ms per 10 000 traced requests")
 
+}
+
 // An unselected process: the programs are attached but tracer_pid_allowed() says no.
 let calls = 4_000_000
 _ = syscallLoop(count: calls / 4)
-var bare: [Double] = [], attached: [Double] = []
-for _ in 0..<5 {
+var bare: [Double] = [], attached: [Double] = [], unhookedBare: [Double] = [], unhookedAttached: [Double] = []
+for _ in 0..<7 {
     bare.append(syscallLoop(count: calls))
+    unhookedBare.append(unhookedLoop(count: calls))
     try tracer.attach()
     attached.append(syscallLoop(count: calls))
+    unhookedAttached.append(unhookedLoop(count: calls))
     tracer.detach()
 }
+do {
+    let statistics = try BPFStatistics.enable()
+    try tracer.attach()
+    _ = syscallLoop(count: calls)
+    for program in [HTTPTracer.Program.httpEnterRead, HTTPTracer.Program.httpEnterWrite, HTTPTracer.Program.httpExitData] {
+        let stats = try tracer.object.program(program).runtimeStatistics()
+        print("  \(program): \(stats.runCount) runs, \(format(stats.averageNanoseconds, 1)) ns per run (BPF run time only)")
+    }
+    tracer.detach()
+    withExtendedLifetime(statistics) {}
+}
 let slowdown = median(attached) / median(bare) - 1
+let unhookedSlowdown = median(unhookedAttached) / median(unhookedBare) - 1
+print("unselected process, getppid loop (not hooked): \(format(median(unhookedBare), 1)) ns/syscall bare, \(format(median(unhookedAttached), 1)) ns/syscall attached: \(format(unhookedSlowdown * 100, 1)) % slower")
 print("unselected process, read+write loop: \(format(median(bare), 1)) ns/syscall bare, \(format(median(attached), 1)) ns/syscall with the programs attached: \(format(slowdown * 100, 1)) % slower (target <= 3 %)")
 tracer.stop()
