@@ -17,6 +17,8 @@ public final class ExporterStats: Sendable {
     public let requests = Atomic<Int>(0)
     /// Retries after retryable failures.
     public let retries = Atomic<Int>(0)
+    /// Spans waiting in the queue now (a gauge).
+    public let queued = Atomic<Int>(0)
     /// Request latency histogram (seconds): cumulative counts per `latencyBounds` bucket, plus +Inf.
     public static let latencyBounds: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
     private let latency = Mutex<(buckets: [Int], sum: Double, count: Int)>(

@@ -128,11 +128,12 @@ public final class CurlTransport: HTTPTransport {
         return .response(status: status, body: sink.body, retryAfter: sink.retryAfter.flatMap { parseRetryAfter($0) })
     }
 
-    /// gzip (RFC 1952) with zlib's deflate, since libcurl only decompresses responses.
+    /// gzip (RFC 1952) with zlib's deflate at level 1 (`Z_BEST_SPEED`: OTLP batches are repetitive, so the
+    /// fastest level already shrinks them several-fold), since libcurl only decompresses responses.
     static func gzipCompress(_ input: UnsafeRawBufferPointer, into out: inout [UInt8]) {
         out.removeAll(keepingCapacity: true)
         var stream = z_stream()
-        guard tracer_deflate_init_gzip(&stream, Z_DEFAULT_COMPRESSION) == Z_OK else { return }
+        guard tracer_deflate_init_gzip(&stream, Z_BEST_SPEED) == Z_OK else { return }
         defer { deflateEnd(&stream) }
         let bound = Int(deflateBound(&stream, uLong(input.count)))
         out.append(contentsOf: repeatElement(0, count: bound))

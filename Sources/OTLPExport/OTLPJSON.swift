@@ -6,58 +6,71 @@ public enum OTLPTraceJSONEncoder {
     /// Appends the request for `spans` to `out`.
     public static func encode(_ spans: ArraySlice<Span>, into out: inout [UInt8]) {
         let groups = SpanGroups(spans)
-        out.append(contentsOf: Array("{\"resourceSpans\":[".utf8))
+        appendLiteral("{\"resourceSpans\":[", to: &out)
         for (r, group) in groups.resources.enumerated() {
             if r > 0 { out.append(UInt8(ascii: ",")) }
-            out.append(contentsOf: Array("{\"resource\":".utf8))
+            appendLiteral("{\"resource\":", to: &out)
             resource(group.resource, into: &out)
-            out.append(contentsOf: Array(",\"scopeSpans\":[".utf8))
+            appendLiteral(",\"scopeSpans\":[", to: &out)
             for (s, scopeGroup) in group.scopes.enumerated() {
                 if s > 0 { out.append(UInt8(ascii: ",")) }
-                out.append(contentsOf: Array("{\"scope\":".utf8))
+                appendLiteral("{\"scope\":", to: &out)
                 scope(scopeGroup.scope, into: &out)
-                out.append(contentsOf: Array(",\"spans\":[".utf8))
+                appendLiteral(",\"spans\":[", to: &out)
                 for (n, i) in scopeGroup.indices.enumerated() {
                     if n > 0 { out.append(UInt8(ascii: ",")) }
                     span(spans[spans.startIndex + i], into: &out)
                 }
-                out.append(contentsOf: Array("]}".utf8))
+                appendLiteral("]}", to: &out)
             }
-            out.append(contentsOf: Array("]}".utf8))
+            appendLiteral("]}", to: &out)
         }
-        out.append(contentsOf: Array("]}".utf8))
+        appendLiteral("]}", to: &out)
     }
 
     public static func encode(_ spans: [Span], into out: inout [UInt8]) { encode(spans[...], into: &out) }
 
     /// Appends `,"name":`.
-    static func key(_ name: String, _ out: inout [UInt8]) {
+    static func key(_ name: StaticString, _ out: inout [UInt8]) {
         out.append(UInt8(ascii: ","))
         out.append(UInt8(ascii: "\""))
-        out.append(contentsOf: name.utf8)
-        out.append(contentsOf: Array("\":".utf8))
+        appendLiteral(name, to: &out)
+        appendLiteral("\":", to: &out)
     }
 
     static func span(_ span: Span, into out: inout [UInt8]) {
-        out.append(contentsOf: Array("{\"traceId\":\"\(span.traceID.hex)\",\"spanId\":\"\(span.spanID.hex)\"".utf8))
+        appendLiteral("{\"traceId\":\"", to: &out)
+        span.traceID.appendHex(to: &out)
+        appendLiteral("\",\"spanId\":\"", to: &out)
+        span.spanID.appendHex(to: &out)
+        out.append(UInt8(ascii: "\""))
         if !span.traceState.isEmpty {
             key("traceState", &out)
             appendJSONString(span.traceState, to: &out)
         }
         if span.parentSpanID.isValid {
-            out.append(contentsOf: Array(",\"parentSpanId\":\"\(span.parentSpanID.hex)\"".utf8))
+            appendLiteral(",\"parentSpanId\":\"", to: &out)
+            span.parentSpanID.appendHex(to: &out)
+            out.append(UInt8(ascii: "\""))
         }
-        if span.flags != 0 { out.append(contentsOf: Array(",\"flags\":\(span.flags)".utf8)) }
+        if span.flags != 0 {
+            appendLiteral(",\"flags\":", to: &out)
+            appendDecimal(span.flags, to: &out)
+        }
         key("name", &out)
         appendJSONString(span.name, to: &out)
-        out.append(
-            contentsOf: Array(
-                ",\"kind\":\(span.kind.rawValue),\"startTimeUnixNano\":\"\(span.startTimeUnixNano)\",\"endTimeUnixNano\":\"\(span.endTimeUnixNano)\""
-                    .utf8))
+        appendLiteral(",\"kind\":", to: &out)
+        appendDecimal(span.kind.rawValue, to: &out)
+        appendLiteral(",\"startTimeUnixNano\":\"", to: &out)
+        appendDecimal(span.startTimeUnixNano, to: &out)
+        appendLiteral("\",\"endTimeUnixNano\":\"", to: &out)
+        appendDecimal(span.endTimeUnixNano, to: &out)
+        out.append(UInt8(ascii: "\""))
         key("attributes", &out)
         attributes(span.attributes, into: &out)
-        if span.status != .unset {
-            out.append(contentsOf: Array(",\"status\":{\"code\":\(span.status.code)".utf8))
+        if span.status.code != 0 {
+            appendLiteral(",\"status\":{\"code\":", to: &out)
+            appendDecimal(span.status.code, to: &out)
             if !span.status.message.isEmpty {
                 key("message", &out)
                 appendJSONString(span.status.message, to: &out)
@@ -68,13 +81,13 @@ public enum OTLPTraceJSONEncoder {
     }
 
     static func resource(_ resource: Resource, into out: inout [UInt8]) {
-        out.append(contentsOf: Array("{\"attributes\":".utf8))
+        appendLiteral("{\"attributes\":", to: &out)
         attributes(resource.attributes, into: &out)
         out.append(UInt8(ascii: "}"))
     }
 
     static func scope(_ scope: InstrumentationScope, into out: inout [UInt8]) {
-        out.append(contentsOf: Array("{\"name\":".utf8))
+        appendLiteral("{\"name\":", to: &out)
         appendJSONString(scope.name, to: &out)
         if !scope.version.isEmpty {
             key("version", &out)
@@ -92,9 +105,9 @@ public enum OTLPTraceJSONEncoder {
         out.append(UInt8(ascii: "["))
         for (i, a) in attributes.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
-            out.append(contentsOf: Array("{\"key\":".utf8))
+            appendLiteral("{\"key\":", to: &out)
             appendJSONString(a.key, to: &out)
-            out.append(contentsOf: Array(",\"value\":".utf8))
+            appendLiteral(",\"value\":", to: &out)
             anyValue(a.value, into: &out)
             out.append(UInt8(ascii: "}"))
         }
@@ -105,24 +118,27 @@ public enum OTLPTraceJSONEncoder {
     /// `arrayValue.values`).
     static func anyValue(_ value: AttributeValue, into out: inout [UInt8]) {
         func array<T>(_ items: [T], _ each: (T) -> AttributeValue) {
-            out.append(contentsOf: Array("{\"arrayValue\":{\"values\":[".utf8))
+            appendLiteral("{\"arrayValue\":{\"values\":[", to: &out)
             for (i, item) in items.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
                 anyValue(each(item), into: &out)
             }
-            out.append(contentsOf: Array("]}}".utf8))
+            appendLiteral("]}}", to: &out)
         }
         switch value {
         case .string(let v):
-            out.append(contentsOf: Array("{\"stringValue\":".utf8))
+            appendLiteral("{\"stringValue\":", to: &out)
             appendJSONString(v, to: &out)
             out.append(UInt8(ascii: "}"))
-        case .int(let v): out.append(contentsOf: Array("{\"intValue\":\"\(v)\"}".utf8))
+        case .int(let v):
+            appendLiteral("{\"intValue\":\"", to: &out)
+            appendDecimal(v, to: &out)
+            appendLiteral("\"}", to: &out)
         case .double(let v):
-            out.append(contentsOf: Array("{\"doubleValue\":".utf8))
+            appendLiteral("{\"doubleValue\":", to: &out)
             appendJSONDouble(v, to: &out)
             out.append(UInt8(ascii: "}"))
-        case .bool(let v): out.append(contentsOf: Array("{\"boolValue\":\(v)}".utf8))
+        case .bool(let v): v ? appendLiteral("{\"boolValue\":true}", to: &out) : appendLiteral("{\"boolValue\":false}", to: &out)
         case .stringArray(let v): array(v) { .string($0) }
         case .intArray(let v): array(v) { .int($0) }
         case .doubleArray(let v): array(v) { .double($0) }

@@ -47,14 +47,81 @@ extension ProtobufWriter {
     @inline(__always) mutating func attributes(_ field: UInt32, _ attributes: Attributes) {
         attributes.elements.withUnsafeBufferPointer { elements in
             for i in elements.indices {
-                let kv = beginMessage(field)
-                stringField(OTLPField.key, elements[i].key)
-                let any = beginMessage(OTLPField.value)
-                anyValue(elements[i].value)
-                endMessage(any)
-                endMessage(kv)
+                let done: Void? = elements[i].key.utf8.withContiguousStorageIfAvailable { key in
+                    keyValue(field, key, elements[i].value)
+                }
+                if done == nil {
+                    Array(elements[i].key.utf8).withUnsafeBufferPointer { keyValue(field, $0, elements[i].value) }
+                }
             }
         }
+    }
+
+    /// One `KeyValue`. Scalar values (the common case) have their lengths computed up front and are written
+    /// with one capacity check; arrays take the general nested path.
+    @inline(__always) mutating func keyValue(_ field: UInt32, _ key: UnsafeBufferPointer<UInt8>, _ value: AttributeValue) {
+        switch value {
+        case .string(let s):
+            let done: Void? = s.utf8.withContiguousStorageIfAvailable { v in
+                let size = Self.varintSize(UInt64(v.count)) &+ v.count
+                scalarKeyValue(field, key, valueTag: OTLPField.stringValue << 3 | 2, valueSize: size) { p in
+                    let p = Self.put(UInt64(v.count), at: p)
+                    if let source = v.baseAddress { Self.copy(source, to: p, count: v.count) }
+                    return p + v.count
+                }
+            }
+            if done == nil { generalKeyValue(field, key, value) }
+        case .int(let n):
+            let bits = UInt64(bitPattern: n)
+            scalarKeyValue(field, key, valueTag: OTLPField.intValue << 3, valueSize: Self.varintSize(bits)) {
+                Self.put(bits, at: $0)
+            }
+        case .bool(let b):
+            scalarKeyValue(field, key, valueTag: OTLPField.boolValue << 3, valueSize: 1) { p in
+                p.pointee = b ? 1 : 0
+                return p + 1
+            }
+        case .double(let d):
+            scalarKeyValue(field, key, valueTag: OTLPField.doubleValue << 3 | 1, valueSize: 8) { p in
+                UnsafeMutableRawPointer(p).storeBytes(of: d.bitPattern.littleEndian, as: UInt64.self)
+                return p + 8
+            }
+        default:
+            generalKeyValue(field, key, value)
+        }
+    }
+
+    /// Writes `KeyValue{key, AnyValue{<one field>}}`: the value field is its one-byte tag `valueTag` followed
+    /// by `valueSize` bytes that `writeValue` writes (returning the position after them).
+    @inline(__always) private mutating func scalarKeyValue(
+        _ field: UInt32, _ key: UnsafeBufferPointer<UInt8>, valueTag: UInt32, valueSize: Int,
+        _ writeValue: (UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<UInt8>
+    ) {
+        let anyLength = 1 &+ valueSize
+        let kvLength = 1 &+ Self.varintSize(UInt64(key.count)) &+ key.count &+ 1 &+ Self.varintSize(UInt64(anyLength)) &+ anyLength
+        reserve(kvLength &+ 5)
+        var p = Self.put(UInt64(field << 3 | 2), at: base + count)
+        p = Self.put(UInt64(kvLength), at: p)
+        p.pointee = UInt8(OTLPField.key << 3 | 2)
+        p = Self.put(UInt64(key.count), at: p + 1)
+        let keyCount = key.count
+        if let source = key.baseAddress { Self.copy(source, to: p, count: keyCount) }
+        p += keyCount
+        p.pointee = UInt8(OTLPField.value << 3 | 2)
+        p = Self.put(UInt64(anyLength), at: p + 1)
+        p.pointee = UInt8(valueTag)
+        p = writeValue(p + 1)
+        count = p - base
+    }
+
+    /// `KeyValue` through nested messages (arrays, non-contiguous strings).
+    private mutating func generalKeyValue(_ field: UInt32, _ key: UnsafeBufferPointer<UInt8>, _ value: AttributeValue) {
+        let kv = beginMessage(field)
+        bytesField(OTLPField.key, key)
+        let any = beginMessage(OTLPField.value)
+        anyValue(value)
+        endMessage(any)
+        endMessage(kv)
     }
 
     /// The body of an OTLP `AnyValue` (fields 1–5; arrays as `ArrayValue.values`).
@@ -109,7 +176,7 @@ extension ProtobufWriter {
         fixed64Field(OTLPField.startTime, span.pointee.startTimeUnixNano)
         fixed64Field(OTLPField.endTime, span.pointee.endTimeUnixNano)
         attributes(OTLPField.attributes, span.pointee.attributes)
-        if span.pointee.status != .unset {
+        if span.pointee.status.code != 0 {
             let s = beginMessage(OTLPField.status)
             let message = span.pointee.status.message
             if !message.isEmpty { stringField(OTLPField.statusMessage, message) }

@@ -11,8 +11,7 @@ public final class OTLPTraceExporter: SpanSink, @unchecked Sendable {
     private let logger: Logger
     private let condition = NSCondition()
     // Guarded by `condition`:
-    private var queue: [Span] = []
-    private var queuedBytes = 0
+    private var queue = SpanQueue()
     private var closed = false
     private var deadline: ContinuousClock.Instant?
     private var flushRequests = 0
@@ -20,10 +19,11 @@ public final class OTLPTraceExporter: SpanSink, @unchecked Sendable {
     private var workerDone = false
     private var lastDropLog: ContinuousClock.Instant?
     /// Resources with the settings' resource attributes layered on (`OTEL_RESOURCE_ATTRIBUTES`), by identity.
+    /// Used by the worker thread only.
     private var mergedResources: [ObjectIdentifier: (Resource, Resource)] = [:]
 
     /// Starts the worker thread, which creates its transport with `makeTransport` (libcurl by default; tests
-    /// pass fakes).
+    /// pass fakes). The thread runs until `shutdown`, which every owner must call.
     public init(
         settings: ExportSettings, logger: Logger = Logger(label: "tracer.otlp"),
         makeTransport: (@Sendable () -> HTTPTransport)? = nil
@@ -65,13 +65,13 @@ public final class OTLPTraceExporter: SpanSink, @unchecked Sendable {
         } else {
             for span in spans {
                 let size = Self.estimatedBytes(span)
-                if queue.count >= settings.maxQueueSpans || queuedBytes + size > settings.maxQueueBytes {
+                if queue.count >= settings.maxQueueSpans || queue.bytes + size > settings.maxQueueBytes {
                     dropped += 1
                 } else {
-                    queue.append(span)
-                    queuedBytes += size
+                    queue.append(span, bytes: size)
                 }
             }
+            stats.queued.store(queue.count, ordering: .relaxed)
             if queue.count >= settings.maxBatchSpans { condition.broadcast() }
         }
         var logDrop = false
@@ -151,8 +151,8 @@ public final class OTLPTraceExporter: SpanSink, @unchecked Sendable {
             }
             if let deadline, clock.now >= deadline {
                 let left = queue.count
-                queue.removeAll()
-                queuedBytes = 0
+                queue = SpanQueue()
+                stats.queued.store(0, ordering: .relaxed)
                 stats.spansDropped.add(left, ordering: .relaxed)  // counted before shutdown() can return
                 workerDone = true
                 condition.broadcast()
@@ -160,10 +160,8 @@ public final class OTLPTraceExporter: SpanSink, @unchecked Sendable {
                 if left > 0 { logger.warning("OTLP shutdown timeout: dropped \(left) queued spans") }
                 return
             }
-            let n = min(queue.count, settings.maxBatchSpans)
-            let batch = Array(queue.prefix(n))
-            queue.removeFirst(n)
-            for span in batch { queuedBytes -= Self.estimatedBytes(span) }
+            let batch = queue.take(settings.maxBatchSpans)
+            stats.queued.store(queue.count, ordering: .relaxed)
             inFlight += 1
             condition.unlock()
 
@@ -263,5 +261,41 @@ public final class OTLPTraceExporter: SpanSink, @unchecked Sendable {
             }
             return span
         }
+    }
+}
+
+/// FIFO of queued spans with their estimated sizes. Taking a batch advances a head index; the consumed prefix
+/// is dropped once it is half the storage, so each span is moved at most about once.
+struct SpanQueue {
+    private var spans: [Span] = []
+    private var sizes: [Int] = []
+    private var head = 0
+    private(set) var bytes = 0
+
+    var count: Int { spans.count - head }
+    var isEmpty: Bool { count == 0 }
+
+    mutating func append(_ span: Span, bytes size: Int) {
+        spans.append(span)
+        sizes.append(size)
+        bytes += size
+    }
+
+    /// Removes and returns up to `limit` spans from the front.
+    mutating func take(_ limit: Int) -> [Span] {
+        let end = head + min(limit, count)
+        let batch = Array(spans[head..<end])
+        for i in head..<end { bytes -= sizes[i] }
+        head = end
+        if head == spans.count {
+            spans.removeAll(keepingCapacity: true)
+            sizes.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= spans.count / 2 {
+            spans.removeFirst(head)
+            sizes.removeFirst(head)
+            head = 0
+        }
+        return batch
     }
 }

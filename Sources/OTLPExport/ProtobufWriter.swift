@@ -11,7 +11,7 @@ public struct ProtobufWriter: ~Copyable {
     @usableFromInline var base: UnsafeMutablePointer<UInt8>
     @usableFromInline var capacity: Int
     /// Bytes written so far.
-    public private(set) var count: Int
+    public internal(set) var count: Int
 
     public init(capacity: Int = 64 * 1024) {
         self.capacity = max(capacity, 16)
@@ -32,8 +32,10 @@ public struct ProtobufWriter: ~Copyable {
     /// A copy of the encoded bytes.
     public var bytes: [UInt8] { withBytes { Array($0) } }
 
+    /// Makes room for `extra` more bytes. Every field writer reserves its worst case once, then writes
+    /// through a raw cursor without further checks.
     @inline(__always) @usableFromInline mutating func reserve(_ extra: Int) {
-        if count + extra > capacity { grow(count + extra) }
+        if _slowPath(count &+ extra > capacity) { grow(count &+ extra) }
     }
 
     @usableFromInline mutating func grow(_ needed: Int) {
@@ -46,93 +48,107 @@ public struct ProtobufWriter: ~Copyable {
         capacity = newCapacity
     }
 
-    @inline(__always) mutating func byte(_ b: UInt8) {
-        reserve(1)
-        base[count] = b
-        count += 1
-    }
-
-    @inline(__always) mutating func varint(_ value: UInt64) {
-        reserve(10)
+    /// Writes a varint at `p` (room already reserved) and returns the next position.
+    @inline(__always) static func put(_ value: UInt64, at p: UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<UInt8> {
         var v = value
+        var p = p
         while v >= 0x80 {
-            base[count] = UInt8(truncatingIfNeeded: v) | 0x80
-            count += 1
-            v >>= 7
+            p.pointee = UInt8(truncatingIfNeeded: v) | 0x80
+            p += 1
+            v &>>= 7
         }
-        base[count] = UInt8(truncatingIfNeeded: v)
-        count += 1
-    }
-
-    /// A field key: `(field_number << 3) | wire_type`.
-    @inline(__always) mutating func tag(_ field: UInt32, _ wireType: UInt32) {
-        varint(UInt64(field << 3 | wireType))
+        p.pointee = UInt8(truncatingIfNeeded: v)
+        return p + 1
     }
 
     /// Wire type 0 (`int32`, `int64`, `uint64`, `bool`, `enum`).
     @inline(__always) mutating func varintField(_ field: UInt32, _ value: UInt64) {
-        tag(field, 0)
-        varint(value)
+        reserve(15)
+        let p = Self.put(UInt64(field << 3), at: base + count)
+        count = Self.put(value, at: p) - base
     }
 
     /// Wire type 1 (`fixed64`, `sfixed64`, `double`), little-endian.
     @inline(__always) mutating func fixed64Field(_ field: UInt32, _ value: UInt64) {
-        tag(field, 1)
-        fixed64(value)
+        reserve(13)
+        let p = Self.put(UInt64(field << 3 | 1), at: base + count)
+        UnsafeMutableRawPointer(p).storeBytes(of: value.littleEndian, as: UInt64.self)
+        count = p + 8 - base
     }
 
     @inline(__always) mutating func fixed64(_ value: UInt64) {
         reserve(8)
         UnsafeMutableRawPointer(base + count).storeBytes(of: value.littleEndian, as: UInt64.self)
-        count += 8
+        count &+= 8
     }
 
     /// Wire type 5 (`fixed32`), little-endian.
     @inline(__always) mutating func fixed32Field(_ field: UInt32, _ value: UInt32) {
-        tag(field, 5)
-        reserve(4)
-        UnsafeMutableRawPointer(base + count).storeBytes(of: value.littleEndian, as: UInt32.self)
-        count += 4
+        reserve(9)
+        let p = Self.put(UInt64(field << 3 | 5), at: base + count)
+        UnsafeMutableRawPointer(p).storeBytes(of: value.littleEndian, as: UInt32.self)
+        count = p + 4 - base
     }
 
     /// Wire type 2 with UTF-8 string content.
     @inline(__always) mutating func stringField(_ field: UInt32, _ value: String) {
-        tag(field, 2)
-        let done: Void? = value.utf8.withContiguousStorageIfAvailable { utf8 in
-            varint(UInt64(utf8.count))
-            raw(UnsafeRawBufferPointer(utf8))
-        }
+        let done: Void? = value.utf8.withContiguousStorageIfAvailable { utf8 in bytesField(field, utf8) }
         if done == nil {  // bridged or lazily-decoded strings
-            let bytes = Array(value.utf8)
-            varint(UInt64(bytes.count))
-            bytes.withUnsafeBytes { raw($0) }
+            Array(value.utf8).withUnsafeBufferPointer { bytesField(field, $0) }
         }
     }
 
-    @inline(__always) mutating func raw(_ bytes: UnsafeRawBufferPointer) {
+    /// Wire type 2 with raw content.
+    @inline(__always) mutating func bytesField(_ field: UInt32, _ bytes: UnsafeBufferPointer<UInt8>) {
         let n = bytes.count
-        reserve(n)
-        if n > 0 { UnsafeMutableRawPointer(base + count).copyMemory(from: bytes.baseAddress!, byteCount: n) }
-        count += n
+        reserve(n &+ 15)
+        var p = Self.put(UInt64(field << 3 | 2), at: base + count)
+        p = Self.put(UInt64(n), at: p)
+        if let source = bytes.baseAddress { Self.copy(source, to: p, count: n) }
+        count = p + n - base
+    }
+
+    /// Copies `n` bytes. Attribute keys and values are mostly 8–16 bytes: two overlapping 8-byte moves beat a
+    /// call to `memcpy` there; longer runs use `memcpy`.
+    @inline(__always) static func copy(_ source: UnsafePointer<UInt8>, to destination: UnsafeMutablePointer<UInt8>, count n: Int) {
+        if n >= 8 && n <= 16 {
+            let head = UnsafeRawPointer(source).loadUnaligned(as: UInt64.self)
+            let tail = UnsafeRawPointer(source + n - 8).loadUnaligned(as: UInt64.self)
+            UnsafeMutableRawPointer(destination).storeBytes(of: head, as: UInt64.self)
+            UnsafeMutableRawPointer(destination + n - 8).storeBytes(of: tail, as: UInt64.self)
+        } else if n < 8 {
+            var i = 0
+            while i < n {
+                destination[i] = source[i]
+                i &+= 1
+            }
+        } else {
+            UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: n)
+        }
+    }
+
+    /// Bytes a varint takes.
+    @inline(__always) static func varintSize(_ value: UInt64) -> Int {
+        (((64 &- (value | 1).leadingZeroBitCount) &* 9) &+ 64) / 64
     }
 
     /// Wire type 2 with 8 big-endian bytes (span ids).
     @inline(__always) mutating func id64Field(_ field: UInt32, _ value: UInt64) {
-        tag(field, 2)
-        byte(8)
-        reserve(8)
-        UnsafeMutableRawPointer(base + count).storeBytes(of: value.bigEndian, as: UInt64.self)
-        count += 8
+        reserve(14)
+        let p = Self.put(UInt64(field << 3 | 2), at: base + count)
+        p.pointee = 8
+        UnsafeMutableRawPointer(p + 1).storeBytes(of: value.bigEndian, as: UInt64.self)
+        count = p + 9 - base
     }
 
     /// Wire type 2 with 16 big-endian bytes (trace ids).
     @inline(__always) mutating func id128Field(_ field: UInt32, _ high: UInt64, _ low: UInt64) {
-        tag(field, 2)
-        byte(16)
-        reserve(16)
-        UnsafeMutableRawPointer(base + count).storeBytes(of: high.bigEndian, as: UInt64.self)
-        UnsafeMutableRawPointer(base + count + 8).storeBytes(of: low.bigEndian, as: UInt64.self)
-        count += 16
+        reserve(22)
+        let p = Self.put(UInt64(field << 3 | 2), at: base + count)
+        p.pointee = 16
+        UnsafeMutableRawPointer(p + 1).storeBytes(of: high.bigEndian, as: UInt64.self)
+        UnsafeMutableRawPointer(p + 9).storeBytes(of: low.bigEndian, as: UInt64.self)
+        count = p + 17 - base
     }
 
     /// Where a sub-message's body starts and how many length bytes were reserved in front of it.
@@ -144,9 +160,8 @@ public struct ProtobufWriter: ~Copyable {
     /// Starts a length-delimited sub-message; returns the token for `endMessage`. `lengthBytes` is the expected
     /// size of the length varint (1 below 128 bytes, 2 below 16 KiB, 3 below 2 MiB): a good guess saves a slide.
     @inline(__always) mutating func beginMessage(_ field: UInt32, lengthBytes: Int = 1) -> MessageStart {
-        tag(field, 2)
-        reserve(lengthBytes)
-        count += lengthBytes
+        reserve(5 &+ lengthBytes)
+        count = Self.put(UInt64(field << 3 | 2), at: base + count) + lengthBytes - base
         return MessageStart(body: count, reserved: lengthBytes)
     }
 
@@ -176,7 +191,4 @@ public struct ProtobufWriter: ~Copyable {
         }
         base[at] = UInt8(truncatingIfNeeded: rest)
     }
-
-    /// Truncates to `length` bytes (drops a partly written tail).
-    mutating func truncate(to length: Int) { count = min(count, length) }
 }

@@ -11,7 +11,7 @@
 }
 
 /// Appends the 16 lowercase hex digits of `value` (big-endian) to `out`.
-@inlinable func appendHex(_ value: UInt64, to out: inout [UInt8]) {
+@inlinable func appendHex64(_ value: UInt64, to out: inout [UInt8]) {
     var shift = 60
     while shift >= 0 {
         out.append(hexDigits[Int((value >> UInt64(shift)) & 0xF)])
@@ -91,9 +91,15 @@ public struct TraceID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var hex: String {
         var out: [UInt8] = []
         out.reserveCapacity(32)
-        appendHex(high, to: &out)
-        appendHex(low, to: &out)
+        appendHex64(high, to: &out)
+        appendHex64(low, to: &out)
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends the 32 hex digits to a byte buffer (JSON encoders; no intermediate String).
+    public func appendHex(to out: inout [UInt8]) {
+        appendHex64(high, to: &out)
+        appendHex64(low, to: &out)
     }
 
     public var description: String { hex }
@@ -143,9 +149,12 @@ public struct SpanID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var hex: String {
         var out: [UInt8] = []
         out.reserveCapacity(16)
-        appendHex(value, to: &out)
+        appendHex64(value, to: &out)
         return String(decoding: out, as: UTF8.self)
     }
+
+    /// Appends the 16 hex digits to a byte buffer.
+    public func appendHex(to out: inout [UInt8]) { appendHex64(value, to: &out) }
 
     public var description: String { hex }
 

@@ -48,18 +48,32 @@ public final class JSONLinesSpanPrinter: SpanSink {
 
     /// One span as a JSON object followed by a newline.
     public static func format(_ span: Span, into out: inout [UInt8]) {
-        out.append(contentsOf: Array("{\"name\":".utf8))
+        appendLiteral("{\"name\":", to: &out)
         appendJSONString(span.name, to: &out)
-        out.append(contentsOf: Array(",\"kind\":\"\(span.kind)\",\"traceId\":\"\(span.traceID.hex)\",\"spanId\":\"\(span.spanID.hex)\",\"parentSpanId\":\"\(span.parentSpanID.isValid ? span.parentSpanID.hex : "")\",\"startTimeUnixNano\":\(span.startTimeUnixNano),\"endTimeUnixNano\":\(span.endTimeUnixNano),\"status\":\"\(span.status)\"".utf8))
+        appendLiteral(",\"kind\":\"", to: &out)
+        out.append(contentsOf: span.kind.description.utf8)
+        appendLiteral("\",\"traceId\":\"", to: &out)
+        span.traceID.appendHex(to: &out)
+        appendLiteral("\",\"spanId\":\"", to: &out)
+        span.spanID.appendHex(to: &out)
+        appendLiteral("\",\"parentSpanId\":\"", to: &out)
+        if span.parentSpanID.isValid { span.parentSpanID.appendHex(to: &out) }
+        appendLiteral("\",\"startTimeUnixNano\":", to: &out)
+        appendDecimal(span.startTimeUnixNano, to: &out)
+        appendLiteral(",\"endTimeUnixNano\":", to: &out)
+        appendDecimal(span.endTimeUnixNano, to: &out)
+        appendLiteral(",\"status\":\"", to: &out)
+        out.append(contentsOf: span.status.description.utf8)
+        out.append(UInt8(ascii: "\""))
         if case .error(let message) = span.status, !message.isEmpty {
-            out.append(contentsOf: Array(",\"statusMessage\":".utf8))
+            appendLiteral(",\"statusMessage\":", to: &out)
             appendJSONString(message, to: &out)
         }
-        out.append(contentsOf: Array(",\"attributes\":".utf8))
+        appendLiteral(",\"attributes\":", to: &out)
         appendObject(span.attributes, to: &out)
-        out.append(contentsOf: Array(",\"resource\":".utf8))
+        appendLiteral(",\"resource\":", to: &out)
         appendObject(span.resource.attributes, to: &out)
-        out.append(contentsOf: Array("}\n".utf8))
+        appendLiteral("}\n", to: &out)
     }
 
     static func appendObject(_ attributes: Attributes, to out: inout [UInt8]) {
@@ -84,13 +98,13 @@ public final class JSONLinesSpanPrinter: SpanSink {
         }
         switch value {
         case .string(let v): appendJSONString(v, to: &out)
-        case .int(let v): out.append(contentsOf: Array(String(v).utf8))
+        case .int(let v): appendDecimal(v, to: &out)
         case .double(let v): appendJSONDouble(v, to: &out)
-        case .bool(let v): out.append(contentsOf: Array((v ? "true" : "false").utf8))
+        case .bool(let v): v ? appendLiteral("true", to: &out) : appendLiteral("false", to: &out)
         case .stringArray(let v): list(v) { appendJSONString($0, to: &$1) }
-        case .intArray(let v): list(v) { $1.append(contentsOf: Array(String($0).utf8)) }
+        case .intArray(let v): list(v) { appendDecimal($0, to: &$1) }
         case .doubleArray(let v): list(v) { appendJSONDouble($0, to: &$1) }
-        case .boolArray(let v): list(v) { $1.append(contentsOf: Array(($0 ? "true" : "false").utf8)) }
+        case .boolArray(let v): list(v) { $0 ? appendLiteral("true", to: &$1) : appendLiteral("false", to: &$1) }
         }
     }
 

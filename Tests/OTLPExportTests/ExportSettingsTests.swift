@@ -132,6 +132,7 @@ final class ExporterQueueTests: XCTestCase {
         exporter.consume(sampleSpans(5))  // no room
         XCTAssertLessThan(ContinuousClock.now - t0, .milliseconds(100), "consume never blocks")
         XCTAssertEqual(exporter.stats.spansDropped.load(ordering: .relaxed), 5)
+        XCTAssertEqual(exporter.stats.queued.load(ordering: .relaxed), 10)
         transport.gate.signal()
         transport.gate.signal()
         XCTAssertTrue(exporter.flush(timeout: .seconds(5)))

@@ -59,6 +59,42 @@ final class ExporterReceiverTests: XCTestCase {
     }
 
     func testProtobufRoundTrip() throws { try roundTrip(.httpProtobuf, .none) }
+
+    /// Length prefixes of every size class (a span under 128 bytes, one over 16 KiB, strings of 0–40 bytes,
+    /// non-ASCII) survive the one-pass encoder.
+    func testProtobufEdgeSizesDecode() throws {
+        let receiver = try OTLPReceiver()
+        let exporter = OTLPTraceExporter(settings: testSettings(receiver))
+        let scope = InstrumentationScope(name: "")
+        var big = Attributes()
+        big["blob"] = .string(String(repeating: "x", count: 20_000))
+        for n in 0...40 { big["k\(n)"] = .string(String(repeating: "é", count: n / 2) + String(repeating: "a", count: n % 2)) }
+        big["neg"] = -1
+        big["dbl"] = .doubleArray([1.5, -0.0])
+        big["bools"] = .boolArray([true, false])
+        let spans = [
+            Span(name: "", kind: .internal_, traceID: .random(), spanID: .random(), startTimeUnixNano: 0, endTimeUnixNano: 0,
+                 resource: .empty, scope: scope),
+            Span(name: "big", kind: .producer, traceID: .random(), spanID: .random(), startTimeUnixNano: 1, endTimeUnixNano: 2,
+                 attributes: big, resource: .empty, scope: scope),
+        ]
+        exporter.consume(spans)
+        XCTAssertTrue(exporter.flush(timeout: .seconds(10)))
+        let received = try receiver.received()
+        XCTAssertTrue(received.requests.allSatisfy { $0["error"] == nil }, "\(received.requests)")
+        XCTAssertEqual(received.spans.count, 2)
+        let got = try XCTUnwrap(received.spans.first { $0["name"] as? String == "big" })
+        let attributes = try XCTUnwrap(got["attributes"] as? [String: Any])
+        XCTAssertEqual((attributes["blob"] as? String)?.count, 20_000)
+        for n in 0...40 {
+            XCTAssertEqual(attributes["k\(n)"] as? String, String(repeating: "é", count: n / 2) + String(repeating: "a", count: n % 2))
+        }
+        XCTAssertEqual(attributes["neg"] as? Int, -1)
+        XCTAssertEqual(attributes["dbl"] as? [Double], [1.5, -0.0])
+        XCTAssertEqual(attributes["bools"] as? [Bool], [true, false])
+        XCTAssertEqual(received.spans.first { $0["name"] as? String == "" }?["kind"] as? Int, 1)
+        exporter.shutdown(timeout: .seconds(5))
+    }
     func testProtobufGzipRoundTrip() throws { try roundTrip(.httpProtobuf, .gzip) }
     func testJSONRoundTrip() throws { try roundTrip(.httpJSON, .none) }
     func testJSONGzipRoundTrip() throws { try roundTrip(.httpJSON, .gzip) }
@@ -78,6 +114,34 @@ final class ExporterReceiverTests: XCTestCase {
             XCTAssertNotEqual(resource["service.name"] as? String, "from-env", "the process's own service.name wins")
         }
         exporter.shutdown(timeout: .seconds(5))
+    }
+
+    func testConfiguredHeadersAreSent() throws {
+        let receiver = try OTLPReceiver()
+        var settings = testSettings(receiver)
+        settings.headers = try ExportSettingsLayer.parseKeyValueList("api-key=s%3Dcret,x-tenant=blue", setting: "test")
+        let exporter = OTLPTraceExporter(settings: settings)
+        exporter.consume(sampleSpans(1))
+        XCTAssertTrue(exporter.flush(timeout: .seconds(10)))
+        let headers = try XCTUnwrap(try receiver.received().requests.first?["headers"] as? [String: String])
+        XCTAssertEqual(headers["api-key"], "s=cret")
+        XCTAssertEqual(headers["x-tenant"], "blue")
+        XCTAssertEqual(headers["content-type"], "application/x-protobuf")
+        exporter.shutdown(timeout: .seconds(5))
+    }
+
+    func testResponseBodyReadIsCapped() throws {
+        let receiver = try OTLPReceiver()
+        try receiver.script([["status": 200, "bodyBytes": 6_000_000]])
+        var settings = testSettings(receiver)
+        settings.maxResponseBytes = 4 << 20
+        let transport = CurlTransport(settings: settings)
+        let body: [UInt8] = []
+        let outcome = body.withUnsafeBytes {
+            transport.post(url: settings.tracesURL, body: $0, contentType: "application/x-protobuf", timeout: .seconds(10))
+        }
+        guard case .response(200, let got, _) = outcome else { return XCTFail("\(outcome)") }
+        XCTAssertEqual(got.count, 4 << 20, "at most 4 MiB kept")
     }
 
     func testDownAtStartThenUpDeliversEverything() throws {

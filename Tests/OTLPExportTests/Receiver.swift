@@ -31,11 +31,11 @@ final class OTLPReceiver {
     }
 
     /// Starts the receiver; with `startAfter`, it listens on `port` only after that many seconds.
-    init(port: Int = 0, startAfter: Double = 0) throws {
+    init(port: Int = 0, startAfter: Double = 0, tlsArguments: [String] = []) throws {
         try Self.requireAvailable()
         let pipe = Pipe()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", Self.scriptPath, "--port", String(port), "--start-after", String(startAfter)]
+        process.arguments = ["python3", Self.scriptPath, "--port", String(port), "--start-after", String(startAfter)] + tlsArguments
         process.standardOutput = pipe
         try process.run()
         if startAfter > 0 {

@@ -180,6 +180,7 @@ class Handler(BaseHTTPRequestHandler):
                 break
             summary = {"path": self.path, "contentType": content_type, "encoding": encoding,
                        "bytes": len(raw), "items": items, "time": time.time(),
+                       "headers": {k.lower(): v for k, v in self.headers.items()},
                        "answer": (action or {}).get("status", 200) if not (action or {}).get("hang") else "hang"}
             REQUESTS.append(summary)
         if action and action.get("hang"):
@@ -191,6 +192,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(action["status"], b'{"message":"scripted failure"}', headers=headers)
         with LOCK:
             record(self.path, msg)
+        if action and action.get("bodyBytes"):
+            return self.reply(200, b"\0" * action["bodyBytes"], content_type="application/x-protobuf")
         response = (trace_service_pb2.ExportTraceServiceResponse() if self.path == "/v1/traces"
                     else metrics_service_pb2.ExportMetricsServiceResponse())
         if action and action.get("rejected"):
@@ -225,11 +228,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks an ephemeral port")
     parser.add_argument("--start-after", type=float, default=0, help="seconds to stay down before listening")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="private key of --tls-cert")
+    parser.add_argument("--client-ca", help="require client certificates signed by this CA (mTLS)")
     args = parser.parse_args()
     if args.start_after:
         time.sleep(args.start_after)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
+    if args.tls_cert:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(args.client_ca)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print("PORT %d" % server.server_address[1], flush=True)
     server.serve_forever()
 

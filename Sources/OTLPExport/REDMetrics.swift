@@ -1,0 +1,221 @@
+import Foundation
+import Synchronization
+import Telemetry
+
+/// One histogram series: OTLP `HistogramDataPoint` with cumulative temporality.
+public struct HistogramPoint: Sendable, Equatable {
+    public var attributes: Attributes
+    /// Per-bucket counts; one more than the bounds (the last is +Inf), as in OTLP `bucket_counts`.
+    public var bucketCounts: [UInt64]
+    public var sum: Double
+    public var count: UInt64
+    /// Optional in OTLP (`min`/`max` fields 11/12); nil when not tracked.
+    public var min: Double?
+    public var max: Double?
+}
+
+/// One metric and its points: OTLP `Metric` with a `Histogram` or a monotonic `Sum` / `Gauge` of integers.
+public struct MetricData: Sendable, Equatable {
+    public enum Points: Sendable, Equatable {
+        case histogram(bounds: [Double], points: [HistogramPoint])
+        /// Monotonic cumulative `Sum`.
+        case counter([NumberPoint])
+        case gauge([NumberPoint])
+    }
+
+    public struct NumberPoint: Sendable, Equatable {
+        public var attributes: Attributes
+        public var value: Double
+
+        public init(attributes: Attributes = Attributes(), value: Double) {
+            self.attributes = attributes
+            self.value = value
+        }
+    }
+
+    public var name: String
+    public var description: String
+    /// UCUM unit (`s`, `By`, `1`).
+    public var unit: String
+    public var points: Points
+
+    public init(name: String, description: String, unit: String, points: Points) {
+        self.name = name
+        self.description = description
+        self.unit = unit
+        self.points = points
+    }
+}
+
+/// Metrics of one resource (a service for RED metrics, the agent for self-metrics): OTLP `ResourceMetrics`.
+public struct ResourceMetricsData: Sendable {
+    public var resource: Resource
+    public var metrics: [MetricData]
+
+    public init(resource: Resource, metrics: [MetricData]) {
+        self.resource = resource
+        self.metrics = metrics
+    }
+}
+
+/// RED metrics (rate, errors, duration) derived from HTTP spans, as the HTTP semantic conventions define them:
+/// `http.server.request.duration` / `http.client.request.duration` (seconds, default buckets
+/// 5 ms … 10 s) and the request/response body-size histograms, with low-cardinality attributes only
+/// (`http.request.method`, `http.route` — from the span or the grouped `url.path` — `http.response.status_code`,
+/// and for clients `server.address`), one series set per `service.name`. Cumulative since `startTimeUnixNano`.
+public final class REDMetrics: SpanSink {
+    /// Semantic-conventions advice for HTTP durations (seconds).
+    public static let durationBounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+    /// Body sizes (bytes): powers of 4 from 64 B to 16 MiB.
+    public static let sizeBounds: [Double] = (3...12).map { pow(4, Double($0)) }
+    /// Methods kept as is; others become `_OTHER` (semconv `http.request.method`).
+    static let knownMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+
+    enum Instrument: Int, CaseIterable {
+        case serverDuration, clientDuration, serverRequestSize, serverResponseSize, clientRequestSize, clientResponseSize
+
+        var name: String {
+            switch self {
+            case .serverDuration: return "http.server.request.duration"
+            case .clientDuration: return "http.client.request.duration"
+            case .serverRequestSize: return "http.server.request.body.size"
+            case .serverResponseSize: return "http.server.response.body.size"
+            case .clientRequestSize: return "http.client.request.body.size"
+            case .clientResponseSize: return "http.client.response.body.size"
+            }
+        }
+
+        var description: String {
+            switch self {
+            case .serverDuration: return "Duration of HTTP server requests."
+            case .clientDuration: return "Duration of HTTP client requests."
+            case .serverRequestSize, .clientRequestSize: return "Size of HTTP request bodies."
+            case .serverResponseSize, .clientResponseSize: return "Size of HTTP response bodies."
+            }
+        }
+
+        var isDuration: Bool { self == .serverDuration || self == .clientDuration }
+        var unit: String { isDuration ? "s" : "By" }
+        var bounds: [Double] { isDuration ? REDMetrics.durationBounds : REDMetrics.sizeBounds }
+    }
+
+    struct SeriesKey: Hashable {
+        var instrument: Int
+        var service: String
+        var attributes: Attributes
+    }
+
+    struct State {
+        var series: [SeriesKey: HistogramPoint] = [:]
+        var seriesPerService: [String: Int] = [:]
+        var overflowed = 0
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+    public let routes: RouteGrouper
+    /// Series per service beyond this go to one series marked `otel.metric.overflow=true` (OTel SDK
+    /// cardinality-limit behaviour).
+    public let maxSeriesPerService: Int
+    public let startTimeUnixNano: UInt64
+
+    public init(routes: RouteGrouper = RouteGrouper(), maxSeriesPerService: Int = 2000) {
+        self.routes = routes
+        self.maxSeriesPerService = maxSeriesPerService
+        startTimeUnixNano = UInt64(Date().timeIntervalSince1970 * 1e9)
+    }
+
+    /// Records every HTTP server/client span (those with `http.request.method`); other spans are ignored.
+    public func consume(_ spans: [Span]) {
+        state.withLock { state in
+            guard !state.closed else { return }
+            for span in spans { record(span, &state) }
+        }
+    }
+
+    private func record(_ span: Span, _ state: inout State) {
+        let server: Bool
+        switch span.kind {
+        case .server: server = true
+        case .client: server = false
+        default: return
+        }
+        guard let method = span.attributes[SemanticConventions.httpRequestMethod]?.stringValue else { return }
+        var attributes = Attributes(capacity: 4)
+        attributes.appendUnchecked(
+            SemanticConventions.httpRequestMethod, .string(Self.knownMethods.contains(method) ? method : "_OTHER"))
+        if let route = span.attributes[SemanticConventions.httpRoute]?.stringValue {
+            attributes.appendUnchecked(SemanticConventions.httpRoute, .string(route))
+        } else if let path = span.attributes[SemanticConventions.urlPath]?.stringValue {
+            attributes.appendUnchecked(SemanticConventions.httpRoute, .string(routes.route(for: path)))
+        }
+        if let status = span.attributes[SemanticConventions.httpResponseStatusCode]?.intValue {
+            attributes.appendUnchecked(SemanticConventions.httpResponseStatusCode, .int(status))
+        }
+        if !server, let address = span.attributes[SemanticConventions.serverAddress] {
+            attributes.appendUnchecked(SemanticConventions.serverAddress, address)
+        }
+        let service = span.resource.serviceName ?? "unknown_service"
+        observe(server ? .serverDuration : .clientDuration, service, attributes, span.durationSeconds, &state)
+        if let size = span.attributes[SemanticConventions.httpRequestBodySize]?.intValue {
+            observe(server ? .serverRequestSize : .clientRequestSize, service, attributes, Double(size), &state)
+        }
+        if let size = span.attributes[SemanticConventions.httpResponseBodySize]?.intValue {
+            observe(server ? .serverResponseSize : .clientResponseSize, service, attributes, Double(size), &state)
+        }
+    }
+
+    private func observe(_ instrument: Instrument, _ service: String, _ attributes: Attributes, _ value: Double, _ state: inout State) {
+        var key = SeriesKey(instrument: instrument.rawValue, service: service, attributes: attributes)
+        if state.series[key] == nil {
+            if state.seriesPerService[service, default: 0] >= maxSeriesPerService {
+                key.attributes = ["otel.metric.overflow": true]
+                state.overflowed += 1
+            }
+            if state.series[key] == nil {
+                state.seriesPerService[service, default: 0] += 1
+                state.series[key] = HistogramPoint(
+                    attributes: key.attributes, bucketCounts: Array(repeating: 0, count: instrument.bounds.count + 1),
+                    sum: 0, count: 0, min: value, max: value)
+            }
+        }
+        let bounds = instrument.bounds
+        let bucket = bounds.firstIndex { value <= $0 } ?? bounds.count
+        state.series[key]!.bucketCounts[bucket] += 1
+        state.series[key]!.sum += value
+        state.series[key]!.count += 1
+        state.series[key]!.min = Swift.min(state.series[key]!.min ?? value, value)
+        state.series[key]!.max = Swift.max(state.series[key]!.max ?? value, value)
+    }
+
+    /// Cumulative histograms per service, ordered by service, metric name and attributes.
+    public func snapshot() -> [ResourceMetricsData] {
+        let series = state.withLock { $0.series }
+        var byService: [String: [Int: [HistogramPoint]]] = [:]
+        for (key, point) in series { byService[key.service, default: [:]][key.instrument, default: []].append(point) }
+        return byService.keys.sorted().map { service in
+            let instruments = byService[service]!
+            let metrics = Instrument.allCases.compactMap { instrument -> MetricData? in
+                guard let points = instruments[instrument.rawValue] else { return nil }
+                let sorted = points.sorted { $0.attributes.description < $1.attributes.description }
+                return MetricData(
+                    name: instrument.name, description: instrument.description, unit: instrument.unit,
+                    points: .histogram(bounds: instrument.bounds, points: sorted))
+            }
+            return ResourceMetricsData(
+                resource: Resource(attributes: [SemanticConventions.serviceName: .string(service)]), metrics: metrics)
+        }
+    }
+
+    /// Measurements folded into overflow series because of the cardinality limit.
+    public var overflowCount: Int { state.withLock { $0.overflowed } }
+
+    public func flush(timeout: Duration) -> Bool { true }
+
+    public func shutdown(timeout: Duration) { state.withLock { $0.closed = true } }
+}
+
+extension Attributes {
+    /// `k=v,…` in order: a stable sort key for series.
+    var description: String { map { "\($0.key)=\($0.value)" }.joined(separator: ",") }
+}

@@ -1,0 +1,198 @@
+import Foundation
+import OTLPExport
+import Telemetry
+import XCTest
+
+func httpSpan(
+    kind: SpanKind = .server, method: String = "GET", path: String? = nil, route: String? = nil, status: Int64 = 200,
+    seconds: Double, service: String = "shop", responseBytes: Int64? = nil
+) -> Span {
+    var attributes: Attributes = ["http.request.method": .string(method), "http.response.status_code": .int(status)]
+    if let path { attributes["url.path"] = .string(path) }
+    if let route { attributes["http.route"] = .string(route) }
+    if let responseBytes { attributes["http.response.body.size"] = .int(responseBytes) }
+    if kind == .client { attributes["server.address"] = "api.internal" }
+    return Span(
+        name: method, kind: kind, traceID: .random(), spanID: .random(), startTimeUnixNano: 1_000_000_000,
+        endTimeUnixNano: 1_000_000_000 + UInt64(seconds * 1e9), attributes: attributes,
+        resource: Resource(attributes: ["service.name": .string(service)]), scope: InstrumentationScope(name: "t"))
+}
+
+final class RouteGrouperTests: XCTestCase {
+    func testConfiguredTemplatesWin() {
+        let g = RouteGrouper(patterns: ["/users/{id}", "/static/*", "/orders/{order}/items/{item}"])
+        XCTAssertEqual(g.route(for: "/users/alice"), "/users/{id}")
+        XCTAssertEqual(g.route(for: "/users/alice?x=1"), "/users/{id}")
+        XCTAssertEqual(g.route(for: "/static/css/site.css"), "/static/*")
+        XCTAssertEqual(g.route(for: "/orders/12/items/3"), "/orders/{order}/items/{item}")
+        XCTAssertEqual(g.route(for: "/users/alice/posts"), "/users/alice/posts", "no template, nothing ID-like")
+    }
+
+    func testHeuristicReplacesIDLikeSegments() {
+        let g = RouteGrouper()
+        XCTAssertEqual(g.route(for: "/api/v1/users/12345"), "/api/v1/users/{id}")
+        XCTAssertEqual(g.route(for: "/items/550e8400-e29b-41d4-a716-446655440000/edit"), "/items/{id}/edit")
+        XCTAssertEqual(g.route(for: "/blobs/deadbeef42"), "/blobs/{id}")
+        XCTAssertEqual(g.route(for: "/s/aZ3kQ9xP2mL7vB1n"), "/s/{id}", "long token")
+        XCTAssertEqual(g.route(for: "/health"), "/health")
+        XCTAssertEqual(g.route(for: "/"), "/")
+        XCTAssertEqual(g.route(for: "/a/b/c/d/e/f/g/h/i/j"), "/a/b/c/d/e/f/g/h/*", "depth capped")
+    }
+}
+
+final class REDMetricsTests: XCTestCase {
+    func histogram(_ groups: [ResourceMetricsData], _ service: String, _ name: String) -> [HistogramPoint] {
+        for g in groups where g.resource.serviceName == service {
+            for m in g.metrics where m.name == name {
+                if case .histogram(_, let points) = m.points { return points }
+            }
+        }
+        return []
+    }
+
+    func testServerAndClientDurationsWithLowCardinalityAttributes() throws {
+        let red = REDMetrics()
+        red.consume([
+            httpSpan(path: "/users/1", seconds: 0.003),
+            httpSpan(path: "/users/2", seconds: 0.2),
+            httpSpan(route: "/users/{id}", seconds: 0.02),
+            httpSpan(method: "PROPFIND", path: "/x", status: 500, seconds: 20),
+            httpSpan(kind: .client, path: "/v1/pay/99", seconds: 0.06, responseBytes: 300),
+            Span(name: "internal", kind: .internal_, traceID: .random(), spanID: .random(), startTimeUnixNano: 0,
+                 endTimeUnixNano: 1, resource: .empty, scope: InstrumentationScope(name: "t")),
+        ])
+        let snapshot = red.snapshot()
+        let server = histogram(snapshot, "shop", "http.server.request.duration")
+        XCTAssertEqual(server.count, 2, "users paths grouped into one series + the _OTHER method series")
+        let users = try XCTUnwrap(server.first { $0.attributes["http.route"] == "/users/{id}" })
+        XCTAssertEqual(users.count, 3)
+        XCTAssertEqual(users.attributes["http.request.method"], "GET")
+        XCTAssertEqual(users.attributes["http.response.status_code"], 200)
+        XCTAssertEqual(users.sum, 0.223, accuracy: 1e-9)
+        XCTAssertEqual(users.bucketCounts[0], 1, "3 ms ≤ 5 ms")
+        XCTAssertEqual(users.bucketCounts[2], 1, "20 ms in (10, 25] ms")
+        XCTAssertEqual(users.bucketCounts[6], 1, "200 ms in (100, 250] ms")
+        XCTAssertEqual(users.min, 0.003)
+        let other = try XCTUnwrap(server.first { $0.attributes["http.request.method"] == "_OTHER" })
+        XCTAssertEqual(other.bucketCounts.last, 1, "20 s goes to +Inf")
+        let client = histogram(snapshot, "shop", "http.client.request.duration")
+        XCTAssertEqual(client.first?.attributes["server.address"], "api.internal")
+        XCTAssertEqual(client.first?.attributes["http.route"], "/v1/pay/{id}")
+        XCTAssertEqual(histogram(snapshot, "shop", "http.client.response.body.size").first?.sum, 300)
+    }
+
+    func testCardinalityLimitFoldsIntoOverflowSeries() {
+        let red = REDMetrics(maxSeriesPerService: 3)
+        red.consume((0..<10).map { httpSpan(route: "/r\($0)", seconds: 0.01) })
+        let points = histogram(red.snapshot(), "shop", "http.server.request.duration")
+        XCTAssertEqual(points.count, 4)
+        XCTAssertEqual(points.first { $0.attributes["otel.metric.overflow"] == true }?.count, 7)
+        XCTAssertEqual(red.overflowCount, 7)
+    }
+}
+
+final class PrometheusTests: XCTestCase {
+    func scrape(_ port: Int, path: String = "/metrics") throws -> (Int, String) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        XCTAssertEqual(rc, 0)
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            response += buffer[0..<n]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0
+        let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+        return (status, body)
+    }
+
+    func testEndpointServesREDAndSelfMetrics() throws {
+        let red = REDMetrics()
+        red.consume([httpSpan(route: "/users/{id}", seconds: 0.03), httpSpan(route: "/users/{id}", seconds: 0.7)])
+        let registry = MetricsRegistry()
+        registry.counter("tracer.ringbuffer.drops", help: "Events lost in the kernel ring buffer.").add(7)
+        registry.gauge("tracer.processes.instrumented", help: "Processes with probes attached.").set(3)
+        let stats = ExporterStats()
+        stats.spansDropped.add(5, ordering: .relaxed)
+        registry.register(exporter: stats)
+        let agent = Resource(attributes: [:])
+        let server = try PrometheusServer(port: 0) {
+            PrometheusExposition.render(red.snapshot() + [ResourceMetricsData(resource: agent, metrics: registry.collect())])
+        }
+        defer { server.stop() }
+        let (status, body) = try scrape(server.port)
+        XCTAssertEqual(status, 200)
+        XCTAssertTrue(body.contains("# TYPE http_server_request_duration_seconds histogram\n"), body)
+        let labels = "service_name=\"shop\",http_request_method=\"GET\",http_route=\"/users/{id}\",http_response_status_code=\"200\""
+        XCTAssertTrue(body.contains("http_server_request_duration_seconds_bucket{\(labels),le=\"0.05\"} 1\n"), body)
+        XCTAssertTrue(body.contains("http_server_request_duration_seconds_bucket{\(labels),le=\"0.75\"} 2\n"), body)
+        XCTAssertTrue(body.contains("http_server_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} 2\n"), body)
+        XCTAssertTrue(body.contains("http_server_request_duration_seconds_count{\(labels)} 2\n"), body)
+        XCTAssertTrue(body.contains("# TYPE tracer_ringbuffer_drops counter\ntracer_ringbuffer_drops_total 7\n"), body)
+        XCTAssertTrue(body.contains("tracer_processes_instrumented 3\n"), body)
+        XCTAssertTrue(body.contains("tracer_spans_dropped_total 5\n"), body)
+        XCTAssertTrue(body.contains("# TYPE tracer_export_queue_size gauge\ntracer_export_queue_size 0\n"), body)
+        XCTAssertTrue(body.contains("# TYPE tracer_export_duration_seconds histogram"), body)
+        XCTAssertEqual(try scrape(server.port, path: "/other").0, 404)
+    }
+
+    func testStopReleasesThePort() throws {
+        let server = try PrometheusServer(port: 0) { "" }
+        let port = server.port
+        server.stop()
+        let again = try PrometheusServer(port: port) { "x 1\n" }
+        XCTAssertEqual(try scrape(port).1, "x 1\n")
+        again.stop()
+    }
+}
+
+final class MetricsExportReceiverTests: XCTestCase {
+    func exportMetrics(_ protocol_: OTLPProtocol) throws {
+        let receiver = try OTLPReceiver()
+        var settings = testSettings(receiver)
+        settings.protocol_ = protocol_
+        settings.metricExportInterval = .seconds(60)
+        let red = REDMetrics()
+        red.consume([httpSpan(route: "/users/{id}", seconds: 0.03), httpSpan(route: "/users/{id}", seconds: 0.7, service: "billing")])
+        let registry = MetricsRegistry()
+        registry.counter("tracer.ringbuffer.drops", help: "Events lost.").add(4)
+        let exporter = OTLPMetricsExporter(
+            settings: settings, red: red, registry: registry,
+            agentResource: Resource(attributes: ["service.name": "tracer-agent"]))
+        XCTAssertTrue(exporter.forceFlush(timeout: .seconds(10)))
+        let received = try receiver.received()
+        XCTAssertTrue(received.requests.allSatisfy { $0["error"] == nil }, "\(received.requests)")
+        XCTAssertEqual(received.requests.first?["path"] as? String, "/v1/metrics")
+        let durations = received.metrics.filter { $0["name"] as? String == "http.server.request.duration" }
+        XCTAssertEqual(Set(durations.compactMap { ($0["resource"] as? [String: Any])?["service.name"] as? String }), ["shop", "billing"])
+        let shop = try XCTUnwrap(durations.first { ($0["resource"] as? [String: Any])?["service.name"] as? String == "shop" })
+        XCTAssertEqual(shop["unit"] as? String, "s")
+        XCTAssertEqual(shop["type"] as? String, "histogram")
+        XCTAssertEqual(shop["temporality"] as? Int, 2, "cumulative")
+        let point = try XCTUnwrap((shop["points"] as? [[String: Any]])?.first)
+        XCTAssertEqual(point["count"] as? Int, 1)
+        XCTAssertEqual(point["explicitBounds"] as? [Double], REDMetrics.durationBounds)
+        XCTAssertEqual((point["bucketCounts"] as? [Int])?[3], 1, "30 ms in (25, 50] ms")
+        XCTAssertEqual((point["attributes"] as? [String: Any])?["http.route"] as? String, "/users/{id}")
+        let drops = try XCTUnwrap(received.metrics.first { $0["name"] as? String == "tracer.ringbuffer.drops" })
+        XCTAssertEqual(drops["monotonic"] as? Bool, true)
+        XCTAssertEqual((drops["points"] as? [[String: Any]])?.first?["value"] as? Double, 4)
+        exporter.shutdown(timeout: .seconds(2))
+        XCTAssertEqual(exporter.exportsSucceeded.load(ordering: .relaxed), 2, "forced export + final export on shutdown")
+    }
+
+    func testProtobufMetrics() throws { try exportMetrics(.httpProtobuf) }
+    func testJSONMetrics() throws { try exportMetrics(.httpJSON) }
+}
