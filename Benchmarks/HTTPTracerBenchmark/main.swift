@@ -140,6 +140,7 @@ func output(of executable: String, _ arguments: [String]) throws -> String {
     let process = Process()
     let pipe = Pipe()
     process.standardOutput = pipe
+    process.standardError = FileHandle.nullDevice // wrk resets its connections at the end: no tracebacks
     if useNginx {
         let port = 18_080
         let config = directory.appendingPathComponent("nginx.conf")
