@@ -33,7 +33,7 @@ let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 let tracerTests: [Target] = tracerTestFolders().isEmpty ? [] : [
     .testTarget(
         name: "TracersTests",
-        dependencies: ["Tracers", "TracerFramework", "TestSupport", "CTracerABI", "BPFRuntime", "Telemetry"],
+        dependencies: ["Tracers", "TracerFramework", "TestSupport", "CTracerABI", "BPFRuntime", "Telemetry", "ExecutableInspection"],
         path: "tracers",
         exclude: files(in: "tracers") { !$0.hasSuffix(".swift") || !$0.contains("/Tests/") },
         sources: tracerTestFolders(),
@@ -93,6 +93,19 @@ let package = Package(
             name: "InspectionFuzz",
             dependencies: ["ExecutableInspection"],
             path: "Fuzz/InspectionFuzz",
+            swiftSettings: swiftSettings),
+        /// Replays inputs through the HTTP tracer's parsers and event decoder; built with `-sanitize=fuzzer` by
+        /// `scripts/fuzz-http.sh` it becomes a libFuzzer target.
+        .executableTarget(
+            name: "HTTPFuzz",
+            dependencies: ["Tracers", "TracerFramework", "Telemetry", "CTracerABI"],
+            path: "Fuzz/HTTPFuzz",
+            swiftSettings: swiftSettings),
+        /// The HTTP tracer's cost: a server under wrk traced vs untraced, and an unselected process's syscalls.
+        .executableTarget(
+            name: "HTTPTracerBenchmark",
+            dependencies: ["Tracers", "TracerFramework", "BPFRuntime", "Telemetry", "CTracerABI", "ExecutableInspection"],
+            path: "Benchmarks/HTTPTracerBenchmark",
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "InspectionBenchmark",

@@ -6,5 +6,6 @@
 #include "../../../bpf/tracer_common.h"
 #include "../../../bpf/selftest.h"
 #include "../../../bpf/process_watcher.h"
+#include "../../../tracers/http/http.h"
 
 #endif

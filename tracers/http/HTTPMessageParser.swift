@@ -1,0 +1,285 @@
+import Telemetry
+
+/// The request line and the headers of interest of a captured HTTP/1.x request prefix.
+public struct HTTPRequestHead: Sendable, Equatable {
+    /// The method token as sent (`GET`, `PATCH`, or an extension method).
+    public var method: String
+    /// The request-target as sent, with sensitive query values redacted.
+    public var target: String
+    /// The path part of the target (origin form), or the target itself for `*` and authority forms.
+    public var path: String
+    /// The query without `?`, sensitive values redacted; nil when the target has none.
+    public var query: String?
+    /// `1.0` or `1.1`; nil when the capture ended inside the request line.
+    public var version: String?
+    /// The `traceparent` header, when present and valid. Besides it only the framing headers are read
+    /// (`Content-Length`, `Transfer-Encoding: chunked`); no other header value is kept.
+    public var traceContext: W3CTraceContext?
+    /// `Content-Length`, when present and numeric.
+    public var contentLength: Int?
+    /// Whether the body is chunked (its length is unknown from the head).
+    public var isChunked = false
+    /// Length of the request line and headers including the blank line, when the capture holds all of them.
+    public var headLength: Int?
+}
+
+/// The status line of a captured HTTP/1.x response prefix.
+public struct HTTPResponseHead: Sendable, Equatable {
+    public var version: String
+    public var statusCode: Int
+}
+
+/// A W3C trace-context `traceparent` (version 00).
+public struct W3CTraceContext: Sendable, Equatable {
+    public var traceID: TraceID
+    public var parentSpanID: SpanID
+    public var flags: UInt8
+}
+
+/// Parses the bounded prefixes the BPF side captures. Everything is bounds-checked and linear in the
+/// input: garbage yields nil, never a crash or a loop (fuzzed by Fuzz/HTTPFuzz).
+public enum HTTPMessageParser {
+    /// Longest method token accepted (`PROPPATCH` and friends fit).
+    static let maxMethodLength = 24
+
+    /// Query keys whose values are replaced by `REDACTED` (matched case-insensitively as substrings).
+    public static let sensitiveQueryKeys = [
+        "password", "passwd", "pwd", "secret", "token", "key", "auth", "sig", "credential", "session", "code",
+    ]
+
+    /// Parses a request prefix: `METHOD SP target SP HTTP/x.y CRLF` then headers. A request line cut off
+    /// by the capture keeps what was captured of the target (version nil).
+    ///
+    /// `index` > 0 picks a later request of a pipelined capture: the ones before it are skipped by their
+    /// head length and `Content-Length` (nil when one is chunked, cut off, or unparsable).
+    public static func parseRequest(_ bytes: UnsafeRawBufferPointer, index: Int = 0) -> HTTPRequestHead? {
+        var offset = 0
+        for _ in 0..<max(index, 0) {
+            guard let head = parseRequest(UnsafeRawBufferPointer(rebasing: bytes[offset...])), let headLength = head.headLength,
+                  !head.isChunked else { return nil }
+            let (next, overflow) = (offset + headLength).addingReportingOverflow(head.contentLength ?? 0)
+            guard !overflow, next < bytes.count else { return nil }
+            offset = next
+        }
+        return parseRequest(first: UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+    }
+
+    private static func parseRequest(first bytes: UnsafeRawBufferPointer) -> HTTPRequestHead? {
+        let count = bytes.count
+        var index = 0
+        while index < count, index <= maxMethodLength, isTokenCharacter(bytes[index]) { index += 1 }
+        guard index > 0, index <= maxMethodLength, index < count, bytes[index] == UInt8(ascii: " ") else { return nil }
+        let method = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[0..<index]), as: UTF8.self)
+        index += 1
+        let targetStart = index
+        while index < count, isTargetCharacter(bytes[index]) { index += 1 }
+        guard index > targetStart else { return nil }
+        let rawTarget = UnsafeRawBufferPointer(rebasing: bytes[targetStart..<index])
+        guard let first = rawTarget.first, first == UInt8(ascii: "/") || first == UInt8(ascii: "*") || isAlphaNumeric(first)
+        else { return nil }
+
+        var version: String?
+        var headLength: Int?
+        var traceContext: W3CTraceContext?
+        var framing = Framing()
+        if index < count {
+            // The target ended before the capture did: a version and a line end must follow.
+            guard bytes[index] == UInt8(ascii: " ") else { return nil }
+            index += 1
+            guard let parsed = parseVersion(bytes, at: index) else {
+                if count - index < 8 { return head(method, rawTarget, version: nil, traceContext: nil, framing: framing, headLength: nil) }
+                return nil
+            }
+            version = parsed
+            index += 8
+            guard let afterLine = skipLineEnd(bytes, at: index) else {
+                return head(method, rawTarget, version: version, traceContext: nil, framing: framing, headLength: nil)
+            }
+            index = afterLine
+            // Headers: name ":" value CRLF ... CRLF. Only traceparent is looked at.
+            while index < count {
+                if let end = skipLineEnd(bytes, at: index) {
+                    headLength = end
+                    break
+                }
+                guard let lineEnd = findLineEnd(bytes, from: index) else { break } // capture ended inside a header
+                let line = UnsafeRawBufferPointer(rebasing: bytes[index..<lineEnd])
+                if let context = traceparent(inHeaderLine: line) { traceContext = context }
+                framing.read(headerLine: line)
+                index = skipLineEnd(bytes, at: lineEnd) ?? count
+            }
+        }
+        return head(method, rawTarget, version: version, traceContext: traceContext, framing: framing, headLength: headLength)
+    }
+
+    /// The framing headers of a request.
+    private struct Framing {
+        var contentLength: Int?
+        var isChunked = false
+
+        mutating func read(headerLine line: UnsafeRawBufferPointer) {
+            if let value = HTTPMessageParser.value(ofHeader: "content-length", in: line) {
+                var length = 0
+                for c in value {
+                    guard isDigit(c), length < 1 << 40 else { return }
+                    length = length * 10 + Int(c - UInt8(ascii: "0"))
+                }
+                if !value.isEmpty { contentLength = length }
+            } else if let value = HTTPMessageParser.value(ofHeader: "transfer-encoding", in: line) {
+                isChunked = String(decoding: value, as: UTF8.self).lowercased().contains("chunked")
+            }
+        }
+    }
+
+    /// The trimmed value of header line `line` when its name is `name` (lowercase; matched case-insensitively).
+    private static func value(ofHeader name: StaticString, in line: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        let nameLength = name.utf8CodeUnitCount
+        guard line.count > nameLength, line[nameLength] == UInt8(ascii: ":") else { return nil }
+        let matches = name.withUTF8Buffer { expected in
+            (0..<nameLength).allSatisfy { lowercased(line[$0]) == expected[$0] }
+        }
+        guard matches else { return nil }
+        var start = nameLength + 1
+        while start < line.count, line[start] == UInt8(ascii: " ") || line[start] == UInt8(ascii: "\t") { start += 1 }
+        var end = line.count
+        while end > start, line[end - 1] == UInt8(ascii: " ") || line[end - 1] == UInt8(ascii: "\t") { end -= 1 }
+        return UnsafeRawBufferPointer(rebasing: line[start..<end])
+    }
+
+    /// Parses `HTTP/x.y SP 3DIGIT`.
+    public static func parseResponse(_ bytes: UnsafeRawBufferPointer) -> HTTPResponseHead? {
+        guard let version = parseVersion(bytes, at: 0), bytes.count >= 12, bytes[8] == UInt8(ascii: " ") else { return nil }
+        var status = 0
+        for offset in 9..<12 {
+            let digit = bytes[offset]
+            guard digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") else { return nil }
+            status = status * 10 + Int(digit - UInt8(ascii: "0"))
+        }
+        guard status >= 100, bytes.count == 12 || bytes[12] == UInt8(ascii: " ") || bytes[12] == UInt8(ascii: "\r") else { return nil }
+        return HTTPResponseHead(version: version, statusCode: status)
+    }
+
+    /// Replaces the values of sensitive keys (`password=…`, `token=…`, `X-Amz-Signature=…`) with `REDACTED`.
+    public static func redactQuery(_ query: Substring) -> String {
+        var out = ""
+        out.reserveCapacity(query.utf8.count)
+        var first = true
+        for pair in query.split(separator: "&", omittingEmptySubsequences: false) {
+            if !first { out += "&" }
+            first = false
+            guard let equals = pair.firstIndex(of: "=") else {
+                out += pair
+                continue
+            }
+            let key = pair[..<equals]
+            out += key
+            out += "="
+            out += isSensitive(key) ? "REDACTED" : pair[pair.index(after: equals)...]
+        }
+        return out
+    }
+
+    static func isSensitive(_ key: Substring) -> Bool {
+        let lowered = key.lowercased()
+        return sensitiveQueryKeys.contains { lowered.contains($0) }
+    }
+
+    private static func head(_ method: String, _ rawTarget: UnsafeRawBufferPointer, version: String?,
+                             traceContext: W3CTraceContext?, framing: Framing, headLength: Int?) -> HTTPRequestHead {
+        let target = String(decoding: rawTarget, as: UTF8.self)
+        var path = Substring(target)
+        var query: String?
+        if let question = target.firstIndex(of: "?") {
+            path = target[..<question]
+            query = redactQuery(target[target.index(after: question)...])
+        }
+        if let fragment = path.firstIndex(of: "#") { path = path[..<fragment] }
+        // Absolute form (a proxy request): keep only the path.
+        if path.hasPrefix("http://") || path.hasPrefix("https://"), let scheme = path.range(of: "://") {
+            let rest = path[scheme.upperBound...]
+            path = rest.firstIndex(of: "/").map { rest[$0...] } ?? "/"
+        }
+        let redactedTarget = query.map { String(path) + "?" + $0 } ?? String(path)
+        return HTTPRequestHead(method: method, target: redactedTarget, path: String(path), query: query,
+                               version: version, traceContext: traceContext, contentLength: framing.contentLength,
+                               isChunked: framing.isChunked, headLength: headLength)
+    }
+
+    /// `HTTP/d.d` at `offset` → `d.d`.
+    private static func parseVersion(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> String? {
+        guard offset >= 0, bytes.count - offset >= 8 else { return nil }
+        let prefix: [UInt8] = [0x48, 0x54, 0x54, 0x50, 0x2F] // "HTTP/"
+        for (i, byte) in prefix.enumerated() where bytes[offset + i] != byte { return nil }
+        let major = bytes[offset + 5], dot = bytes[offset + 6], minor = bytes[offset + 7]
+        guard isDigit(major), dot == UInt8(ascii: "."), isDigit(minor) else { return nil }
+        return String(decoding: [major, dot, minor], as: UTF8.self)
+    }
+
+    /// The index after a CRLF or bare LF at `offset`, nil when none starts there.
+    private static func skipLineEnd(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Int? {
+        guard offset < bytes.count else { return nil }
+        if bytes[offset] == UInt8(ascii: "\n") { return offset + 1 }
+        if bytes[offset] == UInt8(ascii: "\r"), offset + 1 < bytes.count, bytes[offset + 1] == UInt8(ascii: "\n") { return offset + 2 }
+        return nil
+    }
+
+    /// Index of the next CR or LF from `offset`.
+    private static func findLineEnd(_ bytes: UnsafeRawBufferPointer, from offset: Int) -> Int? {
+        var index = offset
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "\r") || bytes[index] == UInt8(ascii: "\n") { return index }
+            index += 1
+        }
+        return nil
+    }
+
+    /// The trace context of a `traceparent: 00-<32 hex>-<16 hex>-<2 hex>` header line.
+    private static func traceparent(inHeaderLine line: UnsafeRawBufferPointer) -> W3CTraceContext? {
+        guard let value = value(ofHeader: "traceparent", in: line), value.count == 55 else { return nil }
+        guard value[0] == UInt8(ascii: "0"), value[1] == UInt8(ascii: "0"), value[2] == UInt8(ascii: "-"),
+            value[35] == UInt8(ascii: "-"), value[52] == UInt8(ascii: "-"),
+            let high = hex64(value, 3), let low = hex64(value, 19), let span = hex64(value, 36),
+            let flagsHigh = hexDigit(value[53]), let flagsLow = hexDigit(value[54])
+        else { return nil }
+        let traceID = TraceID(high: high, low: low)
+        let spanID = SpanID(span)
+        guard traceID.isValid, spanID != .invalid else { return nil }
+        return W3CTraceContext(traceID: traceID, parentSpanID: spanID, flags: flagsHigh << 4 | flagsLow)
+    }
+
+    private static func hex64(_ bytes: UnsafeRawBufferPointer, _ offset: Int) -> UInt64? {
+        var value: UInt64 = 0
+        for i in offset..<(offset + 16) {
+            guard let digit = hexDigit(bytes[i]) else { return nil }
+            value = value << 4 | UInt64(digit)
+        }
+        return value
+    }
+
+    /// Lowercase hex only, as W3C trace-context requires.
+    private static func hexDigit(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        default: nil
+        }
+    }
+
+    private static func lowercased(_ c: UInt8) -> UInt8 {
+        c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") ? c | 0x20 : c
+    }
+
+    private static func isDigit(_ c: UInt8) -> Bool { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }
+
+    private static func isAlphaNumeric(_ c: UInt8) -> Bool {
+        isDigit(c) || (c | 0x20 >= UInt8(ascii: "a") && c | 0x20 <= UInt8(ascii: "z"))
+    }
+
+    /// RFC 9110 `tchar`, restricted to what methods use in practice (letters, digits, `-`, `_`).
+    private static func isTokenCharacter(_ c: UInt8) -> Bool {
+        isAlphaNumeric(c) || c == UInt8(ascii: "-") || c == UInt8(ascii: "_")
+    }
+
+    /// Visible ASCII (a request-target has no spaces or controls).
+    private static func isTargetCharacter(_ c: UInt8) -> Bool { c > 0x20 && c < 0x7F }
+}

@@ -1,0 +1,288 @@
+import BPFRuntime
+import CTracerABI
+import ExecutableInspection
+import Foundation
+import Synchronization
+import Telemetry
+import TestSupport
+import Tracers
+import TracerFramework
+import XCTest
+
+/// Loads the HTTP tracer's object and attaches every probe it declares, the way the framework will:
+/// tracepoints for the whole machine, libssl uprobes on Debian's libssl for every process; the PID filter
+/// decides who emits. Decoded spans are collected per PID.
+final class HTTPTracerHarness {
+    static let libssl = "/lib/x86_64-linux-gnu/libssl.so.3"
+
+    let tracer = HTTPTracer()
+    let channel: EventChannel
+    let object: BPFObject
+    private var links: [BPFLink] = []
+    private var reader: (any EventReader)?
+    private let collector = Collector()
+
+    /// What the reader thread hands over.
+    private final class Collector: Sendable {
+        let spans = Mutex<[Span]>([])
+        let events = Mutex<[http_event]>([])
+    }
+
+    init() throws {
+        channel = try EventChannel()
+        var spec = BPFObjectSpec(tracer.object, programs: Set(tracer.probes.flatMap { Self.programs(of: $0) }))
+        channel.use(in: &spec)
+        object = try spec.load()
+        let elf = try ELFFile(path: Self.libssl)
+        for probe in tracer.probes {
+            switch probe {
+            case .tracepoint(let tracepoint):
+                links.append(try object.program(tracepoint.program).attachTracepoint(category: tracepoint.category, event: tracepoint.event))
+            case .library(_, let symbol, let entry, let returns, _):
+                let offset = try elf.uprobeOffset(ofSymbol: symbol)
+                if let entry { links.append(try object.program(entry).attachUprobe(path: Self.libssl, offset: offset)) }
+                if let returns {
+                    links.append(try object.program(returns).attachUprobe(path: Self.libssl, offset: offset, returnProbe: true))
+                }
+            default:
+                XCTFail("unexpected probe \(probe)")
+            }
+        }
+        let offset = Self.monotonicToUnixOffset()
+        let context = DecodeContext(monotonicToUnixOffset: offset, scope: InstrumentationScope(name: "tracer.http")) { pid in
+            Resource(attributes: [SemanticConventions.processPID: .int(Int64(pid))])
+        }
+        let tracer = self.tracer
+        reader = try channel.startReader(drainInterval: .milliseconds(10)) { [collector] batch in
+            for record in batch {
+                guard record.count >= MemoryLayout<tracer_event_header>.size,
+                      record.loadUnaligned(as: tracer_event_header.self).type == UInt32(HTTP_EVENT_EXCHANGE) else { continue }
+                if record.count >= MemoryLayout<http_event>.size {
+                    let event = record.loadUnaligned(as: http_event.self)
+                    collector.events.withLock { $0.append(event) }
+                }
+                if let span = tracer.decode(record, context: context) { collector.spans.withLock { $0.append(span) } }
+            }
+        }
+    }
+
+    deinit {
+        reader?.stop()
+        for link in links { link.close() }
+    }
+
+    private static func programs(of probe: Probe) -> [BPFProgramName] {
+        switch probe {
+        case .tracepoint(let tracepoint): [tracepoint.program]
+        case .library(_, _, let entry, let returns, _): [entry, returns].compactMap { $0 }
+        case .function(_, let entry, let returns): [entry, returns].compactMap { $0 }
+        case .kprobe(_, let program, _, let fallback): [program] + (fallback.map { [$0.program] } ?? [])
+        }
+    }
+
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn `bpf_ktime_get_ns()` into Unix time.
+    static func monotonicToUnixOffset() -> Int64 {
+        var real = timespec(), mono = timespec()
+        clock_gettime(CLOCK_REALTIME, &real)
+        clock_gettime(CLOCK_MONOTONIC, &mono)
+        return (Int64(real.tv_sec) - Int64(mono.tv_sec)) * 1_000_000_000 + Int64(real.tv_nsec) - Int64(mono.tv_nsec)
+    }
+
+    func allow(_ pid: Int32) throws { try channel.allow(pid: pid) }
+
+    /// Spans of process `pid` (host PID = `process.pid` of the resource the harness gives).
+    func spans(of pid: Int32, kind: SpanKind? = nil) -> [Span] {
+        collector.spans.withLock { spans in
+            spans.filter { $0.resource.attributes[SemanticConventions.processPID]?.intValue == Int64(pid) && (kind == nil || $0.kind == kind) }
+        }
+    }
+
+    func rawEvents(of pid: Int32) -> [http_event] { collector.events.withLock { $0.filter { $0.header.pid == UInt32(pid) } } }
+
+    /// Waits until `pid` has `count` spans of `kind`, then a little longer to catch any extra ones.
+    @discardableResult
+    func waitForSpans(of pid: Int32, kind: SpanKind, count: Int, timeout: TimeInterval = 10) -> [Span] {
+        _ = waitUntil(timeout: timeout) { self.spans(of: pid, kind: kind).count >= count }
+        usleep(200_000)
+        return spans(of: pid, kind: kind)
+    }
+}
+
+/// A child process the tests talk to: servers print their port on the first stdout line.
+final class ChildProcess {
+    let process = Process()
+    private let stdout = Pipe()
+    private let stdin = Pipe()
+
+    init(_ executable: String, _ arguments: [String], directory: URL? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = directory }
+        process.standardOutput = stdout
+        process.standardInput = stdin
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// The first line of standard output (a server's port).
+    func readLine(timeout: TimeInterval = 10) throws -> String {
+        var line = [UInt8]()
+        let handle = stdout.fileHandleForReading
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let byte = handle.readData(ofLength: 1)
+            guard let c = byte.first else { break }
+            if c == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
+            line.append(c)
+        }
+        throw ChildProcessError(description: "\(process.executableURL?.path ?? "") printed no line: \(String(decoding: line, as: UTF8.self))")
+    }
+
+    func port() throws -> Int {
+        let line = try readLine()
+        guard let port = Int(line.trimmingCharacters(in: .whitespaces)) else {
+            throw ChildProcessError(description: "\(process.executableURL?.path ?? "") printed \(line), not a port")
+        }
+        return port
+    }
+
+    /// Lets a process started as `sh -c 'read go; exec …'` continue (after its PID was allowed).
+    func release() { stdin.fileHandleForWriting.write(Data("go\n".utf8)) }
+
+    func waitForExit(timeout: TimeInterval = 20) -> Int32? {
+        guard waitUntil(timeout: timeout, { !self.process.isRunning }) else { return nil }
+        return process.terminationStatus
+    }
+
+    func output() -> String {
+        String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    }
+
+    deinit {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+    }
+}
+
+struct ChildProcessError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// The test servers and clients, written into a test's scratch directory.
+enum Programs {
+    static let python = "/usr/bin/python3"
+    static let node = "/usr/bin/node"
+    static let curl = "/usr/bin/curl"
+    static let nginx = "/usr/sbin/nginx"
+
+    /// One nginx process (no master) serving `index.html` from `directory` on 127.0.0.1:`port`.
+    static func nginxConfig(port: Int, in directory: URL) throws -> String {
+        try "hello\n".write(to: directory.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("nginx.conf")
+        try """
+        daemon off; master_process off; worker_processes 1; pid \(directory.path)/nginx.pid;
+        error_log \(directory.path)/error.log;
+        events { worker_connections 64; }
+        http { access_log off; client_body_temp_path \(directory.path); proxy_temp_path \(directory.path);
+               fastcgi_temp_path \(directory.path); uwsgi_temp_path \(directory.path); scgi_temp_path \(directory.path);
+               server { listen 127.0.0.1:\(port); root \(directory.path); } }
+        """.write(to: config, atomically: true, encoding: .utf8)
+        return config.path
+    }
+
+    /// A threading `http.server` (HTTP/1.1, keep-alive) on 127.0.0.1; with a certificate and key it serves
+    /// HTTPS through the `ssl` module. Routes: /hello 200, /slow 200 after 50 ms, /missing 404, /fail 500,
+    /// POST anything 201 (the body is read).
+    static let pythonServer = #"""
+    import http.server, socketserver, ssl, sys, time
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def log_message(self, *args):
+            pass
+        def reply(self, code, body=b"ok\n"):
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def do_GET(self):
+            if self.path.startswith("/slow"):
+                time.sleep(0.05)
+            code = {"/missing": 404, "/fail": 500}.get(self.path.split("?")[0], 200)
+            self.reply(code)
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.reply(201)
+
+    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), Handler)
+    if len(sys.argv) == 3:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[1], sys.argv[2])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+    """#
+
+    /// Node's `http` server on 127.0.0.1 (keep-alive): 200 for every path, 500 for /fail.
+    static let nodeServer = #"""
+    const http = require("http");
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.statusCode = req.url === "/fail" ? 500 : 200;
+        res.setHeader("Content-Type", "text/plain");
+        res.end("ok\n");
+      });
+    });
+    server.listen(0, "127.0.0.1", () => console.log(server.address().port));
+    """#
+
+    /// Python `urllib` client: GETs each URL given (one connection per request) and prints the statuses.
+    static let pythonClient = #"""
+    import sys, urllib.request, urllib.error
+    for url in sys.argv[1:]:
+        try:
+            with urllib.request.urlopen(url) as response:
+                response.read()
+                print(response.status)
+        except urllib.error.HTTPError as error:
+            print(error.code)
+    """#
+
+    /// Sends three pipelined requests in one write on one connection, then reads until all three
+    /// responses arrived.
+    static let pipeliningClient = #"""
+    import socket, sys
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+              b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while data.count(b"HTTP/1.") < 3 or not data.endswith(b"ok\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    print(data.count(b"HTTP/1."))
+    """#
+
+    static func write(_ source: String, named name: String, in directory: URL) throws -> String {
+        let file = directory.appendingPathComponent(name)
+        try source.write(to: file, atomically: true, encoding: .utf8)
+        return file.path
+    }
+
+    /// A self-signed certificate for 127.0.0.1, made with `openssl req`.
+    static func certificate(in directory: URL) throws -> (cert: String, key: String) {
+        let cert = directory.appendingPathComponent("cert.pem").path
+        let key = directory.appendingPathComponent("key.pem").path
+        try run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                                     "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        return (cert, key)
+    }
+}
