@@ -1,4 +1,5 @@
 internal import CLibElf
+internal import CTracerShim
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -79,7 +80,7 @@ extension ELFFile {
             withExtendedLifetime(image) {}  // libelf and libdw point into it until the end
             // libelf's decompressed sections are large malloc blocks glibc keeps after free (its mmap
             // threshold adapts upwards); hand them back so inspection leaves no RSS behind.
-            _ = malloc_trim(0)
+            tracer_release_free_heap()
         }
         var typesElf = elf
         if let image, let base = image.base, let minimal = elf_memory(base.assumingMemoryBound(to: CChar.self), image.count) {
@@ -232,11 +233,6 @@ extension ELFFile {
         return image
     }
 }
-
-/// glibc's `malloc_trim(3)` (`<malloc.h>`, which Swift's Glibc module does not include): returns
-/// free heap memory to the kernel. Both arguments and result are plain C integers.
-@_silgen_name("malloc_trim")
-private func malloc_trim(_ pad: Int) -> Int32
 
 /// Moves `die` to its next sibling (`dwarf_siblingof`); false at the end of the list or on error.
 private func nextSibling(_ die: inout Dwarf_Die) -> Bool {

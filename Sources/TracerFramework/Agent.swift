@@ -1,6 +1,7 @@
 import BPFPrograms
 import BPFRuntime
 import CTracerABI
+internal import CTracerShim
 import ExecutableInspection
 import Foundation
 import Logging
@@ -102,6 +103,8 @@ public final class Agent: @unchecked Sendable {
         ]).links
         watcherObject = watcher
         control.sync { scan() }
+        // Loading parsed the kernel's BTF (megabytes, freed by libbpf): give the freed heap back to the system.
+        tracer_release_free_heap()
 
         let timer = DispatchSource.makeTimerSource(queue: control)
         let interval = DispatchTimeInterval.milliseconds(Int(configuration.rescanInterval.wholeMilliseconds))
