@@ -63,6 +63,10 @@ public struct GoDetails: Sendable, Codable, Equatable {
     public let notInstrumentableReason: String?
     /// Number of functions in `.gopclntab`.
     public let functionCount: Int
+    /// Where the current goroutine's `runtime.g` pointer sits relative to the thread pointer (the FS base
+    /// on amd64): −8 for internally linked binaries, whose only TLS is Go's slot; from `runtime.tlsg` and
+    /// `PT_TLS` for externally linked ones. Nil when it cannot be known without guessing.
+    public let gTLSOffset: Int64?
 }
 
 /// Everything tracers need to know about one executable or library, and nothing more: no symbol

@@ -160,3 +160,20 @@ func dwarfError(_ code: Int32) -> String {
     guard let message = dwarf_errmsg(code) else { return "unknown libdw error \(code)" }
     return String(cString: message)
 }
+
+extension ELFFile {
+    /// Offset of Go's TLS slot for the current `runtime.g` from the thread pointer, for x86-64 (TLS
+    /// variant II: the executable's TLS block ends at the thread pointer, so it starts at
+    /// `tp − roundup(p_memsz, p_align)`). An internally linked binary's `PT_TLS` holds only that 8-byte
+    /// slot (−8, the runtime's `-8(FS)`); an externally linked one places `runtime.tlsg` (an `STT_TLS`
+    /// symbol whose value is its offset in the block) among the C libraries' TLS. Nil when neither holds
+    /// (no `PT_TLS`, another machine, or an externally linked binary whose symbols were stripped).
+    public var goGTLSOffset: Int64? {
+        guard machine == UInt16(EM_X86_64), let tls = tlsSegment, tls.memorySize > 0 else { return nil }
+        let alignment = max(tls.alignment, 1)
+        let block = Int64((tls.memorySize + alignment - 1) / alignment * alignment)
+        if tls.memorySize == 8 { return -8 }
+        guard let tlsg = symbol(named: "runtime.tlsg") else { return nil }
+        return Int64(tlsg.address) - block
+    }
+}
