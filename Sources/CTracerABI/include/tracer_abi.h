@@ -5,5 +5,6 @@
 
 #include "../../../bpf/tracer_common.h"
 #include "../../../bpf/selftest.h"
+#include "../../../tracers/go-nethttp/go_nethttp.h"
 
 #endif
