@@ -57,6 +57,9 @@ final class GoNetHTTPExchanges: Sendable {
         /// The connection whose request a goroutine is serving.
         var serving: [GoroutineKey: ConnectionKey] = [:]
         var clients: [GoroutineKey: ClientCall] = [:]
+        /// Span and trace ids: seeded once from the system generator (a getrandom(2) per id would cost
+        /// a syscall per span).
+        var random = SplitMix64()
         var malformed: UInt64 = 0
         /// Exchanges dropped unfinished (a request without a response, or the tables overflowed).
         var abandoned: UInt64 = 0
@@ -76,11 +79,22 @@ final class GoNetHTTPExchanges: Sendable {
         let header = event.loadUnaligned(as: tracer_event_header.self)
         switch Int32(header.type) {
         case GO_NETHTTP_EVENT_REQUEST:
-            guard event.count >= MemoryLayout<go_nethttp_request_event>.size else { return countMalformed() }
-            return request(event.loadUnaligned(as: go_nethttp_request_event.self), bytes: event, context: context)
+            // The fixed part, then `captured` bytes (the record is reserved in size classes).
+            let fixed = MemoryLayout<go_nethttp_request_event>.size
+            guard event.count >= fixed else { return countMalformed() }
+            let request = event.loadUnaligned(as: go_nethttp_request_event.self)
+            guard Int(request.captured) <= event.count - fixed else { return countMalformed() }
+            return self.request(request, data: UnsafeRawBufferPointer(rebasing: event[fixed..<(fixed + Int(request.captured))]),
+                                context: context)
         case GO_NETHTTP_EVENT_WRITE:
-            guard event.count >= MemoryLayout<go_nethttp_write_event>.size else { return countMalformed() }
-            return write(event.loadUnaligned(as: go_nethttp_write_event.self), bytes: event, context: context)
+            let fixed = MemoryLayout<go_nethttp_write_event>.size
+            guard event.count >= fixed else { return countMalformed() }
+            let write = event.loadUnaligned(as: go_nethttp_write_event.self)
+            guard Int(write.captured) <= event.count - fixed, write.tail_captured <= UInt32(GO_NETHTTP_TAIL_CAPTURE) else {
+                return countMalformed()
+            }
+            return self.write(write, data: UnsafeRawBufferPointer(rebasing: event[fixed..<(fixed + Int(write.captured))]),
+                              context: context)
         case GO_NETHTTP_EVENT_CLOSE:
             guard event.count >= MemoryLayout<go_nethttp_close_event>.size else { return countMalformed() }
             let close = event.loadUnaligned(as: go_nethttp_close_event.self)
@@ -122,10 +136,8 @@ final class GoNetHTTPExchanges: Sendable {
 
     // MARK: Server
 
-    private func request(_ event: go_nethttp_request_event, bytes: UnsafeRawBufferPointer, context: DecodeContext) -> Span? {
-        let dataOffset = MemoryLayout<go_nethttp_request_event>.offset(of: \.data)!
-        let captured = Int(min(event.captured, UInt32(GO_NETHTTP_REQUEST_CAPTURE)))
-        let data = UnsafeRawBufferPointer(rebasing: bytes[dataOffset..<(dataOffset + captured)])
+    private func request(_ event: go_nethttp_request_event, data: UnsafeRawBufferPointer, context: DecodeContext) -> Span? {
+        let captured = data.count
         let parsed: HTTPRequestHead?
         if event.prefix != 0 {
             // net/http's background read took the first byte; put it back in front.
@@ -137,12 +149,13 @@ final class GoNetHTTPExchanges: Sendable {
         }
         guard let head = parsed else { return countMalformed() }
         let incoming = head.traceparent.flatMap(TraceParent.init)
-        let exchange = ServerExchange(
-            start: event.header.timestamp_ns, goid: event.goid, request: head, addresses: event.addresses,
-            traceID: incoming?.traceID ?? .random(), spanID: .random(), parentSpanID: incoming?.parentSpanID ?? .invalid,
-            traceState: incoming == nil ? "" : head.tracestate ?? "", flags: UInt32(incoming?.flags ?? 1))
         let key = ConnectionKey(pid: event.header.pid, fd: event.fd)
         return state.withLock { state -> Span? in
+            let exchange = ServerExchange(
+                start: event.header.timestamp_ns, goid: event.goid, request: head, addresses: event.addresses,
+                traceID: incoming?.traceID ?? .random(using: &state.random), spanID: .random(using: &state.random),
+                parentSpanID: incoming?.parentSpanID ?? .invalid, traceState: incoming == nil ? "" : head.tracestate ?? "",
+                flags: UInt32(incoming?.flags ?? 1))
             if state.servers.count >= Self.limit || state.serving.count >= Self.limit {
                 state.abandoned += UInt64(state.servers.count)
                 state.servers.removeAll()
@@ -161,13 +174,18 @@ final class GoNetHTTPExchanges: Sendable {
         }
     }
 
-    private func write(_ event: go_nethttp_write_event, bytes: UnsafeRawBufferPointer, context: DecodeContext) -> Span? {
+    private func write(_ event: go_nethttp_write_event, data: UnsafeRawBufferPointer, context: DecodeContext) -> Span? {
         let key = ConnectionKey(pid: event.header.pid, fd: event.fd)
-        let dataOffset = MemoryLayout<go_nethttp_write_event>.offset(of: \.data)!
-        let data = UnsafeRawBufferPointer(rebasing: bytes[dataOffset..<(dataOffset + Int(min(event.captured, UInt32(GO_NETHTTP_RESPONSE_CAPTURE))))])
-        let tailOffset = MemoryLayout<go_nethttp_write_event>.offset(of: \.tail)!
-        let tail = UnsafeRawBufferPointer(rebasing: bytes[tailOffset..<(tailOffset + Int(min(event.tail_captured, UInt32(GO_NETHTTP_TAIL_CAPTURE))))])
-        return state.withLock { state -> Span? in
+        var tailBytes = event.tail
+        return withUnsafeBytes(of: &tailBytes) { tailStorage in
+            write(event, key: key, data: data, tail: UnsafeRawBufferPointer(rebasing: tailStorage.prefix(Int(event.tail_captured))),
+                  context: context)
+        }
+    }
+
+    private func write(_ event: go_nethttp_write_event, key: ConnectionKey, data: UnsafeRawBufferPointer, tail: UnsafeRawBufferPointer,
+                       context: DecodeContext) -> Span? {
+        state.withLock { state -> Span? in
             guard var exchange = state.servers[key] else { return nil }
             exchange.lastWrite = event.header.timestamp_ns
             if exchange.response == nil {
@@ -211,40 +229,40 @@ final class GoNetHTTPExchanges: Sendable {
         let request = exchange.request
         var attributes = Attributes(capacity: 14)
         let method = HTTPMethod.normalized(request.method)
-        attributes[SemanticConventions.httpRequestMethod] = .string(method)
-        if method != request.method { attributes[SemanticConventions.httpRequestMethodOriginal] = .string(request.method) }
+        attributes.appendUnchecked(SemanticConventions.httpRequestMethod, .string(method))
+        if method != request.method { attributes.appendUnchecked(SemanticConventions.httpRequestMethodOriginal, .string(request.method)) }
         let target = request.target[...]
         let question = target.firstIndex(of: "?")
-        attributes[SemanticConventions.urlPath] = .string(String(target[..<(question ?? target.endIndex)]))
+        attributes.appendUnchecked(SemanticConventions.urlPath, .string(String(target[..<(question ?? target.endIndex)])))
         if let question {
-            attributes[SemanticConventions.urlQuery] = .string(URLQuery.redacted(target[target.index(after: question)...]))
+            attributes.appendUnchecked(SemanticConventions.urlQuery, .string(URLQuery.redacted(target[target.index(after: question)...])))
         }
-        attributes[SemanticConventions.urlScheme] = "http"
+        attributes.appendUnchecked(SemanticConventions.urlScheme, .string("http"))
         let status = exchange.response?.statusCode ?? 0
-        if status > 0 { attributes[SemanticConventions.httpResponseStatusCode] = .int(Int64(status)) }
+        if status > 0 { attributes.appendUnchecked(SemanticConventions.httpResponseStatusCode, .int(Int64(status))) }
         let local = IPAddress.format(exchange.addresses.local_address)
         let remote = IPAddress.format(exchange.addresses.remote_address)
         if let host = request.host {
             let (name, port) = splitHostPort(host[...])
-            attributes[SemanticConventions.serverAddress] = .string(String(name))
-            attributes[SemanticConventions.serverPort] = .int(Int64(port ?? Int(exchange.addresses.local_port)))
+            attributes.appendUnchecked(SemanticConventions.serverAddress, .string(String(name)))
+            attributes.appendUnchecked(SemanticConventions.serverPort, .int(Int64(port ?? Int(exchange.addresses.local_port))))
         } else if let local {
-            attributes[SemanticConventions.serverAddress] = .string(local)
-            attributes[SemanticConventions.serverPort] = .int(Int64(exchange.addresses.local_port))
+            attributes.appendUnchecked(SemanticConventions.serverAddress, .string(local))
+            attributes.appendUnchecked(SemanticConventions.serverPort, .int(Int64(exchange.addresses.local_port)))
         }
         if let remote {
-            attributes[SemanticConventions.clientAddress] = .string(remote)
-            attributes[SemanticConventions.clientPort] = .int(Int64(exchange.addresses.remote_port))
-            attributes[SemanticConventions.networkPeerAddress] = .string(remote)
-            attributes[SemanticConventions.networkPeerPort] = .int(Int64(exchange.addresses.remote_port))
+            attributes.appendUnchecked(SemanticConventions.clientAddress, .string(remote))
+            attributes.appendUnchecked(SemanticConventions.clientPort, .int(Int64(exchange.addresses.remote_port)))
+            attributes.appendUnchecked(SemanticConventions.networkPeerAddress, .string(remote))
+            attributes.appendUnchecked(SemanticConventions.networkPeerPort, .int(Int64(exchange.addresses.remote_port)))
         }
-        attributes[SemanticConventions.networkProtocolVersion] = .string(request.protocolVersion)
-        if let length = request.contentLength { attributes[SemanticConventions.httpRequestBodySize] = .int(length) }
-        if let length = exchange.response?.contentLength { attributes[SemanticConventions.httpResponseBodySize] = .int(length) }
-        if let agent = request.userAgent { attributes[SemanticConventions.userAgentOriginal] = .string(agent) }
+        attributes.appendUnchecked(SemanticConventions.networkProtocolVersion, .string(request.protocolVersion))
+        if let length = request.contentLength { attributes.appendUnchecked(SemanticConventions.httpRequestBodySize, .int(length)) }
+        if let length = exchange.response?.contentLength { attributes.appendUnchecked(SemanticConventions.httpResponseBodySize, .int(length)) }
+        if let agent = request.userAgent { attributes.appendUnchecked(SemanticConventions.userAgentOriginal, .string(agent)) }
         var spanStatus = SpanStatus.unset
         if status >= 500 {
-            attributes[SemanticConventions.errorType] = .string(String(status))
+            attributes.appendUnchecked(SemanticConventions.errorType, .string(String(status)))
             spanStatus = .error(message: "HTTP \(status)")
         }
         return Span(
@@ -284,36 +302,36 @@ final class GoNetHTTPExchanges: Sendable {
 
     private func clientEnd(_ event: go_nethttp_client_end_event, context: DecodeContext) -> Span? {
         let key = GoroutineKey(pid: event.header.pid, goid: event.goid)
-        let found: (ClientCall, ServerExchange?)? = state.withLock { state in
+        let found: (ClientCall, ServerExchange?, TraceID, SpanID)? = state.withLock { state in
             guard let call = state.clients.removeValue(forKey: key) else { return nil }
-            return (call, state.serving[key].flatMap { state.servers[$0] })
+            return (call, state.serving[key].flatMap { state.servers[$0] }, .random(using: &state.random), .random(using: &state.random))
         }
-        guard let (call, parent) = found else { return nil }
+        guard let (call, parent, newTraceID, spanID) = found else { return nil }
         var attributes = Attributes(capacity: 8)
         let method = HTTPMethod.normalized(call.method.isEmpty ? "GET" : call.method)
-        attributes[SemanticConventions.httpRequestMethod] = .string(method)
+        attributes.appendUnchecked(SemanticConventions.httpRequestMethod, .string(method))
         if method != call.method && !call.method.isEmpty {
-            attributes[SemanticConventions.httpRequestMethodOriginal] = .string(call.method)
+            attributes.appendUnchecked(SemanticConventions.httpRequestMethodOriginal, .string(call.method))
         }
         let scheme = call.scheme.isEmpty ? "http" : call.scheme
         var full = "\(scheme)://\(call.host)\(call.path)"
         if !call.query.isEmpty { full += "?" + URLQuery.redacted(call.query[...]) + (call.queryTruncated ? "…" : "") }
-        attributes[SemanticConventions.urlFull] = .string(full)
+        attributes.appendUnchecked(SemanticConventions.urlFull, .string(full))
         let (host, port) = splitHostPort(call.host[...])
-        attributes[SemanticConventions.serverAddress] = .string(String(host))
-        attributes[SemanticConventions.serverPort] = .int(Int64(port ?? (scheme == "https" ? 443 : 80)))
+        attributes.appendUnchecked(SemanticConventions.serverAddress, .string(String(host)))
+        attributes.appendUnchecked(SemanticConventions.serverPort, .int(Int64(port ?? (scheme == "https" ? 443 : 80))))
         var status = SpanStatus.unset
-        if event.status_code > 0 { attributes[SemanticConventions.httpResponseStatusCode] = .int(event.status_code) }
+        if event.status_code > 0 { attributes.appendUnchecked(SemanticConventions.httpResponseStatusCode, .int(event.status_code)) }
         if event.failed != 0 {
-            attributes[SemanticConventions.errorType] = "_OTHER"
+            attributes.appendUnchecked(SemanticConventions.errorType, .string("_OTHER"))
             status = .error(message: "net/http: round trip failed")
         } else if event.status_code >= 400 {
-            attributes[SemanticConventions.errorType] = .string(String(event.status_code))
+            attributes.appendUnchecked(SemanticConventions.errorType, .string(String(event.status_code)))
             status = .error(message: "HTTP \(event.status_code)")
         }
         return Span(
-            name: method == HTTPMethod.other ? "HTTP" : method, kind: .client, traceID: parent?.traceID ?? .random(),
-            spanID: .random(), parentSpanID: parent?.spanID ?? .invalid, traceState: parent?.traceState ?? "",
+            name: method == HTTPMethod.other ? "HTTP" : method, kind: .client, traceID: parent?.traceID ?? newTraceID,
+            spanID: spanID, parentSpanID: parent?.spanID ?? .invalid, traceState: parent?.traceState ?? "",
             flags: parent?.flags ?? 1, startTimeUnixNano: context.unixNanoseconds(monotonic: call.start),
             endTimeUnixNano: context.unixNanoseconds(monotonic: max(event.header.timestamp_ns, call.start + 1)),
             status: status, attributes: attributes, resource: context.resource(Int32(bitPattern: event.header.pid)) ?? .empty,
@@ -323,6 +341,25 @@ final class GoNetHTTPExchanges: Sendable {
     /// The first `length` bytes of a fixed C char array.
     private func string<T>(_ field: inout T, length: UInt16) -> String {
         withUnsafeBytes(of: &field) { String(decoding: $0.prefix(Int(length)), as: UTF8.self) }
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014), seeded from the system generator: ids must be unique and
+/// unpredictable enough for tracing, not secret.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init() {
+        var system = SystemRandomNumberGenerator()
+        state = system.next()
+    }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
 

@@ -40,16 +40,18 @@ struct go_nethttp_read_args {
 	__u32 reserved;
 };
 
+/* LRU: an entry whose thread died inside read(2) ages out instead of filling the map. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct go_nethttp_read_args);
 } go_nethttp_reads SEC(".maps");
 
-/* (TGID << 32 | fd) -> addresses of server connections that carried a request, until close(2). */
+/* (TGID << 32 | fd) -> addresses of server connections that carried a request, until close(2).
+ * LRU: connections of a process that exited without closing them age out. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct go_nethttp_addresses);
@@ -149,6 +151,33 @@ int go_nethttp_enter_read(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+/* Emits a request event whose data holds up to `capacity` (a constant) bytes of the read. */
+static __always_inline void emit_request(void *ctx, const struct go_nethttp_offsets *offsets, __u64 key,
+					 struct go_nethttp_read_args *args, long length, __u8 prefix, const __u32 capacity)
+{
+	struct go_nethttp_request_event *event = tracer_reserve(sizeof(*event) + capacity);
+	if (!event)
+		return;
+	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_REQUEST);
+	event->goid = current_goid(offsets);
+	event->fd = args->fd;
+	event->length = length;
+	event->prefix = prefix;
+	event->reserved[0] = event->reserved[1] = event->reserved[2] = 0;
+	struct go_nethttp_addresses *known = bpf_map_lookup_elem(&go_nethttp_conns, &key);
+	if (known) {
+		event->addresses = *known;
+	} else {
+		socket_addresses(args->fd, &event->addresses);
+		bpf_map_update_elem(&go_nethttp_conns, &key, &event->addresses, BPF_ANY);
+	}
+	__u32 captured = length > capacity ? capacity : length;
+	if (bpf_probe_read_user(event->data, captured, (void *)args->buffer))
+		captured = 0;
+	event->captured = captured;
+	tracer_submit(ctx, event, sizeof(*event) + capacity);
+}
+
 SEC("tracepoint/syscalls/sys_exit_read")
 int go_nethttp_exit_read(struct trace_event_raw_sys_exit *ctx)
 {
@@ -187,28 +216,33 @@ int go_nethttp_exit_read(struct trace_event_raw_sys_exit *ctx)
 	struct go_nethttp_offsets *offsets = bpf_map_lookup_elem(&go_nethttp_offsets, &tgid);
 	if (!offsets)
 		return 0;
-	struct go_nethttp_request_event *event = tracer_reserve(sizeof(*event));
+	if (length <= GO_NETHTTP_CAPTURE_CLASS_SMALL)
+		emit_request(ctx, offsets, key, &args, length, prefix, GO_NETHTTP_CAPTURE_CLASS_SMALL);
+	else if (length <= GO_NETHTTP_CAPTURE_CLASS_MEDIUM)
+		emit_request(ctx, offsets, key, &args, length, prefix, GO_NETHTTP_CAPTURE_CLASS_MEDIUM);
+	else
+		emit_request(ctx, offsets, key, &args, length, prefix, GO_NETHTTP_REQUEST_CAPTURE);
+	return 0;
+}
+
+/* Emits a write event whose data holds up to `capacity` (a constant) bytes of the write's start. */
+static __always_inline void emit_write(void *ctx, __u32 fd, __u64 buffer, __u64 length, const __u32 capacity)
+{
+	struct go_nethttp_write_event *event = tracer_reserve(sizeof(*event) + capacity);
 	if (!event)
-		return 0;
-	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_REQUEST);
-	event->goid = current_goid(offsets);
-	event->fd = args.fd;
+		return;
+	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_WRITE);
+	event->fd = fd;
 	event->length = length;
-	event->prefix = prefix;
-	event->reserved[0] = event->reserved[1] = event->reserved[2] = 0;
-	struct go_nethttp_addresses *known = bpf_map_lookup_elem(&go_nethttp_conns, &key);
-	if (known) {
-		event->addresses = *known;
-	} else {
-		socket_addresses(args.fd, &event->addresses);
-		bpf_map_update_elem(&go_nethttp_conns, &key, &event->addresses, BPF_ANY);
-	}
-	__u32 captured = length > GO_NETHTTP_REQUEST_CAPTURE ? GO_NETHTTP_REQUEST_CAPTURE : length;
-	if (bpf_probe_read_user(event->data, captured, (void *)args.buffer))
+	__u32 captured = length > capacity ? capacity : length;
+	if (bpf_probe_read_user(event->data, captured, (void *)buffer))
 		captured = 0;
 	event->captured = captured;
-	tracer_submit(ctx, event, sizeof(*event));
-	return 0;
+	__u32 tail = length > GO_NETHTTP_TAIL_CAPTURE ? GO_NETHTTP_TAIL_CAPTURE : length;
+	if (bpf_probe_read_user(event->tail, tail, (void *)(buffer + length - tail)))
+		tail = 0;
+	event->tail_captured = tail;
+	tracer_submit(ctx, event, sizeof(*event) + capacity);
 }
 
 SEC("tracepoint/syscalls/sys_enter_write")
@@ -219,22 +253,11 @@ int go_nethttp_enter_write(struct trace_event_raw_sys_enter *ctx)
 	__u64 key = (__u64)tgid << 32 | fd;
 	if (!bpf_map_lookup_elem(&go_nethttp_conns, &key) || !tracer_pid_allowed(tgid))
 		return 0;
-	struct go_nethttp_write_event *event = tracer_reserve(sizeof(*event));
-	if (!event)
-		return 0;
-	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_WRITE);
 	__u64 buffer = ctx->args[1], length = ctx->args[2];
-	event->fd = fd;
-	event->length = length;
-	__u32 captured = length > GO_NETHTTP_RESPONSE_CAPTURE ? GO_NETHTTP_RESPONSE_CAPTURE : length;
-	if (bpf_probe_read_user(event->data, captured, (void *)buffer))
-		captured = 0;
-	event->captured = captured;
-	__u32 tail = length > GO_NETHTTP_TAIL_CAPTURE ? GO_NETHTTP_TAIL_CAPTURE : length;
-	if (bpf_probe_read_user(event->tail, tail, (void *)(buffer + length - tail)))
-		tail = 0;
-	event->tail_captured = tail;
-	tracer_submit(ctx, event, sizeof(*event));
+	if (length <= GO_NETHTTP_CAPTURE_CLASS_SMALL)
+		emit_write(ctx, fd, buffer, length, GO_NETHTTP_CAPTURE_CLASS_SMALL);
+	else
+		emit_write(ctx, fd, buffer, length, GO_NETHTTP_RESPONSE_CAPTURE);
 	return 0;
 }
 

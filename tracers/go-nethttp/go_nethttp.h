@@ -12,6 +12,11 @@
 #define GO_NETHTTP_EVENT_CLIENT_START 203 /* client: net/http.(*Transport).roundTrip entered */
 #define GO_NETHTTP_EVENT_CLIENT_END 204   /* client: net/http.(*Transport).roundTrip returned */
 
+/* Records carrying captured bytes are reserved in size classes (fixed part + 128, 512 or the maximum
+ * below), so a small request or response head does not take a kilobyte of ring buffer. */
+#define GO_NETHTTP_CAPTURE_CLASS_SMALL 128
+#define GO_NETHTTP_CAPTURE_CLASS_MEDIUM 512
+
 /* Bytes of a request kept from the read that carried its head (request line and headers). */
 #define GO_NETHTTP_REQUEST_CAPTURE 1024
 /* Bytes kept from the start of each response write (the status line and headers of the first one). */
@@ -60,9 +65,9 @@ struct go_nethttp_request_event {
 	__u8 prefix;         /* first byte of the request when a 1-byte background read took it, else 0 */
 	__u8 reserved[3];
 	struct go_nethttp_addresses addresses;
-	__u8 data[GO_NETHTTP_REQUEST_CAPTURE];
+	__u8 data[];         /* `captured` bytes; the record is sized by class (see GO_NETHTTP_CAPTURE_CLASS_*) */
 };
-_Static_assert(sizeof(struct go_nethttp_request_event) == 1112, "go_nethttp_request_event layout");
+_Static_assert(sizeof(struct go_nethttp_request_event) == 88, "go_nethttp_request_event layout");
 
 /* GO_NETHTTP_EVENT_WRITE: emitted at sys_enter_write on a connection that carried a request. */
 struct go_nethttp_write_event {
@@ -71,10 +76,10 @@ struct go_nethttp_write_event {
 	__u32 length;        /* bytes the write was asked to send */
 	__u32 captured;      /* bytes in data */
 	__u32 tail_captured; /* bytes in tail */
-	__u8 data[GO_NETHTTP_RESPONSE_CAPTURE];
 	__u8 tail[GO_NETHTTP_TAIL_CAPTURE];
+	__u8 data[];         /* `captured` bytes; the record is sized by class */
 };
-_Static_assert(sizeof(struct go_nethttp_write_event) == 560, "go_nethttp_write_event layout");
+_Static_assert(sizeof(struct go_nethttp_write_event) == 48, "go_nethttp_write_event layout");
 
 /* GO_NETHTTP_EVENT_CLOSE: emitted at sys_enter_close for a connection that carried a request. */
 struct go_nethttp_close_event {

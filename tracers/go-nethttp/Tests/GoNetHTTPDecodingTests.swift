@@ -101,24 +101,26 @@ final class GoNetHTTPDecodingTests: XCTestCase {
 
     func testEventLayoutsMatchTheirBTF() throws {
         let object = Tracers.GoNethttp.object
-        func check<T>(_ name: String, _: T.Type, _ members: [(String, PartialKeyPath<T>)]) throws {
+        /// `flexible`: the trailing flexible array member Swift does not import; it starts at the struct's size.
+        func check<T>(_ name: String, _: T.Type, _ members: [(String, PartialKeyPath<T>)], flexible: String? = nil) throws {
             let layout = try object.structLayout(named: name)
             XCTAssertEqual(layout.size, MemoryLayout<T>.size, name)
-            XCTAssertEqual(layout.members.map(\.name), members.map(\.0), name)
-            XCTAssertEqual(layout.members.map(\.offset), members.map { MemoryLayout<T>.offset(of: $0.1)! }, name)
+            XCTAssertEqual(layout.members.map(\.name), members.map(\.0) + (flexible.map { [$0] } ?? []), name)
+            XCTAssertEqual(layout.members.map(\.offset),
+                           members.map { MemoryLayout<T>.offset(of: $0.1)! } + (flexible == nil ? [] : [MemoryLayout<T>.size]), name)
         }
         try check("go_nethttp_request_event", go_nethttp_request_event.self, [
             ("header", \.header), ("goid", \.goid), ("fd", \.fd), ("length", \.length), ("captured", \.captured),
-            ("prefix", \.prefix), ("reserved", \.reserved), ("addresses", \.addresses), ("data", \.data),
-        ])
+            ("prefix", \.prefix), ("reserved", \.reserved), ("addresses", \.addresses),
+        ], flexible: "data")
         try check("go_nethttp_addresses", go_nethttp_addresses.self, [
             ("local_address", \.local_address), ("remote_address", \.remote_address), ("local_port", \.local_port),
             ("remote_port", \.remote_port), ("reserved", \.reserved),
         ])
         try check("go_nethttp_write_event", go_nethttp_write_event.self, [
             ("header", \.header), ("fd", \.fd), ("length", \.length), ("captured", \.captured),
-            ("tail_captured", \.tail_captured), ("data", \.data), ("tail", \.tail),
-        ])
+            ("tail_captured", \.tail_captured), ("tail", \.tail),
+        ], flexible: "data")
         try check("go_nethttp_close_event", go_nethttp_close_event.self, [("header", \.header), ("fd", \.fd), ("reserved", \.reserved)])
         try check("go_nethttp_client_start_event", go_nethttp_client_start_event.self, [
             ("header", \.header), ("goid", \.goid), ("method_length", \.method_length), ("scheme_length", \.scheme_length),
@@ -147,8 +149,7 @@ final class GoNetHTTPDecodingTests: XCTestCase {
         event.length = UInt32(bytes.count)
         event.captured = UInt32(bytes.count)
         event.prefix = prefix
-        withUnsafeMutableBytes(of: &event.data) { $0.copyBytes(from: bytes) }
-        return withUnsafeBytes(of: &event) { exchanges.decode($0, context: context) }
+        return record(event, data: bytes) { exchanges.decode($0, context: context) }
     }
 
     private func feed(_ exchanges: GoNetHTTPExchanges, write text: String, at time: UInt64, context: DecodeContext) -> Span? {
@@ -158,11 +159,17 @@ final class GoNetHTTPDecodingTests: XCTestCase {
         let bytes = Array(text.utf8)
         event.length = UInt32(bytes.count)
         event.captured = UInt32(min(bytes.count, Int(GO_NETHTTP_RESPONSE_CAPTURE)))
-        withUnsafeMutableBytes(of: &event.data) { $0.copyBytes(from: bytes.prefix(Int(event.captured))) }
         let tail = bytes.suffix(Int(GO_NETHTTP_TAIL_CAPTURE))
         event.tail_captured = UInt32(tail.count)
         withUnsafeMutableBytes(of: &event.tail) { $0.copyBytes(from: tail) }
-        return withUnsafeBytes(of: &event) { exchanges.decode($0, context: context) }
+        return record(event, data: Array(bytes.prefix(Int(event.captured)))) { exchanges.decode($0, context: context) }
+    }
+
+    /// The fixed part followed by the captured bytes, as the BPF program reserves it.
+    private func record<T>(_ fixed: T, data: [UInt8], _ body: (UnsafeRawBufferPointer) -> Span?) -> Span? {
+        var copy = fixed
+        let bytes = withUnsafeBytes(of: &copy) { Array($0) } + data
+        return bytes.withUnsafeBytes(body)
     }
 
     private func feed(_ exchanges: GoNetHTTPExchanges, closeAt time: UInt64, context: DecodeContext) -> Span? {
