@@ -5,6 +5,8 @@ import PackageDescription
 /// Files below `directory` (relative paths) for which `matches` holds: used to keep BPF C programs,
 /// headers, scripts and docs that live next to Swift code out of SwiftPM's sources (the BPF embed plugin
 /// finds the `.bpf.c` files by itself).
+/// SwiftPM caches the evaluated manifest by its text: after adding such a file, build once with
+/// `--manifest-cache none` (the project's scripts always do).
 func files(in directory: String, where matches: (String) -> Bool) -> [String] {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(directory)
     guard let walker = FileManager.default.enumerator(atPath: root.path) else { return [] }
@@ -46,6 +48,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // C libraries (Debian's -dev packages, found with pkg-config).
@@ -108,7 +111,10 @@ let package = Package(
         /// The tracer plugin model, discovery and attach machinery, and the events-to-spans pipeline.
         .target(
             name: "TracerFramework",
-            dependencies: ["BPFRuntime", "ExecutableInspection", "Telemetry", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "BPFRuntime", "BPFPrograms", "CTracerABI", "ExecutableInspection", "Telemetry",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams"),
+            ],
             swiftSettings: swiftSettings),
         /// One folder per tracer plugin (BPF program, event header, Swift decoding, README, tests).
         .target(
@@ -122,7 +128,7 @@ let package = Package(
         .executableTarget(
             name: "TracerCLI",
             dependencies: [
-                "BPFRuntime", "BPFPrograms", "ExecutableInspection",
+                "BPFRuntime", "BPFPrograms", "ExecutableInspection", "TracerFramework", "Tracers", "Telemetry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -130,7 +136,7 @@ let package = Package(
         .target(name: "CBenchTargets", path: "Benchmarks/CBenchTargets"),
         .executableTarget(
             name: "TracerBenchmarks",
-            dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "CBenchTargets"],
+            dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "CBenchTargets", "TracerFramework", "Telemetry"],
             path: "Benchmarks/TracerBenchmarks",
             swiftSettings: swiftSettings),
 
@@ -151,6 +157,10 @@ let package = Package(
         .testTarget(
             name: "BPFRuntimeTests",
             dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "TestSupport"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TracerFrameworkTests",
+            dependencies: ["TracerFramework", "BPFPrograms", "BPFRuntime", "CTracerABI", "Telemetry", "TestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(name: "TracerCLITests", dependencies: ["TracerCLI", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(

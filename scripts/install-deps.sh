@@ -17,6 +17,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The official OTLP protobuf decoder for the export tests' receiver.
+python3 -c "import opentelemetry.proto" 2>/dev/null || python3 -m pip install -q opentelemetry-proto
+
 mount_if_missing() { # filesystem type, mount point
   if ! grep -qs " $2 $1 " /proc/mounts; then
     mount -t "$1" "$1" "$2" && echo "mounted $1 at $2" || echo "warning: could not mount $1 at $2" >&2

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 scripts/install-deps.sh
-swift build -c release --product tracer
+swift build --manifest-cache none -c release --product tracer
 exec .build/release/tracer "$@"

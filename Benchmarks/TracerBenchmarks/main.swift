@@ -157,7 +157,9 @@ func benchmarkDetach() throws {
 }
 
 let selected = CommandLine.arguments.dropFirst()
-let all: [(String, () throws -> Void)] = [("reader", benchmarkReader), ("submit", benchmarkSubmit), ("detach", benchmarkDetach)]
+let all: [(String, () throws -> Void)] = [
+    ("reader", benchmarkReader), ("submit", benchmarkSubmit), ("detach", benchmarkDetach), ("discovery", benchmarkDiscovery),
+]
 for (name, benchmark) in all where selected.isEmpty || selected.contains(name) {
     do {
         try benchmark()

@@ -136,3 +136,10 @@ final class ReaderThread: Sendable {
         if running.exchange(false, ordering: .acquiringAndReleasing) { finished.wait() }
     }
 }
+
+extension Duration {
+    /// Whole milliseconds, as poll timeouts and logs take them.
+    public var wholeMilliseconds: Int64 {
+        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -28,7 +28,7 @@ public final class PerfBufferReader: EventReader, @unchecked Sendable {
             throw BPFError("open perf buffer reader on map \(map.name)", errno: errno)
         }
         self.buffer = buffer
-        let timeout = Int32(clamping: drainInterval.components.seconds * 1000 + drainInterval.components.attoseconds / 1_000_000_000_000_000)
+        let timeout = Int32(clamping: drainInterval.wholeMilliseconds)
         let (storage, counters) = (context.storage, context.counters)
         nonisolated(unsafe) let unsafeBuffer = buffer
         thread = ReaderThread(name: "tracer.perfbuf") {

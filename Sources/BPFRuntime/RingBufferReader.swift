@@ -23,7 +23,7 @@ public final class RingBufferReader: EventReader, @unchecked Sendable {
             throw BPFError("open ring buffer reader on map \(map.name)", errno: errno)
         }
         self.ring = ring
-        let timeout = Int32(clamping: drainInterval.components.seconds * 1000 + drainInterval.components.attoseconds / 1_000_000_000_000_000)
+        let timeout = Int32(clamping: drainInterval.wholeMilliseconds)
         let (storage, counters) = (storage, counters)
         nonisolated(unsafe) let unsafeRing = ring
         thread = ReaderThread(name: "tracer.ringbuf") {

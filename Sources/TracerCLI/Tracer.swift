@@ -9,10 +9,16 @@ struct Tracer: ParsableCommand {
         commandName: "tracer",
         abstract: "eBPF instrumentation agent: traces and RED metrics for unmodified services.",
         discussion: """
-            Run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE). With no subcommand, tracer checks
-            that this machine can trace and says what is missing.
+            Run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE). With flags that select processes, tracer
+            traces them until SIGINT/SIGTERM, printing spans on stdout (logs on stderr). With nothing selected,
+            it checks that this machine can trace and says what is missing.
 
             Examples:
+              tracer --pid 1234                        trace one process (and its children)
+              tracer --exe '*/api' --print json        trace every process whose executable path ends in /api
+              tracer --open-port 8000-8999             trace whatever listens on these ports
+              tracer --language python --no-children  trace every Python process, not their children
+              tracer --config tracer.yaml              selection, printing and export from a file
               tracer                       is this machine ready to trace?
               tracer features              every BPF feature, capability and mount, probed
               tracer features --json       the same as JSON
@@ -20,7 +26,13 @@ struct Tracer: ParsableCommand {
             """,
         subcommands: [FeaturesCommand.self, InspectCommand.self])
 
+    @OptionGroup var options: RunOptions
+
     func run() throws {
+        if options.selectsProcesses {
+            try AgentRunner(options: options).run()
+            return
+        }
         let features = KernelFeatures.detect()
         let report = ReadinessReport(features)
         print(report.text)

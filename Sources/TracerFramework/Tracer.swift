@@ -77,11 +77,11 @@ public enum Probe: Sendable, Hashable {
     /// A static tracepoint, attached once for the whole agent (the PID filter decides who emits).
     case tracepoint(TracepointProbe)
 
-    /// Programs of this probe that run as uprobes (loaded as uprobe_multi where the kernel has it).
+    /// Programs of this probe that run as uprobes or uretprobes (loaded as uprobe_multi where the kernel has it).
     var uprobePrograms: [BPFProgramName] {
         switch self {
         case .function(_, let entry, let returns): [entry, returns].compactMap { $0 }
-        case .library(_, _, let entry, let returns, let uretprobe): [entry, uretprobe ? nil : returns].compactMap { $0 }
+        case .library(_, _, let entry, let returns, _): [entry, returns].compactMap { $0 }
         default: []
         }
     }

@@ -281,6 +281,18 @@ final class BPFRuntimeTests: XCTestCase {
         }
     }
 
+    func testKprobesFailWithAClearErrorWhereTheKernelHasNone() throws {
+        try requireBPF()
+        guard !KernelFeatures.detect().isAvailable(.kprobe) else { throw XCTSkip("this kernel has kprobes") }
+        var spec = BPFObjectSpec(BPFPrograms.Features.object, programs: [BPFPrograms.Features.Program.probeKprobe])
+        spec.skippedMaps = [BPFPrograms.Features.Map.probeRingbuf]
+        let program = try spec.load().program(BPFPrograms.Features.Program.probeKprobe)
+        XCTAssertThrowsError(try program.attachKprobe(function: "tcp_sendmsg")) { error in
+            XCTAssertEqual((error as? BPFError)?.errno, ENOENT)
+            XCTAssertTrue("\(error)".contains("kprobe probe_kprobe on tcp_sendmsg"), "\(error)")
+        }
+    }
+
     func testRunTimeStatisticsCountRuns() throws {
         try requireBPF()
         let statistics = try BPFStatistics.enable()

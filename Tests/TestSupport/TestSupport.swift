@@ -41,7 +41,7 @@ public func temporaryDirectory(_ testCase: XCTestCase) throws -> URL {
 
 /// Runs a command to completion; throws with its output when it fails.
 @discardableResult
-public func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
+public func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: String? = nil) throws -> String {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -49,7 +49,13 @@ public func run(_ executable: String, _ arguments: [String], environment: [Strin
     let output = Pipe()
     process.standardOutput = output
     process.standardError = output
+    let stdin = Pipe()
+    if input != nil { process.standardInput = stdin }
     try process.run()
+    if let input {
+        stdin.fileHandleForWriting.write(Data(input.utf8))
+        try stdin.fileHandleForWriting.close()
+    }
     let data = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     let text = String(decoding: data, as: UTF8.self)

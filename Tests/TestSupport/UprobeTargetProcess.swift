@@ -13,9 +13,20 @@ public final class UprobeTargetProcess {
     private let output = Pipe()
     private var pending = Data()
 
-    public init(directory: URL) throws {
-        binary = try compileC(Self.source, name: "uprobe-target", in: directory)
+    /// Compiles the target program into `directory`; returns its path.
+    public static func build(in directory: URL) throws -> URL {
+        try compileC(source, name: "uprobe-target", in: directory)
+    }
+
+    public convenience init(directory: URL) throws {
+        try self.init(binary: try Self.build(in: directory))
+    }
+
+    /// Starts an already built target program (several processes can share one file).
+    public init(binary: URL, environment: [String: String]? = nil) throws {
+        self.binary = binary
         process.executableURL = binary
+        if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardInput = input
         process.standardOutput = output
         try process.run()

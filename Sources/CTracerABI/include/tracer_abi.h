@@ -5,6 +5,7 @@
 
 #include "../../../bpf/tracer_common.h"
 #include "../../../bpf/selftest.h"
+#include "../../../bpf/process_watcher.h"
 #include "../../../tracers/go-nethttp/go_nethttp.h"
 
 #endif

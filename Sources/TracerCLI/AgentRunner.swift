@@ -1,0 +1,52 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import Telemetry
+import TracerFramework
+import Tracers
+
+/// Runs the agent until SIGINT or SIGTERM, then detaches everything, flushes the sinks and exits 0.
+struct AgentRunner {
+    let options: RunOptions
+
+    func run() throws {
+        let file = try options.config.map { path in
+            do { return try ConfigurationFile(path: path) } catch { throw ValidationError("\(error)") }
+        }
+        let selection = try options.selection(file: file)
+        let level = try options.level(file: file)
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "tracer")
+        var sinks: [any SpanSink] = []
+        switch try options.printFormat(file: file) {
+        case "json": sinks.append(JSONLinesSpanPrinter())
+        case "text": sinks.append(TextSpanPrinter())
+        default: break
+        }
+
+        let agent = try Agent(.init(selection: selection, tracers: TracerRegistry.all, sinks: sinks, logger: logger))
+        let finished = DispatchSemaphore(value: 0)
+        var sources: [DispatchSourceSignal] = []
+        for signalNumber in [SIGINT, SIGTERM] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { finished.signal() }
+            source.resume()
+            sources.append(source)
+        }
+        try agent.start()
+        let rules = selection.rules.count
+        logger.info("tracing: \(rules) selection rule\(rules == 1 ? "" : "s"), \(agent.selectedProcesses.count) processes selected now; SIGINT or SIGTERM stops")
+        finished.wait()
+        logger.info("stopping: detaching probes and flushing spans")
+        agent.stop()
+        let metrics = agent.metricsSnapshot
+        logger.info("stopped: \(metrics.spans) spans, \(metrics.events) events, \(metrics.eventsDroppedUserspace) dropped in user space, \(metrics.eventsDroppedKernel) dropped in the kernel")
+        sources.forEach { $0.cancel() }
+    }
+}

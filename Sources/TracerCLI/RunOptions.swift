@@ -1,0 +1,101 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TracerFramework
+
+/// What to trace and where spans go: the agent's own flags (`tracer --pid 1234`).
+struct RunOptions: ParsableArguments {
+    @Option(name: .customLong("pid"), help: ArgumentHelp("Trace this process (repeatable).", valueName: "pid"))
+    var pids: [Int32] = []
+
+    @Option(name: .customLong("exe"), help: ArgumentHelp("Trace processes whose executable path matches this glob (repeatable), e.g. '*/api'.", valueName: "glob"))
+    var executables: [String] = []
+
+    @Option(name: .customLong("open-port"), help: ArgumentHelp("Trace processes listening on these ports, e.g. 80,443,8000-8999.", valueName: "ports"))
+    var openPorts: String?
+
+    @Option(name: .customLong("name"), help: ArgumentHelp("Trace processes whose name (comm) matches this glob (repeatable).", valueName: "comm"))
+    var names: [String] = []
+
+    @Option(name: .customLong("language"), help: ArgumentHelp("Trace processes of this language: \(LanguageName.all).", valueName: "lang"))
+    var language: String?
+
+    @Option(name: .customLong("cgroup"), help: ArgumentHelp("Trace processes whose cgroup path contains this text (e.g. a container id).", valueName: "path"))
+    var cgroup: String?
+
+    @Option(name: .customLong("exclude-exe"), help: ArgumentHelp("Never trace executables matching this glob (repeatable).", valueName: "glob"))
+    var excludedExecutables: [String] = []
+
+    @Option(name: .customLong("exclude-name"), help: ArgumentHelp("Never trace processes whose name matches this glob (repeatable).", valueName: "comm"))
+    var excludedNames: [String] = []
+
+    @Flag(name: .customLong("no-children"), help: "Do not trace the children of selected processes.")
+    var noChildren = false
+
+    @Option(name: .customLong("service-name"), help: ArgumentHelp("service.name of what the flags select (the process's own OTEL_SERVICE_NAME wins).", valueName: "name"))
+    var serviceName: String?
+
+    @Option(name: .customLong("config"), help: ArgumentHelp("YAML configuration file (see README).", valueName: "file"))
+    var config: String?
+
+    @Option(name: .customLong("print"), help: ArgumentHelp("Print spans to stdout: text, json or none (default text).", valueName: "format"))
+    var print: String?
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info). Logs go to stderr.", valueName: "level"))
+    var logLevel: String?
+
+    /// Whether anything says what to trace.
+    var selectsProcesses: Bool {
+        !pids.isEmpty || !executables.isEmpty || openPorts != nil || !names.isEmpty || language != nil || cgroup != nil || config != nil
+    }
+
+    /// The selection from the flags, with the file's entries after them (flags first: their service name wins).
+    func selection(file: ConfigurationFile?) throws -> Selection {
+        var rules: [SelectionRule] = []
+        func rule(_ configure: (inout SelectionRule) -> Void) {
+            var rule = SelectionRule(serviceName: serviceName)
+            configure(&rule)
+            rules.append(rule)
+        }
+        if !pids.isEmpty {
+            for pid in pids where kill(pid, 0) != 0 && errno == ESRCH {
+                throw ValidationError("--pid \(pid): no such process")
+            }
+            rule { $0.pids = pids }
+        }
+        for executable in executables { rule { $0.exePath = executable } }
+        if let openPorts {
+            do {
+                let ports = try PortRanges(openPorts)
+                rule { $0.openPorts = ports }
+            } catch {
+                throw ValidationError("--open-port: \(error)")
+            }
+        }
+        for name in names { rule { $0.name = name } }
+        if let language {
+            guard let parsed = LanguageName(language) else { throw ValidationError("--language: unknown language '\(language)' (\(LanguageName.all))") }
+            rule { $0.language = parsed.language }
+        }
+        if let cgroup { rule { $0.cgroup = cgroup } }
+        var selection = file?.selection ?? Selection()
+        selection.rules = rules + selection.rules
+        selection.exclusions += excludedExecutables.map { SelectionRule(exePath: $0) } + excludedNames.map { SelectionRule(name: $0) }
+        if noChildren { selection.includeChildren = false }
+        return selection
+    }
+
+    func printFormat(file: ConfigurationFile?) throws -> String {
+        let format = print ?? file?.print ?? "text"
+        guard ["text", "json", "none"].contains(format) else { throw ValidationError("--print: expected text, json or none, not '\(format)'") }
+        return format
+    }
+
+    func level(file: ConfigurationFile?) throws -> Logger.Level {
+        let text = logLevel ?? file?.logLevel ?? "info"
+        guard let level = Logger.Level(rawValue: text.lowercased()) else {
+            throw ValidationError("--log-level: expected trace, debug, info, notice, warning, error or critical, not '\(text)'")
+        }
+        return level
+    }
+}

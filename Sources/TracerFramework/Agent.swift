@@ -1,0 +1,335 @@
+import BPFPrograms
+import BPFRuntime
+import CTracerABI
+import ExecutableInspection
+import Foundation
+import Logging
+import Synchronization
+import Telemetry
+
+/// The agent: watches processes, selects them, attaches tracers, and turns their events into spans for
+/// the sinks. Data flows one way: /proc scan + sched tracepoints → selection → inspection → attach →
+/// events → decode → sinks.
+///
+/// Threads: the events reader decodes and hands spans to the sinks; a serial control queue does all
+/// selection, inspection and attaching; a serial detach queue closes links (detaching a perf-event uprobe
+/// waits ~100 ms for RCU), so neither stalls event processing.
+public final class Agent: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var selection: Selection
+        public var tracers: [any Tracer]
+        public var sinks: [any SpanSink]
+        public var channel: EventChannel.Settings
+        /// How often /proc is rescanned as a safety net for missed events.
+        public var rescanInterval: Duration
+        public var drainInterval: Duration
+        public var logger: Logger
+
+        public init(selection: Selection, tracers: [any Tracer], sinks: [any SpanSink] = [],
+                    channel: EventChannel.Settings = .init(), rescanInterval: Duration = .seconds(10),
+                    drainInterval: Duration = .milliseconds(20), logger: Logger = Logger(label: "tracer")) {
+            self.selection = selection
+            self.tracers = tracers
+            self.sinks = sinks
+            self.channel = channel
+            self.rescanInterval = rescanInterval
+            self.drainInterval = drainInterval
+            self.logger = logger
+        }
+    }
+
+    /// A process the agent selected.
+    public struct SelectedProcess: Sendable {
+        public let pid: Int32
+        public let rule: SelectionRule
+        public let resource: Resource
+        public let executable: String
+        public let tracers: [String]
+    }
+
+    public let configuration: Configuration
+    public let features: KernelFeatures
+    public let metrics = AgentMetrics()
+    private let channel: EventChannel
+    private let attacher: Attacher
+    private let inspection = InspectionCache()
+    private let logger: Logger
+    private let control = DispatchQueue(label: "tracer.control")
+    private let detach = DispatchQueue(label: "tracer.detach")
+    private let selected = SelectedTable()
+    /// PIDs already considered (selected or not), so a rescan looks only at new ones. Control queue only.
+    private var considered: Set<Int32> = []
+    private var watcherObject: BPFObject?
+    private var watcherLinks: [BPFLink] = []
+    private var reader: (any EventReader)?
+    private var rescanTimer: DispatchSourceTimer?
+    private let tracersByEventType: [UInt32: (LoadedTracer, DecodeContext)]
+    private let stopped = Mutex(false)
+
+    /// Loads the process watcher and every tracer. Throws when BPF is unusable or a required tracer fails.
+    public init(_ configuration: Configuration) throws {
+        self.configuration = configuration
+        logger = configuration.logger
+        features = KernelFeatures.detect()
+        channel = try EventChannel(configuration.channel)
+        attacher = try Attacher(tracers: configuration.tracers, channel: channel, features: features, inspection: inspection, logger: logger)
+        let offset = Self.monotonicToUnixOffset()
+        var byType: [UInt32: (LoadedTracer, DecodeContext)] = [:]
+        let selected = self.selected
+        for loaded in attacher.loaded {
+            let context = DecodeContext(monotonicToUnixOffset: offset, scope: loaded.scope) { pid in
+                selected.withLock { $0[pid]?.resource }
+            }
+            for type in loaded.tracer.eventTypes { byType[type] = (loaded, context) }
+        }
+        tracersByEventType = byType
+    }
+
+    /// Starts the event reader and the process watcher, then selects among the processes running now.
+    public func start() throws {
+        reader = try channel.startReader(drainInterval: configuration.drainInterval) { [weak self] batch in
+            self?.handle(batch)
+        }
+        var spec = BPFObjectSpec(BPFPrograms.ProcessWatcher.object)
+        channel.use(in: &spec)
+        spec.set(BPFPrograms.ProcessWatcher.Global.tracerFilterPids, to: UInt8(0)) // every exec counts
+        let watcher = try spec.load()
+        typealias Program = BPFPrograms.ProcessWatcher.Program
+        watcherLinks = try BPFLinkGroup(attaching: [
+            { try watcher.program(Program.processExec).attachTracepoint(category: "sched", event: "sched_process_exec") },
+            { try watcher.program(Program.processFork).attachTracepoint(category: "sched", event: "sched_process_fork") },
+            { try watcher.program(Program.processExit).attachTracepoint(category: "sched", event: "sched_process_exit") },
+        ]).links
+        watcherObject = watcher
+        control.sync { scan() }
+
+        let timer = DispatchSource.makeTimerSource(queue: control)
+        let interval = DispatchTimeInterval.milliseconds(Int(configuration.rescanInterval.wholeMilliseconds))
+        timer.schedule(deadline: .now() + interval, repeating: interval)
+        timer.setEventHandler { [weak self] in self?.scan() }
+        timer.resume()
+        rescanTimer = timer
+    }
+
+    /// Detaches everything, drains the last events into the sinks and flushes them.
+    public func stop(flushTimeout: Duration = .seconds(10)) {
+        guard stopped.withLock({ state in defer { state = true }; return !state }) else { return }
+        rescanTimer?.cancel()
+        let links: [BPFLink] = control.sync {
+            defer { watcherLinks = [] }
+            return attacher.releaseAll() + watcherLinks
+        }
+        links.forEach { $0.close() }
+        detach.sync {}
+        reader?.stop()
+        for sink in configuration.sinks { _ = sink.flush(timeout: flushTimeout) }
+    }
+
+    /// The processes selected now.
+    public var selectedProcesses: [SelectedProcess] { selected.withLock { Array($0.values) } }
+
+    public var metricsSnapshot: AgentMetrics.Snapshot { metrics.snapshot(kernelDrops: (try? channel.kernelDrops()) ?? 0) }
+
+    /// The PID filter map as the BPF side sees it (host TGID → allowed).
+    public func pidFilterEntries() throws -> [Int32: Bool] {
+        Dictionary(uniqueKeysWithValues: try channel.pids.entries(as: (UInt32, UInt32).self).map { (Int32($0.0), $0.1 == UInt32(TRACER_PID_ALLOWED)) })
+    }
+
+    /// Files with uprobe links: tracer, path, identity, link count and the PIDs using them.
+    public func attachedFiles() -> [(tracer: String, path: String, file: FileIdentity, links: Int, users: Set<Int32>)] {
+        control.sync { attacher.attachedFiles }
+    }
+
+    /// Waits until the control queue has handled everything queued so far (for tests and shutdown).
+    public func settle() {
+        control.sync {}
+        detach.sync {}
+    }
+
+    // MARK: - Control queue
+
+    /// Considers every process not considered yet and forgets selected ones that are gone (/proc rescan).
+    private func scan() {
+        let alive = Set(ProcFS.pids())
+        for pid in selected.withLock({ Array($0.keys) }) where !alive.contains(pid) { exited(pid) }
+        considered.formIntersection(alive)
+        for pid in alive.subtracting(considered).sorted() {
+            consider(pid, parentRule: parentRule(of: pid))
+        }
+        for pid in selected.withLock({ Array($0.keys) }) { refresh(pid) }
+    }
+
+    private func parentRule(of pid: Int32) -> SelectionRule? {
+        guard configuration.selection.includeChildren, let parent = ProcFS.parent(pid) else { return nil }
+        return selected.withLock { $0[parent]?.rule }
+    }
+
+    private func consider(_ pid: Int32, parentRule: SelectionRule?) {
+        considered.insert(pid)
+        guard let executablePath = ProcFS.executablePath(pid), let comm = ProcFS.comm(pid) else { return }
+        let selection = configuration.selection
+        let snapshot = selection.needsLanguage ? try? ProcessInspection.snapshot(pid: pid) : nil
+        let facts = ProcessFacts(pid: pid, executablePath: executablePath, comm: comm, cgroup: ProcFS.cgroup(pid),
+                                 language: snapshot.map { $0.languageHint },
+                                 listeningPorts: selection.needsPorts ? ProcFS.listeningPorts(pid) : [])
+        guard let rule = selection.rule(for: facts, selectedParent: parentRule) else { return }
+        instrument(pid, rule: rule)
+    }
+
+    private func instrument(_ pid: Int32, rule: SelectionRule) {
+        let started = ContinuousClock.now
+        let process: TracedProcess
+        do {
+            process = try tracedProcess(pid, rule: rule)
+        } catch {
+            logger.debug("pid \(pid) not instrumented: \(error)") // most often: it exited meanwhile
+            return
+        }
+        let report = attacher.attach(process)
+        guard kill(pid, 0) == 0 || errno != ESRCH else {
+            logger.debug("pid \(pid) exited while being attached")
+            let links = attacher.release(pid: pid)
+            detach.async { links.forEach { $0.close() } }
+            return
+        }
+        knownLibraries[pid] = Set(process.snapshot.libraries.compactMap(\.identity))
+        do {
+            try channel.allow(pid: pid)
+        } catch {
+            logger.error("pid \(pid): cannot allow it in the PID filter: \(error)")
+            metrics.attachErrors.add(1, ordering: .relaxed)
+            return
+        }
+        let wasSelected = selected.withLock { selected in
+            defer {
+                selected[pid] = SelectedProcess(pid: pid, rule: rule, resource: process.resource,
+                                                executable: process.snapshot.executablePath, tracers: report.tracers)
+            }
+            return selected[pid] != nil
+        }
+        if !wasSelected {
+            metrics.processesSelected.add(1, ordering: .relaxed)
+            if !report.tracers.isEmpty { metrics.processesInstrumented.add(1, ordering: .relaxed) }
+        }
+        metrics.attachErrors.add(UInt64(report.errors.count), ordering: .relaxed)
+        for error in report.errors { logger.error("pid \(pid) (\(process.snapshot.executablePath)): \(error)") }
+        let milliseconds = (ContinuousClock.now - started).wholeMilliseconds
+        let identity = process.executable.identity.map { "dev \($0.deviceMajor):\($0.deviceMinor) ino \($0.inode)" } ?? "unknown file"
+        let version = process.executable.go?.buildInfo.map { "\($0.goVersion), " } ?? ""
+        let service = process.resource.serviceName ?? "?"
+        let tracers = report.tracers.isEmpty ? "no tracer applies" : "tracers: \(report.tracers.joined(separator: ", "))"
+        logger.info("attached \(report.probes) probes to \(process.snapshot.executablePath) (\(version)\(identity)) for pid \(pid) [service \(service); \(tracers); \(report.newLinks) new links] in \(milliseconds) ms")
+        for reason in report.skipped { logger.debug("pid \(pid): \(reason)") }
+        if !wasSelected {
+            // Shared libraries are mapped by the dynamic loader after exec, and dlopen()ed later still:
+            // look again shortly (and at every rescan).
+            for delay in [250, 2000] {
+                control.asyncAfter(deadline: .now() + .milliseconds(delay)) { [weak self] in self?.refresh(pid) }
+            }
+        }
+    }
+
+    private func tracedProcess(_ pid: Int32, rule: SelectionRule) throws -> TracedProcess {
+        let snapshot = try ProcessInspection.snapshot(pid: pid)
+        let executable = try inspection.info(path: snapshot.executableOpenPath, queries: attacher.probeTargetQueries,
+                                             languageHint: snapshot.languageHint)
+        let resource = ServiceIdentity.resource(for: snapshot, executable: executable, rule: rule, environment: ProcFS.environment(pid))
+        return TracedProcess(pid: pid, snapshot: snapshot, executable: executable, resource: resource)
+    }
+
+    /// Re-attaches a selected process whose mapped libraries changed since it was attached.
+    private func refresh(_ pid: Int32) {
+        guard let entry = selected.withLock({ $0[pid] }), !stopped.withLock({ $0 }) else { return }
+        instrumentIfLibrariesChanged(pid, rule: entry.rule)
+    }
+
+    private var knownLibraries: [Int32: Set<FileIdentity>] = [:]
+
+    private func instrumentIfLibrariesChanged(_ pid: Int32, rule: SelectionRule) {
+        guard let snapshot = try? ProcessInspection.snapshot(pid: pid),
+              knownLibraries[pid] != Set(snapshot.libraries.compactMap(\.identity)) else { return }
+        instrument(pid, rule: rule)
+    }
+
+    private func exited(_ pid: Int32) {
+        guard selected.withLock({ $0.removeValue(forKey: pid) }) != nil else { return }
+        knownLibraries[pid] = nil
+        try? channel.forget(pid: pid)
+        metrics.processesSelected.add(-1, ordering: .relaxed)
+        let links = attacher.release(pid: pid)
+        if !links.isEmpty {
+            detach.async { links.forEach { $0.close() } }
+        }
+        logger.info("pid \(pid) exited: \(links.count) links detached")
+    }
+
+    private func processEvent(_ event: process_event) {
+        let pid = Int32(bitPattern: event.header.pid)
+        switch Int32(event.header.type) {
+        case PROCESS_EVENT_EXEC:
+            if let previous = selected.withLock({ $0[pid] }) {
+                exited(pid) // the image changed: what was attached for the old one no longer applies
+                consider(pid, parentRule: previous.rule)
+            } else {
+                let parent = Int32(bitPattern: event.parent_pid)
+                let parentRule = configuration.selection.includeChildren ? selected.withLock { $0[parent]?.rule } : nil
+                consider(pid, parentRule: parentRule)
+            }
+        case PROCESS_EVENT_FORK:
+            let child = Int32(bitPattern: event.child_pid)
+            guard configuration.selection.includeChildren, ProcFS.threadGroup(child) == child,
+                  let rule = selected.withLock({ $0[pid]?.rule }) else { return }
+            considered.insert(child)
+            instrument(child, rule: rule)
+        case PROCESS_EVENT_EXIT:
+            exited(pid)
+        default:
+            break
+        }
+    }
+
+    // MARK: - Reader thread
+
+    private func handle(_ batch: EventBatch) {
+        var spans: [Span] = []
+        let headerSize = MemoryLayout<tracer_event_header>.size
+        for event in batch {
+            metrics.events.add(1, ordering: .relaxed)
+            guard event.count >= headerSize else {
+                metrics.eventsDropped.add(1, ordering: .relaxed)
+                continue
+            }
+            let type = event.loadUnaligned(as: UInt32.self)
+            if type >= UInt32(PROCESS_EVENT_EXEC) && type <= UInt32(PROCESS_EVENT_EXIT) && event.count >= MemoryLayout<process_event>.size {
+                let processEvent = event.loadUnaligned(as: process_event.self)
+                control.async { [weak self] in self?.processEvent(processEvent) }
+                continue
+            }
+            let pid = Int32(bitPattern: event.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+            // User space is authoritative: an event from a process that is not selected (any more) is dropped.
+            guard let (loaded, context) = tracersByEventType[type], selected.withLock({ $0[pid] != nil }) else {
+                metrics.eventsDropped.add(1, ordering: .relaxed)
+                continue
+            }
+            if let span = loaded.tracer.decode(event, context: context) { spans.append(span) }
+        }
+        guard !spans.isEmpty else { return }
+        metrics.spans.add(UInt64(spans.count), ordering: .relaxed)
+        for sink in configuration.sinks { sink.consume(spans) }
+    }
+
+    /// The selected processes by host PID, shared by the control queue (writes) and the reader (lookups).
+    private final class SelectedTable: Sendable {
+        private let entries = Mutex<[Int32: SelectedProcess]>([:])
+
+        func withLock<T>(_ body: (inout [Int32: SelectedProcess]) -> T) -> T { entries.withLock { body(&$0) } }
+    }
+
+    /// `CLOCK_REALTIME − CLOCK_MONOTONIC`, to place `bpf_ktime_get_ns()` timestamps on the Unix clock.
+    static func monotonicToUnixOffset() -> Int64 {
+        var monotonic = timespec(), realtime = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &monotonic)
+        clock_gettime(CLOCK_REALTIME, &realtime)
+        return (Int64(realtime.tv_sec) - Int64(monotonic.tv_sec)) * 1_000_000_000 + Int64(realtime.tv_nsec) - Int64(monotonic.tv_nsec)
+    }
+}
