@@ -13,10 +13,11 @@ import Tracers
 
 let arguments = CommandLine.arguments.dropFirst()
 let seconds = arguments.first.flatMap(Int.init) ?? 10
-let rounds = arguments.dropFirst().first.flatMap(Int.init) ?? 1
-/// The events ring buffer: 16 MiB holds ~1 s of this load (~400 bytes per request), so a reader thread
-/// starved for a while by other work on the machine loses nothing.
-let ringBytes = UInt32(arguments.dropFirst(2).first.flatMap(Int.init) ?? 16) << 20
+let rounds = arguments.dropFirst().first.flatMap(Int.init) ?? 3
+/// The events ring buffer: 64 MiB holds several seconds of this load (~400 bytes per request), so a
+/// reader thread starved for a while by other work on a shared machine loses nothing (with 4 and 16 MiB
+/// and a load average above 8 it did).
+let ringBytes = UInt32(arguments.dropFirst(2).first.flatMap(Int.init) ?? 64) << 20
 
 let helloServer = """
 package main
@@ -126,8 +127,7 @@ let process = TracedProcess(pid: pid, snapshot: try ProcessInspection.snapshot(p
 guard tracer.applicability(to: process) == .applies else { throw Failure("\(tracer.applicability(to: process))") }
 typealias Program = GoNetHTTPTracer.Program
 var spec = BPFObjectSpec(tracer.object, programs: [
-    Program.goNethttpEnterRead, Program.goNethttpExitRead, Program.goNethttpEnterWrite, Program.goNethttpEnterClose,
-    Program.goNethttpRoundTrip, Program.goNethttpRoundTripReturn,
+    Program.goNethttpSysExit, Program.goNethttpRoundTrip, Program.goNethttpRoundTripReturn,
 ])
 spec.uprobeMultiPrograms = [Program.goNethttpRoundTrip, Program.goNethttpRoundTripReturn]
 channel.use(in: &spec)
@@ -156,8 +156,8 @@ func attach() throws -> [BPFLink] {
     var links: [BPFLink] = []
     for probe in tracer.probes {
         switch probe {
-        case .tracepoint(let tracepoint):
-            links.append(try object.program(tracepoint.program).attachTracepoint(category: tracepoint.category, event: tracepoint.event))
+        case .rawTracepoint(let event, let program):
+            links.append(try object.program(program).attachRawTracepoint(event))
         case .function(let symbol, let entry, let returns):
             guard let target = executable.probeTargets.first(where: { $0.symbol == symbol }) else { continue }
             if let entry { links.append(try object.program(entry).attachUprobeMulti(path: path, offsets: [target.fileOffset])) }
@@ -172,7 +172,9 @@ func attach() throws -> [BPFLink] {
     return links
 }
 
-print("Go net/http tracer: go1.19 hello-world server (pid \(pid)), wrk -t1 -c2 -d\(seconds)s, \(rounds) round(s), ring \(ringBytes >> 20) MiB")
+var loadAverage = [Double](repeating: 0, count: 3)
+getloadavg(&loadAverage, 3)
+print("Go net/http tracer: go1.19 hello-world server (pid \(pid)), wrk -t1 -c2 -d\(seconds)s, \(rounds) round(s), ring \(ringBytes >> 20) MiB, load average \(loadAverage.map { String(format: "%.1f", $0) }.joined(separator: " "))")
 _ = try wrk(port: port, seconds: 2)  // warm-up
 var untraced: [Double] = []
 var traced: [Double] = []
@@ -234,7 +236,13 @@ do {
     print("  BPF time per request: \(String(format: "%.0f", totalNanoseconds / Double(result.requests))) ns")
 }
 reader.stop()
-let ratio = traced.reduce(0, +) / untraced.reduce(0, +)
-print("throughput ratio traced/untraced: \(String(format: "%.3f", ratio)) (untraced \(untraced.map { String(format: "%.0f", $0) }.joined(separator: ", ")) req/s; traced \(traced.map { String(format: "%.0f", $0) }.joined(separator: ", ")) req/s)")
-print("server CPU per request traced/untraced: \(String(format: "%.3f", tracedCPU.reduce(0, +) / untracedCPU.reduce(0, +))) (untraced \(untracedCPU.map { String(format: "%.2f", $0) }.joined(separator: ", ")) µs; traced \(tracedCPU.map { String(format: "%.2f", $0) }.joined(separator: ", ")) µs)")
+/// The middle value: rounds alternate untraced/traced, and the median resists the bursts of other work
+/// on a shared machine better than the mean.
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+}
+let ratio = median(traced) / median(untraced)
+print("throughput ratio traced/untraced (medians): \(String(format: "%.3f", ratio)) (untraced \(untraced.map { String(format: "%.0f", $0) }.joined(separator: ", ")) req/s; traced \(traced.map { String(format: "%.0f", $0) }.joined(separator: ", ")) req/s)")
+print("server CPU per request traced/untraced (medians): \(String(format: "%.3f", median(tracedCPU) / median(untracedCPU))) (untraced \(untracedCPU.map { String(format: "%.2f", $0) }.joined(separator: ", ")) µs; traced \(tracedCPU.map { String(format: "%.2f", $0) }.joined(separator: ", ")) µs)")
 print("kernel-side drops: \(try channel.kernelDrops()); malformed events: \(tracer.counters.malformed); abandoned exchanges: \(tracer.counters.abandoned)")

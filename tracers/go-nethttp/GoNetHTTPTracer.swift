@@ -6,9 +6,9 @@ import TracerFramework
 
 /// Server and client spans for Go's `net/http` (HTTP/1.x), see tracers/go-nethttp/README.md.
 ///
-/// Server requests cost the traced process no uprobe: the syscall tracepoints `sys_enter_read`,
-/// `sys_exit_read`, `sys_enter_write` and `sys_enter_close` see the request head and the response at the
-/// socket, and the goroutine that read the request is found through the TLS slot of `runtime.g`.
+/// Server requests cost the traced process no uprobe: the raw tracepoint `sys_exit` sees read(2), write(2)
+/// and close(2) of the request head and the response at the socket, and the goroutine that read the
+/// request is found through the TLS slot of `runtime.g`.
 /// Client calls are uprobes at the entry and every RET of `net/http.(*Transport).roundTrip`.
 public struct GoNetHTTPTracer: Tracer {
     public typealias Program = Tracers.GoNethttp.Program
@@ -44,10 +44,7 @@ public struct GoNetHTTPTracer: Tracer {
 
     public var probes: [Probe] {
         [
-            .tracepoint(TracepointProbe("syscalls", "sys_enter_read", program: Program.goNethttpEnterRead)),
-            .tracepoint(TracepointProbe("syscalls", "sys_exit_read", program: Program.goNethttpExitRead)),
-            .tracepoint(TracepointProbe("syscalls", "sys_enter_write", program: Program.goNethttpEnterWrite)),
-            .tracepoint(TracepointProbe("syscalls", "sys_enter_close", program: Program.goNethttpEnterClose)),
+            .rawTracepoint(event: "sys_exit", program: Program.goNethttpSysExit),
             .function(symbol: Self.roundTrip, entry: Program.goNethttpRoundTrip, returns: Program.goNethttpRoundTripReturn),
         ]
     }

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Go net/http tracer.
  *
- * Server side: no uprobe at all. Three syscall tracepoints see a Go server's HTTP/1.x traffic at the
- * socket: net/http.(*conn).serve reads the request head with read(2) (through bufio and
+ * Server side: no uprobe at all. One raw tracepoint at syscall exit sees a Go server's HTTP/1.x traffic
+ * at the socket: net/http.(*conn).serve reads the request head with read(2) (through bufio and
  * internal/poll.FD.Read), runs the handler, and flushes the response with write(2) — all in one goroutine.
+ * A raw tracepoint (BPF_PROG_TYPE_RAW_TRACEPOINT, Linux 4.17) skips the per-hit perf buffer work of the
+ * syscalls:sys_{enter,exit}_* tracepoints, and at exit the saved registers still hold the arguments, so
+ * no map has to carry them from entry to exit.
  * The goroutine is identified without a uprobe: the current runtime.g pointer sits at a fixed offset from
  * the thread's FS base (runtime.tlsg), and runtime.g.goid gives its id.
  *
@@ -32,21 +35,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct go_nethttp_offsets);
 } go_nethttp_offsets SEC(".maps");
-
-/* A read(2) in flight: its fd and buffer, from sys_enter_read to sys_exit_read, keyed by thread id. */
-struct go_nethttp_read_args {
-	__u64 buffer;
-	__u32 fd;
-	__u32 reserved;
-};
-
-/* LRU: an entry whose thread died inside read(2) ages out instead of filling the map. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct go_nethttp_read_args);
-} go_nethttp_reads SEC(".maps");
 
 /* (TGID << 32 | fd) -> addresses of server connections that carried a request, until close(2).
  * LRU: connections of a process that exited without closing them age out. */
@@ -139,28 +127,16 @@ static __always_inline int socket_addresses(__u32 fd, struct go_nethttp_addresse
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_read")
-int go_nethttp_enter_read(struct trace_event_raw_sys_enter *ctx)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
-	if (!bpf_map_lookup_elem(&go_nethttp_offsets, &tgid) || !tracer_pid_allowed(tgid))
-		return 0;
-	struct go_nethttp_read_args args = { .buffer = ctx->args[1], .fd = (__u32)ctx->args[0] };
-	bpf_map_update_elem(&go_nethttp_reads, &tid, &args, BPF_ANY);
-	return 0;
-}
-
 /* Emits a request event whose data holds up to `capacity` (a constant) bytes of the read. */
-static __always_inline void emit_request(void *ctx, const struct go_nethttp_offsets *offsets, __u64 key,
-					 struct go_nethttp_read_args *args, long length, __u8 prefix, const __u32 capacity)
+static __always_inline void emit_request(void *ctx, const struct go_nethttp_offsets *offsets, __u64 key, __u32 fd,
+					 __u64 buffer, long length, __u8 prefix, const __u32 capacity)
 {
 	struct go_nethttp_request_event *event = tracer_reserve(sizeof(*event) + capacity);
 	if (!event)
 		return;
 	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_REQUEST);
 	event->goid = current_goid(offsets);
-	event->fd = args->fd;
+	event->fd = fd;
 	event->length = length;
 	event->prefix = prefix;
 	event->reserved[0] = event->reserved[1] = event->reserved[2] = 0;
@@ -168,61 +144,51 @@ static __always_inline void emit_request(void *ctx, const struct go_nethttp_offs
 	if (known) {
 		event->addresses = *known;
 	} else {
-		socket_addresses(args->fd, &event->addresses);
+		socket_addresses(fd, &event->addresses);
 		bpf_map_update_elem(&go_nethttp_conns, &key, &event->addresses, BPF_ANY);
 	}
 	__u32 captured = length > capacity ? capacity : length;
-	if (bpf_probe_read_user(event->data, captured, (void *)args->buffer))
+	if (bpf_probe_read_user(event->data, captured, (void *)buffer))
 		captured = 0;
 	event->captured = captured;
 	tracer_submit(ctx, event, sizeof(*event) + capacity);
 }
 
-SEC("tracepoint/syscalls/sys_exit_read")
-int go_nethttp_exit_read(struct trace_event_raw_sys_exit *ctx)
+/* read(2) returned `length` bytes into `buffer`: a request head (or the rest of one whose first byte the
+ * background read took) becomes a request event. */
+static __always_inline void on_read(void *ctx, __u32 tgid, __u32 fd, __u64 buffer, long length)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
-	struct go_nethttp_read_args *pending = bpf_map_lookup_elem(&go_nethttp_reads, &tid);
-	if (!pending)
-		return 0;
-	struct go_nethttp_read_args args = *pending;
-	bpf_map_delete_elem(&go_nethttp_reads, &tid);
-	long length = ctx->ret;
-	if (length <= 0)
-		return 0;
-	__u64 key = (__u64)tgid << 32 | args.fd;
+	struct go_nethttp_offsets *offsets = bpf_map_lookup_elem(&go_nethttp_offsets, &tgid);
+	if (!offsets || length <= 0 || !tracer_pid_allowed(tgid))
+		return;
+	__u64 key = (__u64)tgid << 32 | fd;
 	__u8 head[8] = {};
 	if (length == 1) {
 		/* net/http's background read asks for exactly one byte. */
-		if (bpf_probe_read_user(head, 1, (void *)args.buffer) == 0 && head[0] >= 'A' && head[0] <= 'Z')
+		if (bpf_probe_read_user(head, 1, (void *)buffer) == 0 && head[0] >= 'A' && head[0] <= 'Z')
 			bpf_map_update_elem(&go_nethttp_first_bytes, &key, &head[0], BPF_ANY);
-		return 0;
+		return;
 	}
 	/* The shortest request head, "GET / HTTP/1.0\r\n\r\n", has 18 bytes. */
-	if (length < 16 || bpf_probe_read_user(head, sizeof(head), (void *)args.buffer))
-		return 0;
+	if (length < 16 || bpf_probe_read_user(head, sizeof(head), (void *)buffer))
+		return;
 	__u8 prefix = 0;
 	if (!is_request_line(head)) {
 		__u8 *first = bpf_map_lookup_elem(&go_nethttp_first_bytes, &key);
 		if (!first)
-			return 0;
+			return;
 		__u8 joined[8] = { *first, head[0], head[1], head[2], head[3], head[4], head[5], head[6] };
 		bpf_map_delete_elem(&go_nethttp_first_bytes, &key);
 		if (!is_request_line(joined))
-			return 0;
+			return;
 		prefix = joined[0];
 	}
-	struct go_nethttp_offsets *offsets = bpf_map_lookup_elem(&go_nethttp_offsets, &tgid);
-	if (!offsets)
-		return 0;
 	if (length <= GO_NETHTTP_CAPTURE_CLASS_SMALL)
-		emit_request(ctx, offsets, key, &args, length, prefix, GO_NETHTTP_CAPTURE_CLASS_SMALL);
+		emit_request(ctx, offsets, key, fd, buffer, length, prefix, GO_NETHTTP_CAPTURE_CLASS_SMALL);
 	else if (length <= GO_NETHTTP_CAPTURE_CLASS_MEDIUM)
-		emit_request(ctx, offsets, key, &args, length, prefix, GO_NETHTTP_CAPTURE_CLASS_MEDIUM);
+		emit_request(ctx, offsets, key, fd, buffer, length, prefix, GO_NETHTTP_CAPTURE_CLASS_MEDIUM);
 	else
-		emit_request(ctx, offsets, key, &args, length, prefix, GO_NETHTTP_REQUEST_CAPTURE);
-	return 0;
+		emit_request(ctx, offsets, key, fd, buffer, length, prefix, GO_NETHTTP_REQUEST_CAPTURE);
 }
 
 /* Emits a write event whose data holds up to `capacity` (a constant) bytes of the write's start. */
@@ -245,37 +211,55 @@ static __always_inline void emit_write(void *ctx, __u32 fd, __u64 buffer, __u64 
 	tracer_submit(ctx, event, sizeof(*event) + capacity);
 }
 
-SEC("tracepoint/syscalls/sys_enter_write")
-int go_nethttp_enter_write(struct trace_event_raw_sys_enter *ctx)
+/* write(2) sent `length` bytes from `buffer` on a connection that carried a request. */
+static __always_inline void on_write(void *ctx, __u32 tgid, __u32 fd, __u64 buffer, long length)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u32 fd = (__u32)ctx->args[0];
 	__u64 key = (__u64)tgid << 32 | fd;
-	if (!bpf_map_lookup_elem(&go_nethttp_conns, &key) || !tracer_pid_allowed(tgid))
-		return 0;
-	__u64 buffer = ctx->args[1], length = ctx->args[2];
+	if (length <= 0 || !bpf_map_lookup_elem(&go_nethttp_conns, &key) || !tracer_pid_allowed(tgid))
+		return;
 	if (length <= GO_NETHTTP_CAPTURE_CLASS_SMALL)
 		emit_write(ctx, fd, buffer, length, GO_NETHTTP_CAPTURE_CLASS_SMALL);
 	else
 		emit_write(ctx, fd, buffer, length, GO_NETHTTP_RESPONSE_CAPTURE);
-	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_close")
-int go_nethttp_enter_close(struct trace_event_raw_sys_enter *ctx)
+/* close(2) of a connection that carried a request. */
+static __always_inline void on_close(void *ctx, __u32 tgid, __u32 fd)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u32 fd = (__u32)ctx->args[0];
 	__u64 key = (__u64)tgid << 32 | fd;
 	if (bpf_map_delete_elem(&go_nethttp_conns, &key) || !tracer_pid_allowed(tgid))
-		return 0;
+		return;
 	struct go_nethttp_close_event *event = tracer_reserve(sizeof(*event));
 	if (!event)
-		return 0;
+		return;
 	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_CLOSE);
 	event->fd = fd;
 	event->reserved = 0;
 	tracer_submit(ctx, event, sizeof(*event));
+}
+
+/* Every syscall exit (raw tracepoint sys_exit: struct pt_regs *regs, long ret). Only read(2), write(2)
+ * and close(2) of x86-64 go further; the arguments are read from the saved user registers. */
+SEC("raw_tp/sys_exit")
+int go_nethttp_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	long ret = (long)ctx->args[1];
+	long number = BPF_CORE_READ(regs, orig_ax);
+	if (number != 0 /* read */ && number != 1 /* write */ && number != 3 /* close */)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 fd = (__u32)BPF_CORE_READ(regs, di);
+	if (number == 3) {
+		if (ret == 0)
+			on_close(ctx, tgid, fd);
+		return 0;
+	}
+	__u64 buffer = BPF_CORE_READ(regs, si);
+	if (number == 0)
+		on_read(ctx, tgid, fd, buffer, ret);
+	else
+		on_write(ctx, tgid, fd, buffer, ret);
 	return 0;
 }
 

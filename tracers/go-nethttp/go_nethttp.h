@@ -55,7 +55,7 @@ struct go_nethttp_addresses {
 };
 _Static_assert(sizeof(struct go_nethttp_addresses) == 40, "go_nethttp_addresses layout");
 
-/* GO_NETHTTP_EVENT_REQUEST: emitted at sys_exit_read when the bytes read start with an HTTP method. */
+/* GO_NETHTTP_EVENT_REQUEST: emitted at the exit of read(2) when the bytes read start with an HTTP method. */
 struct go_nethttp_request_event {
 	struct tracer_event_header header; /* timestamp: the read returned */
 	__u64 goid;          /* goroutine that read the request (net/http.(*conn).serve, which also runs the handler) */
@@ -69,11 +69,11 @@ struct go_nethttp_request_event {
 };
 _Static_assert(sizeof(struct go_nethttp_request_event) == 88, "go_nethttp_request_event layout");
 
-/* GO_NETHTTP_EVENT_WRITE: emitted at sys_enter_write on a connection that carried a request. */
+/* GO_NETHTTP_EVENT_WRITE: emitted at the exit of write(2) on a connection that carried a request. */
 struct go_nethttp_write_event {
-	struct tracer_event_header header; /* timestamp: the write was issued */
+	struct tracer_event_header header; /* timestamp: the write returned */
 	__u32 fd;
-	__u32 length;        /* bytes the write was asked to send */
+	__u32 length;        /* bytes the write sent */
 	__u32 captured;      /* bytes in data */
 	__u32 tail_captured; /* bytes in tail */
 	__u8 tail[GO_NETHTTP_TAIL_CAPTURE];
@@ -81,7 +81,7 @@ struct go_nethttp_write_event {
 };
 _Static_assert(sizeof(struct go_nethttp_write_event) == 48, "go_nethttp_write_event layout");
 
-/* GO_NETHTTP_EVENT_CLOSE: emitted at sys_enter_close for a connection that carried a request. */
+/* GO_NETHTTP_EVENT_CLOSE: emitted at the exit of close(2) for a connection that carried a request. */
 struct go_nethttp_close_event {
 	struct tracer_event_header header;
 	__u32 fd;

@@ -151,16 +151,15 @@ final class DirectAttachment {
         }
         typealias Program = GoNetHTTPTracer.Program
         var spec = BPFObjectSpec(tracer.object, programs: [
-            Program.goNethttpEnterRead, Program.goNethttpExitRead, Program.goNethttpEnterWrite, Program.goNethttpEnterClose,
-            Program.goNethttpRoundTrip, Program.goNethttpRoundTripReturn,
+            Program.goNethttpSysExit, Program.goNethttpRoundTrip, Program.goNethttpRoundTripReturn,
         ])
         spec.uprobeMultiPrograms = [GoNetHTTPTracer.Program.goNethttpRoundTrip, GoNetHTTPTracer.Program.goNethttpRoundTripReturn]
         channel.use(in: &spec)
         object = try spec.load()
         for probe in tracer.probes {
             switch probe {
-            case .tracepoint(let tracepoint):
-                links.append(try object.program(tracepoint.program).attachTracepoint(category: tracepoint.category, event: tracepoint.event))
+            case .rawTracepoint(let event, let program):
+                links.append(try object.program(program).attachRawTracepoint(event))
             case .function(let symbol, let entry, let returns):
                 guard let target = executable.probeTargets.first(where: { $0.symbol == symbol }) else { continue }
                 if let entry {
