@@ -29,7 +29,7 @@ final class GoNetHTTPExchanges: Sendable {
         var start: UInt64
         var goid: UInt64
         var request: HTTPRequestHead
-        var addresses: go_nethttp_addresses
+        var peer: Peer
         var traceID: TraceID
         var spanID: SpanID
         var parentSpanID: SpanID
@@ -39,6 +39,30 @@ final class GoNetHTTPExchanges: Sendable {
         /// Bytes written since (and including) the response head.
         var responseBytes: UInt64 = 0
         var lastWrite: UInt64 = 0
+    }
+
+    /// A connection's addresses as span attributes, formatted once per connection (keep-alive
+    /// connections carry many requests) and again only when the Host header or the peer changes.
+    struct Peer {
+        var host: String?
+        var serverAddress: String?
+        var serverPort: Int64
+        var clientAddress: String?
+        var clientPort: UInt16
+
+        init(_ addresses: go_nethttp_addresses, host: String?) {
+            self.host = host
+            clientAddress = IPAddress.format(addresses.remote_address)
+            clientPort = addresses.remote_port
+            if let host {
+                let (name, port) = splitHostPort(host[...])
+                serverAddress = String(name)
+                serverPort = Int64(port ?? Int(addresses.local_port))
+            } else {
+                serverAddress = IPAddress.format(addresses.local_address)
+                serverPort = Int64(addresses.local_port)
+            }
+        }
     }
 
     struct ClientCall {
@@ -54,6 +78,7 @@ final class GoNetHTTPExchanges: Sendable {
 
     struct State {
         var servers: [ConnectionKey: ServerExchange] = [:]
+        var peers: [ConnectionKey: Peer] = [:]
         /// The connection whose request a goroutine is serving.
         var serving: [GoroutineKey: ConnectionKey] = [:]
         var clients: [GoroutineKey: ClientCall] = [:]
@@ -100,6 +125,7 @@ final class GoNetHTTPExchanges: Sendable {
             let close = event.loadUnaligned(as: go_nethttp_close_event.self)
             let key = ConnectionKey(pid: header.pid, fd: close.fd)
             return state.withLock { state -> Span? in
+                state.peers[key] = nil
                 guard let exchange = state.servers.removeValue(forKey: key) else { return nil }
                 state.serving[GoroutineKey(pid: header.pid, goid: exchange.goid)] = nil
                 guard exchange.response != nil else {
@@ -124,6 +150,7 @@ final class GoNetHTTPExchanges: Sendable {
     func forget(pid: Int32) {
         state.withLock { state in
             state.servers = state.servers.filter { $0.key.pid != UInt32(pid) }
+            state.peers = state.peers.filter { $0.key.pid != UInt32(pid) }
             state.serving = state.serving.filter { $0.key.pid != UInt32(pid) }
             state.clients = state.clients.filter { $0.key.pid != UInt32(pid) }
         }
@@ -151,8 +178,14 @@ final class GoNetHTTPExchanges: Sendable {
         let incoming = head.traceparent.flatMap(TraceParent.init)
         let key = ConnectionKey(pid: event.header.pid, fd: event.fd)
         return state.withLock { state -> Span? in
+            if state.peers.count >= Self.limit { state.peers.removeAll() }
+            var peer = state.peers[key]
+            if peer == nil || peer?.host != head.host || peer?.clientPort != event.addresses.remote_port {
+                peer = Peer(event.addresses, host: head.host)
+                state.peers[key] = peer
+            }
             let exchange = ServerExchange(
-                start: event.header.timestamp_ns, goid: event.goid, request: head, addresses: event.addresses,
+                start: event.header.timestamp_ns, goid: event.goid, request: head, peer: peer!,
                 traceID: incoming?.traceID ?? .random(using: &state.random), spanID: .random(using: &state.random),
                 parentSpanID: incoming?.parentSpanID ?? .invalid, traceState: incoming == nil ? "" : head.tracestate ?? "",
                 flags: UInt32(incoming?.flags ?? 1))
@@ -240,21 +273,16 @@ final class GoNetHTTPExchanges: Sendable {
         attributes.appendUnchecked(SemanticConventions.urlScheme, .string("http"))
         let status = exchange.response?.statusCode ?? 0
         if status > 0 { attributes.appendUnchecked(SemanticConventions.httpResponseStatusCode, .int(Int64(status))) }
-        let local = IPAddress.format(exchange.addresses.local_address)
-        let remote = IPAddress.format(exchange.addresses.remote_address)
-        if let host = request.host {
-            let (name, port) = splitHostPort(host[...])
-            attributes.appendUnchecked(SemanticConventions.serverAddress, .string(String(name)))
-            attributes.appendUnchecked(SemanticConventions.serverPort, .int(Int64(port ?? Int(exchange.addresses.local_port))))
-        } else if let local {
-            attributes.appendUnchecked(SemanticConventions.serverAddress, .string(local))
-            attributes.appendUnchecked(SemanticConventions.serverPort, .int(Int64(exchange.addresses.local_port)))
+        let peer = exchange.peer
+        if let server = peer.serverAddress {
+            attributes.appendUnchecked(SemanticConventions.serverAddress, .string(server))
+            attributes.appendUnchecked(SemanticConventions.serverPort, .int(peer.serverPort))
         }
-        if let remote {
-            attributes.appendUnchecked(SemanticConventions.clientAddress, .string(remote))
-            attributes.appendUnchecked(SemanticConventions.clientPort, .int(Int64(exchange.addresses.remote_port)))
-            attributes.appendUnchecked(SemanticConventions.networkPeerAddress, .string(remote))
-            attributes.appendUnchecked(SemanticConventions.networkPeerPort, .int(Int64(exchange.addresses.remote_port)))
+        if let client = peer.clientAddress {
+            attributes.appendUnchecked(SemanticConventions.clientAddress, .string(client))
+            attributes.appendUnchecked(SemanticConventions.clientPort, .int(Int64(peer.clientPort)))
+            attributes.appendUnchecked(SemanticConventions.networkPeerAddress, .string(client))
+            attributes.appendUnchecked(SemanticConventions.networkPeerPort, .int(Int64(peer.clientPort)))
         }
         attributes.appendUnchecked(SemanticConventions.networkProtocolVersion, .string(request.protocolVersion))
         if let length = request.contentLength { attributes.appendUnchecked(SemanticConventions.httpRequestBodySize, .int(length)) }

@@ -158,8 +158,10 @@ static __always_inline void emit_request(void *ctx, const struct go_nethttp_offs
  * background read took) becomes a request event. */
 static __always_inline void on_read(void *ctx, __u32 tgid, __u32 fd, __u64 buffer, long length)
 {
+	if (length <= 0) /* most reads of a keep-alive connection return EAGAIN */
+		return;
 	struct go_nethttp_offsets *offsets = bpf_map_lookup_elem(&go_nethttp_offsets, &tgid);
-	if (!offsets || length <= 0 || !tracer_pid_allowed(tgid))
+	if (!offsets || !tracer_pid_allowed(tgid))
 		return;
 	__u64 key = (__u64)tgid << 32 | fd;
 	__u8 head[8] = {};
