@@ -141,7 +141,11 @@ let longestPauseNanoseconds = Atomic<UInt64>(0)
 let largestBatchBytes = Atomic<Int>(0)
 let lastBatch = Atomic<UInt64>(0)
 let context = DecodeContext(monotonicToUnixOffset: 0, scope: InstrumentationScope(name: "bench")) { _ in .empty }
+/// Off in the "kernel side only" rounds: events are drained and dropped without decoding, which
+/// separates the tracer's cost in the traced process from the agent's decoding competing for the CPUs.
+let decoding = Atomic<Bool>(true)
 let reader = try channel.startReader { batch in
+    guard decoding.load(ordering: .relaxed) else { return }
     let now = DispatchTime.now().uptimeNanoseconds
     let previous = lastBatch.exchange(now, ordering: .relaxed)
     if previous != 0 { longestPauseNanoseconds.max(now - previous, ordering: .relaxed) }
@@ -180,6 +184,8 @@ var untraced: [Double] = []
 var traced: [Double] = []
 var untracedCPU: [Double] = []
 var tracedCPU: [Double] = []
+var kernelOnly: [Double] = []
+var kernelOnlyCPU: [Double] = []
 /// Server CPU per request in microseconds.
 func microseconds(_ cpu: Double, _ requests: Int) -> String { String(format: "%.2f", cpu * 1e6 / Double(requests)) }
 for round in 1...rounds {
@@ -206,6 +212,19 @@ for round in 1...rounds {
     try channel.forget(pid: pid)
     for link in links { link.close() }
     traced.append(result.perSecond)
+
+    decoding.store(false, ordering: .relaxed)
+    let kernelLinks = try attach()
+    let kernelCPUBefore = try processCPUSeconds(pid)
+    let kernelResult = try wrk(port: port, seconds: seconds)
+    let kernelCPU = try processCPUSeconds(pid) - kernelCPUBefore
+    try channel.forget(pid: pid)
+    for link in kernelLinks { link.close() }
+    Thread.sleep(forTimeInterval: 0.2)
+    decoding.store(true, ordering: .relaxed)
+    kernelOnly.append(kernelResult.perSecond)
+    kernelOnlyCPU.append(kernelCPU * 1e6 / Double(kernelResult.requests))
+    print("round \(round) kernel side only (events drained, not decoded): \(kernelResult.requests) requests, \(String(format: "%.0f", kernelResult.perSecond)) req/s, server CPU \(microseconds(kernelCPU, kernelResult.requests)) µs/request")
     let spans = spanCount.load(ordering: .relaxed)
     print("round \(round) traced:   \(result.requests) requests, \(String(format: "%.0f", result.perSecond)) req/s, server CPU \(microseconds(serverCPU, result.requests)) µs/request, "
           + "\(spans) spans (spans − requests = \(spans - result.requests); wrk does not count the ≤ 2 requests in flight at its end), "
@@ -244,5 +263,6 @@ func median(_ values: [Double]) -> Double {
 }
 let ratio = median(traced) / median(untraced)
 print("throughput ratio traced/untraced (medians): \(String(format: "%.3f", ratio)) (untraced \(untraced.map { String(format: "%.0f", $0) }.joined(separator: ", ")) req/s; traced \(traced.map { String(format: "%.0f", $0) }.joined(separator: ", ")) req/s)")
+print("throughput ratio kernel side only/untraced (medians): \(String(format: "%.3f", median(kernelOnly) / median(untraced))) (\(kernelOnly.map { String(format: "%.0f", $0) }.joined(separator: ", ")) req/s); server CPU per request: \(String(format: "%.3f", median(kernelOnlyCPU) / median(untracedCPU)))")
 print("server CPU per request traced/untraced (medians): \(String(format: "%.3f", median(tracedCPU) / median(untracedCPU))) (untraced \(untracedCPU.map { String(format: "%.2f", $0) }.joined(separator: ", ")) µs; traced \(tracedCPU.map { String(format: "%.2f", $0) }.joined(separator: ", ")) µs)")
 print("kernel-side drops: \(try channel.kernelDrops()); malformed events: \(tracer.counters.malformed); abandoned exchanges: \(tracer.counters.abandoned)")
