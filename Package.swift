@@ -153,6 +153,13 @@ let package = Package(
             path: "Benchmarks/TracerBenchmarks",
             swiftSettings: swiftSettings),
 
+        /// Go net/http tracer overhead under wrk (scripts/bench-go-http.sh).
+        .executableTarget(
+            name: "GoNetHTTPBenchmark",
+            dependencies: ["Tracers", "TracerFramework", "BPFRuntime", "ExecutableInspection", "Telemetry"],
+            path: "Benchmarks/GoNetHTTPBenchmark",
+            swiftSettings: swiftSettings),
+
         .executableTarget(
             name: "ExportBenchmarks",
             dependencies: ["Telemetry", "OTLPExport"],

@@ -5,5 +5,8 @@ public enum Tracers {}
 
 /// Every tracer the agent knows. Adding a tracer = adding its folder under tracers/ and one line here.
 public enum TracerRegistry {
-    public static let all: [any Tracer] = [HTTPTracer()]
+    public static let all: [any Tracer] = [
+        GoNetHTTPTracer(),
+        HTTPTracer(),
+    ]
 }

@@ -102,6 +102,8 @@ final class Attacher {
             switch probe {
             case .tracepoint(let tracepoint):
                 attachments.append { try object.program(tracepoint.program).attachTracepoint(category: tracepoint.category, event: tracepoint.event) }
+            case .rawTracepoint(let event, let program):
+                attachments.append { try object.program(program).attachRawTracepoint(event) }
             case .kprobe(let function, let program, let returnProbe, let fallback):
                 if kprobes || fallback == nil {
                     attachments.append { try object.program(program).attachKprobe(function: function, returnProbe: returnProbe) }

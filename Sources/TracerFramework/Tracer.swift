@@ -76,6 +76,9 @@ public enum Probe: Sendable, Hashable {
     case kprobe(function: String, program: BPFProgramName, returnProbe: Bool, fallback: TracepointProbe?)
     /// A static tracepoint, attached once for the whole agent (the PID filter decides who emits).
     case tracepoint(TracepointProbe)
+    /// A raw tracepoint (`BPF_PROG_TYPE_RAW_TRACEPOINT`, Linux 4.17) such as `sys_exit`, attached once for the
+    /// whole agent: no perf-buffer record is built per hit, so it is the cheapest hook on hot syscalls.
+    case rawTracepoint(event: String, program: BPFProgramName)
 
     /// Programs of this probe that run as uprobes or uretprobes (loaded as uprobe_multi where the kernel has it).
     var uprobePrograms: [BPFProgramName] {
@@ -87,11 +90,12 @@ public enum Probe: Sendable, Hashable {
     }
 
     /// Every program this probe may run.
-    var programs: [BPFProgramName] {
+    public var programs: [BPFProgramName] {
         switch self {
         case .function(_, let entry, let returns), .library(_, _, let entry, let returns, _): [entry, returns].compactMap { $0 }
         case .kprobe(_, let program, _, let fallback): [program] + (fallback.map { [$0.program] } ?? [])
         case .tracepoint(let tracepoint): [tracepoint.program]
+        case .rawTracepoint(_, let program): [program]
         }
     }
 }

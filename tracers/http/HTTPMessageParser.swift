@@ -23,10 +23,16 @@ public struct HTTPRequestHead: Sendable, Equatable {
     public var headLength: Int?
 }
 
-/// The status line of a captured HTTP/1.x response prefix.
+/// The status line and the framing of a captured HTTP/1.x response prefix.
 public struct HTTPResponseHead: Sendable, Equatable {
     public var version: String
     public var statusCode: Int
+    /// `Content-Length`, when present and numeric. No other header value is kept.
+    public var contentLength: Int?
+    /// Whether the body is chunked (`Transfer-Encoding: chunked`).
+    public var isChunked = false
+    /// Length of the status line and headers including the blank line, when the capture holds all of them.
+    public var headLength: Int?
 }
 
 /// A W3C trace-context `traceparent` (version 00).
@@ -78,47 +84,30 @@ public enum HTTPMessageParser {
         guard let first = rawTarget.first, first == UInt8(ascii: "/") || first == UInt8(ascii: "*") || isAlphaNumeric(first)
         else { return nil }
 
-        var version: String?
-        var headLength: Int?
-        var traceContext: W3CTraceContext?
-        var framing = Framing()
-        if index < count {
-            // The target ended before the capture did: a version and a line end must follow.
-            guard bytes[index] == UInt8(ascii: " ") else { return nil }
-            index += 1
-            guard let parsed = parseVersion(bytes, at: index) else {
-                if count - index < 8 { return head(method, rawTarget, version: nil, traceContext: nil, framing: framing, headLength: nil) }
-                return nil
-            }
-            version = parsed
-            index += 8
-            guard let afterLine = skipLineEnd(bytes, at: index) else {
-                return head(method, rawTarget, version: version, traceContext: nil, framing: framing, headLength: nil)
-            }
-            index = afterLine
-            // Headers: name ":" value CRLF ... CRLF. Only traceparent is looked at.
-            while index < count {
-                if let end = skipLineEnd(bytes, at: index) {
-                    headLength = end
-                    break
-                }
-                guard let lineEnd = findLineEnd(bytes, from: index) else { break } // capture ended inside a header
-                let line = UnsafeRawBufferPointer(rebasing: bytes[index..<lineEnd])
-                if let context = traceparent(inHeaderLine: line) { traceContext = context }
-                framing.read(headerLine: line)
-                index = skipLineEnd(bytes, at: lineEnd) ?? count
-            }
+        guard index < count else { return head(method, rawTarget, version: nil, headers: Headers()) }
+        // The target ended before the capture did: a version and a line end must follow.
+        guard bytes[index] == UInt8(ascii: " ") else { return nil }
+        index += 1
+        guard let version = parseVersion(bytes, at: index) else {
+            return count - index < 8 ? head(method, rawTarget, version: nil, headers: Headers()) : nil
         }
-        return head(method, rawTarget, version: version, traceContext: traceContext, framing: framing, headLength: headLength)
+        index += 8
+        guard let afterLine = skipLineEnd(bytes, at: index) else { return head(method, rawTarget, version: version, headers: Headers()) }
+        return head(method, rawTarget, version: version, headers: headers(bytes, from: afterLine))
     }
 
-    /// The framing headers of a request.
-    private struct Framing {
+    /// The header fields read: the framing and `traceparent`; no other value is kept.
+    private struct Headers {
         var contentLength: Int?
         var isChunked = false
+        var traceContext: W3CTraceContext?
+        /// Index after the blank line that ends the head; nil when the capture ended first.
+        var headLength: Int?
 
         mutating func read(headerLine line: UnsafeRawBufferPointer) {
-            if let value = HTTPMessageParser.value(ofHeader: "content-length", in: line) {
+            if let context = traceparent(inHeaderLine: line) {
+                traceContext = context
+            } else if let value = HTTPMessageParser.value(ofHeader: "content-length", in: line) {
                 var length = 0
                 for c in value {
                     guard isDigit(c), length < 1 << 40 else { return }
@@ -129,6 +118,23 @@ public enum HTTPMessageParser {
                 isChunked = String(decoding: value, as: UTF8.self).lowercased().contains("chunked")
             }
         }
+    }
+
+    /// Reads `name ":" value` lines from `start` up to the blank line (CRLF or bare LF line ends); a line
+    /// cut off by the capture is ignored.
+    private static func headers(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Headers {
+        var headers = Headers()
+        var index = start
+        while index < bytes.count {
+            if let end = skipLineEnd(bytes, at: index) {
+                headers.headLength = end
+                break
+            }
+            guard let lineEnd = findLineEnd(bytes, from: index) else { break }
+            headers.read(headerLine: UnsafeRawBufferPointer(rebasing: bytes[index..<lineEnd]))
+            index = skipLineEnd(bytes, at: lineEnd) ?? bytes.count
+        }
+        return headers
     }
 
     /// The trimmed value of header line `line` when its name is `name` (lowercase; matched case-insensitively).
@@ -146,7 +152,7 @@ public enum HTTPMessageParser {
         return UnsafeRawBufferPointer(rebasing: line[start..<end])
     }
 
-    /// Parses `HTTP/x.y SP 3DIGIT`.
+    /// Parses `HTTP/x.y SP 3DIGIT`, then the framing headers when the capture holds the whole status line.
     public static func parseResponse(_ bytes: UnsafeRawBufferPointer) -> HTTPResponseHead? {
         guard let version = parseVersion(bytes, at: 0), bytes.count >= 12, bytes[8] == UInt8(ascii: " ") else { return nil }
         var status = 0
@@ -156,7 +162,12 @@ public enum HTTPMessageParser {
             status = status * 10 + Int(digit - UInt8(ascii: "0"))
         }
         guard status >= 100, bytes.count == 12 || bytes[12] == UInt8(ascii: " ") || bytes[12] == UInt8(ascii: "\r") else { return nil }
-        return HTTPResponseHead(version: version, statusCode: status)
+        var headers = Headers()
+        if let lineEnd = findLineEnd(bytes, from: 12), let afterLine = skipLineEnd(bytes, at: lineEnd) {
+            headers = self.headers(bytes, from: afterLine)
+        }
+        return HTTPResponseHead(version: version, statusCode: status, contentLength: headers.contentLength,
+                                isChunked: headers.isChunked, headLength: headers.headLength)
     }
 
     /// Replaces the values of sensitive keys (`password=…`, `token=…`, `X-Amz-Signature=…`) with `REDACTED`.
@@ -184,8 +195,7 @@ public enum HTTPMessageParser {
         return sensitiveQueryKeys.contains { lowered.contains($0) }
     }
 
-    private static func head(_ method: String, _ rawTarget: UnsafeRawBufferPointer, version: String?,
-                             traceContext: W3CTraceContext?, framing: Framing, headLength: Int?) -> HTTPRequestHead {
+    private static func head(_ method: String, _ rawTarget: UnsafeRawBufferPointer, version: String?, headers: Headers) -> HTTPRequestHead {
         let target = String(decoding: rawTarget, as: UTF8.self)
         var path = Substring(target)
         var query: String?
@@ -201,8 +211,8 @@ public enum HTTPMessageParser {
         }
         let redactedTarget = query.map { String(path) + "?" + $0 } ?? String(path)
         return HTTPRequestHead(method: method, target: redactedTarget, path: String(path), query: query,
-                               version: version, traceContext: traceContext, contentLength: framing.contentLength,
-                               isChunked: framing.isChunked, headLength: headLength)
+                               version: version, traceContext: headers.traceContext, contentLength: headers.contentLength,
+                               isChunked: headers.isChunked, headLength: headers.headLength)
     }
 
     /// `HTTP/d.d` at `offset` → `d.d`.

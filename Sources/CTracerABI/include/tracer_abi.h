@@ -6,6 +6,7 @@
 #include "../../../bpf/tracer_common.h"
 #include "../../../bpf/selftest.h"
 #include "../../../bpf/process_watcher.h"
+#include "../../../tracers/go-nethttp/go_nethttp.h"
 #include "../../../tracers/http/http.h"
 
 #endif

@@ -85,6 +85,25 @@ final class HTTPMessageParserTests: XCTestCase {
         XCTAssertNil(response("HTTP/2 200 x"))
     }
 
+    func testResponseFraming() throws {
+        let plain = try XCTUnwrap(response("HTTP/1.1 404 Not Found\r\nX-Secret: s\r\ncontent-length:  19 \r\n\r\n404 page not found\n"))
+        XCTAssertEqual(plain.statusCode, 404)
+        XCTAssertEqual(plain.contentLength, 19)
+        XCTAssertFalse(plain.isChunked)
+        XCTAssertEqual(plain.headLength, 61, "up to the blank line, without the body")
+        let chunked = try XCTUnwrap(response("HTTP/1.1 200 OK\nTransfer-Encoding: gzip, Chunked\n\n5\r\nhello"))
+        XCTAssertTrue(chunked.isChunked)
+        XCTAssertNil(chunked.contentLength)
+        XCTAssertEqual(chunked.headLength, 50, "bare LF line ends")
+        // A head cut by the capture: the framing read so far, no head length.
+        let cut = try XCTUnwrap(response("HTTP/1.1 200 OK\r\nContent-Length: 7\r\nX-Long: aaaa"))
+        XCTAssertEqual(cut.contentLength, 7)
+        XCTAssertNil(cut.headLength)
+        XCTAssertNil(response("HTTP/1.1 200 OK")?.headLength, "status line not ended")
+        XCTAssertNil(response("HTTP/1.1 200 OK\r\nContent-Length: 12x\r\n\r\n")?.contentLength, "not numeric")
+        XCTAssertNil(response("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n")?.contentLength, "too large")
+    }
+
     func testQueryRedaction() {
         XCTAssertEqual(HTTPMessageParser.redactQuery("a=1&Password=x&&flag&X-Amz-Signature=abc&sig="),
                        "a=1&Password=REDACTED&&flag&X-Amz-Signature=REDACTED&sig=REDACTED")

@@ -30,7 +30,7 @@ final class HTTPTracerHarness {
 
     init() throws {
         channel = try EventChannel()
-        var spec = BPFObjectSpec(tracer.object, programs: Set(tracer.probes.flatMap { Self.programs(of: $0) }))
+        var spec = BPFObjectSpec(tracer.object, programs: Set(tracer.probes.flatMap(\.programs)))
         channel.use(in: &spec)
         object = try spec.load()
         let elf = try ELFFile(path: Self.libssl)
@@ -69,15 +69,6 @@ final class HTTPTracerHarness {
     deinit {
         reader?.stop()
         for link in links { link.close() }
-    }
-
-    private static func programs(of probe: Probe) -> [BPFProgramName] {
-        switch probe {
-        case .tracepoint(let tracepoint): [tracepoint.program]
-        case .library(_, _, let entry, let returns, _): [entry, returns].compactMap { $0 }
-        case .function(_, let entry, let returns): [entry, returns].compactMap { $0 }
-        case .kprobe(_, let program, _, let fallback): [program] + (fallback.map { [$0.program] } ?? [])
-        }
     }
 
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn `bpf_ktime_get_ns()` into Unix time.

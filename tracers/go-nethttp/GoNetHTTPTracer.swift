@@ -1,0 +1,125 @@
+import BPFRuntime
+import CTracerABI
+import ExecutableInspection
+import Telemetry
+import TracerFramework
+
+/// Server and client spans for Go's `net/http` (HTTP/1.x), see tracers/go-nethttp/README.md.
+///
+/// Server requests cost the traced process no uprobe: the raw tracepoint `sys_exit` sees read(2), write(2)
+/// and close(2) of the request head and the response at the socket, and the goroutine that read the
+/// request is found through the TLS slot of `runtime.g`.
+/// Client calls are uprobes at the entry and every RET of `net/http.(*Transport).roundTrip`.
+public struct GoNetHTTPTracer: Tracer {
+    public typealias Program = Tracers.GoNethttp.Program
+
+    /// The Go client function probed: it sees the request, the response and the calling goroutine.
+    public static let roundTrip = "net/http.(*Transport).roundTrip"
+
+    /// Fields read from process memory: the goroutine id always; the client's fields when the binary
+    /// has the client (`roundTrip`).
+    static let goidField = GoField("runtime.g", "goid")
+    static let clientFields = [
+        GoField("net/http.Request", "Method"), GoField("net/http.Request", "URL"), GoField("net/url.URL", "Scheme"),
+        GoField("net/url.URL", "Host"), GoField("net/url.URL", "Path"), GoField("net/url.URL", "RawQuery"),
+        GoField("net/http.Response", "StatusCode"),
+    ]
+
+    /// Asked for with `--context-propagation`: inject `traceparent` into outgoing requests. Needs
+    /// `bpf_probe_write_user`, which kernel lockdown forbids; not implemented yet either way (see README).
+    public var contextPropagation: Bool
+
+    let exchanges = GoNetHTTPExchanges()
+
+    public init(contextPropagation: Bool = false) {
+        self.contextPropagation = contextPropagation
+    }
+
+    public var name: String { "go-nethttp" }
+    public var object: EmbeddedBPFObject { Tracers.GoNethttp.object }
+    public var eventTypes: Set<UInt32> {
+        Set([GO_NETHTTP_EVENT_REQUEST, GO_NETHTTP_EVENT_WRITE, GO_NETHTTP_EVENT_CLOSE, GO_NETHTTP_EVENT_CLIENT_START,
+             GO_NETHTTP_EVENT_CLIENT_END].map { UInt32($0) })
+    }
+
+    public var probes: [Probe] {
+        [
+            .rawTracepoint(event: "sys_exit", program: Program.goNethttpSysExit),
+            .function(symbol: Self.roundTrip, entry: Program.goNethttpRoundTrip, returns: Program.goNethttpRoundTripReturn),
+        ]
+    }
+
+    public func applicability(to process: TracedProcess) -> Applicability {
+        switch Self.offsets(for: process.executable) {
+        case .success: .applies
+        case .failure(let reason): .notApplicable(reason: reason.description)
+        }
+    }
+
+    /// What `--context-propagation` can do on this kernel, to be logged once at start; nil when it was
+    /// not asked for.
+    public func contextPropagationNotice(features: KernelFeatures) -> String? {
+        guard contextPropagation else { return nil }
+        if !features.isAvailable(.probeWriteUser) {
+            let lockdown = features.lockdown.map { " (kernel lockdown: \($0))" } ?? ""
+            return "context propagation disabled: this kernel forbids bpf_probe_write_user\(lockdown); Go client requests are traced but carry no traceparent"
+        }
+        return "context propagation is not implemented by the go-nethttp tracer yet; Go client requests are traced but carry no traceparent"
+    }
+
+    public func prepare(_ process: TracedProcess, object: BPFObject) throws {
+        let offsets = try Self.offsets(for: process.executable).get()
+        try object.map(Tracers.GoNethttp.Map.goNethttpOffsets).update(UInt32(bitPattern: process.pid), offsets)
+    }
+
+    public func forget(pid: Int32, object: BPFObject) {
+        _ = try? object.map(Tracers.GoNethttp.Map.goNethttpOffsets).delete(UInt32(bitPattern: pid))
+        exchanges.forget(pid: pid)
+    }
+
+    public func decode(_ event: UnsafeRawBufferPointer, context: DecodeContext) -> Span? {
+        exchanges.decode(event, context: context)
+    }
+
+    /// Events that did not parse, and exchanges dropped unfinished.
+    public var counters: (malformed: UInt64, abandoned: UInt64) { exchanges.counters }
+
+    /// Why a Go binary cannot be traced.
+    public struct NotTraceable: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// The per-process layout facts of `executable`, or why it is not traceable: never guessed.
+    public static func offsets(for executable: ExecutableInfo) -> Result<go_nethttp_offsets, NotTraceable> {
+        guard executable.language == .go, let go = executable.go else {
+            return .failure(NotTraceable(description: "not a Go executable"))
+        }
+        guard let fields = go.fieldOffsets else {
+            return .failure(NotTraceable(description: go.notInstrumentableReason ?? "not instrumentable as Go; use the generic tracer"))
+        }
+        guard let goid = fields.offset(goidField) else {
+            return .failure(NotTraceable(description: "runtime.g.goid offset unknown (\(fields.source)); not instrumentable as Go; use the generic tracer"))
+        }
+        guard let tls = go.gSlotThreadPointerOffset else {
+            return .failure(NotTraceable(description: "the TLS slot of runtime.g is unknown (externally linked and stripped?); not instrumentable as Go; use the generic tracer"))
+        }
+        var offsets = go_nethttp_offsets()
+        offsets.g_tls_offset = tls
+        offsets.g_goid = goid
+        if executable.probeTargets.contains(where: { $0.symbol == roundTrip }) {
+            let missing = clientFields.filter { fields.offset($0) == nil }
+            guard missing.isEmpty else {
+                return .failure(NotTraceable(description: "offsets of \(missing.map(\.description).joined(separator: ", ")) unknown (\(fields.source)); not instrumentable as Go; use the generic tracer"))
+            }
+            let value = { (field: GoField) in fields.offset(field)! }
+            offsets.request_method = value(clientFields[0])
+            offsets.request_url = value(clientFields[1])
+            offsets.url_scheme = value(clientFields[2])
+            offsets.url_host = value(clientFields[3])
+            offsets.url_path = value(clientFields[4])
+            offsets.url_raw_query = value(clientFields[5])
+            offsets.response_status_code = value(clientFields[6])
+        }
+        return .success(offsets)
+    }
+}

