@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes the HTTP tracer's parsers of captured bytes (request line and headers, status line, query
-# redaction) and its whole event decoder with libFuzzer: builds Fuzz/HTTPFuzz with
+# redaction, response framing) and its whole event decoder with libFuzzer: builds Fuzz/HTTPFuzz with
 # -sanitize=fuzzer,address into .build-fuzz-http, seeds a corpus with real requests and responses, and runs.
 #
 # Usage: scripts/fuzz-http.sh [RUNS] [extra libFuzzer flags...]   (RUNS defaults to 1000000)
@@ -22,6 +22,7 @@ if [ -z "$(ls -A "$corpus")" ]; then
     printf 'GET /hello?x=1&token=abc HTTP/1.1\r\nHost: 127.0.0.1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n' > "$corpus/request"
     printf 'POST http://example.com/a#f HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc' > "$corpus/absolute"
     printf 'HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n' > "$corpus/response"
+    printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n' > "$corpus/chunked"
     # A whole http_event: 104 bytes of header and fields (family AF_INET, role server, flags accepted),
     # then the request and response captures.
     python3 - "$corpus/event" <<'PY'
