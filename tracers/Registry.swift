@@ -5,8 +5,14 @@ public enum Tracers {}
 
 /// Every tracer the agent knows. Adding a tracer = adding its folder under tracers/ and one line here.
 public enum TracerRegistry {
-    public static let all: [any Tracer] = [
-        GoNetHTTPTracer(),
-        HTTPTracer(),
-    ]
+    /// Every tracer with its default options.
+    public static let all = tracers()
+
+    /// Every tracer, in attach order (the Go tracer before the generic HTTP one), with the agent's options.
+    public static func tracers(contextPropagation: Bool = false) -> [any Tracer] {
+        [
+            GoNetHTTPTracer(contextPropagation: contextPropagation),
+            HTTPTracer(),
+        ]
+    }
 }

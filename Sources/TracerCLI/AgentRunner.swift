@@ -1,4 +1,5 @@
 import ArgumentParser
+import BPFRuntime
 import Dispatch
 import Foundation
 import Logging
@@ -22,7 +23,11 @@ struct AgentRunner {
         }
         let logger = Logger(label: "tracer")
         let outputs = try Outputs(options: options, file: file, logger: logger)
-        let agent = try Agent(.init(selection: selection, tracers: TracerRegistry.all, sinks: outputs.sinks, logger: logger))
+        let tracers = TracerRegistry.tracers(contextPropagation: options.contextPropagation)
+        let agent = try Agent(.init(selection: selection, tracers: tracers, sinks: outputs.sinks, channel: try options.channel(), logger: logger))
+        for case let go as GoNetHTTPTracer in tracers {
+            if let notice = go.contextPropagationNotice(features: agent.features) { logger.notice("\(notice)") }
+        }
         outputs.observe(agent)
         let finished = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []

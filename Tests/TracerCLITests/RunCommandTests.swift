@@ -28,6 +28,8 @@ final class RunCommandTests: XCTestCase {
             (["--language", "cobol"], "--language: unknown language 'cobol'"),
             (["--exe", "*/x", "--print", "xml"], "--print: expected text, json or none"),
             (["--exe", "*/x", "--log-level", "loud"], "--log-level: expected trace"),
+            (["--exe", "*/x", "--ring-buffer-size", "3"], "--ring-buffer-size: expected a power of two from 1 to 1024 (MiB), not 3"),
+            (["--exe", "*/x", "--ring-buffer-size", "2048"], "--ring-buffer-size: expected a power of two"),
         ] {
             let result = try runProduct("tracer", arguments)
             XCTAssertNotEqual(result.status, 0, "\(arguments)")
@@ -82,13 +84,12 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(agent.terminationStatus, 0)
     }
 
-    func testTracesASelectedProcessAndStopsCleanlyOnSIGTERM() throws {
-        try requireBPF()
-        let sleeper = try startSleeper()
-
+    /// Runs `tracer` with `arguments` until its start-up line, calls `whileRunning` with its PID, then stops
+    /// it with SIGTERM and checks a clean exit. Returns stderr up to the start-up line and stdout.
+    private func runAgentUntilStarted(_ arguments: [String], whileRunning: (Int32) -> Void = { _ in }) throws -> (started: String, stdout: String) {
         let agent = Process()
         agent.executableURL = productsDirectory.appendingPathComponent("tracer")
-        agent.arguments = ["--pid", "\(sleeper.processIdentifier)", "--print", "json"]
+        agent.arguments = arguments
         let stderr = Pipe(), stdout = Pipe()
         agent.standardError = stderr
         agent.standardOutput = stdout
@@ -100,9 +101,7 @@ final class RunCommandTests: XCTestCase {
         try agent.run()
         XCTAssertTrue(waitUntil(timeout: 20) { log.withLock { $0.contains("SIGTERM stops") } }, log.withLock { $0 })
         let started = log.withLock { $0 }
-        XCTAssertTrue(started.contains("for pid \(sleeper.processIdentifier)"), started)
-        XCTAssertTrue(started.contains("/bin/sleep") || started.contains("/usr/bin/sleep"), started)
-        XCTAssertTrue(started.contains("1 processes selected now"), started)
+        whileRunning(agent.processIdentifier)
 
         agent.terminate() // SIGTERM
         agent.waitUntilExit()
@@ -110,7 +109,44 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(agent.terminationStatus, 0, log.withLock { $0 })
         XCTAssertEqual(agent.terminationReason, .exit)
         XCTAssertTrue(log.withLock { $0.contains("stopped:") }, log.withLock { $0 })
-        let output = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return (started, String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+    }
+
+    func testTracesASelectedProcessAndStopsCleanlyOnSIGTERM() throws {
+        try requireBPF()
+        let sleeper = try startSleeper()
+        let (started, output) = try runAgentUntilStarted(["--pid", "\(sleeper.processIdentifier)", "--print", "json"])
+        XCTAssertTrue(started.contains("for pid \(sleeper.processIdentifier)"), started)
+        XCTAssertTrue(started.contains("/bin/sleep") || started.contains("/usr/bin/sleep"), started)
+        XCTAssertTrue(started.contains("1 processes selected now"), started)
+        XCTAssertFalse(started.contains("context propagation"), started)
         XCTAssertTrue(output.split(separator: "\n").allSatisfy { $0.hasPrefix("{\"name\":") }, "stdout carries only spans: \(output)")
+    }
+
+    /// `--context-propagation` on a kernel that forbids `bpf_probe_write_user` (lockdown, as here) says so once
+    /// and carries on; `--ring-buffer-size` sizes the event ring.
+    func testContextPropagationNoticeAndRingBufferSize() throws {
+        try requireBPF()
+        let sleeper = try startSleeper()
+        var ringSizes: [String] = []
+        let (started, _) = try runAgentUntilStarted([
+            "--pid", "\(sleeper.processIdentifier)", "--context-propagation", "--ring-buffer-size", "8", "--print", "none",
+        ]) { pid in
+            // The agent's BPF_MAP_TYPE_RINGBUF (27) maps, from its descriptors' fdinfo.
+            let directory = "/proc/\(pid)/fdinfo"
+            for fd in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+                guard let info = try? String(contentsOfFile: "\(directory)/\(fd)", encoding: .utf8),
+                      info.contains("map_type:\t27\n") else { continue }
+                ringSizes += info.split(separator: "\n").filter { $0.hasPrefix("max_entries:") }.map { String($0.dropFirst(12)).trimmingCharacters(in: .whitespaces) }
+            }
+        }
+        XCTAssertEqual(Set(ringSizes), ["8388608"], "the event ring is 8 MiB")
+        let notices = started.split(separator: "\n").filter { $0.contains("context propagation") }
+        XCTAssertEqual(notices.count, 1, started)
+        let lockdown = (try? String(contentsOfFile: "/sys/kernel/security/lockdown", encoding: .utf8)) ?? ""
+        if lockdown.contains("[integrity]") || lockdown.contains("[confidentiality]") {
+            XCTAssertTrue(notices.first?.contains("forbids bpf_probe_write_user (kernel lockdown:") ?? false, started)
+        }
+        XCTAssertTrue(started.contains("1 processes selected now"), started)
     }
 }
