@@ -17,7 +17,7 @@ public enum OTLPTraceJSONEncoder {
                 appendLiteral("{\"scope\":", to: &out)
                 scope(scopeGroup.scope, into: &out)
                 appendLiteral(",\"spans\":[", to: &out)
-                for (n, i) in scopeGroup.indices.enumerated() {
+                for (n, i) in scopeGroup.runs.joined().enumerated() {
                     if n > 0 { out.append(UInt8(ascii: ",")) }
                     span(spans[spans.startIndex + i], into: &out)
                 }
