@@ -3,8 +3,8 @@ import OTLPExport
 import Telemetry
 import XCTest
 
-/// The protobuf encoder's own mechanics, decoded with the official `opentelemetry-proto` Python package:
-/// padded-varint length slots and the grow-and-retry path of a too-small buffer.
+/// The span encoders' own mechanics: padded-varint length slots and the grow-and-retry path of a too-small
+/// buffer (decoded with the official `opentelemetry-proto` Python package), and the JSON span writer's text.
 final class ProtobufEncoderTests: XCTestCase {
     /// `ExportTraceServiceRequest` bytes → `json_format.MessageToDict` of the request (Python protobuf).
     func decodeWithPython(_ bytes: [UInt8]) throws -> [String: Any] {
@@ -83,5 +83,41 @@ final class ProtobufEncoderTests: XCTestCase {
         for span in byName["GET /users/{id}"] ?? [] {
             XCTAssertEqual((span["attributes"] as? [[String: Any]])?.count, 8)
         }
+    }
+
+    /// The JSON span writer's escaping, numbers and growth: a JSON parser gets the strings back unchanged.
+    func testJSONSpanTextParses() throws {
+        let tricky = "q\"b\\s\n\r\t\u{01}\u{1F}é/</"
+        var attributes: Attributes = ["k\"ey": .string(tricky), "neg": .int(.min), "pos": .int(.max), "f": false, "d": 2.5]
+        attributes["long"] = .string(String(repeating: "\"", count: 5000))
+        let span = Span(
+            name: tricky, kind: .client, traceID: TraceID(high: 0x0123_4567_89ab_cdef, low: 0xfedc_ba98_7654_3210),
+            spanID: SpanID(0xa), parentSpanID: SpanID(0xb), traceState: "t=1", flags: 257, startTimeUnixNano: 0,
+            endTimeUnixNano: .max, status: .error(message: tricky), attributes: attributes, resource: .empty,
+            scope: InstrumentationScope(name: "s"))
+        var out: [UInt8] = []
+        OTLPTraceJSONEncoder.encode([span], into: &out)
+        let request = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out)) as? [String: Any])
+        let got = try XCTUnwrap(
+            (((request["resourceSpans"] as? [[String: Any]])?.first?["scopeSpans"] as? [[String: Any]])?.first?["spans"]
+                as? [[String: Any]])?.first)
+        XCTAssertEqual(got["name"] as? String, tricky)
+        XCTAssertEqual(got["traceId"] as? String, "0123456789abcdeffedcba9876543210")
+        XCTAssertEqual(got["spanId"] as? String, "000000000000000a")
+        XCTAssertEqual(got["parentSpanId"] as? String, "000000000000000b")
+        XCTAssertEqual(got["traceState"] as? String, "t=1")
+        XCTAssertEqual(got["flags"] as? Int, 257)
+        XCTAssertEqual(got["startTimeUnixNano"] as? String, "0")
+        XCTAssertEqual(got["endTimeUnixNano"] as? String, String(UInt64.max))
+        XCTAssertEqual((got["status"] as? [String: Any])?["message"] as? String, tricky)
+        let values = Dictionary(uniqueKeysWithValues: (got["attributes"] as? [[String: Any]] ?? []).map {
+            ($0["key"] as? String ?? "", $0["value"] as? [String: Any] ?? [:])
+        })
+        XCTAssertEqual(values["k\"ey"]?["stringValue"] as? String, tricky)
+        XCTAssertEqual(values["neg"]?["intValue"] as? String, String(Int64.min))
+        XCTAssertEqual(values["pos"]?["intValue"] as? String, String(Int64.max))
+        XCTAssertEqual(values["f"]?["boolValue"] as? Bool, false)
+        XCTAssertEqual(values["d"]?["doubleValue"] as? Double, 2.5)
+        XCTAssertEqual((values["long"]?["stringValue"] as? String)?.count, 5000)
     }
 }
