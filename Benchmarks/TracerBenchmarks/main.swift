@@ -83,8 +83,9 @@ func benchmarkReader() throws {
 }
 
 /// Cost a traced thread pays per event: a uprobe on a function of this binary, with (a) no probe, (b) an
-/// empty program, (c) a 64-byte event with the project's submit policy (no wakeup per event), (d) the same
-/// event with a wakeup per event. A reader drains on its timer throughout. Variants interleave per round.
+/// empty program, (c) a 64-byte event with the project's submit policy (no wakeup per event, a forced one past
+/// the threshold), (d) the same event never waking the reader, to isolate the policy's own share, (e) the
+/// same event with a wakeup per event. A reader drains on its timer throughout. Variants interleave per round.
 func benchmarkSubmit() throws {
     print("== cost per traced call: uprobe + event submit policy ==")
     let (path, offset) = try fileOffset(of: tracer_bench_target_address(0))
@@ -93,6 +94,7 @@ func benchmarkSubmit() throws {
         ("no probe", nil),
         ("empty uprobe program", Selftest.Program.selftestEmptyUprobe),
         ("event, project policy (NO_WAKEUP + threshold)", Selftest.Program.selftestUprobePolicy),
+        ("event, never waking the reader", Selftest.Program.selftestUprobeNeverWake),
         ("event, wakeup per event", Selftest.Program.selftestUprobeWakeupEach),
     ]
     let object = try load(Set(variants.compactMap(\.1)), channel: channel)
@@ -124,6 +126,7 @@ func benchmarkSubmit() throws {
         }
         print(line)
     }
+    print("the wakeup policy's own share (policy − never waking): \(format((probeCost[2] - probeCost[3]) / probeCost[1] * 100, 1)) % of the empty program")
     print("events read: \(events.load(ordering: .relaxed)), kernel drops: \(try channel.kernelDrops()); target: project policy <= +15 % vs empty program")
 }
 
