@@ -8,7 +8,7 @@ import TracerFramework
 import Tracers
 
 /// Cost of the HTTP tracer (issue 6), side by side with its baseline in one run. Run as root:
-///   swift run -c release HTTPTracerBenchmark [--seconds N] [--rounds N] [--nginx]
+///   swift run -c release HTTPTracerBenchmark [--seconds N] [--rounds N] [--nginx] [--syscall-tracepoints]
 /// 1. A Python `http.server` (or nginx with --nginx) under `wrk -t1 -c4`: untraced and traced rounds
 ///    alternate; medians and their ratio are printed, with spans counted against wrk's requests.
 /// 2. A process that is NOT selected does read()/write() syscalls in a tight loop with and without the
@@ -29,6 +29,7 @@ var seconds = 5
 var rounds = 3
 var useNginx = false
 var syscallsOnly = false
+var hooks = HTTPTracer.Hooks.detect()
 var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     switch argument {
@@ -36,6 +37,7 @@ while let argument = arguments.popFirst() {
     case "--rounds": rounds = Int(arguments.popFirst() ?? "") ?? rounds
     case "--nginx": useNginx = true
     case "--syscalls-only": syscallsOnly = true
+    case "--syscall-tracepoints": hooks = .syscallTracepoints
     default: print("unknown argument \(argument)"); exit(2)
     }
 }
@@ -55,9 +57,11 @@ final class AttachedTracer {
     private var reader: (any EventReader)?
     let spans = Counter()
     let object: BPFObject
+    let tracer: HTTPTracer
 
-    init() throws {
-        let tracer = HTTPTracer()
+    init(hooks: HTTPTracer.Hooks) throws {
+        let tracer = HTTPTracer(hooks: hooks)
+        self.tracer = tracer
         channel = try EventChannel()
         var programs = Set<BPFProgramName>()
         for probe in tracer.probes {
@@ -84,7 +88,6 @@ final class AttachedTracer {
     }
 
     func attach() throws {
-        let tracer = HTTPTracer()
         let elf = try ELFFile(path: Self.libssl)
         for probe in tracer.probes {
             switch probe {
@@ -224,7 +227,8 @@ func syscallLoop(count: Int) -> Double {
 let directory = FileManager.default.temporaryDirectory.appendingPathComponent("http-bench-\(getpid())")
 try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(at: directory) }
-let tracer = try AttachedTracer()
+let tracer = try AttachedTracer(hooks: hooks)
+print("hooks: \(hooks.rawValue)")
 let (server, url) = try startServer(directory: directory)
 defer { server.terminate(); server.waitUntilExit() }
 try tracer.channel.allow(pid: server.processIdentifier)
@@ -272,7 +276,10 @@ do {
     let statistics = try BPFStatistics.enable()
     try tracer.attach()
     _ = syscallLoop(count: calls)
-    for program in [HTTPTracer.Program.httpEnterRead, HTTPTracer.Program.httpEnterWrite, HTTPTracer.Program.httpExitData] {
+    let programs = hooks == .socketTracepoints
+        ? [HTTPTracer.Program.httpSockRecv, HTTPTracer.Program.httpSockSend]
+        : [HTTPTracer.Program.httpEnterRead, HTTPTracer.Program.httpEnterWrite, HTTPTracer.Program.httpExitData]
+    for program in programs {
         let stats = try tracer.object.program(program).runtimeStatistics()
         print("  \(program): \(stats.runCount) runs, \(format(stats.averageNanoseconds, 1)) ns per run (BPF run time only)")
     }

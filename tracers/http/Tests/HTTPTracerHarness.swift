@@ -15,7 +15,7 @@ import XCTest
 final class HTTPTracerHarness {
     static let libssl = "/lib/x86_64-linux-gnu/libssl.so.3"
 
-    let tracer = HTTPTracer()
+    let tracer: HTTPTracer
     let channel: EventChannel
     let object: BPFObject
     private var links: [BPFLink] = []
@@ -28,7 +28,8 @@ final class HTTPTracerHarness {
         let events = Mutex<[http_event]>([])
     }
 
-    init() throws {
+    init(hooks: HTTPTracer.Hooks = .detect()) throws {
+        tracer = HTTPTracer(hooks: hooks)
         channel = try EventChannel()
         var spec = BPFObjectSpec(tracer.object, programs: Set(tracer.probes.flatMap { Self.programs(of: $0) }))
         channel.use(in: &spec)

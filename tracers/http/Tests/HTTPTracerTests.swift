@@ -26,9 +26,22 @@ final class HTTPTracerTests: XCTestCase {
     }
 
     func testPythonServerGivesOneSpanPerRequestWithMethodPathStatusAndKind() throws {
+        try checkPythonServer(hooks: .detect())
+    }
+
+    /// The hooks of kernels without the socket tracepoints (before Linux 6.4), on this kernel.
+    func testPythonServerThroughSyscallTracepoints() throws {
+        try checkPythonServer(hooks: .syscallTracepoints)
+    }
+
+    func testHTTPSThroughSyscallTracepoints() throws {
+        try checkHTTPS(hooks: .syscallTracepoints)
+    }
+
+    private func checkPythonServer(hooks: HTTPTracer.Hooks) throws {
         try requireBPF()
         let directory = try temporaryDirectory(self)
-        let harness = try HTTPTracerHarness()
+        let harness = try HTTPTracerHarness(hooks: hooks)
         let (server, port) = try pythonServer(directory)
         try harness.allow(server.pid)
         let base = "http://127.0.0.1:\(port)"
@@ -57,7 +70,10 @@ final class HTTPTracerTests: XCTestCase {
         // Keep-alive: every request came over the same connection.
         XCTAssertEqual(Set(spans.compactMap { attribute($0, SemanticConventions.clientPort)?.intValue }).count, 1)
         let events = harness.rawEvents(of: server.pid)
-        XCTAssertTrue(events.allSatisfy { $0.flags & UInt8(HTTP_FLAG_ACCEPTED) != 0 }, "accept4 seen for the connection")
+        XCTAssertEqual(Set(events.map(\.role)), [UInt8(HTTP_ROLE_SERVER)])
+        if hooks == .syscallTracepoints {
+            XCTAssertTrue(events.allSatisfy { $0.flags & UInt8(HTTP_FLAG_ACCEPTED) != 0 }, "accept4 seen for the connection")
+        }
     }
 
     func testSlowHandlerShowsInTheDurationAndPostBodyAndTraceparentAreHonoured() throws {
@@ -131,9 +147,13 @@ final class HTTPTracerTests: XCTestCase {
     }
 
     func testHTTPSServerAndClientThroughLibsslWithoutPlaintextDuplicates() throws {
+        try checkHTTPS(hooks: .detect())
+    }
+
+    private func checkHTTPS(hooks: HTTPTracer.Hooks) throws {
         try requireBPF()
         let directory = try temporaryDirectory(self)
-        let harness = try HTTPTracerHarness()
+        let harness = try HTTPTracerHarness(hooks: hooks)
         let (server, port) = try pythonServer(directory, tls: try Programs.certificate(in: directory))
         try harness.allow(server.pid)
         let base = "https://127.0.0.1:\(port)"
