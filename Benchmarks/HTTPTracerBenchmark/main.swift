@@ -224,6 +224,45 @@ func syscallLoop(count: Int) -> Double {
     return (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9) / Double(count)
 }
 
+/// A connected TCP pair on 127.0.0.1 (client, accepted server side).
+func loopbackPair() throws -> (Int32, Int32) {
+    let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(listener) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    try withUnsafeMutablePointer(to: &address) { pointer in
+        try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+            guard bind(listener, raw, length) == 0, listen(listener, 1) == 0, getsockname(listener, raw, &length) == 0
+            else { throw Failure(description: "loopback listener: errno \(errno)") }
+        }
+    }
+    let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    try withUnsafePointer(to: &address) { pointer in
+        try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+            guard connect(client, raw, length) == 0 else { throw Failure(description: "loopback connect: errno \(errno)") }
+        }
+    }
+    let server = accept(listener, nil, nil)
+    guard server >= 0 else { throw Failure(description: "loopback accept: errno \(errno)") }
+    return (client, server)
+}
+
+/// Nanoseconds per syscall for `count` send(2)/recv(2) of 64 bytes over a TCP loopback connection.
+func socketLoop(count: Int, pair: (Int32, Int32)) -> Double {
+    var buffer = [UInt8](repeating: 0x41, count: 64)
+    let start = ContinuousClock.now
+    buffer.withUnsafeMutableBytes { bytes in
+        for _ in 0..<(count / 2) {
+            _ = send(pair.0, bytes.baseAddress, 64, 0)
+            _ = recv(pair.1, bytes.baseAddress, 64, 0)
+        }
+    }
+    let elapsed = ContinuousClock.now - start
+    return (Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9) / Double(count)
+}
+
 let directory = FileManager.default.temporaryDirectory.appendingPathComponent("http-bench-\(getpid())")
 try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(at: directory) }
@@ -263,13 +302,17 @@ print("agent CPU (reader + decode, this process): \(format(cpuTraced / Double(ma
 // An unselected process: the programs are attached but tracer_pid_allowed() says no.
 let calls = 4_000_000
 _ = syscallLoop(count: calls / 4)
+let pair = try loopbackPair()
 var bare: [Double] = [], attached: [Double] = [], unhookedBare: [Double] = [], unhookedAttached: [Double] = []
+var socketBare: [Double] = [], socketAttached: [Double] = []
 for _ in 0..<7 {
     bare.append(syscallLoop(count: calls))
     unhookedBare.append(unhookedLoop(count: calls))
+    socketBare.append(socketLoop(count: calls / 4, pair: pair))
     try tracer.attach()
     attached.append(syscallLoop(count: calls))
     unhookedAttached.append(unhookedLoop(count: calls))
+    socketAttached.append(socketLoop(count: calls / 4, pair: pair))
     tracer.detach()
 }
 do {
@@ -289,5 +332,7 @@ do {
 let slowdown = median(attached) / median(bare) - 1
 let unhookedSlowdown = median(unhookedAttached) / median(unhookedBare) - 1
 print("unselected process, getppid loop (not hooked): \(format(median(unhookedBare), 1)) ns/syscall bare, \(format(median(unhookedAttached), 1)) ns/syscall attached: \(format(unhookedSlowdown * 100, 1)) % slower")
+let socketSlowdown = median(socketAttached) / median(socketBare) - 1
+print("unselected process, TCP loopback send+recv loop: \(format(median(socketBare), 1)) ns/syscall bare, \(format(median(socketAttached), 1)) ns/syscall attached: \(format(socketSlowdown * 100, 1)) % slower")
 print("unselected process, read+write loop: \(format(median(bare), 1)) ns/syscall bare, \(format(median(attached), 1)) ns/syscall with the programs attached: \(format(slowdown * 100, 1)) % slower (target <= 3 %)")
 tracer.stop()
