@@ -84,7 +84,7 @@ let package = Package(
         /// ELF, Go build info / pclntab, DWARF struct offsets, RET offsets and /proc inspection (issue 3).
         .target(
             name: "ExecutableInspection",
-            dependencies: ["CLibElf", "CCapstone", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CLibElf", "CCapstone", "CTracerShim", .product(name: "Logging", package: "swift-log")],
             exclude: ["README.md"],
             swiftSettings: swiftSettings),
         /// Replays files through the inspection parsers; built with `-sanitize=fuzzer` by
@@ -141,7 +141,7 @@ let package = Package(
         .executableTarget(
             name: "TracerCLI",
             dependencies: [
-                "BPFRuntime", "BPFPrograms", "ExecutableInspection", "TracerFramework", "Tracers", "Telemetry",
+                "BPFRuntime", "BPFPrograms", "ExecutableInspection", "TracerFramework", "Tracers", "Telemetry", "OTLPExport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -93,20 +93,27 @@ int selftest_empty_uprobe(void *ctx)
 	return 0;
 }
 
-/* Benchmark: a 64-byte event (header and payload, no extra helper calls) submitted with the project's
- * policy (tracer_submit: no wakeup per event). */
-SEC("uprobe")
-int selftest_uprobe_policy(void *ctx)
+/* A 64-byte benchmark event: the header and a payload, no extra helper calls. */
+static __always_inline struct selftest_event *bench_event(void)
 {
 	struct selftest_event *event = tracer_reserve(sizeof(*event));
 	if (!event)
-		return 0;
+		return NULL;
 	tracer_fill_header(&event->header, SELFTEST_EVENT_UPROBE);
 	event->cookie = 0;
 	event->value = 0;
 	event->sequence = 0;
 	__builtin_memset(event->comm, 0, sizeof(event->comm));
-	tracer_submit(ctx, event, sizeof(*event));
+	return event;
+}
+
+/* Benchmark: the event submitted with the project's policy (tracer_submit: no wakeup per event). */
+SEC("uprobe")
+int selftest_uprobe_policy(void *ctx)
+{
+	struct selftest_event *event = bench_event();
+	if (event)
+		tracer_submit(ctx, event, sizeof(*event));
 	return 0;
 }
 
@@ -114,15 +121,9 @@ int selftest_uprobe_policy(void *ctx)
 SEC("uprobe")
 int selftest_uprobe_wakeup_each(void *ctx)
 {
-	struct selftest_event *event = tracer_reserve(sizeof(*event));
-	if (!event)
-		return 0;
-	tracer_fill_header(&event->header, SELFTEST_EVENT_UPROBE);
-	event->cookie = 0;
-	event->value = 0;
-	event->sequence = 0;
-	__builtin_memset(event->comm, 0, sizeof(event->comm));
-	bpf_ringbuf_submit(event, 0);
+	struct selftest_event *event = bench_event();
+	if (event)
+		bpf_ringbuf_submit(event, 0);
 	return 0;
 }
 

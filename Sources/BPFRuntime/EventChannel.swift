@@ -23,7 +23,7 @@ public final class EventChannel: Sendable {
         /// Emit events only for processes allowed in the PID filter.
         public var filterPIDs: Bool
 
-        public init(transport: Transport = .ringBuffer(bytes: 4 << 20), wakeupBytes: UInt64 = 256 << 10, filterPIDs: Bool = true) {
+        public init(transport: Transport = .ringBuffer(bytes: 2 << 20), wakeupBytes: UInt64 = 256 << 10, filterPIDs: Bool = true) {
             self.transport = transport
             self.wakeupBytes = wakeupBytes
             self.filterPIDs = filterPIDs

@@ -39,13 +39,19 @@ final class FileBytes {
     }
 
     /// A private copy of `bytes` (fuzzing, tests).
-    init(copying bytes: some Collection<UInt8>) {
-        count = bytes.count
+    convenience init(copying bytes: some Collection<UInt8>) {
+        self.init(zeroed: bytes.count)
+        if let base { _ = UnsafeMutableRawBufferPointer(start: base, count: count).copyBytes(from: bytes) }
+    }
+
+    /// `count` zero bytes, to be filled by the caller (the DWARF type image).
+    init(zeroed count: Int) {
+        self.count = count
         if count == 0 {
             base = nil
         } else {
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 16)
-            buffer.copyMemory(from: Array(bytes), byteCount: count)
+            buffer.initializeMemory(as: UInt8.self, repeating: 0, count: count)
             base = buffer
         }
         isMapped = false
@@ -107,14 +113,6 @@ struct ByteView {
         return String(decoding: bytes[start..<nul], as: UTF8.self)
     }
 
-    /// Whether the NUL-terminated string at `offset` equals `name` (no allocation).
-    func cStringEquals(_ offset: UInt64, _ name: [UInt8]) -> Bool {
-        guard offset <= UInt64(bytes.count), UInt64(name.count) < UInt64(bytes.count) - offset else { return false }
-        let start = Int(offset)
-        for (i, byte) in name.enumerated() where bytes[start + i] != byte { return false }
-        return bytes[start + name.count] == 0
-    }
-
     /// Unsigned LEB128 / Go `binary.Uvarint` at `offset`: (value, bytes consumed).
     func uvarint(_ offset: UInt64) -> (UInt64, UInt64)? {
         var value: UInt64 = 0
@@ -139,6 +137,34 @@ struct ByteView {
             guard let hit = bytes[i...last].firstIndex(of: first) else { return nil }
             if needle.indices.allSatisfy({ bytes[hit + $0] == needle[$0] }) { return UInt64(hit) }
             i = hit + 1
+        }
+        return nil
+    }
+}
+
+/// Matches NUL-terminated names in a string table against a small set of wanted names without
+/// allocating: `memchr` finds the length, candidates of that length are compared with `memcmp`.
+/// Symbol tables of large Go binaries have tens of thousands of entries; this keeps a lookup pass
+/// at a few milliseconds.
+struct NameMatcher {
+    private let candidatesByLength: [[(name: String, bytes: [UInt8])]]
+
+    init(_ names: Set<String>) {
+        let longest = names.map(\.utf8.count).max() ?? 0
+        var table = [[(name: String, bytes: [UInt8])]](repeating: [], count: longest + 1)
+        for name in names { table[name.utf8.count].append((name, Array(name.utf8))) }
+        candidatesByLength = table
+    }
+
+    /// The wanted name stored at `offset` in `strings`, if the string there is one of them.
+    func match(_ strings: ByteView, at offset: UInt64) -> String? {
+        guard let base = strings.bytes.baseAddress, offset < UInt64(strings.count) else { return nil }
+        let start = base + Int(offset)
+        let limit = min(strings.count - Int(offset), candidatesByLength.count)
+        guard let nul = memchr(start, 0, limit) else { return nil }
+        let length = UnsafeRawPointer(nul) - start
+        for candidate in candidatesByLength[length] where length == 0 || candidate.bytes.withUnsafeBytes({ memcmp(start, $0.baseAddress!, length) == 0 }) {
+            return candidate.name
         }
         return nil
     }

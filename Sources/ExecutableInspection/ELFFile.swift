@@ -48,7 +48,6 @@ struct LoadSegment {
     let virtualAddress: UInt64
     let offset: UInt64
     let fileSize: UInt64
-    let memorySize: UInt64
     let flags: UInt32
 }
 
@@ -82,8 +81,8 @@ public final class ELFFile {
     let elf: OpaquePointer
     let sections: [ELFSection]
     let loadSegments: [LoadSegment]
-    /// `PT_TLS` (`p_vaddr`, `p_memsz`, `p_align`), used for Go's TLS `g` slot in cgo binaries.
-    let tlsSegment: (address: UInt64, memorySize: UInt64, alignment: UInt64)?
+    /// `PT_TLS` (`p_memsz`, `p_align`), used for Go's TLS `g` slot in cgo binaries.
+    let tlsSegment: (memorySize: UInt64, alignment: UInt64)?
 
     /// `e_machine` names for the machines the project meets.
     public var machineName: String {
@@ -138,11 +137,26 @@ public final class ELFFile {
         machine = ehdr.e_machine
         entry = ehdr.e_entry
 
+        // libelf quietly reports 0 headers when a table lies past the end of the image, so the raw
+        // header fields are checked first (PN_XNUM / e_shnum 0 keep their extended counts in section 0).
+        let phentsize: UInt64 = is64Bit ? 56 : 32
+        let shentsize: UInt64 = is64Bit ? 64 : 40
+        if ehdr.e_phnum != 0 && ehdr.e_phnum != 0xffff
+            && bytes.slice(offset: ehdr.e_phoff, length: UInt64(ehdr.e_phnum) * UInt64(ehdr.e_phentsize)) == nil {
+            throw malformed("program headers (e_phoff 0x\(hex(ehdr.e_phoff)), \(ehdr.e_phnum) entries) extend past end of file (\(size) bytes)")
+        }
+        if ehdr.e_shoff != 0
+            && bytes.slice(offset: ehdr.e_shoff, length: max(UInt64(ehdr.e_shnum), 1) * UInt64(ehdr.e_shentsize)) == nil {
+            throw malformed("section headers (e_shoff 0x\(hex(ehdr.e_shoff)), \(ehdr.e_shnum) entries) extend past end of file (\(size) bytes)")
+        }
+
         // Program headers: the table itself, then every PT_LOAD's file range.
         var phnum = 0
         guard elf_getphdrnum(elf, &phnum) == 0 else { throw malformed("bad program header count: \(libelfError())") }
+        if ehdr.e_phnum != 0xffff && phnum != Int(ehdr.e_phnum) {
+            throw malformed("libelf sees \(phnum) of e_phnum \(ehdr.e_phnum) program headers")
+        }
         if phnum > 0 {
-            let phentsize: UInt64 = is64Bit ? 56 : 32
             guard UInt64(ehdr.e_phentsize) == phentsize else { throw malformed("e_phentsize \(ehdr.e_phentsize) is not \(phentsize)") }
             guard bytes.slice(offset: ehdr.e_phoff, length: UInt64(phnum) * phentsize) != nil else {
                 throw malformed("program headers (e_phoff 0x\(hex(ehdr.e_phoff)), \(phnum) entries) extend past end of file (\(size) bytes)")
@@ -150,7 +164,7 @@ public final class ELFFile {
         }
         var loads: [LoadSegment] = []
         var interpRange: (UInt64, UInt64)?
-        var tls: (UInt64, UInt64, UInt64)?
+        var tls: (UInt64, UInt64)?
         var noteRanges: [(UInt64, UInt64)] = []
         for i in 0..<phnum {
             var phdr = GElf_Phdr()
@@ -162,26 +176,29 @@ public final class ELFFile {
                     throw malformed("PT_LOAD segment \(i) (offset 0x\(hex(phdr.p_offset)), size 0x\(hex(phdr.p_filesz))) extends past end of file (\(size) bytes)")
                 }
                 loads.append(LoadSegment(virtualAddress: phdr.p_vaddr, offset: phdr.p_offset, fileSize: phdr.p_filesz,
-                                         memorySize: phdr.p_memsz, flags: phdr.p_flags))
+                                         flags: phdr.p_flags))
             case UInt32(PT_INTERP):
                 guard inFile else { throw malformed("PT_INTERP extends past end of file") }
                 interpRange = (phdr.p_offset, phdr.p_filesz)
             case UInt32(PT_NOTE):
                 if inFile { noteRanges.append((phdr.p_offset, phdr.p_filesz)) }
             case UInt32(PT_TLS):
-                tls = (phdr.p_vaddr, phdr.p_memsz, phdr.p_align)
+                tls = (phdr.p_memsz, phdr.p_align)
             default: break
             }
         }
         loadSegments = loads
-        tlsSegment = tls.map { (address: $0.0, memorySize: $0.1, alignment: $0.2) }
+        tlsSegment = tls.map { (memorySize: $0.0, alignment: $0.1) }
 
         // Section headers: the table, e_shstrndx, then every section's file range.
         var shnum = 0
         guard elf_getshdrnum(elf, &shnum) == 0 else { throw malformed("bad section header count: \(libelfError())") }
+        if ehdr.e_shnum != 0 && shnum != Int(ehdr.e_shnum) {
+            throw malformed("libelf sees \(shnum) of e_shnum \(ehdr.e_shnum) section headers")
+        }
+        if ehdr.e_shoff != 0 && shnum == 0 { throw malformed("e_shoff 0x\(hex(ehdr.e_shoff)) but no readable section headers") }
         var parsed: [ELFSection] = []
         if shnum > 0 {
-            let shentsize: UInt64 = is64Bit ? 64 : 40
             guard UInt64(ehdr.e_shentsize) == shentsize else { throw malformed("e_shentsize \(ehdr.e_shentsize) is not \(shentsize)") }
             guard bytes.slice(offset: ehdr.e_shoff, length: UInt64(shnum) * shentsize) != nil else {
                 throw malformed("section headers (e_shoff 0x\(hex(ehdr.e_shoff)), \(shnum) entries) extend past end of file (\(size) bytes)")
@@ -308,15 +325,15 @@ public final class ELFFile {
     /// (the first definition wins). Nothing of the tables is kept.
     public func symbols(named names: Set<String>) -> [String: ELFSymbol] {
         var found: [String: ELFSymbol] = [:]
-        let wanted = names.map { (name: $0, bytes: Array($0.utf8)) }
+        let matcher = NameMatcher(names)
         for table in sections where table.type == UInt32(SHT_SYMTAB) || table.type == UInt32(SHT_DYNSYM) {
             forEachSymbol(in: table) { nameOffset, strings, value, size, info in
-                for target in wanted where found[target.name] == nil && strings.cStringEquals(nameOffset, target.bytes) {
-                    found[target.name] = ELFSymbol(name: target.name, address: value, size: size, isFunction: info & 0xf == 2)
+                if let name = matcher.match(strings, at: nameOffset), found[name] == nil {
+                    found[name] = ELFSymbol(name: name, address: value, size: size, isFunction: info & 0xf == 2)
                 }
-                return found.count < wanted.count
+                return found.count < names.count
             }
-            if found.count == wanted.count { break }
+            if found.count == names.count { break }
         }
         return found
     }

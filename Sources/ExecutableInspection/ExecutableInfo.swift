@@ -63,6 +63,8 @@ public struct GoDetails: Sendable, Codable, Equatable {
     public let notInstrumentableReason: String?
     /// Number of functions in `.gopclntab`.
     public let functionCount: Int
+    /// ``ELFFile/goGSlotThreadPointerOffset``: the current `g` is at `fsbase + this` (nil: unknown).
+    public let gSlotThreadPointerOffset: Int64?
 }
 
 /// Everything tracers need to know about one executable or library, and nothing more: no symbol

@@ -40,7 +40,7 @@ public struct ExecutableInspector: Sendable {
             }
             if goTable == nil && reason == nil { reason = "no .gopclntab function table" }
             go = GoDetails(buildInfo: buildInfo, fieldOffsets: offsets, notInstrumentableReason: reason,
-                           functionCount: Int(goTable?.functionCount ?? 0))
+                           functionCount: Int(goTable?.functionCount ?? 0), gSlotThreadPointerOffset: elf.goGSlotThreadPointerOffset)
         }
 
         let names = Set(queries.map(\.symbol))

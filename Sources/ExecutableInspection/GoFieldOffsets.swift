@@ -1,4 +1,8 @@
 internal import CLibElf
+internal import CTracerShim
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A struct field a Go tracer reads from process memory, named as in Go's DWARF
 /// (`DW_TAG_structure_type` "net/http.Request", `DW_TAG_member` "Method").
@@ -14,12 +18,6 @@ public struct GoField: Hashable, Sendable, Codable, CustomStringConvertible {
 
     /// `type.field`, the key used in JSON and the offsets table.
     public var description: String { "\(type).\(field)" }
-
-    /// Parses `package/path.Type.field` (the field is after the last dot).
-    public init?(_ key: String) {
-        guard let dot = key.lastIndex(of: "."), dot != key.startIndex else { return nil }
-        self.init(String(key[..<dot]), String(key[key.index(after: dot)...]))
-    }
 
     /// What a Go `net/http` server and client tracer reads: the request line and headers
     /// (`net/http.Request`, `net/url.URL`), the server's response status (`net/http.response`), the
@@ -75,8 +73,21 @@ extension ELFFile {
     /// children's `DW_AT_data_member_location`. Nil when the file has no DWARF; corrupt DWARF throws.
     func dwarfFieldOffsets(_ fields: [GoField]) throws(InspectionError) -> [GoField: UInt64]? {
         guard hasDWARF else { return nil }
-        _ = libelfReady
-        guard let dwarf = dwarf_begin_elf(elf, DWARF_C_READ, nil) else {
+        // libdw decompresses every debug section it knows when it opens a file; Go compresses them all
+        // and only type information is needed, so libdw gets an image holding just those sections.
+        let image = typeInformationImage()
+        defer {
+            withExtendedLifetime(image) {}  // libelf and libdw point into it until the end
+            // libelf's decompressed sections are large malloc blocks glibc keeps after free (its mmap
+            // threshold adapts upwards); hand them back so inspection leaves no RSS behind.
+            tracer_release_free_heap()
+        }
+        var typesElf = elf
+        if let image, let base = image.base, let minimal = elf_memory(base.assumingMemoryBound(to: CChar.self), image.count) {
+            typesElf = minimal
+        }
+        defer { if typesElf != elf { elf_end(typesElf) } }
+        guard let dwarf = dwarf_begin_elf(typesElf, DWARF_C_READ, nil) else {
             throw InspectionError(.malformed, path, "DWARF: \(dwarfError(dwarf_errno()))")
         }
         defer { dwarf_end(dwarf) }
@@ -84,38 +95,53 @@ extension ELFFile {
         for field in fields { wanted[field.type, default: []].insert(field.field) }
         var found: [GoField: UInt64] = [:]
         var remainingTypes = Set(wanted.keys)
+        // Unit offsets, the Go runtime's unit first: the Go linker puts every type DIE there, so the
+        // other units (one per package, thousands of subprogram DIEs) need no walk at all.
+        var units: [Dwarf_Off] = []
         var offset: Dwarf_Off = 0
         var next: Dwarf_Off = 0
         var headerSize = 0
-        while !remainingTypes.isEmpty {
+        while true {
             let status = dwarf_nextcu(dwarf, offset, &next, &headerSize, nil, nil, nil)
-            if status == 1 { break }
+            if status == 1 {
+                // libdw reports "no more units" for a unit header it cannot parse; at offset 0 that is corrupt DWARF.
+                if offset == 0 { throw InspectionError(.malformed, path, "DWARF: no readable compile unit in .debug_info") }
+                break
+            }
             guard status == 0 else { throw InspectionError(.malformed, path, "DWARF: \(dwarfError(dwarf_errno()))") }
+            // dwarf_nextcu does not check a unit's length or version; reading its DIE does.
+            var unit = Dwarf_Die()
+            guard dwarf_offdie(dwarf, offset + Dwarf_Off(headerSize), &unit) != nil else {
+                throw InspectionError(.malformed, path, "DWARF: unit at .debug_info offset 0x\(hex(offset)) unreadable: \(dwarfError(dwarf_errno()))")
+            }
+            let isRuntime = dwarf_diename(&unit).map { String(cString: $0) == "runtime" } ?? false
+            if isRuntime { units.insert(offset + Dwarf_Off(headerSize), at: 0) } else { units.append(offset + Dwarf_Off(headerSize)) }
+            offset = next
+        }
+        for unitOffset in units where !remainingTypes.isEmpty {
             var unit = Dwarf_Die()
             var child = Dwarf_Die()
-            if dwarf_offdie(dwarf, offset + Dwarf_Off(headerSize), &unit) != nil, dwarf_child(&unit, &child) == 0 {
+            guard dwarf_offdie(dwarf, unitOffset, &unit) != nil, dwarf_child(&unit, &child) == 0 else { continue }
+            repeat {
+                guard dwarf_tag(&child) == DW_TAG_structure_type, let cName = dwarf_diename(&child) else { continue }
+                let name = String(cString: cName)
+                guard remainingTypes.contains(name), let members = wanted[name] else { continue }
+                remainingTypes.remove(name)
+                var member = Dwarf_Die()
+                guard dwarf_child(&child, &member) == 0 else { continue }
                 repeat {
-                    guard dwarf_tag(&child) == DW_TAG_structure_type, let cName = dwarf_diename(&child) else { continue }
-                    let name = String(cString: cName)
-                    guard remainingTypes.contains(name), let members = wanted[name] else { continue }
-                    remainingTypes.remove(name)
-                    var member = Dwarf_Die()
-                    guard dwarf_child(&child, &member) == 0 else { continue }
-                    repeat {
-                        guard dwarf_tag(&member) == DW_TAG_member, let cMember = dwarf_diename(&member) else { continue }
-                        let memberName = String(cString: cMember)
-                        guard members.contains(memberName) else { continue }
-                        var attribute = Dwarf_Attribute()
-                        var value: Dwarf_Word = 0
-                        guard dwarf_attr(&member, UInt32(DW_AT_data_member_location), &attribute) != nil,
-                              dwarf_formudata(&attribute, &value) == 0 else {
-                            throw InspectionError(.malformed, path, "DWARF: \(name).\(memberName) has no constant DW_AT_data_member_location")
-                        }
-                        found[GoField(name, memberName)] = value
-                    } while nextSibling(&member)
-                } while nextSibling(&child)
-            }
-            offset = next
+                    guard dwarf_tag(&member) == DW_TAG_member, let cMember = dwarf_diename(&member) else { continue }
+                    let memberName = String(cString: cMember)
+                    guard members.contains(memberName) else { continue }
+                    var attribute = Dwarf_Attribute()
+                    var value: Dwarf_Word = 0
+                    guard dwarf_attr(&member, UInt32(DW_AT_data_member_location), &attribute) != nil,
+                          dwarf_formudata(&attribute, &value) == 0 else {
+                        throw InspectionError(.malformed, path, "DWARF: \(name).\(memberName) has no constant DW_AT_data_member_location")
+                    }
+                    found[GoField(name, memberName)] = value
+                } while nextSibling(&member)
+            } while !remainingTypes.isEmpty && nextSibling(&child)
         }
         return found
     }
@@ -146,6 +172,65 @@ extension GoFieldOffsets {
         self.source = source
         offsets = Dictionary(uniqueKeysWithValues: found.map { ($0.key.description, $0.value) })
         missing = fields.filter { found[$0] == nil }.map(\.description)
+    }
+}
+
+extension ELFFile {
+    /// The debug sections type lookups need (`.debug_info`, `.debug_abbrev` and the string/address
+    /// tables DWARF 5 forms refer to), still compressed if they were, in a minimal 64-bit ELF image
+    /// (header, data, `.shstrtab`, section headers). Nil for 32-bit files, which get the whole file.
+    func typeInformationImage() -> FileBytes? {
+        let wanted: Set<String> = [".debug_info", ".debug_abbrev", ".debug_str", ".debug_line_str", ".debug_str_offsets",
+                                   ".debug_addr", ".zdebug_info", ".zdebug_abbrev", ".zdebug_str"]
+        let chosen = sections.filter { wanted.contains($0.name) && $0.type != UInt32(SHT_NOBITS) }
+        guard is64Bit, !chosen.isEmpty else { return nil }
+        // Layout: Elf64_Ehdr | each section's bytes (8-aligned) | .shstrtab | Elf64_Shdr[null, chosen..., .shstrtab].
+        var names: [UInt8] = [0]
+        var placed: [(name: Int, section: ELFSection, offset: Int)] = []
+        var end = 64
+        for section in chosen {
+            end = (end + 7) & ~7
+            placed.append((names.count, section, end))
+            names += Array(section.name.utf8) + [0]
+            end += Int(section.size)
+        }
+        let namesName = names.count
+        names += Array(".shstrtab".utf8) + [0]
+        let namesOffset = end
+        let headersOffset = (namesOffset + names.count + 7) & ~7
+        var tail: [UInt8] = []  // section headers
+        func append<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { tail += $0 } }
+        func sectionHeader(name: Int, type: UInt32, flags: UInt64, offset: Int, size: Int, alignment: UInt64) {
+            append(UInt32(name)); append(type); append(flags); append(UInt64(0))  // sh_name, sh_type, sh_flags, sh_addr
+            append(UInt64(offset)); append(UInt64(size)); append(UInt32(0)); append(UInt32(0))  // sh_offset, sh_size, sh_link, sh_info
+            append(alignment); append(UInt64(0))  // sh_addralign, sh_entsize
+        }
+        sectionHeader(name: 0, type: 0, flags: 0, offset: 0, size: 0, alignment: 0)
+        for p in placed {
+            sectionHeader(name: p.name, type: UInt32(SHT_PROGBITS), flags: p.section.flags, offset: p.offset, size: Int(p.section.size), alignment: 8)
+        }
+        sectionHeader(name: namesName, type: UInt32(SHT_STRTAB), flags: 0, offset: namesOffset, size: names.count, alignment: 1)
+        // Elf64_Ehdr: ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ET_EXEC (no relocations to apply), this file's e_machine.
+        var header: [UInt8] = [0x7f, 0x45, 0x4c, 0x46, 2, 1, 1] + [UInt8](repeating: 0, count: 9)
+        withUnsafeBytes(of: UInt16(2).littleEndian) { header += $0 }
+        withUnsafeBytes(of: machine.littleEndian) { header += $0 }
+        withUnsafeBytes(of: UInt32(1).littleEndian) { header += $0 }
+        header += [UInt8](repeating: 0, count: 16)  // e_entry, e_phoff
+        withUnsafeBytes(of: UInt64(headersOffset).littleEndian) { header += $0 }
+        header += [UInt8](repeating: 0, count: 4)  // e_flags
+        for field: UInt16 in [64, 0, 0, 64, UInt16(placed.count + 2), UInt16(placed.count + 1)] {
+            withUnsafeBytes(of: field.littleEndian) { header += $0 }  // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+        }
+        let image = FileBytes(zeroed: headersOffset + tail.count)
+        guard let base = image.base else { return nil }
+        base.copyMemory(from: header, byteCount: header.count)
+        for p in placed {
+            let data = contents(of: p.section)
+            if let source = data.bytes.baseAddress { (base + p.offset).copyMemory(from: source, byteCount: data.count) }
+        }
+        (base + namesOffset).copyMemory(from: names, byteCount: names.count)
+        (base + headersOffset).copyMemory(from: tail, byteCount: tail.count)
+        return image
     }
 }
 

@@ -23,7 +23,8 @@ struct GoPCLNTab {
     let textStart: UInt64
 
     /// Parses the header; `textStart` is chosen by the caller (see ``ELFFile/goTextStart(pclntab:address:)``).
-    init(data: ByteView, subject: String, textStart resolve: (_ headerValue: UInt64, _ pointerSize: Int) throws(InspectionError) -> UInt64)
+    init(data: ByteView, subject: String,
+         textStart resolve: (_ headerValue: UInt64, _ pointerSize: Int, _ firstEntryOffset: UInt32) throws(InspectionError) -> UInt64)
         throws(InspectionError)
     {
         func malformed(_ detail: String) -> InspectionError { InspectionError(.malformed, subject, ".gopclntab: \(detail)") }
@@ -54,7 +55,7 @@ struct GoPCLNTab {
             throw malformed("\(functionCount) functions do not fit in the section")
         }
         self.data = data
-        textStart = try resolve(headerTextStart, Int(ptrSize))
+        textStart = try resolve(headerTextStart, Int(ptrSize), data.u32(functionTable) ?? 0)
     }
 
     /// `(entryoff, funcoff)` of functab entry `i` (0...functionCount).
@@ -65,18 +66,17 @@ struct GoPCLNTab {
 
     /// The functions whose names are in `names`, with sizes from the next entry.
     func functions(named names: Set<String>) -> [String: GoFunction] {
-        let wanted = names.map { (name: $0, bytes: Array($0.utf8)) }
+        let matcher = NameMatcher(names)
         var found: [String: GoFunction] = [:]
         var i: UInt64 = 0
-        while i < functionCount && found.count < wanted.count {
+        while i < functionCount && found.count < names.count {
             defer { i += 1 }
-            guard let (entryOffset, functionOffset) = entry(i), let (nextEntry, _) = entry(i + 1),
-                  let nameOffset = data.u32(functionTable + UInt64(functionOffset) + 4) else { continue }
-            let nameAt = nameTable + UInt64(nameOffset)
-            for target in wanted where found[target.name] == nil && data.cStringEquals(nameAt, target.bytes) {
-                let size = nextEntry >= entryOffset ? UInt64(nextEntry - entryOffset) : 0
-                found[target.name] = GoFunction(name: target.name, address: textStart + UInt64(entryOffset), size: size)
-            }
+            guard let (entryOffset, functionOffset) = entry(i),
+                  let nameOffset = data.u32(functionTable + UInt64(functionOffset) + 4),
+                  let name = matcher.match(data, at: nameTable + UInt64(nameOffset)), found[name] == nil,
+                  let (nextEntry, _) = entry(i + 1) else { continue }
+            let size = nextEntry >= entryOffset ? UInt64(nextEntry - entryOffset) : 0
+            found[name] = GoFunction(name: name, address: textStart + UInt64(entryOffset), size: size)
         }
         return found
     }
@@ -110,20 +110,74 @@ extension ELFFile {
 
     /// `runtime.text`, the base of every pclntab entry. `debug/gosym` uses the `.text` section address,
     /// which is wrong for cgo / externally linked binaries (the C start-up code precedes the Go text).
-    /// In order: the `runtime.text` symbol; the header's `textStart` (relocated by the static linker in
-    /// non-PIE binaries); in PIE binaries, where the file holds 0, the addend of the `R_X86_64_RELATIVE`
-    /// dynamic relocation that patches that header field.
-    func goTextStart(pclntabAddress: UInt64, headerValue: UInt64, pointerSize: Int) throws(InspectionError) -> UInt64 {
+    /// In order:
+    /// 1. the `runtime.text` symbol;
+    /// 2. the header's `textStart` (filled in by older linkers, and by the static linker in non-PIE
+    ///    external links; PIE files hold 0 and an `R_X86_64_RELATIVE` relocation whose addend is the value);
+    /// 3. `runtime.firstmoduledata.text`: newer toolchains leave the header field 0, so the module data is
+    ///    found by its first field, the pointer to this pclntab, and `text` read at word 22 (after
+    ///    `pcHeader`, six slices, `findfunctab`, `minpc`, `maxpc`). It is accepted only if
+    ///    `minpc == text + functab[0].entryoff`, so a different layout fails instead of guessing.
+    func goTextStart(pclntabAddress: UInt64, headerValue: UInt64, pointerSize: Int, firstEntryOffset: UInt32)
+        throws(InspectionError) -> UInt64
+    {
         if let symbol = symbol(named: "runtime.text") { return symbol.address }
         var candidate = headerValue
         if candidate == 0 {
-            let fieldAddress = pclntabAddress + 8 + 2 * UInt64(pointerSize)
-            candidate = relativeRelocationAddend(at: fieldAddress) ?? 0
+            candidate = relativeRelocationAddend(at: pclntabAddress + 8 + 2 * UInt64(pointerSize)) ?? 0
+        }
+        if candidate == 0 {
+            candidate = moduleDataText(pclntabAddress: pclntabAddress, pointerSize: pointerSize, firstEntryOffset: firstEntryOffset) ?? 0
         }
         guard candidate != 0, let segment = loadSegment(containing: candidate), segment.flags & 1 != 0 else {
             throw InspectionError(.malformed, path, ".gopclntab: text start 0x\(hex(candidate)) is not in an executable segment")
         }
         return candidate
+    }
+
+    /// `runtime.firstmoduledata.text` (see ``goTextStart(pclntabAddress:headerValue:pointerSize:firstEntryOffset:)``).
+    private func moduleDataText(pclntabAddress: UInt64, pointerSize: Int, firstEntryOffset: UInt32) -> UInt64? {
+        let word = UInt64(pointerSize)
+        /// A pointer-sized value at `address`: the file's bytes, or the addend of its RELATIVE relocation (PIE).
+        func pointer(at address: UInt64) -> UInt64? {
+            if let value = read(virtualAddress: address, length: word)?.word(0, size: pointerSize), value != 0 { return value }
+            return relativeRelocationAddend(at: address)
+        }
+        func validated(_ moduleData: UInt64) -> UInt64? {
+            guard let minpc = pointer(at: moduleData + 20 * word), let text = pointer(at: moduleData + 22 * word),
+                  minpc == text &+ UInt64(firstEntryOffset) else { return nil }
+            return text
+        }
+        // PIE: the module data's first word is relocated; its RELATIVE entry names the address.
+        for address in relativeRelocations(withAddend: pclntabAddress) {
+            if let text = validated(address) { return text }
+        }
+        // Non-PIE: scan writable segments for the pointer itself.
+        for segment in loadSegments where segment.flags & 2 != 0 {
+            guard let data = bytes.slice(offset: segment.offset, length: segment.fileSize) else { continue }
+            let view = ByteView(data)
+            var at: UInt64 = 0
+            while at + word <= UInt64(view.count) {
+                if view.word(at, size: pointerSize) == pclntabAddress, let text = validated(segment.virtualAddress + at) { return text }
+                at += word
+            }
+        }
+        return nil
+    }
+
+    /// `r_offset` of every `R_X86_64_RELATIVE` `Elf64_Rela` whose addend is `addend`.
+    func relativeRelocations(withAddend addend: UInt64) -> [UInt64] {
+        guard is64Bit else { return [] }
+        var found: [UInt64] = []
+        for section in sections where section.type == 4 /* SHT_RELA */ && section.entrySize == 24 {
+            let table = contents(of: section)
+            var at: UInt64 = 0
+            while let offset = table.u64(at), let info = table.u64(at + 8), let value = table.u64(at + 16) {
+                if value == addend && info & 0xffff_ffff == 8 { found.append(offset) }
+                at += 24
+            }
+        }
+        return found
     }
 
     /// The addend of an `R_X86_64_RELATIVE` (type 8) `Elf64_Rela` in a `SHT_RELA` section with `r_offset == address`.
@@ -142,8 +196,9 @@ extension ELFFile {
 
     func goFunctionTable() throws(InspectionError) -> GoPCLNTab? {
         guard let location = goPCLNTabLocation() else { return nil }
-        return try GoPCLNTab(data: location.data, subject: path) { headerValue, pointerSize throws(InspectionError) in
-            try goTextStart(pclntabAddress: location.address, headerValue: headerValue, pointerSize: pointerSize)
+        return try GoPCLNTab(data: location.data, subject: path) { headerValue, pointerSize, firstEntry throws(InspectionError) in
+            try goTextStart(pclntabAddress: location.address, headerValue: headerValue, pointerSize: pointerSize,
+                            firstEntryOffset: firstEntry)
         }
     }
 

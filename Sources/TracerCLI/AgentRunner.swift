@@ -2,7 +2,6 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
-import Telemetry
 import TracerFramework
 import Tracers
 
@@ -22,14 +21,9 @@ struct AgentRunner {
             return handler
         }
         let logger = Logger(label: "tracer")
-        var sinks: [any SpanSink] = []
-        switch try options.printFormat(file: file) {
-        case "json": sinks.append(JSONLinesSpanPrinter())
-        case "text": sinks.append(TextSpanPrinter())
-        default: break
-        }
-
-        let agent = try Agent(.init(selection: selection, tracers: TracerRegistry.all, sinks: sinks, logger: logger))
+        let outputs = try Outputs(options: options, file: file, logger: logger)
+        let agent = try Agent(.init(selection: selection, tracers: TracerRegistry.all, sinks: outputs.sinks, logger: logger))
+        outputs.observe(agent)
         let finished = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         for signalNumber in [SIGINT, SIGTERM] {
@@ -45,6 +39,7 @@ struct AgentRunner {
         finished.wait()
         logger.info("stopping: detaching probes and flushing spans")
         agent.stop()
+        outputs.shutdown(timeout: .seconds(2))
         let metrics = agent.metricsSnapshot
         logger.info("stopped: \(metrics.spans) spans, \(metrics.events) events, \(metrics.eventsDroppedUserspace) dropped in user space, \(metrics.eventsDroppedKernel) dropped in the kernel")
         sources.forEach { $0.cancel() }

@@ -2,6 +2,7 @@ import ArgumentParser
 import ExecutableInspection
 import Foundation
 import Logging
+import Tracers
 
 /// `tracer inspect PATH | --pid N [--json]`: what the agent would see before attaching.
 struct InspectCommand: ParsableCommand {
@@ -27,9 +28,8 @@ struct InspectCommand: ParsableCommand {
         guard (path == nil) != (pid == nil) else { throw ValidationError("give either PATH or --pid N") }
     }
 
-    /// The probe targets per registered tracer. The tracer registry does not exist yet; when it does,
-    /// it supplies this list and nothing else here changes.
-    static func registeredProbeTargets() -> [ProbeTargetQuery] { ProbeTargetQuery.goNetHTTP }
+    /// The probe targets of every registered tracer.
+    static func registeredProbeTargets() -> [ProbeTargetQuery] { TracerRegistry.all.flatMap(\.probeTargetQueries) }
 
     func run() throws {
         var inspector = ExecutableInspector()
@@ -114,6 +114,7 @@ struct InspectReport: Encodable {
                 line("  go: no build info")
             }
             line("  go functions (.gopclntab): \(go.functionCount)")
+            line("  go g slot: " + (go.gSlotThreadPointerOffset.map { "fsbase\($0)" } ?? "unknown"))
             if let offsets = go.fieldOffsets {
                 line("  struct offsets: from \(offsets.source) (\(offsets.offsets.count) found"
                      + (offsets.missing.isEmpty ? ")" : ", missing: \(offsets.missing.joined(separator: ", ")))"))

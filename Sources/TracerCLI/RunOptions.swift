@@ -38,8 +38,20 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("config"), help: ArgumentHelp("YAML configuration file (see README).", valueName: "file"))
     var config: String?
 
-    @Option(name: .customLong("print"), help: ArgumentHelp("Print spans to stdout: text, json or none (default text).", valueName: "format"))
+    @Option(name: .customLong("print"), help: ArgumentHelp("Print spans to stdout: text, json or none (default: text, none when exporting).", valueName: "format"))
     var print: String?
+
+    @Option(name: .customLong("otlp-endpoint"), help: ArgumentHelp("Export over OTLP/HTTP to this base URL (+/v1/traces, /v1/metrics); overrides OTEL_EXPORTER_OTLP_ENDPOINT.", valueName: "url"))
+    var otlpEndpoint: String?
+
+    @Option(name: .customLong("otlp-protocol"), help: ArgumentHelp("http/protobuf (default) or http/json; overrides OTEL_EXPORTER_OTLP_PROTOCOL.", valueName: "protocol"))
+    var otlpProtocol: String?
+
+    @Option(name: .customLong("prometheus-port"), help: ArgumentHelp("Serve RED and self-metrics at http://HOST:PORT/metrics.", valueName: "port"))
+    var prometheusPort: Int?
+
+    @Option(name: .customLong("prometheus-host"), help: ArgumentHelp("Address the Prometheus endpoint binds (default 127.0.0.1; 0.0.0.0 in a DaemonSet).", valueName: "address"))
+    var prometheusHost: String?
 
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info). Logs go to stderr.", valueName: "level"))
     var logLevel: String?
@@ -85,8 +97,9 @@ struct RunOptions: ParsableArguments {
         return selection
     }
 
-    func printFormat(file: ConfigurationFile?) throws -> String {
-        let format = print ?? file?.print ?? "text"
+    /// What to print on stdout: `text` by default, `none` by default when spans are exported.
+    func printFormat(file: ConfigurationFile?, exporting: Bool) throws -> String {
+        let format = print ?? file?.print ?? (exporting ? "none" : "text")
         guard ["text", "json", "none"].contains(format) else { throw ValidationError("--print: expected text, json or none, not '\(format)'") }
         return format
     }

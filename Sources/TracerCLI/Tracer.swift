@@ -9,22 +9,32 @@ struct Tracer: ParsableCommand {
         commandName: "tracer",
         abstract: "eBPF instrumentation agent: traces and RED metrics for unmodified services.",
         discussion: """
-            Run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE). With flags that select processes, tracer
-            traces them until SIGINT/SIGTERM, printing spans on stdout (logs on stderr). With nothing selected,
-            it checks that this machine can trace and says what is missing.
+            Run as root (or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE). With flags that
+            select processes, tracer traces them until SIGINT/SIGTERM: spans on stdout,
+            logs on stderr. With nothing selected it checks whether this machine can trace.
+            Every selection, print and export flag: tracer run --help.
 
             Examples:
-              tracer --pid 1234                        trace one process (and its children)
-              tracer --exe '*/api' --print json        trace every process whose executable path ends in /api
-              tracer --open-port 8000-8999             trace whatever listens on these ports
-              tracer --language python --no-children  trace every Python process, not their children
-              tracer --config tracer.yaml              selection, printing and export from a file
-              tracer                       is this machine ready to trace?
-              tracer features              every BPF feature, capability and mount, probed
-              tracer features --json       the same as JSON
-              tracer inspect ./server      what the agent sees in an executable (--pid N for a process)
+              tracer                                  is this machine ready to trace?
+              tracer --pid 1234                       trace a process and its children
+              tracer --exe '*/api' --print json       executables whose path ends in /api
+              tracer --open-port 8000-8999            whatever listens on these ports
+              tracer --language python --no-children  every Python process, no children
+              tracer --config tracer.yaml             selection and export from a file
+              tracer --exe '*/api' --otlp-endpoint http://localhost:4318
+              tracer features [--json]                BPF features, capabilities, mounts
+              tracer inspect ./server                 what the agent sees in an executable
+              tracer inspect --pid 1234               ... or in a running process
             """,
-        subcommands: [FeaturesCommand.self, InspectCommand.self])
+        subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self],
+        defaultSubcommand: RunCommand.self)
+}
+
+/// `tracer [run] --pid 1234 ...`: the agent (the default subcommand, so `tracer --pid 1234` runs it).
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Trace the selected processes (the default command); with nothing selected, check readiness.")
 
     @OptionGroup var options: RunOptions
 

@@ -1,6 +1,7 @@
 import BPFPrograms
 import BPFRuntime
 import CTracerABI
+internal import CTracerShim
 import ExecutableInspection
 import Foundation
 import Logging
@@ -102,6 +103,8 @@ public final class Agent: @unchecked Sendable {
         ]).links
         watcherObject = watcher
         control.sync { scan() }
+        // Loading parsed the kernel's BTF (megabytes, freed by libbpf): give the freed heap back to the system.
+        tracer_release_free_heap()
 
         let timer = DispatchSource.makeTimerSource(queue: control)
         let interval = DispatchTimeInterval.milliseconds(Int(configuration.rescanInterval.wholeMilliseconds))
@@ -111,7 +114,8 @@ public final class Agent: @unchecked Sendable {
         rescanTimer = timer
     }
 
-    /// Detaches everything, drains the last events into the sinks and flushes them.
+    /// Detaches everything, drains the last events into the sinks, then shuts the sinks down: each sends
+    /// what it holds within `flushTimeout` (exporters), and takes no more.
     public func stop(flushTimeout: Duration = .seconds(10)) {
         guard stopped.withLock({ state in defer { state = true }; return !state }) else { return }
         rescanTimer?.cancel()
@@ -122,7 +126,7 @@ public final class Agent: @unchecked Sendable {
         links.forEach { $0.close() }
         detach.sync {}
         reader?.stop()
-        for sink in configuration.sinks { _ = sink.flush(timeout: flushTimeout) }
+        for sink in configuration.sinks { sink.shutdown(timeout: flushTimeout) }
     }
 
     /// The processes selected now.

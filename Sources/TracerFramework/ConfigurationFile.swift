@@ -20,13 +20,19 @@ import Yams
 ///   include_children: true
 /// print: json                   # text | json | none
 /// log_level: info
+/// routes: ["/users/{id}"]        # route patterns for http.route and low-cardinality metrics
+/// export:                        # OTLP export; the OTEL_EXPORTER_OTLP_* variables and flags win
+///   endpoint: http://collector:4318
+///   prometheus_port: 9400
 /// ```
 /// Unknown keys are errors: a typo must not silently select nothing.
 public struct ConfigurationFile: Sendable, Equatable {
     public var selection = Selection()
     public var print: String?
     public var logLevel: String?
-    /// The `export:` section, left to the exporter's own settings parser.
+    /// Route patterns (`/users/{id}`) that name `http.route` and keep metric paths low-cardinality.
+    public var routes: [String] = []
+    /// The `export:` section (scalar values), left to the exporter's settings parser.
     public var export: [String: String] = [:]
 
     public init() {}
@@ -49,7 +55,7 @@ public struct ConfigurationFile: Sendable, Equatable {
         }
         guard let root else { return } // an empty file configures nothing
         guard let top = root as? [String: Any] else { throw ConfigurationError(file: file, problem: "the top level must be a mapping") }
-        try Self.checkKeys(top, allowed: ["discovery", "print", "log_level", "export"], at: "top level", file: file)
+        try Self.checkKeys(top, allowed: ["discovery", "print", "log_level", "routes", "export"], at: "top level", file: file)
         if let discovery = top["discovery"] {
             guard let discovery = discovery as? [String: Any] else { throw ConfigurationError(file: file, problem: "discovery must be a mapping") }
             try Self.checkKeys(discovery, allowed: ["instrument", "services", "exclude", "include_children"], at: "discovery", file: file)
@@ -67,9 +73,20 @@ public struct ConfigurationFile: Sendable, Equatable {
             print = text
         }
         if let value = top["log_level"] { logLevel = "\(value)" }
+        if let value = top["routes"] {
+            guard let list = value as? [Any], list.allSatisfy({ ($0 as? String)?.hasPrefix("/") == true }) else {
+                throw ConfigurationError(file: file, problem: "routes must be a list of paths starting with /, e.g. [\"/users/{id}\"]")
+            }
+            routes = list.compactMap { $0 as? String }
+        }
         if let value = top["export"] {
             guard let section = value as? [String: Any] else { throw ConfigurationError(file: file, problem: "export must be a mapping") }
-            export = section.mapValues { "\($0)" }
+            for (key, value) in section {
+                guard value is String || value is Int || value is Bool || value is Double else {
+                    throw ConfigurationError(file: file, problem: "export.\(key) must be a single value (headers as \"k=v,k2=v2\")")
+                }
+                export[key] = "\(value)"
+            }
         }
     }
 
@@ -134,6 +151,12 @@ public struct ConfigurationFile: Sendable, Equatable {
 public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
     public let file: String
     public let problem: String
+
+    public init(file: String, problem: String) {
+        self.file = file
+        self.problem = problem
+    }
+
     public var description: String { "\(file): \(problem)" }
 }
 

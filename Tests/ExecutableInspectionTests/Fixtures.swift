@@ -1,11 +1,12 @@
 import Foundation
 import XCTest
 
-/// Builds real test binaries (C with `cc`, Go with Debian's go1.19) once per test process, in a
-/// temporary directory. No network: Go programs use the standard library only, `GOFLAGS=-mod=mod` off.
+/// Builds real test binaries (C with `cc`, Go with Debian's go1.19) in one temporary directory shared
+/// by test runs; a binary is rebuilt when its source, flags or toolchain change (they are in its name).
+/// No network: Go programs use the standard library only and `GOPROXY=off`.
 enum Fixtures {
     static let directory: URL = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("inspection-fixtures-\(getpid())")
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("tracer-inspection-fixtures")
         try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }()
@@ -50,12 +51,11 @@ enum Fixtures {
 
     /// Compiles `cSource` with `flags` (e.g. `-no-pie`, `-static-pie`) at `-O2` and returns the path.
     static func cBinary(_ name: String, flags: [String]) throws -> String {
-        try once(name) {
-            let source = directory.appendingPathComponent("probe.c")
+        try once(name, key: [cSource] + flags) { output in
+            let source = directory.appendingPathComponent("probe-\(getpid()).c")
             try cSource.write(to: source, atomically: true, encoding: .utf8)
-            let output = directory.appendingPathComponent(name).path
+            defer { try? FileManager.default.removeItem(at: source) }
             try run(["cc", "-O2", "-g"] + flags + ["-o", output, source.path])
-            return output
         }
     }
 
@@ -106,34 +106,51 @@ enum Fixtures {
     /// Builds a Go program with `go` (default: Debian's go1.19 on PATH) and `flags`.
     static func goBinary(_ name: String, source: String = goSource, flags: [String] = [], cgo: Bool = false,
                          go: String = "go") throws -> String {
-        try once(name) {
-            let dir = directory.appendingPathComponent("src-\(name)")
+        try once(name, key: [source, go, cgo ? "cgo" : ""] + flags) { output in
+            let dir = directory.appendingPathComponent("src-\(name)-\(getpid())")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             try source.write(to: dir.appendingPathComponent("main.go"), atomically: true, encoding: .utf8)
             try "module example.com/fixture\n\ngo 1.19\n".write(to: dir.appendingPathComponent("go.mod"), atomically: true, encoding: .utf8)
-            let output = directory.appendingPathComponent(name).path
+            defer { try? FileManager.default.removeItem(at: dir) }
             try run([go, "build"] + flags + ["-o", output, "."],
-                    environment: ["CGO_ENABLED": cgo ? "1" : "0", "GOFLAGS": "-mod=mod", "GOPROXY": "off",
+                    environment: ["CGO_ENABLED": cgo ? "1" : "0", "GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOTOOLCHAIN": "local",
                                   "GOCACHE": directory.appendingPathComponent("gocache").path, "HOME": directory.path],
                     in: dir)
-            return output
         }
     }
 
-    private static func once(_ key: String, _ make: () throws -> String) throws -> String {
+    /// The path of binary `name` built from `key` (source, flags, toolchain): reused if already built
+    /// (by this or an earlier run), else `make(temporaryPath)` builds it and it is renamed into place.
+    private static func once(_ name: String, key: [String], _ make: (String) throws -> Void) throws -> String {
         lock.lock()
         defer { lock.unlock() }
-        if let path = built[key] { return path }
-        let path = try make()
-        built[key] = path
+        if let path = built[name] { return path }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a: stable across runs, unlike Hasher
+        for byte in key.joined(separator: "\u{0}").utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let path = directory.appendingPathComponent("\(name)-\(String(hash, radix: 16))").path
+        if !FileManager.default.fileExists(atPath: path) {
+            let temporary = path + ".tmp-\(getpid())"
+            try make(temporary)
+            guard rename(temporary, path) == 0 else { throw FixtureError(message: "cannot rename \(temporary)") }
+        }
+        built[name] = path
         return path
     }
 
     /// Writes `bytes` to a fresh file and returns its path.
     static func file(_ name: String, _ bytes: [UInt8]) throws -> String {
-        let url = directory.appendingPathComponent(name)
+        let url = directory.appendingPathComponent("input-\(getpid())-\(name)")
         try Data(bytes).write(to: url)
         return url.path
+    }
+
+    /// Deletes this process's ``file(_:_:)`` outputs.
+    static func removeInputFiles() {
+        let prefix = "input-\(getpid())-"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        for name in names where name.hasPrefix(prefix) {
+            try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
+        }
     }
 
     /// `nm` output: symbol name → address.

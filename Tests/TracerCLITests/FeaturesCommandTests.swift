@@ -58,6 +58,7 @@ final class FeaturesCommandTests: XCTestCase {
         let result = try runProduct("tracer", ["--help"])
         XCTAssertEqual(result.status, 0)
         XCTAssertTrue(result.stdout.contains("Examples:"), result.stdout)
-        XCTAssertTrue(result.stdout.contains("tracer features --json"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("tracer --pid 1234"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("tracer features [--json]"), result.stdout)
     }
 }

@@ -6,6 +6,16 @@ import XCTest
 /// `tracer` with selection flags, through the built binary: errors at start, the start-up lines, and a
 /// clean stop on SIGTERM.
 final class RunCommandTests: XCTestCase {
+    /// A `sleep 60` to select, ended with the test.
+    private func startSleeper() throws -> Process {
+        let sleeper = Process()
+        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        sleeper.arguments = ["60"]
+        try sleeper.run()
+        addTeardownBlock { sleeper.terminate() }
+        return sleeper
+    }
+
     func testAMissingPIDIsAOneLineErrorAtStart() throws {
         let result = try runProduct("tracer", ["--pid", "2147483000"])
         XCTAssertNotEqual(result.status, 0)
@@ -38,13 +48,43 @@ final class RunCommandTests: XCTestCase {
         XCTAssertTrue(missing.stderr.contains("nope.yaml: no such file"), missing.stderr)
     }
 
+    func testUnknownExportKeysAndBadExportSettingsAreRejected() throws {
+        let directory = try temporaryDirectory(self)
+        let config = directory.appendingPathComponent("tracer.yaml")
+        try "discovery:\n  instrument:\n    - name: x\nexport:\n  endpont: http://x\n".write(to: config, atomically: true, encoding: .utf8)
+        let typo = try runProduct("tracer", ["--config", config.path])
+        XCTAssertNotEqual(typo.status, 0)
+        XCTAssertTrue(typo.stderr.contains("\(config.path): unknown key 'export.endpont'"), typo.stderr)
+
+        let grpc = try runProduct("tracer", ["--name", "x", "--otlp-endpoint", "http://127.0.0.1:4318", "--otlp-protocol", "grpc"])
+        XCTAssertNotEqual(grpc.status, 0)
+        XCTAssertTrue(grpc.stderr.contains("'grpc' is not supported"), grpc.stderr)
+    }
+
+    func testPrometheusEndpointServesSelfMetrics() throws {
+        try requireBPF()
+        let sleeper = try startSleeper()
+        let port = 20000 + Int(getpid() % 20000)
+        let agent = Process()
+        agent.executableURL = productsDirectory.appendingPathComponent("tracer")
+        agent.arguments = ["--pid", "\(sleeper.processIdentifier)", "--prometheus-port", "\(port)", "--log-level", "warning"]
+        agent.standardOutput = FileHandle.nullDevice
+        try agent.run()
+        addTeardownBlock { agent.terminate(); agent.waitUntilExit() }
+        var page = ""
+        XCTAssertTrue(waitUntil(timeout: 20) {
+            page = (try? TestSupport.run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/metrics"])) ?? ""
+            return page.contains("tracer_processes_selected{service_name=\"tracer\"} 1")
+        }, page)
+        XCTAssertTrue(page.contains("tracer_events_dropped_kernel_total"), page)
+        agent.terminate()
+        agent.waitUntilExit()
+        XCTAssertEqual(agent.terminationStatus, 0)
+    }
+
     func testTracesASelectedProcessAndStopsCleanlyOnSIGTERM() throws {
         try requireBPF()
-        let sleeper = Process()
-        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
-        sleeper.arguments = ["60"]
-        try sleeper.run()
-        addTeardownBlock { sleeper.terminate() }
+        let sleeper = try startSleeper()
 
         let agent = Process()
         agent.executableURL = productsDirectory.appendingPathComponent("tracer")

@@ -51,7 +51,7 @@ final class AgentTests: XCTestCase {
         try requireBPF()
         let binary = try UprobeTargetProcess.build(in: try temporaryDirectory(self))
         let first = try UprobeTargetProcess(binary: binary), second = try UprobeTargetProcess(binary: binary)
-        let (agent, sink) = try startAgent(Selection(rules: [SelectionRule(exePath: "*/uprobe-target")]))
+        let (agent, sink) = try startAgent(Selection(rules: [SelectionRule(exePath: binary.path)]))
         let files = agent.attachedFiles()
         XCTAssertEqual(files.count, 1)
         XCTAssertEqual(files.first?.users, [first.pid, second.pid])
@@ -90,7 +90,8 @@ final class AgentTests: XCTestCase {
             return banner.contains(" port ")
         })
         let port = try XCTUnwrap(banner.split(separator: " ").drop { $0 != "port" }.dropFirst().first.flatMap { UInt16($0) })
-        let target = try UprobeTargetProcess(directory: directory)
+        let name = "ut-\(UInt32.random(in: 0..<1_000_000))"
+        let target = try UprobeTargetProcess(binary: try UprobeTargetProcess.build(in: directory, name: name))
 
         let (byPort, _) = try startAgent(Selection(rules: [SelectionRule(openPorts: try PortRanges("\(port)"))]))
         XCTAssertEqual(byPort.selectedProcesses.map(\.pid), [server.processIdentifier])
@@ -101,22 +102,22 @@ final class AgentTests: XCTestCase {
         XCTAssertFalse(byLanguage.selectedProcesses.map(\.pid).contains(target.pid))
         byLanguage.stop()
 
-        let (byName, _) = try startAgent(Selection(rules: [SelectionRule(name: "uprobe-t*")],
+        let (byName, _) = try startAgent(Selection(rules: [SelectionRule(name: name)],
                                                     exclusions: [SelectionRule(pids: [server.processIdentifier])]))
         XCTAssertEqual(byName.selectedProcesses.map(\.pid), [target.pid])
         byName.stop()
 
-        let (excluded, _) = try startAgent(Selection(rules: [SelectionRule(name: "uprobe-t*")], exclusions: [SelectionRule(exePath: "*/uprobe-target")]))
+        let (excluded, _) = try startAgent(Selection(rules: [SelectionRule(name: name)], exclusions: [SelectionRule(exePath: "*/\(name)")]))
         XCTAssertTrue(excluded.selectedProcesses.isEmpty, "an exclusion wins over a rule")
         excluded.stop()
 
         // Criteria of one rule must all match: its own cgroup selects it, another cgroup does not.
         let cgroup = try XCTUnwrap(String(contentsOfFile: "/proc/\(target.pid)/cgroup", encoding: .utf8).split(separator: ":").last)
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        let (byCgroup, _) = try startAgent(Selection(rules: [SelectionRule(name: "uprobe-t*", cgroup: cgroup)]))
+        let (byCgroup, _) = try startAgent(Selection(rules: [SelectionRule(name: name, cgroup: cgroup)]))
         XCTAssertEqual(byCgroup.selectedProcesses.map(\.pid), [target.pid], "cgroup \(cgroup)")
         byCgroup.stop()
-        let (otherCgroup, _) = try startAgent(Selection(rules: [SelectionRule(name: "uprobe-t*", cgroup: "/no/such/cgroup")]))
+        let (otherCgroup, _) = try startAgent(Selection(rules: [SelectionRule(name: name, cgroup: "/no/such/cgroup")]))
         XCTAssertTrue(otherCgroup.selectedProcesses.isEmpty)
     }
 
@@ -124,7 +125,7 @@ final class AgentTests: XCTestCase {
         try requireBPF()
         let directory = try temporaryDirectory(self)
         let binary = try UprobeTargetProcess.build(in: directory)
-        let (agent, sink) = try startAgent(Selection(rules: [SelectionRule(exePath: "*/uprobe-target")]))
+        let (agent, sink) = try startAgent(Selection(rules: [SelectionRule(exePath: binary.path)]))
         XCTAssertTrue(agent.selectedProcesses.isEmpty)
 
         let started = Date()
@@ -145,7 +146,7 @@ final class AgentTests: XCTestCase {
         try shell.run()
         addTeardownBlock { shell.terminate() }
         XCTAssertTrue(waitUntil {
-            parentAgent.selectedProcesses.contains { $0.executable.hasSuffix("sleep") }
+            parentAgent.selectedProcesses.contains { $0.executable.hasSuffix("sleep") && parent(of: $0.pid) == shell.processIdentifier }
         }, "child selected: \(parentAgent.selectedProcesses.map(\.executable))")
     }
 
@@ -158,7 +159,7 @@ final class AgentTests: XCTestCase {
                                 flags: ["-L", directory.path, "-ltracertarget", "-Wl,-rpath,\(directory.path)"])
         let first = try UprobeTargetProcess(binary: user), second = try UprobeTargetProcess(binary: user)
         let tracer = SelftestTracer(libraryPrefix: "libtracertarget", functionSymbol: "main")
-        let (agent, sink) = try startAgent(Selection(rules: [SelectionRule(exePath: "*/lib-user")]), tracer: tracer)
+        let (agent, sink) = try startAgent(Selection(rules: [SelectionRule(exePath: user.path)]), tracer: tracer)
         let library = { agent.attachedFiles().first { $0.path.hasSuffix("libtracertarget.so") } }
         XCTAssertEqual(library()?.users, [first.pid, second.pid])
 
@@ -180,7 +181,7 @@ final class AgentTests: XCTestCase {
         let binary = try UprobeTargetProcess.build(in: directory)
         let descriptorsBefore = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count
         try {
-            let agent = try Agent(.init(selection: Selection(rules: [SelectionRule(exePath: "*/uprobe-target"), SelectionRule(name: "true")]),
+            let agent = try Agent(.init(selection: Selection(rules: [SelectionRule(exePath: binary.path), SelectionRule(name: "true")]),
                                         tracers: [SelftestTracer()], drainInterval: .milliseconds(10)))
             try agent.start()
             // 2 000 short-lived processes: each a fork and an exec of /bin/true, through one shell.
@@ -200,6 +201,13 @@ final class AgentTests: XCTestCase {
         let descriptorsAfter = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count
         XCTAssertEqual(descriptorsAfter, descriptorsBefore, "descriptors back to baseline once the agent is gone")
         XCTAssertEqual(openBPFDescriptors("bpf_link") + openBPFDescriptors("bpf-prog") + openBPFDescriptors("bpf-map"), 0)
+    }
+
+    /// The parent PID from /proc/PID/stat (the field after the parenthesised command).
+    private func parent(of pid: Int32) -> Int32? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: close)...].split(separator: " ").dropFirst().first.flatMap { Int32($0) }
     }
 
     static let libraryUser = """

@@ -16,6 +16,10 @@ void tracer_libbpf_set_print(tracer_libbpf_line_fn fn);
 int tracer_uprobe_multi_link_create(int program_fd, const char *path, const uint64_t *offsets,
                                     const uint64_t *cookies, uint32_t count, int is_return, uint32_t pid);
 
+/* Gives the heap's free memory back to the system (glibc malloc_trim(0), from <malloc.h>, which Swift's
+ * Glibc module does not import): after a burst of temporary allocations such as parsing kernel BTF. */
+void tracer_release_free_heap(void);
+
 /* The attach type number of BPF_TRACE_UPROBE_MULTI, missing from older uapi headers. */
 #define TRACER_BPF_TRACE_UPROBE_MULTI 48
 
