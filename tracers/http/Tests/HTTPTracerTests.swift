@@ -146,6 +146,21 @@ final class HTTPTracerTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(pythonSpans.last?.durationSeconds ?? 0, 0.050)
     }
 
+    func testNodeFetchClientSpans() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let harness = try HTTPTracerHarness()
+        let (server, port) = try pythonServer(directory)
+        let base = "http://127.0.0.1:\(port)"
+        let script = "(async () => { for (const p of ['/hello', '/missing', '/fail']) { const r = await fetch('\(base)' + p); await r.text(); console.log(r.status); } })()"
+        let node = try gatedClient(harness, [Programs.node, "-e", script])
+        let spans = harness.waitForSpans(of: node.pid, kind: .client, count: 3)
+        XCTAssertEqual(spans.map { attribute($0, SemanticConventions.urlFull)?.stringValue }, ["\(base)/hello", "\(base)/missing", "\(base)/fail"])
+        XCTAssertEqual(spans.map { attribute($0, SemanticConventions.httpResponseStatusCode)?.intValue }, [200, 404, 500])
+        XCTAssertEqual(spans.map(\.status), [.unset, .error(message: ""), .error(message: "")])
+        XCTAssertTrue(harness.spans(of: server.pid).isEmpty, "the server was not selected")
+    }
+
     func testHTTPSServerAndClientThroughLibsslWithoutPlaintextDuplicates() throws {
         try checkHTTPS(hooks: .detect())
     }
