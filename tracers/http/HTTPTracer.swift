@@ -85,7 +85,14 @@ public struct HTTPTracer: Tracer {
     ]
 
     /// Every selected process: the hooks are language-agnostic.
-    public func applicability(to process: TracedProcess) -> Applicability { .applies }
+    /// Every selected process, except Go programs the Go net/http tracer can instrument: they would
+    /// otherwise get a second span per request.
+    public func applicability(to process: TracedProcess) -> Applicability {
+        if process.executable.language == .go, let go = process.executable.go, go.notInstrumentableReason == nil {
+            return .notApplicable(reason: "a Go program: the go-nethttp tracer instruments it")
+        }
+        return .applies
+    }
 
     public func decode(_ event: UnsafeRawBufferPointer, context: DecodeContext) -> Span? {
         guard event.count >= MemoryLayout<http_event>.size else {
