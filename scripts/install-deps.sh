@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   pkg-config libbpf-dev libelf-dev libdw-dev zlib1g-dev libcurl4-openssl-dev libcapstone-dev
-  bpftool golang-go wrk protobuf-compiler python3-pip
+  bpftool golang-go wrk protobuf-compiler python3-pip systemd util-linux binutils
 )
 missing=()
 for package in "${packages[@]}"; do
@@ -19,6 +19,8 @@ fi
 
 # The official OTLP protobuf decoder for the export tests' receiver.
 python3 -c "import opentelemetry.proto" 2>/dev/null || python3 -m pip install -q opentelemetry-proto
+# The deploy/ checks: Kubernetes JSON schemas (offline) and a YAML linter.
+python3 -c "import kubernetes_validate, yamllint" 2>/dev/null || python3 -m pip install -q kubernetes-validate yamllint
 
 mount_if_missing() { # filesystem type, mount point
   if ! grep -qs " $2 $1 " /proc/mounts; then
