@@ -240,7 +240,8 @@ public final class Agent: @unchecked Sendable {
         let snapshot = try ProcessInspection.snapshot(pid: pid)
         let executable = try inspection.info(path: snapshot.executableOpenPath, queries: attacher.probeTargetQueries,
                                              languageHint: snapshot.languageHint)
-        let resource = ServiceIdentity.resource(for: snapshot, executable: executable, rule: rule, environment: ProcFS.environment(pid))
+        let resource = ServiceIdentity.resource(for: snapshot, executable: executable, rule: rule, environment: ProcFS.environment(pid),
+                                                cgroup: ProcFS.cgroup(pid))
         return TracedProcess(pid: pid, snapshot: snapshot, executable: executable, resource: resource)
     }
 
