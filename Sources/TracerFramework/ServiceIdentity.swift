@@ -6,8 +6,10 @@ import Telemetry
 /// `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` when present (as an SDK inside it would report),
 /// else from the selection rule, else the executable's name.
 enum ServiceIdentity {
+    /// The node's name: in a Kubernetes pod the agent's own hostname is the pod's, so the downward-API
+    /// `K8S_NODE_NAME` wins when set.
     static let hostName: String = {
-        ProcessInfo.processInfo.hostName
+        ProcessInfo.processInfo.environment["K8S_NODE_NAME"].flatMap { $0.isEmpty ? nil : $0 } ?? ProcessInfo.processInfo.hostName
     }()
 
     static func resource(for snapshot: ProcessSnapshot, executable: ExecutableInfo, rule: SelectionRule?,
