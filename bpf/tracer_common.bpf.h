@@ -30,6 +30,17 @@ struct {
 	__type(value, __u64);
 } tracer_drops SEC(".maps");
 
+/* Events submitted on each CPU, so the pending-data check runs on every TRACER_WAKEUP_CHECK_EVERY-th
+ * event only: bpf_ringbuf_query() reads the consumer position, a cache line the reader's CPU writes, and
+ * that miss cost more than the rest of the submit. */
+#define TRACER_WAKEUP_CHECK_EVERY 16
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tracer_submit_count SEC(".maps");
+
 /* Where an event is built when it goes through the perf buffer (not created with a ring buffer). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -79,8 +90,8 @@ static __always_inline void *tracer_reserve(__u64 size)
 }
 
 /* Hands an event from tracer_reserve() to user space. The consumer is not woken per event
- * (a wakeup costs the traced thread ~4 µs): only once tracer_wakeup_bytes are pending;
- * the reader drains the rest on its timer. */
+ * (a wakeup costs the traced thread ~4 µs): only once tracer_wakeup_bytes are pending, checked every
+ * TRACER_WAKEUP_CHECK_EVERY events per CPU; the reader drains the rest on its timer. */
 static __always_inline void tracer_submit(void *ctx, void *event, __u64 size)
 {
 	if (tracer_use_perf_buffer) {
@@ -89,7 +100,10 @@ static __always_inline void tracer_submit(void *ctx, void *event, __u64 size)
 		return;
 	}
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&tracer_events, BPF_RB_AVAIL_DATA) >= tracer_wakeup_bytes)
+	__u32 zero = 0;
+	__u32 *submitted = bpf_map_lookup_elem(&tracer_submit_count, &zero);
+	if (submitted && (++*submitted % TRACER_WAKEUP_CHECK_EVERY) == 0 &&
+	    bpf_ringbuf_query(&tracer_events, BPF_RB_AVAIL_DATA) >= tracer_wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(event, flags);
 }
