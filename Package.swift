@@ -89,16 +89,18 @@ let package = Package(
             swiftSettings: swiftSettings),
         /// Replays files through the inspection parsers; built with `-sanitize=fuzzer` by
         /// `scripts/fuzz-inspection.sh` it becomes a libFuzzer target.
+        /// libFuzzer's driver, or a replay of files, for the fuzz targets.
+        .target(name: "FuzzDriver", path: "Fuzz/FuzzDriver", swiftSettings: swiftSettings),
         .executableTarget(
             name: "InspectionFuzz",
-            dependencies: ["ExecutableInspection"],
+            dependencies: ["ExecutableInspection", "FuzzDriver"],
             path: "Fuzz/InspectionFuzz",
             swiftSettings: swiftSettings),
         /// Replays inputs through the HTTP tracer's parsers and event decoder; built with `-sanitize=fuzzer` by
         /// `scripts/fuzz-http.sh` it becomes a libFuzzer target.
         .executableTarget(
             name: "HTTPFuzz",
-            dependencies: ["Tracers", "TracerFramework", "Telemetry", "CTracerABI"],
+            dependencies: ["FuzzDriver", "Tracers", "TracerFramework", "Telemetry", "CTracerABI"],
             path: "Fuzz/HTTPFuzz",
             swiftSettings: swiftSettings),
         /// The HTTP tracer's cost: a server under wrk traced vs untraced, and an unselected process's syscalls.

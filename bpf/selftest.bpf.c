@@ -117,6 +117,16 @@ int selftest_uprobe_policy(void *ctx)
 	return 0;
 }
 
+/* Benchmark: the same event never waking the reader (no threshold check), to isolate the policy's share. */
+SEC("uprobe")
+int selftest_uprobe_never_wake(void *ctx)
+{
+	struct selftest_event *event = bench_event();
+	if (event)
+		bpf_ringbuf_submit(event, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
 /* Benchmark: the same event with a wakeup per event, the policy tracer_submit avoids. */
 SEC("uprobe")
 int selftest_uprobe_wakeup_each(void *ctx)

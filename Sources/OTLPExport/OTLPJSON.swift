@@ -6,6 +6,7 @@ public enum OTLPTraceJSONEncoder {
     /// Appends the request for `spans` to `out`.
     public static func encode(_ spans: ArraySlice<Span>, into out: inout [UInt8]) {
         let groups = SpanGroups(spans)
+        var scratch = ProtobufWriter(capacity: 4096)  // one span's text at a time
         appendLiteral("{\"resourceSpans\":[", to: &out)
         for (r, group) in groups.resources.enumerated() {
             if r > 0 { out.append(UInt8(ascii: ",")) }
@@ -17,9 +18,15 @@ public enum OTLPTraceJSONEncoder {
                 appendLiteral("{\"scope\":", to: &out)
                 scope(scopeGroup.scope, into: &out)
                 appendLiteral(",\"spans\":[", to: &out)
-                for (n, i) in scopeGroup.indices.enumerated() {
-                    if n > 0 { out.append(UInt8(ascii: ",")) }
-                    span(spans[spans.startIndex + i], into: &out)
+                var first = true
+                spans.withUnsafeBufferPointer { spans in
+                    for i in scopeGroup.runs.joined() {
+                        if !first { out.append(UInt8(ascii: ",")) }
+                        first = false
+                        scratch.reset()
+                        scratch.withRoom { $0.jsonSpan(spans.baseAddress! + i) }
+                        scratch.withBytes { out.append(contentsOf: $0) }
+                    }
                 }
                 appendLiteral("]}", to: &out)
             }
@@ -36,48 +43,6 @@ public enum OTLPTraceJSONEncoder {
         out.append(UInt8(ascii: "\""))
         appendLiteral(name, to: &out)
         appendLiteral("\":", to: &out)
-    }
-
-    static func span(_ span: Span, into out: inout [UInt8]) {
-        appendLiteral("{\"traceId\":\"", to: &out)
-        span.traceID.appendHex(to: &out)
-        appendLiteral("\",\"spanId\":\"", to: &out)
-        span.spanID.appendHex(to: &out)
-        out.append(UInt8(ascii: "\""))
-        if !span.traceState.isEmpty {
-            key("traceState", &out)
-            appendJSONString(span.traceState, to: &out)
-        }
-        if span.parentSpanID.isValid {
-            appendLiteral(",\"parentSpanId\":\"", to: &out)
-            span.parentSpanID.appendHex(to: &out)
-            out.append(UInt8(ascii: "\""))
-        }
-        if span.flags != 0 {
-            appendLiteral(",\"flags\":", to: &out)
-            appendDecimal(span.flags, to: &out)
-        }
-        key("name", &out)
-        appendJSONString(span.name, to: &out)
-        appendLiteral(",\"kind\":", to: &out)
-        appendDecimal(span.kind.rawValue, to: &out)
-        appendLiteral(",\"startTimeUnixNano\":\"", to: &out)
-        appendDecimal(span.startTimeUnixNano, to: &out)
-        appendLiteral("\",\"endTimeUnixNano\":\"", to: &out)
-        appendDecimal(span.endTimeUnixNano, to: &out)
-        out.append(UInt8(ascii: "\""))
-        key("attributes", &out)
-        attributes(span.attributes, into: &out)
-        if span.status.code != 0 {
-            appendLiteral(",\"status\":{\"code\":", to: &out)
-            appendDecimal(span.status.code, to: &out)
-            if !span.status.message.isEmpty {
-                key("message", &out)
-                appendJSONString(span.status.message, to: &out)
-            }
-            out.append(UInt8(ascii: "}"))
-        }
-        out.append(UInt8(ascii: "}"))
     }
 
     static func resource(_ resource: Resource, into out: inout [UInt8]) {

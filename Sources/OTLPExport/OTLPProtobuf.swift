@@ -44,147 +44,279 @@ enum OTLPField {
 
 extension ProtobufWriter {
     /// OTLP `KeyValue` list (`repeated KeyValue attributes = field`).
-    @inline(__always) mutating func attributes(_ field: UInt32, _ attributes: Attributes) {
-        attributes.elements.withUnsafeBufferPointer { elements in
-            for i in elements.indices {
-                let done: Void? = elements[i].key.utf8.withContiguousStorageIfAvailable { key in
-                    keyValue(field, key, elements[i].value)
-                }
-                if done == nil {
-                    Array(elements[i].key.utf8).withUnsafeBufferPointer { keyValue(field, $0, elements[i].value) }
-                }
-            }
-        }
-    }
-
-    /// One `KeyValue`. Scalar values (the common case) have their lengths computed up front and are written
-    /// with one capacity check; arrays take the general nested path.
-    @inline(__always) mutating func keyValue(_ field: UInt32, _ key: UnsafeBufferPointer<UInt8>, _ value: AttributeValue) {
-        switch value {
-        case .string(let s):
-            let done: Void? = s.utf8.withContiguousStorageIfAvailable { v in
-                let size = Self.varintSize(UInt64(v.count)) &+ v.count
-                scalarKeyValue(field, key, valueTag: OTLPField.stringValue << 3 | 2, valueSize: size) { p in
-                    let p = Self.put(UInt64(v.count), at: p)
-                    if let source = v.baseAddress { Self.copy(source, to: p, count: v.count) }
-                    return p + v.count
-                }
-            }
-            if done == nil { generalKeyValue(field, key, value) }
-        case .int(let n):
-            let bits = UInt64(bitPattern: n)
-            scalarKeyValue(field, key, valueTag: OTLPField.intValue << 3, valueSize: Self.varintSize(bits)) {
-                Self.put(bits, at: $0)
-            }
-        case .bool(let b):
-            scalarKeyValue(field, key, valueTag: OTLPField.boolValue << 3, valueSize: 1) { p in
-                p.pointee = b ? 1 : 0
-                return p + 1
-            }
-        case .double(let d):
-            scalarKeyValue(field, key, valueTag: OTLPField.doubleValue << 3 | 1, valueSize: 8) { p in
-                UnsafeMutableRawPointer(p).storeBytes(of: d.bitPattern.littleEndian, as: UInt64.self)
-                return p + 8
-            }
-        default:
-            generalKeyValue(field, key, value)
-        }
-    }
-
-    /// Writes `KeyValue{key, AnyValue{<one field>}}`: the value field is its one-byte tag `valueTag` followed
-    /// by `valueSize` bytes that `writeValue` writes (returning the position after them).
-    @inline(__always) private mutating func scalarKeyValue(
-        _ field: UInt32, _ key: UnsafeBufferPointer<UInt8>, valueTag: UInt32, valueSize: Int,
-        _ writeValue: (UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<UInt8>
-    ) {
-        let anyLength = 1 &+ valueSize
-        let kvLength = 1 &+ Self.varintSize(UInt64(key.count)) &+ key.count &+ 1 &+ Self.varintSize(UInt64(anyLength)) &+ anyLength
-        reserve(kvLength &+ 5)
-        var p = Self.put(UInt64(field << 3 | 2), at: base + count)
-        p = Self.put(UInt64(kvLength), at: p)
-        p.pointee = UInt8(OTLPField.key << 3 | 2)
-        p = Self.put(UInt64(key.count), at: p + 1)
-        let keyCount = key.count
-        if let source = key.baseAddress { Self.copy(source, to: p, count: keyCount) }
-        p += keyCount
-        p.pointee = UInt8(OTLPField.value << 3 | 2)
-        p = Self.put(UInt64(anyLength), at: p + 1)
-        p.pointee = UInt8(valueTag)
-        p = writeValue(p + 1)
-        count = p - base
-    }
-
-    /// `KeyValue` through nested messages (arrays, non-contiguous strings).
-    private mutating func generalKeyValue(_ field: UInt32, _ key: UnsafeBufferPointer<UInt8>, _ value: AttributeValue) {
-        let kv = beginMessage(field)
-        bytesField(OTLPField.key, key)
-        let any = beginMessage(OTLPField.value)
-        anyValue(value)
-        endMessage(any)
-        endMessage(kv)
-    }
-
-    /// The body of an OTLP `AnyValue` (fields 1–5; arrays as `ArrayValue.values`).
-    @inline(__always) mutating func anyValue(_ value: AttributeValue) {
-        switch value {
-        case .string(let v): stringField(OTLPField.stringValue, v)
-        case .int(let v): varintField(OTLPField.intValue, UInt64(bitPattern: v))
-        case .double(let v): fixed64Field(OTLPField.doubleValue, v.bitPattern)
-        case .bool(let v): varintField(OTLPField.boolValue, v ? 1 : 0)
-        case .stringArray(let v): array(v) { $0.stringField(OTLPField.stringValue, $1) }
-        case .intArray(let v): array(v) { $0.varintField(OTLPField.intValue, UInt64(bitPattern: $1)) }
-        case .doubleArray(let v): array(v) { $0.fixed64Field(OTLPField.doubleValue, $1.bitPattern) }
-        case .boolArray(let v): array(v) { $0.varintField(OTLPField.boolValue, $1 ? 1 : 0) }
-        }
-    }
-
-    private mutating func array<T>(_ items: [T], _ each: (inout ProtobufWriter, T) -> Void) {
-        let array = beginMessage(OTLPField.arrayValue)
-        for item in items {
-            let any = beginMessage(OTLPField.arrayValues)
-            each(&self, item)
-            endMessage(any)
-        }
-        endMessage(array)
+    mutating func attributes(_ field: UInt32, _ attributes: Attributes) {
+        withRoom { $0.attributes(UInt8(field << 3 | 2), attributes) }
     }
 
     /// OTLP `Resource` as field `field` of the enclosing message.
     mutating func resource(_ field: UInt32, _ resource: Resource) {
-        let m = beginMessage(field)
+        let m = beginMessage(field, lengthBytes: 2)
         attributes(OTLPField.resourceAttributes, resource.attributes)
         endMessage(m)
     }
 
     /// OTLP `InstrumentationScope` as field `field` of the enclosing message.
     mutating func scope(_ field: UInt32, _ scope: InstrumentationScope) {
-        let m = beginMessage(field)
+        let m = beginMessage(field, lengthBytes: 2)
         if !scope.name.isEmpty { stringField(OTLPField.scopeName, scope.name) }
         if !scope.version.isEmpty { stringField(OTLPField.scopeVersion, scope.version) }
         attributes(OTLPField.scopeAttributes, scope.attributes)
         endMessage(m)
     }
+}
 
-    /// One OTLP `Span` as field `field` of `ScopeSpans`. Default values are omitted, as proto3 does.
-    @inline(__always) mutating func span(_ field: UInt32, _ span: UnsafePointer<Span>) {
-        let m = beginMessage(field, lengthBytes: 2)
-        id128Field(OTLPField.traceID, span.pointee.traceID.high, span.pointee.traceID.low)
-        id64Field(OTLPField.spanID, span.pointee.spanID.value)
-        if !span.pointee.traceState.isEmpty { stringField(OTLPField.traceState, span.pointee.traceState) }
-        if span.pointee.parentSpanID.isValid { id64Field(OTLPField.parentSpanID, span.pointee.parentSpanID.value) }
-        stringField(OTLPField.name, span.pointee.name)
-        varintField(OTLPField.kind, UInt64(span.pointee.kind.rawValue))
-        fixed64Field(OTLPField.startTime, span.pointee.startTimeUnixNano)
-        fixed64Field(OTLPField.endTime, span.pointee.endTimeUnixNano)
-        attributes(OTLPField.attributes, span.pointee.attributes)
-        if span.pointee.status.code != 0 {
-            let s = beginMessage(OTLPField.status)
-            let message = span.pointee.status.message
-            if !message.isEmpty { stringField(OTLPField.statusMessage, message) }
-            varintField(OTLPField.statusCode, UInt64(span.pointee.status.code))
-            endMessage(s)
+extension ProtobufWriter.Cursor {
+    /// One-byte keys (`field << 3 | wire type`) of the fields written through the cursor.
+    private enum Tag {
+        static let traceID = UInt8(OTLPField.traceID << 3 | 2)
+        static let spanID = UInt8(OTLPField.spanID << 3 | 2)
+        static let traceState = UInt8(OTLPField.traceState << 3 | 2)
+        static let parentSpanID = UInt8(OTLPField.parentSpanID << 3 | 2)
+        static let name = UInt8(OTLPField.name << 3 | 2)
+        static let kind = UInt8(OTLPField.kind << 3)
+        static let startTime = UInt8(OTLPField.startTime << 3 | 1)
+        static let endTime = UInt8(OTLPField.endTime << 3 | 1)
+        static let attributes = UInt8(OTLPField.attributes << 3 | 2)
+        static let status = UInt8(OTLPField.status << 3 | 2)
+        static let statusMessage = UInt8(OTLPField.statusMessage << 3 | 2)
+        static let statusCode = UInt8(OTLPField.statusCode << 3)
+        // Span.flags is field 16: a two-byte key.
+        static let flags: (UInt8, UInt8) = (UInt8(truncatingIfNeeded: OTLPField.flags << 3 | 5) | 0x80, UInt8(OTLPField.flags >> 4))
+        static let key = UInt8(OTLPField.key << 3 | 2)
+        static let value = UInt8(OTLPField.value << 3 | 2)
+        static let stringValue = UInt8(OTLPField.stringValue << 3 | 2)
+        static let boolValue = UInt8(OTLPField.boolValue << 3)
+        static let intValue = UInt8(OTLPField.intValue << 3)
+        static let doubleValue = UInt8(OTLPField.doubleValue << 3 | 1)
+        static let arrayValue = UInt8(OTLPField.arrayValue << 3 | 2)
+        static let arrayValues = UInt8(OTLPField.arrayValues << 3 | 2)
+    }
+
+    /// Bytes of a length-delimited field body of `n` bytes with a one-byte key.
+    @inline(__always) private static func fieldSize(_ n: Int) -> Int { 1 &+ ProtobufWriter.varintSize(UInt64(n)) &+ n }
+
+    /// One OTLP `Span` (`ScopeSpans.spans`, key byte `tag`). Default values are omitted, as proto3 does.
+    /// The length goes into a 2-byte padded varint slot, back-patched; bodies of 16 KiB and more are slid.
+    @inline(__always) mutating func span(_ tag: UInt8, _ span: UnsafePointer<Span>) {
+        // key + slot, trace id, span id, parent id, kind, start, end, flags
+        guard room(3 &+ 18 &+ 10 &+ 10 &+ 2 &+ 9 &+ 9 &+ 6) else { return }
+        byte(tag)
+        let slot = p
+        p += 2
+        byte(Tag.traceID)
+        byte(16)
+        bigEndian64(span.pointee.traceID.high)
+        bigEndian64(span.pointee.traceID.low)
+        byte(Tag.spanID)
+        byte(8)
+        bigEndian64(span.pointee.spanID.value)
+        if span.pointee.parentSpanID.isValid {
+            byte(Tag.parentSpanID)
+            byte(8)
+            bigEndian64(span.pointee.parentSpanID.value)
         }
-        if span.pointee.flags != 0 { fixed32Field(OTLPField.flags, span.pointee.flags) }
-        endMessage(m)
+        byte(Tag.kind)
+        varint(UInt64(UInt32(bitPattern: span.pointee.kind.rawValue)))
+        byte(Tag.startTime)
+        fixed64(span.pointee.startTimeUnixNano)
+        byte(Tag.endTime)
+        fixed64(span.pointee.endTimeUnixNano)
+        let flags = span.pointee.flags
+        if flags != 0 {
+            byte(Tag.flags.0)
+            byte(Tag.flags.1)
+            fixed32(flags)
+        }
+        if !span.pointee.traceState.isEmpty { stringField(Tag.traceState, span.pointee.traceState) }
+        stringField(Tag.name, span.pointee.name)
+        attributes(Tag.attributes, span.pointee.attributes)
+        switch span.pointee.status {
+        case .unset: break
+        case .ok:
+            guard room(4) else { return }
+            byte(Tag.status)
+            byte(2)
+            byte(Tag.statusCode)
+            byte(UInt8(SpanStatus.ok.code))
+        case .error(let message): statusError(message)
+        }
+        let length = p - (slot + 2)
+        if _fastPath(length < 1 << 14) {
+            ProtobufWriter.putPadded(UInt64(length), at: slot, size: 2)
+        } else {
+            let shift = ProtobufWriter.varintSize(UInt64(length)) &- 2
+            guard room(shift) else { return }
+            (slot + 2 + shift).update(from: slot + 2, count: length)
+            p = ProtobufWriter.put(UInt64(length), at: slot) + length
+        }
+    }
+
+    /// OTLP `Status{message, code: STATUS_CODE_ERROR}` (error spans: out of line).
+    @inline(never) private mutating func statusError(_ message: String) {
+        var message = message
+        message.withUTF8 { statusError($0) }
+    }
+
+    private mutating func statusError(_ message: UnsafeBufferPointer<UInt8>) {
+        let body = (message.isEmpty ? 0 : Self.fieldSize(message.count)) &+ 2
+        guard room(Self.fieldSize(body)) else { return }
+        byte(Tag.status)
+        varint(UInt64(body))
+        if !message.isEmpty {
+            byte(Tag.statusMessage)
+            lengthDelimited(message)
+        }
+        byte(Tag.statusCode)
+        byte(UInt8(SpanStatus.error(message: "").code))
+    }
+
+    /// OTLP `repeated KeyValue` with key byte `tag`, one capacity check per attribute.
+    /// Works on a local copy of the cursor, which the compiler keeps in registers (bytes stored through `p`
+    /// could otherwise alias the cursor itself, forcing a reload after every store).
+    mutating func attributes(_ tag: UInt8, _ attributes: Attributes) {
+        var c = Self(p: p, end: end)
+        attributes.elements.withUnsafeBufferPointer { elements in
+            for i in 0..<elements.count {
+                let attribute = elements.baseAddress! + i
+                let written = attribute.pointee.key.utf8.withContiguousStorageIfAvailable { key in
+                    c.scalarKeyValue(tag, key, attribute.pointee.value)
+                }
+                if written != true { c.otherKeyValue(tag, attribute) }
+            }
+        }
+        p = c.p
+        overflow = overflow || c.overflow
+    }
+
+    /// `KeyValue{key, value: AnyValue}` for the common values: contiguous strings, integers, booleans,
+    /// doubles; false (nothing written) for the others. Lengths are computed before writing, so every length
+    /// is a minimal varint and one capacity check covers the whole attribute. Strings are read in place: this
+    /// path makes no call that could release them, which spares a retain/release pair per string.
+    @inline(__always) private mutating func scalarKeyValue(_ tag: UInt8, _ key: UnsafeBufferPointer<UInt8>, _ value: AttributeValue) -> Bool {
+        switch value {
+        case .string(let s):
+            let written: Void? = s.utf8.withContiguousStorageIfAvailable { v in
+                if _fastPath(key.count &+ v.count < 122) {  // every length below 128: one byte each
+                    let kvLength = key.count &+ v.count &+ 6
+                    guard room(kvLength &+ 2) else { return }
+                    keyHeader(tag, kvLength, key)
+                    header(Tag.value, v.count &+ 2, Tag.stringValue, v.count)
+                    if let source = v.baseAddress { ProtobufWriter.copy(source, to: p, count: v.count) }
+                    p += v.count
+                } else {
+                    guard begin(tag, key, valueTag: Tag.stringValue, valueSize: ProtobufWriter.varintSize(UInt64(v.count)) &+ v.count) else { return }
+                    lengthDelimited(v)
+                }
+            }
+            return written != nil
+        case .int(let n):
+            let bits = UInt64(bitPattern: n)
+            if _fastPath(key.count < 110) {  // KeyValue under 128 bytes: one-byte lengths
+                let valueSize = ProtobufWriter.varintSize(bits)
+                let kvLength = key.count &+ valueSize &+ 5
+                guard room(kvLength &+ 2) else { return true }
+                keyHeader(tag, kvLength, key)
+                byte(Tag.value)
+                byte(UInt8(truncatingIfNeeded: valueSize &+ 1))
+                byte(Tag.intValue)
+                varint(bits)
+                return true
+            }
+            guard begin(tag, key, valueTag: Tag.intValue, valueSize: ProtobufWriter.varintSize(bits)) else { return true }
+            varint(bits)
+        case .bool(let b):
+            guard begin(tag, key, valueTag: Tag.boolValue, valueSize: 1) else { return true }
+            byte(b ? 1 : 0)
+        case .double(let d):
+            guard begin(tag, key, valueTag: Tag.doubleValue, valueSize: 8) else { return true }
+            fixed64(d.bitPattern)
+        case .stringArray, .intArray, .doubleArray, .boolArray:
+            return false
+        }
+        return true
+    }
+
+    /// The attributes `scalarKeyValue` leaves: arrays, and strings without contiguous UTF-8 (copied first).
+    @inline(never) private mutating func otherKeyValue(_ tag: UInt8, _ attribute: UnsafePointer<Attribute>) {
+        var key = attribute.pointee.key
+        var value = attribute.pointee.value
+        if case .string(var s) = value {
+            s.makeContiguousUTF8()
+            value = .string(s)
+        }
+        key.withUTF8 { key in
+            if scalarKeyValue(tag, key, value) { return }
+            switch value {
+            case .stringArray(let items):
+                array(tag, key, items, size: { Self.fieldSize($0.utf8.count) }) { c, s in
+                    var s = s
+                    s.withUTF8 { c.byte(Tag.stringValue); c.lengthDelimited($0) }
+                }
+            case .intArray(let items):
+                array(tag, key, items, size: { 1 &+ ProtobufWriter.varintSize(UInt64(bitPattern: $0)) }) { c, n in
+                    c.byte(Tag.intValue)
+                    c.varint(UInt64(bitPattern: n))
+                }
+            case .doubleArray(let items):
+                array(tag, key, items, size: { _ in 9 }) { c, d in
+                    c.byte(Tag.doubleValue)
+                    c.fixed64(d.bitPattern)
+                }
+            case .boolArray(let items):
+                array(tag, key, items, size: { _ in 2 }) { c, b in
+                    c.byte(Tag.boolValue)
+                    c.byte(b ? 1 : 0)
+                }
+            case .string, .int, .double, .bool:
+                break  // written by `scalarKeyValue`
+            }
+        }
+    }
+
+    /// Four bytes `a b c d` in one store (keys and one-byte lengths).
+    @inline(__always) private mutating func header(_ a: UInt8, _ b: Int, _ c: UInt8, _ d: Int) {
+        let word = UInt32(a) | UInt32(truncatingIfNeeded: b) &<< 8 | UInt32(c) &<< 16 | UInt32(truncatingIfNeeded: d) &<< 24
+        UnsafeMutableRawPointer(p).storeBytes(of: word.littleEndian, as: UInt32.self)
+        p += 4
+    }
+
+    /// `tag`, the one-byte `KeyValue` length `kvLength`, then `KeyValue.key` (shorter than 128 bytes).
+    @inline(__always) private mutating func keyHeader(_ tag: UInt8, _ kvLength: Int, _ key: UnsafeBufferPointer<UInt8>) {
+        header(tag, kvLength, Tag.key, key.count)
+        if let source = key.baseAddress { ProtobufWriter.copy(source, to: p, count: key.count) }
+        p += key.count
+    }
+
+    /// Checks room for and writes `KeyValue` up to the `AnyValue` field key `valueTag`, for an `AnyValue`
+    /// whose one field has `valueSize` bytes after its key; the caller writes those. False if it did not fit.
+    @inline(__always) private mutating func begin(_ tag: UInt8, _ key: UnsafeBufferPointer<UInt8>, valueTag: UInt8, valueSize: Int) -> Bool {
+        let anyLength = 1 &+ valueSize
+        let kvLength = Self.fieldSize(key.count) &+ Self.fieldSize(anyLength)
+        guard room(Self.fieldSize(kvLength)) else { return false }
+        byte(tag)
+        varint(UInt64(kvLength))
+        byte(Tag.key)
+        lengthDelimited(key)
+        byte(Tag.value)
+        varint(UInt64(anyLength))
+        byte(valueTag)
+        return true
+    }
+
+    /// `KeyValue` whose value is `AnyValue{array_value: ArrayValue{values: [AnyValue]}}`; `size` gives the
+    /// encoded size of one element's `AnyValue` body, `write` writes it.
+    private mutating func array<T>(
+        _ tag: UInt8, _ key: UnsafeBufferPointer<UInt8>, _ items: [T], size: (T) -> Int, _ write: (inout Self, T) -> Void
+    ) {
+        var arrayLength = 0
+        for item in items { arrayLength &+= Self.fieldSize(size(item)) }
+        guard begin(tag, key, valueTag: Tag.arrayValue, valueSize: ProtobufWriter.varintSize(UInt64(arrayLength)) &+ arrayLength) else { return }
+        varint(UInt64(arrayLength))
+        for item in items {
+            byte(Tag.arrayValues)
+            varint(UInt64(size(item)))
+            write(&self, item)
+        }
     }
 }
 
@@ -200,7 +332,9 @@ public enum OTLPTraceProtobufEncoder {
                 let ss = writer.beginMessage(OTLPField.scopeSpans, lengthBytes: 3)
                 writer.scope(OTLPField.scope, scopeGroup.scope)
                 spans.withUnsafeBufferPointer { spans in
-                    for i in scopeGroup.indices { writer.span(OTLPField.spans, spans.baseAddress! + i) }
+                    for run in scopeGroup.runs {
+                        for i in run { writer.withRoom { $0.span(UInt8(OTLPField.spans << 3 | 2), spans.baseAddress! + i) } }
+                    }
                 }
                 writer.endMessage(ss)
             }

@@ -4,9 +4,13 @@ import Telemetry
 /// 32/64-bit little-endian, length-delimited fields). One writer is reused across requests, so steady-state
 /// encoding does not allocate.
 ///
-/// Nested messages are written in one pass: `beginMessage` reserves one length byte, `endMessage` writes the
-/// real length and, when the message is 128 bytes or longer, slides the body right to make room for a longer
-/// varint. Spans are a few hundred bytes, so the slide is one small `memmove`.
+/// Nested messages are written in one pass: `beginMessage` reserves a length slot of 1–3 bytes and `endMessage`
+/// back-patches the length into it as a padded varint (protobuf "Encoding": a varint may carry redundant
+/// `0x80` continuation bytes, up to 10 bytes in all). Only a body too long for its slot is slid right.
+///
+/// Spans and attribute lists go through `withRoom` and `Cursor`: they are written into the free space with
+/// capacity checks only, and the buffer grows between attempts, never while a span's strings are being read
+/// (a possible reallocation in the middle would make the compiler retain every string it reads).
 public struct ProtobufWriter: ~Copyable {
     @usableFromInline var base: UnsafeMutablePointer<UInt8>
     @usableFromInline var capacity: Int
@@ -82,14 +86,6 @@ public struct ProtobufWriter: ~Copyable {
         count &+= 8
     }
 
-    /// Wire type 5 (`fixed32`), little-endian.
-    @inline(__always) mutating func fixed32Field(_ field: UInt32, _ value: UInt32) {
-        reserve(9)
-        let p = Self.put(UInt64(field << 3 | 5), at: base + count)
-        UnsafeMutableRawPointer(p).storeBytes(of: value.littleEndian, as: UInt32.self)
-        count = p + 4 - base
-    }
-
     /// Wire type 2 with UTF-8 string content.
     @inline(__always) mutating func stringField(_ field: UInt32, _ value: String) {
         let done: Void? = value.utf8.withContiguousStorageIfAvailable { utf8 in bytesField(field, utf8) }
@@ -108,22 +104,38 @@ public struct ProtobufWriter: ~Copyable {
         count = p + n - base
     }
 
-    /// Copies `n` bytes. Attribute keys and values are mostly 8–16 bytes: two overlapping 8-byte moves beat a
-    /// call to `memcpy` there; longer runs use `memcpy`.
+    /// Copies `n` bytes. Attribute keys and values are mostly 3–32 bytes: overlapping 4-, 8- or 16-byte moves
+    /// beat a call to `memcpy` there; longer runs use `memcpy`.
     @inline(__always) static func copy(_ source: UnsafePointer<UInt8>, to destination: UnsafeMutablePointer<UInt8>, count n: Int) {
-        if n >= 8 && n <= 16 {
-            let head = UnsafeRawPointer(source).loadUnaligned(as: UInt64.self)
-            let tail = UnsafeRawPointer(source + n - 8).loadUnaligned(as: UInt64.self)
-            UnsafeMutableRawPointer(destination).storeBytes(of: head, as: UInt64.self)
-            UnsafeMutableRawPointer(destination + n - 8).storeBytes(of: tail, as: UInt64.self)
-        } else if n < 8 {
-            var i = 0
-            while i < n {
-                destination[i] = source[i]
-                i &+= 1
+        let from = UnsafeRawPointer(source)
+        let to = UnsafeMutableRawPointer(destination)
+        if n >= 8 {
+            if n <= 16 {
+                let head = from.loadUnaligned(as: UInt64.self)
+                let tail = from.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)
+                to.storeBytes(of: head, as: UInt64.self)
+                to.storeBytes(of: tail, toByteOffset: n &- 8, as: UInt64.self)
+            } else if n <= 32 {
+                let a = from.loadUnaligned(as: UInt64.self)
+                let b = from.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                let c = from.loadUnaligned(fromByteOffset: n &- 16, as: UInt64.self)
+                let d = from.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)
+                to.storeBytes(of: a, as: UInt64.self)
+                to.storeBytes(of: b, toByteOffset: 8, as: UInt64.self)
+                to.storeBytes(of: c, toByteOffset: n &- 16, as: UInt64.self)
+                to.storeBytes(of: d, toByteOffset: n &- 8, as: UInt64.self)
+            } else {
+                to.copyMemory(from: from, byteCount: n)
             }
-        } else {
-            UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: n)
+        } else if n >= 4 {
+            let head = from.loadUnaligned(as: UInt32.self)
+            let tail = from.loadUnaligned(fromByteOffset: n &- 4, as: UInt32.self)
+            to.storeBytes(of: head, as: UInt32.self)
+            to.storeBytes(of: tail, toByteOffset: n &- 4, as: UInt32.self)
+        } else if n > 0 {
+            destination[0] = source[0]
+            destination[n &>> 1] = source[n &>> 1]
+            destination[n &- 1] = source[n &- 1]
         }
     }
 
@@ -132,63 +144,126 @@ public struct ProtobufWriter: ~Copyable {
         (((64 &- (value | 1).leadingZeroBitCount) &* 9) &+ 64) / 64
     }
 
-    /// Wire type 2 with 8 big-endian bytes (span ids).
-    @inline(__always) mutating func id64Field(_ field: UInt32, _ value: UInt64) {
-        reserve(14)
-        let p = Self.put(UInt64(field << 3 | 2), at: base + count)
-        p.pointee = 8
-        UnsafeMutableRawPointer(p + 1).storeBytes(of: value.bigEndian, as: UInt64.self)
-        count = p + 9 - base
-    }
-
-    /// Wire type 2 with 16 big-endian bytes (trace ids).
-    @inline(__always) mutating func id128Field(_ field: UInt32, _ high: UInt64, _ low: UInt64) {
-        reserve(22)
-        let p = Self.put(UInt64(field << 3 | 2), at: base + count)
-        p.pointee = 16
-        UnsafeMutableRawPointer(p + 1).storeBytes(of: high.bigEndian, as: UInt64.self)
-        UnsafeMutableRawPointer(p + 9).storeBytes(of: low.bigEndian, as: UInt64.self)
-        count = p + 17 - base
-    }
-
     /// Where a sub-message's body starts and how many length bytes were reserved in front of it.
     @usableFromInline struct MessageStart {
         @usableFromInline let body: Int
         @usableFromInline let reserved: Int
     }
 
-    /// Starts a length-delimited sub-message; returns the token for `endMessage`. `lengthBytes` is the expected
-    /// size of the length varint (1 below 128 bytes, 2 below 16 KiB, 3 below 2 MiB): a good guess saves a slide.
+    /// Starts a length-delimited sub-message; returns the token for `endMessage`. `lengthBytes` is the size of
+    /// the length slot: bodies below 128 bytes, 16 KiB, 2 MiB fit 1, 2, 3 bytes; longer ones cost a slide.
     @inline(__always) mutating func beginMessage(_ field: UInt32, lengthBytes: Int = 1) -> MessageStart {
         reserve(5 &+ lengthBytes)
         count = Self.put(UInt64(field << 3 | 2), at: base + count) + lengthBytes - base
         return MessageStart(body: count, reserved: lengthBytes)
     }
 
-    /// Finishes the sub-message begun at `start`, writing its length in front of it (and sliding the body
-    /// when the length varint is not the reserved size).
+    /// Finishes the sub-message begun at `start`, back-patching its length into the reserved slot as a padded
+    /// varint, or sliding the body right when the length needs more bytes than reserved.
     @inline(__always) mutating func endMessage(_ start: MessageStart) {
-        let length = count - start.body
-        if start.reserved == 1 && length < 0x80 {
-            base[start.body - 1] = UInt8(length)
+        let length = count &- start.body
+        if _fastPath(length < 1 &<< (7 &* start.reserved)) {
+            Self.putPadded(UInt64(length), at: base + start.body - start.reserved, size: start.reserved)
             return
         }
-        var size = 1
-        var v = length >> 7
-        while v > 0 { size += 1; v >>= 7 }
+        let size = Self.varintSize(UInt64(length))
         let shift = size - start.reserved
-        if shift != 0 {
-            reserve(max(shift, 0))
-            (base + start.body + shift).update(from: base + start.body, count: length)
-            count += shift
+        reserve(shift)
+        (base + start.body + shift).update(from: base + start.body, count: length)
+        count += shift
+        _ = Self.put(UInt64(length), at: base + start.body + shift - size)
+    }
+
+    /// Writes `value` (below 2^(7 × size)) as a varint of exactly `size` bytes: all but the last carry the
+    /// continuation bit, so short values get redundant `0x80` bytes, which protobuf parsers accept.
+    @inline(__always) static func putPadded(_ value: UInt64, at p: UnsafeMutablePointer<UInt8>, size: Int) {
+        var v = value
+        for i in 0..<(size &- 1) {
+            p[i] = UInt8(truncatingIfNeeded: v) | 0x80
+            v &>>= 7
         }
-        var at = start.body + shift - size
-        var rest = UInt64(length)
-        while rest >= 0x80 {
-            base[at] = UInt8(truncatingIfNeeded: rest) | 0x80
-            at += 1
-            rest >>= 7
+        p[size &- 1] = UInt8(truncatingIfNeeded: v)
+    }
+
+    /// Runs `body` with a cursor over the free space; if it ran out of room, grows the buffer and runs it
+    /// again from the same position. `body` must write the same bytes each time.
+    @inline(__always) mutating func withRoom(_ body: (inout Cursor) -> Void) {
+        while true {
+            var cursor = Cursor(p: base + count, end: base + capacity)
+            body(&cursor)
+            if _fastPath(!cursor.overflow) {
+                count = cursor.p - base
+                return
+            }
+            grow(capacity &+ 1)
         }
-        base[at] = UInt8(truncatingIfNeeded: rest)
+    }
+
+    /// A write position in the free space of a `ProtobufWriter` that never grows the buffer: each group of
+    /// writes first asks `room(n)`; when that fails the cursor is marked `overflow` and the attempt is
+    /// discarded by `withRoom`.
+    struct Cursor {
+        var p: UnsafeMutablePointer<UInt8>
+        let end: UnsafeMutablePointer<UInt8>
+        /// Some write did not fit: the bytes written are incomplete.
+        var overflow = false
+
+        /// Whether `n` more bytes fit; marks `overflow` if not.
+        @inline(__always) mutating func room(_ n: Int) -> Bool {
+            if _fastPath(end - p >= n) { return true }
+            overflow = true
+            return false
+        }
+
+        @inline(__always) mutating func byte(_ b: UInt8) {
+            p.pointee = b
+            p += 1
+        }
+
+        @inline(__always) mutating func varint(_ v: UInt64) { p = ProtobufWriter.put(v, at: p) }
+
+        @inline(__always) mutating func fixed64(_ v: UInt64) {
+            UnsafeMutableRawPointer(p).storeBytes(of: v.littleEndian, as: UInt64.self)
+            p += 8
+        }
+
+        @inline(__always) mutating func fixed32(_ v: UInt32) {
+            UnsafeMutableRawPointer(p).storeBytes(of: v.littleEndian, as: UInt32.self)
+            p += 4
+        }
+
+        /// 8 bytes big-endian (span ids, halves of trace ids).
+        @inline(__always) mutating func bigEndian64(_ v: UInt64) {
+            UnsafeMutableRawPointer(p).storeBytes(of: v.bigEndian, as: UInt64.self)
+            p += 8
+        }
+
+        /// A varint length then the bytes (the body of a wire type 2 field).
+        @inline(__always) mutating func lengthDelimited(_ bytes: UnsafeBufferPointer<UInt8>) {
+            let n = bytes.count
+            p = ProtobufWriter.put(UInt64(n), at: p)
+            if let source = bytes.baseAddress { ProtobufWriter.copy(source, to: p, count: n) }
+            p += n
+        }
+
+        /// Wire type 2 with the UTF-8 of `value`; `tag` is the whole one-byte key (`field << 3 | 2`).
+        /// Strings are read in place; one without contiguous UTF-8 storage is copied first, out of line, so
+        /// that the fast path makes no call that could release it.
+        @inline(__always) mutating func stringField(_ tag: UInt8, _ value: String) {
+            let done: Void? = value.utf8.withContiguousStorageIfAvailable { bytesField(tag, $0) }
+            if done == nil { contiguousStringField(tag, value) }
+        }
+
+        @inline(never) mutating func contiguousStringField(_ tag: UInt8, _ value: String) {
+            var value = value
+            value.withUTF8 { bytesField(tag, $0) }
+        }
+
+        /// Wire type 2 with raw content.
+        @inline(__always) mutating func bytesField(_ tag: UInt8, _ bytes: UnsafeBufferPointer<UInt8>) {
+            guard room(bytes.count &+ 11) else { return }
+            byte(tag)
+            lengthDelimited(bytes)
+        }
     }
 }

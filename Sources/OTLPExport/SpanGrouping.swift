@@ -5,7 +5,9 @@ import Telemetry
 struct SpanGroups {
     struct ScopeGroup {
         var scope: InstrumentationScope
-        var indices: [Int]
+        /// Positions in the batch (counted from 0) as runs of consecutive spans: a batch from one tracer is
+        /// a single run.
+        var runs: [Range<Int>]
     }
 
     struct ResourceGroup {
@@ -16,33 +18,35 @@ struct SpanGroups {
     var resources: [ResourceGroup] = []
 
     /// Groups by object identity first (spans of one process share one `Resource`), then by equal attributes;
-    /// a batch holds few distinct resources, so the linear search stays short.
-    /// Indices are positions in `spans` counted from 0.
+    /// a batch holds few distinct resources, so the linear search stays short. Spans with the same resource
+    /// and scope objects as the span before them only extend the current run.
     init(_ spans: ArraySlice<Span>) {
-        var lastResource = -1
-        var lastScope = -1
         spans.withUnsafeBufferPointer { spans in
-        for i in spans.indices {
-            let span = spans.baseAddress! + i
-            if lastResource < 0 || resources[lastResource].resource !== span.pointee.resource {
-                lastResource = resources.firstIndex { $0.resource === span.pointee.resource }
-                    ?? resources.firstIndex { $0.resource == span.pointee.resource } ?? -1
-                if lastResource < 0 {
-                    resources.append(ResourceGroup(resource: span.pointee.resource, scopes: []))
-                    lastResource = resources.count - 1
+            var runStart = 0
+            while runStart < spans.count {
+                let first = spans.baseAddress! + runStart
+                var runEnd = runStart + 1
+                while runEnd < spans.count && spans[runEnd].resource === first.pointee.resource
+                    && spans[runEnd].scope === first.pointee.scope
+                {
+                    runEnd += 1
                 }
-                lastScope = -1
+                add(runStart..<runEnd, resource: first.pointee.resource, scope: first.pointee.scope)
+                runStart = runEnd
             }
-            let scopes = resources[lastResource].scopes
-            if lastScope < 0 || scopes[lastScope].scope !== span.pointee.scope {
-                lastScope = scopes.firstIndex { $0.scope === span.pointee.scope } ?? scopes.firstIndex { $0.scope == span.pointee.scope } ?? -1
-                if lastScope < 0 {
-                    resources[lastResource].scopes.append(ScopeGroup(scope: span.pointee.scope, indices: []))
-                    lastScope = resources[lastResource].scopes.count - 1
-                }
-            }
-            resources[lastResource].scopes[lastScope].indices.append(i)
         }
+    }
+
+    private mutating func add(_ run: Range<Int>, resource: Resource, scope: InstrumentationScope) {
+        var r = resources.firstIndex { $0.resource === resource } ?? resources.firstIndex { $0.resource == resource } ?? -1
+        if r < 0 {
+            resources.append(ResourceGroup(resource: resource, scopes: []))
+            r = resources.count - 1
+        }
+        if let s = resources[r].scopes.firstIndex(where: { $0.scope === scope }) ?? resources[r].scopes.firstIndex(where: { $0.scope == scope }) {
+            resources[r].scopes[s].runs.append(run)
+        } else {
+            resources[r].scopes.append(ScopeGroup(scope: scope, runs: [run]))
         }
     }
 }

@@ -11,6 +11,7 @@ struct AgentRunner {
     let options: RunOptions
 
     func run() throws {
+        try CapabilityCheck.run(enforce: options.capabilities.enforceCapabilities)
         let file = try options.config.map { path in
             do { return try ConfigurationFile(path: path) } catch { throw ValidationError("\(error)") }
         }

@@ -63,6 +63,8 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info). Logs go to stderr.", valueName: "level"))
     var logLevel: String?
 
+    @OptionGroup var capabilities: CapabilityOptions
+
     /// Whether anything says what to trace.
     var selectsProcesses: Bool {
         !pids.isEmpty || !executables.isEmpty || openPorts != nil || !names.isEmpty || language != nil || cgroup != nil || config != nil

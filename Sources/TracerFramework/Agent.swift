@@ -46,6 +46,8 @@ public final class Agent: @unchecked Sendable {
         public let resource: Resource
         public let executable: String
         public let tracers: [String]
+        /// PID filter bits of `tracers`: events of other tracers for this process are dropped.
+        let tracerMask: UInt32
     }
 
     public let configuration: Configuration
@@ -134,9 +136,9 @@ public final class Agent: @unchecked Sendable {
 
     public var metricsSnapshot: AgentMetrics.Snapshot { metrics.snapshot(kernelDrops: (try? channel.kernelDrops()) ?? 0) }
 
-    /// The PID filter map as the BPF side sees it (host TGID → allowed).
+    /// The PID filter map as the BPF side sees it (host TGID → whether any tracer may emit for it).
     public func pidFilterEntries() throws -> [Int32: Bool] {
-        Dictionary(uniqueKeysWithValues: try channel.pids.entries(as: (UInt32, UInt32).self).map { (Int32($0.0), $0.1 == UInt32(TRACER_PID_ALLOWED)) })
+        Dictionary(uniqueKeysWithValues: try channel.pids.entries(as: (UInt32, UInt32).self).map { (Int32($0.0), $0.1 != 0) })
     }
 
     /// Files with uprobe links: tracer, path, identity, link count and the PIDs using them.
@@ -198,7 +200,7 @@ public final class Agent: @unchecked Sendable {
         }
         knownLibraries[pid] = Set(process.snapshot.libraries.compactMap(\.identity))
         do {
-            try channel.allow(pid: pid)
+            try channel.allow(pid: pid, tracers: report.tracerMask)
         } catch {
             logger.error("pid \(pid): cannot allow it in the PID filter: \(error)")
             metrics.attachErrors.add(1, ordering: .relaxed)
@@ -207,7 +209,8 @@ public final class Agent: @unchecked Sendable {
         let wasSelected = selected.withLock { selected in
             defer {
                 selected[pid] = SelectedProcess(pid: pid, rule: rule, resource: process.resource,
-                                                executable: process.snapshot.executablePath, tracers: report.tracers)
+                                                executable: process.snapshot.executablePath, tracers: report.tracers,
+                                                tracerMask: report.tracerMask)
             }
             return selected[pid] != nil
         }
@@ -237,7 +240,8 @@ public final class Agent: @unchecked Sendable {
         let snapshot = try ProcessInspection.snapshot(pid: pid)
         let executable = try inspection.info(path: snapshot.executableOpenPath, queries: attacher.probeTargetQueries,
                                              languageHint: snapshot.languageHint)
-        let resource = ServiceIdentity.resource(for: snapshot, executable: executable, rule: rule, environment: ProcFS.environment(pid))
+        let resource = ServiceIdentity.resource(for: snapshot, executable: executable, rule: rule, environment: ProcFS.environment(pid),
+                                                cgroup: ProcFS.cgroup(pid))
         return TracedProcess(pid: pid, snapshot: snapshot, executable: executable, resource: resource)
     }
 
@@ -310,8 +314,10 @@ public final class Agent: @unchecked Sendable {
                 continue
             }
             let pid = Int32(bitPattern: event.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-            // User space is authoritative: an event from a process that is not selected (any more) is dropped.
-            guard let (loaded, context) = tracersByEventType[type], selected.withLock({ $0[pid] != nil }) else {
+            // User space is authoritative: an event from a process that is not selected (any more), or from a
+            // tracer that does not apply to it, is dropped.
+            guard let (loaded, context) = tracersByEventType[type],
+                  selected.withLock({ ($0[pid]?.tracerMask ?? 0) & loaded.pidMask != 0 }) else {
                 metrics.eventsDropped.add(1, ordering: .relaxed)
                 continue
             }

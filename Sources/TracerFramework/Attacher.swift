@@ -9,13 +9,16 @@ final class LoadedTracer: @unchecked Sendable {
     let object: BPFObject
     /// Uprobe programs were loaded as uprobe_multi (Linux 6.6): one link per program and file.
     let usesUprobeMulti: Bool
+    /// This tracer's bit in the PID filter's values (`tracer_pid_mask`).
+    let pidMask: UInt32
     let scope: InstrumentationScope
     fileprivate(set) var globalLinks: [BPFLink] = []
 
-    init(tracer: any Tracer, object: BPFObject, usesUprobeMulti: Bool) {
+    init(tracer: any Tracer, object: BPFObject, usesUprobeMulti: Bool, pidMask: UInt32) {
         self.tracer = tracer
         self.object = object
         self.usesUprobeMulti = usesUprobeMulti
+        self.pidMask = pidMask
         scope = InstrumentationScope(name: "tracer/\(tracer.name)")
     }
 }
@@ -23,6 +26,8 @@ final class LoadedTracer: @unchecked Sendable {
 /// What attaching a process did.
 public struct AttachReport: Sendable {
     public var tracers: [String] = []
+    /// The PID filter bits of `tracers`.
+    public var tracerMask: UInt32 = 0
     /// Links created for this process (0 when every file it uses was attached already).
     public var newLinks = 0
     /// Probe points the process is covered by (offsets of uprobes in its files, plus global probes).
@@ -64,10 +69,11 @@ final class Attacher {
     init(tracers: [any Tracer], channel: EventChannel, features: KernelFeatures, inspection: InspectionCache, logger: Logger) throws {
         self.inspection = inspection
         self.logger = logger
+        guard tracers.count <= 32 else { throw SelectionError("at most 32 tracers fit the PID filter's mask, not \(tracers.count)") }
         var loaded: [LoadedTracer] = []
-        for tracer in tracers {
+        for (index, tracer) in tracers.enumerated() {
             do {
-                loaded.append(try Self.load(tracer, channel: channel, features: features, logger: logger))
+                loaded.append(try Self.load(tracer, channel: channel, features: features, pidMask: 1 << UInt32(index), logger: logger))
             } catch {
                 if tracer.isRequired { throw error }
                 logger.warning("tracer \(tracer.name) not loaded: \(error)")
@@ -76,7 +82,8 @@ final class Attacher {
         self.loaded = loaded
     }
 
-    private static func load(_ tracer: any Tracer, channel: EventChannel, features: KernelFeatures, logger: Logger) throws -> LoadedTracer {
+    private static func load(_ tracer: any Tracer, channel: EventChannel, features: KernelFeatures, pidMask: UInt32,
+                             logger: Logger) throws -> LoadedTracer {
         let kprobes = features.isAvailable(.kprobe)
         let multi = features.isAvailable(.uprobeMulti)
         var programs: Set<BPFProgramName> = []
@@ -92,10 +99,10 @@ final class Attacher {
         }
         var spec = BPFObjectSpec(tracer.object, programs: programs)
         if multi { spec.uprobeMultiPrograms = uprobePrograms }
-        channel.use(in: &spec)
+        channel.use(in: &spec, pidMask: pidMask)
         tracer.configure(&spec, features: features)
         let object = try spec.load()
-        let loaded = LoadedTracer(tracer: tracer, object: object, usesUprobeMulti: multi)
+        let loaded = LoadedTracer(tracer: tracer, object: object, usesUprobeMulti: multi, pidMask: pidMask)
 
         var attachments: [() throws -> BPFLink] = []
         for probe in tracer.probes {
@@ -136,6 +143,7 @@ final class Attacher {
                 try attachLibraries(of: tracer, to: process, report: &report)
                 try tracer.tracer.prepare(process, object: tracer.object)
                 report.tracers.append(tracer.tracer.name)
+                report.tracerMask |= tracer.pidMask
                 report.probes += tracer.globalLinks.count
             } catch {
                 report.errors.append("\(tracer.tracer.name): \(error)")

@@ -6,12 +6,15 @@ import Telemetry
 /// `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` when present (as an SDK inside it would report),
 /// else from the selection rule, else the executable's name.
 enum ServiceIdentity {
+    /// The node's name: in a Kubernetes pod the agent's own hostname is the pod's, so the downward-API
+    /// `K8S_NODE_NAME` wins when set.
     static let hostName: String = {
-        ProcessInfo.processInfo.hostName
+        ProcessInfo.processInfo.environment["K8S_NODE_NAME"].flatMap { $0.isEmpty ? nil : $0 } ?? ProcessInfo.processInfo.hostName
     }()
 
     static func resource(for snapshot: ProcessSnapshot, executable: ExecutableInfo, rule: SelectionRule?,
-                         environment: [String: String]) -> Resource {
+                         environment: [String: String], cgroup: String,
+                         agentEnvironment: [String: String] = ProcessInfo.processInfo.environment) -> Resource {
         let fromEnvironment = parseResourceAttributes(environment["OTEL_RESOURCE_ATTRIBUTES"] ?? "")
         let executableName = URL(fileURLWithPath: snapshot.executablePath).lastPathComponent
         let serviceName = environment["OTEL_SERVICE_NAME"].flatMap { $0.isEmpty ? nil : $0 }
@@ -34,6 +37,10 @@ enum ServiceIdentity {
             if let version = runtime.version { attributes.appendUnchecked(SemanticConventions.processRuntimeVersion, .string(version)) }
         }
         attributes.appendUnchecked(SemanticConventions.hostName, .string(hostName))
+        for (key, value) in ContainerIdentity.attributes(cgroup: cgroup, processEnvironment: environment, agentEnvironment: agentEnvironment)
+        where fromEnvironment[key] == nil {
+            attributes.appendUnchecked(key, .string(value))
+        }
         attributes.appendUnchecked(SemanticConventions.telemetrySDKName, .string("tracer"))
         attributes.appendUnchecked(SemanticConventions.telemetrySDKLanguage, .string(executable.language.rawValue))
         for (key, value) in fromEnvironment.sorted(by: { $0.key < $1.key })

@@ -80,7 +80,9 @@ final class BPFRuntimeTests: XCTestCase {
     func testPIDFilterLetsOnlyAllowedProcessesEmit() throws {
         try requireBPF()
         let channel = try EventChannel()
-        let object = try loadSelftest([Selftest.Program.selftestRawTracepoint], channel: channel)
+        var spec = BPFObjectSpec(Selftest.object, programs: [Selftest.Program.selftestRawTracepoint])
+        channel.use(in: &spec, pidMask: 0b10) // this object is tracer #1
+        let object = try spec.load()
         let link = try object.program(Selftest.Program.selftestRawTracepoint).attachRawTracepoint("sys_enter")
         defer { link.close() }
         let collected = CollectedEvents()
@@ -88,7 +90,9 @@ final class BPFRuntimeTests: XCTestCase {
         defer { reader.stop() }
 
         for _ in 0..<5 { _ = getppid() }
-        try channel.allow(pid: getpid())
+        try channel.allow(pid: getpid(), tracers: 0b01) // allowed for another tracer only
+        for _ in 0..<5 { _ = getppid() }
+        try channel.allow(pid: getpid(), tracers: 0b11)
         for _ in 0..<7 { _ = getppid() }
         try channel.block(pid: getpid())
         for _ in 0..<5 { _ = getppid() }

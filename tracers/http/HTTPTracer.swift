@@ -1,6 +1,7 @@
 import BPFRuntime
 import CTracerABI
 import Synchronization
+import Foundation
 import Telemetry
 import TracerFramework
 
@@ -21,31 +22,60 @@ public struct HTTPTracer: Tracer {
     /// Events that could not become spans (too short, unparsable request), for the agent's self-metrics.
     public let counters = HTTPTracerCounters()
 
-    public init() {}
+    /// Which kernel hooks carry the socket data.
+    public enum Hooks: String, Sendable {
+        /// `sock:sock_send_length`, `sock:sock_recv_length`, `sock:inet_sock_set_state` (Linux 6.4).
+        case socketTracepoints = "socket tracepoints"
+        /// `syscalls:sys_enter_*`/`sys_exit_*` of the data syscalls, `accept`, `connect`, `close`.
+        case syscallTracepoints = "syscall tracepoints"
 
-    /// Syscall tracepoints (`syscalls:sys_enter_*`/`sys_exit_*`, every kernel since 2.6.37; used on kernels
-    /// with and without kprobes) and the libssl uprobes. One program serves several syscalls where their
-    /// arguments agree (`read`/`recvfrom`: fd, buffer, count).
+        /// Socket tracepoints when tracefs lists them, else syscall tracepoints.
+        public static func detect() -> Hooks {
+            let available = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].contains { root in
+                ["sock_send_length", "sock_recv_length", "inet_sock_set_state"].allSatisfy {
+                    FileManager.default.fileExists(atPath: "\(root)/events/sock/\($0)")
+                }
+            }
+            return available ? .socketTracepoints : .syscallTracepoints
+        }
+    }
+
+    public let hooks: Hooks
+
+    public init(hooks: Hooks = .detect()) { self.hooks = hooks }
+
+    /// Socket tracepoints where the kernel has them (`sock:sock_send_length`/`sock_recv_length`, Linux 6.4:
+    /// only socket I/O pays, no task is put on the syscall tracing slow path), else syscall tracepoints
+    /// (`syscalls:sys_enter_*`/`sys_exit_*`, every kernel since 2.6.37, with or without kprobes); plus the
+    /// libssl uprobes.
     public var probes: [Probe] {
-        Self.syscallTracepoints.map { .tracepoint(TracepointProbe("syscalls", $0.event, program: $0.program)) }
+        (hooks == .socketTracepoints ? Self.socketTracepoints : Self.syscallTracepoints)
+            .map { .tracepoint(TracepointProbe($0.category, $0.event, program: $0.program)) }
             + Self.libsslSymbols.map {
                 .library(prefix: "libssl.so", symbol: $0.symbol, entry: $0.entry, returns: Program.httpSslReturn,
                          returnsWithUretprobe: true)
             }
     }
 
-    static let syscallTracepoints: [(event: String, program: BPFProgramName)] = [
-        ("sys_enter_read", Program.httpEnterRead), ("sys_enter_recvfrom", Program.httpEnterRead),
-        ("sys_enter_write", Program.httpEnterWrite), ("sys_enter_sendto", Program.httpEnterWrite),
-        ("sys_enter_readv", Program.httpEnterReadv), ("sys_enter_writev", Program.httpEnterWritev),
-        ("sys_enter_recvmsg", Program.httpEnterRecvmsg), ("sys_enter_sendmsg", Program.httpEnterSendmsg),
-        ("sys_enter_connect", Program.httpEnterConnect), ("sys_enter_close", Program.httpEnterClose),
-        ("sys_exit_read", Program.httpExitData), ("sys_exit_recvfrom", Program.httpExitData),
-        ("sys_exit_write", Program.httpExitData), ("sys_exit_sendto", Program.httpExitData),
-        ("sys_exit_readv", Program.httpExitData), ("sys_exit_writev", Program.httpExitData),
-        ("sys_exit_recvmsg", Program.httpExitData), ("sys_exit_sendmsg", Program.httpExitData),
-        ("sys_exit_connect", Program.httpExitData),
-        ("sys_exit_accept", Program.httpExitAccept), ("sys_exit_accept4", Program.httpExitAccept),
+    /// sock_sendmsg/sock_recvmsg and TCP state changes (the end of a connection).
+    static let socketTracepoints: [(category: String, event: String, program: BPFProgramName)] = [
+        ("sock", "sock_recv_length", Program.httpSockRecv), ("sock", "sock_send_length", Program.httpSockSend),
+        ("sock", "inet_sock_set_state", Program.httpSockState),
+    ]
+
+    /// One program serves several syscalls where their arguments agree (`read`/`recvfrom`: fd, buffer, count).
+    static let syscallTracepoints: [(category: String, event: String, program: BPFProgramName)] = [
+        ("syscalls", "sys_enter_read", Program.httpEnterRead), ("syscalls", "sys_enter_recvfrom", Program.httpEnterRead),
+        ("syscalls", "sys_enter_write", Program.httpEnterWrite), ("syscalls", "sys_enter_sendto", Program.httpEnterWrite),
+        ("syscalls", "sys_enter_readv", Program.httpEnterReadv), ("syscalls", "sys_enter_writev", Program.httpEnterWritev),
+        ("syscalls", "sys_enter_recvmsg", Program.httpEnterRecvmsg), ("syscalls", "sys_enter_sendmsg", Program.httpEnterSendmsg),
+        ("syscalls", "sys_enter_connect", Program.httpEnterConnect), ("syscalls", "sys_enter_close", Program.httpEnterClose),
+        ("syscalls", "sys_exit_read", Program.httpExitData), ("syscalls", "sys_exit_recvfrom", Program.httpExitData),
+        ("syscalls", "sys_exit_write", Program.httpExitData), ("syscalls", "sys_exit_sendto", Program.httpExitData),
+        ("syscalls", "sys_exit_readv", Program.httpExitData), ("syscalls", "sys_exit_writev", Program.httpExitData),
+        ("syscalls", "sys_exit_recvmsg", Program.httpExitData), ("syscalls", "sys_exit_sendmsg", Program.httpExitData),
+        ("syscalls", "sys_exit_connect", Program.httpExitData),
+        ("syscalls", "sys_exit_accept", Program.httpExitAccept), ("syscalls", "sys_exit_accept4", Program.httpExitAccept),
     ]
 
     /// OpenSSL 1.1/3 entry points; the `_ex` variants report the byte count through their last argument.
@@ -55,7 +85,14 @@ public struct HTTPTracer: Tracer {
     ]
 
     /// Every selected process: the hooks are language-agnostic.
-    public func applicability(to process: TracedProcess) -> Applicability { .applies }
+    /// Every selected process, except Go programs the Go net/http tracer can instrument: they would
+    /// otherwise get a second span per request.
+    public func applicability(to process: TracedProcess) -> Applicability {
+        if process.executable.language == .go, let go = process.executable.go, go.notInstrumentableReason == nil {
+            return .notApplicable(reason: "a Go program: the go-nethttp tracer instruments it")
+        }
+        return .applies
+    }
 
     public func decode(_ event: UnsafeRawBufferPointer, context: DecodeContext) -> Span? {
         guard event.count >= MemoryLayout<http_event>.size else {

@@ -55,6 +55,7 @@ struct http_conn_key {
  * at a variable offset stays inside the value (appends are clamped to request[] at run time). */
 struct http_conn {
 	struct http_event event;
+	__u64 sk;       /* the struct sock * of the connection, 0 for TLS without a known socket */
 	__u8 phase;
 	__u8 pad[7];
 	__u8 spill[HTTP_REQUEST_CAPTURE];
@@ -109,6 +110,15 @@ struct {
 	__type(key, __u64);
 	__type(value, __u32);
 } http_ssl_fds SEC(".maps");
+
+/* struct sock * -> the connection that uses it, so sock:inet_sock_set_state (which knows only the sock,
+ * and may run in softirq context) can end the connection's exchange. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct http_conn_key);
+} http_sock_owners SEC(".maps");
 
 /* A zeroed http_conn to create entries from (too large for the BPF stack). */
 struct {
@@ -184,8 +194,9 @@ static __always_inline void fill_addresses(struct http_event *event, struct sock
 	}
 }
 
-/* Hands the finished (or abandoned) exchange of `conn` to user space and makes the connection idle. */
-static __always_inline void emit(void *ctx, struct http_conn *conn)
+/* Hands the finished (or abandoned) exchange of `conn` (of process `tgid`) to user space and makes the
+ * connection idle. */
+static __always_inline void emit(void *ctx, struct http_conn *conn, __u32 tgid)
 {
 	__u8 phase = conn->phase;
 	conn->phase = PHASE_IDLE;
@@ -196,6 +207,7 @@ static __always_inline void emit(void *ctx, struct http_conn *conn)
 		return;
 	bpf_probe_read_kernel(event, sizeof(*event), &conn->event);
 	tracer_fill_header(&event->header, HTTP_EVENT_EXCHANGE);
+	event->header.pid = tgid; /* the emitting context may be another process (softirq) */
 	if (phase == PHASE_REQUEST)
 		event->flags |= HTTP_FLAG_NO_RESPONSE;
 	tracer_submit(ctx, event, sizeof(*event));
@@ -246,28 +258,40 @@ static __always_inline void capture_response(struct http_conn *conn, __u64 buf, 
 
 /* The state machine: `len` bytes at `buf` (a prefix of `total` transferred bytes) crossed connection
  * `fd` of the current process in direction `dir`. `tls` is set for plaintext from the libssl uprobes. */
-static __always_inline void handle_data(void *ctx, __u32 fd, __u8 dir, __u64 buf, __u64 len, __u64 total, __u8 tls)
+static __always_inline void handle_data(void *ctx, __u32 fd, __u8 dir, __u64 buf, __u64 len, __u64 total, __u8 tls,
+					struct sock *known_sk)
 {
 	struct http_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd };
 	struct http_conn *conn = bpf_map_lookup_elem(&http_conns, &key);
 	if (conn && (conn->event.flags & HTTP_FLAG_TLS) && !tls)
 		return; /* plaintext of this connection comes from the libssl uprobes */
 	int looks = looks_like(buf, len);
+	if (conn && known_sk && conn->sk != (__u64)known_sk) {
+		/* the fd now names another socket (its old connection's close was not seen) */
+		emit(ctx, conn, key.tgid);
+		conn = NULL;
+	}
 	if (!conn) {
 		if (looks != LOOKS_REQUEST)
 			return;
-		if (!tls && !tcp_sock_of(fd))
+		struct sock *sk = known_sk ? known_sk : (fd < HTTP_PSEUDO_FD ? tcp_sock_of(fd) : NULL);
+		if (!tls && !sk)
 			return;
 		conn = create_conn(&key, 0);
 		if (!conn)
 			return;
+		if (sk) {
+			__u64 owner = (__u64)sk;
+			conn->sk = owner;
+			bpf_map_update_elem(&http_sock_owners, &owner, &key, BPF_ANY);
+		}
 	}
 	if (tls)
 		conn->event.flags |= HTTP_FLAG_TLS;
 	__u64 now = bpf_ktime_get_ns();
 
 	if (looks == LOOKS_REQUEST && conn->phase != PHASE_REQUEST) {
-		emit(ctx, conn); /* a previous exchange on this keep-alive connection ends here */
+		emit(ctx, conn, key.tgid); /* a previous exchange on this keep-alive connection ends here */
 		struct http_event *event = &conn->event;
 		event->role = dir == DIR_READ ? HTTP_ROLE_SERVER : HTTP_ROLE_CLIENT;
 		event->flags &= HTTP_FLAG_TLS | HTTP_FLAG_ACCEPTED | HTTP_FLAG_CONNECTED;
@@ -279,11 +303,9 @@ static __always_inline void handle_data(void *ctx, __u32 fd, __u8 dir, __u64 buf
 		event->request_len = 0;
 		event->response_len = 0;
 		event->pipeline_index = 0;
-		if (fd < HTTP_PSEUDO_FD) {
-			struct sock *sk = tcp_sock_of(fd);
-			if (sk)
-				fill_addresses(event, sk);
-		}
+		struct sock *sk = known_sk ? known_sk : (fd < HTTP_PSEUDO_FD ? tcp_sock_of(fd) : NULL);
+		if (sk)
+			fill_addresses(event, sk);
 		conn->phase = PHASE_REQUEST;
 		append_request(conn, buf, len);
 		return;
@@ -296,7 +318,7 @@ static __always_inline void handle_data(void *ctx, __u32 fd, __u8 dir, __u64 buf
 			conn->event.request_bytes += total;
 			append_request(conn, buf, len);
 		} else {
-			emit(ctx, conn); /* not a request start: the exchange is over, ignore these bytes */
+			emit(ctx, conn, key.tgid); /* not a request start: the exchange is over, ignore these bytes */
 		}
 		return;
 	}
@@ -311,7 +333,7 @@ static __always_inline void handle_data(void *ctx, __u32 fd, __u8 dir, __u64 buf
 			/* a second response: the previous one is complete and this one answers the next request
 			 * the capture holds (pipelining); it began being served when the previous one ended */
 			__u64 previous_end = conn->event.end_ns;
-			emit(ctx, conn);
+			emit(ctx, conn, key.tgid);
 			conn->phase = PHASE_RESPONSE;
 			conn->event.pipeline_index += 1;
 			conn->event.start_ns = previous_end;
@@ -329,7 +351,7 @@ static __always_inline void end_if_turning(void *ctx, __u32 fd, __u8 dir)
 	struct http_conn_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd };
 	struct http_conn *conn = bpf_map_lookup_elem(&http_conns, &key);
 	if (conn && conn->phase == PHASE_RESPONSE && dir == request_dir(conn))
-		emit(ctx, conn);
+		emit(ctx, conn, key.tgid);
 }
 
 /* sys_enter of a data syscall: keeps the arguments for sys_exit. Selected processes only. */
@@ -444,7 +466,7 @@ int http_exit_data(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	}
 	__u64 len = (__u64)ret < args.capacity ? (__u64)ret : args.capacity;
-	handle_data(ctx, args.fd, args.dir, args.buf, len, ret, 0);
+	handle_data(ctx, args.fd, args.dir, args.buf, len, ret, 0, NULL);
 	return 0;
 }
 
@@ -484,8 +506,140 @@ int http_enter_close(struct trace_event_raw_sys_enter *ctx)
 	struct http_conn *conn = bpf_map_lookup_elem(&http_conns, &key);
 	if (!conn)
 		return 0;
-	emit(ctx, conn);
+	emit(ctx, conn, key.tgid);
 	bpf_map_delete_elem(&http_conns, &key);
+	return 0;
+}
+
+/* ---- Socket tracepoints (Linux 6.4+): fire for socket I/O only, so other processes and other files pay
+ * nothing, and no syscall tracepoint puts every task on the syscall tracing slow path. ---- */
+
+#if defined(__TARGET_ARCH_x86)
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#define SYSCALL_NR(regs) ((regs)->orig_ax)
+#define SYSCALL_ARG1(regs) ((regs)->di)
+#define SYSCALL_ARG2(regs) ((regs)->si)
+#define SYSCALL_ARG3(regs) ((regs)->dx)
+#else
+#error "syscall numbers and registers of this architecture are not written yet"
+#endif
+
+#define MSG_PEEK_ 2
+#define TCP_FIN_WAIT1_ 4
+#define TCP_CLOSE_ 7
+#define TCP_CLOSE_WAIT_ 8
+#define TCP_LAST_ACK_ 9
+
+/* sock:sock_send_length / sock:sock_recv_length (sock_sendmsg/sock_recvmsg): the socket and the byte
+ * count; the fd and the user buffer are the arguments of the syscall in progress (its saved user
+ * registers, bpf_task_pt_regs). Transfers the syscall does not describe (sendfile, io_uring, kernel
+ * sockets) are skipped. */
+static __always_inline int sock_data(struct trace_event_raw_sock_msg_length *ctx, __u8 dir)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (ctx->protocol != IPPROTO_TCP_ || !tracer_pid_allowed(pid_tgid >> 32))
+		return 0;
+	int ret = ctx->ret;
+	if (ret < 0 || (ctx->flags & MSG_PEEK_))
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long nr = SYSCALL_NR(regs);
+	__u32 fd = SYSCALL_ARG1(regs);
+	__u64 buf = SYSCALL_ARG2(regs), capacity = SYSCALL_ARG3(regs);
+	switch (nr) {
+	case NR_READ:
+	case NR_WRITE:
+	case NR_RECVFROM:
+	case NR_SENDTO:
+		break;
+	case NR_READV:
+	case NR_WRITEV: {
+		struct iovec iov = {};
+		if (capacity == 0 || bpf_probe_read_user(&iov, sizeof(iov), (const void *)buf) < 0)
+			return 0;
+		buf = (__u64)iov.iov_base;
+		capacity = iov.iov_len;
+		break;
+	}
+	case NR_RECVMSG:
+	case NR_SENDMSG: {
+		struct user_msghdr msg = {};
+		struct iovec iov = {};
+		if (bpf_probe_read_user(&msg, sizeof(msg), (const void *)buf) < 0 || msg.msg_iovlen == 0 ||
+		    bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov) < 0)
+			return 0;
+		buf = (__u64)iov.iov_base;
+		capacity = iov.iov_len;
+		break;
+	}
+	default:
+		return 0;
+	}
+	struct http_ssl_call *call = bpf_map_lookup_elem(&http_ssl_calls, &pid_tgid);
+	if (call) {
+		/* TLS records under SSL_read/SSL_write: the plaintext comes from the uprobes */
+		call->fd = fd;
+		call->has_fd = 1;
+		struct http_conn_key key = { .tgid = pid_tgid >> 32, .fd = fd };
+		struct http_conn *conn = bpf_map_lookup_elem(&http_conns, &key);
+		if (conn)
+			conn->event.flags |= HTTP_FLAG_TLS;
+		return 0;
+	}
+	if (ret == 0) {
+		end_if_turning(ctx, fd, dir); /* end of stream */
+		return 0;
+	}
+	__u64 len = (__u64)ret < capacity ? (__u64)ret : capacity;
+	handle_data(ctx, fd, dir, buf, len, ret, 0, (struct sock *)ctx->sk);
+	return 0;
+}
+
+SEC("tracepoint/sock/sock_recv_length")
+int http_sock_recv(struct trace_event_raw_sock_msg_length *ctx)
+{
+	return sock_data(ctx, DIR_READ);
+}
+
+SEC("tracepoint/sock/sock_send_length")
+int http_sock_send(struct trace_event_raw_sock_msg_length *ctx)
+{
+	return sock_data(ctx, DIR_WRITE);
+}
+
+/* sock:inet_sock_set_state: a closing connection ends its pending exchange — when the process closes it
+ * (FIN_WAIT1, LAST_ACK), when it is gone (CLOSE), or when the peer closes it (CLOSE_WAIT) after a server
+ * sent its response (a client may still have the response to read then). At CLOSE its state goes.
+ * May run in softirq context: the owner map names the process. */
+SEC("tracepoint/sock/inet_sock_set_state")
+int http_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	int state = ctx->newstate;
+	if (ctx->protocol != IPPROTO_TCP_ ||
+	    (state != TCP_FIN_WAIT1_ && state != TCP_CLOSE_WAIT_ && state != TCP_LAST_ACK_ && state != TCP_CLOSE_))
+		return 0;
+	__u64 owner = (__u64)ctx->skaddr;
+	struct http_conn_key *found = bpf_map_lookup_elem(&http_sock_owners, &owner);
+	if (!found)
+		return 0;
+	struct http_conn_key key = *found;
+	struct http_conn *conn = bpf_map_lookup_elem(&http_conns, &key);
+	if (conn && conn->sk != owner)
+		conn = NULL; /* the fd was reused for another connection meanwhile */
+	if (conn && (state != TCP_CLOSE_WAIT_ || (conn->event.role == HTTP_ROLE_SERVER && conn->phase == PHASE_RESPONSE)))
+		emit(ctx, conn, key.tgid);
+	if (state == TCP_CLOSE_) {
+		bpf_map_delete_elem(&http_sock_owners, &owner);
+		if (conn)
+			bpf_map_delete_elem(&http_conns, &key);
+	}
 	return 0;
 }
 
@@ -556,6 +710,6 @@ int BPF_KRETPROBE(http_ssl_return, long ret)
 		__u32 *known = bpf_map_lookup_elem(&http_ssl_fds, &call.ssl);
 		fd = known ? *known : (HTTP_PSEUDO_FD | ((__u32)(call.ssl >> 4) & 0x7fffffff));
 	}
-	handle_data(ctx, fd, call.dir, call.buf, count, count, 1);
+	handle_data(ctx, fd, call.dir, call.buf, count, count, 1, NULL);
 	return 0;
 }

@@ -15,7 +15,7 @@ import XCTest
 final class HTTPTracerHarness {
     static let libssl = "/lib/x86_64-linux-gnu/libssl.so.3"
 
-    let tracer = HTTPTracer()
+    let tracer: HTTPTracer
     let channel: EventChannel
     let object: BPFObject
     private var links: [BPFLink] = []
@@ -28,7 +28,8 @@ final class HTTPTracerHarness {
         let events = Mutex<[http_event]>([])
     }
 
-    init() throws {
+    init(hooks: HTTPTracer.Hooks = .detect()) throws {
+        tracer = HTTPTracer(hooks: hooks)
         channel = try EventChannel()
         var spec = BPFObjectSpec(tracer.object, programs: Set(tracer.probes.flatMap(\.programs)))
         channel.use(in: &spec)
@@ -81,11 +82,12 @@ final class HTTPTracerHarness {
 
     func allow(_ pid: Int32) throws { try channel.allow(pid: pid) }
 
-    /// Spans of process `pid` (host PID = `process.pid` of the resource the harness gives).
+    /// Spans of process `pid` (host PID = `process.pid` of the resource the harness gives), in start order
+    /// (exchanges on different connections may end, and be emitted, in another order).
     func spans(of pid: Int32, kind: SpanKind? = nil) -> [Span] {
         collector.spans.withLock { spans in
             spans.filter { $0.resource.attributes[SemanticConventions.processPID]?.intValue == Int64(pid) && (kind == nil || $0.kind == kind) }
-        }
+        }.sorted { $0.startTimeUnixNano < $1.startTimeUnixNano }
     }
 
     func rawEvents(of pid: Int32) -> [http_event] { collector.events.withLock { $0.filter { $0.header.pid == UInt32(pid) } } }

@@ -26,9 +26,22 @@ final class HTTPTracerTests: XCTestCase {
     }
 
     func testPythonServerGivesOneSpanPerRequestWithMethodPathStatusAndKind() throws {
+        try checkPythonServer(hooks: .detect())
+    }
+
+    /// The hooks of kernels without the socket tracepoints (before Linux 6.4), on this kernel.
+    func testPythonServerThroughSyscallTracepoints() throws {
+        try checkPythonServer(hooks: .syscallTracepoints)
+    }
+
+    func testHTTPSThroughSyscallTracepoints() throws {
+        try checkHTTPS(hooks: .syscallTracepoints)
+    }
+
+    private func checkPythonServer(hooks: HTTPTracer.Hooks) throws {
         try requireBPF()
         let directory = try temporaryDirectory(self)
-        let harness = try HTTPTracerHarness()
+        let harness = try HTTPTracerHarness(hooks: hooks)
         let (server, port) = try pythonServer(directory)
         try harness.allow(server.pid)
         let base = "http://127.0.0.1:\(port)"
@@ -57,7 +70,10 @@ final class HTTPTracerTests: XCTestCase {
         // Keep-alive: every request came over the same connection.
         XCTAssertEqual(Set(spans.compactMap { attribute($0, SemanticConventions.clientPort)?.intValue }).count, 1)
         let events = harness.rawEvents(of: server.pid)
-        XCTAssertTrue(events.allSatisfy { $0.flags & UInt8(HTTP_FLAG_ACCEPTED) != 0 }, "accept4 seen for the connection")
+        XCTAssertEqual(Set(events.map(\.role)), [UInt8(HTTP_ROLE_SERVER)])
+        if hooks == .syscallTracepoints {
+            XCTAssertTrue(events.allSatisfy { $0.flags & UInt8(HTTP_FLAG_ACCEPTED) != 0 }, "accept4 seen for the connection")
+        }
     }
 
     func testSlowHandlerShowsInTheDurationAndPostBodyAndTraceparentAreHonoured() throws {
@@ -130,10 +146,29 @@ final class HTTPTracerTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(pythonSpans.last?.durationSeconds ?? 0, 0.050)
     }
 
-    func testHTTPSServerAndClientThroughLibsslWithoutPlaintextDuplicates() throws {
+    func testNodeFetchClientSpans() throws {
         try requireBPF()
         let directory = try temporaryDirectory(self)
         let harness = try HTTPTracerHarness()
+        let (server, port) = try pythonServer(directory)
+        let base = "http://127.0.0.1:\(port)"
+        let script = "(async () => { for (const p of ['/hello', '/missing', '/fail']) { const r = await fetch('\(base)' + p); await r.text(); console.log(r.status); } })()"
+        let node = try gatedClient(harness, [Programs.node, "-e", script])
+        let spans = harness.waitForSpans(of: node.pid, kind: .client, count: 3)
+        XCTAssertEqual(spans.map { attribute($0, SemanticConventions.urlFull)?.stringValue }, ["\(base)/hello", "\(base)/missing", "\(base)/fail"])
+        XCTAssertEqual(spans.map { attribute($0, SemanticConventions.httpResponseStatusCode)?.intValue }, [200, 404, 500])
+        XCTAssertEqual(spans.map(\.status), [.unset, .error(message: ""), .error(message: "")])
+        XCTAssertTrue(harness.spans(of: server.pid).isEmpty, "the server was not selected")
+    }
+
+    func testHTTPSServerAndClientThroughLibsslWithoutPlaintextDuplicates() throws {
+        try checkHTTPS(hooks: .detect())
+    }
+
+    private func checkHTTPS(hooks: HTTPTracer.Hooks) throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let harness = try HTTPTracerHarness(hooks: hooks)
         let (server, port) = try pythonServer(directory, tls: try Programs.certificate(in: directory))
         try harness.allow(server.pid)
         let base = "https://127.0.0.1:\(port)"
