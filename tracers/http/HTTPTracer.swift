@@ -84,11 +84,10 @@ public struct HTTPTracer: Tracer {
         ("SSL_read_ex", Program.httpSslReadEx), ("SSL_write_ex", Program.httpSslWriteEx),
     ]
 
-    /// Every selected process: the hooks are language-agnostic.
-    /// Every selected process, except Go programs the Go net/http tracer can instrument: they would
-    /// otherwise get a second span per request.
+    /// Every selected process, except Go programs the Go net/http tracer instruments (they would otherwise
+    /// get a second span per request); the Go programs it refuses are traced here.
     public func applicability(to process: TracedProcess) -> Applicability {
-        if process.executable.language == .go, let go = process.executable.go, go.notInstrumentableReason == nil {
+        if case .success = GoNetHTTPTracer.offsets(for: process.executable) {
             return .notApplicable(reason: "a Go program: the go-nethttp tracer instruments it")
         }
         return .applies

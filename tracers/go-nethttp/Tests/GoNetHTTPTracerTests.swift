@@ -95,14 +95,20 @@ final class GoNetHTTPTracerTests: XCTestCase {
         let (server, attached) = try start(stripped: true)
         let inspected = try ExecutableInspector().inspect(path: "/proc/\(server.pid)/exe", queries: GoNetHTTPTracer().probeTargetQueries)
         XCTAssertFalse(inspected.probeTargets.isEmpty, "pclntab still names the functions of a stripped binary")
+        // The generic HTTP tracer takes exactly the Go programs this one refuses: no second span, no gap.
+        let process = TracedProcess(pid: server.pid, snapshot: try ProcessInspection.snapshot(pid: server.pid), executable: inspected,
+                                    resource: .empty)
+        let generic = HTTPTracer().applicability(to: process)
         switch attached {
         case .success(let attachment):
             XCTAssertEqual(attachment.executable.go?.fieldOffsets?.source, .table(goVersion: "go1.19"))
+            XCTAssertNotEqual(generic, .applies)
             try checkServerRoutes(server, attachment)
         case .failure(let refusal):
             // Without DWARF and without this Go line in the offsets table nothing is guessed.
             XCTAssertNil(GoOffsetsTable.shared.offsets(forGoVersion: inspected.go?.buildInfo?.goVersion ?? ""))
             XCTAssertTrue(refusal.reason.contains("use the generic tracer"), refusal.reason)
+            XCTAssertEqual(generic, .applies)
         }
     }
 
