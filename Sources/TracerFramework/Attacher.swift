@@ -122,7 +122,7 @@ final class Attacher {
             }
         }
         loaded.globalLinks = try BPFLinkGroup(attaching: attachments).links
-        let hooks = kprobes ? "kprobes" : "tracepoints (no kprobes on this kernel)"
+        let hooks = tracer.hookDescription ?? (kprobes ? "kprobes" : "tracepoints (no kprobes on this kernel)")
         logger.info("loaded tracer \(tracer.name): \(loaded.globalLinks.count) agent-wide probes via \(hooks), uprobes as \(multi ? "uprobe_multi links" : "perf-event links")")
         return loaded
     }

@@ -18,6 +18,8 @@ public protocol Tracer: Sendable {
     var eventTypes: Set<UInt32> { get }
     /// Whether the agent must stop when this tracer cannot be loaded (false: log the reason, carry on).
     var isRequired: Bool { get }
+    /// Which hooks the tracer chose on this kernel, for the start-up log (e.g. `socket tracepoints`).
+    var hookDescription: String? { get }
 
     /// Whether this tracer instruments `process` at all (language, mapped libraries, offsets found...).
     /// Returning a reason instead of `true` lets `tracer inspect` and the logs say why not.
@@ -40,6 +42,7 @@ public protocol Tracer: Sendable {
 
 extension Tracer {
     public var isRequired: Bool { false }
+    public var hookDescription: String? { nil }
     public func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures) {}
     public func prepare(_ process: TracedProcess, object: BPFObject) throws {}
     public func forget(pid: Int32, object: BPFObject) {}

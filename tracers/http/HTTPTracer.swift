@@ -44,6 +44,8 @@ public struct HTTPTracer: Tracer {
 
     public init(hooks: Hooks = .detect()) { self.hooks = hooks }
 
+    public var hookDescription: String? { hooks.rawValue }
+
     /// Socket tracepoints where the kernel has them (`sock:sock_send_length`/`sock_recv_length`, Linux 6.4:
     /// only socket I/O pays, no task is put on the syscall tracing slow path), else syscall tracepoints
     /// (`syscalls:sys_enter_*`/`sys_exit_*`, every kernel since 2.6.37, with or without kprobes); plus the
