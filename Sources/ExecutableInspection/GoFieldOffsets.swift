@@ -21,8 +21,9 @@ public struct GoField: Hashable, Sendable, Codable, CustomStringConvertible {
 
     /// What a Go `net/http` server and client tracer reads: the request line and headers
     /// (`net/http.Request`, `net/url.URL`), the server's response status (`net/http.response`), the
-    /// client's response (`net/http.Response`), connection addresses (`net/http.conn`, `net.netFD`,
-    /// `net.TCPAddr`, `internal/poll.FD`) and the goroutine id (`runtime.g.goid`).
+    /// client's response (`net/http.Response`), where a client request's headers are written
+    /// (`net/http.transferWriter`, `bufio.Writer`: context propagation), connection addresses
+    /// (`net/http.conn`, `net.netFD`, `net.TCPAddr`, `internal/poll.FD`) and the goroutine id (`runtime.g.goid`).
     public static let netHTTP: [GoField] = [
         ("net/http.Request", ["Method", "URL", "Proto", "Header", "Body", "ContentLength", "Host", "RemoteAddr", "RequestURI", "TLS", "ctx"]),
         ("net/url.URL", ["Scheme", "Host", "Path", "RawPath", "RawQuery"]),
@@ -30,6 +31,8 @@ public struct GoField: Hashable, Sendable, Codable, CustomStringConvertible {
         ("net/http.Response", ["Status", "StatusCode", "Header", "ContentLength", "Request"]),
         ("net/http.conn", ["server", "rwc", "remoteAddr"]),
         ("net/http.persistConn", ["conn", "br"]),
+        ("net/http.transferWriter", ["Header"]),
+        ("bufio.Writer", ["buf", "n"]),
         ("net.conn", ["fd"]),
         ("net.netFD", ["pfd", "laddr", "raddr"]),
         ("internal/poll.FD", ["Sysfd"]),

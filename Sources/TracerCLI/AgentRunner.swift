@@ -24,10 +24,12 @@ struct AgentRunner {
         }
         let logger = Logger(label: "tracer")
         let outputs = try Outputs(options: options, file: file, logger: logger)
-        let tracers = TracerRegistry.tracers(contextPropagation: options.contextPropagation)
-        let agent = try Agent(.init(selection: selection, tracers: tracers, sinks: outputs.sinks, channel: try options.channel(), logger: logger))
+        let features = KernelFeatures.detect()
+        let tracers = TracerRegistry.tracers(contextPropagation: options.contextPropagation, features: features)
+        let agent = try Agent(.init(selection: selection, tracers: tracers, sinks: outputs.sinks, channel: try options.channel(),
+                                    logger: logger, features: features))
         for case let go as GoNetHTTPTracer in tracers {
-            if let notice = go.contextPropagationNotice(features: agent.features) { logger.notice("\(notice)") }
+            if let notice = go.contextPropagationNotice { logger.notice("\(notice)") }
         }
         outputs.observe(agent)
         let finished = DispatchSemaphore(value: 0)

@@ -54,7 +54,7 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("prometheus-host"), help: ArgumentHelp("Address the Prometheus endpoint binds (default 127.0.0.1; 0.0.0.0 in a DaemonSet).", valueName: "address"))
     var prometheusHost: String?
 
-    @Flag(name: .customLong("context-propagation"), help: "Inject traceparent into outgoing Go net/http client requests. Needs bpf_probe_write_user (kernel lockdown forbids it) and is not implemented yet: one line at start says so, and tracing carries on.")
+    @Flag(name: .customLong("context-propagation"), help: "Write a traceparent into outgoing Go net/http (HTTP/1.x) client requests, so traced Go services form one trace. Needs bpf_probe_write_user, which kernel lockdown forbids: then one line at start says so and tracing carries on.")
     var contextPropagation = false
 
     @Option(name: .customLong("ring-buffer-size"), help: ArgumentHelp("Size of the kernel-to-agent event ring in MiB, a power of two. Raise it when the stop line reports events dropped in the kernel.", valueName: "MiB"))

@@ -25,10 +25,15 @@ public final class Agent: @unchecked Sendable {
         public var rescanInterval: Duration
         public var drainInterval: Duration
         public var logger: Logger
+        /// What the kernel can do, when the caller detected it already (tracers may depend on it); else
+        /// the agent detects it.
+        public var features: KernelFeatures?
 
         public init(selection: Selection, tracers: [any Tracer], sinks: [any SpanSink] = [],
                     channel: EventChannel.Settings = .init(), rescanInterval: Duration = .seconds(10),
-                    drainInterval: Duration = .milliseconds(20), logger: Logger = Logger(label: "tracer")) {
+                    drainInterval: Duration = .milliseconds(20), logger: Logger = Logger(label: "tracer"),
+                    features: KernelFeatures? = nil) {
+            self.features = features
             self.selection = selection
             self.tracers = tracers
             self.sinks = sinks
@@ -73,7 +78,7 @@ public final class Agent: @unchecked Sendable {
     public init(_ configuration: Configuration) throws {
         self.configuration = configuration
         logger = configuration.logger
-        features = KernelFeatures.detect()
+        features = configuration.features ?? KernelFeatures.detect()
         channel = try EventChannel(configuration.channel)
         attacher = try Attacher(tracers: configuration.tracers, channel: channel, features: features, inspection: inspection, logger: logger)
         let offset = Self.monotonicToUnixOffset()

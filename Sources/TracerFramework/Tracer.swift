@@ -84,7 +84,7 @@ public enum Probe: Sendable, Hashable {
     case rawTracepoint(event: String, program: BPFProgramName)
 
     /// Programs of this probe that run as uprobes or uretprobes (loaded as uprobe_multi where the kernel has it).
-    var uprobePrograms: [BPFProgramName] {
+    public var uprobePrograms: [BPFProgramName] {
         switch self {
         case .function(_, let entry, let returns): [entry, returns].compactMap { $0 }
         case .library(_, _, let entry, let returns, _): [entry, returns].compactMap { $0 }

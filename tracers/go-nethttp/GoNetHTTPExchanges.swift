@@ -30,10 +30,7 @@ final class GoNetHTTPExchanges: Sendable {
         var goid: UInt64
         var request: HTTPRequestHead
         var peer: Peer
-        var traceID: TraceID
-        var spanID: SpanID
-        var parentSpanID: SpanID
-        var flags: UInt32
+        var identity: SpanIdentity
         var response: HTTPResponseHead?
         /// Bytes written since (and including) the response head.
         var responseBytes: UInt64 = 0
@@ -55,8 +52,17 @@ final class GoNetHTTPExchanges: Sendable {
         }
     }
 
+    /// A span's ids: from BPF when it decided them (context propagation), else chosen here.
+    struct SpanIdentity {
+        var traceID: TraceID
+        var spanID: SpanID
+        var parentSpanID: SpanID
+        var flags: UInt32
+    }
+
     struct ClientCall {
         var start: UInt64
+        var identity: SpanIdentity?
         var method: String
         var scheme: String
         var host: String
@@ -166,6 +172,7 @@ final class GoNetHTTPExchanges: Sendable {
         }
         guard let head = parsed else { return countMalformed() }
         let incoming = head.traceContext
+        let decided = Self.identity(event.context)
         let key = ConnectionKey(pid: event.header.pid, fd: event.fd)
         return state.withLock { state -> Span? in
             if state.peers.count >= Self.limit { state.peers.removeAll() }
@@ -174,10 +181,11 @@ final class GoNetHTTPExchanges: Sendable {
                 peer = Peer(event.addresses)
                 state.peers[key] = peer
             }
-            let exchange = ServerExchange(
-                start: event.header.timestamp_ns, goid: event.goid, request: head, peer: peer!,
+            let identity = decided ?? SpanIdentity(
                 traceID: incoming?.traceID ?? .random(using: &state.random), spanID: .random(using: &state.random),
                 parentSpanID: incoming?.parentSpanID ?? .invalid, flags: UInt32(incoming?.flags ?? 1))
+            let exchange = ServerExchange(
+                start: event.header.timestamp_ns, goid: event.goid, request: head, peer: peer!, identity: identity)
             if state.servers.count >= Self.limit || state.serving.count >= Self.limit {
                 state.abandoned += UInt64(state.servers.count)
                 state.servers.removeAll()
@@ -279,8 +287,8 @@ final class GoNetHTTPExchanges: Sendable {
             spanStatus = .error(message: "HTTP \(status)")
         }
         return Span(
-            name: method == HTTPMethod.other ? "HTTP" : method, kind: .server, traceID: exchange.traceID, spanID: exchange.spanID,
-            parentSpanID: exchange.parentSpanID, flags: exchange.flags,
+            name: method == HTTPMethod.other ? "HTTP" : method, kind: .server, traceID: exchange.identity.traceID,
+            spanID: exchange.identity.spanID, parentSpanID: exchange.identity.parentSpanID, flags: exchange.identity.flags,
             startTimeUnixNano: context.unixNanoseconds(monotonic: exchange.start),
             endTimeUnixNano: context.unixNanoseconds(monotonic: max(end, exchange.start + 1)),
             status: spanStatus, attributes: attributes, resource: context.resource(Int32(bitPattern: pid)) ?? .empty,
@@ -292,7 +300,7 @@ final class GoNetHTTPExchanges: Sendable {
     private func clientStart(_ event: go_nethttp_client_start_event) {
         var copy = event
         let call = ClientCall(
-            start: event.header.timestamp_ns,
+            start: event.header.timestamp_ns, identity: Self.identity(event.context),
             method: string(&copy.method, length: event.method_length),
             scheme: string(&copy.scheme, length: event.scheme_length),
             host: string(&copy.host, length: event.host_length),
@@ -315,11 +323,14 @@ final class GoNetHTTPExchanges: Sendable {
 
     private func clientEnd(_ event: go_nethttp_client_end_event, context: DecodeContext) -> Span? {
         let key = GoroutineKey(pid: event.header.pid, goid: event.goid)
-        let found: (ClientCall, ServerExchange?, TraceID, SpanID)? = state.withLock { state in
+        let found: (ClientCall, SpanIdentity)? = state.withLock { state in
             guard let call = state.clients.removeValue(forKey: key) else { return nil }
-            return (call, state.serving[key].flatMap { state.servers[$0] }, .random(using: &state.random), .random(using: &state.random))
+            if let decided = call.identity { return (call, decided) }
+            let parent = state.serving[key].flatMap { state.servers[$0] }?.identity
+            return (call, SpanIdentity(traceID: parent?.traceID ?? .random(using: &state.random), spanID: .random(using: &state.random),
+                                       parentSpanID: parent?.spanID ?? .invalid, flags: parent?.flags ?? 1))
         }
-        guard let (call, parent, newTraceID, spanID) = found else { return nil }
+        guard let (call, identity) = found else { return nil }
         var attributes = Attributes(capacity: 8)
         let method = HTTPMethod(call.method.isEmpty ? "GET" : call.method).semanticValue
         attributes.appendUnchecked(SemanticConventions.httpRequestMethod, .string(method))
@@ -343,11 +354,18 @@ final class GoNetHTTPExchanges: Sendable {
             status = .error(message: "HTTP \(event.status_code)")
         }
         return Span(
-            name: method == HTTPMethod.other ? "HTTP" : method, kind: .client, traceID: parent?.traceID ?? newTraceID,
-            spanID: spanID, parentSpanID: parent?.spanID ?? .invalid, flags: parent?.flags ?? 1, startTimeUnixNano: context.unixNanoseconds(monotonic: call.start),
+            name: method == HTTPMethod.other ? "HTTP" : method, kind: .client, traceID: identity.traceID, spanID: identity.spanID,
+            parentSpanID: identity.parentSpanID, flags: identity.flags, startTimeUnixNano: context.unixNanoseconds(monotonic: call.start),
             endTimeUnixNano: context.unixNanoseconds(monotonic: max(event.header.timestamp_ns, call.start + 1)),
             status: status, attributes: attributes, resource: context.resource(Int32(bitPattern: event.header.pid)) ?? .empty,
             scope: context.scope)
+    }
+
+    /// The ids BPF decided for a span, nil when it left them to user space.
+    static func identity(_ context: go_nethttp_span_context) -> SpanIdentity? {
+        guard context.valid != 0 else { return nil }
+        return SpanIdentity(traceID: TraceID(high: context.trace_id_high, low: context.trace_id_low), spanID: SpanID(context.span_id),
+                            parentSpanID: SpanID(context.parent_span_id), flags: UInt32(context.flags))
     }
 
     /// The first `length` bytes of a fixed C char array.

@@ -9,7 +9,8 @@ import TracerFramework
 /// Server requests cost the traced process no uprobe: the raw tracepoint `sys_exit` sees read(2), write(2)
 /// and close(2) of the request head and the response at the socket, and the goroutine that read the
 /// request is found through the TLS slot of `runtime.g`.
-/// Client calls are uprobes at the entry and every RET of `net/http.(*Transport).roundTrip`.
+/// Client calls are uprobes at the entry and every RET of `net/http.(*Transport).roundTrip`. With context
+/// propagation, one more uprobe per client request (`writeHeader`) writes its `traceparent`.
 public struct GoNetHTTPTracer: Tracer {
     public typealias Program = Tracers.GoNethttp.Program
 
@@ -25,14 +26,43 @@ public struct GoNetHTTPTracer: Tracer {
         GoField("net/http.Response", "StatusCode"),
     ]
 
-    /// Asked for with `--context-propagation`: inject `traceparent` into outgoing requests. Needs
-    /// `bpf_probe_write_user`, which kernel lockdown forbids; not implemented yet either way (see README).
-    public var contextPropagation: Bool
+    /// The function whose entry writes `traceparent` into an outgoing request (context propagation):
+    /// net/http.(*Request).write calls it after the request line, Host and User-Agent.
+    public static let writeHeader = "net/http.(*transferWriter).writeHeader"
+    /// Fields context propagation reads: the request's Header map (it names the request to the goroutine
+    /// that writes it), and the bufio.Writer the request is written into.
+    static let propagationFields = [
+        GoField("net/http.Request", "Header"), GoField("net/http.transferWriter", "Header"),
+        GoField("bufio.Writer", "buf"), GoField("bufio.Writer", "n"),
+    ]
+
+    /// What `--context-propagation` does in this agent.
+    public enum ContextPropagation: Sendable, Equatable {
+        /// Not asked for.
+        case off
+        /// Asked for, but this kernel cannot do it (logged once at start; tracing carries on).
+        case unavailable(reason: String)
+        /// Span ids are decided in BPF and outgoing HTTP/1.x requests carry a `traceparent`.
+        case on
+    }
+
+    public let contextPropagation: ContextPropagation
 
     let exchanges = GoNetHTTPExchanges()
 
-    public init(contextPropagation: Bool = false) {
-        self.contextPropagation = contextPropagation
+    /// `contextPropagation`: whether `--context-propagation` was given; it is turned on only where
+    /// `features` shows that the kernel lets BPF write user memory (no lockdown).
+    public init(contextPropagation requested: Bool = false, features: KernelFeatures? = nil) {
+        if !requested {
+            contextPropagation = .off
+        } else if let features, features.isAvailable(.probeWriteUser) {
+            contextPropagation = .on
+        } else if let features {
+            let lockdown = features.lockdown.map { " (kernel lockdown: \($0))" } ?? ""
+            contextPropagation = .unavailable(reason: "this kernel forbids bpf_probe_write_user\(lockdown)")
+        } else {
+            contextPropagation = .unavailable(reason: "the kernel's features were not detected")
+        }
     }
 
     public var name: String { "go-nethttp" }
@@ -43,10 +73,18 @@ public struct GoNetHTTPTracer: Tracer {
     }
 
     public var probes: [Probe] {
-        [
+        var probes: [Probe] = [
             .rawTracepoint(event: "sys_exit", program: Program.goNethttpSysExit),
             .function(symbol: Self.roundTrip, entry: Program.goNethttpRoundTrip, returns: Program.goNethttpRoundTripReturn),
         ]
+        if contextPropagation == .on {
+            probes.append(.function(symbol: Self.writeHeader, entry: Program.goNethttpInjectTraceparent, returns: nil))
+        }
+        return probes
+    }
+
+    public func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures) {
+        spec.set(Tracers.GoNethttp.Global.goNethttpPropagate, to: UInt8(contextPropagation == .on ? 1 : 0))
     }
 
     public func applicability(to process: TracedProcess) -> Applicability {
@@ -56,19 +94,20 @@ public struct GoNetHTTPTracer: Tracer {
         }
     }
 
-    /// What `--context-propagation` can do on this kernel, to be logged once at start; nil when it was
+    /// What `--context-propagation` does on this kernel, to be logged once at start; nil when it was
     /// not asked for.
-    public func contextPropagationNotice(features: KernelFeatures) -> String? {
-        guard contextPropagation else { return nil }
-        if !features.isAvailable(.probeWriteUser) {
-            let lockdown = features.lockdown.map { " (kernel lockdown: \($0))" } ?? ""
-            return "context propagation disabled: this kernel forbids bpf_probe_write_user\(lockdown); Go client requests are traced but carry no traceparent"
+    public var contextPropagationNotice: String? {
+        switch contextPropagation {
+        case .off: nil
+        case .unavailable(let reason):
+            "context propagation disabled: \(reason); Go client requests are traced but carry no traceparent"
+        case .on:
+            "context propagation on: outgoing Go net/http (HTTP/1.x) client requests carry a traceparent naming their client span"
         }
-        return "context propagation is not implemented by the go-nethttp tracer yet; Go client requests are traced but carry no traceparent"
     }
 
     public func prepare(_ process: TracedProcess, object: BPFObject) throws {
-        let offsets = try Self.offsets(for: process.executable).get()
+        let offsets = try Self.offsets(for: process.executable, propagation: contextPropagation == .on).get()
         try object.map(Tracers.GoNethttp.Map.goNethttpOffsets).update(UInt32(bitPattern: process.pid), offsets)
     }
 
@@ -89,8 +128,10 @@ public struct GoNetHTTPTracer: Tracer {
         public let description: String
     }
 
-    /// The per-process layout facts of `executable`, or why it is not traceable: never guessed.
-    public static func offsets(for executable: ExecutableInfo) -> Result<go_nethttp_offsets, NotTraceable> {
+    /// The per-process layout facts of `executable`, or why it is not traceable: never guessed. With
+    /// `propagation`, a binary whose client writes requests through `writeHeader` and whose propagation
+    /// fields are known is marked for traceparent injection.
+    public static func offsets(for executable: ExecutableInfo, propagation: Bool = false) -> Result<go_nethttp_offsets, NotTraceable> {
         guard executable.language == .go, let go = executable.go else {
             return .failure(NotTraceable(description: "not a Go executable"))
         }
@@ -119,6 +160,15 @@ public struct GoNetHTTPTracer: Tracer {
             offsets.url_path = value(clientFields[4])
             offsets.url_raw_query = value(clientFields[5])
             offsets.response_status_code = value(clientFields[6])
+            let propagationOffsets = propagationFields.compactMap { fields.offset($0) }
+            if propagation, propagationOffsets.count == propagationFields.count,
+                executable.probeTargets.contains(where: { $0.symbol == writeHeader }) {
+                offsets.request_header = propagationOffsets[0]
+                offsets.transfer_writer_header = propagationOffsets[1]
+                offsets.bufio_writer_buf = propagationOffsets[2]
+                offsets.bufio_writer_n = propagationOffsets[3]
+                offsets.propagate = 1
+            }
         }
         return .success(offsets)
     }

@@ -11,7 +11,14 @@
  * the thread's FS base (runtime.tlsg), and runtime.g.goid gives its id.
  *
  * Client side: net/http.(*Transport).roundTrip, entry and every RET (never a uretprobe: Go moves stacks).
- * The caller's goroutine id ties a client call made by a handler to the server request it serves. */
+ * The caller's goroutine id ties a client call made by a handler to the server request it serves.
+ *
+ * Context propagation (only with go_nethttp_propagate, on kernels that allow bpf_probe_write_user): the
+ * server request's ids are decided here (an incoming traceparent parsed from the captured head), the
+ * client call takes its parent from the goroutine's server request, and a uprobe at the entry of
+ * net/http.(*transferWriter).writeHeader -- called by net/http.(*Request).write between the request's
+ * User-Agent line and its other headers -- appends a "Traceparent:" line to the bufio.Writer the request
+ * is being written into. */
 #include "tracer_common.bpf.h"
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
@@ -54,6 +61,45 @@ struct {
 	__type(value, __u8);
 } go_nethttp_first_bytes SEC(".maps");
 
+/* Set before load: 1 with --context-propagation on a kernel that allows bpf_probe_write_user. The
+ * verifier drops every propagation path when it is 0. */
+const volatile __u8 go_nethttp_propagate = 0;
+
+/* (TGID, goid) -> ids of the server request that goroutine is handling (propagation only). LRU: a
+ * goroutine that ends keeps its entry until it ages out; goids are never reused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_nethttp_goroutine_key);
+	__type(value, struct go_nethttp_span_context);
+} go_nethttp_serving SEC(".maps");
+
+/* (TGID, goid) -> Header map pointer of the request that goroutine has in roundTrip (propagation only). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_nethttp_goroutine_key);
+	__type(value, __u64);
+} go_nethttp_client_headers SEC(".maps");
+
+/* (TGID, Header map pointer) -> client span ids to write into that request, from roundTrip's entry
+ * to its return. The request is written by another goroutine (net/http.(*persistConn).writeLoop), which
+ * finds it by its Header map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_nethttp_header_key);
+	__type(value, struct go_nethttp_span_context);
+} go_nethttp_outgoing SEC(".maps");
+
+/* GO_NETHTTP_PROPAGATION_* counts, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} go_nethttp_propagation_counts SEC(".maps");
+
 /* A Go string header (runtime.stringStruct). */
 struct go_string {
 	__u64 pointer;
@@ -89,6 +135,139 @@ static __always_inline __u64 current_goid(const struct go_nethttp_offsets *offse
 		return 0;
 	bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + offsets->g_goid));
 	return goid;
+}
+
+static __always_inline __u64 random_u64(void)
+{
+	return (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
+}
+
+/* Value of one hex digit, or -1. */
+static __always_inline int hex_digit(__u8 c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Parses `digits` hex digits at `text` into *value; returns 0 on success. */
+static __always_inline int parse_hex(const __u8 *text, const int digits, __u64 *value)
+{
+	__u64 result = 0;
+	for (int i = 0; i < digits; i++) {
+		int digit = hex_digit(text[i]);
+		if (digit < 0)
+			return -1;
+		result = result << 4 | digit;
+	}
+	*value = result;
+	return 0;
+}
+
+/* A traceparent value, "00-" 32 hex "-" 16 hex "-" 2 hex, after up to 8 spaces: fills the trace id,
+ * the parent span id and the flags of `context`. Returns 0 on success (W3C: all-zero ids are invalid). */
+static __always_inline int parse_traceparent(const __u8 *text, struct go_nethttp_span_context *context)
+{
+	int skip = 0;
+	for (; skip < 8 && text[skip] == ' '; skip++)
+		;
+	const __u8 *value = text + (skip & 7);
+	__u64 flags = 0;
+	if (value[0] != '0' || value[1] != '0' || value[2] != '-' || value[35] != '-' || value[52] != '-')
+		return -1;
+	if (parse_hex(value + 3, 16, &context->trace_id_high) || parse_hex(value + 19, 16, &context->trace_id_low) ||
+	    parse_hex(value + 36, 16, &context->parent_span_id) || parse_hex(value + 53, 2, &flags))
+		return -1;
+	if ((!context->trace_id_high && !context->trace_id_low) || !context->parent_span_id)
+		return -1;
+	context->flags = flags;
+	return 0;
+}
+
+/* "\n" "traceparent:" at h, the header name in any case. */
+static __always_inline int is_traceparent_header(const __u8 *h)
+{
+	return h[0] == '\n' && (h[1] | 0x20) == 't' && (h[2] | 0x20) == 'r' && (h[3] | 0x20) == 'a' &&
+	       (h[4] | 0x20) == 'c' && (h[5] | 0x20) == 'e' && (h[6] | 0x20) == 'p' && (h[7] | 0x20) == 'a' &&
+	       (h[8] | 0x20) == 'r' && (h[9] | 0x20) == 'e' && (h[10] | 0x20) == 'n' && (h[11] | 0x20) == 't' &&
+	       h[12] == ':';
+}
+
+/* Bytes of a header line "\n" "traceparent:" and its 55-byte value. */
+#define TRACEPARENT_HEADER_NAME 13
+#define TRACEPARENT_VALUE 55
+
+/* A request head copied for scanning, with room past the end for the name compared at the last byte. */
+struct go_nethttp_scan_buffer {
+	__u8 bytes[GO_NETHTTP_REQUEST_CAPTURE + 64];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct go_nethttp_scan_buffer);
+} go_nethttp_scan SEC(".maps");
+
+struct traceparent_scan {
+	const __u8 *bytes; /* a go_nethttp_scan value */
+	__u32 length;
+	__s32 found;       /* offset of the "\n" before the header name, or -1 */
+};
+
+/* bpf_loop callback (Linux 5.17): looks at the 8 bytes at index * 8 for the traceparent header; a
+ * word without a newline is passed over with one test. Returns 1 to stop. */
+static long scan_for_traceparent(__u64 index, struct traceparent_scan *scan)
+{
+	__u32 position = (index * 8) & (GO_NETHTTP_REQUEST_CAPTURE - 1);
+	if (position + TRACEPARENT_HEADER_NAME + TRACEPARENT_VALUE > scan->length)
+		return 1;
+	const __u8 *bytes = scan->bytes + position;
+	__u64 newlines = *(const __u64 *)bytes ^ 0x0a0a0a0a0a0a0a0aULL;
+	if (!((newlines - 0x0101010101010101ULL) & ~newlines & 0x8080808080808080ULL))
+		return 0;
+	for (int k = 0; k < 8; k++) {
+		if (is_traceparent_header(bytes + k)) {
+			scan->found = position + k;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* The server span's ids for a request whose head is `data` (`captured` bytes of the read at user address
+ * `buffer`): the trace id and parent from an incoming traceparent, else a new trace; a new span id.
+ * Remembered for the goroutine, whose client calls become its children. */
+static __always_inline void decide_server_context(const __u8 *data, __u32 captured, __u64 buffer, __u32 tgid,
+						  __u64 goid, struct go_nethttp_span_context *context)
+{
+	__u32 zero = 0;
+	struct go_nethttp_scan_buffer *copy = bpf_map_lookup_elem(&go_nethttp_scan, &zero);
+	struct traceparent_scan scan = { .found = -1 };
+	if (copy && captured <= GO_NETHTTP_REQUEST_CAPTURE && !bpf_probe_read_kernel(copy->bytes, captured, data)) {
+		scan.bytes = copy->bytes;
+		scan.length = captured;
+		bpf_loop((captured + 7) / 8, scan_for_traceparent, &scan, 0);
+	}
+	/* The value is parsed from a stack copy read again from the process (up to 8 spaces precede it). */
+	__u8 value[64];
+	context->parent_span_id = 0;
+	if (scan.found < 0 ||
+	    bpf_probe_read_user(value, sizeof(value), (void *)(buffer + scan.found + TRACEPARENT_HEADER_NAME)) ||
+	    parse_traceparent(value, context)) {
+		context->trace_id_high = random_u64();
+		context->trace_id_low = random_u64();
+		context->parent_span_id = 0;
+		context->flags = 1;
+	}
+	context->span_id = random_u64();
+	context->valid = 1;
+	__builtin_memset(context->reserved, 0, sizeof(context->reserved));
+	struct go_nethttp_goroutine_key key = { .tgid = tgid, .goid = goid };
+	bpf_map_update_elem(&go_nethttp_serving, &key, context, BPF_ANY);
 }
 
 /* Local and remote address of socket `fd` of the current process (task->files->fdt->fd[fd] ->
@@ -128,7 +307,7 @@ static __always_inline int socket_addresses(__u32 fd, struct go_nethttp_addresse
 }
 
 /* Emits a request event whose data holds up to `capacity` (a constant) bytes of the read. */
-static __always_inline void emit_request(void *ctx, const struct go_nethttp_offsets *offsets, __u64 key, __u32 fd,
+static __always_inline void emit_request(void *ctx, const struct go_nethttp_offsets *offsets, __u32 tgid, __u32 fd,
 					 __u64 buffer, long length, __u8 prefix, const __u32 capacity)
 {
 	struct go_nethttp_request_event *event = tracer_reserve(sizeof(*event) + capacity);
@@ -140,6 +319,7 @@ static __always_inline void emit_request(void *ctx, const struct go_nethttp_offs
 	event->length = length;
 	event->prefix = prefix;
 	event->reserved[0] = event->reserved[1] = event->reserved[2] = 0;
+	__u64 key = (__u64)tgid << 32 | fd;
 	struct go_nethttp_addresses *known = bpf_map_lookup_elem(&go_nethttp_conns, &key);
 	if (known) {
 		event->addresses = *known;
@@ -151,6 +331,10 @@ static __always_inline void emit_request(void *ctx, const struct go_nethttp_offs
 	if (bpf_probe_read_user(event->data, captured, (void *)buffer))
 		captured = 0;
 	event->captured = captured;
+	if (go_nethttp_propagate && offsets->propagate)
+		decide_server_context(event->data, captured, buffer, tgid, event->goid, &event->context);
+	else
+		__builtin_memset(&event->context, 0, sizeof(event->context));
 	tracer_submit(ctx, event, sizeof(*event) + capacity);
 }
 
@@ -186,11 +370,11 @@ static __always_inline void on_read(void *ctx, __u32 tgid, __u32 fd, __u64 buffe
 		prefix = joined[0];
 	}
 	if (length <= GO_NETHTTP_CAPTURE_CLASS_SMALL)
-		emit_request(ctx, offsets, key, fd, buffer, length, prefix, GO_NETHTTP_CAPTURE_CLASS_SMALL);
+		emit_request(ctx, offsets, tgid, fd, buffer, length, prefix, GO_NETHTTP_CAPTURE_CLASS_SMALL);
 	else if (length <= GO_NETHTTP_CAPTURE_CLASS_MEDIUM)
-		emit_request(ctx, offsets, key, fd, buffer, length, prefix, GO_NETHTTP_CAPTURE_CLASS_MEDIUM);
+		emit_request(ctx, offsets, tgid, fd, buffer, length, prefix, GO_NETHTTP_CAPTURE_CLASS_MEDIUM);
 	else
-		emit_request(ctx, offsets, key, fd, buffer, length, prefix, GO_NETHTTP_REQUEST_CAPTURE);
+		emit_request(ctx, offsets, tgid, fd, buffer, length, prefix, GO_NETHTTP_REQUEST_CAPTURE);
 }
 
 /* Emits a write event whose data holds up to `capacity` (a constant) bytes of the write's start. */
@@ -280,6 +464,45 @@ static __always_inline __u16 read_go_string(const void *field, char *destination
 	return length;
 }
 
+/* The client span's ids for the request at `request`, made by goroutine `goid`: a child of the server
+ * request the goroutine handles, else a new trace. Kept under the request's Header map until roundTrip
+ * returns, for go_nethttp_inject_traceparent. Re-entry after stack growth keeps the ids of the first entry. */
+static __always_inline void decide_client_context(__u32 tgid, __u64 goid, __u64 request,
+						  const struct go_nethttp_offsets *offsets,
+						  struct go_nethttp_span_context *context)
+{
+	struct go_nethttp_goroutine_key goroutine = { .tgid = tgid, .goid = goid };
+	struct go_nethttp_header_key outgoing = { .tgid = tgid };
+	bpf_probe_read_user(&outgoing.header, sizeof(outgoing.header), (void *)(request + offsets->request_header));
+	__u64 *pending = bpf_map_lookup_elem(&go_nethttp_client_headers, &goroutine);
+	if (pending && *pending == outgoing.header) {
+		struct go_nethttp_span_context *first = bpf_map_lookup_elem(&go_nethttp_outgoing, &outgoing);
+		if (first) {
+			*context = *first;
+			return;
+		}
+	}
+	struct go_nethttp_span_context *server = bpf_map_lookup_elem(&go_nethttp_serving, &goroutine);
+	if (server) {
+		context->trace_id_high = server->trace_id_high;
+		context->trace_id_low = server->trace_id_low;
+		context->parent_span_id = server->span_id;
+		context->flags = server->flags;
+	} else {
+		context->trace_id_high = random_u64();
+		context->trace_id_low = random_u64();
+		context->parent_span_id = 0;
+		context->flags = 1;
+	}
+	context->span_id = random_u64();
+	context->valid = 1;
+	__builtin_memset(context->reserved, 0, sizeof(context->reserved));
+	if (!outgoing.header)
+		return;
+	bpf_map_update_elem(&go_nethttp_outgoing, &outgoing, context, BPF_ANY);
+	bpf_map_update_elem(&go_nethttp_client_headers, &goroutine, &outgoing.header, BPF_ANY);
+}
+
 /* func (t *Transport) roundTrip(req *Request) (*Response, error), Go ABIInternal (go1.17+, amd64):
  * t in RAX, req in RBX, the current g in R14. Entry and stack-growth re-entry both land here; the
  * Swift side keeps the first start of a goroutine's pending call. */
@@ -315,8 +538,24 @@ int go_nethttp_round_trip(struct pt_regs *ctx)
 		event->scheme_length = event->host_length = event->path_length = event->query_length = 0;
 		event->path_truncated = event->query_truncated = 0;
 	}
+	if (go_nethttp_propagate && offsets->propagate)
+		decide_client_context(tgid, event->goid, request, offsets, &event->context);
+	else
+		__builtin_memset(&event->context, 0, sizeof(event->context));
 	tracer_submit(ctx, event, sizeof(*event));
 	return 0;
+}
+
+/* The call of goroutine `goid` returned: its request is written, nothing more to inject. */
+static __always_inline void forget_client_context(__u32 tgid, __u64 goid)
+{
+	struct go_nethttp_goroutine_key goroutine = { .tgid = tgid, .goid = goid };
+	__u64 *header = bpf_map_lookup_elem(&go_nethttp_client_headers, &goroutine);
+	if (!header)
+		return;
+	struct go_nethttp_header_key outgoing = { .tgid = tgid, .header = *header };
+	bpf_map_delete_elem(&go_nethttp_outgoing, &outgoing);
+	bpf_map_delete_elem(&go_nethttp_client_headers, &goroutine);
 }
 
 /* At each RET of roundTrip: *Response in RAX, the error interface (itab, data) in RBX, RCX. */
@@ -327,12 +566,15 @@ int go_nethttp_round_trip_return(struct pt_regs *ctx)
 	struct go_nethttp_offsets *offsets = bpf_map_lookup_elem(&go_nethttp_offsets, &tgid);
 	if (!offsets || !tracer_pid_allowed(tgid))
 		return 0;
+	__u64 goid = 0;
+	bpf_probe_read_user(&goid, sizeof(goid), (void *)(ctx->r14 + offsets->g_goid));
+	if (go_nethttp_propagate && offsets->propagate)
+		forget_client_context(tgid, goid);
 	struct go_nethttp_client_end_event *event = tracer_reserve(sizeof(*event));
 	if (!event)
 		return 0;
 	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_CLIENT_END);
-	event->goid = 0;
-	bpf_probe_read_user(&event->goid, sizeof(event->goid), (void *)(ctx->r14 + offsets->g_goid));
+	event->goid = goid;
 	__u64 response = ctx->ax;
 	event->status_code = 0;
 	if (response)
@@ -341,5 +583,75 @@ int go_nethttp_round_trip_return(struct pt_regs *ctx)
 	event->failed = ctx->bx != 0;
 	__builtin_memset(event->reserved, 0, sizeof(event->reserved));
 	tracer_submit(ctx, event, sizeof(*event));
+	return 0;
+}
+
+static __always_inline void count_propagation(__u32 slot)
+{
+	__u64 *count = bpf_map_lookup_elem(&go_nethttp_propagation_counts, &slot);
+	if (count)
+		*count += 1;
+}
+
+static __always_inline char hex_character(__u64 nibble)
+{
+	nibble &= 0xf;
+	return nibble < 10 ? '0' + nibble : 'a' + nibble - 10;
+}
+
+/* Writes the 16 hex digits of `value` (most significant first) to `out`. */
+static __always_inline void format_hex64(__u64 value, char *out)
+{
+	for (int i = 15; i >= 0; i--) {
+		out[i] = hex_character(value);
+		value >>= 4;
+	}
+}
+
+/* func (t *transferWriter) writeHeader(w io.Writer, trace *httptrace.ClientTrace) error: t in RAX, the
+ * writer interface (itab, data) in RBX, RCX. Loaded only with context propagation. net/http.(*Request).write
+ * calls it right after the request line, Host and User-Agent went into the bufio.Writer that
+ * persistConn.writeLoop passed (pc.bw); a request whose Header map roundTrip recorded gets a
+ * "Traceparent:" line appended there. Nothing is written unless the writer's buffer has room and already
+ * starts with an HTTP request line (which also confirms the layout read). */
+SEC("uprobe")
+int go_nethttp_inject_traceparent(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_nethttp_offsets *offsets = bpf_map_lookup_elem(&go_nethttp_offsets, &tgid);
+	if (!go_nethttp_propagate || !offsets || !offsets->propagate || !tracer_pid_allowed(tgid))
+		return 0;
+	struct go_nethttp_header_key outgoing = { .tgid = tgid };
+	if (bpf_probe_read_user(&outgoing.header, sizeof(outgoing.header), (void *)(ctx->ax + offsets->transfer_writer_header)))
+		return 0;
+	struct go_nethttp_span_context *context = bpf_map_lookup_elem(&go_nethttp_outgoing, &outgoing);
+	if (!context)
+		return 0;
+	__u64 writer = ctx->cx;
+	struct { __u64 pointer; __s64 length; __s64 capacity; } buffer = {};
+	__s64 used = 0;
+	__u8 head[8] = {};
+	if (bpf_probe_read_user(&buffer, sizeof(buffer), (void *)(writer + offsets->bufio_writer_buf)) ||
+	    bpf_probe_read_user(&used, sizeof(used), (void *)(writer + offsets->bufio_writer_n)) ||
+	    used < 16 || buffer.length > buffer.capacity || used + GO_NETHTTP_TRACEPARENT_LINE > buffer.length ||
+	    bpf_probe_read_user(head, sizeof(head), (void *)buffer.pointer) || !is_request_line(head)) {
+		count_propagation(GO_NETHTTP_PROPAGATION_SKIPPED);
+		return 0;
+	}
+	char line[GO_NETHTTP_TRACEPARENT_LINE] = "Traceparent: 00-";
+	format_hex64(context->trace_id_high, &line[16]);
+	format_hex64(context->trace_id_low, &line[32]);
+	line[48] = '-';
+	format_hex64(context->span_id, &line[49]);
+	line[65] = '-';
+	line[66] = hex_character(context->flags >> 4);
+	line[67] = hex_character(context->flags);
+	line[68] = '\r';
+	line[69] = '\n';
+	if (bpf_probe_write_user((void *)(buffer.pointer + used), line, sizeof(line)))
+		return 0;
+	used += GO_NETHTTP_TRACEPARENT_LINE;
+	bpf_probe_write_user((void *)(writer + offsets->bufio_writer_n), &used, sizeof(used));
+	count_propagation(GO_NETHTTP_PROPAGATION_INJECTED);
 	return 0;
 }

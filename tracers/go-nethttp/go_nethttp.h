@@ -42,8 +42,51 @@ struct go_nethttp_offsets {
 	__u64 url_path;              /* net/url.URL.Path */
 	__u64 url_raw_query;         /* net/url.URL.RawQuery */
 	__u64 response_status_code;  /* net/http.Response.StatusCode */
+	/* Context propagation (--context-propagation): read and written only when `propagate` is 1. */
+	__u64 request_header;        /* net/http.Request.Header (the map pointer keys the outgoing request) */
+	__u64 transfer_writer_header;/* net/http.transferWriter.Header */
+	__u64 bufio_writer_buf;      /* bufio.Writer.buf */
+	__u64 bufio_writer_n;        /* bufio.Writer.n */
+	__u64 propagate;             /* 1: keep trace contexts in BPF and write traceparent into client requests */
 };
-_Static_assert(sizeof(struct go_nethttp_offsets) == 72, "go_nethttp_offsets layout");
+_Static_assert(sizeof(struct go_nethttp_offsets) == 112, "go_nethttp_offsets layout");
+
+/* A span's identity decided in BPF (only with context propagation: the injected traceparent must name
+ * the client span before user space sees any event). Ids are numbers whose big-endian bytes are the W3C
+ * ids: trace-id = trace_id_high, trace_id_low; all zero with `valid` 0 when user space picks the ids. */
+struct go_nethttp_span_context {
+	__u64 trace_id_high;
+	__u64 trace_id_low;
+	__u64 span_id;
+	__u64 parent_span_id; /* 0: a root span */
+	__u8 flags;           /* W3C trace-flags */
+	__u8 valid;
+	__u8 reserved[6];
+};
+_Static_assert(sizeof(struct go_nethttp_span_context) == 40, "go_nethttp_span_context layout");
+
+/* Keys of the propagation maps go_nethttp_serving / go_nethttp_client_headers and go_nethttp_outgoing. */
+struct go_nethttp_goroutine_key {
+	__u32 tgid;
+	__u32 reserved;
+	__u64 goid;
+};
+_Static_assert(sizeof(struct go_nethttp_goroutine_key) == 16, "go_nethttp_goroutine_key layout");
+
+struct go_nethttp_header_key {
+	__u32 tgid;
+	__u32 reserved;
+	__u64 header; /* the net/http.Header map pointer of a client request */
+};
+_Static_assert(sizeof(struct go_nethttp_header_key) == 16, "go_nethttp_header_key layout");
+
+/* Length of the header line written into an outgoing request:
+ * "Traceparent: 00-" 32 hex "-" 16 hex "-" 2 hex "\r\n". */
+#define GO_NETHTTP_TRACEPARENT_LINE 70
+
+/* Slots of the per-CPU array go_nethttp_propagation_counts. */
+#define GO_NETHTTP_PROPAGATION_INJECTED 0 /* a traceparent line was written into a request */
+#define GO_NETHTTP_PROPAGATION_SKIPPED 1  /* the request's buffer had no room or did not hold a request line */
 
 /* A connection's addresses, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d); ports in host order. */
 struct go_nethttp_addresses {
@@ -65,9 +108,10 @@ struct go_nethttp_request_event {
 	__u8 prefix;         /* first byte of the request when a 1-byte background read took it, else 0 */
 	__u8 reserved[3];
 	struct go_nethttp_addresses addresses;
+	struct go_nethttp_span_context context; /* the server span's ids (incoming traceparent honoured) */
 	__u8 data[];         /* `captured` bytes; the record is sized by class (see GO_NETHTTP_CAPTURE_CLASS_*) */
 };
-_Static_assert(sizeof(struct go_nethttp_request_event) == 88, "go_nethttp_request_event layout");
+_Static_assert(sizeof(struct go_nethttp_request_event) == 128, "go_nethttp_request_event layout");
 
 /* GO_NETHTTP_EVENT_WRITE: emitted at the exit of write(2) on a connection that carried a request. */
 struct go_nethttp_write_event {
@@ -101,13 +145,14 @@ struct go_nethttp_client_start_event {
 	__u8 query_truncated; /* the raw query was longer than GO_NETHTTP_QUERY_CAPTURE */
 	__u8 path_truncated;  /* the path was longer than GO_NETHTTP_PATH_CAPTURE */
 	__u32 reserved;
+	struct go_nethttp_span_context context; /* the client span's ids, as written into the request */
 	char method[GO_NETHTTP_METHOD_CAPTURE];
 	char scheme[GO_NETHTTP_SCHEME_CAPTURE];
 	char host[GO_NETHTTP_HOST_CAPTURE];
 	char path[GO_NETHTTP_PATH_CAPTURE];
 	char query[GO_NETHTTP_QUERY_CAPTURE];
 };
-_Static_assert(sizeof(struct go_nethttp_client_start_event) == 712, "go_nethttp_client_start_event layout");
+_Static_assert(sizeof(struct go_nethttp_client_start_event) == 752, "go_nethttp_client_start_event layout");
 
 /* GO_NETHTTP_EVENT_CLIENT_END: uprobes at every RET of net/http.(*Transport).roundTrip. */
 struct go_nethttp_client_end_event {

@@ -75,8 +75,12 @@ final class GoNetHTTPDecodingTests: XCTestCase {
         }
         try check("go_nethttp_request_event", go_nethttp_request_event.self, [
             ("header", \.header), ("goid", \.goid), ("fd", \.fd), ("length", \.length), ("captured", \.captured),
-            ("prefix", \.prefix), ("reserved", \.reserved), ("addresses", \.addresses),
+            ("prefix", \.prefix), ("reserved", \.reserved), ("addresses", \.addresses), ("context", \.context),
         ], flexible: "data")
+        try check("go_nethttp_span_context", go_nethttp_span_context.self, [
+            ("trace_id_high", \.trace_id_high), ("trace_id_low", \.trace_id_low), ("span_id", \.span_id),
+            ("parent_span_id", \.parent_span_id), ("flags", \.flags), ("valid", \.valid), ("reserved", \.reserved),
+        ])
         try check("go_nethttp_addresses", go_nethttp_addresses.self, [
             ("local_address", \.local_address), ("remote_address", \.remote_address), ("local_port", \.local_port),
             ("remote_port", \.remote_port), ("reserved", \.reserved),
@@ -90,7 +94,7 @@ final class GoNetHTTPDecodingTests: XCTestCase {
             ("header", \.header), ("goid", \.goid), ("method_length", \.method_length), ("scheme_length", \.scheme_length),
             ("host_length", \.host_length), ("path_length", \.path_length), ("query_length", \.query_length),
             ("query_truncated", \.query_truncated), ("path_truncated", \.path_truncated), ("reserved", \.reserved),
-            ("method", \.method), ("scheme", \.scheme), ("host", \.host), ("path", \.path), ("query", \.query),
+            ("context", \.context), ("method", \.method), ("scheme", \.scheme), ("host", \.host), ("path", \.path), ("query", \.query),
         ])
         try check("go_nethttp_client_end_event", go_nethttp_client_end_event.self, [
             ("header", \.header), ("goid", \.goid), ("status_code", \.status_code), ("failed", \.failed), ("reserved", \.reserved),
@@ -99,6 +103,8 @@ final class GoNetHTTPDecodingTests: XCTestCase {
             ("g_tls_offset", \.g_tls_offset), ("g_goid", \.g_goid), ("request_method", \.request_method),
             ("request_url", \.request_url), ("url_scheme", \.url_scheme), ("url_host", \.url_host), ("url_path", \.url_path),
             ("url_raw_query", \.url_raw_query), ("response_status_code", \.response_status_code),
+            ("request_header", \.request_header), ("transfer_writer_header", \.transfer_writer_header),
+            ("bufio_writer_buf", \.bufio_writer_buf), ("bufio_writer_n", \.bufio_writer_n), ("propagate", \.propagate),
         ])
     }
 

@@ -1,4 +1,5 @@
 import BPFRuntime
+import CTracerABI
 import ExecutableInspection
 import Foundation
 import Telemetry
@@ -130,12 +131,13 @@ final class GoNetHTTPTracerTests: XCTestCase {
         try checkClientParenting(server, try attached.get(), alreadyCollected: 0)
     }
 
-    private func checkClientParenting(_ server: GoServerProcess, _ attachment: DirectAttachment, alreadyCollected: Int) throws {
+    private func checkClientParenting(_ server: GoServerProcess, _ attachment: DirectAttachment, alreadyCollected: Int,
+                                      traceparentHeader: String = "traceparent") throws {
         let traceID = "0af7651916cd43dd8448eb211c80319c"
         let callerSpan = "b7ad6b7169203331"
         let upstream = "\(server.base)/hello?api_key=abc&lang=en"
         let encoded = upstream.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? upstream
-        XCTAssertEqual(try curl(["-H", "traceparent: 00-\(traceID)-\(callerSpan)-01", "\(server.base)/proxy?to=\(encoded)"]), "upstream 200")
+        XCTAssertEqual(try curl(["-H", "\(traceparentHeader): 00-\(traceID)-\(callerSpan)-01", "\(server.base)/proxy?to=\(encoded)"]), "upstream 200")
 
         XCTAssertTrue(waitUntil(timeout: 5) { attachment.spans.all.count >= alreadyCollected + 3 }, "spans: \(attachment.spans.all.map(\.name))")
         usleep(100_000)
@@ -161,6 +163,28 @@ final class GoNetHTTPTracerTests: XCTestCase {
         let upstreamSpan = try XCTUnwrap(serverSpans(spans, path: "/hello").first)
         XCTAssertNotEqual(upstreamSpan.traceID, proxy.traceID)
         XCTAssertGreaterThanOrEqual(upstreamSpan.startTimeUnixNano, client.startTimeUnixNano)
+    }
+
+    /// With context propagation the BPF side decides the ids: it parses an incoming traceparent (any case
+    /// of the header name; a malformed value starts a new trace) and parents a handler's client call to
+    /// its server request. (Writing the traceparent needs a kernel without lockdown: GuestPropagationTests.)
+    func testIdsDecidedInBPFForContextPropagation() throws {
+        try requireBPF()
+        let server = try GoServerProcess(binary: try GoServerBuild.binary(stripped: false))
+        let attachment = try DirectAttachment(pid: server.pid, idsInBPF: true)
+        try checkClientParenting(server, attachment, alreadyCollected: 0, traceparentHeader: "TraceParent")
+        let serving = try attachment.object.map(Tracers.GoNethttp.Map.goNethttpServing)
+            .entries(as: (go_nethttp_goroutine_key, go_nethttp_span_context).self)
+        let proxy = try XCTUnwrap(serverSpans(attachment.spans.all, path: "/proxy").first)
+        XCTAssertTrue(serving.contains { $0.1.span_id == proxy.spanID.value && $0.1.valid == 1 }, "the server span's ids came from BPF")
+        let outgoing = try attachment.object.map(Tracers.GoNethttp.Map.goNethttpOutgoing).keys(as: go_nethttp_header_key.self)
+        XCTAssertEqual(outgoing.count, 0, "a returned call leaves nothing to inject")
+
+        try curl(["-o", "/dev/null", "-H", "traceparent: 00-zz000000000000000000000000000000-b7ad6b7169203331-01", "\(server.base)/hello"])
+        XCTAssertTrue(waitUntil(timeout: 5) { attachment.spans.all.count >= 4 })
+        let malformed = try XCTUnwrap(attachment.spans.all.last)
+        XCTAssertTrue(malformed.traceID.isValid)
+        XCTAssertEqual(malformed.parentSpanID, .invalid, "a malformed traceparent starts a new trace")
     }
 
     func testAProcessThatIsNotAllowedEmitsNothing() throws {

@@ -150,21 +150,23 @@ final class DirectAttachment {
     var reader: (any EventReader)?
     let executable: ExecutableInfo
 
-    init(tracer: GoNetHTTPTracer = GoNetHTTPTracer(), pid: Int32) throws {
+    /// `idsInBPF`: the BPF side decides span ids and links client calls to server requests, as with
+    /// context propagation, without the program that writes into the process (this kernel forbids it).
+    init(tracer: GoNetHTTPTracer = GoNetHTTPTracer(), pid: Int32, idsInBPF: Bool = false) throws {
         self.tracer = tracer
         channel = try EventChannel()
         let path = "/proc/\(pid)/exe"
-        executable = try ExecutableInspector().inspect(path: path, queries: tracer.probeTargetQueries)
+        let writeHeader = ProbeTargetQuery(tracer: tracer.name, symbol: GoNetHTTPTracer.writeHeader, needsReturnOffsets: false)
+        executable = try ExecutableInspector().inspect(path: path, queries: tracer.probeTargetQueries + (idsInBPF ? [writeHeader] : []))
         let snapshot = try ProcessInspection.snapshot(pid: pid)
         let process = TracedProcess(pid: pid, snapshot: snapshot, executable: executable, resource: .empty)
         guard tracer.applicability(to: process) == .applies else {
             throw NotApplicable(reason: "\(tracer.applicability(to: process))")
         }
-        typealias Program = GoNetHTTPTracer.Program
-        var spec = BPFObjectSpec(tracer.object, programs: [
-            Program.goNethttpSysExit, Program.goNethttpRoundTrip, Program.goNethttpRoundTripReturn,
-        ])
-        spec.uprobeMultiPrograms = [GoNetHTTPTracer.Program.goNethttpRoundTrip, GoNetHTTPTracer.Program.goNethttpRoundTripReturn]
+        var spec = BPFObjectSpec(tracer.object, programs: Set(tracer.probes.flatMap(\.programs)))
+        spec.uprobeMultiPrograms = Set(tracer.probes.flatMap(\.uprobePrograms))
+        tracer.configure(&spec, features: KernelFeatures.detect())
+        if idsInBPF { spec.set(Tracers.GoNethttp.Global.goNethttpPropagate, to: UInt8(1)) }
         channel.use(in: &spec)
         object = try spec.load()
         for probe in tracer.probes {
@@ -184,6 +186,11 @@ final class DirectAttachment {
             }
         }
         try tracer.prepare(process, object: object)
+        if idsInBPF {
+            let offsets = try GoNetHTTPTracer.offsets(for: executable, propagation: true).get()
+            guard offsets.propagate == 1 else { throw NotApplicable(reason: "propagation offsets unknown") }
+            try object.map(Tracers.GoNethttp.Map.goNethttpOffsets).update(UInt32(bitPattern: pid), offsets)
+        }
         try channel.allow(pid: pid)
         let context = DecodeContext(monotonicToUnixOffset: Self.monotonicToUnixOffset(),
                                     scope: InstrumentationScope(name: "go-nethttp-tests")) { _ in .empty }
