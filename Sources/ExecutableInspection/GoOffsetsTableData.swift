@@ -5,6 +5,8 @@ let goOffsetsTableJSON = """
  "lines": {
   "go1.19": {
    "offsets": {
+    "bufio.Writer.buf": 16,
+    "bufio.Writer.n": 40,
     "internal/poll.FD.Sysfd": 16,
     "net.TCPAddr.IP": 0,
     "net.TCPAddr.Port": 24,
@@ -39,6 +41,7 @@ let goOffsetsTableJSON = """
     "net/http.response.req": 8,
     "net/http.response.status": 120,
     "net/http.response.written": 104,
+    "net/http.transferWriter.Header": 96,
     "net/url.URL.Host": 40,
     "net/url.URL.Path": 56,
     "net/url.URL.RawPath": 72,
@@ -51,6 +54,8 @@ let goOffsetsTableJSON = """
   },
   "go1.21": {
    "offsets": {
+    "bufio.Writer.buf": 16,
+    "bufio.Writer.n": 40,
     "internal/poll.FD.Sysfd": 16,
     "net.TCPAddr.IP": 0,
     "net.TCPAddr.Port": 24,
@@ -85,6 +90,7 @@ let goOffsetsTableJSON = """
     "net/http.response.req": 8,
     "net/http.response.status": 120,
     "net/http.response.written": 104,
+    "net/http.transferWriter.Header": 96,
     "net/url.URL.Host": 40,
     "net/url.URL.Path": 56,
     "net/url.URL.RawPath": 72,
@@ -97,6 +103,8 @@ let goOffsetsTableJSON = """
   },
   "go1.22": {
    "offsets": {
+    "bufio.Writer.buf": 16,
+    "bufio.Writer.n": 40,
     "internal/poll.FD.Sysfd": 16,
     "net.TCPAddr.IP": 0,
     "net.TCPAddr.Port": 24,
@@ -131,6 +139,7 @@ let goOffsetsTableJSON = """
     "net/http.response.req": 8,
     "net/http.response.status": 120,
     "net/http.response.written": 104,
+    "net/http.transferWriter.Header": 96,
     "net/url.URL.Host": 40,
     "net/url.URL.Path": 56,
     "net/url.URL.RawPath": 72,
@@ -143,6 +152,8 @@ let goOffsetsTableJSON = """
   },
   "go1.23": {
    "offsets": {
+    "bufio.Writer.buf": 16,
+    "bufio.Writer.n": 40,
     "internal/poll.FD.Sysfd": 16,
     "net.TCPAddr.IP": 0,
     "net.TCPAddr.Port": 24,
@@ -177,6 +188,7 @@ let goOffsetsTableJSON = """
     "net/http.response.req": 8,
     "net/http.response.status": 120,
     "net/http.response.written": 104,
+    "net/http.transferWriter.Header": 96,
     "net/url.URL.Host": 40,
     "net/url.URL.Path": 56,
     "net/url.URL.RawPath": 72,
@@ -189,6 +201,8 @@ let goOffsetsTableJSON = """
   },
   "go1.24": {
    "offsets": {
+    "bufio.Writer.buf": 16,
+    "bufio.Writer.n": 40,
     "internal/poll.FD.Sysfd": 16,
     "net.TCPAddr.IP": 0,
     "net.TCPAddr.Port": 24,
@@ -223,6 +237,7 @@ let goOffsetsTableJSON = """
     "net/http.response.req": 8,
     "net/http.response.status": 120,
     "net/http.response.written": 104,
+    "net/http.transferWriter.Header": 96,
     "net/url.URL.Host": 40,
     "net/url.URL.Path": 56,
     "net/url.URL.RawPath": 72,
@@ -235,6 +250,8 @@ let goOffsetsTableJSON = """
   },
   "go1.25": {
    "offsets": {
+    "bufio.Writer.buf": 16,
+    "bufio.Writer.n": 40,
     "internal/poll.FD.Sysfd": 16,
     "net.TCPAddr.IP": 0,
     "net.TCPAddr.Port": 24,
@@ -269,6 +286,7 @@ let goOffsetsTableJSON = """
     "net/http.response.req": 8,
     "net/http.response.status": 120,
     "net/http.response.written": 104,
+    "net/http.transferWriter.Header": 96,
     "net/url.URL.Host": 40,
     "net/url.URL.Path": 56,
     "net/url.URL.RawPath": 72,
@@ -281,6 +299,8 @@ let goOffsetsTableJSON = """
   },
   "go1.26": {
    "offsets": {
+    "bufio.Writer.buf": 16,
+    "bufio.Writer.n": 40,
     "internal/poll.FD.Sysfd": 16,
     "net.TCPAddr.IP": 0,
     "net.TCPAddr.Port": 24,
@@ -315,6 +335,7 @@ let goOffsetsTableJSON = """
     "net/http.response.req": 8,
     "net/http.response.status": 120,
     "net/http.response.written": 104,
+    "net/http.transferWriter.Header": 96,
     "net/url.URL.Host": 40,
     "net/url.URL.Path": 56,
     "net/url.URL.RawPath": 104,
@@ -327,6 +348,8 @@ let goOffsetsTableJSON = """
   },
   "go1.27": {
    "offsets": {
+    "bufio.Writer.buf": 16,
+    "bufio.Writer.n": 40,
     "internal/poll.FD.Sysfd": 16,
     "net.TCPAddr.IP": 0,
     "net.TCPAddr.Port": 24,
@@ -361,6 +384,7 @@ let goOffsetsTableJSON = """
     "net/http.response.req": 8,
     "net/http.response.status": 128,
     "net/http.response.written": 112,
+    "net/http.transferWriter.Header": 96,
     "net/url.URL.Host": 40,
     "net/url.URL.Path": 56,
     "net/url.URL.RawPath": 104,
