@@ -11,6 +11,7 @@ final class HTTPTracerTests: XCTestCase {
     private func attribute(_ span: Span, _ key: String) -> AttributeValue? { span.attributes[key] }
 
     /// A client command held at `read` until its PID is allowed, then released (`exec` keeps the PID).
+    @discardableResult
     private func gatedClient(_ harness: HTTPTracerHarness, allow: Bool = true, _ command: [String]) throws -> ChildProcess {
         let child = try ChildProcess("/bin/sh", ["-c", "read go; exec \"$0\" \"$@\""] + command)
         if allow { try harness.allow(child.pid) }
