@@ -167,14 +167,22 @@ static __always_inline int parse_hex(const __u8 *text, const int digits, __u64 *
 	return 0;
 }
 
-/* A traceparent value, "00-" 32 hex "-" 16 hex "-" 2 hex, after up to 8 spaces: fills the trace id,
- * the parent span id and the flags of `context`. Returns 0 on success (W3C: all-zero ids are invalid). */
-static __always_inline int parse_traceparent(const __u8 *text, struct go_nethttp_span_context *context)
+/* A traceparent header value as read from the request: up to 8 spaces, then "00-" 32 hex "-" 16 hex "-"
+ * 2 hex. */
+struct traceparent_text {
+	__u8 bytes[64];
+};
+
+/* Fills the trace id, the parent span id and the flags of `context` from `text`; returns 0 on success
+ * (W3C: all-zero ids are invalid). A global function: the verifier checks it once, not per caller path. */
+__noinline int go_nethttp_parse_traceparent(const struct traceparent_text *text, struct go_nethttp_span_context *context)
 {
+	if (!text || !context)
+		return -1;
 	int skip = 0;
-	for (; skip < 8 && text[skip] == ' '; skip++)
+	for (; skip < 8 && text->bytes[skip] == ' '; skip++)
 		;
-	const __u8 *value = text + (skip & 7);
+	const __u8 *value = text->bytes + (skip & 7);
 	__u64 flags = 0;
 	if (value[0] != '0' || value[1] != '0' || value[2] != '-' || value[35] != '-' || value[52] != '-')
 		return -1;
@@ -238,26 +246,26 @@ static long scan_for_traceparent(__u64 index, struct traceparent_scan *scan)
 	return 0;
 }
 
-/* The server span's ids for a request whose head is `data` (`captured` bytes of the read at user address
- * `buffer`): the trace id and parent from an incoming traceparent, else a new trace; a new span id.
- * Remembered for the goroutine, whose client calls become its children. */
-static __always_inline void decide_server_context(const __u8 *data, __u32 captured, __u64 buffer, __u32 tgid,
-						  __u64 goid, struct go_nethttp_span_context *context)
+/* The server span's ids for a request whose head was read into `buffer` (`length` bytes): the trace id
+ * and parent from an incoming traceparent, else a new trace; a new span id. Remembered for the goroutine,
+ * whose client calls become its children. */
+static __always_inline void decide_server_context(__u64 buffer, long length, __u32 tgid, __u64 goid,
+						  struct go_nethttp_span_context *context)
 {
 	__u32 zero = 0;
 	struct go_nethttp_scan_buffer *copy = bpf_map_lookup_elem(&go_nethttp_scan, &zero);
 	struct traceparent_scan scan = { .found = -1 };
-	if (copy && captured <= GO_NETHTTP_REQUEST_CAPTURE && !bpf_probe_read_kernel(copy->bytes, captured, data)) {
+	__u32 captured = length > GO_NETHTTP_REQUEST_CAPTURE ? GO_NETHTTP_REQUEST_CAPTURE : length;
+	if (copy && !bpf_probe_read_user(copy->bytes, captured, (void *)buffer)) {
 		scan.bytes = copy->bytes;
 		scan.length = captured;
 		bpf_loop((captured + 7) / 8, scan_for_traceparent, &scan, 0);
 	}
-	/* The value is parsed from a stack copy read again from the process (up to 8 spaces precede it). */
-	__u8 value[64];
-	context->parent_span_id = 0;
+	/* The value is parsed from a stack copy. */
+	struct traceparent_text value;
 	if (scan.found < 0 ||
-	    bpf_probe_read_user(value, sizeof(value), (void *)(buffer + scan.found + TRACEPARENT_HEADER_NAME)) ||
-	    parse_traceparent(value, context)) {
+	    bpf_probe_read_user(&value, sizeof(value), (void *)(buffer + scan.found + TRACEPARENT_HEADER_NAME)) ||
+	    go_nethttp_parse_traceparent(&value, context)) {
 		context->trace_id_high = random_u64();
 		context->trace_id_low = random_u64();
 		context->parent_span_id = 0;
@@ -265,7 +273,6 @@ static __always_inline void decide_server_context(const __u8 *data, __u32 captur
 	}
 	context->span_id = random_u64();
 	context->valid = 1;
-	__builtin_memset(context->reserved, 0, sizeof(context->reserved));
 	struct go_nethttp_goroutine_key key = { .tgid = tgid, .goid = goid };
 	bpf_map_update_elem(&go_nethttp_serving, &key, context, BPF_ANY);
 }
@@ -307,14 +314,15 @@ static __always_inline int socket_addresses(__u32 fd, struct go_nethttp_addresse
 }
 
 /* Emits a request event whose data holds up to `capacity` (a constant) bytes of the read. */
-static __always_inline void emit_request(void *ctx, const struct go_nethttp_offsets *offsets, __u32 tgid, __u32 fd,
-					 __u64 buffer, long length, __u8 prefix, const __u32 capacity)
+static __always_inline void emit_request(void *ctx, __u32 tgid, __u64 goid, __u32 fd, __u64 buffer, long length,
+					 __u8 prefix, const struct go_nethttp_span_context *context, const __u32 capacity)
 {
 	struct go_nethttp_request_event *event = tracer_reserve(sizeof(*event) + capacity);
 	if (!event)
 		return;
 	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_REQUEST);
-	event->goid = current_goid(offsets);
+	event->goid = goid;
+	event->context = *context;
 	event->fd = fd;
 	event->length = length;
 	event->prefix = prefix;
@@ -331,10 +339,6 @@ static __always_inline void emit_request(void *ctx, const struct go_nethttp_offs
 	if (bpf_probe_read_user(event->data, captured, (void *)buffer))
 		captured = 0;
 	event->captured = captured;
-	if (go_nethttp_propagate && offsets->propagate)
-		decide_server_context(event->data, captured, buffer, tgid, event->goid, &event->context);
-	else
-		__builtin_memset(&event->context, 0, sizeof(event->context));
 	tracer_submit(ctx, event, sizeof(*event) + capacity);
 }
 
@@ -369,12 +373,16 @@ static __always_inline void on_read(void *ctx, __u32 tgid, __u32 fd, __u64 buffe
 			return;
 		prefix = joined[0];
 	}
+	__u64 goid = current_goid(offsets);
+	struct go_nethttp_span_context context = {};
+	if (go_nethttp_propagate && offsets->propagate)
+		decide_server_context(buffer, length, tgid, goid, &context);
 	if (length <= GO_NETHTTP_CAPTURE_CLASS_SMALL)
-		emit_request(ctx, offsets, tgid, fd, buffer, length, prefix, GO_NETHTTP_CAPTURE_CLASS_SMALL);
+		emit_request(ctx, tgid, goid, fd, buffer, length, prefix, &context, GO_NETHTTP_CAPTURE_CLASS_SMALL);
 	else if (length <= GO_NETHTTP_CAPTURE_CLASS_MEDIUM)
-		emit_request(ctx, offsets, tgid, fd, buffer, length, prefix, GO_NETHTTP_CAPTURE_CLASS_MEDIUM);
+		emit_request(ctx, tgid, goid, fd, buffer, length, prefix, &context, GO_NETHTTP_CAPTURE_CLASS_MEDIUM);
 	else
-		emit_request(ctx, offsets, tgid, fd, buffer, length, prefix, GO_NETHTTP_REQUEST_CAPTURE);
+		emit_request(ctx, tgid, goid, fd, buffer, length, prefix, &context, GO_NETHTTP_REQUEST_CAPTURE);
 }
 
 /* Emits a write event whose data holds up to `capacity` (a constant) bytes of the write's start. */
