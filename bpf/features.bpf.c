@@ -28,12 +28,13 @@ int probe_uprobe_multi(void *ctx) { return 0; }
 SEC("uprobe")
 int probe_uprobe(void *ctx) { return 0; }
 
-/* Loads only where the kernel lets BPF write user memory (not under lockdown). */
+/* Loads only where the kernel lets BPF write user memory (not under lockdown). The size must not be 0:
+ * the verifier rejects a zero size (EACCES), which made this probe fail on every kernel. */
 SEC("uprobe")
 int probe_write_user(struct pt_regs *ctx)
 {
 	__u64 value = 0;
-	bpf_probe_write_user((void *)PT_REGS_SP(ctx), &value, 0);
+	bpf_probe_write_user((void *)PT_REGS_SP(ctx), &value, sizeof(value));
 	return 0;
 }
 
