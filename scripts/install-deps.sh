@@ -7,15 +7,26 @@ packages=(
   pkg-config libbpf-dev libelf-dev libdw-dev zlib1g-dev libcurl4-openssl-dev libcapstone-dev
   bpftool golang-go wrk protobuf-compiler python3-pip nginx-light openssl curl systemd util-linux binutils
 )
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
+# The guest-kernel tests (scripts/guest/run-in-guest.sh) boot Debian's 6.1 kernel, which has the kprobes
+# and the bpf_probe_write_user this machine's kernel lacks, under qemu (without its GUI recommends).
+guest_packages=(qemu-system-x86 busybox-static cpio xz-utils)
+missing_packages() {
+  local package
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || echo "$package"
+  done
+}
+mapfile -t missing < <(missing_packages "${packages[@]}")
+mapfile -t missing_guest < <(missing_packages "${guest_packages[@]}")
+all_missing=("${missing[@]}" "${missing_guest[@]}")
+if [ ${#all_missing[@]} -gt 0 ]; then
+  echo "installing: ${all_missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ ${#missing[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ ${#missing_guest[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing_guest[@]}" >/dev/null
 fi
+# The guest's kernel: downloaded once into ${TRACER_GUEST_CACHE:-$HOME/.cache/tracer-guest}.
+"$(dirname "$0")/guest/fetch-kernel.sh" >/dev/null || echo "warning: no guest kernel; the guest-kernel tests cannot run" >&2
 
 # The official OTLP protobuf decoder for the export tests' receiver.
 python3 -c "import opentelemetry.proto" 2>/dev/null || python3 -m pip install -q opentelemetry-proto
