@@ -16,7 +16,7 @@
 #   --check          exit 0 if the guest can be booted here, else print why and exit 1
 #
 # SCRIPT runs under busybox sh with ARGS as "$@", from /, stdin from /dev/null, after /init has mounted
-# proc, sysfs, devtmpfs, devpts, tmpfs on /tmp and /run, tracefs, debugfs, bpffs, securityfs and cgroup2,
+# proc, sysfs, devtmpfs, devpts, tmpfs on /run, tracefs, debugfs, bpffs, securityfs and cgroup2,
 # brought up loopback, and installed the busybox applets. The guest has no network and no disk: whatever
 # the script needs must come in with --file.
 #
@@ -233,7 +233,7 @@ mount -t sysfs sysfs /sys
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
+chmod 1777 /tmp # the initramfs root is writable; a tmpfs here would hide files given with --file under /tmp
 mount -t tmpfs tmpfs /run
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug

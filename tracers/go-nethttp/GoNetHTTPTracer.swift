@@ -66,6 +66,7 @@ public struct GoNetHTTPTracer: Tracer {
     }
 
     public var name: String { "go-nethttp" }
+    public var hookDescription: String? { "the raw tracepoint sys_exit" }
     public var object: EmbeddedBPFObject { Tracers.GoNethttp.object }
     public var eventTypes: Set<UInt32> {
         Set([GO_NETHTTP_EVENT_REQUEST, GO_NETHTTP_EVENT_WRITE, GO_NETHTTP_EVENT_CLOSE, GO_NETHTTP_EVENT_CLIENT_START,

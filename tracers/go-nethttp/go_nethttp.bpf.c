@@ -137,6 +137,15 @@ static __always_inline __u64 current_goid(const struct go_nethttp_offsets *offse
 	return goid;
 }
 
+/* min(value, limit) for a size passed to a helper, clamped on the register the helper gets: clang would
+ * otherwise clamp a copy, and Linux 6.1's verifier then sees an unbounded size. `value` must be >= 0. */
+static __always_inline __u32 at_most(__u64 value, const __u32 limit)
+{
+	__u32 bounded = value > limit ? limit : value;
+	asm volatile("" : "+r"(bounded)); /* clang may not reuse what it knows of `bounded` below */
+	return bounded > limit ? limit : bounded;
+}
+
 static __always_inline __u64 random_u64(void)
 {
 	return (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
@@ -255,7 +264,7 @@ static __always_inline void decide_server_context(__u64 buffer, long length, __u
 	__u32 zero = 0;
 	struct go_nethttp_scan_buffer *copy = bpf_map_lookup_elem(&go_nethttp_scan, &zero);
 	struct traceparent_scan scan = { .found = -1 };
-	__u32 captured = length > GO_NETHTTP_REQUEST_CAPTURE ? GO_NETHTTP_REQUEST_CAPTURE : length;
+	__u32 captured = at_most(length, GO_NETHTTP_REQUEST_CAPTURE);
 	if (copy && !bpf_probe_read_user(copy->bytes, captured, (void *)buffer)) {
 		scan.bytes = copy->bytes;
 		scan.length = captured;
@@ -332,10 +341,13 @@ static __always_inline void emit_request(void *ctx, __u32 tgid, __u64 goid, __u3
 	if (known) {
 		event->addresses = *known;
 	} else {
-		socket_addresses(fd, &event->addresses);
-		bpf_map_update_elem(&go_nethttp_conns, &key, &event->addresses, BPF_ANY);
+		/* Through the stack: kernels before 6.2 take no ring buffer memory as a map value argument. */
+		struct go_nethttp_addresses addresses;
+		socket_addresses(fd, &addresses);
+		bpf_map_update_elem(&go_nethttp_conns, &key, &addresses, BPF_ANY);
+		event->addresses = addresses;
 	}
-	__u32 captured = length > capacity ? capacity : length;
+	__u32 captured = at_most(length, capacity);
 	if (bpf_probe_read_user(event->data, captured, (void *)buffer))
 		captured = 0;
 	event->captured = captured;
@@ -394,11 +406,11 @@ static __always_inline void emit_write(void *ctx, __u32 fd, __u64 buffer, __u64 
 	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_WRITE);
 	event->fd = fd;
 	event->length = length;
-	__u32 captured = length > capacity ? capacity : length;
+	__u32 captured = at_most(length, capacity);
 	if (bpf_probe_read_user(event->data, captured, (void *)buffer))
 		captured = 0;
 	event->captured = captured;
-	__u32 tail = length > GO_NETHTTP_TAIL_CAPTURE ? GO_NETHTTP_TAIL_CAPTURE : length;
+	__u32 tail = at_most(length, GO_NETHTTP_TAIL_CAPTURE);
 	if (bpf_probe_read_user(event->tail, tail, (void *)(buffer + length - tail)))
 		tail = 0;
 	event->tail_captured = tail;
@@ -465,7 +477,7 @@ static __always_inline __u16 read_go_string(const void *field, char *destination
 	*truncated = 0;
 	if (bpf_probe_read_user(&string, sizeof(string), field) || string.length <= 0 || !string.pointer)
 		return 0;
-	__u32 length = string.length > capacity ? capacity : (__u32)string.length;
+	__u32 length = at_most(string.length, capacity);
 	*truncated = string.length > capacity;
 	if (bpf_probe_read_user(destination, length, (void *)string.pointer))
 		return 0;
@@ -546,10 +558,10 @@ int go_nethttp_round_trip(struct pt_regs *ctx)
 		event->scheme_length = event->host_length = event->path_length = event->query_length = 0;
 		event->path_truncated = event->query_truncated = 0;
 	}
+	struct go_nethttp_span_context context = {};
 	if (go_nethttp_propagate && offsets->propagate)
-		decide_client_context(tgid, event->goid, request, offsets, &event->context);
-	else
-		__builtin_memset(&event->context, 0, sizeof(event->context));
+		decide_client_context(tgid, event->goid, request, offsets, &context);
+	event->context = context;
 	tracer_submit(ctx, event, sizeof(*event));
 	return 0;
 }

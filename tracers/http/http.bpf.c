@@ -240,6 +240,9 @@ static __always_inline void append_request(struct http_conn *conn, __u64 buf, __
 	__u32 room = HTTP_REQUEST_CAPTURE - offset;
 	__u32 n = len < room ? (__u32)len : room;
 	offset &= HTTP_REQUEST_CAPTURE - 1;
+	/* Keeps the bound check on `n` itself: Linux 6.1's verifier cannot bound `len` from `len < room`
+	 * when `room` is not a constant, and clang would otherwise drop the check as redundant. */
+	asm volatile("" : "+r"(n));
 	if (n == 0 || n > HTTP_REQUEST_CAPTURE)
 		return;
 	if (bpf_probe_read_user(&conn->event.request[offset], n, (const void *)buf) == 0)
