@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Agent memory, idle, with 10 traced processes (issue 4: RSS <= 30 MB), next to a baseline run of the same
 # binary that selects nothing. Needs root, tracefs, python3.
-# Usage: scripts/bench-agent-rss.sh [--breakdown] [seconds]
+# Usage: scripts/bench-agent-rss.sh [--breakdown] [--against OTHER_TRACER] [seconds]
 #   --breakdown: after each figure, where the resident memory is (/proc/PID/smaps summed per mapped file).
+#   --against: also measure another tracer binary (e.g. an older commit's build) in the same run, same servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 breakdown=false
-if [[ ${1:-} == --breakdown ]]; then breakdown=true; shift; fi
+other=""
+while [[ ${1:-} == --* ]]; do
+  case $1 in
+    --breakdown) breakdown=true; shift ;;
+    --against) other=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
 settle=${1:-5}
 # As shipped (deploy/Dockerfile): release, Swift runtime linked statically.
 swift build --manifest-cache none -c release --static-swift-stdlib --product tracer --scratch-path .build-static >/dev/null
@@ -39,11 +47,20 @@ rss_of() { # label, command line... → "label VmHWM VmRSS" in MiB after $settle
   "$@" --print none --log-level warning >/dev/null 2>&1 &
   local pid=$!
   sleep "$settle"
-  printf '%-38s%s\n' "$label" "$(awk '/^VmRSS|^VmHWM/ { printf "%s %.1f MiB  ", $1, $2 / 1024 }' "/proc/$pid/status")"
+  printf '%-50s%s\n' "$label" "$(awk '/^VmRSS|^VmHWM/ { printf "%s %.1f MiB  ", $1, $2 / 1024 }' "/proc/$pid/status")"
   if $breakdown; then breakdown_of "$pid"; fi
   kill -TERM "$pid"; wait "$pid" || true
 }
 
-rss_of "baseline (selects nothing):" "$tracer" --exe '/nonexistent/*'
-rss_of "10 Python HTTP servers traced, idle:" "$tracer" --open-port 18301-18310
+measure() { # tracer binary, label suffix
+  rss_of "baseline (selects nothing)$2:" "$1" --exe '/nonexistent/*'
+  rss_of "10 Python HTTP servers traced, idle$2:" "$1" --open-port 18301-18310
+}
+if [[ -n $other ]]; then
+  echo "against: $other"
+  measure "$other" " (against)"
+  measure "$tracer" " (this tree)"
+else
+  measure "$tracer" ""
+fi
 echo "target: VmRSS <= 30 MiB with 10 traced processes"
