@@ -56,7 +56,8 @@ let package = Package(
         .systemLibrary(name: "CLibElf", pkgConfig: "libdw", providers: [.apt(["libelf-dev", "libdw-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        .systemLibrary(name: "CCapstone", pkgConfig: "capstone", providers: [.apt(["libcapstone-dev"])]),
+        // Headers only (`<capstone/capstone.h>`): the library is dlopen'ed when RET offsets are first needed.
+        .systemLibrary(name: "CCapstone", providers: [.apt(["libcapstone-dev"])]),
 
         /// `tracer_`-prefixed C helpers for what Swift cannot call directly (variadic callbacks,
         /// `LIBBPF_OPTS`, `bpf()` commands Debian's libbpf 1.1 has no API for).

@@ -2,9 +2,9 @@ import Foundation
 import PackagePlugin
 
 /// Compiles every `*.bpf.c` below a target's directory with the toolchain's clang (`-target bpf -O2 -g`)
-/// and turns each object into a Swift file that embeds it, with name constants for its programs,
-/// maps and globals. One command per program emits only the `.swift` file (an extra output such as a
-/// `.o` would make SwiftPM create a resource bundle).
+/// and turns each object, its DWARF emptied (libbpf reads only the BTF `-g` also produces), into a Swift
+/// file that embeds it, with name constants for its programs, maps and globals. One command per program
+/// emits only the `.swift` file (an extra output such as a `.o` would make SwiftPM create a resource bundle).
 @main
 struct BPFEmbedPlugin: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: Target) throws -> [Command] {

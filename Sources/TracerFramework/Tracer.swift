@@ -47,12 +47,15 @@ extension Tracer {
     public func prepare(_ process: TracedProcess, object: BPFObject) throws {}
     public func forget(pid: Int32, object: BPFObject) {}
 
-    /// The functions this tracer needs resolved in executables and libraries.
+    /// The functions this tracer needs resolved in executables and libraries. RET offsets (a capstone
+    /// disassembly) only where a return runs at them, not for a uretprobe, which attaches at the entry.
     public var probeTargetQueries: [ProbeTargetQuery] {
         probes.compactMap { probe in
             switch probe {
-            case .function(let symbol, _, let returns), .library(_, let symbol, _, let returns, _):
+            case .function(let symbol, _, let returns):
                 ProbeTargetQuery(tracer: name, symbol: symbol, needsReturnOffsets: returns != nil)
+            case .library(_, let symbol, _, let returns, let returnsWithUretprobe):
+                ProbeTargetQuery(tracer: name, symbol: symbol, needsReturnOffsets: returns != nil && !returnsWithUretprobe)
             default: nil
             }
         }

@@ -175,6 +175,16 @@ final class AgentTests: XCTestCase {
         XCTAssertTrue(waitUntil { library() == nil }, "detached after its last user exited")
     }
 
+    func testRETOffsetsAreOnlyAskedForReturnsThatRunAtThem() {
+        let needs = { (tracer: SelftestTracer) in
+            Dictionary(uniqueKeysWithValues: tracer.probeTargetQueries.map { ($0.symbol, $0.needsReturnOffsets) })
+        }
+        // A uretprobe attaches at the function's entry: no disassembly (capstone) for it.
+        XCTAssertEqual(needs(SelftestTracer(libraryPrefix: "libtracertarget")), ["target_3": false, "lib_target": false])
+        XCTAssertEqual(needs(SelftestTracer(libraryPrefix: "libtracertarget", libraryReturnsWithUretprobe: false)),
+                       ["target_3": false, "lib_target": true])
+    }
+
     func testExecStormLeavesNoLinksDescriptorsOrMapEntriesBehind() throws {
         try requireBPF()
         let directory = try temporaryDirectory(self)

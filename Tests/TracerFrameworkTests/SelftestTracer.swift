@@ -13,6 +13,8 @@ struct SelftestTracer: Tracer {
     var object: EmbeddedBPFObject { BPFPrograms.Selftest.object }
     var libraryPrefix: String? = nil
     var functionSymbol = "target_3"
+    /// Whether the library probe's return runs as a uretprobe (else as uprobes at RET offsets).
+    var libraryReturnsWithUretprobe = true
 
     var probes: [Probe] {
         var probes: [Probe] = [
@@ -21,7 +23,7 @@ struct SelftestTracer: Tracer {
         ]
         if let libraryPrefix {
             probes.append(.library(prefix: libraryPrefix, symbol: "lib_target", entry: BPFPrograms.Selftest.Program.selftestUprobe,
-                                   returns: BPFPrograms.Selftest.Program.selftestUretprobe, returnsWithUretprobe: true))
+                                   returns: BPFPrograms.Selftest.Program.selftestUretprobe, returnsWithUretprobe: libraryReturnsWithUretprobe))
         }
         return probes
     }

@@ -268,9 +268,26 @@ class DockerfileTests(unittest.TestCase):
     @staticmethod
     def shared_libraries(binary):
         """(soname, path, linked directly) for every library ldd resolves, except the Swift runtime (linked
-        statically in the image by --static-swift-stdlib) and the vDSO."""
+        statically in the image by --static-swift-stdlib) and the vDSO; and for every library the binary
+        loads with dlopen (capstone, opened when RET offsets are first needed), which ldd does not show: the
+        sonames it names as C strings beyond its DT_NEEDED, resolved with ldconfig, with their own
+        dependencies. A dlopen'ed library counts as linked directly: nothing else pulls it into the image."""
         dynamic = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True, check=True).stdout
         direct = set(re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic))
+        found = DockerfileTests.ldd(binary, direct)
+        named = {m.decode() for m in re.findall(rb"(?<=\0)(lib[A-Za-z0-9_+-]+\.so\.[0-9]+)(?=\0)", Path(binary).read_bytes())}
+        cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+        for soname in sorted(named - direct):
+            path = re.search(rf"^\s*{re.escape(soname)} \(.*x86-64.*\) => (\S+)$", cache, re.M)
+            assert path, f"the binary names {soname} (dlopen) but ldconfig does not know it on this machine"
+            found.append((soname, path.group(1), True))
+            found += DockerfileTests.ldd(path.group(1), set())
+        return found
+
+    @staticmethod
+    def ldd(binary, direct):
+        """(soname, path, soname in direct) for every library ldd resolves for `binary`, except the Swift
+        runtime and the vDSO."""
         found = []
         for line in subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout.splitlines():
             match = re.match(r"\s*(\S+) => (/\S+)", line) or re.match(r"\s*(/\S+) \(", line)
