@@ -60,6 +60,12 @@ func run(_ executable: String, _ arguments: [String], environment: [String: Stri
 }
 
 /// This process's user + system CPU time in seconds (the agent: reader thread and decoding).
+func threadCPUNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
 func cpuSeconds() -> Double {
     var usage = rusage()
     getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
@@ -144,12 +150,19 @@ let context = DecodeContext(monotonicToUnixOffset: 0, scope: InstrumentationScop
 /// Off in the "kernel side only" rounds: events are drained and dropped without decoding, which
 /// separates the tracer's cost in the traced process from the agent's decoding competing for the CPUs.
 let decoding = Atomic<Bool>(true)
+/// The first events of the traced rounds, copied, for the decode-only replay at the end (the agent's
+/// user-space cost per request without wrk and the server competing for the CPUs).
+let recordLimit = 100_000
+let recorded = Mutex<[[UInt8]]>([])
 let reader = try channel.startReader { batch in
     guard decoding.load(ordering: .relaxed) else { return }
     let now = DispatchTime.now().uptimeNanoseconds
     let previous = lastBatch.exchange(now, ordering: .relaxed)
     if previous != 0 { longestPauseNanoseconds.max(now - previous, ordering: .relaxed) }
     largestBatchBytes.max(batch.byteCount, ordering: .relaxed)
+    recorded.withLock { recorded in
+        for event in batch where recorded.count < recordLimit { recorded.append(Array(event)) }
+    }
     for event in batch where tracer.decode(event, context: context) != nil {
         spanCount.add(1, ordering: .relaxed)
     }
@@ -255,6 +268,24 @@ do {
     print("  BPF time per request: \(String(format: "%.0f", totalNanoseconds / Double(result.requests))) ns")
 }
 reader.stop()
+
+// Decode-only replay: the recorded events through a fresh tracer, timed in this thread's CPU time.
+do {
+    let events = recorded.withLock { $0 }
+    var best = Double.infinity
+    var spans = 0
+    for _ in 0..<5 {
+        let replay = GoNetHTTPTracer()
+        spans = 0
+        let start = threadCPUNanoseconds()
+        for event in events {
+            if event.withUnsafeBytes({ replay.decode($0, context: context) }) != nil { spans += 1 }
+        }
+        best = min(best, Double(threadCPUNanoseconds() - start))
+    }
+    print("decode only (replay of \(events.count) recorded events, best of 5, thread CPU): \(String(format: "%.0f", best / Double(max(events.count, 1)))) ns per event, \(String(format: "%.0f", best / Double(max(spans, 1)))) ns per span (\(spans) spans)")
+}
+
 /// The middle value: rounds alternate untraced/traced, and the median resists the bursts of other work
 /// on a shared machine better than the mean.
 func median(_ values: [Double]) -> Double {

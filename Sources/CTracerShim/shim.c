@@ -1,7 +1,11 @@
+#define _GNU_SOURCE /* dl_iterate_phdr */
 #include "tracer_shim.h"
 
 #include <bpf/libbpf.h>
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <link.h>
 #include <linux/bpf.h>
 #include <malloc.h>
 #include <stdarg.h>
@@ -9,6 +13,7 @@
 #include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -88,4 +93,63 @@ int tracer_uprobe_multi_link_create(int program_fd, const char *path, const uint
 void tracer_release_free_heap(void)
 {
 	malloc_trim(0);
+}
+
+/* dl_iterate_phdr visits the executable first: its load bias. */
+static int executable_bias(struct dl_phdr_info *info, size_t size, void *data)
+{
+	(void)size;
+	*(ElfW(Addr) *)data = info->dlpi_addr;
+	return 1;
+}
+
+/* The address range of section `name` in the executable's file, from its section headers. */
+static int executable_section(const char *name, ElfW(Addr) *address, size_t *size)
+{
+	int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int found = -1;
+	ElfW(Ehdr) header;
+	ElfW(Shdr) names;
+	if (pread(fd, &header, sizeof(header), 0) != sizeof(header) || memcmp(header.e_ident, ELFMAG, SELFMAG) != 0 ||
+	    header.e_shentsize != sizeof(ElfW(Shdr)) || header.e_shstrndx >= header.e_shnum ||
+	    pread(fd, &names, sizeof(names), header.e_shoff + (off_t)header.e_shstrndx * sizeof(ElfW(Shdr))) != sizeof(names))
+		goto out;
+	size_t length = strlen(name) + 1;
+	for (unsigned i = 0; i < header.e_shnum && found < 0; i++) {
+		ElfW(Shdr) section;
+		char candidate[64];
+		if (pread(fd, &section, sizeof(section), header.e_shoff + (off_t)i * sizeof(section)) != sizeof(section) ||
+		    section.sh_name >= names.sh_size || length > sizeof(candidate) ||
+		    pread(fd, candidate, length, names.sh_offset + section.sh_name) != (ssize_t)length)
+			continue;
+		if (memcmp(candidate, name, length) == 0 && section.sh_addr != 0) {
+			*address = section.sh_addr;
+			*size = section.sh_size;
+			found = 0;
+		}
+	}
+out:
+	close(fd);
+	return found;
+}
+
+long tracer_release_relocation_pages(void)
+{
+	ElfW(Addr) bias = 0, address = 0;
+	size_t size = 0;
+	if (executable_section(".rela.dyn", &address, &size) != 0)
+		return 0;
+	dl_iterate_phdr(executable_bias, &bias);
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t start = (bias + address + page - 1) & ~(page - 1);
+	uintptr_t end = (bias + address + size) & ~(page - 1);
+	if (end <= start)
+		return 0;
+	/* MADV_PAGEOUT (Linux 5.4) reclaims the pages; MADV_DONTNEED only unmaps them from this process. */
+	if (madvise((void *)start, end - start, 21 /* MADV_PAGEOUT */) != 0 &&
+	    madvise((void *)start, end - start, MADV_DONTNEED) != 0)
+		return 0;
+	return (long)(end - start);
 }

@@ -41,7 +41,7 @@ final class FileBytes {
     /// A private copy of `bytes` (fuzzing, tests).
     convenience init(copying bytes: some Collection<UInt8>) {
         self.init(zeroed: bytes.count)
-        if let base { _ = UnsafeMutableRawBufferPointer(start: base, count: count).copyBytes(from: bytes) }
+        if let base { UnsafeMutableRawBufferPointer(start: base, count: count).copyBytes(from: bytes) }
     }
 
     /// `count` zero bytes, to be filled by the caller (the DWARF type image).

@@ -110,8 +110,10 @@ public final class Agent: @unchecked Sendable {
         ]).links
         watcherObject = watcher
         control.sync { scan() }
-        // Loading parsed the kernel's BTF (megabytes, freed by libbpf): give the freed heap back to the system.
+        // Loading parsed the kernel's BTF (megabytes, freed by libbpf): give the freed heap back to the system,
+        // and the relocation table the dynamic loader read at start.
         tracer_release_free_heap()
+        _ = tracer_release_relocation_pages()
 
         let timer = DispatchSource.makeTimerSource(queue: control)
         let interval = DispatchTimeInterval.milliseconds(Int(configuration.rescanInterval.wholeMilliseconds))

@@ -20,6 +20,11 @@ int tracer_uprobe_multi_link_create(int program_fd, const char *path, const uint
  * Glibc module does not import): after a burst of temporary allocations such as parsing kernel BTF. */
 void tracer_release_free_heap(void);
 
+/* Releases the pages of the executable's relocation table (.rela.dyn): the dynamic loader reads it once
+ * at start, and a Swift binary with its runtime linked in has ~2 MiB of it. Read-only file pages: should
+ * anything touch them again they are read back from the file. Returns the bytes released. */
+long tracer_release_relocation_pages(void);
+
 /* The attach type number of BPF_TRACE_UPROBE_MULTI, missing from older uapi headers. */
 #define TRACER_BPF_TRACE_UPROBE_MULTI 48
 
