@@ -176,7 +176,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TracerFrameworkTests",
-            dependencies: ["TracerFramework", "BPFPrograms", "BPFRuntime", "CTracerABI", "Telemetry", "TestSupport"],
+            dependencies: ["TracerFramework", "BPFPrograms", "BPFRuntime", "CTracerABI", "Telemetry", "TestSupport", "CTracerShim"],
             swiftSettings: swiftSettings),
         .testTarget(name: "TracerCLITests", dependencies: ["TracerCLI", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(

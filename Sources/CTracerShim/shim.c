@@ -135,7 +135,7 @@ out:
 	return found;
 }
 
-long tracer_release_relocation_pages(void)
+long tracer_release_relocation_pages(uintptr_t *released_start)
 {
 	ElfW(Addr) bias = 0, address = 0;
 	size_t size = 0;
@@ -151,5 +151,7 @@ long tracer_release_relocation_pages(void)
 	if (madvise((void *)start, end - start, 21 /* MADV_PAGEOUT */) != 0 &&
 	    madvise((void *)start, end - start, MADV_DONTNEED) != 0)
 		return 0;
+	if (released_start)
+		*released_start = start;
 	return (long)(end - start);
 }

@@ -113,7 +113,7 @@ public final class Agent: @unchecked Sendable {
         // Loading parsed the kernel's BTF (megabytes, freed by libbpf): give the freed heap back to the system,
         // and the relocation table the dynamic loader read at start.
         tracer_release_free_heap()
-        _ = tracer_release_relocation_pages()
+        _ = tracer_release_relocation_pages(nil)
 
         let timer = DispatchSource.makeTimerSource(queue: control)
         let interval = DispatchTimeInterval.milliseconds(Int(configuration.rescanInterval.wholeMilliseconds))

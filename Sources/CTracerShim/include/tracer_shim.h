@@ -22,8 +22,9 @@ void tracer_release_free_heap(void);
 
 /* Releases the pages of the executable's relocation table (.rela.dyn): the dynamic loader reads it once
  * at start, and a Swift binary with its runtime linked in has ~2 MiB of it. Read-only file pages: should
- * anything touch them again they are read back from the file. Returns the bytes released. */
-long tracer_release_relocation_pages(void);
+ * anything touch them again they are read back from the file. Returns the bytes released, their first
+ * address in *released_start (may be NULL). */
+long tracer_release_relocation_pages(uintptr_t *released_start);
 
 /* The attach type number of BPF_TRACE_UPROBE_MULTI, missing from older uapi headers. */
 #define TRACER_BPF_TRACE_UPROBE_MULTI 48
