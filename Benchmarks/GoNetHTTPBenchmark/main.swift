@@ -11,6 +11,40 @@ import Tracers
 /// spans against requests. Run as root: `swift run -c release GoNetHTTPBenchmark [seconds] [rounds] [ring MiB]`
 /// (scripts/bench-go-http.sh).
 
+/// Decodes `events` through a fresh tracer `rounds` times, timed in this thread's CPU time; prints the
+/// best round per event and per span.
+func replay(_ events: [[UInt8]], rounds: Int) {
+    let context = DecodeContext(monotonicToUnixOffset: 0, scope: InstrumentationScope(name: "bench")) { _ in .empty }
+    var best = Double.infinity
+    var spans = 0
+    for _ in 0..<rounds {
+        let replay = GoNetHTTPTracer()
+        spans = 0
+        let start = threadCPUNanoseconds()
+        for event in events {
+            if event.withUnsafeBytes({ replay.decode($0, context: context) }) != nil { spans += 1 }
+        }
+        best = min(best, Double(threadCPUNanoseconds() - start))
+    }
+    print("decode only (replay of \(events.count) recorded events, best of \(rounds), thread CPU): \(String(format: "%.0f", best / Double(max(events.count, 1)))) ns per event, \(String(format: "%.0f", best / Double(max(spans, 1)))) ns per span (\(spans) spans)")
+}
+
+/// `replay FILE [rounds]`: decoding alone, of events a run saved with GO_NETHTTP_RECORD=FILE (each a
+/// 4-byte little-endian length and the bytes); runs under `valgrind --tool=callgrind` to count instructions.
+if CommandLine.arguments.dropFirst().first == "replay", CommandLine.arguments.count >= 3 {
+    let data = try Data(contentsOf: URL(fileURLWithPath: CommandLine.arguments[2]))
+    var events: [[UInt8]] = []
+    var offset = 0
+    while offset + 4 <= data.count {
+        let length = Int(data[offset]) | Int(data[offset + 1]) << 8 | Int(data[offset + 2]) << 16 | Int(data[offset + 3]) << 24
+        guard offset + 4 + length <= data.count else { break }
+        events.append(Array(data[(offset + 4)..<(offset + 4 + length)]))
+        offset += 4 + length
+    }
+    replay(events, rounds: CommandLine.arguments.dropFirst(3).first.flatMap(Int.init) ?? 5)
+    exit(0)
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 let seconds = arguments.first.flatMap(Int.init) ?? 10
 let rounds = arguments.dropFirst().first.flatMap(Int.init) ?? 3
@@ -272,18 +306,15 @@ reader.stop()
 // Decode-only replay: the recorded events through a fresh tracer, timed in this thread's CPU time.
 do {
     let events = recorded.withLock { $0 }
-    var best = Double.infinity
-    var spans = 0
-    for _ in 0..<5 {
-        let replay = GoNetHTTPTracer()
-        spans = 0
-        let start = threadCPUNanoseconds()
+    replay(events, rounds: 5)
+    if let path = ProcessInfo.processInfo.environment["GO_NETHTTP_RECORD"] {
+        var data = Data()
         for event in events {
-            if event.withUnsafeBytes({ replay.decode($0, context: context) }) != nil { spans += 1 }
+            withUnsafeBytes(of: UInt32(event.count).littleEndian) { data.append(contentsOf: $0) }
+            data.append(contentsOf: event)
         }
-        best = min(best, Double(threadCPUNanoseconds() - start))
+        try data.write(to: URL(fileURLWithPath: path))
     }
-    print("decode only (replay of \(events.count) recorded events, best of 5, thread CPU): \(String(format: "%.0f", best / Double(max(events.count, 1)))) ns per event, \(String(format: "%.0f", best / Double(max(spans, 1)))) ns per span (\(spans) spans)")
 }
 
 /// The middle value: rounds alternate untraced/traced, and the median resists the bursts of other work

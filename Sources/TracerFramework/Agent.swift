@@ -195,7 +195,11 @@ public final class Agent: @unchecked Sendable {
         do {
             process = try tracedProcess(pid, rule: rule)
         } catch {
-            logger.debug("pid \(pid) not instrumented: \(error)") // most often: it exited meanwhile
+            if kill(pid, 0) == 0 || errno != ESRCH {
+                logger.warning("pid \(pid) selected but not instrumented: \(error)")
+            } else {
+                logger.debug("pid \(pid) exited before it was instrumented: \(error)")
+            }
             return
         }
         let report = attacher.attach(process)

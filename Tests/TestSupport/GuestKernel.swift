@@ -90,3 +90,13 @@ public func runInGuest(
     let log = (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
     return GuestRun(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self), log: log)
 }
+
+/// The path of a shared library the dynamic linker knows by `soname` (`ldconfig -p`): for libraries the
+/// agent loads with dlopen (libcapstone), which `ldd` does not list and the guest needs as `files`.
+public func sharedLibrary(_ soname: String) throws -> URL {
+    let listing = try run("/sbin/ldconfig", ["-p"])
+    for line in listing.split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix(soname + " ") {
+        if let arrow = line.range(of: "=> ") { return URL(fileURLWithPath: String(line[arrow.upperBound...])) }
+    }
+    throw CommandFailed(command: "ldconfig -p", status: 0, output: "\(soname) is not installed")
+}

@@ -18,6 +18,9 @@ final class GoNetHTTPExchanges: Sendable {
     struct ConnectionKey: Hashable {
         var pid: UInt32
         var fd: UInt32
+
+        /// One 64-bit word through the hasher instead of two (several lookups per request).
+        func hash(into hasher: inout Hasher) { hasher.combine(UInt64(pid) << 32 | UInt64(fd)) }
     }
 
     struct GoroutineKey: Hashable {

@@ -1,5 +1,9 @@
 import Telemetry
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The request line and the headers of interest of a captured HTTP/1.x request prefix.
 public struct HTTPRequestHead: Sendable, Equatable {
     /// The method token as sent (`GET`, `PATCH`, or an extension method).
@@ -196,33 +200,46 @@ public enum HTTPMessageParser {
     }
 
     private static func head(_ method: String, _ rawTarget: UnsafeRawBufferPointer, version: String?, headers: Headers) -> HTTPRequestHead {
-        let target = String(decoding: rawTarget, as: UTF8.self)
-        var path = Substring(target)
+        // Bytes, not Characters: the target is ASCII (isTargetCharacter), and this runs once per request.
+        let question = rawTarget.firstIndex(of: UInt8(ascii: "?"))
         var query: String?
-        if let question = target.firstIndex(of: "?") {
-            path = target[..<question]
-            query = redactQuery(target[target.index(after: question)...])
+        if let question {
+            let rest = UnsafeRawBufferPointer(rebasing: rawTarget[(question + 1)...])
+            query = redactQuery(Substring(String(decoding: rest, as: UTF8.self)))
         }
-        if let fragment = path.firstIndex(of: "#") { path = path[..<fragment] }
+        var pathEnd = question ?? rawTarget.count
+        pathEnd = rawTarget[..<pathEnd].firstIndex(of: UInt8(ascii: "#")) ?? pathEnd
+        var path = String(decoding: UnsafeRawBufferPointer(rebasing: rawTarget[..<pathEnd]), as: UTF8.self)
         // Absolute form (a proxy request): keep only the path.
-        if path.hasPrefix("http://") || path.hasPrefix("https://"), let scheme = path.range(of: "://") {
-            let rest = path[scheme.upperBound...]
-            path = rest.firstIndex(of: "/").map { rest[$0...] } ?? "/"
+        let scheme = startsWith(rawTarget, "http://") ? 7 : startsWith(rawTarget, "https://") ? 8 : 0
+        if scheme > 0, scheme <= pathEnd {
+            let slash = rawTarget[scheme..<pathEnd].firstIndex(of: UInt8(ascii: "/"))
+            path = slash.map { String(decoding: UnsafeRawBufferPointer(rebasing: rawTarget[$0..<pathEnd]), as: UTF8.self) } ?? "/"
         }
-        let redactedTarget = query.map { String(path) + "?" + $0 } ?? String(path)
-        return HTTPRequestHead(method: method, target: redactedTarget, path: String(path), query: query,
+        let redactedTarget = query.map { path + "?" + $0 } ?? path
+        return HTTPRequestHead(method: method, target: redactedTarget, path: path, query: query,
                                version: version, traceContext: headers.traceContext, contentLength: headers.contentLength,
                                isChunked: headers.isChunked, headLength: headers.headLength)
     }
 
+    /// Whether `bytes` begins with `prefix` (ASCII, compared exactly).
+    private static func startsWith(_ bytes: UnsafeRawBufferPointer, _ prefix: StaticString) -> Bool {
+        let length = prefix.utf8CodeUnitCount
+        guard bytes.count >= length else { return false }
+        return prefix.withUTF8Buffer { expected in (0..<length).allSatisfy { bytes[$0] == expected[$0] } }
+    }
+
     /// `HTTP/d.d` at `offset` → `d.d`.
     private static func parseVersion(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> String? {
-        guard offset >= 0, bytes.count - offset >= 8 else { return nil }
-        let prefix: [UInt8] = [0x48, 0x54, 0x54, 0x50, 0x2F] // "HTTP/"
-        for (i, byte) in prefix.enumerated() where bytes[offset + i] != byte { return nil }
+        guard offset >= 0, bytes.count - offset >= 8,
+              startsWith(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + 5)]), "HTTP/") else { return nil }
         let major = bytes[offset + 5], dot = bytes[offset + 6], minor = bytes[offset + 7]
         guard isDigit(major), dot == UInt8(ascii: "."), isDigit(minor) else { return nil }
-        return String(decoding: [major, dot, minor], as: UTF8.self)
+        switch (major, minor) {
+        case (UInt8(ascii: "1"), UInt8(ascii: "1")): return "1.1"
+        case (UInt8(ascii: "1"), UInt8(ascii: "0")): return "1.0"
+        default: return String(UnicodeScalar(major)) + "." + String(UnicodeScalar(minor))
+        }
     }
 
     /// The index after a CRLF or bare LF at `offset`, nil when none starts there.
@@ -233,14 +250,14 @@ public enum HTTPMessageParser {
         return nil
     }
 
-    /// Index of the next CR or LF from `offset`.
+    /// Index of the next CR or LF from `offset` (memchr: headers are scanned for every request and response).
     private static func findLineEnd(_ bytes: UnsafeRawBufferPointer, from offset: Int) -> Int? {
-        var index = offset
-        while index < bytes.count {
-            if bytes[index] == UInt8(ascii: "\r") || bytes[index] == UInt8(ascii: "\n") { return index }
-            index += 1
-        }
-        return nil
+        guard let base = bytes.baseAddress, offset < bytes.count else { return nil }
+        let start = base + offset
+        let lineFeed = memchr(start, Int32(UInt8(ascii: "\n")), bytes.count - offset).map { UnsafeRawPointer($0) - base }
+        let searched = (lineFeed ?? bytes.count) - offset
+        let carriageReturn = memchr(start, Int32(UInt8(ascii: "\r")), searched).map { UnsafeRawPointer($0) - base }
+        return carriageReturn ?? lineFeed
     }
 
     /// The trace context of a `traceparent: 00-<32 hex>-<16 hex>-<2 hex>` header line.

@@ -16,7 +16,9 @@ final class GuestPropagationTests: XCTestCase {
         try requireGuestKernel()
         let server = try GoServerBuild.binary(stripped: false)
         let tracer = productsDirectory.appendingPathComponent("tracer")
-        let run = try runInGuest(files: [server, tracer], script: Self.script, arguments: [server.path, tracer.path], timeout: 400)
+        // capstone (RET offsets) is loaded with dlopen, so ldd does not list it.
+        let capstone = try sharedLibrary("libcapstone.so.4")
+        let run = try runInGuest(files: [server, tracer, capstone], script: Self.script, arguments: [server.path, tracer.path], timeout: 400)
         XCTAssertEqual(run.status, 0, "guest script failed:\n\(run.output)\n\(run.log.suffix(3000))")
         print("guest run: \(run.timing)")
         let output = run.output
