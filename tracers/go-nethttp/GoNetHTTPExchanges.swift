@@ -218,30 +218,28 @@ final class GoNetHTTPExchanges: Sendable {
 
     private func write(_ event: go_nethttp_write_event, key: ConnectionKey, data: UnsafeRawBufferPointer, tail: UnsafeRawBufferPointer,
                        context: DecodeContext) -> Span? {
-        state.withLock { state -> Span? in
-            guard var exchange = state.servers[key] else { return nil }
-            exchange.lastWrite = event.header.timestamp_ns
-            if exchange.response == nil {
-                guard let head = HTTPMessageParser.parseResponse(data) else {
-                    state.servers[key] = exchange
-                    return nil
-                }
-                if (100..<200).contains(head.statusCode) {
-                    // An interim response (100 Continue): the final one follows.
-                    state.servers[key] = exchange
-                    return nil
-                }
-                exchange.response = head
-            }
-            exchange.responseBytes += UInt64(event.length)
-            guard Self.isComplete(exchange, writeLength: event.length, tail: tail) else {
-                state.servers[key] = exchange
-                return nil
-            }
-            state.servers[key] = nil
-            state.serving[GoroutineKey(pid: key.pid, goid: exchange.goid)] = nil
-            return serverSpan(exchange, end: event.header.timestamp_ns, pid: key.pid, context: context)
+        // The exchange is updated in place (one hash lookup, no copy of its strings) and removed by index.
+        let completed: ServerExchange? = state.withLock { state in
+            guard let index = state.servers.index(forKey: key) else { return nil }
+            return Self.record(event, data: data, tail: tail, in: &state.servers.values[index])
+                ? state.servers.remove(at: index).value : nil
         }
+        guard let exchange = completed else { return nil }
+        state.withLock { $0.serving[GoroutineKey(pid: key.pid, goid: exchange.goid)] = nil }
+        return serverSpan(exchange, end: event.header.timestamp_ns, pid: key.pid, context: context)
+    }
+
+    /// Adds a response write to `exchange`; returns whether the response is complete.
+    private static func record(_ event: go_nethttp_write_event, data: UnsafeRawBufferPointer, tail: UnsafeRawBufferPointer,
+                               in exchange: inout ServerExchange) -> Bool {
+        exchange.lastWrite = event.header.timestamp_ns
+        if exchange.response == nil {
+            // An unparsable write, or an interim response (100 Continue): the final one follows.
+            guard let head = HTTPMessageParser.parseResponse(data), !(100..<200).contains(head.statusCode) else { return false }
+            exchange.response = head
+        }
+        exchange.responseBytes += UInt64(event.length)
+        return isComplete(exchange, writeLength: event.length, tail: tail)
     }
 
     /// Whether the response's last byte has been written (RFC 9112 §6.3 message body length), given the
