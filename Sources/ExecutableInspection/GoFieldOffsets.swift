@@ -23,7 +23,8 @@ public struct GoField: Hashable, Sendable, Codable, CustomStringConvertible {
     /// (`net/http.Request`, `net/url.URL`), the server's response status (`net/http.response`), the
     /// client's response (`net/http.Response`), where a client request's headers are written
     /// (`net/http.transferWriter`, `bufio.Writer`: context propagation), connection addresses
-    /// (`net/http.conn`, `net.netFD`, `net.TCPAddr`, `internal/poll.FD`) and the goroutine id (`runtime.g.goid`).
+    /// (`net/http.conn`, `net.netFD`, `net.TCPAddr`, `internal/poll.FD`) the goroutine id and its
+    /// creator's (`runtime.g.goid`, `parentGoid` since go1.21).
     public static let netHTTP: [GoField] = [
         ("net/http.Request", ["Method", "URL", "Proto", "Header", "Body", "ContentLength", "Host", "RemoteAddr", "RequestURI", "TLS", "ctx"]),
         ("net/url.URL", ["Scheme", "Host", "Path", "RawPath", "RawQuery"]),
@@ -37,7 +38,7 @@ public struct GoField: Hashable, Sendable, Codable, CustomStringConvertible {
         ("net.netFD", ["pfd", "laddr", "raddr"]),
         ("internal/poll.FD", ["Sysfd"]),
         ("net.TCPAddr", ["IP", "Port"]),
-        ("runtime.g", ["goid", "m"]),
+        ("runtime.g", ["goid", "m", "parentGoid"]),
     ].flatMap { type, fields in fields.map { GoField(type, $0) } }
 }
 

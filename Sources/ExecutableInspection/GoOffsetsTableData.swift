@@ -97,7 +97,8 @@ let goOffsetsTableJSON = """
     "net/url.URL.RawQuery": 96,
     "net/url.URL.Scheme": 0,
     "runtime.g.goid": 152,
-    "runtime.g.m": 48
+    "runtime.g.m": 48,
+    "runtime.g.parentGoid": 272
    },
    "toolchain": "go1.21.13"
   },
@@ -146,7 +147,8 @@ let goOffsetsTableJSON = """
     "net/url.URL.RawQuery": 96,
     "net/url.URL.Scheme": 0,
     "runtime.g.goid": 152,
-    "runtime.g.m": 48
+    "runtime.g.m": 48,
+    "runtime.g.parentGoid": 272
    },
    "toolchain": "go1.22.10"
   },
@@ -195,7 +197,8 @@ let goOffsetsTableJSON = """
     "net/url.URL.RawQuery": 96,
     "net/url.URL.Scheme": 0,
     "runtime.g.goid": 160,
-    "runtime.g.m": 48
+    "runtime.g.m": 48,
+    "runtime.g.parentGoid": 280
    },
    "toolchain": "go1.23.9"
   },
@@ -244,7 +247,8 @@ let goOffsetsTableJSON = """
     "net/url.URL.RawQuery": 96,
     "net/url.URL.Scheme": 0,
     "runtime.g.goid": 160,
-    "runtime.g.m": 48
+    "runtime.g.m": 48,
+    "runtime.g.parentGoid": 280
    },
    "toolchain": "go1.24.11"
   },
@@ -293,7 +297,8 @@ let goOffsetsTableJSON = """
     "net/url.URL.RawQuery": 96,
     "net/url.URL.Scheme": 0,
     "runtime.g.goid": 152,
-    "runtime.g.m": 48
+    "runtime.g.m": 48,
+    "runtime.g.parentGoid": 272
    },
    "toolchain": "go1.25.5"
   },
@@ -342,7 +347,8 @@ let goOffsetsTableJSON = """
     "net/url.URL.RawQuery": 88,
     "net/url.URL.Scheme": 0,
     "runtime.g.goid": 152,
-    "runtime.g.m": 48
+    "runtime.g.m": 48,
+    "runtime.g.parentGoid": 280
    },
    "toolchain": "go1.26.6"
   },
@@ -391,7 +397,8 @@ let goOffsetsTableJSON = """
     "net/url.URL.RawQuery": 88,
     "net/url.URL.Scheme": 0,
     "runtime.g.goid": 152,
-    "runtime.g.m": 48
+    "runtime.g.m": 48,
+    "runtime.g.parentGoid": 280
    },
    "toolchain": "go1.27.3"
   }

@@ -10,7 +10,7 @@ final class InspectorTests: XCTestCase {
         XCTAssertTrue(elf.hasDWARF)
         let offsets = try elf.goFieldOffsets(GoField.netHTTP, buildInfo: elf.goBuildInfo())
         XCTAssertEqual(offsets.source, .dwarf)
-        XCTAssertEqual(offsets.missing, [])
+        XCTAssertEqual(offsets.missing, ["runtime.g.parentGoid"], "go1.21 added it")
         XCTAssertEqual(offsets.offset(GoField("runtime.g", "goid")), 152)
         XCTAssertEqual(offsets.offset(GoField("net/http.Request", "Method")), 0)
         XCTAssertEqual(offsets.offset(GoField("net/url.URL", "Path")), 56)

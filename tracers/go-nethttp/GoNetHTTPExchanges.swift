@@ -12,7 +12,8 @@ import Glibc
 /// framing says its last byte went out (Content-Length, the last chunk, or no body), a close or the
 /// connection's next request completes a response without framing. Client calls are keyed by goroutine
 /// (process, goid); the server exchange whose request that goroutine read is their parent, because
-/// net/http runs a handler on the goroutine of its connection (net/http.(*conn).serve).
+/// net/http runs a handler on the goroutine of its connection (net/http.(*conn).serve) — or, for a
+/// goroutine the handler started (go1.21+ records its creator), the exchange its creator serves.
 /// Events of one goroutine reach the ring buffer in program order, so no reordering is needed.
 final class GoNetHTTPExchanges: Sendable {
     struct ConnectionKey: Hashable {
@@ -65,6 +66,8 @@ final class GoNetHTTPExchanges: Sendable {
 
     struct ClientCall {
         var start: UInt64
+        /// The goroutine that started the calling one (go1.21+), 0 when unknown.
+        var parentGoid: UInt64
         var identity: SpanIdentity?
         var method: String
         var scheme: String
@@ -301,7 +304,7 @@ final class GoNetHTTPExchanges: Sendable {
     private func clientStart(_ event: go_nethttp_client_start_event) {
         var copy = event
         let call = ClientCall(
-            start: event.header.timestamp_ns, identity: Self.identity(event.context),
+            start: event.header.timestamp_ns, parentGoid: event.parent_goid, identity: Self.identity(event.context),
             method: string(&copy.method, length: event.method_length),
             scheme: string(&copy.scheme, length: event.scheme_length),
             host: string(&copy.host, length: event.host_length),
@@ -327,7 +330,10 @@ final class GoNetHTTPExchanges: Sendable {
         let found: (ClientCall, SpanIdentity)? = state.withLock { state in
             guard let call = state.clients.removeValue(forKey: key) else { return nil }
             if let decided = call.identity { return (call, decided) }
-            let parent = state.serving[key].flatMap { state.servers[$0] }?.identity
+            // The request the calling goroutine serves, or else the one its creator serves.
+            let creator = GoroutineKey(pid: key.pid, goid: call.parentGoid)
+            let connection = state.serving[key] ?? (call.parentGoid == 0 ? nil : state.serving[creator])
+            let parent = connection.flatMap { state.servers[$0] }?.identity
             return (call, SpanIdentity(traceID: parent?.traceID ?? .random(using: &state.random), spanID: .random(using: &state.random),
                                        parentSpanID: parent?.spanID ?? .invalid, flags: parent?.flags ?? 1))
         }

@@ -20,6 +20,9 @@ public struct GoNetHTTPTracer: Tracer {
     /// Fields read from process memory: the goroutine id always; the client's fields when the binary
     /// has the client (`roundTrip`).
     static let goidField = GoField("runtime.g", "goid")
+    /// The creator of a goroutine (go1.21+): a client call from a goroutine the handler started is still
+    /// the handler's request's child. Older binaries lack it (those calls start their own trace).
+    static let parentGoidField = GoField("runtime.g", "parentGoid")
     static let clientFields = [
         GoField("net/http.Request", "Method"), GoField("net/http.Request", "URL"), GoField("net/url.URL", "Scheme"),
         GoField("net/url.URL", "Host"), GoField("net/url.URL", "Path"), GoField("net/url.URL", "RawQuery"),
@@ -148,6 +151,7 @@ public struct GoNetHTTPTracer: Tracer {
         var offsets = go_nethttp_offsets()
         offsets.g_tls_offset = tls
         offsets.g_goid = goid
+        offsets.g_parent_goid = fields.offset(parentGoidField) ?? 0
         if executable.probeTargets.contains(where: { $0.symbol == roundTrip }) {
             let missing = clientFields.filter { fields.offset($0) == nil }
             guard missing.isEmpty else {

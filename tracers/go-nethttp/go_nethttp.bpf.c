@@ -485,9 +485,10 @@ static __always_inline __u16 read_go_string(const void *field, char *destination
 }
 
 /* The client span's ids for the request at `request`, made by goroutine `goid`: a child of the server
- * request the goroutine handles, else a new trace. Kept under the request's Header map until roundTrip
- * returns, for go_nethttp_inject_traceparent. Re-entry after stack growth keeps the ids of the first entry. */
-static __always_inline void decide_client_context(__u32 tgid, __u64 goid, __u64 request,
+ * request that goroutine handles, or else the one its creator `parent_goid` handles (a handler's `go`
+ * statement), else a new trace. Kept under the request's Header map until roundTrip returns, for
+ * go_nethttp_inject_traceparent. Re-entry after stack growth keeps the ids of the first entry. */
+static __always_inline void decide_client_context(__u32 tgid, __u64 goid, __u64 parent_goid, __u64 request,
 						  const struct go_nethttp_offsets *offsets,
 						  struct go_nethttp_span_context *context)
 {
@@ -503,6 +504,10 @@ static __always_inline void decide_client_context(__u32 tgid, __u64 goid, __u64 
 		}
 	}
 	struct go_nethttp_span_context *server = bpf_map_lookup_elem(&go_nethttp_serving, &goroutine);
+	if (!server && parent_goid) {
+		struct go_nethttp_goroutine_key creator = { .tgid = tgid, .goid = parent_goid };
+		server = bpf_map_lookup_elem(&go_nethttp_serving, &creator);
+	}
 	if (server) {
 		context->trace_id_high = server->trace_id_high;
 		context->trace_id_low = server->trace_id_low;
@@ -537,8 +542,10 @@ int go_nethttp_round_trip(struct pt_regs *ctx)
 	if (!event)
 		return 0;
 	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_CLIENT_START);
-	event->goid = 0;
+	event->goid = event->parent_goid = 0;
 	bpf_probe_read_user(&event->goid, sizeof(event->goid), (void *)(ctx->r14 + offsets->g_goid));
+	if (offsets->g_parent_goid)
+		bpf_probe_read_user(&event->parent_goid, sizeof(event->parent_goid), (void *)(ctx->r14 + offsets->g_parent_goid));
 	__u64 request = ctx->bx, url = 0;
 	__u8 ignored = 0;
 	event->reserved = 0;
@@ -560,7 +567,7 @@ int go_nethttp_round_trip(struct pt_regs *ctx)
 	}
 	struct go_nethttp_span_context context = {};
 	if (go_nethttp_propagate && offsets->propagate)
-		decide_client_context(tgid, event->goid, request, offsets, &context);
+		decide_client_context(tgid, event->goid, event->parent_goid, request, offsets, &context);
 	event->context = context;
 	tracer_submit(ctx, event, sizeof(*event));
 	return 0;

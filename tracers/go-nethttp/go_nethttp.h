@@ -35,6 +35,7 @@
 struct go_nethttp_offsets {
 	__s64 g_tls_offset;          /* where runtime.g's pointer sits relative to the FS base (-8 internally linked) */
 	__u64 g_goid;                /* runtime.g.goid */
+	__u64 g_parent_goid;         /* runtime.g.parentGoid (go1.21+): a client call's creator; 0 when unknown */
 	__u64 request_method;        /* net/http.Request.Method */
 	__u64 request_url;           /* net/http.Request.URL */
 	__u64 url_scheme;            /* net/url.URL.Scheme */
@@ -49,7 +50,7 @@ struct go_nethttp_offsets {
 	__u64 bufio_writer_n;        /* bufio.Writer.n */
 	__u64 propagate;             /* 1: keep trace contexts in BPF and write traceparent into client requests */
 };
-_Static_assert(sizeof(struct go_nethttp_offsets) == 112, "go_nethttp_offsets layout");
+_Static_assert(sizeof(struct go_nethttp_offsets) == 120, "go_nethttp_offsets layout");
 
 /* A span's identity decided in BPF (only with context propagation: the injected traceparent must name
  * the client span before user space sees any event). Ids are numbers whose big-endian bytes are the W3C
@@ -137,6 +138,7 @@ _Static_assert(sizeof(struct go_nethttp_close_event) == 32, "go_nethttp_close_ev
 struct go_nethttp_client_start_event {
 	struct tracer_event_header header;
 	__u64 goid;          /* the calling goroutine (a handler's, for calls made while serving) */
+	__u64 parent_goid;   /* the goroutine that started it (go1.21+), 0 when unknown */
 	__u16 method_length; /* bytes kept of each string below */
 	__u16 scheme_length;
 	__u16 host_length;
@@ -152,7 +154,7 @@ struct go_nethttp_client_start_event {
 	char path[GO_NETHTTP_PATH_CAPTURE];
 	char query[GO_NETHTTP_QUERY_CAPTURE];
 };
-_Static_assert(sizeof(struct go_nethttp_client_start_event) == 752, "go_nethttp_client_start_event layout");
+_Static_assert(sizeof(struct go_nethttp_client_start_event) == 760, "go_nethttp_client_start_event layout");
 
 /* GO_NETHTTP_EVENT_CLIENT_END: uprobes at every RET of net/http.(*Transport).roundTrip. */
 struct go_nethttp_client_end_event {

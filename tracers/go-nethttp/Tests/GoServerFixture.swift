@@ -9,7 +9,8 @@ import Tracers
 import XCTest
 
 /// The Go test server: routes answering 200/404/500, a 60 ms handler, a POST that reads its body, a
-/// 256 KiB response (chunked), and a route that calls another URL with the Go client. It listens on
+/// 256 KiB response (chunked), and routes that call another URL with the Go client, from the handler's
+/// goroutine (`/proxy`) or from one the handler starts (`/proxy-async`). It listens on
 /// 127.0.0.1 on a free port and prints the port.
 let goServerSource = """
 package main
@@ -50,6 +51,20 @@ func main() {
 \t\tio.Copy(io.Discard, resp.Body)
 \t\tresp.Body.Close()
 \t\tfmt.Fprintf(w, "upstream %d", resp.StatusCode)
+\t})
+\tmux.HandleFunc("/proxy-async", func(w http.ResponseWriter, r *http.Request) {
+\t\tdone := make(chan int)
+\t\tgo func() {
+\t\t\tresp, err := http.Get(r.URL.Query().Get("to"))
+\t\t\tif err != nil {
+\t\t\t\tdone <- 0
+\t\t\t\treturn
+\t\t\t}
+\t\t\tio.Copy(io.Discard, resp.Body)
+\t\t\tresp.Body.Close()
+\t\t\tdone <- resp.StatusCode
+\t\t}()
+\t\tfmt.Fprintf(w, "upstream %d", <-done)
 \t})
 \tlistener, err := net.Listen("tcp", "127.0.0.1:0")
 \tif err != nil {
