@@ -60,20 +60,23 @@ public struct Attribute: Hashable, Sendable {
 /// An ordered list of attributes with unique keys (OTLP `repeated KeyValue`). A plain array underneath:
 /// spans carry about ten attributes, where a linear scan beats hashing and keeps insertion order for output.
 public struct Attributes: Hashable, Sendable, Sequence, ExpressibleByDictionaryLiteral {
-    public private(set) var elements: [Attribute]
+    /// Inlinable appends (decoders build every span's attributes) need the storage visible to them.
+    @usableFromInline var storage: [Attribute]
 
-    public init() { elements = [] }
+    public var elements: [Attribute] { storage }
+
+    public init() { storage = [] }
 
     /// Reserves room so that building a span's attributes allocates once.
     public init(capacity: Int) {
-        elements = []
-        elements.reserveCapacity(capacity)
+        storage = []
+        storage.reserveCapacity(capacity)
     }
 
     /// Later duplicates replace earlier ones, keeping the first position.
     public init(_ attributes: [Attribute]) {
-        elements = []
-        elements.reserveCapacity(attributes.count)
+        storage = []
+        storage.reserveCapacity(attributes.count)
         for a in attributes { self[a.key] = a.value }
     }
 
@@ -81,30 +84,31 @@ public struct Attributes: Hashable, Sendable, Sequence, ExpressibleByDictionaryL
         self.init(pairs.map { Attribute($0.0, $0.1) })
     }
 
-    public var count: Int { elements.count }
-    public var isEmpty: Bool { elements.isEmpty }
+    public var count: Int { storage.count }
+    public var isEmpty: Bool { storage.isEmpty }
 
-    public func makeIterator() -> IndexingIterator<[Attribute]> { elements.makeIterator() }
+    public func makeIterator() -> IndexingIterator<[Attribute]> { storage.makeIterator() }
 
     /// Gets a value; setting replaces in place or appends, setting nil removes.
     public subscript(key: String) -> AttributeValue? {
-        get { elements.first { $0.key == key }?.value }
+        get { storage.first { $0.key == key }?.value }
         set {
-            if let i = elements.firstIndex(where: { $0.key == key }) {
-                if let newValue { elements[i].value = newValue } else { elements.remove(at: i) }
+            if let i = storage.firstIndex(where: { $0.key == key }) {
+                if let newValue { storage[i].value = newValue } else { storage.remove(at: i) }
             } else if let newValue {
-                elements.append(Attribute(key, newValue))
+                storage.append(Attribute(key, newValue))
             }
         }
     }
 
     /// Appends without checking for an existing key: the fast path for decoders that set each key once.
+    @inlinable
     public mutating func appendUnchecked(_ key: String, _ value: AttributeValue) {
-        elements.append(Attribute(key, value))
+        storage.append(Attribute(key, value))
     }
 
     /// Adds every attribute of `other`, replacing values of keys already present.
     public mutating func merge(_ other: Attributes) {
-        for a in other.elements { self[a.key] = a.value }
+        for a in other.storage { self[a.key] = a.value }
     }
 }

@@ -208,11 +208,16 @@ public final class HTTPTracerCounters: Sendable {
 /// A request method as the HTTP semantic conventions want it: the nine RFC 9110/5789 methods as they
 /// are, everything else `_OTHER` (the original then goes to `http.request.method_original`).
 struct HTTPMethod {
-    static let known: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
     static let other = "_OTHER"
     let semanticValue: String
 
-    init(_ method: String) { semanticValue = Self.known.contains(method) ? method : Self.other }
+    /// A switch over the known methods: string compares of small strings, no hashing (once per span).
+    init(_ method: String) {
+        switch method {
+        case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH": semanticValue = method
+        default: semanticValue = Self.other
+        }
+    }
 }
 
 /// One end of a connection, from `http_event`'s address fields.
