@@ -14,17 +14,7 @@ public let guestHarness = URL(fileURLWithPath: #filePath)
 @discardableResult
 public func requireGuestKernel(file: StaticString = #filePath, line: UInt = #line) throws -> URL {
     guard let reason = guestKernelUnavailableReason() else { return guestHarness }
-    if ProcessInfo.processInfo.environment["TRACER_REQUIRE_GUEST"] == "1" {
-        XCTFail("TRACER_REQUIRE_GUEST=1 but guest-kernel tests cannot run: \(reason)", file: file, line: line)
-        throw GuestKernelUnavailable(reason: reason)
-    }
-    print("skipping guest-kernel test: \(reason)")
-    throw XCTSkip(reason, file: file, line: line)
-}
-
-struct GuestKernelUnavailable: Error, CustomStringConvertible {
-    let reason: String
-    var description: String { "guest kernel unavailable: \(reason)" }
+    try skipOrFail(kind: "guest-kernel", reason: reason, requiredBy: "TRACER_REQUIRE_GUEST", file: file, line: line)
 }
 
 private func guestKernelUnavailableReason() -> String? {
@@ -71,7 +61,7 @@ public func runInGuest(
     let scriptFile = directory.appendingPathComponent("script.sh")
     try script.write(to: scriptFile, atomically: true, encoding: .utf8)
     let logFile = directory.appendingPathComponent("log")
-    FileManager.default.createFile(atPath: logFile.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
 
     var options = ["--verbose", "--timeout", "\(timeout)"]
     for file in files { options += ["--file", file.path] }

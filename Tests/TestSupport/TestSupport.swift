@@ -5,17 +5,22 @@ import XCTest
 /// fails instead when `TRACER_REQUIRE_BPF=1` (CI), so a skip there can never pass silently.
 public func requireBPF(file: StaticString = #filePath, line: UInt = #line) throws {
     guard let reason = bpfUnavailableReason() else { return }
-    if ProcessInfo.processInfo.environment["TRACER_REQUIRE_BPF"] == "1" {
-        XCTFail("TRACER_REQUIRE_BPF=1 but BPF tests cannot run: \(reason)", file: file, line: line)
-        throw BPFUnavailable(reason: reason)
+    try skipOrFail(kind: "BPF", reason: reason, requiredBy: "TRACER_REQUIRE_BPF", file: file, line: line)
+}
+
+/// A test that cannot run here (`kind`: what it needs) skips with the reason printed, or fails when the
+/// environment variable `requiredBy` is 1 (CI sets them), so a skip there can never pass silently.
+func skipOrFail(kind: String, reason: String, requiredBy variable: String, file: StaticString, line: UInt) throws -> Never {
+    if ProcessInfo.processInfo.environment[variable] == "1" {
+        XCTFail("\(variable)=1 but \(kind) tests cannot run: \(reason)", file: file, line: line)
+        throw PrerequisiteMissing(description: "\(kind) unavailable: \(reason)")
     }
-    print("skipping privileged test: \(reason)")
+    print("skipping \(kind) test: \(reason)")
     throw XCTSkip(reason, file: file, line: line)
 }
 
-struct BPFUnavailable: Error, CustomStringConvertible {
-    let reason: String
-    var description: String { "BPF unavailable: \(reason)" }
+struct PrerequisiteMissing: Error, CustomStringConvertible {
+    let description: String
 }
 
 private func bpfUnavailableReason() -> String? {
