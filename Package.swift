@@ -33,7 +33,7 @@ let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 let tracerTests: [Target] = tracerTestFolders().isEmpty ? [] : [
     .testTarget(
         name: "TracersTests",
-        dependencies: ["Tracers", "TracerFramework", "TestSupport", "CTracerABI", "BPFRuntime", "Telemetry", "ExecutableInspection"],
+        dependencies: ["Tracers", "TracerFramework", "TestSupport", "CTracerABI", "BPFRuntime", "BPFPrograms", "Telemetry", "ExecutableInspection"],
         path: "tracers",
         exclude: files(in: "tracers") { !$0.hasSuffix(".swift") || !$0.contains("/Tests/") },
         sources: tracerTestFolders(),
@@ -107,7 +107,8 @@ let package = Package(
         /// The HTTP tracer's cost: a server under wrk traced vs untraced, and an unselected process's syscalls.
         .executableTarget(
             name: "HTTPTracerBenchmark",
-            dependencies: ["Tracers", "TracerFramework", "BPFRuntime", "Telemetry", "CTracerABI", "ExecutableInspection"],
+            dependencies: ["Tracers", "TracerFramework", "BPFRuntime", "Telemetry", "CTracerABI", "ExecutableInspection",
+                           .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/HTTPTracerBenchmark",
             swiftSettings: swiftSettings),
         .executableTarget(
@@ -159,7 +160,8 @@ let package = Package(
         /// Go net/http tracer overhead under wrk (scripts/bench-go-http.sh).
         .executableTarget(
             name: "GoNetHTTPBenchmark",
-            dependencies: ["Tracers", "TracerFramework", "BPFRuntime", "ExecutableInspection", "Telemetry"],
+            dependencies: ["Tracers", "TracerFramework", "BPFRuntime", "ExecutableInspection", "Telemetry",
+                           .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/GoNetHTTPBenchmark",
             swiftSettings: swiftSettings),
 
@@ -169,7 +171,11 @@ let package = Package(
             path: "Benchmarks/ExportBenchmarks",
             swiftSettings: swiftSettings),
 
-        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
+        .target(
+            name: "TestSupport",
+            dependencies: ["TracerFramework", "Tracers", "Telemetry", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/TestSupport",
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "BPFRuntimeTests",
             dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "TestSupport"],

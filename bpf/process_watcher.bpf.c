@@ -10,6 +10,12 @@ char LICENSE[] SEC("license") = "GPL";
 
 const struct process_event *process_event_anchor __attribute__((unused));
 
+/* Process events have their own ring, so a flood of tracer events can never drop an exec. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} process_events SEC(".maps");
+
 static __always_inline int is_tracked(__u32 tgid)
 {
 	return bpf_map_lookup_elem(&tracer_pids, &tgid) != NULL;
@@ -17,13 +23,15 @@ static __always_inline int is_tracked(__u32 tgid)
 
 static __always_inline void emit(void *ctx, __u32 type, __u32 child_pid, __u32 parent_pid)
 {
-	struct process_event *event = tracer_reserve(sizeof(*event));
-	if (!event)
+	struct process_event *event = bpf_ringbuf_reserve(&process_events, sizeof(*event), 0);
+	if (!event) {
+		tracer_count_drop();
 		return;
+	}
 	tracer_fill_header(&event->header, type);
 	event->child_pid = child_pid;
 	event->parent_pid = parent_pid;
-	tracer_submit(ctx, event, sizeof(*event));
+	bpf_ringbuf_submit(event, 0);
 }
 
 SEC("tracepoint/sched/sched_process_exec")

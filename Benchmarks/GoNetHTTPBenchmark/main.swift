@@ -1,4 +1,5 @@
 import BPFRuntime
+import Logging
 import ExecutableInspection
 import Foundation
 import Synchronization
@@ -10,40 +11,6 @@ import Tracers
 /// traced in the same run, alternating; prints throughput, the ratio, agent CPU per 10 000 requests and
 /// spans against requests. Run as root: `swift run -c release GoNetHTTPBenchmark [seconds] [rounds] [ring MiB]`
 /// (scripts/bench-go-http.sh).
-
-/// Decodes `events` through a fresh tracer `rounds` times, timed in this thread's CPU time; prints the
-/// best round per event and per span.
-func replay(_ events: [[UInt8]], rounds: Int) {
-    let context = DecodeContext(monotonicToUnixOffset: 0, scope: InstrumentationScope(name: "bench")) { _ in .empty }
-    var best = Double.infinity
-    var spans = 0
-    for _ in 0..<rounds {
-        let replay = GoNetHTTPTracer()
-        spans = 0
-        let start = threadCPUNanoseconds()
-        for event in events {
-            if event.withUnsafeBytes({ replay.decode($0, context: context) }) != nil { spans += 1 }
-        }
-        best = min(best, Double(threadCPUNanoseconds() - start))
-    }
-    print("decode only (replay of \(events.count) recorded events, best of \(rounds), thread CPU): \(String(format: "%.0f", best / Double(max(events.count, 1)))) ns per event, \(String(format: "%.0f", best / Double(max(spans, 1)))) ns per span (\(spans) spans)")
-}
-
-/// `replay FILE [rounds]`: decoding alone, of events a run saved with GO_NETHTTP_RECORD=FILE (each a
-/// 4-byte little-endian length and the bytes); runs under `valgrind --tool=callgrind` to count instructions.
-if CommandLine.arguments.dropFirst().first == "replay", CommandLine.arguments.count >= 3 {
-    let data = try Data(contentsOf: URL(fileURLWithPath: CommandLine.arguments[2]))
-    var events: [[UInt8]] = []
-    var offset = 0
-    while offset + 4 <= data.count {
-        let length = Int(data[offset]) | Int(data[offset + 1]) << 8 | Int(data[offset + 2]) << 16 | Int(data[offset + 3]) << 24
-        guard offset + 4 + length <= data.count else { break }
-        events.append(Array(data[(offset + 4)..<(offset + 4 + length)]))
-        offset += 4 + length
-    }
-    replay(events, rounds: CommandLine.arguments.dropFirst(3).first.flatMap(Int.init) ?? 5)
-    exit(0)
-}
 
 let arguments = CommandLine.arguments.dropFirst()
 let seconds = arguments.first.flatMap(Int.init) ?? 10
@@ -157,70 +124,16 @@ guard let port = Int(String(decoding: portLine, as: UTF8.self).trimmingCharacter
 }
 let pid = server.processIdentifier
 
-// Attach the tracer the way the framework does: tracepoints, then the Go function's entry and RET
-// offsets as uprobe_multi links; prepare and allow the process; decode every event.
-let tracer = GoNetHTTPTracer()
-let channel = try EventChannel(.init(transport: .ringBuffer(bytes: ringBytes)))
-let path = "/proc/\(pid)/exe"
-let executable = try ExecutableInspector().inspect(path: path, queries: tracer.probeTargetQueries)
-let process = TracedProcess(pid: pid, snapshot: try ProcessInspection.snapshot(pid: pid), executable: executable, resource: .empty)
-guard tracer.applicability(to: process) == .applies else { throw Failure("\(tracer.applicability(to: process))") }
-typealias Program = GoNetHTTPTracer.Program
-var spec = BPFObjectSpec(tracer.object, programs: [
-    Program.goNethttpSysExit, Program.goNethttpRoundTrip, Program.goNethttpRoundTripReturn,
-])
-spec.uprobeMultiPrograms = [Program.goNethttpRoundTrip, Program.goNethttpRoundTripReturn]
-channel.use(in: &spec)
-let object = try spec.load()
-try tracer.prepare(process, object: object)
-
-let spanCount = Atomic<Int>(0)
-/// Longest pause between two batches and largest batch, in the traced rounds (a reader starved by other
-/// work on the machine shows here, and as kernel-side drops once the ring is full).
-let longestPauseNanoseconds = Atomic<UInt64>(0)
-let largestBatchBytes = Atomic<Int>(0)
-let lastBatch = Atomic<UInt64>(0)
-let context = DecodeContext(monotonicToUnixOffset: 0, scope: InstrumentationScope(name: "bench")) { _ in .empty }
-/// Off in the "kernel side only" rounds: events are drained and dropped without decoding, which
-/// separates the tracer's cost in the traced process from the agent's decoding competing for the CPUs.
-let decoding = Atomic<Bool>(true)
-/// The first events of the traced rounds, copied, for the decode-only replay at the end (the agent's
-/// user-space cost per request without wrk and the server competing for the CPUs).
-let recordLimit = 100_000
-let recorded = Mutex<[[UInt8]]>([])
-let reader = try channel.startReader { batch in
-    guard decoding.load(ordering: .relaxed) else { return }
-    let now = DispatchTime.now().uptimeNanoseconds
-    let previous = lastBatch.exchange(now, ordering: .relaxed)
-    if previous != 0 { longestPauseNanoseconds.max(now - previous, ordering: .relaxed) }
-    largestBatchBytes.max(batch.byteCount, ordering: .relaxed)
-    recorded.withLock { recorded in
-        for event in batch where recorded.count < recordLimit { recorded.append(Array(event)) }
-    }
-    for event in batch where tracer.decode(event, context: context) != nil {
-        spanCount.add(1, ordering: .relaxed)
-    }
-}
-
-/// Attaches every probe; returns the links (closed to detach).
-func attach() throws -> [BPFLink] {
-    var links: [BPFLink] = []
-    for probe in tracer.probes {
-        switch probe {
-        case .rawTracepoint(let event, let program):
-            links.append(try object.program(program).attachRawTracepoint(event))
-        case .function(let symbol, let entry, let returns):
-            guard let target = executable.probeTargets.first(where: { $0.symbol == symbol }) else { continue }
-            if let entry { links.append(try object.program(entry).attachUprobeMulti(path: path, offsets: [target.fileOffset])) }
-            if let returns, !target.returnOffsets.isEmpty {
-                links.append(try object.program(returns).attachUprobeMulti(path: path, offsets: target.returnOffsets))
-            }
-        default:
-            throw Failure("unexpected probe \(probe)")
-        }
-    }
-    try channel.allow(pid: pid)
-    return links
+// The agent as `tracer --pid` runs it (the capture layer and the tracers the registry has), started for each
+// traced round and stopped after it.
+func startAgent(_ collector: SpanCollector) throws -> Agent {
+    var logger = Logger(label: "bench")
+    logger.logLevel = .warning
+    let agent = try Agent(.init(selection: Selection(rules: [SelectionRule(pids: [pid])]), tracers: TracerRegistry.all, sinks: [collector],
+                                channel: .init(transport: .ringBuffer(bytes: ringBytes)), logger: logger))
+    try agent.start()
+    agent.settle()
+    return agent
 }
 
 var loadAverage = [Double](repeating: 0, count: 3)
@@ -231,8 +144,6 @@ var untraced: [Double] = []
 var traced: [Double] = []
 var untracedCPU: [Double] = []
 var tracedCPU: [Double] = []
-var kernelOnly: [Double] = []
-var kernelOnlyCPU: [Double] = []
 /// Server CPU per request in microseconds.
 func microseconds(_ cpu: Double, _ requests: Int) -> String { String(format: "%.2f", cpu * 1e6 / Double(requests)) }
 for round in 1...rounds {
@@ -243,12 +154,8 @@ for round in 1...rounds {
     untracedCPU.append(plainCPU * 1e6 / Double(plain.requests))
     print("round \(round) untraced: \(plain.requests) requests, \(String(format: "%.0f", plain.perSecond)) req/s, server CPU \(microseconds(plainCPU, plain.requests)) µs/request")
 
-    let links = try attach()
-    spanCount.store(0, ordering: .relaxed)
-    longestPauseNanoseconds.store(0, ordering: .relaxed)
-    largestBatchBytes.store(0, ordering: .relaxed)
-    lastBatch.store(0, ordering: .relaxed)
-    let dropsBefore = try channel.kernelDrops()
+    let collector = SpanCollector()
+    let agent = try startAgent(collector)
     let cpuBefore = cpuSeconds()
     let serverCPUBefore = try processCPUSeconds(pid)
     let result = try wrk(port: port, seconds: seconds)
@@ -256,40 +163,24 @@ for round in 1...rounds {
     tracedCPU.append(serverCPU * 1e6 / Double(result.requests))
     Thread.sleep(forTimeInterval: 0.2)  // let the reader drain
     let cpu = cpuSeconds() - cpuBefore
-    try channel.forget(pid: pid)
-    for link in links { link.close() }
+    let drops = agent.kernelDrops
+    agent.stop()
     traced.append(result.perSecond)
-
-    decoding.store(false, ordering: .relaxed)
-    let kernelLinks = try attach()
-    let kernelCPUBefore = try processCPUSeconds(pid)
-    let kernelResult = try wrk(port: port, seconds: seconds)
-    let kernelCPU = try processCPUSeconds(pid) - kernelCPUBefore
-    try channel.forget(pid: pid)
-    for link in kernelLinks { link.close() }
-    Thread.sleep(forTimeInterval: 0.2)
-    decoding.store(true, ordering: .relaxed)
-    kernelOnly.append(kernelResult.perSecond)
-    kernelOnlyCPU.append(kernelCPU * 1e6 / Double(kernelResult.requests))
-    print("round \(round) kernel side only (events drained, not decoded): \(kernelResult.requests) requests, \(String(format: "%.0f", kernelResult.perSecond)) req/s, server CPU \(microseconds(kernelCPU, kernelResult.requests)) µs/request")
-    let spans = spanCount.load(ordering: .relaxed)
+    let spans = collector.count
     print("round \(round) traced:   \(result.requests) requests, \(String(format: "%.0f", result.perSecond)) req/s, server CPU \(microseconds(serverCPU, result.requests)) µs/request, "
           + "\(spans) spans (spans − requests = \(spans - result.requests); wrk does not count the ≤ 2 requests in flight at its end), "
-          + "agent CPU \(String(format: "%.3f", cpu)) s = \(String(format: "%.1f", cpu * 1000 / Double(max(spans, 1)) * 10_000)) ms per 10 000 requests, "
-          + "kernel drops \(try channel.kernelDrops() - dropsBefore), longest reader pause \(longestPauseNanoseconds.load(ordering: .relaxed) / 1_000_000) ms, "
-          + "largest batch \(largestBatchBytes.load(ordering: .relaxed) >> 10) KiB")
+          + "agent CPU \(String(format: "%.3f", cpu)) s = \(String(format: "%.1f", cpu * 1000 / Double(max(spans, 1)) * 10_000)) ms per 10 000 requests "
+          + "(\(String(format: "%.0f", cpu * 1e9 / Double(max(spans, 1)))) ns per span), kernel drops \(drops)")
 }
 // A separate round with the kernel's BPF run-time statistics on (they add a clock read per run, so they
 // stay off while throughput is measured): how often each program ran per request, and for how long.
-// The syscall tracepoints run for every process's read/write/close, wrk's included.
 do {
     let statistics = try BPFStatistics.enable()
-    let links = try attach()
-    let before = try object.loadedPrograms.map { try $0.runtimeStatistics() }
+    let agent = try startAgent(SpanCollector())
+    let before = agent.programStatistics()
     let result = try wrk(port: port, seconds: 3)
-    let after = try object.loadedPrograms.map { try $0.runtimeStatistics() }
-    try channel.forget(pid: pid)
-    for link in links { link.close() }
+    let after = agent.programStatistics()
+    agent.stop()
     _ = statistics
     print("program runs per request (statistics round, \(result.requests) requests, all processes):")
     var totalNanoseconds = 0.0
@@ -301,21 +192,6 @@ do {
     }
     print("  BPF time per request: \(String(format: "%.0f", totalNanoseconds / Double(result.requests))) ns")
 }
-reader.stop()
-
-// Decode-only replay: the recorded events through a fresh tracer, timed in this thread's CPU time.
-do {
-    let events = recorded.withLock { $0 }
-    replay(events, rounds: 5)
-    if let path = ProcessInfo.processInfo.environment["GO_NETHTTP_RECORD"] {
-        var data = Data()
-        for event in events {
-            withUnsafeBytes(of: UInt32(event.count).littleEndian) { data.append(contentsOf: $0) }
-            data.append(contentsOf: event)
-        }
-        try data.write(to: URL(fileURLWithPath: path))
-    }
-}
 
 /// The middle value: rounds alternate untraced/traced, and the median resists the bursts of other work
 /// on a shared machine better than the mean.
@@ -325,6 +201,4 @@ func median(_ values: [Double]) -> Double {
 }
 let ratio = median(traced) / median(untraced)
 print("throughput ratio traced/untraced (medians): \(String(format: "%.3f", ratio)) (untraced \(untraced.map { String(format: "%.0f", $0) }.joined(separator: ", ")) req/s; traced \(traced.map { String(format: "%.0f", $0) }.joined(separator: ", ")) req/s)")
-print("throughput ratio kernel side only/untraced (medians): \(String(format: "%.3f", median(kernelOnly) / median(untraced))) (\(kernelOnly.map { String(format: "%.0f", $0) }.joined(separator: ", ")) req/s); server CPU per request: \(String(format: "%.3f", median(kernelOnlyCPU) / median(untracedCPU)))")
 print("server CPU per request traced/untraced (medians): \(String(format: "%.3f", median(tracedCPU) / median(untracedCPU))) (untraced \(untracedCPU.map { String(format: "%.2f", $0) }.joined(separator: ", ")) µs; traced \(tracedCPU.map { String(format: "%.2f", $0) }.joined(separator: ", ")) µs)")
-print("kernel-side drops: \(try channel.kernelDrops()); malformed events: \(tracer.counters.malformed); abandoned exchanges: \(tracer.counters.abandoned)")

@@ -1,4 +1,5 @@
 import BPFRuntime
+import Logging
 import CTracerABI
 import ExecutableInspection
 import Foundation
@@ -34,7 +35,7 @@ var seconds = 5
 var rounds = 3
 var useNginx = false
 var syscallsOnly = false
-var hooks = HTTPTracer.Hooks.detect()
+var hooks: CaptureHooks? = nil
 var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     switch argument {
@@ -53,68 +54,33 @@ final class Counter: Sendable {
     func load() -> Int { value.load(ordering: .relaxed) }
 }
 
-/// The tracer's object loaded, its probes attached (tracepoints machine-wide, libssl uprobes), and a reader
-/// that decodes every event into a span and counts them.
+/// The agent as `tracer --pid` runs it, started by `attach(pids:)` (the capture layer's hooks attach with
+/// the first selected process) and stopped by `detach()`; spans are counted.
 final class AttachedTracer {
-    static let libssl = "/lib/x86_64-linux-gnu/libssl.so.3"
-    let channel: EventChannel
-    private var links: [BPFLink] = []
-    private var reader: (any EventReader)?
-    let spans = Counter()
-    let object: BPFObject
-    let tracer: HTTPTracer
+    let hooks: CaptureHooks?
+    private(set) var agent: Agent?
+    private var collector = SpanCollector()
+    private var counted = 0
 
-    init(hooks: HTTPTracer.Hooks) throws {
-        let tracer = HTTPTracer(hooks: hooks)
-        self.tracer = tracer
-        channel = try EventChannel()
-        var programs = Set<BPFProgramName>()
-        for probe in tracer.probes {
-            switch probe {
-            case .tracepoint(let tracepoint): programs.insert(tracepoint.program)
-            case .library(_, _, let entry, let returns, _): programs.formUnion([entry, returns].compactMap { $0 })
-            default: break
-            }
-        }
-        var spec = BPFObjectSpec(tracer.object, programs: programs)
-        channel.use(in: &spec)
-        object = try spec.load()
-        var real = timespec(), mono = timespec()
-        clock_gettime(CLOCK_REALTIME, &real)
-        clock_gettime(CLOCK_MONOTONIC, &mono)
-        let offset = (Int64(real.tv_sec) - Int64(mono.tv_sec)) * 1_000_000_000 + Int64(real.tv_nsec) - Int64(mono.tv_nsec)
-        let resource = Resource(attributes: [SemanticConventions.serviceName: "bench"])
-        let context = DecodeContext(monotonicToUnixOffset: offset, scope: InstrumentationScope(name: "tracer.http")) { _ in resource }
-        reader = try channel.startReader(drainInterval: .milliseconds(20)) { [spans] batch in
-            var produced = 0
-            for record in batch where tracer.decode(record, context: context) != nil { produced += 1 }
-            spans.add(produced)
-        }
-    }
+    init(hooks: CaptureHooks?) { self.hooks = hooks }
 
-    func attach() throws {
-        let elf = try ELFFile(path: Self.libssl)
-        for probe in tracer.probes {
-            switch probe {
-            case .tracepoint(let tracepoint):
-                links.append(try object.program(tracepoint.program).attachTracepoint(category: tracepoint.category, event: tracepoint.event))
-            case .library(_, let symbol, let entry, let returns, _):
-                let offset = try elf.uprobeOffset(ofSymbol: symbol)
-                if let entry { links.append(try object.program(entry).attachUprobe(path: Self.libssl, offset: offset)) }
-                if let returns { links.append(try object.program(returns).attachUprobe(path: Self.libssl, offset: offset, returnProbe: true)) }
-            default: break
-            }
-        }
+    var spans: Int { counted + collector.count }
+
+    func attach(pids: [Int32]) throws {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        let agent = try Agent(.init(selection: Selection(rules: [SelectionRule(pids: pids)]), tracers: TracerRegistry.all,
+                                    sinks: [collector], logger: logger, captureHooks: hooks))
+        try agent.start()
+        agent.settle()
+        self.agent = agent
     }
 
     func detach() {
-        for link in links { link.close() }
-        links.removeAll()
-    }
-
-    func stop() {
-        detach()
-        reader?.stop()
+        agent?.stop()
+        agent = nil
+        counted += collector.count
+        collector = SpanCollector()
     }
 }
 
@@ -271,11 +237,9 @@ func socketLoop(count: Int, pair: (Int32, Int32)) -> Double {
 let directory = FileManager.default.temporaryDirectory.appendingPathComponent("http-bench-\(getpid())")
 try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(at: directory) }
-let tracer = try AttachedTracer(hooks: hooks)
-print("hooks: \(hooks.rawValue)")
+let tracer = AttachedTracer(hooks: hooks)
 let (server, url) = try startServer(directory: directory)
 defer { server.terminate(); server.waitUntilExit() }
-try tracer.channel.allow(pid: server.processIdentifier)
 
 if !syscallsOnly {
 print("HTTP tracer benchmark: \(useNginx ? "nginx" : "python3 http.server") at \(url), wrk -t1 -c4 -d\(seconds)s, \(rounds) rounds each")
@@ -285,8 +249,9 @@ var tracedRequests = 0, spansBefore = 0, cpuTraced = 0.0
 for round in 1...rounds {
     let plain = try wrk(url)
     untraced.append(plain.rate)
-    try tracer.attach()
-    spansBefore = tracer.spans.load()
+    try tracer.attach(pids: [server.processIdentifier])
+    if round == 1 { print("hooks: \(tracer.agent!.captureHooks.description)") }
+    spansBefore = tracer.spans
     let cpuBefore = cpuSeconds()
     let withTracer = try wrk(url)
     usleep(300_000) // the reader drains every 20 ms; wrk's last connections close after it returns
@@ -294,17 +259,18 @@ for round in 1...rounds {
     cpuTraced += cpuSeconds() - cpuBefore
     traced.append(withTracer.rate)
     tracedRequests += withTracer.requests
-    spansBefore = tracer.spans.load() - spansBefore
+    spansBefore = tracer.spans - spansBefore
     print("  round \(round): untraced \(format(plain.rate, 0)) req/s, traced \(format(withTracer.rate, 0)) req/s, spans \(spansBefore) for \(withTracer.requests) requests")
 }
 let ratio = median(traced) / median(untraced)
 print("throughput: untraced median \(format(median(untraced), 0)) req/s, traced median \(format(median(traced), 0)) req/s, ratio \(format(ratio, 3)) (target >= 0.95)")
-print("spans: \(tracer.spans.load()) for \(tracedRequests) traced requests; kernel drops \(try tracer.channel.kernelDrops())")
+print("spans: \(tracer.spans) for \(tracedRequests) traced requests")
 print("agent CPU (reader + decode, this process): \(format(cpuTraced / Double(max(tracedRequests, 1)) * 10_000 * 1000, 1)) ms per 10 000 traced requests")
 
 }
 
-// An unselected process: the programs are attached but tracer_pid_allowed() says no.
+// An unselected process while the agent traces the server: the capture hooks are attached (they attach with
+// the first selected process), and tracer_pid_allowed() says no to this one.
 let calls = 4_000_000
 _ = syscallLoop(count: calls / 4)
 let pair = try loopbackPair()
@@ -314,7 +280,7 @@ for _ in 0..<9 {
     bare.append(syscallLoop(count: calls))
     unhookedBare.append(unhookedLoop(count: calls))
     socketBare.append(socketLoop(count: calls / 4, pair: pair))
-    try tracer.attach()
+    try tracer.attach(pids: [server.processIdentifier])
     attached.append(syscallLoop(count: calls))
     unhookedAttached.append(unhookedLoop(count: calls))
     socketAttached.append(socketLoop(count: calls / 4, pair: pair))
@@ -322,14 +288,13 @@ for _ in 0..<9 {
 }
 do {
     let statistics = try BPFStatistics.enable()
-    try tracer.attach()
+    try tracer.attach(pids: [server.processIdentifier])
+    let before = tracer.agent!.programStatistics()
     _ = syscallLoop(count: calls)
-    let programs = hooks == .socketTracepoints
-        ? [HTTPTracer.Program.httpSockRecv, HTTPTracer.Program.httpSockSend]
-        : [HTTPTracer.Program.httpEnterRead, HTTPTracer.Program.httpEnterWrite, HTTPTracer.Program.httpExitData]
-    for program in programs {
-        let stats = try tracer.object.program(program).runtimeStatistics()
-        print("  \(program): \(stats.runCount) runs, \(format(stats.averageNanoseconds, 1)) ns per run (BPF run time only)")
+    _ = socketLoop(count: calls / 4, pair: pair)
+    for (start, end) in zip(before, tracer.agent!.programStatistics()) where end.runCount > start.runCount {
+        let runs = Double(end.runCount - start.runCount)
+        print("  \(end.program): \(Int(runs)) runs, \(format(Double(end.runTimeNanoseconds - start.runTimeNanoseconds) / runs, 1)) ns per run (BPF run time only)")
     }
     tracer.detach()
     withExtendedLifetime(statistics) {}
@@ -340,4 +305,4 @@ print("unselected process, getppid loop (not hooked): \(format(best(unhookedBare
 let socketSlowdown = best(socketAttached) / best(socketBare) - 1
 print("unselected process, TCP loopback send+recv loop: \(format(best(socketBare), 1)) ns/syscall bare, \(format(best(socketAttached), 1)) ns/syscall attached: \(format(socketSlowdown * 100, 1)) % slower")
 print("unselected process, read+write loop: \(format(best(bare), 1)) ns/syscall bare, \(format(best(attached), 1)) ns/syscall with the programs attached: \(format(slowdown * 100, 1)) % slower (target <= 3 %)")
-tracer.stop()
+tracer.detach()

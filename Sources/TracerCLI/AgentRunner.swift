@@ -27,10 +27,7 @@ struct AgentRunner {
         let features = KernelFeatures.detect()
         let tracers = TracerRegistry.tracers(contextPropagation: options.contextPropagation, features: features)
         let agent = try Agent(.init(selection: selection, tracers: tracers, sinks: outputs.sinks, channel: try options.channel(),
-                                    logger: logger, features: features))
-        for case let go as GoNetHTTPTracer in tracers {
-            if let notice = go.contextPropagationNotice { logger.notice("\(notice)") }
-        }
+                                    logger: logger, features: features, captureHooks: try options.captureHooks()))
         outputs.observe(agent)
         let finished = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []

@@ -87,7 +87,9 @@ final class Outputs {
                 metric("tracer.events.dropped.kernel", "Events the kernel could not hand over (ring buffer full).", Double(metrics.eventsDroppedKernel)),
                 metric("tracer.events.dropped.userspace", "Events dropped in user space (unselected process, unknown type).", Double(metrics.eventsDroppedUserspace)),
                 metric("tracer.spans.produced", "Spans made from events.", Double(metrics.spans)),
-            ]
+            ] + (agent?.counters ?? []).map { tracer, counter in
+                metric("tracer.\(tracer).\(counter.name)", counter.help, Double(counter.value()))
+            }
         }
     }
 

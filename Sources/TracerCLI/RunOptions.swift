@@ -60,6 +60,9 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("ring-buffer-size"), help: ArgumentHelp("Size of the kernel-to-agent event ring in MiB, a power of two. Raise it when the stop line reports events dropped in the kernel.", valueName: "MiB"))
     var ringBufferMiB = 2
 
+    @Option(name: .customLong("socket-hooks"), help: ArgumentHelp("How the capture layer sees socket data: auto (default: the cheapest this kernel has), socket-tracepoints, fexit, kprobes or syscall-tracepoints (every syscall of the machine pays while a process is traced).", valueName: "hooks"))
+    var socketHooks = "auto"
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info). Logs go to stderr.", valueName: "level"))
     var logLevel: String?
 
@@ -114,6 +117,15 @@ struct RunOptions: ParsableArguments {
     }
 
     /// The event channel with the ring of `--ring-buffer-size` MiB.
+    /// The capture layer's hooks: nil for the cheapest this kernel has.
+    func captureHooks() throws -> CaptureHooks? {
+        if socketHooks == "auto" { return nil }
+        guard let hooks = CaptureHooks(rawValue: socketHooks) else {
+            throw ValidationError("--socket-hooks \(socketHooks): not one of auto, \(CaptureHooks.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return hooks
+    }
+
     func channel() throws -> EventChannel.Settings {
         guard (1...1024).contains(ringBufferMiB), ringBufferMiB & (ringBufferMiB - 1) == 0 else {
             throw ValidationError("--ring-buffer-size: expected a power of two from 1 to 1024 (MiB), not \(ringBufferMiB)")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BPFPrograms
 import BPFRuntime
+import TracerFramework
 
 /// `tracer`: eBPF instrumentation agent. Each subcommand is its own `ParsableCommand` in this folder.
 @main
@@ -83,11 +84,7 @@ struct ReadinessReport {
         var lines = ["tracer on Linux \(features.kernelRelease)",
                      "available: \(available.joined(separator: ", "))",
                      "unavailable: \(missing.isEmpty ? "none" : missing.joined(separator: ", "))"]
-        if features.isAvailable(.kprobe) {
-            lines.append("socket hooks: kprobes")
-        } else {
-            lines.append("socket hooks: syscall tracepoints (no kprobes on this kernel)")
-        }
+        lines.append("socket hooks: \(CaptureHooks.choose(features).description)")
         if isReady {
             lines.append("ready to trace. `tracer features` shows every probe; `tracer --help` lists the commands.")
         } else {

@@ -28,12 +28,15 @@ public final class Agent: @unchecked Sendable {
         /// What the kernel can do, when the caller detected it already (tracers may depend on it); else
         /// the agent detects it.
         public var features: KernelFeatures?
+        /// The capture layer's hook variant; nil: the cheapest this kernel has.
+        public var captureHooks: CaptureHooks?
 
         public init(selection: Selection, tracers: [any Tracer], sinks: [any SpanSink] = [],
                     channel: EventChannel.Settings = .init(), rescanInterval: Duration = .seconds(10),
                     drainInterval: Duration = .milliseconds(20), logger: Logger = Logger(label: "tracer"),
-                    features: KernelFeatures? = nil) {
+                    features: KernelFeatures? = nil, captureHooks: CaptureHooks? = nil) {
             self.features = features
+            self.captureHooks = captureHooks
             self.selection = selection
             self.tracers = tracers
             self.sinks = sinks
@@ -53,14 +56,26 @@ public final class Agent: @unchecked Sendable {
         public let tracers: [String]
         /// PID filter bits of `tracers`: events of other tracers for this process are dropped.
         let tracerMask: UInt32
+        /// The protocol parsers that apply, for the capture layer's connections.
+        let parsers: ConnectionTracker.ProcessParsers
+        /// When it was (last) instrumented.
+        let attachedAt: ContinuousClock.Instant
     }
 
     public let configuration: Configuration
     public let features: KernelFeatures
     public let metrics = AgentMetrics()
+    /// The capture layer's hook variant on this kernel.
+    public let captureHooks: CaptureHooks
+    /// Which span each goroutine serves, shared by the tracers' decoding.
+    public let traceContexts = TraceContexts()
     private let channel: EventChannel
     private let attacher: Attacher
-    private let inspection = InspectionCache()
+    private let inspection: InspectionCache
+    /// The capture layer's connections (reader thread).
+    private var tracker: ConnectionTracker!
+    /// Process lifecycle events have their own ring, so a span flood never drops an exec.
+    private var processReader: (any EventReader)?
     private let logger: Logger
     private let control = DispatchQueue(label: "tracer.control")
     private let detach = DispatchQueue(label: "tracer.detach")
@@ -72,6 +87,8 @@ public final class Agent: @unchecked Sendable {
     private var reader: (any EventReader)?
     private var rescanTimer: DispatchSourceTimer?
     private let tracersByEventType: [UInt32: (LoadedTracer, DecodeContext)]
+    /// How capture exchanges become spans (the capture layer's scope and clock).
+    private let captureContext: DecodeContext
     private let stopped = Mutex(false)
 
     /// Loads the process watcher and every tracer. Throws when BPF is unusable or a required tracer fails.
@@ -79,19 +96,60 @@ public final class Agent: @unchecked Sendable {
         self.configuration = configuration
         logger = configuration.logger
         features = configuration.features ?? KernelFeatures.detect()
+        captureHooks = configuration.captureHooks ?? CaptureHooks.choose(features)
         channel = try EventChannel(configuration.channel)
-        attacher = try Attacher(tracers: configuration.tracers, channel: channel, features: features, inspection: inspection, logger: logger)
+        let goFields = Set(configuration.tracers.flatMap(\.goFields) + [CaptureTracer.goidField])
+        inspection = InspectionCache(inspector: ExecutableInspector(goFields: goFields.sorted { $0.description < $1.description }))
+        attacher = try Attacher(tracers: configuration.tracers, channel: channel, features: features, captureHooks: captureHooks,
+                                inspection: inspection, logger: logger)
+        for tracer in configuration.tracers { if let notice = tracer.notice { logger.notice("\(notice)") } }
         let offset = Self.monotonicToUnixOffset()
         var byType: [UInt32: (LoadedTracer, DecodeContext)] = [:]
         let selected = self.selected
+        let resource: @Sendable (Int32) -> Resource? = { pid in selected.withLock { $0[pid]?.resource } }
         for loaded in attacher.loaded {
-            let context = DecodeContext(monotonicToUnixOffset: offset, scope: loaded.scope) { pid in
-                selected.withLock { $0[pid]?.resource }
-            }
-            for type in loaded.tracer.eventTypes { byType[type] = (loaded, context) }
+            let context = DecodeContext(monotonicToUnixOffset: offset, scope: loaded.scope, traceContexts: traceContexts, resource: resource)
+            for type in loaded.tracer.eventTypes.map(Array.init) ?? [] { byType[type] = (loaded, context) }
         }
         tracersByEventType = byType
+        captureContext = DecodeContext(monotonicToUnixOffset: offset, scope: InstrumentationScope(name: "tracer/capture"),
+                                       traceContexts: traceContexts, resource: resource)
+        let verdicts = try attacher.capture?.loadedObject().map(BPFPrograms.Capture.Map.captureVerdicts)
+        tracker = ConnectionTracker(traceContexts: traceContexts, parsers: { pid in
+            selected.withLock { $0[Int32(bitPattern: pid)]?.parsers }
+        }, countOnly: { id in
+            _ = try? verdicts?.update(id, UInt8(CAPTURE_VERDICT_COUNT))
+        })
     }
+
+    /// The counters of every tracer and of the capture layer, for `/metrics` and OTLP self-metrics.
+    public var counters: [(tracer: String, counter: TracerCounter)] {
+        let tracker = self.tracker!.counters
+        let capture: [TracerCounter] = [
+            TracerCounter("malformed_events", help: "Capture events too short for their type.") { tracker.malformed.load(ordering: .relaxed) },
+            TracerCounter("unclaimed_connections", help: "Connections no protocol parser claimed (only counted from then on).") {
+                tracker.unclaimedConnections.load(ordering: .relaxed)
+            },
+            TracerCounter("owned_elsewhere_connections", help: "Connections whose exchanges another tracer of the process makes.") {
+                tracker.ownedElsewhere.load(ordering: .relaxed)
+            },
+            TracerCounter("evicted_connections", help: "Connection states dropped because the table was full.") { tracker.evicted.load(ordering: .relaxed) },
+        ]
+        return capture.map { ("capture", $0) } + attacher.loaded.flatMap { loaded in loaded.tracer.counters.map { (loaded.tracer.name, $0) } }
+    }
+
+    /// Run counts and times of every loaded program (the kernel counts while `BPFStatistics` is enabled).
+    public func programStatistics() -> [ProgramStatistics] {
+        (attacher.loaded + (attacher.capture.map { [$0] } ?? [])).compactMap(\.object).flatMap { object in
+            object.loadedPrograms.compactMap { try? $0.runtimeStatistics() }
+        }
+    }
+
+    /// Kernel-side drops of the events ring.
+    public var kernelDrops: UInt64 { (try? channel.kernelDrops()) ?? 0 }
+
+    /// Connections that no protocol parser claimed, of process `pid`.
+    public func unclaimedConnections(pid: Int32) -> UInt64 { tracker.counters.unclaimed(pid: UInt32(bitPattern: pid)) }
 
     /// Starts the event reader and the process watcher, then selects among the processes running now.
     public func start() throws {
@@ -102,6 +160,10 @@ public final class Agent: @unchecked Sendable {
         channel.use(in: &spec)
         spec.set(BPFPrograms.ProcessWatcher.Global.tracerFilterPids, to: UInt8(0)) // every exec counts
         let watcher = try spec.load()
+        processReader = try RingBufferReader(map: try watcher.map(BPFPrograms.ProcessWatcher.Map.processEvents),
+                                             drainInterval: configuration.drainInterval) { [weak self] batch in
+            self?.handleProcessEvents(batch)
+        }
         typealias Program = BPFPrograms.ProcessWatcher.Program
         watcherLinks = try BPFLinkGroup(attaching: [
             { try watcher.program(Program.processExec).attachTracepoint(category: "sched", event: "sched_process_exec") },
@@ -135,6 +197,7 @@ public final class Agent: @unchecked Sendable {
         links.forEach { $0.close() }
         detach.sync {}
         reader?.stop()
+        processReader?.stop()
         for sink in configuration.sinks { sink.shutdown(timeout: flushTimeout) }
     }
 
@@ -221,7 +284,9 @@ public final class Agent: @unchecked Sendable {
             defer {
                 selected[pid] = SelectedProcess(pid: pid, rule: rule, resource: process.resource,
                                                 executable: process.snapshot.executablePath, tracers: report.tracers,
-                                                tracerMask: report.tracerMask)
+                                                tracerMask: report.tracerMask,
+                                                parsers: .init(parsers: report.parsers, ownedElsewhere: report.ownedExchanges),
+                                                attachedAt: .now)
             }
             return selected[pid] != nil
         }
@@ -274,12 +339,19 @@ public final class Agent: @unchecked Sendable {
         guard selected.withLock({ $0.removeValue(forKey: pid) }) != nil else { return }
         knownLibraries[pid] = nil
         try? channel.forget(pid: pid)
+        traceContexts.forget(pid: UInt32(bitPattern: pid))
         metrics.processesSelected.add(-1, ordering: .relaxed)
         let links = attacher.release(pid: pid)
         if !links.isEmpty {
             detach.async { links.forEach { $0.close() } }
         }
         logger.info("pid \(pid) exited: \(links.count) links detached")
+        // Agent-wide probes go when no selected process has used them for a while (an exec re-selects at once).
+        control.asyncAfter(deadline: .now() + .seconds(1)) { [weak self] in
+            guard let self, !self.stopped.withLock({ $0 }) else { return }
+            let unused = self.attacher.releaseUnusedGlobalLinks()
+            if !unused.isEmpty { self.detach.async { unused.forEach { $0.close() } } }
+        }
     }
 
     private func processEvent(_ event: process_event) {
@@ -287,8 +359,17 @@ public final class Agent: @unchecked Sendable {
         switch Int32(event.header.type) {
         case PROCESS_EVENT_EXEC:
             if let previous = selected.withLock({ $0[pid] }) {
-                exited(pid) // the image changed: what was attached for the old one no longer applies
+                // The image changed: what was attached for the old one no longer applies. The process stays
+                // in the PID filter and the selected table meanwhile, so the new image's first bytes (a client
+                // that connects at once) are not lost; it leaves them if it is no longer selected.
+                let links = attacher.release(pid: pid)
+                if !links.isEmpty { detach.async { links.forEach { $0.close() } } }
+                knownLibraries[pid] = nil
+                let generation = previous.executable
                 consider(pid, parentRule: previous.rule)
+                if selected.withLock({ $0[pid]?.executable == generation && $0[pid]?.attachedAt == previous.attachedAt }) {
+                    exited(pid)
+                }
             } else {
                 let parent = Int32(bitPattern: event.parent_pid)
                 let parentRule = configuration.selection.includeChildren ? selected.withLock { $0[parent]?.rule } : nil
@@ -309,8 +390,29 @@ public final class Agent: @unchecked Sendable {
 
     // MARK: - Reader thread
 
+    private func handleProcessEvents(_ batch: EventBatch) {
+        for event in batch {
+            guard event.count >= MemoryLayout<process_event>.size else {
+                metrics.eventsDropped.add(1, ordering: .relaxed)
+                continue
+            }
+            let processEvent = event.loadUnaligned(as: process_event.self)
+            guard processEvent.header.type == UInt32(PROCESS_EVENT_EXIT) else {
+                control.async { [weak self] in self?.processEvent(processEvent) }
+                continue
+            }
+            // The events ring is drained on a timer: what the process did just before it exited may still be
+            // there. Its exit is handled once that has been read.
+            control.asyncAfter(deadline: .now() + Self.exitDelay) { [weak self] in
+                self?.tracker.forget(pid: processEvent.header.pid)
+                self?.processEvent(processEvent)
+            }
+        }
+    }
+
     private func handle(_ batch: EventBatch) {
         var spans: [Span] = []
+        var exchanges: [Exchange] = []
         let headerSize = MemoryLayout<tracer_event_header>.size
         for event in batch {
             metrics.events.add(1, ordering: .relaxed)
@@ -319,12 +421,11 @@ public final class Agent: @unchecked Sendable {
                 continue
             }
             let type = event.loadUnaligned(as: UInt32.self)
-            if type >= UInt32(PROCESS_EVENT_EXEC) && type <= UInt32(PROCESS_EVENT_EXIT) && event.count >= MemoryLayout<process_event>.size {
-                let processEvent = event.loadUnaligned(as: process_event.self)
-                control.async { [weak self] in self?.processEvent(processEvent) }
+            let pid = Int32(bitPattern: event.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+            if type == UInt32(CAPTURE_EVENT_CHUNK) || type == UInt32(CAPTURE_EVENT_CLOSE) {
+                tracker.handle(event, into: &exchanges)
                 continue
             }
-            let pid = Int32(bitPattern: event.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
             // User space is authoritative: an event from a process that is not selected (any more), or from a
             // tracer that does not apply to it, is dropped.
             guard let (loaded, context) = tracersByEventType[type],
@@ -334,9 +435,21 @@ public final class Agent: @unchecked Sendable {
             }
             if let span = loaded.tracer.decode(event, context: context) { spans.append(span) }
         }
+        for exchange in exchanges { if let span = span(of: exchange) { spans.append(span) } }
         guard !spans.isEmpty else { return }
         metrics.spans.add(UInt64(spans.count), ordering: .relaxed)
         for sink in configuration.sinks { sink.consume(spans) }
+    }
+
+    /// The span of a protocol parser's exchange, by its semantic-convention family; nil when its process
+    /// is no longer selected.
+    private func span(of exchange: Exchange) -> Span? {
+        switch exchange {
+        case .http(let http):
+            guard let resource = captureContext.resource(Int32(bitPattern: http.pid)) else { return nil }
+            return HTTPSpans.span(http, resource: resource, scope: captureContext.scope,
+                                  unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
+        }
     }
 
     /// The selected processes by host PID, shared by the control queue (writes) and the reader (lookups).
@@ -345,6 +458,9 @@ public final class Agent: @unchecked Sendable {
 
         func withLock<T>(_ body: (inout [Int32: SelectedProcess]) -> T) -> T { entries.withLock { body(&$0) } }
     }
+
+    /// How long after its exit a process is forgotten: several drains of the events ring.
+    static let exitDelay = DispatchTimeInterval.milliseconds(300)
 
     /// `CLOCK_REALTIME − CLOCK_MONOTONIC`, to place `bpf_ktime_get_ns()` timestamps on the Unix clock.
     static func monotonicToUnixOffset() -> Int64 {

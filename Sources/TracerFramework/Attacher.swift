@@ -3,23 +3,35 @@ import ExecutableInspection
 import Logging
 import Telemetry
 
-/// A tracer whose object is loaded, with the links it holds for the whole agent (tracepoints, kprobes).
+/// A tracer whose object is loaded (protocol parsers have none), with its agent-wide links (tracepoints,
+/// kprobes, fexit): attached while at least one selected process uses the tracer, so an agent that traces
+/// nothing the tracer applies to costs the machine nothing for it.
 final class LoadedTracer: @unchecked Sendable {
     let tracer: any Tracer
-    let object: BPFObject
+    let object: BPFObject?
     /// Uprobe programs were loaded as uprobe_multi (Linux 6.6): one link per program and file.
     let usesUprobeMulti: Bool
     /// This tracer's bit in the PID filter's values (`tracer_pid_mask`).
     let pidMask: UInt32
     let scope: InstrumentationScope
+    /// How the agent-wide probes attach (built once at load; kprobes replaced by their fallback).
+    fileprivate var globalAttachments: [() throws -> BPFLink] = []
     fileprivate(set) var globalLinks: [BPFLink] = []
+    /// Selected processes that use the tracer (its agent-wide links live while there is one).
+    fileprivate(set) var users: Set<Int32> = []
 
-    init(tracer: any Tracer, object: BPFObject, usesUprobeMulti: Bool, pidMask: UInt32) {
+    init(tracer: any Tracer, object: BPFObject?, usesUprobeMulti: Bool, pidMask: UInt32) {
         self.tracer = tracer
         self.object = object
         self.usesUprobeMulti = usesUprobeMulti
         self.pidMask = pidMask
         scope = InstrumentationScope(name: "tracer/\(tracer.name)")
+    }
+
+    /// The object of a tracer that has one (only those declare programs).
+    func loadedObject() throws -> BPFObject {
+        guard let object else { throw SelectionError("tracer \(tracer.name) has no BPF object") }
+        return object
     }
 }
 
@@ -34,6 +46,9 @@ public struct AttachReport: Sendable {
     public var probes = 0
     public var errors: [String] = []
     public var skipped: [String] = []
+    /// The protocol parsers that apply, and the exchanges the process's other tracers make themselves.
+    public var parsers: [any ProtocolParser] = []
+    public var ownedExchanges: Set<ExchangeKind> = []
 }
 
 /// Attaches tracers' probes: once per file (device+inode) however many processes run it, shared
@@ -60,16 +75,22 @@ final class Attacher {
     }
 
     let loaded: [LoadedTracer]
+    /// The shared capture layer, loaded when a tracer has a protocol parser.
+    let capture: LoadedTracer?
     private var files: [FileKey: FileAttachment] = [:]
     private let inspection: InspectionCache
     private let logger: Logger
 
-    /// Loads every tracer into `channel` and attaches its agent-wide probes. A tracer that fails is
-    /// skipped with a logged reason, unless it is required.
-    init(tracers: [any Tracer], channel: EventChannel, features: KernelFeatures, inspection: InspectionCache, logger: Logger) throws {
+    /// Loads every tracer into `channel` (agent-wide probes attach with the first process that uses the
+    /// tracer). A tracer that fails is skipped with a logged reason, unless it is required; tracers whose
+    /// event-type ranges overlap are an error.
+    init(tracers: [any Tracer], channel: EventChannel, features: KernelFeatures, captureHooks: CaptureHooks,
+         inspection: InspectionCache, logger: Logger) throws {
         self.inspection = inspection
         self.logger = logger
-        guard tracers.count <= 32 else { throw SelectionError("at most 32 tracers fit the PID filter's mask, not \(tracers.count)") }
+        guard tracers.count <= 31 else { throw SelectionError("at most 31 tracers fit the PID filter's mask, not \(tracers.count)") }
+        let capture: (any Tracer)? = tracers.contains { $0.parser != nil } ? CaptureTracer(hooks: captureHooks) : nil
+        try Self.checkEventTypes(tracers + (capture.map { [$0] } ?? []))
         var loaded: [LoadedTracer] = []
         for (index, tracer) in tracers.enumerated() {
             do {
@@ -80,10 +101,27 @@ final class Attacher {
             }
         }
         self.loaded = loaded
+        // The capture layer's bit is the last one: it emits for a process when one of its parsers applies.
+        self.capture = try capture.map { try Self.load($0, channel: channel, features: features, pidMask: 1 << 31, logger: logger) }
+    }
+
+    /// Event-type ranges of different tracers must not overlap: a collision would hand one tracer's events
+    /// to another.
+    static func checkEventTypes(_ tracers: [any Tracer]) throws {
+        let ranges = tracers.compactMap { tracer in tracer.eventTypes.map { (tracer.name, $0) } }
+        for (index, (name, range)) in ranges.enumerated() {
+            for (other, otherRange) in ranges[(index + 1)...] where range.overlaps(otherRange) {
+                throw SelectionError("tracers \(name) and \(other) both claim event types \(max(range.lowerBound, otherRange.lowerBound))...\(min(range.upperBound, otherRange.upperBound)): give each tracer its own range")
+            }
+        }
     }
 
     private static func load(_ tracer: any Tracer, channel: EventChannel, features: KernelFeatures, pidMask: UInt32,
                              logger: Logger) throws -> LoadedTracer {
+        guard let embedded = tracer.object else {
+            logger.info("loaded tracer \(tracer.name): a protocol parser on the shared capture layer")
+            return LoadedTracer(tracer: tracer, object: nil, usesUprobeMulti: false, pidMask: pidMask)
+        }
         let kprobes = features.isAvailable(.kprobe)
         let multi = features.isAvailable(.uprobeMulti)
         var programs: Set<BPFProgramName> = []
@@ -97,59 +135,93 @@ final class Attacher {
                 uprobePrograms.formUnion(probe.uprobePrograms)
             }
         }
-        var spec = BPFObjectSpec(tracer.object, programs: programs)
+        var spec = BPFObjectSpec(embedded, programs: programs)
         if multi { spec.uprobeMultiPrograms = uprobePrograms }
         channel.use(in: &spec, pidMask: pidMask)
         tracer.configure(&spec, features: features)
         let object = try spec.load()
         let loaded = LoadedTracer(tracer: tracer, object: object, usesUprobeMulti: multi, pidMask: pidMask)
 
-        var attachments: [() throws -> BPFLink] = []
         for probe in tracer.probes {
             switch probe {
             case .tracepoint(let tracepoint):
-                attachments.append { try object.program(tracepoint.program).attachTracepoint(category: tracepoint.category, event: tracepoint.event) }
+                loaded.globalAttachments.append { try object.program(tracepoint.program).attachTracepoint(category: tracepoint.category, event: tracepoint.event) }
             case .rawTracepoint(let event, let program):
-                attachments.append { try object.program(program).attachRawTracepoint(event) }
+                loaded.globalAttachments.append { try object.program(program).attachRawTracepoint(event) }
+            case .fexit(_, let program):
+                loaded.globalAttachments.append { try object.program(program).attachTracing() }
             case .kprobe(let function, let program, let returnProbe, let fallback):
                 if kprobes || fallback == nil {
-                    attachments.append { try object.program(program).attachKprobe(function: function, returnProbe: returnProbe) }
+                    loaded.globalAttachments.append { try object.program(program).attachKprobe(function: function, returnProbe: returnProbe) }
                 } else if let fallback {
-                    attachments.append { try object.program(fallback.program).attachTracepoint(category: fallback.category, event: fallback.event) }
+                    loaded.globalAttachments.append { try object.program(fallback.program).attachTracepoint(category: fallback.category, event: fallback.event) }
                 }
             case .function, .library:
                 break
             }
         }
-        loaded.globalLinks = try BPFLinkGroup(attaching: attachments).links
         let hooks = tracer.hookDescription ?? (kprobes ? "kprobes" : "tracepoints (no kprobes on this kernel)")
-        logger.info("loaded tracer \(tracer.name): \(loaded.globalLinks.count) agent-wide probes via \(hooks), uprobes as \(multi ? "uprobe_multi links" : "perf-event links")")
+        logger.info("loaded tracer \(tracer.name): \(loaded.globalAttachments.count) agent-wide probes via \(hooks) (attached while a process uses it), uprobes as \(multi ? "uprobe_multi links" : "perf-event links")")
         return loaded
     }
 
-    /// Every probe target query of the loaded tracers, for inspecting executables.
-    var probeTargetQueries: [ProbeTargetQuery] { loaded.flatMap(\.tracer.probeTargetQueries) }
+    /// Every loaded tracer, the capture layer last.
+    private var all: [LoadedTracer] { loaded + (capture.map { [$0] } ?? []) }
 
-    /// Attaches what `process` needs from every tracer that applies to it, then lets each tracer prepare it.
+    /// Every probe target query of the loaded tracers, for inspecting executables.
+    var probeTargetQueries: [ProbeTargetQuery] { all.flatMap(\.tracer.probeTargetQueries) }
+
+    /// Every Go struct field a loaded tracer reads.
+    var goFields: [GoField] { Array(Set(all.flatMap(\.tracer.goFields))).sorted { $0.description < $1.description } }
+
+    /// Attaches what `process` needs from every tracer that applies to it (and the capture layer when one of
+    /// them is a protocol parser), then lets each tracer prepare it.
     func attach(_ process: TracedProcess) -> AttachReport {
         var report = AttachReport()
+        var parsers = false
         for tracer in loaded {
             if case .notApplicable(let reason) = tracer.tracer.applicability(to: process) {
                 report.skipped.append("\(tracer.tracer.name): \(reason)")
                 continue
             }
-            do {
-                try attachFunctions(of: tracer, to: process, report: &report)
-                try attachLibraries(of: tracer, to: process, report: &report)
-                try tracer.tracer.prepare(process, object: tracer.object)
-                report.tracers.append(tracer.tracer.name)
-                report.tracerMask |= tracer.pidMask
-                report.probes += tracer.globalLinks.count
-            } catch {
-                report.errors.append("\(tracer.tracer.name): \(error)")
+            if attach(tracer, to: process, report: &report) {
+                parsers = parsers || tracer.tracer.parser != nil
+                report.parsers += tracer.tracer.parser.map { [$0] } ?? []
+                report.ownedExchanges.formUnion(tracer.tracer.ownedExchanges)
             }
         }
+        if parsers, let capture {
+            _ = attach(capture, to: process, report: &report)
+        }
         return report
+    }
+
+    /// Attaches one tracer for `process`; returns whether it applies now.
+    private func attach(_ tracer: LoadedTracer, to process: TracedProcess, report: inout AttachReport) -> Bool {
+        do {
+            if let object = tracer.object {
+                try attachFunctions(of: tracer, to: process, report: &report)
+                do {
+                    try attachLibraries(of: tracer, to: process, report: &report)
+                } catch {
+                    // A library that vanished or cannot be probed costs its probes, not the tracer's others.
+                    report.errors.append("\(tracer.tracer.name): \(error)")
+                }
+                if tracer.globalLinks.isEmpty {
+                    tracer.globalLinks = try BPFLinkGroup(attaching: tracer.globalAttachments).links
+                    report.newLinks += tracer.globalLinks.count
+                }
+                try tracer.tracer.prepare(process, object: object)
+            }
+            tracer.users.insert(process.pid)
+            report.tracers.append(tracer.tracer.name)
+            report.tracerMask |= tracer.pidMask
+            report.probes += tracer.globalLinks.count
+            return true
+        } catch {
+            report.errors.append("\(tracer.tracer.name): \(error)")
+            return false
+        }
     }
 
     private func attachFunctions(of tracer: LoadedTracer, to process: TracedProcess, report: inout AttachReport) throws {
@@ -220,7 +292,7 @@ final class Attacher {
         }
         var attachments: [() throws -> BPFLink] = []
         for (key, group) in groups.sorted(by: { $0.key.program.rawValue < $1.key.program.rawValue }) where !group.offsets.isEmpty {
-            let program = try tracer.object.program(key.program)
+            let program = try tracer.loadedObject().program(key.program)
             if tracer.usesUprobeMulti {
                 attachments.append { try program.attachUprobeMulti(path: path, offsets: group.offsets, cookies: group.cookies, returnProbe: key.returnProbe) }
             } else {
@@ -240,8 +312,10 @@ final class Attacher {
 
     /// Forgets `pid`: files it was the last user of give back their links, to be closed off the event path.
     func release(pid: Int32) -> [BPFLink] {
-        for tracer in loaded { tracer.tracer.forget(pid: pid, object: tracer.object) }
         var released: [BPFLink] = []
+        for tracer in all where tracer.users.remove(pid) != nil {
+            if let object = tracer.object { tracer.tracer.forget(pid: pid, object: object) }
+        }
         for (key, attachment) in files where attachment.users.contains(pid) {
             attachment.users.remove(pid)
             if attachment.users.isEmpty {
@@ -253,11 +327,26 @@ final class Attacher {
         return released
     }
 
+    /// The agent-wide links of tracers no selected process uses any more, handed over for closing. Called
+    /// a while after the last user left, so a process that execs (and is selected again at once) keeps them.
+    func releaseUnusedGlobalLinks() -> [BPFLink] {
+        var released: [BPFLink] = []
+        for tracer in all where tracer.users.isEmpty && !tracer.globalLinks.isEmpty {
+            logger.debug("detaching the \(tracer.globalLinks.count) agent-wide probes of \(tracer.tracer.name): no selected process uses it")
+            released += tracer.globalLinks
+            tracer.globalLinks = []
+        }
+        return released
+    }
+
     /// Every link the attacher holds (per-file and agent-wide), handed over for closing at shutdown.
     func releaseAll() -> [BPFLink] {
-        let links = files.values.flatMap(\.links) + loaded.flatMap(\.globalLinks)
+        let links = files.values.flatMap(\.links) + all.flatMap(\.globalLinks)
         files.removeAll()
-        for tracer in loaded { tracer.globalLinks.removeAll() }
+        for tracer in all {
+            tracer.globalLinks.removeAll()
+            tracer.users.removeAll()
+        }
         return links
     }
 

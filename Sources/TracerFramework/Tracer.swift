@@ -2,24 +2,39 @@ import BPFRuntime
 import ExecutableInspection
 import Telemetry
 
-/// A tracer plugin: one folder under `tracers/` with its BPF program, event header, decoding and tests
-/// (OBI's `ebpf.Tracer`). A tracer only declares; the framework loads its object, attaches its probes once
-/// per file, keeps the PID filter, and hands it the events whose `tracer_event_header.type` it owns.
-/// Tracers never call libbpf themselves.
+/// A tracer plugin: one folder under `tracers/` with its decoding, README and tests (OBI's `ebpf.Tracer`).
+/// Two kinds: a **protocol parser** on the shared capture layer (bpf/capture.bpf.c; it declares `parser`),
+/// and a **probe tracer** with its own BPF program and event header (it declares `object`, `probes` and
+/// `eventTypes`). A tracer only declares; the framework loads its object, attaches its probes once per file,
+/// keeps the PID filter, hands it the events whose `tracer_event_header.type` it owns, and decides who owns
+/// a process or a connection. Tracers never call libbpf, nor each other.
 public protocol Tracer: Sendable {
     /// Short stable name, also the folder name (`http`, `go-nethttp`).
     var name: String { get }
-    /// The tracer's compiled BPF object; it includes bpf/tracer_common.bpf.h, so it shares the agent's
-    /// events channel and PID filter.
-    var object: EmbeddedBPFObject { get }
-    /// Every probe the tracer may attach. The framework loads exactly the programs named here.
+    /// The tracer's compiled BPF object, nil for a protocol parser; it includes bpf/tracer_common.bpf.h, so
+    /// it shares the agent's events channel and PID filter.
+    var object: EmbeddedBPFObject? { get }
+    /// Every probe the tracer may attach. The framework loads exactly the programs named here. Agent-wide
+    /// probes (tracepoints, kprobes, fexit) are attached while a process the tracer applies to is selected.
     var probes: [Probe] { get }
-    /// The `tracer_event_header.type` numbers this tracer emits (unique across tracers).
-    var eventTypes: Set<UInt32> { get }
+    /// The range of `tracer_event_header.type` numbers this tracer emits; ranges of loaded tracers must not
+    /// overlap (checked at load).
+    var eventTypes: ClosedRange<UInt32>? { get }
+    /// The parser this tracer runs on the shared capture layer's connections, if it is a protocol parser.
+    var parser: (any ProtocolParser)? { get }
+    /// Exchanges this tracer makes itself for the processes it applies to (e.g. Go's HTTP client calls,
+    /// from uprobes): protocol parsers leave those connections alone.
+    var ownedExchanges: Set<ExchangeKind> { get }
+    /// Go struct fields the tracer reads from process memory (resolved from DWARF or the offsets table).
+    var goFields: [GoField] { get }
+    /// The tracer's own counters (malformed events, abandoned exchanges...), for `/metrics` and OTLP.
+    var counters: [TracerCounter] { get }
     /// Whether the agent must stop when this tracer cannot be loaded (false: log the reason, carry on).
     var isRequired: Bool { get }
     /// Which hooks the tracer chose on this kernel, for the start-up log (e.g. `socket tracepoints`).
     var hookDescription: String? { get }
+    /// A line the agent logs once at start (e.g. that an asked-for feature is off on this kernel).
+    var notice: String? { get }
 
     /// Whether this tracer instruments `process` at all (language, mapped libraries, offsets found...).
     /// Returning a reason instead of `true` lets `tracer inspect` and the logs say why not.
@@ -41,8 +56,17 @@ public protocol Tracer: Sendable {
 }
 
 extension Tracer {
+    public var object: EmbeddedBPFObject? { nil }
+    public var probes: [Probe] { [] }
+    public var eventTypes: ClosedRange<UInt32>? { nil }
+    public var parser: (any ProtocolParser)? { nil }
+    public var ownedExchanges: Set<ExchangeKind> { [] }
+    public var goFields: [GoField] { [] }
+    public var counters: [TracerCounter] { [] }
+    public func decode(_ event: UnsafeRawBufferPointer, context: DecodeContext) -> Span? { nil }
     public var isRequired: Bool { false }
     public var hookDescription: String? { nil }
+    public var notice: String? { nil }
     public func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures) {}
     public func prepare(_ process: TracedProcess, object: BPFObject) throws {}
     public func forget(pid: Int32, object: BPFObject) {}
@@ -59,6 +83,19 @@ extension Tracer {
             default: nil
             }
         }
+    }
+}
+
+/// One counter a tracer exports (as `tracer_<tracer>_<name>_total` on `/metrics`).
+public struct TracerCounter: Sendable {
+    public let name: String
+    public let help: String
+    public let value: @Sendable () -> UInt64
+
+    public init(_ name: String, help: String, value: @escaping @Sendable () -> UInt64) {
+        self.name = name
+        self.help = help
+        self.value = value
     }
 }
 
@@ -82,6 +119,8 @@ public enum Probe: Sendable, Hashable {
     case kprobe(function: String, program: BPFProgramName, returnProbe: Bool, fallback: TracepointProbe?)
     /// A static tracepoint, attached once for the whole agent (the PID filter decides who emits).
     case tracepoint(TracepointProbe)
+    /// fexit on a kernel function (BTF trampoline, Linux 5.5; the section names the function).
+    case fexit(function: String, program: BPFProgramName)
     /// A raw tracepoint (`BPF_PROG_TYPE_RAW_TRACEPOINT`, Linux 4.17) such as `sys_exit`, attached once for the
     /// whole agent: no perf-buffer record is built per hit, so it is the cheapest hook on hot syscalls.
     case rawTracepoint(event: String, program: BPFProgramName)
@@ -101,7 +140,7 @@ public enum Probe: Sendable, Hashable {
         case .function(_, let entry, let returns), .library(_, _, let entry, let returns, _): [entry, returns].compactMap { $0 }
         case .kprobe(_, let program, _, let fallback): [program] + (fallback.map { [$0.program] } ?? [])
         case .tracepoint(let tracepoint): [tracepoint.program]
-        case .rawTracepoint(_, let program): [program]
+        case .rawTracepoint(_, let program), .fexit(_, let program): [program]
         }
     }
 }
@@ -145,11 +184,15 @@ public struct DecodeContext: Sendable {
     public let resource: @Sendable (Int32) -> Resource?
     /// The scope spans of this tracer carry.
     public let scope: InstrumentationScope
+    /// Which span each goroutine serves, for parenting across tracers.
+    public let traceContexts: TraceContexts
 
-    public init(monotonicToUnixOffset: Int64, scope: InstrumentationScope, resource: @escaping @Sendable (Int32) -> Resource?) {
+    public init(monotonicToUnixOffset: Int64, scope: InstrumentationScope, traceContexts: TraceContexts = TraceContexts(),
+                resource: @escaping @Sendable (Int32) -> Resource?) {
         self.monotonicToUnixOffset = monotonicToUnixOffset
         self.resource = resource
         self.scope = scope
+        self.traceContexts = traceContexts
     }
 
     /// A `bpf_ktime_get_ns()` timestamp as Unix nanoseconds.

@@ -10,7 +10,7 @@ import TracerFramework
 /// shared library), plus the getppid tracepoint. Each event becomes a span named after its type.
 struct SelftestTracer: Tracer {
     var name: String { "selftest" }
-    var object: EmbeddedBPFObject { BPFPrograms.Selftest.object }
+    var object: EmbeddedBPFObject? { BPFPrograms.Selftest.object }
     var libraryPrefix: String? = nil
     var functionSymbol = "target_3"
     /// Whether the library probe's return runs as a uretprobe (else as uprobes at RET offsets).
@@ -28,7 +28,7 @@ struct SelftestTracer: Tracer {
         return probes
     }
 
-    var eventTypes: Set<UInt32> { [UInt32(SELFTEST_EVENT_UPROBE), UInt32(SELFTEST_EVENT_URETPROBE), UInt32(SELFTEST_EVENT_TRACEPOINT)] }
+    var eventTypes: ClosedRange<UInt32>? { UInt32(SELFTEST_EVENT_TRACEPOINT)...UInt32(SELFTEST_EVENT_FLOOD) }
 
     func applicability(to process: TracedProcess) -> Applicability { .applies }
 

@@ -4,13 +4,12 @@ import ExecutableInspection
 import Telemetry
 import TracerFramework
 
-/// Server and client spans for Go's `net/http` (HTTP/1.x), see tracers/go-nethttp/README.md.
-///
-/// Server requests cost the traced process no uprobe: the raw tracepoint `sys_exit` sees read(2), write(2)
-/// and close(2) of the request head and the response at the socket, and the goroutine that read the
-/// request is found through the TLS slot of `runtime.g`.
-/// Client calls are uprobes at the entry and every RET of `net/http.(*Transport).roundTrip`. With context
-/// propagation, one more uprobe per client request (`writeHeader`) writes its `traceparent`.
+/// Client spans for Go's `net/http` (HTTP/1.x), see tracers/go-nethttp/README.md: uprobes at the entry and
+/// every RET of `net/http.(*Transport).roundTrip`, parented to the server request the calling goroutine
+/// serves. Server requests are the HTTP/1 parser's exchanges on the shared capture layer (whose chunks name
+/// their goroutine), so they cost the traced process no uprobe. With context propagation, a `sys_exit` raw
+/// tracepoint decides server ids from the request head and one more uprobe per client request
+/// (`writeHeader`) writes its `traceparent`.
 public struct GoNetHTTPTracer: Tracer {
     public typealias Program = Tracers.GoNethttp.Program
 
@@ -69,22 +68,34 @@ public struct GoNetHTTPTracer: Tracer {
     }
 
     public var name: String { "go-nethttp" }
-    public var hookDescription: String? { "the raw tracepoint sys_exit" }
-    public var object: EmbeddedBPFObject { Tracers.GoNethttp.object }
-    public var eventTypes: Set<UInt32> {
-        Set([GO_NETHTTP_EVENT_REQUEST, GO_NETHTTP_EVENT_WRITE, GO_NETHTTP_EVENT_CLOSE, GO_NETHTTP_EVENT_CLIENT_START,
-             GO_NETHTTP_EVENT_CLIENT_END].map { UInt32($0) })
+    public var hookDescription: String? {
+        contextPropagation == .on ? "the raw tracepoint sys_exit (context propagation only)" : "uprobes only"
     }
+    public var object: EmbeddedBPFObject? { Tracers.GoNethttp.object }
+    public var eventTypes: ClosedRange<UInt32>? { 200...299 }
+    /// Go's HTTP client calls are this tracer's: the capture layer's HTTP/1 parser leaves them alone.
+    public var ownedExchanges: Set<ExchangeKind> { [ExchangeKind(.http, .client)] }
+    public var goFields: [GoField] { [Self.goidField, Self.parentGoidField] + Self.clientFields + Self.propagationFields }
 
     public var probes: [Probe] {
         var probes: [Probe] = [
-            .rawTracepoint(event: "sys_exit", program: Program.goNethttpSysExit),
             .function(symbol: Self.roundTrip, entry: Program.goNethttpRoundTrip, returns: Program.goNethttpRoundTripReturn),
         ]
         if contextPropagation == .on {
+            // The only syscall hook, and only when asked for: server ids must be decided before the
+            // handler's client calls write their traceparent.
+            probes.append(.rawTracepoint(event: "sys_exit", program: Program.goNethttpSysExit))
             probes.append(.function(symbol: Self.writeHeader, entry: Program.goNethttpInjectTraceparent, returns: nil))
         }
         return probes
+    }
+
+    public var counters: [TracerCounter] {
+        let exchanges = exchanges
+        return [
+            TracerCounter("malformed_events", help: "Events too short for their type.") { exchanges.counters.malformed },
+            TracerCounter("abandoned_calls", help: "Client calls dropped unfinished (the table overflowed).") { exchanges.counters.abandoned },
+        ]
     }
 
     public func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures) {
@@ -98,9 +109,8 @@ public struct GoNetHTTPTracer: Tracer {
         }
     }
 
-    /// What `--context-propagation` does on this kernel, to be logged once at start; nil when it was
-    /// not asked for.
-    public var contextPropagationNotice: String? {
+    /// What `--context-propagation` does on this kernel, logged once at start; nil when it was not asked for.
+    public var notice: String? {
         switch contextPropagation {
         case .off: nil
         case .unavailable(let reason):
@@ -124,8 +134,6 @@ public struct GoNetHTTPTracer: Tracer {
         exchanges.decode(event, context: context)
     }
 
-    /// Events that did not parse, and exchanges dropped unfinished.
-    public var counters: (malformed: UInt64, abandoned: UInt64) { exchanges.counters }
 
     /// Why a Go binary cannot be traced.
     public struct NotTraceable: Error, CustomStringConvertible {

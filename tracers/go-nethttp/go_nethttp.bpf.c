@@ -1,21 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Go net/http tracer.
- *
- * Server side: no uprobe at all. One raw tracepoint at syscall exit sees a Go server's HTTP/1.x traffic
- * at the socket: net/http.(*conn).serve reads the request head with read(2) (through bufio and
- * internal/poll.FD.Read), runs the handler, and flushes the response with write(2) — all in one goroutine.
- * A raw tracepoint (BPF_PROG_TYPE_RAW_TRACEPOINT, Linux 4.17) skips the per-hit perf buffer work of the
- * syscalls:sys_{enter,exit}_* tracepoints, and at exit the saved registers still hold the arguments, so
- * no map has to carry them from entry to exit.
- * The goroutine is identified without a uprobe: the current runtime.g pointer sits at a fixed offset from
- * the thread's FS base (runtime.tlsg), and runtime.g.goid gives its id.
+/* Go net/http tracer: client calls. (Server requests are HTTP/1 exchanges of the shared capture layer,
+ * whose chunks name their goroutine: no probe here.)
  *
  * Client side: net/http.(*Transport).roundTrip, entry and every RET (never a uretprobe: Go moves stacks).
  * The caller's goroutine id ties a client call made by a handler to the server request it serves.
  *
  * Context propagation (only with go_nethttp_propagate, on kernels that allow bpf_probe_write_user): the
- * server request's ids are decided here (an incoming traceparent parsed from the captured head), the
- * client call takes its parent from the goroutine's server request, and a uprobe at the entry of
+ * server request's ids are decided here (an incoming traceparent parsed from the head read(2) returned,
+ * seen by a sys_exit raw tracepoint attached only then), the client call takes its parent from the
+ * goroutine's server request, and a uprobe at the entry of
  * net/http.(*transferWriter).writeHeader -- called by net/http.(*Request).write between the request's
  * User-Agent line and its other headers -- appends a "Traceparent:" line to the bufio.Writer the request
  * is being written into. */
@@ -28,9 +21,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 /* Anchors the event structs in the object's BTF (layout tests compare them with Swift's view). */
-const struct go_nethttp_request_event *go_nethttp_request_anchor __attribute__((unused));
-const struct go_nethttp_write_event *go_nethttp_write_anchor __attribute__((unused));
-const struct go_nethttp_close_event *go_nethttp_close_anchor __attribute__((unused));
+const struct go_nethttp_server_context_event *go_nethttp_server_context_anchor __attribute__((unused));
 const struct go_nethttp_client_start_event *go_nethttp_client_start_anchor __attribute__((unused));
 const struct go_nethttp_client_end_event *go_nethttp_client_end_anchor __attribute__((unused));
 
@@ -42,15 +33,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct go_nethttp_offsets);
 } go_nethttp_offsets SEC(".maps");
-
-/* (TGID << 32 | fd) -> addresses of server connections that carried a request, until close(2).
- * LRU: connections of a process that exited without closing them age out. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct go_nethttp_addresses);
-} go_nethttp_conns SEC(".maps");
 
 /* (TGID << 32 | fd) -> the one byte that net/http.(*connReader).backgroundRead took from the next
  * request while the previous handler was finishing (the conn goroutine then reads the rest). */
@@ -286,82 +268,27 @@ static __always_inline void decide_server_context(__u64 buffer, long length, __u
 	bpf_map_update_elem(&go_nethttp_serving, &key, context, BPF_ANY);
 }
 
-/* Local and remote address of socket `fd` of the current process (task->files->fdt->fd[fd] ->
- * struct socket -> struct sock_common). Returns 0 on success. */
-static __always_inline int socket_addresses(__u32 fd, struct go_nethttp_addresses *addresses)
+/* Hands the server span's ids to user space, which gives them to the span of the request this goroutine
+ * reads (the capture layer's HTTP/1 exchange). */
+static __always_inline void emit_server_context(void *ctx, __u64 goid, const struct go_nethttp_span_context *context)
 {
-	__builtin_memset(addresses, 0, sizeof(*addresses));
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *table = BPF_CORE_READ(task, files, fdt);
-	if (fd >= BPF_CORE_READ(table, max_fds))
-		return -1;
-	struct file **files = BPF_CORE_READ(table, fd);
-	struct file *file = 0;
-	if (bpf_probe_read_kernel(&file, sizeof(file), &files[fd]) || !file)
-		return -1;
-	struct socket *socket = BPF_CORE_READ(file, private_data);
-	struct sock *sk = BPF_CORE_READ(socket, sk);
-	if (!sk)
-		return -1;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family == 2 /* AF_INET */) {
-		addresses->local_address[10] = addresses->local_address[11] = 0xff;
-		addresses->remote_address[10] = addresses->remote_address[11] = 0xff;
-		__u32 local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__u32 remote = BPF_CORE_READ(sk, __sk_common.skc_daddr);
-		__builtin_memcpy(&addresses->local_address[12], &local, sizeof(local));
-		__builtin_memcpy(&addresses->remote_address[12], &remote, sizeof(remote));
-	} else if (family == 10 /* AF_INET6 */) {
-		BPF_CORE_READ_INTO(&addresses->local_address, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(&addresses->remote_address, sk, __sk_common.skc_v6_daddr);
-	} else {
-		return -1;
-	}
-	addresses->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	addresses->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	return 0;
-}
-
-/* Emits a request event whose data holds up to `capacity` (a constant) bytes of the read. */
-static __always_inline void emit_request(void *ctx, __u32 tgid, __u64 goid, __u32 fd, __u64 buffer, long length,
-					 __u8 prefix, const struct go_nethttp_span_context *context, const __u32 capacity)
-{
-	struct go_nethttp_request_event *event = tracer_reserve(sizeof(*event) + capacity);
+	struct go_nethttp_server_context_event *event = tracer_reserve(sizeof(*event));
 	if (!event)
 		return;
-	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_REQUEST);
+	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_SERVER_CONTEXT);
 	event->goid = goid;
 	event->context = *context;
-	event->fd = fd;
-	event->length = length;
-	event->prefix = prefix;
-	event->reserved[0] = event->reserved[1] = event->reserved[2] = 0;
-	__u64 key = (__u64)tgid << 32 | fd;
-	struct go_nethttp_addresses *known = bpf_map_lookup_elem(&go_nethttp_conns, &key);
-	if (known) {
-		event->addresses = *known;
-	} else {
-		/* Through the stack: kernels before 6.2 take no ring buffer memory as a map value argument. */
-		struct go_nethttp_addresses addresses;
-		socket_addresses(fd, &addresses);
-		bpf_map_update_elem(&go_nethttp_conns, &key, &addresses, BPF_ANY);
-		event->addresses = addresses;
-	}
-	__u32 captured = at_most(length, capacity);
-	if (bpf_probe_read_user(event->data, captured, (void *)buffer))
-		captured = 0;
-	event->captured = captured;
-	tracer_submit(ctx, event, sizeof(*event) + capacity);
+	tracer_submit(ctx, event, sizeof(*event));
 }
 
-/* read(2) returned `length` bytes into `buffer`: a request head (or the rest of one whose first byte the
- * background read took) becomes a request event. */
+/* read(2) returned `length` bytes into `buffer`: for a request head (or the rest of one whose first byte
+ * the background read took), decide the server span's ids. */
 static __always_inline void on_read(void *ctx, __u32 tgid, __u32 fd, __u64 buffer, long length)
 {
-	if (length <= 0) /* most reads of a keep-alive connection return EAGAIN */
+	if (!go_nethttp_propagate || length <= 0) /* most reads of a keep-alive connection return EAGAIN */
 		return;
 	struct go_nethttp_offsets *offsets = bpf_map_lookup_elem(&go_nethttp_offsets, &tgid);
-	if (!offsets || !tracer_pid_allowed(tgid))
+	if (!offsets || !offsets->propagate || !tracer_pid_allowed(tgid))
 		return;
 	__u64 key = (__u64)tgid << 32 | fd;
 	__u8 head[8] = {};
@@ -374,7 +301,6 @@ static __always_inline void on_read(void *ctx, __u32 tgid, __u32 fd, __u64 buffe
 	/* The shortest request head, "GET / HTTP/1.0\r\n\r\n", has 18 bytes. */
 	if (length < 16 || bpf_probe_read_user(head, sizeof(head), (void *)buffer))
 		return;
-	__u8 prefix = 0;
 	if (!is_request_line(head)) {
 		__u8 *first = bpf_map_lookup_elem(&go_nethttp_first_bytes, &key);
 		if (!first)
@@ -383,89 +309,23 @@ static __always_inline void on_read(void *ctx, __u32 tgid, __u32 fd, __u64 buffe
 		bpf_map_delete_elem(&go_nethttp_first_bytes, &key);
 		if (!is_request_line(joined))
 			return;
-		prefix = joined[0];
 	}
 	__u64 goid = current_goid(offsets);
 	struct go_nethttp_span_context context = {};
-	if (go_nethttp_propagate && offsets->propagate)
-		decide_server_context(buffer, length, tgid, goid, &context);
-	if (length <= GO_NETHTTP_CAPTURE_CLASS_SMALL)
-		emit_request(ctx, tgid, goid, fd, buffer, length, prefix, &context, GO_NETHTTP_CAPTURE_CLASS_SMALL);
-	else if (length <= GO_NETHTTP_CAPTURE_CLASS_MEDIUM)
-		emit_request(ctx, tgid, goid, fd, buffer, length, prefix, &context, GO_NETHTTP_CAPTURE_CLASS_MEDIUM);
-	else
-		emit_request(ctx, tgid, goid, fd, buffer, length, prefix, &context, GO_NETHTTP_REQUEST_CAPTURE);
+	decide_server_context(buffer, length, tgid, goid, &context);
+	emit_server_context(ctx, goid, &context);
 }
 
-/* Emits a write event whose data holds up to `capacity` (a constant) bytes of the write's start. */
-static __always_inline void emit_write(void *ctx, __u32 fd, __u64 buffer, __u64 length, const __u32 capacity)
-{
-	struct go_nethttp_write_event *event = tracer_reserve(sizeof(*event) + capacity);
-	if (!event)
-		return;
-	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_WRITE);
-	event->fd = fd;
-	event->length = length;
-	__u32 captured = at_most(length, capacity);
-	if (bpf_probe_read_user(event->data, captured, (void *)buffer))
-		captured = 0;
-	event->captured = captured;
-	__u32 tail = at_most(length, GO_NETHTTP_TAIL_CAPTURE);
-	if (bpf_probe_read_user(event->tail, tail, (void *)(buffer + length - tail)))
-		tail = 0;
-	event->tail_captured = tail;
-	tracer_submit(ctx, event, sizeof(*event) + capacity);
-}
-
-/* write(2) sent `length` bytes from `buffer` on a connection that carried a request. */
-static __always_inline void on_write(void *ctx, __u32 tgid, __u32 fd, __u64 buffer, long length)
-{
-	__u64 key = (__u64)tgid << 32 | fd;
-	if (length <= 0 || !bpf_map_lookup_elem(&go_nethttp_conns, &key) || !tracer_pid_allowed(tgid))
-		return;
-	if (length <= GO_NETHTTP_CAPTURE_CLASS_SMALL)
-		emit_write(ctx, fd, buffer, length, GO_NETHTTP_CAPTURE_CLASS_SMALL);
-	else
-		emit_write(ctx, fd, buffer, length, GO_NETHTTP_RESPONSE_CAPTURE);
-}
-
-/* close(2) of a connection that carried a request. */
-static __always_inline void on_close(void *ctx, __u32 tgid, __u32 fd)
-{
-	__u64 key = (__u64)tgid << 32 | fd;
-	if (bpf_map_delete_elem(&go_nethttp_conns, &key) || !tracer_pid_allowed(tgid))
-		return;
-	struct go_nethttp_close_event *event = tracer_reserve(sizeof(*event));
-	if (!event)
-		return;
-	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_CLOSE);
-	event->fd = fd;
-	event->reserved = 0;
-	tracer_submit(ctx, event, sizeof(*event));
-}
-
-/* Every syscall exit (raw tracepoint sys_exit: struct pt_regs *regs, long ret). Only read(2), write(2)
- * and close(2) of x86-64 go further; the arguments are read from the saved user registers. */
+/* Every syscall exit (raw tracepoint sys_exit: struct pt_regs *regs, long ret), attached only with context
+ * propagation: only read(2) of x86-64 goes further; its arguments are in the saved user registers. */
 SEC("raw_tp/sys_exit")
 int go_nethttp_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	long ret = (long)ctx->args[1];
-	long number = BPF_CORE_READ(regs, orig_ax);
-	if (number != 0 /* read */ && number != 1 /* write */ && number != 3 /* close */)
+	if (BPF_CORE_READ(regs, orig_ax) != 0 /* read */)
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u32 fd = (__u32)BPF_CORE_READ(regs, di);
-	if (number == 3) {
-		if (ret == 0)
-			on_close(ctx, tgid, fd);
-		return 0;
-	}
-	__u64 buffer = BPF_CORE_READ(regs, si);
-	if (number == 0)
-		on_read(ctx, tgid, fd, buffer, ret);
-	else
-		on_write(ctx, tgid, fd, buffer, ret);
+	on_read(ctx, tgid, (__u32)BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, si), (long)ctx->args[1]);
 	return 0;
 }
 

@@ -6,23 +6,12 @@
 #include "../../bpf/tracer_common.h"
 
 /* tracer_event_header.type values (the go-nethttp range is 200-299). */
-#define GO_NETHTTP_EVENT_REQUEST 200      /* server: a read returned the head of an HTTP/1.x request */
-#define GO_NETHTTP_EVENT_WRITE 201        /* server: bytes written on a connection that carries a request */
-#define GO_NETHTTP_EVENT_CLOSE 202        /* server: that connection was closed */
+#define GO_NETHTTP_EVENT_SERVER_CONTEXT 200 /* propagation: the ids BPF decided for a server request */
 #define GO_NETHTTP_EVENT_CLIENT_START 203 /* client: net/http.(*Transport).roundTrip entered */
 #define GO_NETHTTP_EVENT_CLIENT_END 204   /* client: net/http.(*Transport).roundTrip returned */
 
-/* Records carrying captured bytes are reserved in size classes (fixed part + 128, 512 or the maximum
- * below), so a small request or response head does not take a kilobyte of ring buffer. */
-#define GO_NETHTTP_CAPTURE_CLASS_SMALL 128
-#define GO_NETHTTP_CAPTURE_CLASS_MEDIUM 512
-
-/* Bytes of a request kept from the read that carried its head (request line and headers). */
+/* Bytes of a request head scanned for an incoming traceparent (context propagation). */
 #define GO_NETHTTP_REQUEST_CAPTURE 1024
-/* Bytes kept from the start of each response write (the status line and headers of the first one). */
-#define GO_NETHTTP_RESPONSE_CAPTURE 512
-/* Bytes kept from the end of each response write (to see a chunked body's last chunk). */
-#define GO_NETHTTP_TAIL_CAPTURE 8
 /* Lengths kept of the client request's method, URL scheme, host, path and raw query. */
 #define GO_NETHTTP_METHOD_CAPTURE 16
 #define GO_NETHTTP_SCHEME_CAPTURE 8
@@ -89,50 +78,14 @@ _Static_assert(sizeof(struct go_nethttp_header_key) == 16, "go_nethttp_header_ke
 #define GO_NETHTTP_PROPAGATION_INJECTED 0 /* a traceparent line was written into a request */
 #define GO_NETHTTP_PROPAGATION_SKIPPED 1  /* the request's buffer had no room or did not hold a request line */
 
-/* A connection's addresses, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d); ports in host order. */
-struct go_nethttp_addresses {
-	__u8 local_address[16];
-	__u8 remote_address[16];
-	__u16 local_port;
-	__u16 remote_port;
-	__u32 reserved;
-};
-_Static_assert(sizeof(struct go_nethttp_addresses) == 40, "go_nethttp_addresses layout");
-
-/* GO_NETHTTP_EVENT_REQUEST: emitted at the exit of read(2) when the bytes read start with an HTTP method. */
-struct go_nethttp_request_event {
-	struct tracer_event_header header; /* timestamp: the read returned */
-	__u64 goid;          /* goroutine that read the request (net/http.(*conn).serve, which also runs the handler) */
-	__u32 fd;
-	__u32 length;        /* bytes the read returned */
-	__u32 captured;      /* bytes in data */
-	__u8 prefix;         /* first byte of the request when a 1-byte background read took it, else 0 */
-	__u8 reserved[3];
-	struct go_nethttp_addresses addresses;
-	struct go_nethttp_span_context context; /* the server span's ids (incoming traceparent honoured) */
-	__u8 data[];         /* `captured` bytes; the record is sized by class (see GO_NETHTTP_CAPTURE_CLASS_*) */
-};
-_Static_assert(sizeof(struct go_nethttp_request_event) == 128, "go_nethttp_request_event layout");
-
-/* GO_NETHTTP_EVENT_WRITE: emitted at the exit of write(2) on a connection that carried a request. */
-struct go_nethttp_write_event {
-	struct tracer_event_header header; /* timestamp: the write returned */
-	__u32 fd;
-	__u32 length;        /* bytes the write sent */
-	__u32 captured;      /* bytes in data */
-	__u32 tail_captured; /* bytes in tail */
-	__u8 tail[GO_NETHTTP_TAIL_CAPTURE];
-	__u8 data[];         /* `captured` bytes; the record is sized by class */
-};
-_Static_assert(sizeof(struct go_nethttp_write_event) == 48, "go_nethttp_write_event layout");
-
-/* GO_NETHTTP_EVENT_CLOSE: emitted at the exit of close(2) for a connection that carried a request. */
-struct go_nethttp_close_event {
+/* GO_NETHTTP_EVENT_SERVER_CONTEXT (context propagation only): read(2) returned the head of an HTTP/1.x
+ * request in goroutine `goid`, and BPF decided its server span's ids (an incoming traceparent honoured). */
+struct go_nethttp_server_context_event {
 	struct tracer_event_header header;
-	__u32 fd;
-	__u32 reserved;
+	__u64 goid;
+	struct go_nethttp_span_context context;
 };
-_Static_assert(sizeof(struct go_nethttp_close_event) == 32, "go_nethttp_close_event layout");
+_Static_assert(sizeof(struct go_nethttp_server_context_event) == 72, "go_nethttp_server_context_event layout");
 
 /* GO_NETHTTP_EVENT_CLIENT_START: uprobe at the entry of net/http.(*Transport).roundTrip. */
 struct go_nethttp_client_start_event {

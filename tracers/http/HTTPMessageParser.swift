@@ -1,4 +1,5 @@
 import Telemetry
+import TracerFramework
 
 #if canImport(Glibc)
 import Glibc
@@ -39,23 +40,12 @@ public struct HTTPResponseHead: Sendable, Equatable {
     public var headLength: Int?
 }
 
-/// A W3C trace-context `traceparent` (version 00).
-public struct W3CTraceContext: Sendable, Equatable {
-    public var traceID: TraceID
-    public var parentSpanID: SpanID
-    public var flags: UInt8
-}
 
 /// Parses the bounded prefixes the BPF side captures. Everything is bounds-checked and linear in the
 /// input: garbage yields nil, never a crash or a loop (fuzzed by Fuzz/HTTPFuzz).
 public enum HTTPMessageParser {
     /// Longest method token accepted (`PROPPATCH` and friends fit).
     static let maxMethodLength = 24
-
-    /// Query keys whose values are replaced by `REDACTED` (matched case-insensitively as substrings).
-    public static let sensitiveQueryKeys = [
-        "password", "passwd", "pwd", "secret", "token", "key", "auth", "sig", "credential", "session", "code",
-    ]
 
     /// Parses a request prefix: `METHOD SP target SP HTTP/x.y CRLF` then headers. A request line cut off
     /// by the capture keeps what was captured of the target (version nil).
@@ -174,38 +164,13 @@ public enum HTTPMessageParser {
                                 isChunked: headers.isChunked, headLength: headers.headLength)
     }
 
-    /// Replaces the values of sensitive keys (`password=…`, `token=…`, `X-Amz-Signature=…`) with `REDACTED`.
-    public static func redactQuery(_ query: Substring) -> String {
-        var out = ""
-        out.reserveCapacity(query.utf8.count)
-        var first = true
-        for pair in query.split(separator: "&", omittingEmptySubsequences: false) {
-            if !first { out += "&" }
-            first = false
-            guard let equals = pair.firstIndex(of: "=") else {
-                out += pair
-                continue
-            }
-            let key = pair[..<equals]
-            out += key
-            out += "="
-            out += isSensitive(key) ? "REDACTED" : pair[pair.index(after: equals)...]
-        }
-        return out
-    }
-
-    static func isSensitive(_ key: Substring) -> Bool {
-        let lowered = key.lowercased()
-        return sensitiveQueryKeys.contains { lowered.contains($0) }
-    }
-
     private static func head(_ method: String, _ rawTarget: UnsafeRawBufferPointer, version: String?, headers: Headers) -> HTTPRequestHead {
         // Bytes, not Characters: the target is ASCII (isTargetCharacter), and this runs once per request.
         let question = rawTarget.firstIndex(of: UInt8(ascii: "?"))
         var query: String?
         if let question {
             let rest = UnsafeRawBufferPointer(rebasing: rawTarget[(question + 1)...])
-            query = redactQuery(Substring(String(decoding: rest, as: UTF8.self)))
+            query = HTTPSpans.redactQuery(Substring(String(decoding: rest, as: UTF8.self)))
         }
         var pathEnd = question ?? rawTarget.count
         pathEnd = rawTarget[..<pathEnd].firstIndex(of: UInt8(ascii: "#")) ?? pathEnd

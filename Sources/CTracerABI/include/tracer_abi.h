@@ -7,6 +7,6 @@
 #include "../../../bpf/selftest.h"
 #include "../../../bpf/process_watcher.h"
 #include "../../../tracers/go-nethttp/go_nethttp.h"
-#include "../../../tracers/http/http.h"
+#include "../../../bpf/capture.h"
 
 #endif

@@ -146,87 +146,31 @@ final class GoServerProcess {
     }
 }
 
-/// Collects the spans the tracer decodes from the events channel.
-final class CollectedSpans: Sendable {
-    private let spans = Mutex<[Span]>([])
-    var all: [Span] { spans.withLock { $0 } }
-    func append(_ span: Span) { spans.withLock { $0.append(span) } }
-}
-
-/// Loads the tracer's object, attaches its probes to one process the way the framework does (tracepoints
-/// once; the Go function's entry and RET offsets as one uprobe_multi link each), prepares and allows
-/// the process, and decodes events into spans.
+/// A Go server traced by the agent (TracingHarness, as `tracer --pid` does), after checking that the Go
+/// tracer applies to it (nothing guessed: a binary whose offsets are unknown is refused with a reason).
 final class DirectAttachment {
-    let tracer: GoNetHTTPTracer
-    let channel: EventChannel
-    let object: BPFObject
-    var links: [BPFLink] = []
-    let spans = CollectedSpans()
-    var reader: (any EventReader)?
+    let harness: TracingHarness
     let executable: ExecutableInfo
+    let pid: Int32
 
-    /// `idsInBPF`: the BPF side decides span ids and links client calls to server requests, as with
-    /// context propagation, without the program that writes into the process (this kernel forbids it).
-    init(tracer: GoNetHTTPTracer = GoNetHTTPTracer(), pid: Int32, idsInBPF: Bool = false) throws {
-        self.tracer = tracer
-        channel = try EventChannel()
-        let path = "/proc/\(pid)/exe"
-        let writeHeader = ProbeTargetQuery(tracer: tracer.name, symbol: GoNetHTTPTracer.writeHeader, needsReturnOffsets: false)
-        executable = try ExecutableInspector().inspect(path: path, queries: tracer.probeTargetQueries + (idsInBPF ? [writeHeader] : []))
-        let snapshot = try ProcessInspection.snapshot(pid: pid)
-        let process = TracedProcess(pid: pid, snapshot: snapshot, executable: executable, resource: .empty)
-        guard tracer.applicability(to: process) == .applies else {
-            throw NotApplicable(reason: "\(tracer.applicability(to: process))")
-        }
-        var spec = BPFObjectSpec(tracer.object, programs: Set(tracer.probes.flatMap(\.programs)))
-        spec.uprobeMultiPrograms = Set(tracer.probes.flatMap(\.uprobePrograms))
-        tracer.configure(&spec, features: KernelFeatures.detect())
-        if idsInBPF { spec.set(Tracers.GoNethttp.Global.goNethttpPropagate, to: UInt8(1)) }
-        channel.use(in: &spec)
-        object = try spec.load()
-        for probe in tracer.probes {
-            switch probe {
-            case .rawTracepoint(let event, let program):
-                links.append(try object.program(program).attachRawTracepoint(event))
-            case .function(let symbol, let entry, let returns):
-                guard let target = executable.probeTargets.first(where: { $0.symbol == symbol }) else { continue }
-                if let entry {
-                    links.append(try object.program(entry).attachUprobeMulti(path: path, offsets: [target.fileOffset]))
-                }
-                if let returns, !target.returnOffsets.isEmpty {
-                    links.append(try object.program(returns).attachUprobeMulti(path: path, offsets: target.returnOffsets))
-                }
-            default:
-                XCTFail("unexpected probe \(probe)")
-            }
-        }
-        try tracer.prepare(process, object: object)
-        if idsInBPF {
-            let offsets = try GoNetHTTPTracer.offsets(for: executable, propagation: true).get()
-            guard offsets.propagate == 1 else { throw NotApplicable(reason: "propagation offsets unknown") }
-            try object.map(Tracers.GoNethttp.Map.goNethttpOffsets).update(UInt32(bitPattern: pid), offsets)
-        }
-        try channel.allow(pid: pid)
-        let context = DecodeContext(monotonicToUnixOffset: Self.monotonicToUnixOffset(),
-                                    scope: InstrumentationScope(name: "go-nethttp-tests")) { _ in .empty }
-        reader = try channel.startReader(drainInterval: .milliseconds(10)) { [spans, tracer] batch in
-            for event in batch {
-                if let span = tracer.decode(event, context: context) { spans.append(span) }
-            }
+    struct Spans {
+        let harness: TracingHarness
+        let pid: Int32
+        /// The process's spans, in the order they were produced.
+        var all: [Span] {
+            harness.collector.spans.filter { $0.resource.attributes[SemanticConventions.processPID]?.intValue == Int64(pid) }
         }
     }
 
-    deinit {
-        reader?.stop()
-        for link in links { link.close() }
-    }
+    var spans: Spans { Spans(harness: harness, pid: pid) }
 
-    static func monotonicToUnixOffset() -> Int64 {
-        var monotonic = timespec()
-        var real = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &monotonic)
-        clock_gettime(CLOCK_REALTIME, &real)
-        return (Int64(real.tv_sec) - Int64(monotonic.tv_sec)) * 1_000_000_000 + Int64(real.tv_nsec) - Int64(monotonic.tv_nsec)
+    init(pid: Int32) throws {
+        self.pid = pid
+        let tracer = GoNetHTTPTracer()
+        executable = try ExecutableInspector(goFields: tracer.goFields).inspect(path: "/proc/\(pid)/exe", queries: tracer.probeTargetQueries)
+        let process = TracedProcess(pid: pid, snapshot: try ProcessInspection.snapshot(pid: pid), executable: executable, resource: .empty)
+        if case .notApplicable(let reason) = tracer.applicability(to: process) { throw NotApplicable(reason: reason) }
+        harness = try TracingHarness(pids: [pid])
     }
 
     struct NotApplicable: Error, CustomStringConvertible {

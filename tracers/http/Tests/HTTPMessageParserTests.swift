@@ -1,3 +1,4 @@
+import BPFPrograms
 import BPFRuntime
 import Glibc
 import TracerFramework
@@ -105,85 +106,142 @@ final class HTTPMessageParserTests: XCTestCase {
     }
 
     func testQueryRedaction() {
-        XCTAssertEqual(HTTPMessageParser.redactQuery("a=1&Password=x&&flag&X-Amz-Signature=abc&sig="),
+        XCTAssertEqual(HTTPSpans.redactQuery("a=1&Password=x&&flag&X-Amz-Signature=abc&sig="),
                        "a=1&Password=REDACTED&&flag&X-Amz-Signature=REDACTED&sig=REDACTED")
-        XCTAssertEqual(HTTPMessageParser.redactQuery("page=2"), "page=2")
+        XCTAssertEqual(HTTPSpans.redactQuery("page=2"), "page=2")
     }
 
-    /// An event as the BPF side builds it, decoded without a kernel.
-    private func decode(request: String, response: String, role: Int32, family: Int32, local: [UInt8], peer: [UInt8],
-                        requestBytes: UInt64 = 0, flags: Int32 = 0) -> Span? {
-        var event = http_event()
-        event.header.type = UInt32(HTTP_EVENT_EXCHANGE)
-        event.header.pid = 42
-        event.start_ns = 1_000
-        event.end_ns = 51_000
-        event.request_bytes = requestBytes
-        event.role = UInt8(role)
-        event.flags = UInt8(flags)
-        event.family = UInt8(family)
-        event.local_port = 8443
-        event.peer_port = 50_000
-        withUnsafeMutableBytes(of: &event.local_addr) { $0.copyBytes(from: local) }
-        withUnsafeMutableBytes(of: &event.peer_addr) { $0.copyBytes(from: peer) }
-        let requestBytes = Array(request.utf8.prefix(Int(HTTP_REQUEST_CAPTURE)))
-        let responseBytes = Array(response.utf8.prefix(Int(HTTP_RESPONSE_CAPTURE)))
-        withUnsafeMutableBytes(of: &event.request) { $0.copyBytes(from: requestBytes) }
-        withUnsafeMutableBytes(of: &event.response) { $0.copyBytes(from: responseBytes) }
-        event.request_len = UInt16(requestBytes.count)
-        event.response_len = UInt16(responseBytes.count)
-        let context = DecodeContext(monotonicToUnixOffset: 1_700_000_000_000_000_000, scope: InstrumentationScope(name: "test")) { _ in
-            Resource.empty
+    /// Capture events through the connection tracker and the HTTP/1 parser, without a kernel; spans as the
+    /// agent builds them.
+    private final class Replay {
+        let tracker: ConnectionTracker
+        var spans: [Span] = []
+
+        init(tracer: HTTPTracer = HTTPTracer()) {
+            let parser = tracer.parser!
+            tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _ in .init(parsers: [parser]) }, countOnly: { _ in })
         }
-        return withUnsafeBytes(of: &event) { HTTPTracer().decode($0, context: context) }
+
+        func feed(_ event: [UInt8]) {
+            var exchanges: [Exchange] = []
+            event.withUnsafeBytes { tracker.handle($0, into: &exchanges) }
+            for case .http(let exchange) in exchanges {
+                spans.append(HTTPSpans.span(exchange, resource: .empty, scope: InstrumentationScope(name: "test")) { $0 + 1_700_000_000_000_000_000 })
+            }
+        }
     }
 
-    func testDecodingAClientExchangeOverIPv6WithTLS() throws {
+    func testAClientExchangeOverIPv6WithTLS() throws {
+        let replay = Replay()
         let loopback6: [UInt8] = Array(repeating: 0, count: 15) + [1]
-        let span = try XCTUnwrap(decode(request: "DELETE /items/7?sig=abc HTTP/1.1\r\n\r\n", response: "HTTP/1.1 403 Forbidden\r\n",
-                                        role: HTTP_ROLE_CLIENT, family: AF_INET6, local: loopback6, peer: loopback6, flags: HTTP_FLAG_TLS))
+        let tuple = CaptureEvents.tuple(local: loopback6, localPort: 50_000, remote: loopback6, remotePort: 8443)
+        replay.feed(CaptureEvents.chunk(connection: 1, pid: 42, direction: .send, data: Array("DELETE /items/7?sig=abc HTTP/1.1\r\n\r\n".utf8),
+                                        timestamp: 1_000, tls: true, tuple: tuple))
+        replay.feed(CaptureEvents.chunk(connection: 1, pid: 42, direction: .receive,
+                                        data: Array("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".utf8), timestamp: 51_000, tls: true, tuple: tuple))
+        let span = try XCTUnwrap(replay.spans.first)
+        XCTAssertEqual(replay.spans.count, 1)
         XCTAssertEqual(span.kind, .client)
         XCTAssertEqual(span.name, "DELETE")
-        XCTAssertEqual(span.attributes[SemanticConventions.urlFull]?.stringValue, "https://[::1]:50000/items/7?sig=REDACTED")
+        XCTAssertEqual(span.attributes[SemanticConventions.urlFull]?.stringValue, "https://[::1]:8443/items/7?sig=REDACTED")
         XCTAssertEqual(span.attributes[SemanticConventions.serverAddress]?.stringValue, "::1")
+        XCTAssertEqual(span.attributes[SemanticConventions.serverPort]?.intValue, 8443)
+        XCTAssertEqual(span.attributes[SemanticConventions.networkPeerPort]?.intValue, 8443)
         XCTAssertEqual(span.status, .error(message: ""), "4xx is an error for a client")
         XCTAssertEqual(span.attributes[SemanticConventions.errorType]?.stringValue, "403")
         XCTAssertEqual(span.endTimeUnixNano - span.startTimeUnixNano, 50_000)
     }
 
-    func testDecodingOddEventsNeverTraps() throws {
-        let mapped: [UInt8] = Array(repeating: 0, count: 10) + [0xFF, 0xFF, 10, 0, 0, 9]
-        // Byte counts near 2^64 (found by the fuzzer), an unknown method, no response.
-        let span = try XCTUnwrap(decode(request: "PURGE /x HTTP/1.1\r\n\r\n", response: "", role: HTTP_ROLE_SERVER, family: AF_INET6,
-                                        local: mapped, peer: mapped, requestBytes: .max))
+    func testOddExchangesNeverTrap() throws {
+        let replay = Replay()
+        let mapped: [UInt8] = [10, 0, 0, 9]
+        let tuple = CaptureEvents.tuple(local: mapped, localPort: 80, remote: mapped, remotePort: 40_000)
+        // An unknown method, a request body counted near 2^32, no response before close.
+        replay.feed(CaptureEvents.chunk(connection: 7, pid: 42, direction: .receive, data: Array("PURGE /x HTTP/1.1\r\n\r\n".utf8),
+                                        length: Int(UInt32.max), timestamp: 10, tuple: tuple))
+        replay.feed(CaptureEvents.close(connection: 7, pid: 42, timestamp: 20))
+        let span = try XCTUnwrap(replay.spans.first)
         XCTAssertEqual(span.name, "HTTP")
         XCTAssertEqual(span.attributes[SemanticConventions.httpRequestMethod]?.stringValue, "_OTHER")
         XCTAssertEqual(span.attributes[SemanticConventions.httpRequestMethodOriginal]?.stringValue, "PURGE")
         XCTAssertEqual(span.attributes[SemanticConventions.clientAddress]?.stringValue, "10.0.0.9", "IPv4-mapped shown as IPv4")
-        XCTAssertEqual(span.attributes[SemanticConventions.httpRequestBodySize]?.intValue, .max)
         XCTAssertEqual(span.status, .error(message: "no HTTP response seen before the exchange ended"))
-        XCTAssertNil(decode(request: "\u{16}\u{03}\u{01}", response: "", role: HTTP_ROLE_SERVER, family: 0, local: [], peer: []))
+        // TLS records and garbage are never claimed; truncated events are counted, not read.
+        replay.feed(CaptureEvents.chunk(connection: 8, pid: 42, direction: .receive, data: [0x16, 0x03, 0x01, 0, 5], timestamp: 30))
+        replay.feed(Array(CaptureEvents.chunk(connection: 9, pid: 42, direction: .receive, data: Array("GET / HTTP/1.1\r\n\r\n".utf8),
+                                              timestamp: 40).prefix(90)))
+        XCTAssertEqual(replay.spans.count, 1)
+        XCTAssertEqual(replay.tracker.counters.malformed.load(ordering: .relaxed), 1)
     }
 
-    func testEventMatchesItsBTFLayout() throws {
-        let layout = try Tracers.Http.object.structLayout(named: "http_event")
-        XCTAssertEqual(layout.size, MemoryLayout<http_event>.size)
-        XCTAssertEqual(layout.members.map(\.name), [
-            "header", "start_ns", "end_ns", "request_bytes", "response_bytes", "fd", "local_port", "peer_port",
-            "local_addr", "peer_addr", "family", "role", "flags", "pipeline_index", "request_len", "response_len", "request", "response",
-        ])
-        let offsets: [Int?] = [
-            MemoryLayout<http_event>.offset(of: \.header), MemoryLayout<http_event>.offset(of: \.start_ns),
-            MemoryLayout<http_event>.offset(of: \.end_ns), MemoryLayout<http_event>.offset(of: \.request_bytes),
-            MemoryLayout<http_event>.offset(of: \.response_bytes), MemoryLayout<http_event>.offset(of: \.fd),
-            MemoryLayout<http_event>.offset(of: \.local_port), MemoryLayout<http_event>.offset(of: \.peer_port),
-            MemoryLayout<http_event>.offset(of: \.local_addr), MemoryLayout<http_event>.offset(of: \.peer_addr),
-            MemoryLayout<http_event>.offset(of: \.family), MemoryLayout<http_event>.offset(of: \.role),
-            MemoryLayout<http_event>.offset(of: \.flags), MemoryLayout<http_event>.offset(of: \.pipeline_index),
-            MemoryLayout<http_event>.offset(of: \.request_len),
-            MemoryLayout<http_event>.offset(of: \.response_len), MemoryLayout<http_event>.offset(of: \.request),
-            MemoryLayout<http_event>.offset(of: \.response),
+    func testAConnectionNoParserClaimsIsCountedAndOnlyCounted() {
+        var counted: [UInt64] = []
+        let parser = HTTPTracer().parser!
+        let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _ in .init(parsers: [parser]) }, countOnly: { counted.append($0) })
+        var exchanges: [Exchange] = []
+        for index in 0..<12 {
+            CaptureEvents.chunk(connection: 5, pid: 9, direction: .receive, data: Array("\u{0}\u{1}garbage \(index)".utf8),
+                                timestamp: UInt64(index)).withUnsafeBytes { tracker.handle($0, into: &exchanges) }
+        }
+        XCTAssertEqual(counted, [5], "the kernel is told once to stop copying its bytes")
+        XCTAssertEqual(tracker.counters.unclaimed(pid: 9), 1)
+        XCTAssertTrue(exchanges.isEmpty)
+    }
+
+    func testGoBackgroundReadPipeliningAndSendfileFraming() throws {
+        let replay = Replay()
+        var time: UInt64 = 100
+        func next() -> UInt64 { time += 100; return time }
+        // Request 1, its response in two writes: head, then a body sent without a buffer (sendfile).
+        replay.feed(CaptureEvents.chunk(connection: 3, pid: 1, goid: 7, direction: .receive,
+                                        data: Array("GET /file HTTP/1.1\r\nHost: x\r\n\r\n".utf8), timestamp: next()))
+        replay.feed(CaptureEvents.chunk(connection: 3, pid: 1, direction: .send,
+                                        data: Array("HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n".utf8), timestamp: next()))
+        replay.feed(CaptureEvents.chunk(connection: 3, pid: 1, direction: .send, data: [], length: 1_000_000, timestamp: next()))
+        XCTAssertTrue(replay.spans.isEmpty, "2 MB still to send")
+        replay.feed(CaptureEvents.chunk(connection: 3, pid: 1, direction: .send, data: [], length: 2_000_000, timestamp: next()))
+        XCTAssertEqual(replay.spans.count, 1)
+        XCTAssertEqual(replay.spans.last?.endTimeUnixNano, time + 1_700_000_000_000_000_000, "ends with its last byte")
+        // Request 2 read as one byte (net/http's background read), then the rest; response chunked.
+        replay.feed(CaptureEvents.chunk(connection: 3, pid: 1, direction: .receive, data: Array("G".utf8), timestamp: next()))
+        let start = time
+        replay.feed(CaptureEvents.chunk(connection: 3, pid: 1, goid: 7, direction: .receive,
+                                        data: Array("ET /two HTTP/1.1\r\n\r\n".utf8), timestamp: next()))
+        replay.feed(CaptureEvents.chunk(connection: 3, pid: 1, direction: .send,
+                                        data: Array("HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n".utf8), timestamp: next()))
+        XCTAssertEqual(replay.spans.count, 1)
+        replay.feed(CaptureEvents.chunk(connection: 3, pid: 1, direction: .send, data: Array("0\r\n\r\n".utf8), timestamp: next()))
+        let two = try XCTUnwrap(replay.spans.last)
+        XCTAssertEqual(replay.spans.count, 2)
+        XCTAssertEqual(two.attributes[SemanticConventions.urlPath]?.stringValue, "/two")
+        XCTAssertEqual(two.startTimeUnixNano, start + 1_700_000_000_000_000_000)
+        XCTAssertEqual(two.status, .error(message: ""))
+        // Three pipelined requests in one read, three responses in one write.
+        replay.feed(CaptureEvents.chunk(connection: 3, pid: 1, direction: .receive,
+                                        data: Array("GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiHEAD /c HTTP/1.1\r\n\r\n".utf8),
+                                        timestamp: next()))
+        replay.feed(CaptureEvents.chunk(connection: 3, pid: 1, direction: .send,
+                                        data: Array("HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n".utf8),
+                                        timestamp: next()))
+        XCTAssertEqual(replay.spans.dropFirst(2).map { $0.attributes[SemanticConventions.urlPath]?.stringValue }, ["/a", "/b", "/c"])
+        XCTAssertEqual(replay.spans.dropFirst(2).map { $0.attributes[SemanticConventions.httpResponseStatusCode]?.intValue }, [204, 201, 200])
+        XCTAssertEqual(replay.spans.dropFirst(3).first?.attributes[SemanticConventions.httpRequestBodySize]?.intValue, 2)
+    }
+
+    func testCaptureEventLayoutsMatchTheirBTF() throws {
+        for (name, size) in [("capture_chunk_event", MemoryLayout<capture_chunk_event>.size), ("capture_close_event", MemoryLayout<capture_close_event>.size),
+                             ("capture_process", MemoryLayout<capture_process>.size), ("capture_connection", MemoryLayout<capture_connection>.size),
+                             ("capture_tuple", MemoryLayout<capture_tuple>.size)] {
+            XCTAssertEqual(try BPFPrograms.Capture.object.structLayout(named: name).size, size, name)
+        }
+        let layout = try BPFPrograms.Capture.object.structLayout(named: "capture_chunk_event")
+        XCTAssertEqual(layout.members.map(\.name), ["header", "connection", "goid", "length", "captured", "fd", "direction", "source",
+                                                    "flags", "tail_captured", "tail", "tuple", "data"])
+        let keyPaths: [PartialKeyPath<capture_chunk_event>] = [
+            \.header, \.connection, \.goid, \.length, \.captured, \.fd, \.direction, \.source, \.flags, \.tail_captured, \.tail, \.tuple,
         ]
-        XCTAssertEqual(layout.members.map(\.offset), offsets.map { $0! })
+        let offsets: [Int] = keyPaths.map { MemoryLayout<capture_chunk_event>.offset(of: $0)! }
+        XCTAssertEqual(Array(layout.members.map(\.offset).prefix(12)), offsets)
+        XCTAssertEqual(layout.members.last?.offset, MemoryLayout<capture_chunk_event>.size, "data follows the fixed part")
     }
 }

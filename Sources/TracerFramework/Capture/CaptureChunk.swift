@@ -1,0 +1,120 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CTracerABI
+import Telemetry
+
+/// One read or write of a connection, as the shared capture layer (bpf/capture.bpf.c) reported it:
+/// a prefix of its bytes and its full length. Valid only during the call that receives it.
+public struct CaptureChunk {
+    public enum Direction: Sendable, Equatable {
+        /// The process read these bytes.
+        case receive
+        /// The process wrote these bytes.
+        case send
+    }
+
+    /// Host TGID and thread of the task that moved the bytes.
+    public var pid: UInt32
+    public var tid: UInt32
+    /// Go: the goroutine that moved the bytes (runtime.g.goid); 0 for other processes.
+    public var goid: UInt64
+    public var direction: Direction
+    /// TLS plaintext (from libssl), not socket bytes.
+    public var isTLSPlaintext: Bool
+    /// Bytes transferred (sendfile and splice transfers have no `data`).
+    public var length: UInt64
+    /// A prefix of the bytes (at most `CAPTURE_MAX_DATA`).
+    public var data: UnsafeRawBufferPointer
+    /// The last bytes of the transfer (at most `CAPTURE_TAIL`).
+    public var tail: UnsafeRawBufferPointer
+    /// CLOCK_MONOTONIC nanoseconds when the transfer returned.
+    public var timestamp: UInt64
+
+    public init(pid: UInt32, tid: UInt32 = 0, goid: UInt64 = 0, direction: Direction, isTLSPlaintext: Bool = false,
+                length: UInt64, data: UnsafeRawBufferPointer, tail: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+                timestamp: UInt64) {
+        self.pid = pid
+        self.tid = tid
+        self.goid = goid
+        self.direction = direction
+        self.isTLSPlaintext = isTLSPlaintext
+        self.length = length
+        self.data = data
+        self.tail = tail
+        self.timestamp = timestamp
+    }
+
+    /// Whether the whole transfer is in `data`.
+    public var isComplete: Bool { UInt64(data.count) == length }
+}
+
+/// A connection of the capture layer, as parsers see it: its addresses, formatted once.
+public final class CaptureConnection: @unchecked Sendable {
+    /// Unique while the agent runs (bpf/capture.bpf.c `capture_next_id`).
+    public let id: UInt64
+    /// This process's end and the other end (nil when unknown: TLS whose socket was never seen).
+    public let local: SocketAddress?
+    public let peer: SocketAddress?
+    /// The connection carries TLS (its spans are `https`).
+    public internal(set) var isTLS: Bool
+
+    public init(id: UInt64, local: SocketAddress?, peer: SocketAddress?, isTLS: Bool) {
+        self.id = id
+        self.local = local
+        self.peer = peer
+        self.isTLS = isTLS
+    }
+
+    convenience init(id: UInt64, tuple: capture_tuple, isTLS: Bool) {
+        let family = tuple.family == 0 ? 0 : UInt16(AF_INET6)
+        self.init(id: id, local: SocketAddress(family: family, bytes: tuple.local_address, port: tuple.local_port),
+                  peer: SocketAddress(family: family, bytes: tuple.remote_address, port: tuple.remote_port), isTLS: isTLS)
+    }
+}
+
+/// What a protocol parser hands the framework: finished exchanges of a semantic-convention family.
+public enum Exchange: Sendable {
+    case http(HTTPExchange)
+}
+
+/// Which kind of exchanges a parser makes on a connection once it knows its side.
+public struct ExchangeKind: Hashable, Sendable {
+    public enum Family: String, Sendable { case http }
+    public let family: Family
+    public let role: HTTPExchange.Role
+
+    public init(_ family: Family, _ role: HTTPExchange.Role) {
+        self.family = family
+        self.role = role
+    }
+}
+
+/// A protocol parser of the shared capture layer (one per tracer folder, e.g. tracers/http): it claims a
+/// connection from its first bytes and then parses its chunks in order.
+public protocol ProtocolParser: Sendable {
+    /// A parser for the connection whose first readable chunk is `chunk`, or nil when these bytes are not
+    /// this protocol's (the framework then offers the next chunks, and gives up after a few).
+    func claim(_ chunk: CaptureChunk, connection: CaptureConnection) -> (any ConnectionParser)?
+}
+
+/// The state of one claimed connection. Called on the agent's reader thread only, in event order.
+public protocol ConnectionParser: AnyObject {
+    /// The kind of exchanges this connection makes (its side is known from the claiming chunk).
+    var kind: ExchangeKind { get }
+    /// Consumes the next chunk; appends the exchanges it completes.
+    func consume(_ chunk: CaptureChunk, context: ParserContext, into exchanges: inout [Exchange])
+    /// The connection was closed at `timestamp`: appends what it completes; nothing more will come.
+    func close(at timestamp: UInt64, context: ParserContext, into exchanges: inout [Exchange])
+}
+
+/// What parsers need from the framework: span identities, and goroutine context for calls made while a
+/// request is being served.
+public struct ParserContext {
+    public let traceContexts: TraceContexts
+
+    /// Ids for a span starting now: a child of `incoming` (a traceparent it carried) or a new trace.
+    public func identity(incoming: W3CTraceContext?) -> SpanIdentity {
+        traceContexts.newIdentity(parent: incoming.map { ($0.traceID, $0.parentSpanID, UInt32($0.flags)) })
+    }
+}

@@ -1,0 +1,119 @@
+import BPFPrograms
+import BPFRuntime
+import CTracerABI
+import ExecutableInspection
+import Foundation
+import Telemetry
+
+/// How the shared capture layer reaches socket data on this kernel: one variant, chosen once at start
+/// (cheapest first) and logged.
+public enum CaptureHooks: String, Sendable, CaseIterable {
+    /// `sock:sock_send_length` / `sock:sock_recv_length` (Linux 6.3): run on socket I/O only.
+    case socketTracepoints = "socket-tracepoints"
+    /// fexit on `sock_sendmsg` / `sock_recvmsg` (BTF trampolines, Linux 5.5).
+    case fexit = "fexit"
+    /// kprobe + kretprobe on `sock_sendmsg` / `sock_recvmsg` (CONFIG_KPROBES).
+    case kprobes = "kprobes"
+    /// `syscalls:sys_enter_*`/`sys_exit_*` of the data syscalls: the last resort, since any program on them
+    /// puts every task of the machine on the syscall slow path.
+    case syscallTracepoints = "syscall-tracepoints"
+
+    /// The cheapest variant this kernel has.
+    public static func choose(_ features: KernelFeatures) -> CaptureHooks {
+        if socketTracepointsExist() { return .socketTracepoints }
+        if features.isAvailable(.fentry) { return .fexit }
+        if features.isAvailable(.kprobe) { return .kprobes }
+        return .syscallTracepoints
+    }
+
+    /// Whether tracefs lists `sock:sock_send_length` and `sock:sock_recv_length` (Linux 6.3).
+    static func socketTracepointsExist() -> Bool {
+        ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].contains { root in
+            ["sock_send_length", "sock_recv_length"].allSatisfy { FileManager.default.fileExists(atPath: "\(root)/events/sock/\($0)") }
+        }
+    }
+
+    /// For the start-up log: the hooks and what they cost.
+    public var description: String {
+        switch self {
+        case .socketTracepoints: "socket tracepoints (sock:sock_send_length/sock_recv_length)"
+        case .fexit: "fexit on sock_sendmsg/sock_recvmsg"
+        case .kprobes: "kprobes on sock_sendmsg/sock_recvmsg"
+        case .syscallTracepoints: "syscall tracepoints (every syscall of the machine pays while a process is traced)"
+        }
+    }
+
+    typealias Program = BPFPrograms.Capture.Program
+
+    /// The data hooks of this variant.
+    var probes: [Probe] {
+        switch self {
+        case .socketTracepoints:
+            [.tracepoint(TracepointProbe("sock", "sock_recv_length", program: Program.captureSockRecv)),
+             .tracepoint(TracepointProbe("sock", "sock_send_length", program: Program.captureSockSend))]
+        case .fexit:
+            [.fexit(function: "sock_sendmsg", program: Program.captureFexitSendmsg),
+             .fexit(function: "sock_recvmsg", program: Program.captureFexitRecvmsg)]
+        case .kprobes:
+            [.kprobe(function: "sock_sendmsg", program: Program.captureKprobeSendmsg, returnProbe: false, fallback: nil),
+             .kprobe(function: "sock_sendmsg", program: Program.captureKretprobeSendmsg, returnProbe: true, fallback: nil),
+             .kprobe(function: "sock_recvmsg", program: Program.captureKprobeRecvmsg, returnProbe: false, fallback: nil),
+             .kprobe(function: "sock_recvmsg", program: Program.captureKretprobeRecvmsg, returnProbe: true, fallback: nil)]
+        case .syscallTracepoints:
+            // One program serves several syscalls whose arguments agree (read/recvfrom: fd, buffer, count).
+            [("sys_enter_read", Program.captureEnterRead), ("sys_enter_recvfrom", Program.captureEnterRead),
+             ("sys_enter_write", Program.captureEnterWrite), ("sys_enter_sendto", Program.captureEnterWrite),
+             ("sys_enter_readv", Program.captureEnterReadv), ("sys_enter_writev", Program.captureEnterWritev),
+             ("sys_enter_recvmsg", Program.captureEnterRecvmsg), ("sys_enter_sendmsg", Program.captureEnterSendmsg),
+             ("sys_enter_sendfile64", Program.captureEnterSendfile),
+             ("sys_exit_read", Program.captureExitData), ("sys_exit_recvfrom", Program.captureExitData),
+             ("sys_exit_write", Program.captureExitData), ("sys_exit_sendto", Program.captureExitData),
+             ("sys_exit_readv", Program.captureExitData), ("sys_exit_writev", Program.captureExitData),
+             ("sys_exit_recvmsg", Program.captureExitData), ("sys_exit_sendmsg", Program.captureExitData),
+             ("sys_exit_sendfile64", Program.captureExitData)]
+                .map { .tracepoint(TracepointProbe("syscalls", $0.0, program: $0.1)) }
+        }
+    }
+}
+
+/// The shared capture layer's BPF side (bpf/capture.bpf.c) as the framework attaches it: the data hooks
+/// of the chosen variant and the end of connections (attached while a process that a protocol parser
+/// applies to is selected), and libssl's SSL_read/SSL_write for TLS plaintext (per library file,
+/// reference-counted). The agent loads it when a tracer has a protocol parser; it is no tracer plugin.
+struct CaptureTracer: Tracer {
+    typealias Program = BPFPrograms.Capture.Program
+
+    let hooks: CaptureHooks
+
+    var name: String { "capture" }
+    var object: EmbeddedBPFObject? { BPFPrograms.Capture.object }
+    var eventTypes: ClosedRange<UInt32>? { UInt32(CAPTURE_EVENT_CHUNK)...UInt32(CAPTURE_EVENT_CLOSE) }
+    var hookDescription: String? { hooks.description }
+    var goFields: [GoField] { [Self.goidField] }
+    static let goidField = GoField("runtime.g", "goid")
+
+    var probes: [Probe] {
+        hooks.probes + [.tracepoint(TracepointProbe("sock", "inet_sock_set_state", program: Program.captureSockState))]
+            + [("SSL_read", Program.captureSslRead), ("SSL_write", Program.captureSslWrite),
+               ("SSL_read_ex", Program.captureSslReadEx), ("SSL_write_ex", Program.captureSslWriteEx)].map {
+                .library(prefix: "libssl.so", symbol: $0.0, entry: $0.1, returns: Program.captureSslReturn, returnsWithUretprobe: true)
+            }
+    }
+
+    /// The framework decides: the capture applies to a process when a protocol parser does.
+    func applicability(to process: TracedProcess) -> Applicability { .applies }
+
+    /// Tells the capture where a Go process keeps its goroutine id, so chunks name their goroutine.
+    func prepare(_ process: TracedProcess, object: BPFObject) throws {
+        var facts = capture_process()
+        if let go = process.executable.go, let tls = go.gSlotThreadPointerOffset, let goid = go.fieldOffsets?.offset(Self.goidField) {
+            facts.go_g_tls_offset = tls
+            facts.go_goid_offset = goid
+        }
+        try object.map(BPFPrograms.Capture.Map.captureProcesses).update(UInt32(bitPattern: process.pid), facts)
+    }
+
+    func forget(pid: Int32, object: BPFObject) {
+        _ = try? object.map(BPFPrograms.Capture.Map.captureProcesses).delete(UInt32(bitPattern: pid))
+    }
+}

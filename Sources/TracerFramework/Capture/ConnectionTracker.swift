@@ -1,0 +1,161 @@
+import CTracerABI
+import Synchronization
+import Telemetry
+
+/// The user-space half of the shared capture layer: the capture events of every selected process become
+/// per-connection streams, in order, for the protocol parsers. A parser claims a connection from its first
+/// readable bytes; a connection no parser claims within a few chunks is only counted from then on (the
+/// kernel is told to stop copying its bytes), and counted per process.
+/// Used on the agent's reader thread only; its counters may be read from anywhere.
+public final class ConnectionTracker: @unchecked Sendable {
+    /// Chunks with bytes offered to the parsers before a connection is given up as unknown.
+    static let claimAttempts = 8
+    /// Most connections followed at once; beyond that the oldest state is dropped (and counted).
+    static let limit = 65536
+
+    public final class Counters: Sendable {
+        /// Capture events too short for their type, or whose sizes disagree.
+        public let malformed = Atomic<UInt64>(0)
+        /// Connections that no parser claimed (only counted from then on).
+        public let unclaimedConnections = Atomic<UInt64>(0)
+        /// Connections whose exchanges another tracer of the process makes (e.g. Go's HTTP client).
+        public let ownedElsewhere = Atomic<UInt64>(0)
+        /// Connection states dropped because the table was full.
+        public let evicted = Atomic<UInt64>(0)
+        /// Unclaimed connections per process (host PID).
+        let unclaimedByProcess = Mutex<[UInt32: UInt64]>([:])
+
+        public func unclaimed(pid: UInt32) -> UInt64 { unclaimedByProcess.withLock { $0[pid] ?? 0 } }
+    }
+
+    /// What the framework knows of a process's parsers.
+    public struct ProcessParsers: Sendable {
+        public var parsers: [any ProtocolParser]
+        /// Kinds of exchanges another tracer of the process makes: connections of that kind are left to it.
+        public var ownedElsewhere: Set<ExchangeKind>
+
+        public init(parsers: [any ProtocolParser], ownedElsewhere: Set<ExchangeKind> = []) {
+            self.parsers = parsers
+            self.ownedElsewhere = ownedElsewhere
+        }
+    }
+
+    private final class Entry {
+        let connection: CaptureConnection
+        let pid: UInt32
+        var parser: (any ConnectionParser)?
+        var attempts = 0
+        var givenUp = false
+
+        init(connection: CaptureConnection, pid: UInt32) {
+            self.connection = connection
+            self.pid = pid
+        }
+    }
+
+    public let counters = Counters()
+    private var entries: [UInt64: Entry] = [:]
+    /// Processes that exited, whose connections go at the next event (any thread may add).
+    private let exited = Mutex<[UInt32]>([])
+    private let parsersOf: (UInt32) -> ProcessParsers?
+    private let countOnly: (UInt64) -> Void
+    private let context: ParserContext
+
+    /// `parsers`: the parsers of a selected process (nil: not selected). `countOnly`: tells the kernel to stop
+    /// copying a connection's bytes (`capture_verdicts`).
+    public init(traceContexts: TraceContexts, parsers: @escaping (UInt32) -> ProcessParsers?, countOnly: @escaping (UInt64) -> Void) {
+        context = ParserContext(traceContexts: traceContexts)
+        parsersOf = parsers
+        self.countOnly = countOnly
+    }
+
+    /// Connections followed now.
+    public var connectionCount: Int { entries.count }
+
+    /// Handles one capture event (`CAPTURE_EVENT_CHUNK` or `CAPTURE_EVENT_CLOSE`); appends the exchanges it
+    /// completes.
+    public func handle(_ event: UnsafeRawBufferPointer, into exchanges: inout [Exchange]) {
+        let gone = exited.withLock { exited in defer { exited.removeAll() }; return exited }
+        if !gone.isEmpty { entries = entries.filter { !gone.contains($0.value.pid) } }
+        guard event.count >= MemoryLayout<tracer_event_header>.size else { return malformed() }
+        switch Int32(event.loadUnaligned(as: UInt32.self)) {
+        case CAPTURE_EVENT_CHUNK:
+            let fixed = MemoryLayout<capture_chunk_event>.size
+            guard event.count >= fixed else { return malformed() }
+            let chunk = event.loadUnaligned(as: capture_chunk_event.self)
+            guard Int(chunk.captured) <= event.count - fixed, chunk.captured <= chunk.length,
+                  chunk.tail_captured <= UInt8(CAPTURE_TAIL) else { return malformed() }
+            withUnsafeBytes(of: chunk.tail) { tail in
+                handle(chunk, data: UnsafeRawBufferPointer(rebasing: event[fixed..<(fixed + Int(chunk.captured))]),
+                       tail: UnsafeRawBufferPointer(rebasing: tail.prefix(Int(chunk.tail_captured))), into: &exchanges)
+            }
+        case CAPTURE_EVENT_CLOSE:
+            guard event.count >= MemoryLayout<capture_close_event>.size else { return malformed() }
+            let close = event.loadUnaligned(as: capture_close_event.self)
+            guard let entry = entries.removeValue(forKey: close.connection) else { return }
+            entry.parser?.close(at: close.header.timestamp_ns, context: context, into: &exchanges)
+        default:
+            malformed()
+        }
+    }
+
+    private func handle(_ event: capture_chunk_event, data: UnsafeRawBufferPointer, tail: UnsafeRawBufferPointer,
+                        into exchanges: inout [Exchange]) {
+        let entry: Entry
+        if let known = entries[event.connection] {
+            entry = known
+        } else {
+            if entries.count >= Self.limit {
+                counters.evicted.add(UInt64(entries.count), ordering: .relaxed)
+                entries.removeAll(keepingCapacity: true)
+            }
+            entry = Entry(connection: CaptureConnection(id: event.connection, tuple: event.tuple,
+                                                        isTLS: event.flags & UInt8(CAPTURE_FLAG_TLS) != 0),
+                          pid: event.header.pid)
+            entries[event.connection] = entry
+        }
+        if event.flags & UInt8(CAPTURE_FLAG_TLS) != 0 { entry.connection.isTLS = true }
+        let chunk = CaptureChunk(
+            pid: event.header.pid, tid: event.header.tid, goid: event.goid,
+            direction: event.direction == UInt8(CAPTURE_DIRECTION_SEND) ? .send : .receive,
+            isTLSPlaintext: event.source == UInt8(CAPTURE_SOURCE_LIBSSL), length: UInt64(event.length), data: data, tail: tail,
+            timestamp: event.header.timestamp_ns)
+        if let parser = entry.parser {
+            parser.consume(chunk, context: context, into: &exchanges)
+            return
+        }
+        guard !entry.givenUp, !data.isEmpty else { return }
+        guard let process = parsersOf(entry.pid) else { return }
+        for candidate in process.parsers {
+            guard let parser = candidate.claim(chunk, connection: entry.connection) else { continue }
+            if process.ownedElsewhere.contains(parser.kind) {
+                counters.ownedElsewhere.add(1, ordering: .relaxed)
+                giveUp(entry)
+                return
+            }
+            entry.parser = parser
+            parser.consume(chunk, context: context, into: &exchanges)
+            return
+        }
+        entry.attempts += 1
+        if entry.attempts >= Self.claimAttempts {
+            counters.unclaimedConnections.add(1, ordering: .relaxed)
+            counters.unclaimedByProcess.withLock { $0[entry.pid, default: 0] += 1 }
+            giveUp(entry)
+        }
+    }
+
+    /// No parser will take this connection: the kernel only counts its bytes from now on.
+    private func giveUp(_ entry: Entry) {
+        entry.givenUp = true
+        countOnly(entry.connection.id)
+    }
+
+    private func malformed() { counters.malformed.add(1, ordering: .relaxed) }
+
+    /// Drops the connections of a process that exited (their close may never be seen); any thread.
+    public func forget(pid: UInt32) {
+        exited.withLock { $0.append(pid) }
+        counters.unclaimedByProcess.withLock { $0[pid] = nil }
+    }
+}

@@ -1,0 +1,234 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Telemetry
+
+/// A span's ids: decided when its exchange starts (so calls made while serving it can name it as their
+/// parent), or by BPF (context propagation).
+public struct SpanIdentity: Sendable, Equatable {
+    public var traceID: TraceID
+    public var spanID: SpanID
+    public var parentSpanID: SpanID
+    public var flags: UInt32
+
+    public init(traceID: TraceID, spanID: SpanID, parentSpanID: SpanID, flags: UInt32) {
+        self.traceID = traceID
+        self.spanID = spanID
+        self.parentSpanID = parentSpanID
+        self.flags = flags
+    }
+}
+
+/// A W3C trace-context `traceparent` (version 00) read from a request.
+public struct W3CTraceContext: Sendable, Equatable {
+    public var traceID: TraceID
+    public var parentSpanID: SpanID
+    public var flags: UInt8
+
+    public init(traceID: TraceID, parentSpanID: SpanID, flags: UInt8) {
+        self.traceID = traceID
+        self.parentSpanID = parentSpanID
+        self.flags = flags
+    }
+}
+
+/// One end of a connection as span attributes.
+public struct SocketAddress: Sendable, Equatable {
+    public let address: String
+    public let port: UInt16
+    public let isIPv6: Bool
+
+    /// From raw bytes: IPv4 in the first 4 bytes (`AF_INET`), or 16 bytes of IPv6 (`AF_INET6`; an
+    /// IPv4-mapped address becomes IPv4). Nil when the family is unknown.
+    public init?<Bytes>(family: UInt16, bytes: Bytes, port: UInt16) {
+        var bytes = bytes
+        let raw = withUnsafeBytes(of: &bytes) { Array($0.prefix(16)) }
+        guard raw.count >= 4 else { return nil }
+        switch Int32(family) {
+        case AF_INET:
+            address = raw[0..<4].map(String.init).joined(separator: ".")
+            isIPv6 = false
+        case AF_INET6 where raw.count == 16 && raw[0..<10].allSatisfy({ $0 == 0 }) && raw[10] == 0xFF && raw[11] == 0xFF:
+            address = raw[12..<16].map(String.init).joined(separator: ".")
+            isIPv6 = false
+        case AF_INET6 where raw.count == 16:
+            var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+            guard raw.withUnsafeBytes({ inet_ntop(AF_INET6, $0.baseAddress, &text, socklen_t(text.count)) }) != nil else { return nil }
+            address = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            isIPv6 = true
+        default:
+            return nil
+        }
+        self.port = port
+    }
+
+    public init(address: String, port: UInt16) {
+        self.address = address
+        self.port = port
+        isIPv6 = address.contains(":")
+    }
+
+    /// `host:port` for a URL (`[v6]:port`).
+    public var authority: String { isIPv6 ? "[\(address)]:\(port)" : "\(address):\(port)" }
+}
+
+/// One HTTP request/response exchange, whichever tracer saw it (a parser on the shared capture, or a
+/// language runtime's client probe): the input of ``HTTPSpans``.
+public struct HTTPExchange: Sendable {
+    public enum Role: Sendable { case server, client }
+
+    /// Host PID of the process that made the exchange.
+    public var pid: UInt32
+    public var role: Role
+    /// The method token as sent.
+    public var method: String
+    /// Server: the path and the query (redacted) of the request target.
+    public var path: String
+    public var query: String?
+    /// Client: the request target as sent (origin form, or absolute form), used for `url.full`.
+    public var target: String
+    /// Client: scheme://authority when the caller knows it (a runtime probe); else built from the peer.
+    public var urlPrefix: String?
+    /// `1.0`, `1.1` or `2`; nil when unknown.
+    public var protocolVersion: String?
+    /// Nil when no response was seen before the exchange ended.
+    public var statusCode: Int?
+    public var requestBodySize: Int64?
+    public var responseBodySize: Int64?
+    /// This process's end and the other end of the connection, when known.
+    public var local: SocketAddress?
+    public var peer: SocketAddress?
+    /// Client: the server named by the URL (runtime probes know it even without the socket).
+    public var server: SocketAddress?
+    public var tls: Bool
+    /// The client call failed without a response (a transport error).
+    public var failed = false
+    /// CLOCK_MONOTONIC nanoseconds.
+    public var start: UInt64
+    public var end: UInt64
+    public var identity: SpanIdentity
+
+    public init(pid: UInt32, role: Role, method: String, path: String = "", query: String? = nil, target: String = "", tls: Bool = false,
+                start: UInt64, end: UInt64, identity: SpanIdentity) {
+        self.pid = pid
+        self.role = role
+        self.method = method
+        self.path = path
+        self.query = query
+        self.target = target
+        self.tls = tls
+        self.start = start
+        self.end = end
+        self.identity = identity
+    }
+}
+
+/// The one span builder of the HTTP semantic-convention family (OTel HTTP spans, stable 1.23+): every
+/// HTTP span, from any tracer, carries the same attribute set and follows the same status rules.
+public enum HTTPSpans {
+    /// The nine RFC 9110/5789 methods as they are, everything else `_OTHER`.
+    public static func semanticMethod(_ method: String) -> String {
+        switch method {
+        case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH": method
+        default: "_OTHER"
+        }
+    }
+
+    /// Query keys whose values are replaced by `REDACTED` (matched case-insensitively as substrings).
+    public static let sensitiveQueryKeys = [
+        "password", "passwd", "pwd", "secret", "token", "key", "auth", "sig", "credential", "session", "code",
+    ]
+
+    /// `query` with the values of sensitive keys replaced by `REDACTED`.
+    public static func redactQuery(_ query: Substring) -> String {
+        var out = ""
+        out.reserveCapacity(query.utf8.count)
+        var first = true
+        for pair in query.split(separator: "&", omittingEmptySubsequences: false) {
+            if !first { out += "&" }
+            first = false
+            guard let equals = pair.firstIndex(of: "=") else {
+                out += pair
+                continue
+            }
+            let key = pair[..<equals]
+            out += key
+            out += "="
+            out += isSensitive(key) ? "REDACTED" : pair[pair.index(after: equals)...]
+        }
+        return out
+    }
+
+    static func isSensitive(_ key: Substring) -> Bool {
+        let lowered = key.lowercased()
+        return sensitiveQueryKeys.contains { lowered.contains($0) }
+    }
+
+    /// The span of `exchange`. Status (OTel HTTP conventions): a server span is an error for 5xx, a
+    /// client span for 4xx and 5xx, with `error.type` the status code and no description (the code says
+    /// it); an exchange without a response is an error of type `_OTHER` with a description.
+    public static func span(_ exchange: HTTPExchange, resource: Resource, scope: InstrumentationScope,
+                            unixNanoseconds: (UInt64) -> UInt64) -> Span {
+        let isServer = exchange.role == .server
+        let method = semanticMethod(exchange.method)
+        var attributes = Attributes(capacity: 16)
+        attributes.appendUnchecked(SemanticConventions.httpRequestMethod, .string(method))
+        if method != exchange.method {
+            attributes.appendUnchecked(SemanticConventions.httpRequestMethodOriginal, .string(exchange.method))
+        }
+        let scheme = exchange.tls ? "https" : "http"
+        if isServer {
+            attributes.appendUnchecked(SemanticConventions.urlPath, .string(exchange.path))
+            if let query = exchange.query { attributes.appendUnchecked(SemanticConventions.urlQuery, .string(query)) }
+            attributes.appendUnchecked(SemanticConventions.urlScheme, .string(scheme))
+        } else {
+            let prefix = exchange.urlPrefix ?? "\(scheme)://\((exchange.peer ?? exchange.server)?.authority ?? "unknown")"
+            let target = exchange.target.first == "/" || exchange.target.isEmpty ? exchange.target : ""
+            attributes.appendUnchecked(SemanticConventions.urlFull, .string(target.isEmpty && exchange.target.contains("://") ? exchange.target : prefix + target))
+        }
+        if let code = exchange.statusCode {
+            attributes.appendUnchecked(SemanticConventions.httpResponseStatusCode, .int(Int64(code)))
+        }
+        attributes.appendUnchecked(SemanticConventions.networkProtocolName, "http")
+        if let version = exchange.protocolVersion {
+            attributes.appendUnchecked(SemanticConventions.networkProtocolVersion, .string(version))
+        }
+        attributes.appendUnchecked(SemanticConventions.networkTransport, "tcp")
+        if let server = isServer ? exchange.local : (exchange.server ?? exchange.peer) {
+            attributes.appendUnchecked(SemanticConventions.serverAddress, .string(server.address))
+            attributes.appendUnchecked(SemanticConventions.serverPort, .int(Int64(server.port)))
+        }
+        if isServer, let client = exchange.peer {
+            attributes.appendUnchecked(SemanticConventions.clientAddress, .string(client.address))
+            attributes.appendUnchecked(SemanticConventions.clientPort, .int(Int64(client.port)))
+        }
+        if let peer = exchange.peer {
+            attributes.appendUnchecked(SemanticConventions.networkPeerAddress, .string(peer.address))
+            attributes.appendUnchecked(SemanticConventions.networkPeerPort, .int(Int64(peer.port)))
+        }
+        if let size = exchange.requestBodySize {
+            attributes.appendUnchecked(SemanticConventions.httpRequestBodySize, .int(size))
+        }
+        if let size = exchange.responseBodySize {
+            attributes.appendUnchecked(SemanticConventions.httpResponseBodySize, .int(size))
+        }
+        var status = SpanStatus.unset
+        if let code = exchange.statusCode {
+            if code >= 500 || (!isServer && code >= 400) {
+                status = .error(message: "")
+                attributes.appendUnchecked(SemanticConventions.errorType, .string(String(code)))
+            }
+        } else {
+            status = .error(message: exchange.failed ? "the HTTP call failed without a response"
+                                                     : "no HTTP response seen before the exchange ended")
+            attributes.appendUnchecked(SemanticConventions.errorType, "_OTHER")
+        }
+        let start = unixNanoseconds(exchange.start)
+        let end = max(unixNanoseconds(exchange.end), start)
+        let identity = exchange.identity
+        return Span(name: method == "_OTHER" ? "HTTP" : method, kind: isServer ? .server : .client,
+                    traceID: identity.traceID, spanID: identity.spanID, parentSpanID: identity.parentSpanID,
+                    flags: identity.flags, startTimeUnixNano: start, endTimeUnixNano: end, status: status,
+                    attributes: attributes, resource: resource, scope: scope)
+    }
+}

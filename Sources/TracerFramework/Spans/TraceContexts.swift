@@ -1,0 +1,110 @@
+import Synchronization
+import Telemetry
+
+/// The trace context the framework keeps across tracers (they never call each other): which server span
+/// each goroutine is serving, so a call it makes — seen by another tracer — becomes that span's child, and
+/// span ids decided in BPF (context propagation) for the spans user space builds.
+public final class TraceContexts: Sendable {
+    public struct Goroutine: Hashable, Sendable {
+        public var pid: UInt32
+        public var goid: UInt64
+
+        public init(pid: UInt32, goid: UInt64) {
+            self.pid = pid
+            self.goid = goid
+        }
+    }
+
+    private struct State {
+        var serving: [Goroutine: SpanIdentity] = [:]
+        var decided: [Goroutine: SpanIdentity] = [:]
+        /// Ids: seeded once from the system generator (a getrandom(2) per id would cost a syscall per span).
+        var random = SplitMix64()
+    }
+
+    /// Most goroutines remembered per table; beyond that a table is cleared (lost events can leave entries
+    /// that nothing else removes).
+    static let limit = 65536
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// New ids: a child of `parent` (trace id, parent span id, flags), or the root of a new trace.
+    public func newIdentity(parent: (TraceID, SpanID, UInt32)?) -> SpanIdentity {
+        state.withLock { state in
+            SpanIdentity(traceID: parent?.0 ?? .random(using: &state.random), spanID: .random(using: &state.random),
+                         parentSpanID: parent?.1 ?? .invalid, flags: parent?.2 ?? 1)
+        }
+    }
+
+    /// A new span that is the child of `parent`'s span, or a new trace without one.
+    public func child(of parent: SpanIdentity?) -> SpanIdentity {
+        newIdentity(parent: parent.map { ($0.traceID, $0.spanID, $0.flags) })
+    }
+
+    /// Goroutine `goroutine` started serving the server span `identity`.
+    public func startServing(_ goroutine: Goroutine, _ identity: SpanIdentity) {
+        guard goroutine.goid != 0 else { return }
+        state.withLock { state in
+            if state.serving.count >= Self.limit { state.serving.removeAll() }
+            state.serving[goroutine] = identity
+        }
+    }
+
+    /// The server span of `spanID` ended.
+    public func stopServing(_ goroutine: Goroutine, spanID: SpanID) {
+        guard goroutine.goid != 0 else { return }
+        state.withLock { state in
+            if state.serving[goroutine]?.spanID == spanID { state.serving[goroutine] = nil }
+        }
+    }
+
+    /// The server span `goroutine` serves, or else the one its creator (`parentGoid`, go1.21+) serves.
+    public func serving(_ goroutine: Goroutine, creator parentGoid: UInt64 = 0) -> SpanIdentity? {
+        state.withLock { state in
+            state.serving[goroutine] ?? (parentGoid == 0 ? nil : state.serving[Goroutine(pid: goroutine.pid, goid: parentGoid)])
+        }
+    }
+
+    /// BPF decided the ids of the server span `goroutine` is serving (context propagation).
+    public func decide(_ goroutine: Goroutine, _ identity: SpanIdentity) {
+        state.withLock { state in
+            if state.decided.count >= Self.limit { state.decided.removeAll() }
+            state.decided[goroutine] = identity
+        }
+    }
+
+    /// The ids BPF decided for the server span `goroutine` serves, once.
+    public func takeDecided(_ goroutine: Goroutine) -> SpanIdentity? {
+        guard goroutine.goid != 0 else { return nil }
+        return state.withLock { $0.decided.removeValue(forKey: goroutine) }
+    }
+
+    /// Forgets the goroutines of a process that exited.
+    public func forget(pid: UInt32) {
+        state.withLock { state in
+            state.serving = state.serving.filter { $0.key.pid != pid }
+            state.decided = state.decided.filter { $0.key.pid != pid }
+        }
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014), seeded from the system generator: ids must be unique and
+/// unpredictable enough for tracing, not secret.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init() {
+        var system = SystemRandomNumberGenerator()
+        state = system.next()
+    }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,656 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The shared capture layer: every read and write of a TCP connection of a selected process, and the TLS
+ * plaintext libssl moves for it, emitted as chunks (connection id, direction, goroutine, a prefix of the
+ * bytes and the full length) for the protocol parsers in user space.
+ *
+ * One data path, four ways to reach it; user space loads the programs of one variant, cheapest first:
+ *   socket tracepoints  sock:sock_send_length / sock_recv_length (Linux 6.3): fire on socket I/O only;
+ *   fexit               sock_sendmsg / sock_recvmsg (BTF trampolines, Linux 5.5);
+ *   kprobes             kprobe + kretprobe on sock_sendmsg / sock_recvmsg;
+ *   syscall tracepoints sys_enter/sys_exit of the data syscalls: the last resort, since any program there
+ *                       puts every task of the machine on the syscall slow path.
+ * Each finds the socket (struct sock *) and the byte count; the user buffer is the argument of the syscall
+ * in progress (its saved user registers). sock:inet_sock_set_state (Linux 4.16) ends connections in
+ * every variant.
+ *
+ * Connections are keyed by their struct sock * and given an id when first seen. User space may set a
+ * verdict per id (capture_verdicts): connections no parser claims are then only counted. TLS: a socket
+ * whose first bytes are a TLS record is marked and its bytes are never emitted; libssl's SSL_read/SSL_write
+ * entry uprobes and uretprobe emit the plaintext under the same connection (the socket I/O that OpenSSL
+ * does inside the call names it). */
+#include "tracer_common.bpf.h"
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "capture.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Anchors the shared structs in the object's BTF, so tests can compare them with Swift's layout. */
+const struct capture_chunk_event *capture_chunk_anchor __attribute__((unused));
+const struct capture_close_event *capture_close_anchor __attribute__((unused));
+const struct capture_process *capture_process_anchor __attribute__((unused));
+const struct capture_connection *capture_connection_anchor __attribute__((unused));
+
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define IPPROTO_TCP_ 6
+#define MSG_PEEK_ 2
+#define S_IFMT_ 00170000
+#define S_IFSOCK_ 0140000
+#define TCP_FIN_WAIT1_ 4
+#define TCP_CLOSE_ 7
+#define TCP_LAST_ACK_ 9
+#define NO_FD 0xffffffffu
+
+/* struct sock * (or SSL * | 1) -> the connection. LRU: connections whose end was never seen age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct capture_connection);
+} capture_connections SEC(".maps");
+
+/* Connection id -> CAPTURE_VERDICT_*, written by user space; read while a connection is captured. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} capture_verdicts SEC(".maps");
+
+/* Host TGID -> facts about the process (Go goroutine offsets). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct capture_process);
+} capture_processes SEC(".maps");
+
+/* Next connection id (ids start at 1). */
+__u64 capture_next_id = 1;
+
+/* ---- The data path ---- */
+
+/* The goroutine running on this thread of a Go process: runtime.g at the FS base + the TLS offset
+ * (task_struct.thread.fsbase), then runtime.g.goid. 0 when not Go or unreadable. */
+static __always_inline __u64 current_goid(__u32 tgid)
+{
+	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
+	if (!process || !process->go_g_tls_offset)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
+	__u64 g = 0, goid = 0;
+	if (!fsbase || bpf_probe_read_user(&g, sizeof(g), (void *)(fsbase + process->go_g_tls_offset)) || !g)
+		return 0;
+	bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + process->go_goid_offset));
+	return goid;
+}
+
+/* Both ends of `sk` (struct sock_common), IPv4 as IPv4-mapped IPv6. */
+static __always_inline void read_tuple(struct sock *sk, struct capture_tuple *tuple)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	tuple->family = family;
+	tuple->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	tuple->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET_) {
+		__u32 local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 remote = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		tuple->local_address[10] = tuple->local_address[11] = 0xff;
+		tuple->remote_address[10] = tuple->remote_address[11] = 0xff;
+		__builtin_memcpy(&tuple->local_address[12], &local, 4);
+		__builtin_memcpy(&tuple->remote_address[12], &remote, 4);
+	} else if (family == AF_INET6_) {
+		BPF_CORE_READ_INTO(&tuple->local_address, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&tuple->remote_address, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+/* A zeroed connection to create entries from (too large for the BPF stack in older verifiers' eyes). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct capture_connection);
+} capture_blank SEC(".maps");
+
+/* The connection of `key`, created (with an id, and the tuple of `sk` when known) if it is new. */
+static __always_inline struct capture_connection *connection_of(__u64 key, struct sock *sk, __u32 tgid)
+{
+	struct capture_connection *connection = bpf_map_lookup_elem(&capture_connections, &key);
+	if (connection)
+		return connection;
+	__u32 zero = 0;
+	struct capture_connection *blank = bpf_map_lookup_elem(&capture_blank, &zero);
+	if (!blank)
+		return NULL;
+	__builtin_memset(blank, 0, sizeof(*blank));
+	blank->id = __sync_fetch_and_add(&capture_next_id, 1);
+	blank->tgid = tgid;
+	if (sk)
+		read_tuple(sk, &blank->tuple);
+	bpf_map_update_elem(&capture_connections, &key, blank, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&capture_connections, &key);
+}
+
+/* min(value, limit) for a size passed to a helper, clamped on the register the helper gets (Linux 6.1's
+ * verifier otherwise sees an unbounded size after clang clamps a copy). */
+static __always_inline __u32 at_most(__u64 value, const __u32 limit)
+{
+	__u32 bounded = value > limit ? limit : value;
+	asm volatile("" : "+r"(bounded));
+	return bounded > limit ? limit : bounded;
+}
+
+/* Emits a chunk whose data holds up to `capacity` (a constant) bytes from `buffer` (0: none). */
+static __always_inline void emit_chunk(void *ctx, struct capture_connection *connection, __u64 goid, __u32 fd,
+				       __u8 direction, __u8 source, __u8 flags, __u64 buffer, __u64 length,
+				       const __u32 capacity)
+{
+	struct capture_chunk_event *event = tracer_reserve(sizeof(*event) + capacity);
+	if (!event)
+		return;
+	tracer_fill_header(&event->header, CAPTURE_EVENT_CHUNK);
+	event->connection = connection->id;
+	event->goid = goid;
+	event->length = length;
+	event->fd = fd;
+	event->direction = direction;
+	event->source = source;
+	event->flags = flags | connection->flags;
+	event->tuple = connection->tuple;
+	__u32 captured = 0, tail = 0;
+	if (buffer) {
+		captured = at_most(length, capacity);
+		if (bpf_probe_read_user(event->data, captured, (void *)buffer))
+			captured = 0;
+		tail = at_most(length, CAPTURE_TAIL);
+		if (bpf_probe_read_user(event->tail, tail, (void *)(buffer + length - tail)))
+			tail = 0;
+	}
+	event->captured = captured;
+	event->tail_captured = tail;
+	tracer_submit(ctx, event, sizeof(*event) + capacity);
+}
+
+/* Whether the bytes at `buffer` start a TLS record: content type handshake..heartbeat (20-24),
+ * then version 3.x. */
+static __always_inline int starts_tls_record(__u64 buffer, __u64 length)
+{
+	__u8 head[3] = {};
+	if (length < 5 || bpf_probe_read_user(head, sizeof(head), (void *)buffer))
+		return 0;
+	return head[0] >= 20 && head[0] <= 24 && head[1] == 3 && head[2] <= 4;
+}
+
+/* An SSL_read/SSL_write(_ex) call between its entry uprobe and its uretprobe, keyed by pid_tgid. */
+struct capture_ssl_call {
+	__u64 ssl;
+	__u64 buffer;
+	__u64 count_pointer; /* size_t *readbytes / *written of the _ex variants, 0 otherwise */
+	__u64 socket;        /* the struct sock * the call's socket I/O used, 0 until seen */
+	__u8 direction;
+	__u8 reserved[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct capture_ssl_call);
+} capture_ssl_calls SEC(".maps");
+
+/* SSL * -> the struct sock * last seen under it, for SSL_read calls served from OpenSSL's buffer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, __u64);
+} capture_ssl_sockets SEC(".maps");
+
+/* Bytes crossed `sk` (a TCP socket) in `direction` for the current task: `length` transferred, from or
+ * into the user buffer `buffer` (0 when the transfer named none). */
+static __always_inline void on_transfer(void *ctx, struct sock *sk, __u8 direction, __u32 fd, __u64 buffer,
+					__u64 length)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (!sk || length == 0 || !tracer_pid_allowed(tgid))
+		return;
+	__u64 key = (__u64)sk;
+	struct capture_connection *connection = connection_of(key, sk, tgid);
+	if (!connection)
+		return;
+	if (direction == CAPTURE_DIRECTION_SEND)
+		__sync_fetch_and_add(&connection->bytes_sent, length);
+	else
+		__sync_fetch_and_add(&connection->bytes_received, length);
+	struct capture_ssl_call *call = bpf_map_lookup_elem(&capture_ssl_calls, &pid_tgid);
+	if (call) {
+		/* TLS records under SSL_read/SSL_write: the plaintext comes from the uretprobe */
+		call->socket = key;
+		connection->flags |= CAPTURE_FLAG_TLS;
+		return;
+	}
+	if (connection->flags & CAPTURE_FLAG_TLS)
+		return;
+	if (connection->verdict != CAPTURE_VERDICT_CAPTURE)
+		return;
+	__u8 *verdict = bpf_map_lookup_elem(&capture_verdicts, &connection->id);
+	if (verdict && *verdict != CAPTURE_VERDICT_CAPTURE) {
+		connection->verdict = *verdict;
+		return;
+	}
+	if (buffer && connection->bytes_sent + connection->bytes_received == length &&
+	    starts_tls_record(buffer, length)) {
+		connection->flags |= CAPTURE_FLAG_TLS; /* a handshake: nothing of it is readable here */
+		return;
+	}
+	__u64 goid = current_goid(tgid);
+	__u8 flags = buffer ? 0 : CAPTURE_FLAG_NO_BUFFER;
+	if (!buffer || length <= CAPTURE_CLASS_SMALL)
+		emit_chunk(ctx, connection, goid, fd, direction, CAPTURE_SOURCE_SOCKET, flags, buffer, length, CAPTURE_CLASS_SMALL);
+	else if (length <= CAPTURE_CLASS_MEDIUM)
+		emit_chunk(ctx, connection, goid, fd, direction, CAPTURE_SOURCE_SOCKET, flags, buffer, length, CAPTURE_CLASS_MEDIUM);
+	else
+		emit_chunk(ctx, connection, goid, fd, direction, CAPTURE_SOURCE_SOCKET, flags, buffer, length, CAPTURE_MAX_DATA);
+}
+
+#if defined(__TARGET_ARCH_x86)
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDFILE 40
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#else
+#error "syscall numbers and registers of this architecture are not written yet"
+#endif
+
+/* The user buffer of data syscall `nr` with arguments `fd_argument`, `buffer`, `capacity`: the buffer
+ * itself, or the first segment of an iovec array or a msghdr; *fd the socket's fd. 0 when the syscall
+ * names no buffer (sendfile, splice, io_uring). */
+static __always_inline __u64 user_buffer(long nr, __u64 fd_argument, __u64 buffer, __u64 capacity, __u32 *fd)
+{
+	*fd = NO_FD;
+	switch (nr) {
+	case NR_READ:
+	case NR_WRITE:
+	case NR_RECVFROM:
+	case NR_SENDTO:
+		*fd = fd_argument;
+		return buffer;
+	case NR_READV:
+	case NR_WRITEV: {
+		struct iovec iov = {};
+		*fd = fd_argument;
+		if (capacity == 0 || bpf_probe_read_user(&iov, sizeof(iov), (const void *)buffer))
+			return 0;
+		return (__u64)iov.iov_base;
+	}
+	case NR_RECVMSG:
+	case NR_SENDMSG: {
+		struct user_msghdr msg = {};
+		struct iovec iov = {};
+		*fd = fd_argument;
+		if (bpf_probe_read_user(&msg, sizeof(msg), (const void *)buffer) || msg.msg_iovlen == 0 ||
+		    bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov))
+			return 0;
+		return (__u64)iov.iov_base;
+	}
+	case NR_SENDFILE:
+		*fd = fd_argument;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* Bytes crossed `sk` inside the syscall the current task is making: its arguments are in the task's saved
+ * user registers (bpf_task_pt_regs, Linux 5.15). `length` is the kernel's result (> 0). */
+static __always_inline void on_socket_io(void *ctx, struct sock *sk, __u8 direction, long length)
+{
+	if (length <= 0)
+		return;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__u32 fd;
+	__u64 buffer = user_buffer(BPF_CORE_READ(regs, orig_ax), BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, si),
+				   BPF_CORE_READ(regs, dx), &fd);
+	on_transfer(ctx, sk, direction, fd, buffer, length);
+}
+
+/* ---- Variant 1: socket tracepoints (Linux 6.3). sock_sendmsg/sock_recvmsg report the socket and the
+ * result, in the task's context; sendfile to a TCP socket reports here too. ---- */
+
+static __always_inline int socket_tracepoint(struct trace_event_raw_sock_msg_length *ctx, __u8 direction)
+{
+	if (ctx->protocol != IPPROTO_TCP_ || (ctx->flags & MSG_PEEK_))
+		return 0;
+	on_socket_io(ctx, (struct sock *)ctx->sk, direction, ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/sock/sock_recv_length")
+int capture_sock_recv(struct trace_event_raw_sock_msg_length *ctx)
+{
+	return socket_tracepoint(ctx, CAPTURE_DIRECTION_RECEIVE);
+}
+
+SEC("tracepoint/sock/sock_send_length")
+int capture_sock_send(struct trace_event_raw_sock_msg_length *ctx)
+{
+	return socket_tracepoint(ctx, CAPTURE_DIRECTION_SEND);
+}
+
+/* ---- Variant 2: fexit on sock_sendmsg / sock_recvmsg (BTF trampolines, Linux 5.5). ---- */
+
+static __always_inline struct sock *tcp_sock(struct socket *socket)
+{
+	struct sock *sk = BPF_CORE_READ(socket, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP_)
+		return NULL;
+	return sk;
+}
+
+/* int sock_sendmsg(struct socket *sock, struct msghdr *msg) */
+SEC("fexit/sock_sendmsg")
+int BPF_PROG(capture_fexit_sendmsg, struct socket *sock, struct msghdr *msg, int ret)
+{
+	on_socket_io(ctx, tcp_sock(sock), CAPTURE_DIRECTION_SEND, ret);
+	return 0;
+}
+
+/* int sock_recvmsg(struct socket *sock, struct msghdr *msg, int flags) */
+SEC("fexit/sock_recvmsg")
+int BPF_PROG(capture_fexit_recvmsg, struct socket *sock, struct msghdr *msg, int flags, int ret)
+{
+	if (flags & MSG_PEEK_)
+		return 0;
+	on_socket_io(ctx, tcp_sock(sock), CAPTURE_DIRECTION_RECEIVE, ret);
+	return 0;
+}
+
+/* ---- Variant 3: kprobes. The entry keeps the socket per thread until the return. ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, __u64);
+} capture_kprobe_sockets SEC(".maps");
+
+static __always_inline int kprobe_enter(struct socket *sock, int flags)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((flags & MSG_PEEK_) || !tracer_pid_allowed(pid_tgid >> 32))
+		return 0;
+	__u64 sk = (__u64)tcp_sock(sock);
+	if (sk)
+		bpf_map_update_elem(&capture_kprobe_sockets, &pid_tgid, &sk, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int kprobe_return(void *ctx, __u8 direction, long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 *sk = bpf_map_lookup_elem(&capture_kprobe_sockets, &pid_tgid);
+	if (!sk)
+		return 0;
+	struct sock *socket = (struct sock *)*sk;
+	bpf_map_delete_elem(&capture_kprobe_sockets, &pid_tgid);
+	on_socket_io(ctx, socket, direction, ret);
+	return 0;
+}
+
+SEC("kprobe/sock_sendmsg")
+int BPF_KPROBE(capture_kprobe_sendmsg, struct socket *sock)
+{
+	return kprobe_enter(sock, 0);
+}
+
+SEC("kretprobe/sock_sendmsg")
+int BPF_KRETPROBE(capture_kretprobe_sendmsg, int ret)
+{
+	return kprobe_return(ctx, CAPTURE_DIRECTION_SEND, ret);
+}
+
+SEC("kprobe/sock_recvmsg")
+int BPF_KPROBE(capture_kprobe_recvmsg, struct socket *sock, struct msghdr *msg, int flags)
+{
+	return kprobe_enter(sock, flags);
+}
+
+SEC("kretprobe/sock_recvmsg")
+int BPF_KRETPROBE(capture_kretprobe_recvmsg, int ret)
+{
+	return kprobe_return(ctx, CAPTURE_DIRECTION_RECEIVE, ret);
+}
+
+/* ---- Variant 4: syscall tracepoints (the last resort). sys_enter keeps the arguments per thread; at
+ * sys_exit the fd names the socket (task->files->fdt->fd[fd]). ---- */
+
+struct capture_syscall {
+	__u64 buffer;
+	__u32 fd;
+	__u8 direction;
+	__u8 reserved[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct capture_syscall);
+} capture_syscalls SEC(".maps");
+
+/* The TCP struct sock behind `fd` of the current task, else NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(__u32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & S_IFMT_) != S_IFSOCK_)
+		return NULL;
+	struct socket *socket = BPF_CORE_READ(file, private_data);
+	return tcp_sock(socket);
+}
+
+static __always_inline int syscall_enter(struct trace_event_raw_sys_enter *ctx, long nr, __u8 direction)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!tracer_pid_allowed(pid_tgid >> 32))
+		return 0;
+	struct capture_syscall call = { .direction = direction };
+	call.buffer = user_buffer(nr, ctx->args[0], ctx->args[1], ctx->args[2], &call.fd);
+	bpf_map_update_elem(&capture_syscalls, &pid_tgid, &call, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int capture_enter_read(struct trace_event_raw_sys_enter *ctx)
+{
+	return syscall_enter(ctx, NR_READ, CAPTURE_DIRECTION_RECEIVE);
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int capture_enter_write(struct trace_event_raw_sys_enter *ctx)
+{
+	return syscall_enter(ctx, NR_WRITE, CAPTURE_DIRECTION_SEND);
+}
+
+SEC("tracepoint/syscalls/sys_enter_readv")
+int capture_enter_readv(struct trace_event_raw_sys_enter *ctx)
+{
+	return syscall_enter(ctx, NR_READV, CAPTURE_DIRECTION_RECEIVE);
+}
+
+SEC("tracepoint/syscalls/sys_enter_writev")
+int capture_enter_writev(struct trace_event_raw_sys_enter *ctx)
+{
+	return syscall_enter(ctx, NR_WRITEV, CAPTURE_DIRECTION_SEND);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int capture_enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return syscall_enter(ctx, NR_RECVMSG, CAPTURE_DIRECTION_RECEIVE);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int capture_enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return syscall_enter(ctx, NR_SENDMSG, CAPTURE_DIRECTION_SEND);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int capture_enter_sendfile(struct trace_event_raw_sys_enter *ctx)
+{
+	return syscall_enter(ctx, NR_SENDFILE, CAPTURE_DIRECTION_SEND);
+}
+
+/* sys_exit of every data syscall: the return value is the byte count. */
+SEC("tracepoint/syscalls/sys_exit_read")
+int capture_exit_data(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct capture_syscall *saved = bpf_map_lookup_elem(&capture_syscalls, &pid_tgid);
+	if (!saved)
+		return 0;
+	struct capture_syscall call = *saved;
+	bpf_map_delete_elem(&capture_syscalls, &pid_tgid);
+	if (ctx->ret <= 0 || call.fd == NO_FD)
+		return 0;
+	on_transfer(ctx, tcp_sock_of_fd(call.fd), call.direction, call.fd, call.buffer, ctx->ret);
+	return 0;
+}
+
+/* ---- Every variant: the end of a connection. May run in softirq context: the connection names its
+ * process. A connection ends for user space when its process closes it (FIN_WAIT1 or LAST_ACK) or when
+ * it is gone (CLOSE, also after a reset); its entry goes at CLOSE. ---- */
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int capture_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	int state = ctx->newstate;
+	if (ctx->protocol != IPPROTO_TCP_ || (state != TCP_FIN_WAIT1_ && state != TCP_LAST_ACK_ && state != TCP_CLOSE_))
+		return 0;
+	__u64 key = (__u64)ctx->skaddr;
+	struct capture_connection *connection = bpf_map_lookup_elem(&capture_connections, &key);
+	if (!connection)
+		return 0;
+	if (!(connection->flags & CAPTURE_FLAG_CLOSING)) {
+		connection->flags |= CAPTURE_FLAG_CLOSING;
+		struct capture_close_event *event = tracer_reserve(sizeof(*event));
+		if (event) {
+			tracer_fill_header(&event->header, CAPTURE_EVENT_CLOSE);
+			event->header.pid = connection->tgid;
+			event->connection = connection->id;
+			event->bytes_sent = connection->bytes_sent;
+			event->bytes_received = connection->bytes_received;
+			event->verdict = connection->verdict;
+			event->flags = connection->flags;
+			__builtin_memset(event->reserved, 0, sizeof(event->reserved));
+			tracer_submit(ctx, event, sizeof(*event));
+		}
+	}
+	if (state == TCP_CLOSE_) {
+		bpf_map_delete_elem(&capture_verdicts, &connection->id);
+		bpf_map_delete_elem(&capture_connections, &key);
+	}
+	return 0;
+}
+
+/* ---- TLS plaintext from libssl (OpenSSL 1.1 and 3). Entry uprobes keep the plaintext buffer until the
+ * uretprobe; an outer call wins over nested ones (BPF_NOEXIST). ---- */
+
+static __always_inline int ssl_enter(__u64 ssl, __u64 buffer, __u64 count_pointer, __u8 direction)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!tracer_pid_allowed(pid_tgid >> 32))
+		return 0;
+	struct capture_ssl_call call = { .ssl = ssl, .buffer = buffer, .count_pointer = count_pointer, .direction = direction };
+	bpf_map_update_elem(&capture_ssl_calls, &pid_tgid, &call, BPF_NOEXIST);
+	return 0;
+}
+
+/* int SSL_read(SSL *ssl, void *buf, int num) */
+SEC("uprobe")
+int BPF_KPROBE(capture_ssl_read, void *ssl, void *buf)
+{
+	return ssl_enter((__u64)ssl, (__u64)buf, 0, CAPTURE_DIRECTION_RECEIVE);
+}
+
+/* int SSL_write(SSL *ssl, const void *buf, int num) */
+SEC("uprobe")
+int BPF_KPROBE(capture_ssl_write, void *ssl, void *buf)
+{
+	return ssl_enter((__u64)ssl, (__u64)buf, 0, CAPTURE_DIRECTION_SEND);
+}
+
+/* int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes) */
+SEC("uprobe")
+int BPF_KPROBE(capture_ssl_read_ex, void *ssl, void *buf, __u64 num, __u64 *readbytes)
+{
+	return ssl_enter((__u64)ssl, (__u64)buf, (__u64)readbytes, CAPTURE_DIRECTION_RECEIVE);
+}
+
+/* int SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written) */
+SEC("uprobe")
+int BPF_KPROBE(capture_ssl_write_ex, void *ssl, void *buf, __u64 num, __u64 *written)
+{
+	return ssl_enter((__u64)ssl, (__u64)buf, (__u64)written, CAPTURE_DIRECTION_SEND);
+}
+
+/* The uretprobe of all four: the plaintext is in place now. */
+SEC("uretprobe")
+int BPF_KRETPROBE(capture_ssl_return, long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct capture_ssl_call *saved = bpf_map_lookup_elem(&capture_ssl_calls, &pid_tgid);
+	if (!saved)
+		return 0;
+	struct capture_ssl_call call = *saved;
+	bpf_map_delete_elem(&capture_ssl_calls, &pid_tgid);
+	__u64 count = ret;
+	if (ret <= 0 || (call.count_pointer && bpf_probe_read_user(&count, sizeof(count), (void *)call.count_pointer)) ||
+	    count == 0)
+		return 0;
+	__u32 tgid = pid_tgid >> 32;
+	__u64 key = call.socket;
+	if (key) {
+		bpf_map_update_elem(&capture_ssl_sockets, &call.ssl, &key, BPF_ANY);
+	} else {
+		__u64 *known = bpf_map_lookup_elem(&capture_ssl_sockets, &call.ssl);
+		key = known ? *known : (call.ssl | 1);
+	}
+	struct capture_connection *connection = connection_of(key, NULL, tgid);
+	if (!connection)
+		return 0;
+	connection->flags |= CAPTURE_FLAG_TLS;
+	if (connection->verdict != CAPTURE_VERDICT_CAPTURE)
+		return 0;
+	__u8 *verdict = bpf_map_lookup_elem(&capture_verdicts, &connection->id);
+	if (verdict && *verdict != CAPTURE_VERDICT_CAPTURE) {
+		connection->verdict = *verdict;
+		return 0;
+	}
+	__u64 goid = current_goid(tgid);
+	if (count <= CAPTURE_CLASS_SMALL)
+		emit_chunk(ctx, connection, goid, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, call.buffer, count, CAPTURE_CLASS_SMALL);
+	else if (count <= CAPTURE_CLASS_MEDIUM)
+		emit_chunk(ctx, connection, goid, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, call.buffer, count, CAPTURE_CLASS_MEDIUM);
+	else
+		emit_chunk(ctx, connection, goid, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, call.buffer, count, CAPTURE_MAX_DATA);
+	return 0;
+}
