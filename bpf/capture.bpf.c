@@ -5,8 +5,8 @@
  *
  * One data path, four ways to reach it; user space loads the programs of one variant, cheapest first:
  *   socket tracepoints  sock:sock_send_length / sock_recv_length (Linux 6.3): fire on socket I/O only;
- *   fexit               sock_sendmsg / sock_recvmsg (BTF trampolines, Linux 5.5);
- *   kprobes             kprobe + kretprobe on sock_sendmsg / sock_recvmsg;
+ *   fexit               tcp_sendmsg / tcp_recvmsg (BTF trampolines, Linux 5.17 for bpf_get_func_ret);
+ *   kprobes             kprobe + kretprobe on tcp_sendmsg / tcp_recvmsg;
  *   syscall tracepoints sys_enter/sys_exit of the data syscalls: the last resort, since any program there
  *                       puts every task of the machine on the syscall slow path.
  * Each finds the socket (struct sock *) and the byte count; the user buffer is the argument of the syscall
@@ -318,9 +318,12 @@ static __always_inline void on_socket_io(void *ctx, struct sock *sk, __u8 direct
 	if (length <= 0)
 		return;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	/* A peek (recvfrom's 4th or recvmsg's 3rd argument has MSG_PEEK) is read again later: not a transfer. */
+	if ((nr == NR_RECVFROM && (BPF_CORE_READ(regs, r10) & MSG_PEEK_)) || (nr == NR_RECVMSG && (BPF_CORE_READ(regs, dx) & MSG_PEEK_)))
+		return;
 	__u32 fd;
-	__u64 buffer = user_buffer(BPF_CORE_READ(regs, orig_ax), BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, si),
-				   BPF_CORE_READ(regs, dx), &fd);
+	__u64 buffer = user_buffer(nr, BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, si), BPF_CORE_READ(regs, dx), &fd);
 	on_transfer(ctx, sk, direction, fd, buffer, length);
 }
 
@@ -347,35 +350,32 @@ int capture_sock_send(struct trace_event_raw_sock_msg_length *ctx)
 	return socket_tracepoint(ctx, CAPTURE_DIRECTION_SEND);
 }
 
-/* ---- Variant 2: fexit on sock_sendmsg / sock_recvmsg (BTF trampolines, Linux 5.5). ---- */
+/* ---- Variant 2: fexit on tcp_sendmsg / tcp_recvmsg (BTF trampolines, Linux 5.5; bpf_get_func_ret 5.17).
+ * The TCP functions, not sock_sendmsg/sock_recvmsg: those are inlined into their callers in the same file
+ * (sock_write_iter, sock_read_iter) on common kernel builds, where a trampoline never runs; tcp_* are
+ * reached through the protocol's function pointers and cannot be. tcp_recvmsg lost an argument in 5.19,
+ * so the result comes from bpf_get_func_ret, not from the argument list. ---- */
 
-static __always_inline struct sock *tcp_sock(struct socket *socket)
+SEC("fexit/tcp_sendmsg")
+int BPF_PROG(capture_fexit_sendmsg, struct sock *sk)
 {
-	struct sock *sk = BPF_CORE_READ(socket, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP_)
-		return NULL;
-	return sk;
-}
-
-/* int sock_sendmsg(struct socket *sock, struct msghdr *msg) */
-SEC("fexit/sock_sendmsg")
-int BPF_PROG(capture_fexit_sendmsg, struct socket *sock, struct msghdr *msg, int ret)
-{
-	on_socket_io(ctx, tcp_sock(sock), CAPTURE_DIRECTION_SEND, ret);
+	__u64 ret = 0;
+	bpf_get_func_ret(ctx, &ret);
+	on_socket_io(ctx, sk, CAPTURE_DIRECTION_SEND, (int)ret); /* an int: -EAGAIN is not 2^32 - 11 */
 	return 0;
 }
 
-/* int sock_recvmsg(struct socket *sock, struct msghdr *msg, int flags) */
-SEC("fexit/sock_recvmsg")
-int BPF_PROG(capture_fexit_recvmsg, struct socket *sock, struct msghdr *msg, int flags, int ret)
+SEC("fexit/tcp_recvmsg")
+int BPF_PROG(capture_fexit_recvmsg, struct sock *sk)
 {
-	if (flags & MSG_PEEK_)
-		return 0;
-	on_socket_io(ctx, tcp_sock(sock), CAPTURE_DIRECTION_RECEIVE, ret);
+	__u64 ret = 0;
+	bpf_get_func_ret(ctx, &ret);
+	on_socket_io(ctx, sk, CAPTURE_DIRECTION_RECEIVE, (int)ret);
 	return 0;
 }
 
-/* ---- Variant 3: kprobes. The entry keeps the socket per thread until the return. ---- */
+/* ---- Variant 3: kprobes on tcp_sendmsg / tcp_recvmsg. The entry keeps the socket per thread until the
+ * return. ---- */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -384,14 +384,13 @@ struct {
 	__type(value, __u64);
 } capture_kprobe_sockets SEC(".maps");
 
-static __always_inline int kprobe_enter(struct socket *sock, int flags)
+static __always_inline int kprobe_enter(struct sock *sk)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if ((flags & MSG_PEEK_) || !tracer_pid_allowed(pid_tgid >> 32))
+	if (!tracer_pid_allowed(pid_tgid >> 32))
 		return 0;
-	__u64 sk = (__u64)tcp_sock(sock);
-	if (sk)
-		bpf_map_update_elem(&capture_kprobe_sockets, &pid_tgid, &sk, BPF_ANY);
+	__u64 socket = (__u64)sk;
+	bpf_map_update_elem(&capture_kprobe_sockets, &pid_tgid, &socket, BPF_ANY);
 	return 0;
 }
 
@@ -407,25 +406,27 @@ static __always_inline int kprobe_return(void *ctx, __u8 direction, long ret)
 	return 0;
 }
 
-SEC("kprobe/sock_sendmsg")
-int BPF_KPROBE(capture_kprobe_sendmsg, struct socket *sock)
+/* int tcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size) */
+SEC("kprobe/tcp_sendmsg")
+int BPF_KPROBE(capture_kprobe_sendmsg, struct sock *sk)
 {
-	return kprobe_enter(sock, 0);
+	return kprobe_enter(sk);
 }
 
-SEC("kretprobe/sock_sendmsg")
+SEC("kretprobe/tcp_sendmsg")
 int BPF_KRETPROBE(capture_kretprobe_sendmsg, int ret)
 {
 	return kprobe_return(ctx, CAPTURE_DIRECTION_SEND, ret);
 }
 
-SEC("kprobe/sock_recvmsg")
-int BPF_KPROBE(capture_kprobe_recvmsg, struct socket *sock, struct msghdr *msg, int flags)
+/* int tcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, [int nonblock before 5.19,] int flags, ...) */
+SEC("kprobe/tcp_recvmsg")
+int BPF_KPROBE(capture_kprobe_recvmsg, struct sock *sk)
 {
-	return kprobe_enter(sock, flags);
+	return kprobe_enter(sk);
 }
 
-SEC("kretprobe/sock_recvmsg")
+SEC("kretprobe/tcp_recvmsg")
 int BPF_KRETPROBE(capture_kretprobe_recvmsg, int ret)
 {
 	return kprobe_return(ctx, CAPTURE_DIRECTION_RECEIVE, ret);
@@ -447,6 +448,15 @@ struct {
 	__type(key, __u64);
 	__type(value, struct capture_syscall);
 } capture_syscalls SEC(".maps");
+
+/* The struct sock of a TCP socket, else NULL. */
+static __always_inline struct sock *tcp_sock(struct socket *socket)
+{
+	struct sock *sk = BPF_CORE_READ(socket, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP_)
+		return NULL;
+	return sk;
+}
 
 /* The TCP struct sock behind `fd` of the current task, else NULL. */
 static __always_inline struct sock *tcp_sock_of_fd(__u32 fd)

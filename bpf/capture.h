@@ -35,12 +35,6 @@
 /* Bytes kept from the end of each chunk (the last chunk of a chunked body, "\r\n0\r\n\r\n"). */
 #define CAPTURE_TAIL 8
 
-/* Hook variants of the data path, cheapest first (capture_hooks, set before load). */
-#define CAPTURE_HOOKS_SOCKET_TRACEPOINTS 0 /* sock:sock_send_length / sock_recv_length (Linux 6.3) */
-#define CAPTURE_HOOKS_FENTRY 1             /* fexit on sock_sendmsg / sock_recvmsg (BTF, Linux 5.5) */
-#define CAPTURE_HOOKS_KPROBES 2            /* kprobe + kretprobe on sock_sendmsg / sock_recvmsg */
-#define CAPTURE_HOOKS_SYSCALL_TRACEPOINTS 3 /* syscalls:sys_enter/exit_* of the data syscalls */
-
 /* Both ends of a connection: IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d); ports in host byte order. */
 struct capture_tuple {
 	__u8 local_address[16];

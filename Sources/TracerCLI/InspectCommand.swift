@@ -32,7 +32,9 @@ struct InspectCommand: ParsableCommand {
     static func registeredProbeTargets() -> [ProbeTargetQuery] { TracerRegistry.all.flatMap(\.probeTargetQueries) }
 
     func run() throws {
-        var inspector = ExecutableInspector()
+        // The Go struct fields the registered tracers read (and the goroutine id the capture layer reads).
+        let goFields = Set(TracerRegistry.all.flatMap(\.goFields) + [GoField("runtime.g", "goid")])
+        var inspector = ExecutableInspector(goFields: goFields.sorted { $0.description < $1.description })
         inspector.logger.logLevel = .warning
         let report: InspectReport
         do {

@@ -392,6 +392,7 @@ public final class Agent: @unchecked Sendable {
 
     private func handleProcessEvents(_ batch: EventBatch) {
         for event in batch {
+            metrics.events.add(1, ordering: .relaxed)
             guard event.count >= MemoryLayout<process_event>.size else {
                 metrics.eventsDropped.add(1, ordering: .relaxed)
                 continue

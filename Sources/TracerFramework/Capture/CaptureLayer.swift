@@ -10,9 +10,9 @@ import Telemetry
 public enum CaptureHooks: String, Sendable, CaseIterable {
     /// `sock:sock_send_length` / `sock:sock_recv_length` (Linux 6.3): run on socket I/O only.
     case socketTracepoints = "socket-tracepoints"
-    /// fexit on `sock_sendmsg` / `sock_recvmsg` (BTF trampolines, Linux 5.5).
+    /// fexit on `tcp_sendmsg` / `tcp_recvmsg` (BTF trampolines; `bpf_get_func_ret`, Linux 5.17).
     case fexit = "fexit"
-    /// kprobe + kretprobe on `sock_sendmsg` / `sock_recvmsg` (CONFIG_KPROBES).
+    /// kprobe + kretprobe on `tcp_sendmsg` / `tcp_recvmsg` (CONFIG_KPROBES).
     case kprobes = "kprobes"
     /// `syscalls:sys_enter_*`/`sys_exit_*` of the data syscalls: the last resort, since any program on them
     /// puts every task of the machine on the syscall slow path.
@@ -21,9 +21,16 @@ public enum CaptureHooks: String, Sendable, CaseIterable {
     /// The cheapest variant this kernel has.
     public static func choose(_ features: KernelFeatures) -> CaptureHooks {
         if socketTracepointsExist() { return .socketTracepoints }
-        if features.isAvailable(.fentry) { return .fexit }
+        if features.isAvailable(.fentry) && Self.kernel(features.kernelRelease, isAtLeast: (5, 17)) { return .fexit }
         if features.isAvailable(.kprobe) { return .kprobes }
         return .syscallTracepoints
+    }
+
+    /// Whether a release string (`6.1.0-27-amd64`) is at least `minimum` (major, minor).
+    static func kernel(_ release: String, isAtLeast minimum: (Int, Int)) -> Bool {
+        let numbers = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+        guard numbers.count == 2 else { return false }
+        return (numbers[0], numbers[1]) >= minimum
     }
 
     /// Whether tracefs lists `sock:sock_send_length` and `sock:sock_recv_length` (Linux 6.3).
@@ -37,8 +44,8 @@ public enum CaptureHooks: String, Sendable, CaseIterable {
     public var description: String {
         switch self {
         case .socketTracepoints: "socket tracepoints (sock:sock_send_length/sock_recv_length)"
-        case .fexit: "fexit on sock_sendmsg/sock_recvmsg"
-        case .kprobes: "kprobes on sock_sendmsg/sock_recvmsg"
+        case .fexit: "fexit on tcp_sendmsg/tcp_recvmsg"
+        case .kprobes: "kprobes on tcp_sendmsg/tcp_recvmsg"
         case .syscallTracepoints: "syscall tracepoints (every syscall of the machine pays while a process is traced)"
         }
     }
@@ -52,13 +59,13 @@ public enum CaptureHooks: String, Sendable, CaseIterable {
             [.tracepoint(TracepointProbe("sock", "sock_recv_length", program: Program.captureSockRecv)),
              .tracepoint(TracepointProbe("sock", "sock_send_length", program: Program.captureSockSend))]
         case .fexit:
-            [.fexit(function: "sock_sendmsg", program: Program.captureFexitSendmsg),
-             .fexit(function: "sock_recvmsg", program: Program.captureFexitRecvmsg)]
+            [.fexit(function: "tcp_sendmsg", program: Program.captureFexitSendmsg),
+             .fexit(function: "tcp_recvmsg", program: Program.captureFexitRecvmsg)]
         case .kprobes:
-            [.kprobe(function: "sock_sendmsg", program: Program.captureKprobeSendmsg, returnProbe: false, fallback: nil),
-             .kprobe(function: "sock_sendmsg", program: Program.captureKretprobeSendmsg, returnProbe: true, fallback: nil),
-             .kprobe(function: "sock_recvmsg", program: Program.captureKprobeRecvmsg, returnProbe: false, fallback: nil),
-             .kprobe(function: "sock_recvmsg", program: Program.captureKretprobeRecvmsg, returnProbe: true, fallback: nil)]
+            [.kprobe(function: "tcp_sendmsg", program: Program.captureKprobeSendmsg, returnProbe: false, fallback: nil),
+             .kprobe(function: "tcp_sendmsg", program: Program.captureKretprobeSendmsg, returnProbe: true, fallback: nil),
+             .kprobe(function: "tcp_recvmsg", program: Program.captureKprobeRecvmsg, returnProbe: false, fallback: nil),
+             .kprobe(function: "tcp_recvmsg", program: Program.captureKretprobeRecvmsg, returnProbe: true, fallback: nil)]
         case .syscallTracepoints:
             // One program serves several syscalls whose arguments agree (read/recvfrom: fd, buffer, count).
             [("sys_enter_read", Program.captureEnterRead), ("sys_enter_recvfrom", Program.captureEnterRead),
