@@ -178,7 +178,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "BPFRuntimeTests",
-            dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "TestSupport"],
+            dependencies: ["BPFRuntime", "BPFPrograms", "CTracerABI", "TestSupport", "Tracers"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TracerFrameworkTests",

@@ -1,6 +1,7 @@
 import BPFPrograms
 import BPFRuntime
 import CTracerABI
+import Tracers
 import XCTest
 
 /// The Swift view of every shared C struct (imported from the same header the BPF program includes) must
@@ -34,5 +35,76 @@ final class LayoutTests: XCTestCase {
         XCTAssertThrowsError(try BPFPrograms.Selftest.object.structLayout(named: "no_such_struct")) { error in
             XCTAssertTrue("\(error)".contains("no_such_struct"), "\(error)")
         }
+    }
+}
+
+/// Every struct of every header that CTracerABI imports (the one definition shared by BPF and Swift) against
+/// the BTF of the object that uses it: size, the `_Static_assert` in the header, and the members' names in
+/// order. The headers are read at test time, so a struct added to one without a check here fails.
+final class SharedHeaderLayoutTests: XCTestCase {
+    /// Swift's view of each struct: its size and its members' names, in order (a C flexible array member
+    /// such as `data[]` is not imported).
+    static let swiftLayouts: [String: (size: Int, members: [String])] = [
+        "tracer_event_header": layout(tracer_event_header()),
+        "selftest_event": layout(selftest_event()),
+        "process_event": layout(process_event()),
+        "capture_tuple": layout(capture_tuple()),
+        "capture_process": layout(capture_process()),
+        "capture_chunk_event": layout(capture_chunk_event()),
+        "capture_close_event": layout(capture_close_event()),
+        "capture_connection": layout(capture_connection()),
+        "go_nethttp_offsets": layout(go_nethttp_offsets()),
+        "go_nethttp_span_context": layout(go_nethttp_span_context()),
+        "go_nethttp_goroutine_key": layout(go_nethttp_goroutine_key()),
+        "go_nethttp_header_key": layout(go_nethttp_header_key()),
+        "go_nethttp_server_context_event": layout(go_nethttp_server_context_event()),
+        "go_nethttp_client_start_event": layout(go_nethttp_client_start_event()),
+        "go_nethttp_client_end_event": layout(go_nethttp_client_end_event()),
+    ]
+
+    static func layout<T>(_ value: T) -> (size: Int, members: [String]) {
+        (MemoryLayout<T>.size, Mirror(reflecting: value).children.compactMap(\.label))
+    }
+
+    /// Every embedded object: a struct is checked against the first whose BTF has it.
+    static let objects: [(String, EmbeddedBPFObject)] = [
+        ("selftest", BPFPrograms.Selftest.object), ("process_watcher", BPFPrograms.ProcessWatcher.object),
+        ("capture", BPFPrograms.Capture.object), ("go_nethttp", Tracers.GoNethttp.object),
+    ]
+
+    func testEveryStructOfTheSharedHeadersMatchesSwiftAndBTF() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let abi = try String(contentsOf: root.appendingPathComponent("Sources/CTracerABI/include/tracer_abi.h"), encoding: .utf8)
+        let headers = abi.split(separator: "\n").compactMap { line -> String? in
+            guard line.hasPrefix("#include \"../../../") else { return nil }
+            return String(line.dropFirst("#include \"../../../".count).dropLast())
+        }
+        XCTAssertGreaterThanOrEqual(headers.count, 5, abi)
+        var checked = 0
+        for header in headers {
+            let text = try String(contentsOf: root.appendingPathComponent(header), encoding: .utf8)
+            for line in text.split(separator: "\n") where line.hasPrefix("struct ") && line.hasSuffix(" {") {
+                let name = String(line.dropFirst(7).dropLast(2))
+                guard let swift = Self.swiftLayouts[name] else {
+                    XCTFail("\(header): struct \(name) has no layout check: add it to SharedHeaderLayoutTests.swiftLayouts")
+                    continue
+                }
+                let asserted = text.components(separatedBy: "_Static_assert(sizeof(struct \(name)) == ").dropFirst().first
+                    .flatMap { Int($0.prefix { $0.isNumber }) }
+                XCTAssertEqual(asserted, swift.size, "\(header): _Static_assert of \(name)")
+                guard let (object, btf) = Self.objects.lazy.compactMap({ entry in
+                    (try? entry.1.structLayout(named: name)).map { (entry.0, $0) }
+                }).first else {
+                    XCTFail("struct \(name) of \(header) is in no embedded object's BTF (anchor it in the program that uses it)")
+                    continue
+                }
+                XCTAssertEqual(btf.size, swift.size, "\(name) in \(object)")
+                var members = btf.members.map(\.name)
+                if members.count == swift.members.count + 1, btf.members.last?.offset == btf.size { members.removeLast() }
+                XCTAssertEqual(members, swift.members, "\(name) in \(object)")
+                checked += 1
+            }
+        }
+        XCTAssertEqual(checked, Self.swiftLayouts.count, "every checked struct is still in a header")
     }
 }

@@ -227,6 +227,35 @@ final class HTTPTracerTests: XCTestCase {
         XCTAssertEqual(spans.last.flatMap { attribute($0, SemanticConventions.urlQuery)?.stringValue }, "key=REDACTED")
     }
 
+    /// nginx with `sendfile on` sends a file's bytes with sendfile(2), which names no user buffer: the
+    /// capture counts them (sock:sock_send_length fires for it), so a rate-limited download's span ends when
+    /// its last byte was sent, not when its head was written.
+    func testASendfileDownloadEndsWhenItsBytesWereSent() throws {
+        try requireBPF()
+        guard FileManager.default.isExecutableFile(atPath: Programs.nginx) else {
+            try skipOrFail(kind: "nginx", reason: "nginx is not installed (apt-get install nginx-light)", requiredBy: "TRACER_REQUIRE_BPF")
+        }
+        let directory = try temporaryDirectory(self)
+        let size = 12_000_000
+        try Data(repeating: 0x61, count: size).write(to: directory.appendingPathComponent("big.bin"))
+        let port = 20_000 + Int((getpid() + 7) % 20_000)
+        let server = try ChildProcess(Programs.nginx, ["-c", try Programs.nginxConfig(port: port, in: directory, sendfile: true), "-p", directory.path])
+        XCTAssertTrue(waitUntil { (try? TestSupport.run(Programs.curl, ["-sf", "-o", "/dev/null", "http://127.0.0.1:\(port)/index.html"])) != nil },
+                      "nginx did not come up")
+        let harness = try TracingHarness(pids: [server.pid])
+        let started = Date()
+        // 12 MB read at 4 MB/s: about 3 s, of which the socket buffers (up to ~6 MB on loopback) hide the last.
+        let reader = try Programs.write(Programs.slowDownload, named: "slow.py", in: directory)
+        finish(try gate([Programs.python, reader, "http://127.0.0.1:\(port)/big.bin", "4000000"]))
+        let elapsed = Date().timeIntervalSince(started)
+        let span = try XCTUnwrap(harness.waitForSpans(of: server.pid, kind: .server, count: 1).last)
+        XCTAssertEqual(attribute(span, SemanticConventions.urlPath)?.stringValue, "/big.bin")
+        XCTAssertEqual(attribute(span, SemanticConventions.httpResponseStatusCode)?.intValue, 200)
+        XCTAssertEqual(attribute(span, SemanticConventions.httpResponseBodySize)?.intValue, Int64(size))
+        XCTAssertGreaterThan(span.durationSeconds, 1.2, "the span lasts until the last byte was sent (download \(elapsed) s), not the head's write")
+        XCTAssertLessThanOrEqual(span.durationSeconds, elapsed + 0.5)
+    }
+
     func testProcessesNotSelectedProduceNothing() throws {
         try requireBPF()
         let directory = try temporaryDirectory(self)

@@ -78,14 +78,14 @@ enum Programs {
     static let nginx = "/usr/sbin/nginx"
 
     /// One nginx process (no master) serving `index.html` from `directory` on 127.0.0.1:`port`.
-    static func nginxConfig(port: Int, in directory: URL) throws -> String {
+    static func nginxConfig(port: Int, in directory: URL, sendfile: Bool = false) throws -> String {
         try "hello\n".write(to: directory.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
         let config = directory.appendingPathComponent("nginx.conf")
         try """
         daemon off; master_process off; worker_processes 1; pid \(directory.path)/nginx.pid;
         error_log \(directory.path)/error.log;
         events { worker_connections 64; }
-        http { access_log off; client_body_temp_path \(directory.path); proxy_temp_path \(directory.path);
+        http { access_log off; sendfile \(sendfile ? "on" : "off"); client_body_temp_path \(directory.path); proxy_temp_path \(directory.path);
                fastcgi_temp_path \(directory.path); uwsgi_temp_path \(directory.path); scgi_temp_path \(directory.path);
                server { listen 127.0.0.1:\(port); root \(directory.path); } }
         """.write(to: config, atomically: true, encoding: .utf8)
@@ -170,6 +170,25 @@ enum Programs {
         data += chunk
     s.close()
     print(data.count(b"HTTP/1."))
+    """#
+
+    /// Downloads a URL (argv 1) reading at most argv 2 bytes per second (curl 7.88's --limit-rate does not
+    /// hold back a fast loopback transfer); prints the byte count.
+    static let slowDownload = #"""
+    import sys, time, urllib.request
+    rate = int(sys.argv[2])
+    total = 0
+    start = time.monotonic()
+    with urllib.request.urlopen(sys.argv[1]) as response:
+        while True:
+            block = response.read(65536)
+            if not block:
+                break
+            total += len(block)
+            ahead = total / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+    print(total)
     """#
 
     static func write(_ source: String, named name: String, in directory: URL) throws -> String {
