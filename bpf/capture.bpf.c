@@ -51,13 +51,22 @@ struct {
 	__type(value, struct capture_connection);
 } capture_connections SEC(".maps");
 
-/* Connection id -> CAPTURE_VERDICT_*, written by user space; read while a connection is captured. */
+/* Connection id -> CAPTURE_VERDICT_*, written by user space. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, __u8);
 } capture_verdicts SEC(".maps");
+
+/* Bumped by user space after each verdict it writes: a captured connection looks its verdict up only when
+ * this changed since it last did (an array read instead of a hash lookup per chunk). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} capture_verdict_epoch SEC(".maps");
 
 /* Host TGID -> facts about the process (Go goroutine offsets). */
 struct {
@@ -67,6 +76,13 @@ struct {
 	__type(value, struct capture_process);
 } capture_processes SEC(".maps");
 
+/* Whether user space prepared the process for the capture (a protocol parser applies to it): the capture's
+ * own PID filter, one lookup that also gives the process's facts. */
+static __always_inline int is_prepared(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&capture_processes, &tgid) != NULL;
+}
+
 /* Next connection id (ids start at 1). */
 __u64 capture_next_id = 1;
 
@@ -74,10 +90,9 @@ __u64 capture_next_id = 1;
 
 /* The goroutine running on this thread of a Go process: runtime.g at the FS base + the TLS offset
  * (task_struct.thread.fsbase), then runtime.g.goid. 0 when not Go or unreadable. */
-static __always_inline __u64 current_goid(__u32 tgid)
+static __always_inline __u64 current_goid(const struct capture_process *process)
 {
-	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
-	if (!process || !process->go_g_tls_offset)
+	if (!process->go_g_tls_offset)
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
@@ -122,6 +137,9 @@ static __always_inline struct capture_connection *connection_of(__u64 key, struc
 	struct capture_connection *connection = bpf_map_lookup_elem(&capture_connections, &key);
 	if (connection)
 		return connection;
+	/* A transfer on a socket that is already closed (after a reset) starts nothing: its end was seen. */
+	if (sk && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE_)
+		return NULL;
 	__u32 zero = 0;
 	struct capture_connection *blank = bpf_map_lookup_elem(&capture_blank, &zero);
 	if (!blank)
@@ -175,6 +193,23 @@ static __always_inline void emit_chunk(void *ctx, struct capture_connection *con
 	tracer_submit(ctx, event, sizeof(*event) + capacity);
 }
 
+/* Whether the connection's bytes are still wanted: user space's verdict, looked up again only when the
+ * verdict epoch moved since this connection last looked. */
+static __always_inline int captured(struct capture_connection *connection)
+{
+	if (connection->verdict != CAPTURE_VERDICT_CAPTURE)
+		return 0;
+	__u32 zero = 0;
+	__u64 *epoch = bpf_map_lookup_elem(&capture_verdict_epoch, &zero);
+	if (!epoch || *epoch == connection->verdict_epoch)
+		return 1;
+	connection->verdict_epoch = *epoch;
+	__u8 *verdict = bpf_map_lookup_elem(&capture_verdicts, &connection->id);
+	if (verdict)
+		connection->verdict = *verdict;
+	return connection->verdict == CAPTURE_VERDICT_CAPTURE;
+}
+
 /* Whether the bytes at `buffer` start a TLS record: content type handshake..heartbeat (20-24),
  * then version 3.x. */
 static __always_inline int starts_tls_record(__u64 buffer, __u64 length)
@@ -217,7 +252,11 @@ static __always_inline void on_transfer(void *ctx, struct sock *sk, __u8 directi
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
-	if (!sk || length == 0 || !tracer_pid_allowed(tgid))
+	if (!sk || length == 0)
+		return;
+	/* Only processes user space prepared (a parser applies to them) have an entry: one lookup decides. */
+	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
+	if (!process)
 		return;
 	__u64 key = (__u64)sk;
 	struct capture_connection *connection = connection_of(key, sk, tgid);
@@ -236,19 +275,14 @@ static __always_inline void on_transfer(void *ctx, struct sock *sk, __u8 directi
 	}
 	if (connection->flags & CAPTURE_FLAG_TLS)
 		return;
-	if (connection->verdict != CAPTURE_VERDICT_CAPTURE)
+	if (!captured(connection))
 		return;
-	__u8 *verdict = bpf_map_lookup_elem(&capture_verdicts, &connection->id);
-	if (verdict && *verdict != CAPTURE_VERDICT_CAPTURE) {
-		connection->verdict = *verdict;
-		return;
-	}
 	if (buffer && connection->bytes_sent + connection->bytes_received == length &&
 	    starts_tls_record(buffer, length)) {
 		connection->flags |= CAPTURE_FLAG_TLS; /* a handshake: nothing of it is readable here */
 		return;
 	}
-	__u64 goid = current_goid(tgid);
+	__u64 goid = current_goid(process);
 	__u8 flags = buffer ? 0 : CAPTURE_FLAG_NO_BUFFER;
 	if (!buffer || length <= CAPTURE_CLASS_SMALL)
 		emit_chunk(ctx, connection, goid, fd, direction, CAPTURE_SOURCE_SOCKET, flags, buffer, length, CAPTURE_CLASS_SMALL);
@@ -387,7 +421,7 @@ struct {
 static __always_inline int kprobe_enter(struct sock *sk)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!tracer_pid_allowed(pid_tgid >> 32))
+	if (!is_prepared(pid_tgid >> 32))
 		return 0;
 	__u64 socket = (__u64)sk;
 	bpf_map_update_elem(&capture_kprobe_sockets, &pid_tgid, &socket, BPF_ANY);
@@ -479,7 +513,7 @@ static __always_inline struct sock *tcp_sock_of_fd(__u32 fd)
 static __always_inline int syscall_enter(struct trace_event_raw_sys_enter *ctx, long nr, __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!tracer_pid_allowed(pid_tgid >> 32))
+	if (!is_prepared(pid_tgid >> 32))
 		return 0;
 	struct capture_syscall call = { .direction = direction };
 	call.buffer = user_buffer(nr, ctx->args[0], ctx->args[1], ctx->args[2], &call.fd);
@@ -587,7 +621,7 @@ int capture_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 static __always_inline int ssl_enter(__u64 ssl, __u64 buffer, __u64 count_pointer, __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!tracer_pid_allowed(pid_tgid >> 32))
+	if (!is_prepared(pid_tgid >> 32))
 		return 0;
 	struct capture_ssl_call call = { .ssl = ssl, .buffer = buffer, .count_pointer = count_pointer, .direction = direction };
 	bpf_map_update_elem(&capture_ssl_calls, &pid_tgid, &call, BPF_NOEXIST);
@@ -648,14 +682,10 @@ int BPF_KRETPROBE(capture_ssl_return, long ret)
 	if (!connection)
 		return 0;
 	connection->flags |= CAPTURE_FLAG_TLS;
-	if (connection->verdict != CAPTURE_VERDICT_CAPTURE)
+	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
+	if (!process || !captured(connection))
 		return 0;
-	__u8 *verdict = bpf_map_lookup_elem(&capture_verdicts, &connection->id);
-	if (verdict && *verdict != CAPTURE_VERDICT_CAPTURE) {
-		connection->verdict = *verdict;
-		return 0;
-	}
-	__u64 goid = current_goid(tgid);
+	__u64 goid = current_goid(process);
 	if (count <= CAPTURE_CLASS_SMALL)
 		emit_chunk(ctx, connection, goid, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, call.buffer, count, CAPTURE_CLASS_SMALL);
 	else if (count <= CAPTURE_CLASS_MEDIUM)

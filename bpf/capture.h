@@ -23,7 +23,8 @@
 #define CAPTURE_FLAG_NO_BUFFER 2 /* the transfer named no user buffer (sendfile, splice, io_uring): length only */
 #define CAPTURE_FLAG_CLOSING 4   /* a close event was emitted for the connection */
 
-/* Per-connection verdicts from user space (map capture_verdicts, keyed by connection id). */
+/* Per-connection verdicts from user space (map capture_verdicts, keyed by connection id; user space bumps
+ * capture_verdict_epoch after writing one). */
 #define CAPTURE_VERDICT_CAPTURE 0 /* emit every chunk with a prefix of its bytes (the default) */
 #define CAPTURE_VERDICT_COUNT 1   /* no parser wants it: count the bytes, emit nothing until close */
 
@@ -90,12 +91,13 @@ struct capture_connection {
 	__u64 id;
 	__u64 bytes_sent;
 	__u64 bytes_received;
+	__u64 verdict_epoch; /* capture_verdict_epoch when the verdict was last looked up */
 	__u32 tgid;      /* the process that first moved bytes on it */
 	__u8 verdict;
 	__u8 flags;
 	__u8 reserved[2];
 	struct capture_tuple tuple;
 };
-_Static_assert(sizeof(struct capture_connection) == 72, "capture_connection layout");
+_Static_assert(sizeof(struct capture_connection) == 80, "capture_connection layout");
 
 #endif

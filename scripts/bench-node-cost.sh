@@ -60,8 +60,8 @@ import http.server, socketserver, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def do_GET(self):  # one write: a head and a body in two would meet Nagle and delayed ACKs (40 ms)
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
 s = S(("127.0.0.1", 0), H); print(s.server_address[1], flush=True); s.serve_forever()' > "$work/py.port" & pids+=($!); py_pid=$!
 redis_port=$((20000 + RANDOM % 20000))

@@ -115,10 +115,14 @@ public final class Agent: @unchecked Sendable {
         captureContext = DecodeContext(monotonicToUnixOffset: offset, scope: InstrumentationScope(name: "tracer/capture"),
                                        traceContexts: traceContexts, resource: resource)
         let verdicts = try attacher.capture?.loadedObject().map(BPFPrograms.Capture.Map.captureVerdicts)
+        let epoch = try attacher.capture?.loadedObject().map(BPFPrograms.Capture.Map.captureVerdictEpoch)
+        var verdictsWritten: UInt64 = 0 // the reader thread's only
         tracker = ConnectionTracker(traceContexts: traceContexts, parsers: { pid in
             selected.withLock { $0[Int32(bitPattern: pid)]?.parsers }
         }, countOnly: { id in
-            _ = try? verdicts?.update(id, UInt8(CAPTURE_VERDICT_COUNT))
+            guard (try? verdicts?.update(id, UInt8(CAPTURE_VERDICT_COUNT))) != nil else { return }
+            verdictsWritten += 1
+            _ = try? epoch?.update(UInt32(0), verdictsWritten)
         })
     }
 
@@ -135,7 +139,9 @@ public final class Agent: @unchecked Sendable {
             },
             TracerCounter("evicted_connections", help: "Connection states dropped because the table was full.") { tracker.evicted.load(ordering: .relaxed) },
         ]
-        return capture.map { ("capture", $0) } + attacher.loaded.flatMap { loaded in loaded.tracer.counters.map { (loaded.tracer.name, $0) } }
+        return capture.map { ("capture", $0) } + attacher.loaded.flatMap { loaded in
+            loaded.tracer.counters(object: loaded.object).map { (loaded.tracer.name, $0) }
+        }
     }
 
     /// Run counts and times of every loaded program (the kernel counts while `BPFStatistics` is enabled).
@@ -362,7 +368,7 @@ public final class Agent: @unchecked Sendable {
                 // The image changed: what was attached for the old one no longer applies. The process stays
                 // in the PID filter and the selected table meanwhile, so the new image's first bytes (a client
                 // that connects at once) are not lost; it leaves them if it is no longer selected.
-                let links = attacher.release(pid: pid)
+                let links = attacher.release(pid: pid, reinstrumenting: true)
                 if !links.isEmpty { detach.async { links.forEach { $0.close() } } }
                 knownLibraries[pid] = nil
                 let generation = previous.executable

@@ -311,10 +311,12 @@ final class Attacher {
     }
 
     /// Forgets `pid`: files it was the last user of give back their links, to be closed off the event path.
-    func release(pid: Int32) -> [BPFLink] {
+    /// `reinstrumenting`: the process exec'd and is attached again at once; the tracers keep what they
+    /// prepared for it until then, so its new image's first bytes are not lost.
+    func release(pid: Int32, reinstrumenting: Bool = false) -> [BPFLink] {
         var released: [BPFLink] = []
         for tracer in all where tracer.users.remove(pid) != nil {
-            if let object = tracer.object { tracer.tracer.forget(pid: pid, object: object) }
+            if let object = tracer.object, !reinstrumenting { tracer.tracer.forget(pid: pid, object: object) }
         }
         for (key, attachment) in files where attachment.users.contains(pid) {
             attachment.users.remove(pid)

@@ -27,8 +27,9 @@ public protocol Tracer: Sendable {
     var ownedExchanges: Set<ExchangeKind> { get }
     /// Go struct fields the tracer reads from process memory (resolved from DWARF or the offsets table).
     var goFields: [GoField] { get }
-    /// The tracer's own counters (malformed events, abandoned exchanges...), for `/metrics` and OTLP.
-    var counters: [TracerCounter] { get }
+    /// The tracer's own counters (malformed events, abandoned exchanges, counts its BPF programs keep in
+    /// maps of `object`, its loaded object), for `/metrics` and OTLP self-metrics.
+    func counters(object: BPFObject?) -> [TracerCounter]
     /// Whether the agent must stop when this tracer cannot be loaded (false: log the reason, carry on).
     var isRequired: Bool { get }
     /// Which hooks the tracer chose on this kernel, for the start-up log (e.g. `socket tracepoints`).
@@ -62,7 +63,7 @@ extension Tracer {
     public var parser: (any ProtocolParser)? { nil }
     public var ownedExchanges: Set<ExchangeKind> { [] }
     public var goFields: [GoField] { [] }
-    public var counters: [TracerCounter] { [] }
+    public func counters(object: BPFObject?) -> [TracerCounter] { [] }
     public func decode(_ event: UnsafeRawBufferPointer, context: DecodeContext) -> Span? { nil }
     public var isRequired: Bool { false }
     public var hookDescription: String? { nil }

@@ -90,11 +90,22 @@ public struct GoNetHTTPTracer: Tracer {
         return probes
     }
 
-    public var counters: [TracerCounter] {
+    public func counters(object: BPFObject?) -> [TracerCounter] {
         let exchanges = exchanges
+        let propagation = try? object?.map(Tracers.GoNethttp.Map.goNethttpPropagationCounts)
+        /// A slot of go_nethttp_propagation_counts, summed over the CPUs.
+        let count = { @Sendable (slot: Int32) -> UInt64 in
+            ((try? propagation?.lookupPerCPU(UInt32(slot), as: UInt64.self)) ?? []).reduce(0, &+)
+        }
         return [
             TracerCounter("malformed_events", help: "Events too short for their type.") { exchanges.counters.malformed },
             TracerCounter("abandoned_calls", help: "Client calls dropped unfinished (the table overflowed).") { exchanges.counters.abandoned },
+            TracerCounter("propagation_injected", help: "traceparent lines written into outgoing requests (context propagation).") {
+                count(GO_NETHTTP_PROPAGATION_INJECTED)
+            },
+            TracerCounter("propagation_skipped", help: "Outgoing requests left without traceparent: no room, or no request line in the buffer.") {
+                count(GO_NETHTTP_PROPAGATION_SKIPPED)
+            },
         ]
     }
 

@@ -1,3 +1,4 @@
+import BPFRuntime
 import TracerFramework
 
 /// HTTP/1.x for any language (tracers/http): a protocol parser on the shared capture layer. Server and client
@@ -12,7 +13,7 @@ public struct HTTPTracer: Tracer {
 
     public var parser: (any ProtocolParser)? { HTTP1Parser(counters: statistics) }
 
-    public var counters: [TracerCounter] {
+    public func counters(object: BPFObject?) -> [TracerCounter] {
         let statistics = statistics
         return [
             TracerCounter("abandoned_requests", help: "Pipelined requests dropped unanswered (more than 64 waiting).") {

@@ -93,7 +93,11 @@ public final class ConnectionTracker: @unchecked Sendable {
             guard event.count >= MemoryLayout<capture_close_event>.size else { return malformed() }
             let close = event.loadUnaligned(as: capture_close_event.self)
             guard let entry = entries.removeValue(forKey: close.connection) else { return }
-            entry.parser?.close(at: close.header.timestamp_ns, context: context, into: &exchanges)
+            if let parser = entry.parser {
+                parser.close(at: close.header.timestamp_ns, context: context, into: &exchanges)
+            } else if !entry.givenUp && entry.attempts > 0 {
+                countUnclaimed(entry) // it carried bytes, and ended before any parser recognised them
+            }
         default:
             malformed()
         }
@@ -139,10 +143,14 @@ public final class ConnectionTracker: @unchecked Sendable {
         }
         entry.attempts += 1
         if entry.attempts >= Self.claimAttempts {
-            counters.unclaimedConnections.add(1, ordering: .relaxed)
-            counters.unclaimedByProcess.withLock { $0[entry.pid, default: 0] += 1 }
+            countUnclaimed(entry)
             giveUp(entry)
         }
+    }
+
+    private func countUnclaimed(_ entry: Entry) {
+        counters.unclaimedConnections.add(1, ordering: .relaxed)
+        counters.unclaimedByProcess.withLock { $0[entry.pid, default: 0] += 1 }
     }
 
     /// No parser will take this connection: the kernel only counts its bytes from now on.

@@ -256,6 +256,34 @@ final class HTTPTracerTests: XCTestCase {
         XCTAssertLessThanOrEqual(span.durationSeconds, elapsed + 0.5)
     }
 
+    /// Bad input on real sockets: garbage, a 64 KiB request written at once, a request whose client vanishes
+    /// before the response, and a connection opened before the agent started. Each is counted or traced
+    /// correctly; nothing else gives a span.
+    func testGarbageLargeWritesVanishedClientsAndOldConnections() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let (server, port) = try pythonServer(directory)
+        let script = try Programs.write(Programs.badClients, named: "bad.py", in: directory)
+        // A connection opened (and used once) before the agent: its next request is traced.
+        let early = try ChildProcess(Programs.python, [script, String(port), "early"])
+        XCTAssertEqual(try early.readLine(), "connected")
+        let harness = try TracingHarness(pids: [server.pid])
+        early.release()
+        XCTAssertEqual(early.waitForExit(), 0)
+        for mode in ["garbage", "large", "vanish"] {
+            finish(try gate([Programs.python, script, String(port), mode]), mode)
+        }
+        let spans = harness.waitForSpans(of: server.pid, kind: .server, count: 3, timeout: 5)
+        XCTAssertEqual(spans.map { attribute($0, SemanticConventions.urlPath)?.stringValue }, ["/after-start", "/large", "/slow"], "\(spans)")
+        XCTAssertEqual(spans.first { attribute($0, SemanticConventions.urlPath)?.stringValue == "/large" }
+            .flatMap { attribute($0, SemanticConventions.httpRequestBodySize)?.intValue }, 65_536)
+        XCTAssertEqual(spans.prefix(2).map { attribute($0, SemanticConventions.httpResponseStatusCode)?.intValue }, [200, 201])
+        XCTAssertTrue(waitUntil(timeout: 5) { harness.agent.unclaimedConnections(pid: server.pid) == 1 },
+                      "the garbage connection is counted: \(harness.agent.unclaimedConnections(pid: server.pid))")
+        let unclaimed = harness.agent.counters.first { $0.tracer == "capture" && $0.counter.name == "unclaimed_connections" }
+        XCTAssertEqual(unclaimed?.counter.value(), 1)
+    }
+
     func testProcessesNotSelectedProduceNothing() throws {
         try requireBPF()
         let directory = try temporaryDirectory(self)

@@ -172,6 +172,41 @@ enum Programs {
     print(data.count(b"HTTP/1."))
     """#
 
+    /// Misbehaving clients of 127.0.0.1:argv[1], by argv[2]: `early` connects, makes a request, prints
+    /// "connected", waits for a line on stdin, then makes another on the same connection; `garbage` sends
+    /// bytes that are no protocol, 12 times; `large` POSTs a 64 KiB body in one write; `vanish` sends a request
+    /// for /slow and closes before the answer.
+    static let badClients = #"""
+    import socket, sys
+    port, mode = int(sys.argv[1]), sys.argv[2]
+    def request(s, path):
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while not data.endswith(b"ok\n"):
+            data += s.recv(65536)
+    s = socket.create_connection(("127.0.0.1", port))
+    if mode == "early":
+        request(s, b"/before-start")
+        print("connected", flush=True)
+        sys.stdin.readline()
+        request(s, b"/after-start")
+    elif mode == "garbage":
+        try:
+            for i in range(12):
+                s.sendall(bytes([0, 1, 2, 255]) * 8 + b" no protocol %d\n" % i)
+        except OSError:
+            pass  # the server answered 400 and closed
+    elif mode == "large":
+        body = b"x" * 65536
+        s.sendall(b"POST /large HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n" + body)
+        data = b""
+        while not data.endswith(b"ok\n"):
+            data += s.recv(65536)
+    elif mode == "vanish":
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.close()
+    """#
+
     /// Downloads a URL (argv 1) reading at most argv 2 bytes per second (curl 7.88's --limit-rate does not
     /// hold back a fast loopback transfer); prints the byte count.
     static let slowDownload = #"""
