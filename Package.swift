@@ -71,7 +71,7 @@ let package = Package(
 
         .target(
             name: "BPFRuntime",
-            dependencies: ["CLibBPF", "CLibElf", "CTracerShim", "CTracerABI", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CLibBPF", "CLibElf", "CTracerShim", "CTracerABI", "CZlib", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
         /// The shared BPF programs of `bpf/` (feature probes, self-test), embedded in the binary.
         .target(
