@@ -62,8 +62,10 @@ public struct BPFObjectFile: Sendable {
             return (handle, errno)
         }
         guard let object = opened.0 else {
-            let reason = messages.split(separator: "\n").last.map { ": \($0.trimmingCharacters(in: .whitespaces))" } ?? ""
-            throw BPFError("open BPF object \(name) (not a BPF ELF object?\(reason))", errno: bytes.isEmpty ? EINVAL : opened.1)
+            var reason = messages.split(separator: "\n").last.map { " (\($0.trimmingCharacters(in: .whitespaces)))" } ?? ""
+            if messages.contains("BTF") { reason += "; compile it with clang -g" }
+            // libbpf's own codes (LIBBPF_ERRNO__*, 4000 and up) mean the file is not a usable BPF object.
+            throw BPFError("open BPF object \(name)\(reason)", errno: bytes.isEmpty || opened.1 >= 4000 ? EINVAL : opened.1)
         }
         defer { bpf_object__close(object) }
         guard let btf = bpf_object__btf(object) else {
@@ -122,7 +124,8 @@ public struct BPFObjectFile: Sendable {
     public func structType(named name: String) -> BTFType? { structTypes[name] }
 
     /// The settings a user can set before load: `const volatile` globals of `.rodata`.
-    public var settings: [Variable] { variables.filter { $0.section == ".rodata" && $0.isConst } }
+    /// Function-local statics (`handle_exec.____fmt`, bpf_printk's format) are not settings.
+    public var settings: [Variable] { variables.filter { $0.section == ".rodata" && $0.isConst && !$0.name.contains(".") } }
 }
 
 extension BTFTypeReader {

@@ -59,13 +59,15 @@ public struct BPFObjectPackage: Sendable {
         return try JSONSerialization.data(withJSONObject: top, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     }
 
-    /// zlib `uncompress` into exactly `size` bytes; a stream that is longer, shorter or corrupt is an error.
+    /// zlib `uncompress2` into exactly `size` bytes; a stream that is longer, shorter, cut off or corrupt is
+    /// an error.
     static func inflate(_ compressed: [UInt8], size: Int) throws(PackageError) -> [UInt8] {
         var output = [UInt8](repeating: 0, count: size + 1)
         var length = uLongf(output.count)
+        var consumed = uLong(compressed.count)
         let status = output.withUnsafeMutableBufferPointer { out in
             compressed.withUnsafeBufferPointer { input in
-                uncompress(out.baseAddress, &length, input.baseAddress, uLong(input.count))
+                uncompress2(out.baseAddress, &length, input.baseAddress, &consumed)
             }
         }
         switch status {
@@ -76,8 +78,9 @@ public struct BPFObjectPackage: Sendable {
             output.removeLast()
             return output
         case Z_BUF_ERROR:
-            if Int(length) > size { throw PackageError("\"bpf_object\" inflates to more than \"bpf_object_size\" (\(size)) bytes") }
-            throw PackageError("\"bpf_object\" is a truncated zlib stream")
+            throw PackageError("\"bpf_object\" inflates to more than \"bpf_object_size\" (\(size)) bytes")
+        case Z_DATA_ERROR where Int(consumed) == compressed.count && length > 0:
+            throw PackageError("\"bpf_object\" is a truncated zlib stream (\(compressed.count) bytes end it after \(length) bytes of object)")
         default:
             throw PackageError("\"bpf_object\" is not a valid zlib stream (zlib error \(status))")
         }

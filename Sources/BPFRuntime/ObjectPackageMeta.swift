@@ -25,7 +25,7 @@ extension PackageMeta {
             return ExportType(name: entry.name, members: members, size: entry.type.size, typeID: nil)
         }
         let sections = [".rodata", ".bss"].compactMap { section -> DataSection? in
-            let variables = object.variables.filter { $0.section == section }.map { variable in
+            let variables = object.variables.filter { $0.section == section && !$0.name.contains(".") }.map { variable in
                 Variable(name: variable.name, type: variable.type.cName, description: nil,
                          default: section == ".rodata" ? JSONScalar(variable.defaultValue) : nil)
             }

@@ -12,8 +12,7 @@ enum ObjectPrinters {
         let width = wide ? 20 : 10
         let barWidth = wide ? 20 : 40
         let maximum = slots.max() ?? 0
-        var text = String(repeating: " ", count: max(0, width - unit.count / 2)) + unit
-        text = text.padding(toLength: max(text.count, 2 * width + 4), withPad: " ", startingAt: 0) + " : count    distribution\n"
+        var text = String(repeating: " ", count: wide ? 15 : 5) + pad(unit, wide ? 29 : 19, left: false) + " : count    distribution\n"
         for index in 0...last {
             let high: UInt64 = index >= 63 ? UInt64.max : (UInt64(1) << UInt64(index + 1)) - 1
             let low: UInt64 = index == 0 ? 0 : UInt64(1) << UInt64(index)

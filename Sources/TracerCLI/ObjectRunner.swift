@@ -68,7 +68,8 @@ final class ObjectRunner {
                     notices.append("cannot load program \(refused.name) (SEC(\"\(refused.section)\")): \(Self.firstLine(error)); this kernel lacks \(Self.kind(ofSection: refused.section)) programs, running the others")
                     continue
                 }
-                let tail = (error.verifierLog ?? "").split(separator: "\n").suffix(6).map { "  verifier: \($0)" }
+                let isProgram = error.operation.hasPrefix("load program")
+                let tail = isProgram ? (error.verifierLog ?? "").split(separator: "\n").suffix(6).map { "  verifier: \($0)" } : []
                 throw ObjectCommandError("\(input.path): \(Self.firstLine(error))\(tail.isEmpty ? "" : "; the verifier log ends:")", detail: tail)
             } catch {
                 throw ObjectCommandError("\(input.path): \(error)")
