@@ -104,6 +104,13 @@ let package = Package(
             dependencies: ["FuzzDriver", "Tracers", "TracerFramework", "Telemetry", "CTracerABI"],
             path: "Fuzz/HTTPFuzz",
             swiftSettings: swiftSettings),
+        /// Replays inputs through the BPF object package and ELF/BTF readers of `tracer object`; built with
+        /// `-sanitize=fuzzer` by `scripts/fuzz-object.sh` it becomes a libFuzzer target.
+        .executableTarget(
+            name: "ObjectFuzz",
+            dependencies: ["FuzzDriver", "BPFRuntime"],
+            path: "Fuzz/ObjectFuzz",
+            swiftSettings: swiftSettings),
         /// The HTTP tracer's cost: a server under wrk traced vs untraced, and an unselected process's syscalls.
         .executableTarget(
             name: "HTTPTracerBenchmark",

@@ -47,11 +47,15 @@ public struct BPFObjectFile: Sendable {
         public var defaultValue: BTFValue { defaultBytes.withUnsafeBytes { BTFValue(type, in: $0) } }
     }
 
-    /// Reads the object in `bytes`. Throws when libbpf cannot open it or it has no BTF.
+    /// Reads the object in `bytes`. Throws when it is malformed (`BPFObjectValidation`, checked before libbpf
+    /// sees it), libbpf cannot open it, or it has no BTF.
     public init(bytes: [UInt8], name: String) throws {
         LibbpfLog.install()
         self.name = name
         self.bytes = bytes
+        do { try BPFObjectValidation.check(bytes) } catch {
+            throw BPFError("open BPF object \(name) (malformed: \(error.description))", errno: EINVAL)
+        }
         var options = bpf_object_open_opts()
         options.sz = MemoryLayout<bpf_object_open_opts>.size
         let (opened, messages) = LibbpfLog.capturing { () -> (OpaquePointer?, Int32) in
@@ -82,7 +86,7 @@ public struct BPFObjectFile: Sendable {
         self.programs = programs
 
         var maps: [Map] = []
-        var initialValues: [String: [UInt8]] = [:]
+        var initialValues: [String: UnsafeRawBufferPointer] = [:]
         var map = bpf_object__next_map(object, nil)
         while let current = map {
             let mapName = String(cString: bpf_map__name(current))
@@ -95,7 +99,7 @@ public struct BPFObjectFile: Sendable {
             if isInternalMap {
                 var size = 0
                 if let initial = bpf_map__initial_value(current, &size), size > 0 {
-                    initialValues[mapName] = [UInt8](UnsafeRawBufferPointer(start: initial, count: size))
+                    initialValues[mapName] = UnsafeRawBufferPointer(start: initial, count: size) // valid while the object is open
                 }
             }
             map = bpf_object__next_map(object, current)
@@ -104,11 +108,13 @@ public struct BPFObjectFile: Sendable {
 
         var variables: [Variable] = []
         for section in reader.dataSectionNames() where [".rodata", ".data", ".bss"].contains(section) {
-            let initial = maps.first { $0.isInternal && $0.name.hasSuffix(section) }.flatMap { initialValues[$0.name] } ?? []
+            let initial = maps.first { $0.isInternal && $0.name.hasSuffix(section) }.flatMap { initialValues[$0.name] } ?? UnsafeRawBufferPointer(start: nil, count: 0)
             for variable in reader.variables(inSection: section) {
-                guard let type = reader.type(variable.typeID), variable.size > 0 else { continue }
-                let range = variable.offset..<(variable.offset + variable.size)
-                let defaults = range.upperBound <= initial.count ? Array(initial[range]) : [UInt8](repeating: 0, count: variable.size)
+                // A variable must lie inside its section's data (a corrupt DATASEC may say otherwise); at most
+                // 1 MiB of a default is kept.
+                guard variable.size > 0, variable.size <= 1 << 20, variable.offset >= 0, variable.size <= initial.count, variable.offset <= initial.count - variable.size,
+                      let type = reader.type(variable.typeID) else { continue }
+                let defaults = Array(initial[variable.offset..<(variable.offset + variable.size)])
                 variables.append(Variable(name: variable.name, section: section, type: type, offset: variable.offset,
                                           defaultBytes: defaults, isConst: variable.isConst))
             }

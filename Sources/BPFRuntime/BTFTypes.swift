@@ -57,13 +57,19 @@ public struct BTFMember: Sendable, Equatable {
     public let type: BTFType
 }
 
-/// Reads types out of a `struct btf` into `BTFType` values. Depth and array sizes are bounded so a
-/// hostile or corrupt object cannot make it recurse without end or allocate without limit.
-struct BTFTypeReader {
+/// Reads types out of a `struct btf` into `BTFType` values. Depth and the number of nodes built are
+/// bounded, so a hostile object (a struct of a thousand members of a struct of a thousand members ...)
+/// cannot make it recurse without end or build an exponential tree: past the budget, types become opaque.
+final class BTFTypeReader {
     let btf: OpaquePointer
     static let maximumDepth = 24
+    /// Type nodes this reader may still build.
+    private var budget: Int
 
-    init(_ btf: OpaquePointer) { self.btf = btf }
+    init(_ btf: OpaquePointer, budget: Int = 200_000) {
+        self.btf = btf
+        self.budget = budget
+    }
 
     func name(_ offset: UInt32) -> String {
         guard let name = btf__name_by_offset(btf, offset) else { return "" }
@@ -89,7 +95,8 @@ struct BTFTypeReader {
         guard let type = btf__type_by_id(btf, id) else { return nil }
         let typeName = name(type.pointee.name_off)
         let size = Int(type.pointee.size)
-        if depth >= Self.maximumDepth { return .opaque(name: typeName, size: max(0, Int(btf__resolve_size(btf, id)))) }
+        budget -= 1
+        if depth >= Self.maximumDepth || budget < 0 { return .opaque(name: typeName, size: max(0, Int(btf__resolve_size(btf, id)))) }
         switch Int(btf_kind(type)) {
         case 0: return .opaque(name: "void", size: 0)
         case 1:

@@ -17,8 +17,18 @@ public indirect enum BTFValue: Sendable, Equatable {
     public static func == (lhs: BTFValue, rhs: BTFValue) -> Bool { lhs.json == rhs.json }
 
     /// Reads a value of `type` at byte `offset` of `bytes`; bytes past the end read as zero, so a short
-    /// record never traps.
-    public init(_ type: BTFType, in bytes: UnsafeRawBufferPointer, at offset: Int = 0) {
+    /// record never traps. At most `limit` values are read (members may overlap): the rest are empty.
+    public init(_ type: BTFType, in bytes: UnsafeRawBufferPointer, at offset: Int = 0, limit: Int = 1 << 16) {
+        var budget = limit
+        self.init(type, in: bytes, at: offset, budget: &budget)
+    }
+
+    private init(_ type: BTFType, in bytes: UnsafeRawBufferPointer, at offset: Int, budget: inout Int) {
+        budget -= 1
+        if budget < 0 {
+            self = .bytes([])
+            return
+        }
         switch type {
         case .integer(_, let size, let signed, _, let isBool):
             let raw = Self.load(bytes, offset, size)
@@ -44,15 +54,17 @@ public indirect enum BTFValue: Sendable, Equatable {
         case .array(let element, let count):
             let stride = element.size
             let shown = stride == 0 ? 0 : min(count, max(0, (bytes.count - offset) / stride), 4096)
-            self = .array((0..<shown).map { BTFValue(element, in: bytes, at: offset + $0 * stride) })
+            var values: [BTFValue] = []
+            for index in 0..<shown where budget > 0 { values.append(BTFValue(element, in: bytes, at: offset + index * stride, budget: &budget)) }
+            self = .array(values)
         case .structure(_, _, _, let members):
-            self = .object(members.enumerated().map { index, member in
+            var fields: [(String, BTFValue)] = []
+            for (index, member) in members.enumerated() where budget > 0 {
                 let name = member.name.isEmpty ? "_\(index)" : member.name
-                if member.bitSize > 0 {
-                    return (name, Self.bitfield(member, in: bytes, at: offset))
-                }
-                return (name, BTFValue(member.type, in: bytes, at: offset + member.bitOffset / 8))
-            })
+                fields.append((name, member.bitSize > 0 ? Self.bitfield(member, in: bytes, at: offset)
+                                                        : BTFValue(member.type, in: bytes, at: offset + member.bitOffset / 8, budget: &budget)))
+            }
+            self = .object(fields)
         case .pointer:
             self = .unsigned(Self.load(bytes, offset, 8))
         case .opaque(_, let size):

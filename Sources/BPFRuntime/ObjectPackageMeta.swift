@@ -6,7 +6,8 @@ extension BPFObjectFile.Map {
     public var histogramSlots: (offset: Int, count: Int, slotSize: Int)? {
         guard case .structure(_, _, _, let members)? = valueType,
               let slots = members.first(where: { $0.name == "slots" }),
-              case .array(.integer(_, let size, _, _, _), let count) = slots.type, count > 0 else { return nil }
+              case .array(.integer(_, let size, _, _, _), let count) = slots.type, count > 0, count <= 4096, size > 0, size <= 8,
+              slots.bitOffset / 8 + count * size <= valueSize else { return nil }
         return (slots.bitOffset / 8, count, size)
     }
 }

@@ -461,6 +461,14 @@ final class ObjectCommandTests: XCTestCase {
             expectFailure({ _ = try ObjectInput(bytes: input, path: "p.json") }, contains: expected)
         }
 
+        // Malformed objects are refused before libbpf parses them (libbpf 1.1 dereferences bad type ids).
+        expectFailure({ _ = try ObjectInput(bytes: Array(bytes.prefix(bytes.count / 2)), path: "half.bpf.o") }, contains: "malformed: section")
+        var badTable = bytes
+        badTable.replaceSubrange(0x28..<0x30, with: [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0])
+        expectFailure({ _ = try ObjectInput(bytes: badTable, path: "table.bpf.o") }, contains: "malformed: section header table out of the file")
+        expectFailure({ _ = try ObjectInput(bytes: Self.withFirstPointerRetargeted(bytes), path: "btf.bpf.o") },
+                      contains: "refers to type 65535 of")
+
         let input = try ObjectInput(path: object.path)
         expectFailure({ _ = try input.settingValues(["--target-comm", "a-name-longer-than-15"]) }, contains: "expected text of at most 15 bytes")
         expectFailure({ _ = try input.settingValues(["--no-such-option", "1"]) }, contains: "has no option --no-such-option (its options: --target-comm)")
@@ -476,6 +484,31 @@ final class ObjectCommandTests: XCTestCase {
         let cli = try runProduct("tracer", ["object", "run", object.path, "--", "--target-comm", "a-name-longer-than-15"])
         XCTAssertEqual(cli.status, 1)
         XCTAssertEqual(cli.stderr, "tracer object run: option --target-comm: expected text of at most 15 bytes, not 'a-name-longer-than-15'\n")
+    }
+
+    /// `bytes` with the first BTF pointer type's target set to 65535 (past the last type).
+    static func withFirstPointerRetargeted(_ bytes: [UInt8]) -> [UInt8] {
+        func u16(_ at: Int) -> Int { Int(bytes[at]) | Int(bytes[at + 1]) << 8 }
+        func u32(_ at: Int) -> Int { u16(at) | u16(at + 2) << 16 }
+        let table = u32(0x28), names = u32(table + u16(0x3e) * 64 + 24)
+        var result = bytes
+        for index in 0..<u16(0x3c) {
+            let header = table + index * 64
+            let nameStart = names + u32(header)
+            guard Array(bytes[nameStart..<nameStart + 5]) == Array(".BTF\0".utf8) else { continue }
+            let start = u32(header + 24)
+            var offset = start + u32(start + 4) + u32(start + 8)
+            let end = offset + u32(start + 12)
+            while offset < end {
+                let info = u32(offset + 4), kind = (info >> 24) & 0x1f, count = info & 0xffff
+                if kind == 2 {
+                    result.replaceSubrange((offset + 8)..<(offset + 12), with: [0xff, 0xff, 0, 0])
+                    return result
+                }
+                offset += 12 + [1: 4, 3: 12, 4: count * 12, 5: count * 12, 6: count * 8, 13: count * 8, 14: 4, 15: count * 12, 17: 4, 19: count * 12][kind, default: 0]
+            }
+        }
+        return result
     }
 
     // MARK: - Reading objects without privileges
