@@ -122,20 +122,7 @@ extension ObjectRunner {
         let baseline = object.loadedPrograms.map { (try? $0.runtimeStatistics()) }
         let printer = RecordPrinter(types: exportTypes, json: settings.json, header: settings.printHeader ?? meta.printHeader ?? true,
                                     output: output)
-        var readers: [any EventReader] = []
-        let drain = Duration.milliseconds(max(1, min(1000, meta.pollTimeoutMs ?? 100)))
-        for map in input.object.maps where map.isEventOutput && !map.isInternal {
-            do {
-                let live = try object.map(BPFMapName(map.name))
-                let handler: @Sendable (EventBatch) -> Void = { batch in printer.print(batch) }
-                readers.append(map.type == 27 ? try RingBufferReader(map: live, drainInterval: drain, handler: handler)
-                               : try PerfBufferReader(map: live, pagesPerCPU: max(1, meta.perfBufferPages ?? 64), drainInterval: drain, handler: handler))
-            } catch {
-                readers.forEach { $0.stop() }
-                detach()
-                throw ObjectCommandError("\(input.path): \(error)")
-            }
-        }
+        let readers = try startReaders(printer)
         var samplers = makeSamplers(settings, start: start)
         let debug = settings.printKernelDebug ? KernelDebugReader(output: output) : nil
 
@@ -207,8 +194,29 @@ extension ObjectRunner {
         if let failure { throw failure }
     }
 
+    /// One reader per ring buffer and perf event array of the object, each handing its records to `printer`
+    /// (poll timeout and perf buffer pages from the meta).
+    func startReaders(_ printer: RecordPrinter) throws(ObjectCommandError) -> [any EventReader] {
+        let meta = input.meta
+        var readers: [any EventReader] = []
+        let drain = Duration.milliseconds(max(1, min(1000, meta.pollTimeoutMs ?? 100)))
+        for map in input.object.maps where map.isEventOutput && !map.isInternal {
+            do {
+                let live = try object.map(BPFMapName(map.name))
+                let handler: @Sendable (EventBatch) -> Void = { batch in printer.print(batch) }
+                readers.append(map.type == 27 ? try RingBufferReader(map: live, drainInterval: drain, handler: handler)
+                               : try PerfBufferReader(map: live, pagesPerCPU: max(1, meta.perfBufferPages ?? 64), drainInterval: drain, handler: handler))
+            } catch {
+                readers.forEach { $0.stop() }
+                detach()
+                throw ObjectCommandError("\(input.path): \(error)")
+            }
+        }
+        return readers
+    }
+
     /// The event structs, from the meta's export types or the object's pointer globals.
-    private var exportTypes: [BTFType] {
+    var exportTypes: [BTFType] {
         let named = (input.meta.exportTypes ?? []).compactMap { input.object.structType(named: $0.name) }
         return named.isEmpty ? input.object.exportTypes.map(\.type) : named
     }
@@ -260,11 +268,19 @@ final class RecordPrinter: Sendable {
     let events = Atomic<UInt64>(0)
     private let headerPending: Atomic<Bool>
 
-    init(types: [BTFType], json: Bool, header: Bool, output: ObjectOutput) {
+    /// Set beside the agent: each record is labelled with its object (`{"object":NAME,"record":{...}}`).
+    private let objectName: String?
+
+    /// Only counts records (the agent with `--print none`).
+    private let silent: Bool
+
+    init(types: [BTFType], json: Bool, header: Bool, output: ObjectOutput, objectName: String? = nil, silent: Bool = false) {
+        self.silent = silent
         self.types = types
         self.json = json
         self.output = output
-        headerPending = Atomic(header && !json)
+        self.objectName = objectName
+        headerPending = Atomic(header && !json && objectName == nil)
     }
 
     /// The export type for a record of `size` bytes: the one of that size, else the largest that fits.
@@ -273,6 +289,10 @@ final class RecordPrinter: Sendable {
     }
 
     func print(_ batch: EventBatch) {
+        if silent {
+            events.add(UInt64(batch.count), ordering: .relaxed)
+            return
+        }
         var text = ""
         let time = ObjectPrinters.clockTime()
         for record in batch {
@@ -282,7 +302,11 @@ final class RecordPrinter: Sendable {
             }
             if headerPending.exchange(false, ordering: .relaxed) { text += ObjectPrinters.header(for: type) + "\n" }
             let value = BTFValue(type, in: record)
-            text += json ? value.json + "\n" : ObjectPrinters.textRecord(value, type: type, time: time) + "\n"
+            if let objectName {
+                text += json ? "{\"object\":\(jsonString(objectName)),\"record\":\(value.json)}\n" : "\(time) \(objectName) \(value.text)\n"
+            } else {
+                text += json ? value.json + "\n" : ObjectPrinters.textRecord(value, type: type, time: time) + "\n"
+            }
         }
         events.add(UInt64(batch.count), ordering: .relaxed)
         output.out(text)

@@ -45,7 +45,7 @@ struct MapSampler {
                 text = "\(time) \(name): \(rows.count) entries\n" + rows.map { "  \($0.0.text) -> \($0.1.text)\n" }.joined()
             }
         } else {
-            let groups = histograms(entries, key: key)
+            let groups = histograms(entries)
             if json {
                 text = "{\"time\":\(jsonString(time)),\"map\":\(jsonString(name)),\"type\":\(jsonString(kind)),\"histograms\":["
                     + groups.map { "{\"key\":\($0.key?.json ?? "null"),\"slots\":[\($0.slots.map(String.init).joined(separator: ","))]}" }
@@ -66,7 +66,9 @@ struct MapSampler {
 
     /// The histograms in a map: one per entry when the value is a struct with a `slots` array (libbpf-tools'
     /// `struct hist`), summed over CPUs; otherwise one histogram whose slot is the key and count the value.
-    private func histograms(_ entries: [(key: [UInt8], values: [[UInt8]])], key: ([UInt8]) -> BTFValue) -> [(key: BTFValue?, slots: [UInt64])] {
+    func histograms(_ entries: [(key: [UInt8], values: [[UInt8]])]) -> [(key: BTFValue?, slots: [UInt64])] {
+        let keyType = info.keyType ?? .opaque(name: "key", size: info.keySize)
+        let key: ([UInt8]) -> BTFValue = { bytes in bytes.withUnsafeBytes { BTFValue(keyType, in: $0) } }
         if let layout = info.histogramSlots {
             let keyed = entries.count > 1 || entries.contains { $0.key.contains { $0 != 0 } }
             return entries.map { entry in

@@ -575,3 +575,66 @@ extension ObjectCommandTests {
         XCTAssertEqual(["bpf-prog", "bpf_link"].map(openBPFDescriptors), before)
     }
 }
+
+extension ObjectCommandTests {
+    /// `tracer --object` (and the config's `objects:`): the objects run next to the tracers, their records are
+    /// printed with the spans, their histogram and table maps are published on the Prometheus endpoint.
+    func testAgentRunsObjectsBesideTheTracersAndPublishesTheirMaps() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let dd = try privateDD(in: directory)
+        let writes = try compileBPF(Self.writeSizes, name: "writesizes", in: directory)
+        let exec = try compileBPF(Self.execSnooper, name: "execsnoop", in: directory, flags: Self.ringBufferDefines)
+        // A package whose meta sets the option's default (the agent takes no object options) and samples both maps.
+        let bytes = [UInt8](try Data(contentsOf: writes))
+        var meta = PackageMeta(generatedFrom: try BPFObjectFile(bytes: bytes, name: "writesizes"))
+        meta.bpfSkel.dataSections?[0].variables[0].default = .string(dd.comm)
+        meta.bpfSkel.maps?[0].sample?.unit = "By"
+        meta.bpfSkel.maps?[1].sample = .init(interval: 1000, type: "default_kv", unit: nil, clearMap: nil)
+        let package = directory.appendingPathComponent("writes.json")
+        try BPFObjectPackage(object: bytes, meta: meta).encoded().write(to: package)
+        let config = directory.appendingPathComponent("tracer.yaml")
+        try "objects: [\"\(exec.path)\"]\n".write(to: config, atomically: true, encoding: .utf8)
+
+        let port = 20000 + Int((getpid() + 7) % 20000)
+        let agent = Process()
+        agent.executableURL = productsDirectory.appendingPathComponent("tracer")
+        agent.arguments = ["--config", config.path, "--object", package.path, "--prometheus-port", "\(port)", "--print", "json"]
+        let stdout = Pipe(), stderr = Pipe()
+        agent.standardOutput = stdout
+        agent.standardError = stderr
+        let output = Mutex(Data())
+        stdout.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            output.withLock { $0.append(data) }
+        }
+        try agent.run()
+        addTeardownBlock { if agent.isRunning { agent.terminate(); agent.waitUntilExit() } }
+        // The objects are attached once their collector answers on the endpoint.
+        XCTAssertTrue(waitUntil(timeout: 20) {
+            (try? TestSupport.run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/metrics"]))?.contains("tracer_object_records_total") ?? false
+        })
+        let ddPID = try spawn(dd.path, ["if=/dev/zero", "of=/dev/null", "bs=100", "count=7", "status=none"])
+        var page = ""
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            page = (try? TestSupport.run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/metrics"])) ?? ""
+            return page.contains("writesizes_sizes_bytes_count{service_name=\"tracer\"} 7")
+        }, page)
+        XCTAssertTrue(page.contains("writesizes_sizes_bytes_bucket{service_name=\"tracer\",le=\"63\"} 0"), page)
+        XCTAssertTrue(page.contains("writesizes_sizes_bytes_bucket{service_name=\"tracer\",le=\"127\"} 7"), page)
+        XCTAssertTrue(page.contains("writesizes_calls{service_name=\"tracer\",key=\"1\"} 7"), page)
+        XCTAssertTrue(waitUntil(timeout: 5) {
+            String(decoding: output.withLock { $0 }, as: UTF8.self).contains("\"pid\":\(ddPID),")
+        })
+        agent.terminate()
+        agent.waitUntilExit()
+        stdout.fileHandleForReading.readabilityHandler = nil
+        XCTAssertEqual(agent.terminationStatus, 0)
+        let records = jsonLines(String(decoding: output.withLock { $0 }, as: UTF8.self)).filter { $0["object"] as? String == "execsnoop" }
+        let dds = records.compactMap { $0["record"] as? [String: Any] }.filter { $0["pid"] as? Int == Int(ddPID) }
+        XCTAssertEqual(dds.first?["comm"] as? String, dd.comm, "\(records.count) records, none of dd")
+        let log = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(log.contains("object execsnoop (\(exec.path)): 1 of 2 programs attached"), log)
+        XCTAssertTrue(log.contains("object writesizes (\(package.path)): 1 of 1 programs attached"), log)
+    }
+}
