@@ -288,6 +288,14 @@ final class ObjectCommandTests: XCTestCase {
         XCTAssertEqual(lines[7], "        64 -> 127        : 8        |****************************************|")
         XCTAssertEqual(lines[13], "      4096 -> 8191       : 4        |********************                    |")
         XCTAssertEqual(ObjectPrinters.log2Histogram([0, 0], unit: "x"), "     (no values)\n")
+        // Linear: one row per value from the first to the last non-empty slot.
+        XCTAssertEqual(ObjectPrinters.linearHistogram([0, 0, 2, 0, 1, 0], unit: "cpu"), """
+                     cpu : count    distribution
+                       2 : 2        |****************************************|
+                       3 : 0        |                                        |
+                       4 : 1        |********************                    |
+
+            """)
     }
 
     func testPackagedObjectWithHandEditedMetaSamplesTablesAndDocumentsOptions() throws {
@@ -636,5 +644,58 @@ extension ObjectCommandTests {
         let log = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertTrue(log.contains("object execsnoop (\(exec.path)): 1 of 2 programs attached"), log)
         XCTAssertTrue(log.contains("object writesizes (\(package.path)): 1 of 1 programs attached"), log)
+    }
+}
+
+extension ObjectCommandTests {
+    /// A uprobe attached by its section (`uprobe/BINARY:FUNCTION`), counting into a hash map that a hand-edited
+    /// meta samples as a key/value table: the count is what this test's program did.
+    func testUprobeBySectionCountsTheCallsOfAProgramThisTestRuns() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let object = try compileBPF("""
+            #include "vmlinux.h"
+            #include <bpf/bpf_helpers.h>
+            const volatile char target_comm[16] = "";
+            struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 64); __type(key, __u32); __type(value, __u64); } calls SEC(".maps");
+            SEC("uprobe/libc.so.6:getppid")
+            int on_getppid(void *ctx)
+            {
+                char comm[16];
+                bpf_get_current_comm(comm, sizeof(comm));
+                for (int i = 0; i < 16; i++) {
+                    if (comm[i] != target_comm[i]) return 0;
+                    if (!comm[i]) break;
+                }
+                __u32 pid = bpf_get_current_pid_tgid() >> 32;
+                __u64 one = 1, *count = bpf_map_lookup_elem(&calls, &pid);
+                if (count) __sync_fetch_and_add(count, 1);
+                else bpf_map_update_elem(&calls, &pid, &one, BPF_ANY);
+                return 0;
+            }
+            char LICENSE[] SEC("license") = "GPL";
+            """, name: "getppid", in: directory)
+        let comm = "ppid\(getpid() % 100000)"
+        let caller = try compileC("""
+            #include <unistd.h>
+            int main(void) { int sum = 0; for (int i = 0; i < 5; i++) sum += getppid(); return sum == 0; }
+            """, name: comm, in: directory)
+        let bytes = [UInt8](try Data(contentsOf: object))
+        var meta = PackageMeta(generatedFrom: try BPFObjectFile(bytes: bytes, name: "getppid"))
+        meta.bpfSkel.maps?[0].sample = .init(interval: 60000, type: "default_kv", unit: nil, clearMap: nil)
+        let package = directory.appendingPathComponent("getppid.json")
+        try BPFObjectPackage(object: bytes, meta: meta).encoded().write(to: package)
+
+        var callerPID: Int32 = 0
+        let result = try runObject([package.path, "--json", "--", "--target-comm", comm]) { _ in
+            callerPID = try spawn(caller.path)
+        }
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let tables = jsonLines(result.stdout).filter { $0["map"] as? String == "calls" }
+        let entries = tables.last?["entries"] as? [[String: Any]] ?? []
+        XCTAssertEqual(entries.count, 1, result.stdout)
+        XCTAssertEqual(entries.first?["key"] as? Int, Int(callerPID))
+        XCTAssertEqual(entries.first?["value"] as? Int, 5)
+        XCTAssertTrue(result.stderr.contains("1 of 1 programs attached"), result.stderr)
     }
 }
