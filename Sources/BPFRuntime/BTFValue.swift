@@ -18,7 +18,7 @@ public indirect enum BTFValue: Sendable, Equatable {
 
     /// Reads a value of `type` at byte `offset` of `bytes`; bytes past the end read as zero, so a short
     /// record never traps. At most `limit` values are read (members may overlap): the rest are empty.
-    public init(_ type: BTFType, in bytes: UnsafeRawBufferPointer, at offset: Int = 0, limit: Int = 1 << 16) {
+    public init(_ type: BTFType, in bytes: UnsafeRawBufferPointer, at offset: Int = 0, limit: Int = 1 << 14) {
         var budget = limit
         self.init(type, in: bytes, at: offset, budget: &budget)
     }
