@@ -94,6 +94,10 @@ struct ObjectRunCommand: ParsableCommand {
     }
 }
 
+private extension String {
+    var nonEmpty: String? { isEmpty ? nil : self }
+}
+
 /// `tracer object pack FILE.bpf.o [-o package.json]`.
 struct ObjectPackCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -124,7 +128,7 @@ struct ObjectPackCommand: ParsableCommand {
             let sampled = (input.meta.bpfSkel.maps ?? []).filter { $0.sample != nil }.map(\.name)
             print("wrote \(destination): \(input.object.programs.count) programs, \(input.object.maps.filter { !$0.isInternal }.count) maps"
                   + (sampled.isEmpty ? "" : " (sampled: \(sampled.joined(separator: ", ")))")
-                  + ", \(input.settings.count) options, export types: \((input.meta.exportTypes ?? []).map(\.name).joined(separator: ", "))")
+                  + ", \(input.settings.count) options, export types: \((input.meta.exportTypes ?? []).map(\.name).joined(separator: ", ").nonEmpty ?? "none")")
         } catch {
             throw ObjectCommand.fail(error, command: "pack")
         }
