@@ -71,7 +71,7 @@ let package = Package(
 
         .target(
             name: "BPFRuntime",
-            dependencies: ["CLibBPF", "CLibElf", "CTracerShim", "CTracerABI", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CLibBPF", "CLibElf", "CTracerShim", "CTracerABI", "CZlib", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
         /// The shared BPF programs of `bpf/` (feature probes, self-test), embedded in the binary.
         .target(
@@ -103,6 +103,13 @@ let package = Package(
             name: "HTTPFuzz",
             dependencies: ["FuzzDriver", "Tracers", "TracerFramework", "Telemetry", "CTracerABI"],
             path: "Fuzz/HTTPFuzz",
+            swiftSettings: swiftSettings),
+        /// Replays inputs through the BPF object package and ELF/BTF readers of `tracer object`; built with
+        /// `-sanitize=fuzzer` by `scripts/fuzz-object.sh` it becomes a libFuzzer target.
+        .executableTarget(
+            name: "ObjectFuzz",
+            dependencies: ["FuzzDriver", "BPFRuntime"],
+            path: "Fuzz/ObjectFuzz",
             swiftSettings: swiftSettings),
         /// The HTTP tracer's cost: a server under wrk traced vs untraced, and an unselected process's syscalls.
         .executableTarget(

@@ -176,3 +176,57 @@ public enum BPFMapType: UInt32, Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension BPFMap {
+    /// Whether values are per CPU (one value per possible CPU on lookup).
+    public var isPerCPUValue: Bool { isPerCPU }
+
+    /// Every entry as raw bytes: the key, and the value (one per possible CPU for per-CPU maps), walked with
+    /// `bpf_map_get_next_key` + `bpf_map_lookup_elem`; for maps whose layout is known only from BTF. At most
+    /// `limit` entries.
+    public func rawEntries(limit: Int = 1 << 16) throws -> [(key: [UInt8], values: [[UInt8]])] {
+        let cpus = isPerCPU ? Int(libbpf_num_possible_cpus()) : 1
+        let stride = isPerCPU ? (valueSize + 7) & ~7 : valueSize
+        var result: [(key: [UInt8], values: [[UInt8]])] = []
+        var previous: [UInt8]? = nil
+        var next = [UInt8](repeating: 0, count: max(keySize, 1))
+        var value = [UInt8](repeating: 0, count: max(stride * cpus, 1))
+        while result.count < limit {
+            let status = next.withUnsafeMutableBytes { nextPointer in
+                if var previous { return previous.withUnsafeMutableBytes { bpf_map_get_next_key(fd, $0.baseAddress, nextPointer.baseAddress) } }
+                return bpf_map_get_next_key(fd, nil, nextPointer.baseAddress)
+            }
+            if status == -ENOENT { break }
+            try check(status, "iterate map \(name)")
+            let found = next.withUnsafeBytes { key in value.withUnsafeMutableBytes { bpf_map_lookup_elem(fd, key.baseAddress, $0.baseAddress) } }
+            if found == 0 {
+                let values = (0..<cpus).map { Array(value[($0 * stride)..<($0 * stride + valueSize)]) }
+                result.append((Array(next.prefix(keySize)), values))
+            } else if found != -ENOENT {
+                try check(found, "lookup in map \(name)")
+            }
+            previous = next
+        }
+        return result
+    }
+
+    /// Empties the map: deletes every key of a hash-like map; writes zeros over every element of an array
+    /// (array elements cannot be deleted).
+    public func clear() throws {
+        let arrays = [BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY].map(\.rawValue)
+        let keys = try rawEntries().map(\.key)
+        if arrays.contains(type) {
+            let cpus = isPerCPU ? Int(libbpf_num_possible_cpus()) : 1
+            let zeros = [UInt8](repeating: 0, count: (isPerCPU ? (valueSize + 7) & ~7 : valueSize) * cpus)
+            for key in keys {
+                try check(key.withUnsafeBytes { k in zeros.withUnsafeBytes { bpf_map_update_elem(fd, k.baseAddress, $0.baseAddress, 0) } },
+                          "clear map \(name)")
+            }
+            return
+        }
+        for key in keys {
+            let status = key.withUnsafeBytes { bpf_map_delete_elem(fd, $0.baseAddress) }
+            if status != -ENOENT { try check(status, "clear map \(name)") }
+        }
+    }
+}

@@ -26,6 +26,11 @@ public struct BPFObjectSpec: Sendable {
         self.programs = programs
     }
 
+    /// Sets a global of the object before load to raw bytes (its size, as in the object's BTF).
+    public mutating func set(_ global: BPFGlobalName, bytes: [UInt8]) {
+        globals[global] = bytes
+    }
+
     /// Sets a `const volatile` global of the object before load.
     public mutating func set<Value: FixedWidthInteger>(_ global: BPFGlobalName, to value: Value) {
         globals[global] = withUnsafeBytes(of: value.littleEndian) { Array($0) }
@@ -86,6 +91,8 @@ public struct BPFObjectSpec: Sendable {
     private func loadFailure(of object: BPFObject, messages: String) -> String {
         let failed = object.programNames.first { messages.contains("prog '\($0.rawValue)': failed to load") }
         if let failed { return "load program \(failed) of object \(object.name)" }
+        let mapFailure = object.mapHandles.map { String(cString: bpf_map__name($0)) }.first { messages.contains("map '\($0)': failed to create") }
+        if let mapFailure { return "create map \(mapFailure) of object \(object.name)" }
         return "load BPF object \(object.name)"
     }
 }

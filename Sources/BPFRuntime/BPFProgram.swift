@@ -86,6 +86,16 @@ public final class BPFProgram: @unchecked Sendable {
         return try BPFLink(libbpfLink: link, errno: errno, description: "BTF tracing program \(name)")
     }
 
+    /// The ELF section the program came from (`tracepoint/sched/sched_switch`, `uprobe//bin/sh:main`).
+    public var section: String { String(cString: bpf_program__section_name(handle)) }
+
+    /// Attaches the program the way its section says (`bpf_program__attach`, libbpf 0.8): tracepoint,
+    /// raw_tp, tp_btf, kprobe, fentry, and uprobe with `binary:function` sections.
+    public func attachBySection() throws -> BPFLink {
+        let link = bpf_program__attach(handle)
+        return try BPFLink(libbpfLink: link, errno: errno, description: "program \(name) (SEC(\"\(section)\"))")
+    }
+
     /// Runs the program once with `BPF_PROG_TEST_RUN` (for `syscall` and similar program types);
     /// returns its return value.
     @discardableResult

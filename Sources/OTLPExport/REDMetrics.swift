@@ -12,6 +12,10 @@ public struct HistogramPoint: Sendable, Equatable {
     /// Optional in OTLP (`min`/`max` fields 11/12); nil when not tracked.
     public var min: Double?
     public var max: Double?
+
+    public init(attributes: Attributes, bucketCounts: [UInt64], sum: Double, count: UInt64, min: Double?, max: Double?) {
+        (self.attributes, self.bucketCounts, self.sum, self.count, self.min, self.max) = (attributes, bucketCounts, sum, count, min, max)
+    }
 }
 
 /// One metric and its points: OTLP `Metric` with a `Histogram` or a monotonic `Sum` / `Gauge` of integers.

@@ -29,6 +29,12 @@ struct AgentRunner {
         let agent = try Agent(.init(selection: selection, tracers: tracers, sinks: outputs.sinks, channel: try options.channel(),
                                     logger: logger, features: features, captureHooks: try options.captureHooks()))
         outputs.observe(agent)
+        let objectPaths = options.objects + (file?.objects ?? [])
+        var objects: ObjectsBesideAgent?
+        if !objectPaths.isEmpty {
+            do { objects = try ObjectsBesideAgent(paths: objectPaths) } catch { throw ValidationError(error.description) }
+            objects?.summary.forEach { logger.info("\($0)") }
+        }
         let finished = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         for signalNumber in [SIGINT, SIGTERM] {
@@ -39,11 +45,13 @@ struct AgentRunner {
             sources.append(source)
         }
         try agent.start()
+        if let objects { try outputs.observe(objects) }
         let rules = selection.rules.count
         logger.info("tracing: \(rules) selection rule\(rules == 1 ? "" : "s"), \(agent.selectedProcesses.count) processes selected now; SIGINT or SIGTERM stops")
         finished.wait()
         logger.info("stopping: detaching probes and flushing spans")
         agent.stop()
+        objects?.stop()
         outputs.shutdown(timeout: .seconds(2))
         let metrics = agent.metricsSnapshot
         logger.info("stopped: \(metrics.spans) spans, \(metrics.events) events, \(metrics.eventsDroppedUserspace) dropped in user space, \(metrics.eventsDroppedKernel) dropped in the kernel")

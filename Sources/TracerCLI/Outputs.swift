@@ -9,6 +9,8 @@ import TracerFramework
 /// metrics and the Prometheus endpoint with the agent's self-metrics.
 final class Outputs {
     let sinks: [any SpanSink]
+    /// `text`, `json` or `none`: what stdout carries.
+    let printFormat: String
     private let exporter: OTLPTraceExporter?
     private let metricsExporter: OTLPMetricsExporter?
     private let prometheus: PrometheusServer?
@@ -36,7 +38,8 @@ final class Outputs {
 
         red = REDMetrics(routes: RouteGrouper(patterns: file?.routes ?? []))
         var sinks: [any SpanSink] = [red]
-        switch try options.printFormat(file: file, exporting: exporting) {
+        printFormat = try options.printFormat(file: file, exporting: exporting)
+        switch printFormat {
         case "json": sinks.append(JSONLinesSpanPrinter())
         case "text": sinks.append(TextSpanPrinter())
         default: break
@@ -91,6 +94,12 @@ final class Outputs {
                 metric("tracer.\(tracer).\(counter.name)", counter.help, Double(counter.value()))
             }
         }
+    }
+
+    /// Starts the objects run beside the agent: records printed like spans, maps published as metrics.
+    func observe(_ objects: ObjectsBesideAgent) throws {
+        registry.register { objects.metrics() }
+        do { try objects.start(format: printFormat) } catch { throw ValidationError(error.description) }
     }
 
     /// Sends the last metrics and stops the endpoint (span sinks are shut down by the agent).

@@ -66,11 +66,15 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info). Logs go to stderr.", valueName: "level"))
     var logLevel: String?
 
+    @Option(name: .customLong("object"), help: ArgumentHelp("Run this BPF object or package next to the tracers (repeatable; see tracer object run): its records are printed with the spans, its histograms and tables exported as metrics.", valueName: "file"))
+    var objects: [String] = []
+
     @OptionGroup var capabilities: CapabilityOptions
 
     /// Whether anything says what to trace.
     var selectsProcesses: Bool {
         !pids.isEmpty || !executables.isEmpty || openPorts != nil || !names.isEmpty || language != nil || cgroup != nil || config != nil
+            || !objects.isEmpty
     }
 
     /// The selection from the flags, with the file's entries after them (flags first: their service name wins).

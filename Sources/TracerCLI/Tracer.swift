@@ -26,8 +26,11 @@ struct Tracer: ParsableCommand {
               tracer features [--json]                BPF features, capabilities, mounts
               tracer inspect ./server                 what the agent sees in an executable
               tracer inspect --pid 1234               ... or in a running process
+              tracer object run exec.bpf.o -- --min-us 100   run a BPF object: events, histograms, stats
+              tracer object run exec.bpf.o --help     ... the object's own options
+              tracer object pack exec.bpf.o -o exec.json     package it with editable meta
             """,
-        subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self],
+        subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self, ObjectCommand.self],
         defaultSubcommand: RunCommand.self)
 }
 

@@ -34,6 +34,8 @@ public struct ConfigurationFile: Sendable, Equatable {
     public var routes: [String] = []
     /// The `export:` section (scalar values), left to the exporter's settings parser.
     public var export: [String: String] = [:]
+    /// BPF objects or packages to run next to the tracers (`tracer object run` files).
+    public var objects: [String] = []
 
     public init() {}
 
@@ -55,7 +57,7 @@ public struct ConfigurationFile: Sendable, Equatable {
         }
         guard let root else { return } // an empty file configures nothing
         guard let top = root as? [String: Any] else { throw ConfigurationError(file: file, problem: "the top level must be a mapping") }
-        try Self.checkKeys(top, allowed: ["discovery", "print", "log_level", "routes", "export"], at: "top level", file: file)
+        try Self.checkKeys(top, allowed: ["discovery", "print", "log_level", "routes", "export", "objects"], at: "top level", file: file)
         if let discovery = top["discovery"] {
             guard let discovery = discovery as? [String: Any] else { throw ConfigurationError(file: file, problem: "discovery must be a mapping") }
             try Self.checkKeys(discovery, allowed: ["instrument", "services", "exclude", "include_children"], at: "discovery", file: file)
@@ -73,6 +75,12 @@ public struct ConfigurationFile: Sendable, Equatable {
             print = text
         }
         if let value = top["log_level"] { logLevel = "\(value)" }
+        if let value = top["objects"] {
+            guard let list = value as? [Any], list.allSatisfy({ $0 is String }) else {
+                throw ConfigurationError(file: file, problem: "objects must be a list of BPF object or package paths")
+            }
+            objects = list.compactMap { $0 as? String }
+        }
         if let value = top["routes"] {
             guard let list = value as? [Any], list.allSatisfy({ ($0 as? String)?.hasPrefix("/") == true }) else {
                 throw ConfigurationError(file: file, problem: "routes must be a list of paths starting with /, e.g. [\"/users/{id}\"]")
