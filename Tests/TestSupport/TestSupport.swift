@@ -10,7 +10,7 @@ public func requireBPF(file: StaticString = #filePath, line: UInt = #line) throw
 
 /// A test that cannot run here (`kind`: what it needs) skips with the reason printed, or fails when the
 /// environment variable `requiredBy` is 1 (CI sets them), so a skip there can never pass silently.
-func skipOrFail(kind: String, reason: String, requiredBy variable: String, file: StaticString, line: UInt) throws -> Never {
+public func skipOrFail(kind: String, reason: String, requiredBy variable: String, file: StaticString, line: UInt) throws -> Never {
     if ProcessInfo.processInfo.environment[variable] == "1" {
         XCTFail("\(variable)=1 but \(kind) tests cannot run: \(reason)", file: file, line: line)
         throw PrerequisiteMissing(description: "\(kind) unavailable: \(reason)")
