@@ -163,6 +163,13 @@ let package = Package(
             path: "Benchmarks/GoNetHTTPBenchmark",
             swiftSettings: swiftSettings),
 
+        /// Flow accounting's cost: loopback throughput with and without it, BPF time per packet, reader cost.
+        .executableTarget(
+            name: "FlowsBenchmark",
+            dependencies: ["Tracers", "BPFRuntime", "CTracerABI"],
+            path: "Benchmarks/FlowsBenchmark",
+            swiftSettings: swiftSettings),
+
         .executableTarget(
             name: "ExportBenchmarks",
             dependencies: ["Telemetry", "OTLPExport"],

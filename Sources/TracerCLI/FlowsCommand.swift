@@ -34,6 +34,9 @@ struct FlowsCommand: ParsableCommand {
     @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("Seconds without packets after which a UDP or other non-TCP flow ends.", valueName: "S"))
     var idleTimeout: Double = 30
 
+    @Option(help: ArgumentHelp("Kernel hooks: auto (conntrack's kprobes where the kernel has them and nf_conntrack tracks traffic, else cgroup_skb), conntrack or cgroup-skb.", valueName: "hooks"))
+    var hooks: String = "auto"
+
     @Option(help: ArgumentHelp("Stop after this many seconds.", valueName: "S"))
     var duration: Double?
 
@@ -41,6 +44,7 @@ struct FlowsCommand: ParsableCommand {
         guard interval > 0, interval.isFinite else { throw ValidationError("--interval must be a positive number of seconds, not \(interval)") }
         guard idleTimeout > 0 else { throw ValidationError("--idle-timeout must be a positive number of seconds") }
         guard tableSize > 0 else { throw ValidationError("--table-size must be at least 1") }
+        guard ["auto", "conntrack", "cgroup-skb"].contains(hooks) else { throw ValidationError("--hooks must be auto, conntrack or cgroup-skb, not \(hooks)") }
         do { _ = try FlowUpdateCurve(parsing: curve) } catch { throw ValidationError("--curve \(curve): \(error)") }
     }
 
@@ -52,12 +56,17 @@ struct FlowsCommand: ParsableCommand {
         settings.idleTimeout = idleTimeout
         let flows: FlowAccounting
         do {
+            switch hooks {
+            case "conntrack": settings.hooks = .conntrackKprobes
+            case "cgroup-skb": settings.hooks = try FlowHooks.cgroupSKB(mounts: FlowHooks.Machine.current().mounts)
+            default: break
+            }
             flows = try FlowAccounting(settings: settings)
         } catch {
             FileHandle.standardError.write(Data("tracer flows: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        FileHandle.standardError.write(Data("tracer flows: hooks: \(flows.hooks); curve \(settings.curve); reading every \(interval) s\n".utf8))
+        FileHandle.standardError.write(Data("tracer flows: hooks: \(flows.hooks) (\(flows.hookReason)); curve \(settings.curve); reading every \(interval) s\n".utf8))
         let printer = flows.addConsumer(name: "print", mode: .both, capacity: 1 << 16)
 
         let finished = Mutex(false)

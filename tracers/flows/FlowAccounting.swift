@@ -9,27 +9,72 @@ import Glibc
 
 /// The kernel hooks that feed the flow table, chosen once at start.
 public enum FlowHooks: Sendable, Equatable, CustomStringConvertible {
-    /// `cgroup_skb` ingress/egress programs on the cgroup v2 root at `path` (Linux 4.10; netns needs
-    /// `bpf_cast_to_kern_ctx`, Linux 6.2) and `sock:inet_sock_set_state` (Linux 4.16) for TCP closes.
+    /// Kprobes on conntrack's `__nf_ct_refresh_acct` (every accounted packet, Linux 4.10) and `nf_ct_delete`
+    /// (an entry leaves the table): conntrack's own flows, forwarded traffic included. Needs CONFIG_KPROBES
+    /// and nf_conntrack tracking traffic.
+    case conntrackKprobes
+    /// `cgroup_skb` ingress/egress programs on the cgroup v2 root at `path` (Linux 4.10; the netns needs
+    /// `bpf_cast_to_kern_ctx`, Linux 6.2) and `sock:inet_sock_set_state` (Linux 4.16) for TCP closes:
+    /// the packets of local sockets only.
     case cgroupSKB(path: String)
 
-    /// The cgroup v2 hierarchy from /proc/mounts: `/sys/fs/cgroup` on a v2 system, `/sys/fs/cgroup/unified`
-    /// on a hybrid one. Throws the one-line reason when there is none.
-    public static func detect(mounts: String = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? "") throws -> FlowHooks {
+    /// What the machine offers, read from /proc and /sys (a parameter so tests can give other machines').
+    public struct Machine: Sendable {
+        /// /proc/self/mounts.
+        public var mounts: String
+        /// Whether the kernel has kprobes (`/sys/bus/event_source/devices/kprobe`, CONFIG_KPROBE_EVENTS).
+        public var kprobes: Bool
+        /// `net.netfilter.nf_conntrack_count`: nil when nf_conntrack is not loaded.
+        public var conntrackCount: Int?
+
+        public init(mounts: String, kprobes: Bool, conntrackCount: Int?) {
+            self.mounts = mounts
+            self.kprobes = kprobes
+            self.conntrackCount = conntrackCount
+        }
+
+        public static func current() -> Machine {
+            let count = (try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_count", encoding: .utf8))
+                .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            return Machine(mounts: (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? "",
+                           kprobes: FileManager.default.fileExists(atPath: "/sys/bus/event_source/devices/kprobe"),
+                           conntrackCount: count)
+        }
+    }
+
+    /// Conntrack's kprobes where the kernel has kprobes and nf_conntrack tracks this namespace's traffic,
+    /// else cgroup_skb on the cgroup v2 hierarchy; with the reason, for the log. Throws the one-line reason
+    /// when neither can work.
+    public static func choose(_ machine: Machine = .current()) throws -> (hooks: FlowHooks, reason: String) {
+        let conntrack: String
+        switch (machine.kprobes, machine.conntrackCount) {
+        case (true, let count?) where count > 0:
+            return (.conntrackKprobes, "kprobes and nf_conntrack (\(count) entries) present")
+        case (false, _): conntrack = "no kprobes in this kernel"
+        case (true, nil): conntrack = "nf_conntrack is not loaded"
+        case (true, _): conntrack = "nf_conntrack tracks nothing in this namespace (nf_conntrack_count 0)"
+        }
+        return (try cgroupSKB(mounts: machine.mounts), "\(conntrack): conntrack path unavailable")
+    }
+
+    /// cgroup_skb on the cgroup v2 hierarchy from `mounts`: `/sys/fs/cgroup` on a v2 system,
+    /// `/sys/fs/cgroup/unified` on a hybrid one.
+    public static func cgroupSKB(mounts: String) throws -> FlowHooks {
         var cgroup2: [String] = []
         for line in mounts.split(separator: "\n") {
             let fields = line.split(separator: " ")
             if fields.count > 2 && fields[2] == "cgroup2" { cgroup2.append(String(fields[1])) }
         }
         guard let path = cgroup2.min(by: { $0.count < $1.count }) else {
-            throw FlowAccountingError("flow accounting needs a cgroup v2 hierarchy for its cgroup_skb programs and none is mounted "
-                                      + "(this kernel has no kprobes for the conntrack path): mount -t cgroup2 none /sys/fs/cgroup/unified")
+            throw FlowAccountingError("flow accounting needs kprobes with nf_conntrack, or a cgroup v2 hierarchy for its cgroup_skb programs, "
+                                      + "and this machine has neither: mount -t cgroup2 none /sys/fs/cgroup/unified")
         }
         return .cgroupSKB(path: path)
     }
 
     public var description: String {
         switch self {
+        case .conntrackKprobes: "kprobes on __nf_ct_refresh_acct and nf_ct_delete (conntrack)"
         case .cgroupSKB(let path): "cgroup_skb ingress/egress on \(path) + tracepoint sock:inet_sock_set_state"
         }
     }
@@ -70,6 +115,8 @@ public final class FlowAccounting: @unchecked Sendable {
 
     public let settings: Settings
     public let hooks: FlowHooks
+    /// Why these hooks: the detection's reason, or why the preferred ones failed.
+    public let hookReason: String
     private let object: BPFObject
     private let table: BPFMap
     private let kernelStatistics: BPFMap
@@ -84,41 +131,71 @@ public final class FlowAccounting: @unchecked Sendable {
     /// for every event (the clocks drift apart only by NTP slewing).
     private let wallOffset = wallClockNanoseconds() &- monotonicNanoseconds()
 
-    typealias Program = Tracers.FlowsSkb.Program
-    typealias Map = Tracers.FlowsSkb.Map
-
-    /// Loads and attaches the programs; throws a one-line reason (what was attempted, where, what to do) and
-    /// leaves nothing attached when that fails.
+    /// Loads and attaches the programs of `settings.hooks`, or of the hooks `FlowHooks.choose()` picks (falling
+    /// back from conntrack's kprobes to cgroup_skb when they cannot attach). Throws a one-line reason (what
+    /// was attempted, where, what to do) and leaves nothing attached when no hooks work.
     public init(settings: Settings = Settings()) throws {
         self.settings = settings
-        let hooks = try settings.hooks ?? FlowHooks.detect()
-        self.hooks = hooks
         guard settings.tableSize > 0 else { throw FlowAccountingError("flow table size must be at least 1") }
-        var spec = BPFObjectSpec(Tracers.FlowsSkb.object)
-        spec.mapMaxEntries[Map.flowsTable] = settings.tableSize
+        var (hooks, reason) = try settings.hooks.map { ($0, "chosen by the caller") } ?? FlowHooks.choose()
+        var attached: (BPFObject, [BPFLink])
+        do {
+            attached = try Self.attach(hooks, tableSize: settings.tableSize)
+        } catch let failure as FlowAccountingError where hooks == .conntrackKprobes && settings.hooks == nil {
+            hooks = try FlowHooks.cgroupSKB(mounts: FlowHooks.Machine.current().mounts)
+            reason = "\(failure.description): falling back"
+            attached = try Self.attach(hooks, tableSize: settings.tableSize)
+        }
+        self.hooks = hooks
+        hookReason = reason
+        object = attached.0
+        links = Mutex(attached.1)
+        let maps: (table: BPFMapName, statistics: BPFMapName) = switch hooks {
+        case .conntrackKprobes: (Tracers.FlowsConntrack.Map.flowsTable, Tracers.FlowsConntrack.Map.flowsStats)
+        case .cgroupSKB: (Tracers.FlowsSkb.Map.flowsTable, Tracers.FlowsSkb.Map.flowsStats)
+        }
+        table = try object.map(maps.table)
+        kernelStatistics = try object.map(maps.statistics)
+        state = Mutex(ReaderState())
+    }
+
+    /// The object of `hooks`, loaded, with its programs attached.
+    private static func attach(_ hooks: FlowHooks, tableSize: UInt32) throws -> (BPFObject, [BPFLink]) {
+        let embedded = switch hooks {
+        case .conntrackKprobes: Tracers.FlowsConntrack.object
+        case .cgroupSKB: Tracers.FlowsSkb.object
+        }
+        var spec = BPFObjectSpec(embedded)
+        spec.mapMaxEntries[BPFMapName("flows_table")] = tableSize
+        let object: BPFObject
         do {
             object = try spec.load()
         } catch let error as BPFError {
-            throw FlowAccountingError("flow accounting: \(error.operation) failed (\(error.description.split(separator: "\n").first ?? "")); "
-                                      + "needs Linux 6.2+ with BTF, run as root")
+            throw FlowAccountingError("flow accounting (\(hooks)): \(error.description.split(separator: "\n").first ?? ""); "
+                                      + "needs BTF (Linux 6.2+ for cgroup_skb, nf_conntrack's module BTF for conntrack) and root")
         }
-        table = try object.map(Map.flowsTable)
-        kernelStatistics = try object.map(Map.flowsStats)
-        var attached: [BPFLink] = []
-        switch hooks {
-        case .cgroupSKB(let path):
-            do {
-                attached.append(try object.program(Program.flowsEgress).attachCgroup(path: path))
-                attached.append(try object.program(Program.flowsIngress).attachCgroup(path: path))
-                attached.append(try object.program(Program.flowsTcpState).attachTracepoint(category: "sock", event: "inet_sock_set_state"))
-            } catch let error as BPFError {
-                attached.forEach { $0.close() }
-                throw FlowAccountingError("flow accounting: \(error.description.split(separator: "\n").first ?? ""); "
-                                          + "\(path) must be a cgroup v2 mount (mount -t cgroup2 none \(path)) and tracefs mounted")
+        var links: [BPFLink] = []
+        do {
+            switch hooks {
+            case .conntrackKprobes:
+                typealias Program = Tracers.FlowsConntrack.Program
+                links.append(try object.program(Program.flowsCtRefresh).attachKprobe(function: "__nf_ct_refresh_acct"))
+                links.append(try object.program(Program.flowsCtDelete).attachKprobe(function: "nf_ct_delete"))
+            case .cgroupSKB(let path):
+                typealias Program = Tracers.FlowsSkb.Program
+                links.append(try object.program(Program.flowsEgress).attachCgroup(path: path))
+                links.append(try object.program(Program.flowsIngress).attachCgroup(path: path))
+                links.append(try object.program(Program.flowsTcpState).attachTracepoint(category: "sock", event: "inet_sock_set_state"))
             }
+        } catch let error as BPFError {
+            links.forEach { $0.close() }
+            let fix = switch hooks {
+            case .conntrackKprobes: "the kernel needs kprobes and nf_conntrack loaded"
+            case .cgroupSKB(let path): "\(path) must be a cgroup v2 mount (mount -t cgroup2 none \(path)) and tracefs mounted"
+            }
+            throw FlowAccountingError("flow accounting: \(error.description.split(separator: "\n").first ?? ""); \(fix)")
         }
-        links = Mutex(attached)
-        state = Mutex(ReaderState())
+        return (object, links)
     }
 
     deinit { stop() }
@@ -133,6 +210,16 @@ public final class FlowAccounting: @unchecked Sendable {
     public var consumers: [FlowConsumerStatistics] { consumerList.withLock { $0 }.map(\.statistics) }
 
     public var statistics: FlowProbeStatistics { state.withLock { $0.statistics } }
+
+    /// Run count and time of each attached program (counted while `BPFStatistics.enable()` holds).
+    public func programStatistics() throws -> [ProgramStatistics] {
+        try object.loadedPrograms.map { try $0.runtimeStatistics() }
+    }
+
+    /// Inserts an entry into the kernel table as a packet would (for benchmarks of the reader).
+    public func insertForTesting(_ key: flow_key, _ counters: flow_counters) throws {
+        try table.update(key, counters)
+    }
 
     /// Reads the table every `readInterval` on a thread of its own until `stop()`.
     public func start() {

@@ -3,81 +3,14 @@
  * local socket sends or receives into flows_table (one entry per flow and network namespace), and
  * sock:inet_sock_set_state marks TCP flows closed. User space (tracers/flows/FlowAccounting.swift)
  * reads the table on a timer, emits update and destroy events and deletes what ended. */
-#include "../../bpf/vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_core_read.h>
-#include <bpf/bpf_endian.h>
-#include "flows.h"
+#include "flows.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
 #define TCP_CLOSE 7
 #define LOOPBACK_IFINDEX 1
 
-/* Set before load: ingress packets that arrive on the loopback device were counted at the sender's
- * egress already (both ends are local), so they are skipped unless this is 1. */
-const volatile __u8 flows_count_loopback_ingress = 0;
-
-/* Every flow; least recently used entries are evicted when it is full (user space counts flows that
- * vanished without a close). max_entries is set by user space. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct flow_key);
-	__type(value, struct flow_counters);
-} flows_table SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLOWS_STAT_COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} flows_stats SEC(".maps");
-
-/* Anchor the shared structs in the object's BTF for the layout test. */
-const struct flow_key *flows_key_anchor __attribute__((unused));
-const struct flow_counters *flows_counters_anchor __attribute__((unused));
-
 extern void *bpf_cast_to_kern_ctx(void *ctx) __ksym;
-
-static __always_inline void count(__u32 index)
-{
-	__u64 *value = bpf_map_lookup_elem(&flows_stats, &index);
-	if (value)
-		*value += 1;
-}
-
-/* Puts the key's endpoints, filled as (source, destination), into canonical order (lower address, then
- * lower port, first); returns the packet's direction. */
-static __always_inline __u8 order(struct flow_key *key)
-{
-	__u64 *low = (__u64 *)key->addr_low, *high = (__u64 *)key->addr_high;
-	int cmp = 0;
-	for (int i = 0; i < 2 && cmp == 0; i++) {
-		__u64 a = bpf_be64_to_cpu(low[i]), b = bpf_be64_to_cpu(high[i]);
-		if (a != b)
-			cmp = a < b ? -1 : 1;
-	}
-	if (cmp == 0)
-		cmp = key->port_low < key->port_high ? -1 : (key->port_low > key->port_high ? 1 : 0);
-	if (cmp <= 0)
-		return FLOWS_LOW_TO_HIGH;
-	for (int i = 0; i < 2; i++) {
-		__u64 swap = low[i];
-		low[i] = high[i];
-		high[i] = swap;
-	}
-	__u16 port = key->port_low;
-	key->port_low = key->port_high;
-	key->port_high = port;
-	return FLOWS_HIGH_TO_LOW;
-}
 
 /* Network namespace of the packet's socket (Linux 6.2 for bpf_cast_to_kern_ctx). */
 static __always_inline __u32 skb_netns(struct __sk_buff *ctx)
@@ -126,27 +59,7 @@ static __always_inline void account(struct __sk_buff *skb)
 	__u8 direction = order(&key);
 	key.netns = skb_netns(skb);
 
-	__u64 now = bpf_ktime_get_ns();
-	struct flow_counters *flow = bpf_map_lookup_elem(&flows_table, &key);
-	if (!flow) {
-		struct flow_counters fresh = {};
-		fresh.start_ns = now;
-		fresh.last_ns = now;
-		fresh.original = direction;
-		fresh.mark = skb->mark;
-		/* BPF_NOEXIST: a packet of the same new flow on another CPU may have inserted it first. */
-		if (bpf_map_update_elem(&flows_table, &key, &fresh, BPF_NOEXIST) == 0)
-			count(FLOWS_STAT_CREATED);
-		flow = bpf_map_lookup_elem(&flows_table, &key);
-		if (!flow) {
-			count(FLOWS_STAT_INSERT_FAILED);
-			return;
-		}
-	}
-	flow->last_ns = now;
-	__sync_fetch_and_add(&flow->packets[direction & 1], 1);
-	__sync_fetch_and_add(&flow->bytes[direction & 1], skb->len);
-	count(FLOWS_STAT_PACKETS);
+	flows_account(&key, direction, direction, skb->len, skb->mark);
 	return;
 unparsed:
 	count(FLOWS_STAT_UNPARSED);
@@ -162,7 +75,9 @@ int flows_egress(struct __sk_buff *skb)
 SEC("cgroup_skb/ingress")
 int flows_ingress(struct __sk_buff *skb)
 {
-	if (skb->ingress_ifindex == LOOPBACK_IFINDEX && !flows_count_loopback_ingress)
+	/* A packet that arrives on the loopback device was counted at the sender's egress (both ends are
+	 * local sockets of this namespace), as conntrack counts it once. */
+	if (skb->ingress_ifindex == LOOPBACK_IFINDEX)
 		return 1;
 	account(skb);
 	return 1;

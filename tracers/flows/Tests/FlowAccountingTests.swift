@@ -212,12 +212,20 @@ final class FlowAccountingTests: XCTestCase {
     }
 
     func testNoCgroup2IsAOneLineReasonAndNothingStaysAttached() throws {
-        XCTAssertThrowsError(try FlowHooks.detect(mounts: "proc /proc proc rw 0 0\ncgroup /sys/fs/cgroup/memory cgroup rw 0 0\n")) { error in
+        let hybrid = "cgroup /sys/fs/cgroup/memory cgroup rw 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n"
+        let noCgroup2 = "proc /proc proc rw 0 0\ncgroup /sys/fs/cgroup/memory cgroup rw 0 0\n"
+        XCTAssertThrowsError(try FlowHooks.choose(.init(mounts: noCgroup2, kprobes: false, conntrackCount: 12))) { error in
             let text = String(describing: error)
             XCTAssertFalse(text.contains("\n"), text)
             XCTAssertTrue(text.contains("mount -t cgroup2"), text)
         }
-        XCTAssertEqual(try FlowHooks.detect(mounts: "cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n"), .cgroupSKB(path: "/sys/fs/cgroup/unified"))
+        XCTAssertEqual(try FlowHooks.choose(.init(mounts: hybrid, kprobes: false, conntrackCount: 12)).hooks,
+                       .cgroupSKB(path: "/sys/fs/cgroup/unified"))
+        XCTAssertEqual(try FlowHooks.choose(.init(mounts: hybrid, kprobes: true, conntrackCount: nil)).hooks,
+                       .cgroupSKB(path: "/sys/fs/cgroup/unified"), "no nf_conntrack")
+        XCTAssertEqual(try FlowHooks.choose(.init(mounts: hybrid, kprobes: true, conntrackCount: 0)).hooks,
+                       .cgroupSKB(path: "/sys/fs/cgroup/unified"), "conntrack tracks nothing")
+        XCTAssertEqual(try FlowHooks.choose(.init(mounts: noCgroup2, kprobes: true, conntrackCount: 3)).hooks, .conntrackKprobes)
 
         try requireBPF()
         let directory = try temporaryDirectory(self)

@@ -2,82 +2,129 @@ import Foundation
 import TestSupport
 import XCTest
 
-/// Transfers of known sizes for the flow tests: a Python helper run directly, or inside a network
-/// namespace with `ip netns exec`. Each mode prints the local port it uses as its first line.
+/// Transfers of known sizes for the flow tests: a small C program (so it also runs in the busybox guest),
+/// run directly or inside a network namespace with `ip netns exec`. Each mode prints the local port it
+/// uses as its first line.
 final class FlowTraffic {
-    static let python = "/usr/bin/python3"
     static let ip = "/usr/sbin/ip"
 
     /// Modes: `tcp-serve HOST PORT` (prints the port, reads one connection to EOF, prints the bytes),
-    /// `tcp-send HOST PORT BYTES` (prints its source port, sends, waits for the server to close),
+    /// `tcp-send HOST PORT BYTES` (prints its source port, sends, waits for the server to close, prints the bytes),
     /// `udp-serve HOST PORT COUNT` (prints the port, receives COUNT datagrams or until 5 s of silence, prints the bytes),
     /// `udp-send HOST PORT SIZE COUNT SOCKETS` (prints the first socket's source port; each socket sends COUNT
     /// datagrams; then prints the bytes sent and how many distinct source ports, i.e. flows, the sockets had).
-    static let script = """
-        import socket, sys
-        mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-        family = socket.AF_INET6 if ':' in host else socket.AF_INET
-        if mode == 'tcp-serve':
-            s = socket.socket(family)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port)); s.listen(1)
-            print(s.getsockname()[1], flush=True)
-            c, _ = s.accept(); total = 0
-            while True:
-                data = c.recv(1 << 16)
-                if not data: break
-                total += len(data)
-            c.close(); print(total, flush=True)
-        elif mode == 'tcp-send':
-            size = int(sys.argv[4])
-            c = socket.create_connection((host, port))
-            print(c.getsockname()[1], flush=True)
-            block = b'x' * 65536; left = size
-            while left:
-                left -= c.send(block[:min(left, len(block))])
-            c.shutdown(socket.SHUT_WR)
-            while c.recv(65536): pass
-            c.close(); print(size, flush=True)
-        elif mode == 'udp-serve':
-            count = int(sys.argv[4])
-            s = socket.socket(family, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE: no datagram dropped for a slow reader
-            s.bind((host, port)); s.settimeout(5)
-            print(s.getsockname()[1], flush=True); total = received = 0
-            try:
-                while received < count:
-                    total += len(s.recv(65536)); received += 1
-            except socket.timeout:
-                pass
-            print(total, flush=True)
-        elif mode == 'udp-send':
-            size, count, sockets = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-            ports = set()
-            for index in range(sockets):
-                s = socket.socket(family, socket.SOCK_DGRAM); s.connect((host, port))
-                if index == 0: print(s.getsockname()[1], flush=True)
-                ports.add(s.getsockname()[1])
-                for _ in range(count): s.send(b'y' * size)
-                s.close()
-            print(size * count * sockets, flush=True)
-            print(len(ports), flush=True)
+    /// IPv4 only.
+    static let source = """
+        #include <arpa/inet.h>
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include <string.h>
+        #include <sys/socket.h>
+        #include <sys/time.h>
+        #include <unistd.h>
+
+        static struct sockaddr_in endpoint(const char *host, const char *port) {
+            struct sockaddr_in address = {0};
+            address.sin_family = AF_INET;
+            address.sin_port = htons(atoi(port));
+            if (inet_pton(AF_INET, host, &address.sin_addr) != 1) { fprintf(stderr, "bad address %s\\n", host); exit(2); }
+            return address;
+        }
+
+        static int local_port(int fd) {
+            struct sockaddr_in address;
+            socklen_t length = sizeof(address);
+            getsockname(fd, (struct sockaddr *)&address, &length);
+            return ntohs(address.sin_port);
+        }
+
+        static void fail(const char *what) { perror(what); exit(1); }
+
+        int main(int argc, char **argv) {
+            static char buffer[1 << 16];
+            if (argc < 4) { fprintf(stderr, "usage: flow_traffic MODE HOST PORT ...\\n"); return 2; }
+            const char *mode = argv[1];
+            struct sockaddr_in address = endpoint(argv[2], argv[3]);
+            setvbuf(stdout, NULL, _IOLBF, 0);
+            if (!strcmp(mode, "tcp-serve")) {
+                int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+                setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                if (bind(s, (struct sockaddr *)&address, sizeof(address)) || listen(s, 1)) fail("listen");
+                printf("%d\\n", local_port(s));
+                int c = accept(s, NULL, NULL);
+                long total = 0;
+                ssize_t n;
+                while ((n = recv(c, buffer, sizeof(buffer), 0)) > 0) total += n;
+                close(c);
+                printf("%ld\\n", total);
+            } else if (!strcmp(mode, "tcp-send") && argc > 4) {
+                long size = atol(argv[4]), left = size;
+                int c = socket(AF_INET, SOCK_STREAM, 0);
+                if (connect(c, (struct sockaddr *)&address, sizeof(address))) fail("connect");
+                printf("%d\\n", local_port(c));
+                memset(buffer, 'x', sizeof(buffer));
+                while (left > 0) {
+                    ssize_t n = send(c, buffer, left < (long)sizeof(buffer) ? left : (long)sizeof(buffer), 0);
+                    if (n <= 0) fail("send");
+                    left -= n;
+                }
+                shutdown(c, SHUT_WR);
+                while (recv(c, buffer, sizeof(buffer), 0) > 0) {}
+                close(c);
+                printf("%ld\\n", size);
+            } else if (!strcmp(mode, "udp-serve") && argc > 4) {
+                int count = atoi(argv[4]), received = 0, size = 4 << 20;
+                int s = socket(AF_INET, SOCK_DGRAM, 0);
+                setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)); /* no datagram dropped for a slow reader */
+                struct timeval timeout = {5, 0};
+                setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+                if (bind(s, (struct sockaddr *)&address, sizeof(address))) fail("bind");
+                printf("%d\\n", local_port(s));
+                long total = 0;
+                ssize_t n;
+                while (received < count && (n = recv(s, buffer, sizeof(buffer), 0)) >= 0) { total += n; received++; }
+                printf("%ld\\n", total);
+            } else if (!strcmp(mode, "udp-send") && argc > 6) {
+                int size = atoi(argv[4]), count = atoi(argv[5]), sockets = atoi(argv[6]), distinct = 0;
+                static int seen[65536];
+                memset(buffer, 'y', sizeof(buffer));
+                for (int index = 0; index < sockets; index++) {
+                    int s = socket(AF_INET, SOCK_DGRAM, 0);
+                    if (connect(s, (struct sockaddr *)&address, sizeof(address))) fail("connect");
+                    int port = local_port(s);
+                    if (index == 0) printf("%d\\n", port);
+                    if (!seen[port]++) distinct++;
+                    for (int i = 0; i < count; i++) send(s, buffer, size, 0);
+                    close(s);
+                }
+                printf("%ld\\n%d\\n", (long)size * count * sockets, distinct);
+            } else {
+                fprintf(stderr, "unknown mode %s or missing arguments\\n", mode);
+                return 2;
+            }
+            return 0;
+        }
         """
+
+    /// Compiles the helper into `directory` (once per directory).
+    static func binary(in directory: URL) throws -> URL {
+        let binary = directory.appendingPathComponent("flow_traffic")
+        if FileManager.default.isExecutableFile(atPath: binary.path) { return binary }
+        return try compileC(source, name: "flow_traffic", in: directory)
+    }
 
     let process = Process()
     private let stdout = Pipe()
 
     /// Starts the helper (in network namespace `netns` when given).
     init(_ arguments: [String], netns: String? = nil, in directory: URL) throws {
-        let script = directory.appendingPathComponent("flow_traffic.py")
-        if !FileManager.default.fileExists(atPath: script.path) {
-            try Self.script.write(to: script, atomically: true, encoding: .utf8)
-        }
+        let binary = try Self.binary(in: directory)
         if let netns {
             process.executableURL = URL(fileURLWithPath: Self.ip)
-            process.arguments = ["netns", "exec", netns, Self.python, script.path] + arguments
+            process.arguments = ["netns", "exec", netns, binary.path] + arguments
         } else {
-            process.executableURL = URL(fileURLWithPath: Self.python)
-            process.arguments = [script.path] + arguments
+            process.executableURL = binary
+            process.arguments = arguments
         }
         process.standardOutput = stdout
         try process.run()
