@@ -185,7 +185,7 @@ let package = Package(
             name: "TracerFrameworkTests",
             dependencies: ["TracerFramework", "BPFPrograms", "BPFRuntime", "CTracerABI", "Telemetry", "TestSupport", "CTracerShim"],
             swiftSettings: swiftSettings),
-        .testTarget(name: "TracerCLITests", dependencies: ["TracerCLI", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "TracerCLITests", dependencies: ["TracerCLI", "TestSupport", "Tracers", "OTLPExport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ExecutableInspectionTests",
             dependencies: ["ExecutableInspection", "TestSupport"],

@@ -33,6 +33,29 @@ public struct FlowEvent: Sendable, Equatable {
     /// A destroy of a flow the kernel table evicted before it ended: the totals are those last read.
     public var evicted: Bool
 
+    public init(kind: Kind, flowID: UInt64, start: UInt64, timestamp: UInt64, connmark: UInt32, family: UInt8,
+                source: String, destination: String, sourcePort: UInt16, destinationPort: UInt16, transport: UInt8,
+                netns: UInt32, packetsOriginal: UInt64, bytesOriginal: UInt64, packetsReply: UInt64, bytesReply: UInt64,
+                evicted: Bool) {
+        self.kind = kind
+        self.flowID = flowID
+        self.start = start
+        self.timestamp = timestamp
+        self.connmark = connmark
+        self.family = family
+        self.source = source
+        self.destination = destination
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+        self.transport = transport
+        self.netns = netns
+        self.packetsOriginal = packetsOriginal
+        self.bytesOriginal = bytesOriginal
+        self.packetsReply = packetsReply
+        self.bytesReply = bytesReply
+        self.evicted = evicted
+    }
+
     /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
     public var transportName: String {
         switch transport {
