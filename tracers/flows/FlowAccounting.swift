@@ -350,6 +350,7 @@ public final class FlowAccounting: @unchecked Sendable {
         state.statistics.insertsFailed = kernel.insertFailed
         state.statistics.packets = kernel.packets
         state.statistics.unparsedPackets = kernel.unparsed
+        state.statistics.closes = kernel.closes
         state.statistics.activeFlows = state.flows.count
         return events
     }
@@ -372,7 +373,7 @@ public final class FlowAccounting: @unchecked Sendable {
     }
 
     private struct KernelCounters {
-        var created: UInt64 = 0, insertFailed: UInt64 = 0, packets: UInt64 = 0, unparsed: UInt64 = 0
+        var created: UInt64 = 0, insertFailed: UInt64 = 0, packets: UInt64 = 0, unparsed: UInt64 = 0, closes: UInt64 = 0
     }
 
     private func readKernelStatistics() -> KernelCounters {
@@ -380,7 +381,7 @@ public final class FlowAccounting: @unchecked Sendable {
             ((try? kernelStatistics.lookupPerCPU(UInt32(index), as: UInt64.self)) ?? nil)?.reduce(0, &+) ?? 0
         }
         return KernelCounters(created: total(FLOWS_STAT_CREATED), insertFailed: total(FLOWS_STAT_INSERT_FAILED),
-                              packets: total(FLOWS_STAT_PACKETS), unparsed: total(FLOWS_STAT_UNPARSED))
+                              packets: total(FLOWS_STAT_PACKETS), unparsed: total(FLOWS_STAT_UNPARSED), closes: total(FLOWS_STAT_CLOSES))
     }
 }
 

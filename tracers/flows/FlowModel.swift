@@ -13,7 +13,7 @@ public struct FlowEvent: Sendable, Equatable {
     /// Wall-clock time of the flow's first packet and of this report, nanoseconds since the Unix epoch.
     public var start: UInt64
     public var timestamp: UInt64
-    /// The mark of the flow's first packet (cgroup_skb path: the skb mark, i.e. SO_MARK or a netfilter mark).
+    /// Conntrack path: the connmark (latest); cgroup_skb path: the skb mark of the flow's first packet (SO_MARK or a netfilter mark).
     public var connmark: UInt32
     /// 4 or 6.
     public var family: UInt8
@@ -241,11 +241,13 @@ public struct FlowProbeStatistics: Sendable, Equatable {
     /// Flows whose destroy could not carry complete totals: evicted from the full table (those read before
     /// get a destroy marked `evicted` with the last totals read; those never read are only counted).
     public var destroysLost: UInt64 = 0
-    /// Kernel side: flows inserted, inserts that failed, packets accounted, packets with unreadable headers.
+    /// Kernel side: flows inserted, inserts that failed, packets accounted, packets with unreadable headers, ends seen.
     public var flowsCreated: UInt64 = 0
     public var insertsFailed: UInt64 = 0
     public var packets: UInt64 = 0
     public var unparsedPackets: UInt64 = 0
+    /// Flows the kernel saw end (a TCP socket reached TCP_CLOSE, or conntrack deleted the entry).
+    public var closes: UInt64 = 0
     /// Flows in the table at the last read.
     public var activeFlows: Int = 0
 }

@@ -72,8 +72,8 @@ static __always_inline __u8 order(struct flow_key *key)
 }
 
 /* Adds one packet of `len` bytes in `direction` to the flow, creating it with `original` as its original
- * direction when it is new. */
-static __always_inline void flows_account(struct flow_key *key, __u8 direction, __u8 original, __u32 len, __u32 mark)
+ * direction and `mark` when it is new; returns the flow (NULL when it could not be inserted). */
+static __always_inline struct flow_counters *flows_account(struct flow_key *key, __u8 direction, __u8 original, __u32 len, __u32 mark)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct flow_counters *flow = bpf_map_lookup_elem(&flows_table, key);
@@ -89,13 +89,14 @@ static __always_inline void flows_account(struct flow_key *key, __u8 direction, 
 		flow = bpf_map_lookup_elem(&flows_table, key);
 		if (!flow) {
 			count(FLOWS_STAT_INSERT_FAILED);
-			return;
+			return NULL;
 		}
 	}
 	flow->last_ns = now;
 	__sync_fetch_and_add(&flow->packets[direction & 1], 1);
 	__sync_fetch_and_add(&flow->bytes[direction & 1], len);
 	count(FLOWS_STAT_PACKETS);
+	return flow;
 }
 
 #endif

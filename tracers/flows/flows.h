@@ -19,7 +19,7 @@
 #define FLOWS_STAT_INSERT_FAILED 1 /* a new flow could not be inserted (uncounted packets) */
 #define FLOWS_STAT_PACKETS 2       /* packets accounted */
 #define FLOWS_STAT_UNPARSED 3      /* packets whose headers could not be read */
-#define FLOWS_STAT_CLOSES 4        /* TCP sockets closed with a flow in the table */
+#define FLOWS_STAT_CLOSES 4        /* flows seen ending: TCP_CLOSE (cgroup_skb), nf_ct_delete (conntrack) */
 #define FLOWS_STAT_COUNT 5
 
 /* One flow, independent of direction: the two endpoints in canonical order (lower address, then lower
@@ -43,7 +43,7 @@ struct flow_counters {
 	__u64 last_ns;    /* of the latest packet */
 	__u64 packets[2]; /* by direction: FLOWS_LOW_TO_HIGH, FLOWS_HIGH_TO_LOW */
 	__u64 bytes[2];   /* IP length (header included), as conntrack accounts */
-	__u32 mark;       /* skb mark of the first packet (the socket's SO_MARK or a netfilter mark) */
+	__u32 mark;       /* cgroup_skb: skb mark of the first packet (SO_MARK or a netfilter mark); conntrack: the connmark */
 	__u8 original;    /* direction of the first packet: the flow's "original" direction */
 	__u8 closed;      /* a TCP socket of the flow reached TCP_CLOSE */
 	__u8 padding[2];

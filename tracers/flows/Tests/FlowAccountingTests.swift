@@ -75,6 +75,7 @@ final class FlowAccountingTests: XCTestCase {
         assertTCP(destroy, payload: payload)
         XCTAssertFalse(consumer.take().contains { $0.sourcePort == clientPort && $0.kind == .update },
                        "no update before the curve's first hour")
+        XCTAssertGreaterThanOrEqual(flows.statistics.closes, 1, "the close seen by sock:inet_sock_set_state")
     }
 
     func testLoopbackUDPDatagramsAreCountedExactlyAndEndAfterTheIdleTimeout() throws {

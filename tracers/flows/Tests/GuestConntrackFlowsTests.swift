@@ -5,7 +5,8 @@ import XCTest
 /// The conntrack path, on a kernel with kprobes: Debian's 6.1 kernel under qemu (scripts/guest/run-in-guest.sh)
 /// with nf_conntrack and nf_tables loaded from its own modules (scripts/guest/fetch-netfilter-modules.sh)
 /// and one nftables rule that makes conntrack track the namespace's traffic. `tracer flows` must choose the
-/// kprobes by itself, count a TCP and a UDP transfer over loopback as conntrack accounts them, report
+/// kprobes by itself, count a TCP and a UDP transfer over loopback as conntrack accounts them (with the
+/// connmark a rule sets), report
 /// updates on the (compressed) curve and a destroy with the totals once conntrack drops the entries.
 final class GuestConntrackFlowsTests: XCTestCase {
     static let script = """
@@ -15,6 +16,7 @@ final class GuestConntrackFlowsTests: XCTestCase {
         # conntrack hooks a namespace only once something there uses it: one nftables rule does.
         nft add table ip flows
         nft add chain ip flows out '{ type filter hook output priority 0; }'
+        nft add rule ip flows out ct mark set 42
         nft add rule ip flows out ct state new,established accept
         # Short timeouts, so the entries expire soon after the transfers (conntrack's gc then deletes them).
         sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 net.netfilter.nf_conntrack_udp_timeout=1 >/dev/null
@@ -78,11 +80,13 @@ final class GuestConntrackFlowsTests: XCTestCase {
                                  "bytes_orig \(tcpBytes) in \(tcpPackets) packets for 1 000 000 bytes sent")
         XCTAssertGreaterThan(tcpDestroy["packets_ret"] as? Int ?? 0, 0)
         XCTAssertNotEqual(tcpDestroy["netns"] as? Int, 0)
+        XCTAssertEqual(tcpDestroy["connmark"] as? Int, 42, "the connmark the nftables rule set")
 
         let udpDestroy = try XCTUnwrap(events(port: udpPort, "destroy").first, "UDP destroy:\n\(run.output)")
         XCTAssertEqual(udpDestroy["dport"] as? Int, 5001)
         XCTAssertEqual(udpDestroy["packets_orig"] as? Int, 100)
         XCTAssertEqual(udpDestroy["bytes_orig"] as? Int, 100 * (1000 + FlowAccountingTests.udpHeader))
+        XCTAssertEqual(udpDestroy["connmark"] as? Int, 42)
 
         // Curve 0 → 2 s, 10 s → 5 s, 20 s → 10 s: the interval before each update is the one of the age at the
         // previous update (the first: 2 s after the start); reads every 0.2 s in a slow emulated guest.
