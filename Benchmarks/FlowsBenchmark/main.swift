@@ -9,22 +9,29 @@ import Glibc
 #endif
 
 /// Cost of flow accounting (issue 18), side by side with its baseline in one run. Run as root:
-///   swift run -c release FlowsBenchmark [--rounds N] [--mib N] [--flows N]
+///   swift run -c release FlowsBenchmark [--rounds N] [--mib N] [--flows N] [--rates R,R,...] [--parts 1,2,3]
 /// 1. A loopback bulk TCP transfer (one sender and one receiver thread, 128 KiB writes): rounds without
 ///    and with flow accounting attached alternate; the median throughput of each and their ratio, and the
 ///    BPF run time per packet (BPF_ENABLE_STATS) over the accounted rounds.
 /// 2. The reader: a kernel table of N flows (inserted from user space) read, scheduled and reported to one
 ///    consumer; the time of one read gives the flows per second one core of the reader sustains.
+/// 3. Sustained new flows: UDP flows (one datagram each, to 127.0.0.1 ports 10000-19999) created at a fixed
+///    rate for some seconds with the engine as the agent runs it (reads every 1 s, 65 536 entries, idle
+///    timeout 1 s); per rate, the destroys delivered against the flows created, and updates/destroys lost.
 
 var rounds = 7
 var mebibytes = 2048
 var flowCount = 65536
+var rates = [5_000, 20_000, 40_000]
+var parts: Set<Int> = [1, 2, 3]
 var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     switch argument {
     case "--rounds": rounds = Int(arguments.popFirst() ?? "") ?? rounds
     case "--mib": mebibytes = Int(arguments.popFirst() ?? "") ?? mebibytes
     case "--flows": flowCount = Int(arguments.popFirst() ?? "") ?? flowCount
+    case "--rates": rates = (arguments.popFirst() ?? "").split(separator: ",").compactMap { Int($0) }
+    case "--parts": parts = Set((arguments.popFirst() ?? "").split(separator: ",").compactMap { Int($0) })
     default: print("unknown argument \(argument)"); exit(2)
     }
 }
@@ -161,9 +168,52 @@ func readerCost(flowCount: Int) throws {
     flows.stop()
 }
 
+/// Sends one datagram from a fresh socket per flow, `rate` flows per second for `seconds`; returns the flows sent.
+func sendFlows(rate: Int, seconds: Int) -> Int {
+    let total = rate * seconds
+    let start = DispatchTime.now().uptimeNanoseconds
+    var payload: UInt8 = 0x79
+    for index in 0..<total {
+        // Pace in 10 ms steps.
+        let due = start + UInt64(index) * 1_000_000_000 / UInt64(rate)
+        while DispatchTime.now().uptimeNanoseconds < due { usleep(1000) }
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        var address = loopbackAddress(port: UInt16(10000 + index % 10000))
+        withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                _ = sendto(fd, &payload, 1, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        close(fd)
+    }
+    return total
+}
+
+func sustainedFlows(rates: [Int], seconds: Int) throws {
+    print("3. sustained new flows, \(seconds) s per rate, reads every 1 s, table 65 536, idle timeout 1 s")
+    for rate in rates {
+        var settings = FlowAccounting.Settings()
+        settings.idleTimeout = 1
+        let flows = try FlowAccounting(settings: settings)
+        let consumer = flows.addConsumer(name: "bench", mode: .destroys, capacity: 1 << 20)
+        flows.start()
+        let begin = DispatchTime.now().uptimeNanoseconds
+        let sent = sendFlows(rate: rate, seconds: seconds)
+        let achieved = Double(sent) / (Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9)
+        usleep(3_000_000)
+        flows.stop()
+        let destroys = consumer.take().filter { $0.transport == 17 && $0.destinationPort >= 10000 && $0.destinationPort < 20000 }
+        let statistics = flows.statistics
+        print("   \(rate)/s (achieved \(format(achieved, 0))/s): \(sent) flows sent, \(destroys.count) destroys delivered "
+              + "(\(destroys.filter(\.evicted).count) evicted), kernel created \(statistics.flowsCreated), "
+              + "updates lost \(statistics.updatesLost), destroys lost \(statistics.destroysLost)")
+    }
+}
+
 do {
-    try throughputComparison(rounds: rounds, mebibytes: mebibytes)
-    try readerCost(flowCount: flowCount)
+    if parts.contains(1) { try throughputComparison(rounds: rounds, mebibytes: mebibytes) }
+    if parts.contains(2) { try readerCost(flowCount: flowCount) }
+    if parts.contains(3) { try sustainedFlows(rates: rates, seconds: 5) }
 } catch {
     print("FlowsBenchmark: \(error)")
     exit(1)
