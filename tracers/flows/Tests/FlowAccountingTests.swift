@@ -23,7 +23,7 @@ final class FlowAccountingTests: XCTestCase {
         settings.idleTimeout = 0.5
         configure(&settings)
         let flows = try FlowAccounting(settings: settings)
-        addTeardownBlock { flows.stop() }
+        addTeardownBlock { [weak flows] in flows?.stop() } // weak: XCTest keeps teardown blocks, and so the engine's fds, until the run ends
         return flows
     }
 
