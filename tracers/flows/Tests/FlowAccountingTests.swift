@@ -96,6 +96,26 @@ final class FlowAccountingTests: XCTestCase {
         XCTAssertEqual(destroy.netns, try currentNetns())
     }
 
+    /// IPv6 (40-byte header, 48 with UDP's) through the same programs.
+    func testLoopbackIPv6UDPIsCountedExactly() throws {
+        let flows = try engine()
+        let consumer = flows.addConsumer(name: "test", mode: .destroys)
+        flows.start()
+        let directory = try temporaryDirectory(self)
+        let server = try FlowTraffic(["udp-serve", "::1", "0", "50"], in: directory)
+        let serverPort = try server.number()
+        let client = try FlowTraffic(["udp-send", "::1", String(serverPort), "700", "50", "1"], in: directory)
+        let clientPort = try client.number()
+
+        let destroy = try XCTUnwrap(awaitEvent(consumer, .destroy) { $0.sourcePort == clientPort && $0.destinationPort == serverPort })
+        XCTAssertEqual(destroy.family, 6)
+        XCTAssertEqual(destroy.source, "::1")
+        XCTAssertEqual(destroy.destination, "::1")
+        XCTAssertEqual(destroy.packetsOriginal, 50)
+        XCTAssertEqual(destroy.bytesOriginal, UInt64(50 * (700 + 48)))
+        XCTAssertTrue(destroy.text.contains("[::1]:\(clientPort) -> [::1]:\(serverPort)"), destroy.text)
+    }
+
     /// Between two namespaces each side's flow is its own (as conntrack's are per namespace): the client's in
     /// `a` (egress data, ingress ACKs) and the server's in `b` (ingress data, egress ACKs), both oriented
     /// client → server.

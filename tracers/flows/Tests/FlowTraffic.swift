@@ -13,7 +13,7 @@ final class FlowTraffic {
     /// `udp-serve HOST PORT COUNT` (prints the port, receives COUNT datagrams or until 5 s of silence, prints the bytes),
     /// `udp-send HOST PORT SIZE COUNT SOCKETS` (prints the first socket's source port; each socket sends COUNT
     /// datagrams; then prints the bytes sent and how many distinct source ports, i.e. flows, the sockets had).
-    /// IPv4 only.
+    /// HOST is an IPv4 or IPv6 address.
     static let source = """
         #include <arpa/inet.h>
         #include <stdio.h>
@@ -23,19 +23,34 @@ final class FlowTraffic {
         #include <sys/time.h>
         #include <unistd.h>
 
-        static struct sockaddr_in endpoint(const char *host, const char *port) {
-            struct sockaddr_in address = {0};
-            address.sin_family = AF_INET;
-            address.sin_port = htons(atoi(port));
-            if (inet_pton(AF_INET, host, &address.sin_addr) != 1) { fprintf(stderr, "bad address %s\\n", host); exit(2); }
-            return address;
+        static int family;
+        static socklen_t length;
+
+        static struct sockaddr_storage endpoint(const char *host, const char *port) {
+            struct sockaddr_storage storage = {0};
+            struct sockaddr_in *v4 = (struct sockaddr_in *)&storage;
+            struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&storage;
+            if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+                family = v4->sin_family = AF_INET;
+                v4->sin_port = htons(atoi(port));
+                length = sizeof(*v4);
+            } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+                family = v6->sin6_family = AF_INET6;
+                v6->sin6_port = htons(atoi(port));
+                length = sizeof(*v6);
+            } else {
+                fprintf(stderr, "bad address %s\\n", host);
+                exit(2);
+            }
+            return storage;
         }
 
         static int local_port(int fd) {
-            struct sockaddr_in address;
-            socklen_t length = sizeof(address);
-            getsockname(fd, (struct sockaddr *)&address, &length);
-            return ntohs(address.sin_port);
+            struct sockaddr_storage address;
+            socklen_t size = sizeof(address);
+            getsockname(fd, (struct sockaddr *)&address, &size);
+            return ntohs(address.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&address)->sin6_port
+                                                       : ((struct sockaddr_in *)&address)->sin_port);
         }
 
         static void fail(const char *what) { perror(what); exit(1); }
@@ -44,12 +59,12 @@ final class FlowTraffic {
             static char buffer[1 << 16];
             if (argc < 4) { fprintf(stderr, "usage: flow_traffic MODE HOST PORT ...\\n"); return 2; }
             const char *mode = argv[1];
-            struct sockaddr_in address = endpoint(argv[2], argv[3]);
+            struct sockaddr_storage address = endpoint(argv[2], argv[3]);
             setvbuf(stdout, NULL, _IOLBF, 0);
             if (!strcmp(mode, "tcp-serve")) {
-                int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+                int s = socket(family, SOCK_STREAM, 0), one = 1;
                 setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-                if (bind(s, (struct sockaddr *)&address, sizeof(address)) || listen(s, 1)) fail("listen");
+                if (bind(s, (struct sockaddr *)&address, length) || listen(s, 1)) fail("listen");
                 printf("%d\\n", local_port(s));
                 int c = accept(s, NULL, NULL);
                 long total = 0;
@@ -59,8 +74,8 @@ final class FlowTraffic {
                 printf("%ld\\n", total);
             } else if (!strcmp(mode, "tcp-send") && argc > 4) {
                 long size = atol(argv[4]), left = size;
-                int c = socket(AF_INET, SOCK_STREAM, 0);
-                if (connect(c, (struct sockaddr *)&address, sizeof(address))) fail("connect");
+                int c = socket(family, SOCK_STREAM, 0);
+                if (connect(c, (struct sockaddr *)&address, length)) fail("connect");
                 printf("%d\\n", local_port(c));
                 memset(buffer, 'x', sizeof(buffer));
                 while (left > 0) {
@@ -74,11 +89,11 @@ final class FlowTraffic {
                 printf("%ld\\n", size);
             } else if (!strcmp(mode, "udp-serve") && argc > 4) {
                 int count = atoi(argv[4]), received = 0, size = 4 << 20;
-                int s = socket(AF_INET, SOCK_DGRAM, 0);
+                int s = socket(family, SOCK_DGRAM, 0);
                 setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)); /* no datagram dropped for a slow reader */
                 struct timeval timeout = {5, 0};
                 setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-                if (bind(s, (struct sockaddr *)&address, sizeof(address))) fail("bind");
+                if (bind(s, (struct sockaddr *)&address, length)) fail("bind");
                 printf("%d\\n", local_port(s));
                 long total = 0;
                 ssize_t n;
@@ -89,8 +104,8 @@ final class FlowTraffic {
                 static int seen[65536];
                 memset(buffer, 'y', sizeof(buffer));
                 for (int index = 0; index < sockets; index++) {
-                    int s = socket(AF_INET, SOCK_DGRAM, 0);
-                    if (connect(s, (struct sockaddr *)&address, sizeof(address))) fail("connect");
+                    int s = socket(family, SOCK_DGRAM, 0);
+                    if (connect(s, (struct sockaddr *)&address, length)) fail("connect");
                     int port = local_port(s);
                     if (index == 0) printf("%d\\n", port);
                     if (!seen[port]++) distinct++;
