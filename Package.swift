@@ -172,6 +172,13 @@ let package = Package(
             path: "Benchmarks/GoNetHTTPBenchmark",
             swiftSettings: swiftSettings),
 
+        /// Flow accounting's cost: loopback throughput with and without it, BPF time per packet, reader cost.
+        .executableTarget(
+            name: "FlowsBenchmark",
+            dependencies: ["Tracers", "BPFRuntime", "CTracerABI"],
+            path: "Benchmarks/FlowsBenchmark",
+            swiftSettings: swiftSettings),
+
         .executableTarget(
             name: "ExportBenchmarks",
             dependencies: ["Telemetry", "OTLPExport"],
@@ -191,7 +198,7 @@ let package = Package(
             name: "TracerFrameworkTests",
             dependencies: ["TracerFramework", "BPFPrograms", "BPFRuntime", "CTracerABI", "Telemetry", "TestSupport", "CTracerShim"],
             swiftSettings: swiftSettings),
-        .testTarget(name: "TracerCLITests", dependencies: ["TracerCLI", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "TracerCLITests", dependencies: ["TracerCLI", "TestSupport", "Tracers", "OTLPExport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ExecutableInspectionTests",
             dependencies: ["ExecutableInspection", "TestSupport"],

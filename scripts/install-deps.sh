@@ -6,10 +6,11 @@ set -euo pipefail
 packages=(
   pkg-config libbpf-dev libelf-dev libdw-dev zlib1g-dev libcurl4-openssl-dev libcapstone-dev
   bpftool golang-go wrk protobuf-compiler python3-pip nginx-light openssl curl systemd util-linux binutils
+  iproute2
 )
 # The guest-kernel tests (scripts/guest/run-in-guest.sh) boot Debian's 6.1 kernel, which has the kprobes
 # and the bpf_probe_write_user this machine's kernel lacks, under qemu (without its GUI recommends).
-guest_packages=(qemu-system-x86 busybox-static cpio xz-utils)
+guest_packages=(qemu-system-x86 busybox-static cpio xz-utils nftables)
 missing_packages() {
   local package
   for package in "$@"; do
@@ -27,6 +28,7 @@ if [ ${#all_missing[@]} -gt 0 ]; then
 fi
 # The guest's kernel: downloaded once into ${TRACER_GUEST_CACHE:-$HOME/.cache/tracer-guest}.
 "$(dirname "$0")/guest/fetch-kernel.sh" >/dev/null || echo "warning: no guest kernel; the guest-kernel tests cannot run" >&2
+"$(dirname "$0")/guest/fetch-netfilter-modules.sh" >/dev/null || echo "warning: no netfilter modules for the guest kernel; the conntrack flow test cannot run" >&2
 
 # The official OTLP protobuf decoder for the export tests' receiver.
 python3 -c "import opentelemetry.proto" 2>/dev/null || python3 -m pip install -q opentelemetry-proto

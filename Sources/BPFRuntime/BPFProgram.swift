@@ -74,6 +74,18 @@ public final class BPFProgram: @unchecked Sendable {
         return try BPFLink(libbpfLink: link, errno: errno, description: "tracepoint \(name) on \(category):\(event)")
     }
 
+    /// cgroup program (cgroup_skb, sock_ops, ...) on the cgroup v2 directory at `path`, as a BPF link
+    /// (`BPF_LINK_CREATE`, Linux 5.7): the program runs for every socket of that cgroup and its descendants,
+    /// next to other programs attached there.
+    public func attachCgroup(path: String) throws -> BPFLink {
+        let description = "cgroup program \(name) on \(path)"
+        let cgroup = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard cgroup >= 0 else { throw BPFError("open cgroup directory \(path) to attach \(name)", errno: errno) }
+        defer { _ = Glibc.close(cgroup) }
+        let link = bpf_program__attach_cgroup(handle, cgroup)
+        return try BPFLink(libbpfLink: link, errno: errno, description: description)
+    }
+
     /// Raw tracepoint (Linux 4.17).
     public func attachRawTracepoint(_ event: String) throws -> BPFLink {
         let link = bpf_program__attach_raw_tracepoint(handle, event)

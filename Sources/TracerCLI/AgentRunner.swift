@@ -35,6 +35,7 @@ struct AgentRunner {
             do { objects = try ObjectsBesideAgent(paths: objectPaths) } catch { throw ValidationError(error.description) }
             objects?.summary.forEach { logger.info("\($0)") }
         }
+        let flowMetrics = options.networkFlows ? startFlowMetrics(outputs: outputs, logger: logger) : nil
         let finished = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         for signalNumber in [SIGINT, SIGTERM] {
@@ -52,9 +53,26 @@ struct AgentRunner {
         logger.info("stopping: detaching probes and flushing spans")
         agent.stop()
         objects?.stop()
+        flowMetrics?.stop()
         outputs.shutdown(timeout: .seconds(2))
         let metrics = agent.metricsSnapshot
         logger.info("stopped: \(metrics.spans) spans, \(metrics.events) events, \(metrics.eventsDroppedUserspace) dropped in user space, \(metrics.eventsDroppedKernel) dropped in the kernel")
         sources.forEach { $0.cancel() }
+    }
+
+    /// Flow accounting for `--network-flows`; when it cannot start, one line says why and the agent carries on.
+    private func startFlowMetrics(outputs: Outputs, logger: Logger) -> FlowMetrics? {
+        do {
+            let flows = try FlowAccounting()
+            let metrics = FlowMetrics(flows: flows)
+            outputs.observe(metrics)
+            metrics.start()
+            flows.start()
+            logger.info("network flows: \(flows.hooks) (\(flows.hookReason))")
+            return metrics
+        } catch {
+            logger.error("network flows off: \(error)")
+            return nil
+        }
     }
 }

@@ -102,6 +102,11 @@ final class Outputs {
         do { try objects.start(format: printFormat) } catch { throw ValidationError(error.description) }
     }
 
+    /// Publishes network flow metrics (`--network-flows`) with the others.
+    func observe(_ flows: FlowMetrics) {
+        registry.register { [flows] in flows.collect() }
+    }
+
     /// Sends the last metrics and stops the endpoint (span sinks are shut down by the agent).
     func shutdown(timeout: Duration) {
         metricsExporter?.shutdown(timeout: timeout)

@@ -57,6 +57,9 @@ struct RunOptions: ParsableArguments {
     @Flag(name: .customLong("context-propagation"), help: "Write a traceparent into outgoing Go net/http (HTTP/1.x) client requests, so traced Go services form one trace. Needs bpf_probe_write_user, which kernel lockdown forbids: then one line at start says so and tracing carries on.")
     var contextPropagation = false
 
+    @Flag(name: .customLong("network-flows"), help: "Also account every network flow of the machine (tracer flows) and export bytes and packets by source, destination, port and transport with the other metrics (OTLP, /metrics). When the kernel offers no hooks for it, one line says why and tracing carries on.")
+    var networkFlows = false
+
     @Option(name: .customLong("ring-buffer-size"), help: ArgumentHelp("Size of the kernel-to-agent event ring in MiB, a power of two. Raise it when the stop line reports events dropped in the kernel.", valueName: "MiB"))
     var ringBufferMiB = 2
 

@@ -29,8 +29,9 @@ struct Tracer: ParsableCommand {
               tracer object run exec.bpf.o -- --min-us 100   run a BPF object: events, histograms, stats
               tracer object run exec.bpf.o --help     ... the object's own options
               tracer object pack exec.bpf.o -o exec.json     package it with editable meta
+              tracer flows [--json] [--interval S]    network flows: bytes and packets both ways
             """,
-        subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self, ObjectCommand.self],
+        subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self, ObjectCommand.self, FlowsCommand.self],
         defaultSubcommand: RunCommand.self)
 }
 

@@ -60,6 +60,8 @@ final class SharedHeaderLayoutTests: XCTestCase {
         "go_nethttp_server_context_event": layout(go_nethttp_server_context_event()),
         "go_nethttp_client_start_event": layout(go_nethttp_client_start_event()),
         "go_nethttp_client_end_event": layout(go_nethttp_client_end_event()),
+        "flow_key": layout(flow_key()),
+        "flow_counters": layout(flow_counters()),
     ]
 
     static func layout<T>(_ value: T) -> (size: Int, members: [String]) {
@@ -70,6 +72,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
     static let objects: [(String, EmbeddedBPFObject)] = [
         ("selftest", BPFPrograms.Selftest.object), ("process_watcher", BPFPrograms.ProcessWatcher.object),
         ("capture", BPFPrograms.Capture.object), ("go_nethttp", Tracers.GoNethttp.object),
+        ("flows_skb", Tracers.FlowsSkb.object),
     ]
 
     func testEveryStructOfTheSharedHeadersMatchesSwiftAndBTF() throws {

@@ -8,5 +8,6 @@
 #include "../../../bpf/process_watcher.h"
 #include "../../../tracers/go-nethttp/go_nethttp.h"
 #include "../../../bpf/capture.h"
+#include "../../../tracers/flows/flows.h"
 
 #endif
