@@ -10,8 +10,8 @@
  *   syscall tracepoints sys_enter/sys_exit of the data syscalls: the last resort, since any program there
  *                       puts every task of the machine on the syscall slow path.
  * Each finds the socket (struct sock *) and the byte count; the user buffer is the argument of the syscall
- * in progress (its saved user registers). sock:inet_sock_set_state (Linux 4.16) ends connections in
- * every variant.
+ * in progress (its saved user registers). sock:inet_sock_set_state (Linux 4.16, as a BTF tracepoint) ends
+ * connections in every variant.
  *
  * Connections are keyed by their struct sock * and given an id when first seen. User space may set a
  * verdict per id (capture_verdicts): connections no parser claims are then only counted. TLS: a socket
@@ -94,8 +94,7 @@ static __always_inline __u64 current_goid(const struct capture_process *process)
 {
 	if (!process->go_g_tls_offset)
 		return 0;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
+	__u64 fsbase = bpf_get_current_task_btf()->thread.fsbase; /* a BTF pointer: a plain load */
 	__u64 g = 0, goid = 0;
 	if (!fsbase || bpf_probe_read_user(&g, sizeof(g), (void *)(fsbase + process->go_g_tls_offset)) || !g)
 		return 0;
@@ -184,9 +183,12 @@ static __always_inline void emit_chunk(void *ctx, struct capture_connection *con
 		captured = at_most(length, capacity);
 		if (bpf_probe_read_user(event->data, captured, (void *)buffer))
 			captured = 0;
-		tail = at_most(length, CAPTURE_TAIL);
-		if (bpf_probe_read_user(event->tail, tail, (void *)(buffer + length - tail)))
-			tail = 0;
+		/* The last bytes only when data does not already end with them (one user read fewer mostly). */
+		if (length > captured) {
+			tail = at_most(length, CAPTURE_TAIL);
+			if (bpf_probe_read_user(event->tail, tail, (void *)(buffer + length - tail)))
+				tail = 0;
+		}
 	}
 	event->captured = captured;
 	event->tail_captured = tail;
@@ -245,18 +247,13 @@ struct {
 	__type(value, __u64);
 } capture_ssl_sockets SEC(".maps");
 
-/* Bytes crossed `sk` (a TCP socket) in `direction` for the current task: `length` transferred, from or
- * into the user buffer `buffer` (0 when the transfer named none). */
-static __always_inline void on_transfer(void *ctx, struct sock *sk, __u8 direction, __u32 fd, __u64 buffer,
-					__u64 length)
+/* Bytes crossed `sk` (a TCP socket) in `direction` for the current task of `process` (a prepared process,
+ * host TGID `tgid`): `length` transferred, from or into the user buffer `buffer` (0 when it named none). */
+static __always_inline void transfer(void *ctx, struct capture_process *process, __u32 tgid, struct sock *sk,
+				    __u8 direction, __u32 fd, __u64 buffer, __u64 length)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
 	if (!sk || length == 0)
-		return;
-	/* Only processes user space prepared (a parser applies to them) have an entry: one lookup decides. */
-	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
-	if (!process)
 		return;
 	__u64 key = (__u64)sk;
 	struct capture_connection *connection = connection_of(key, sk, tgid);
@@ -349,39 +346,46 @@ static __always_inline __u64 user_buffer(long nr, __u64 fd_argument, __u64 buffe
  * user registers (bpf_task_pt_regs, Linux 5.15). `length` is the kernel's result (> 0). */
 static __always_inline void on_socket_io(void *ctx, struct sock *sk, __u8 direction, long length)
 {
-	if (length <= 0)
+	if (length <= 0 || !sk)
 		return;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
+	if (!process)
+		return; /* not selected: the common case, decided before anything else is read */
+	/* bpf_task_pt_regs gives a BTF pointer: its fields are plain loads, no helper call each. */
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	long nr = BPF_CORE_READ(regs, orig_ax);
+	long nr = regs->orig_ax;
 	/* A peek (recvfrom's 4th or recvmsg's 3rd argument has MSG_PEEK) is read again later: not a transfer. */
-	if ((nr == NR_RECVFROM && (BPF_CORE_READ(regs, r10) & MSG_PEEK_)) || (nr == NR_RECVMSG && (BPF_CORE_READ(regs, dx) & MSG_PEEK_)))
+	if ((nr == NR_RECVFROM && (regs->r10 & MSG_PEEK_)) || (nr == NR_RECVMSG && (regs->dx & MSG_PEEK_)))
 		return;
 	__u32 fd;
-	__u64 buffer = user_buffer(nr, BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, si), BPF_CORE_READ(regs, dx), &fd);
-	on_transfer(ctx, sk, direction, fd, buffer, length);
+	__u64 buffer = user_buffer(nr, regs->di, regs->si, regs->dx, &fd);
+	transfer(ctx, process, tgid, sk, direction, fd, buffer, length);
 }
 
-/* ---- Variant 1: socket tracepoints (Linux 6.3). sock_sendmsg/sock_recvmsg report the socket and the
- * result, in the task's context; sendfile to a TCP socket reports here too. ---- */
+/* ---- Variant 1: socket tracepoints (Linux 6.3), as BTF tracepoints (tp_btf, Linux 5.5): typed arguments
+ * and no trace record built per hit, which every socket send/receive of the machine would pay.
+ * sock_sendmsg/sock_recvmsg report the socket and the result in the task's context; sendfile to a TCP
+ * socket reports here too. ---- */
 
-static __always_inline int socket_tracepoint(struct trace_event_raw_sock_msg_length *ctx, __u8 direction)
+static __always_inline int socket_tracepoint(void *ctx, struct sock *sk, int ret, int flags, __u8 direction)
 {
-	if (ctx->protocol != IPPROTO_TCP_ || (ctx->flags & MSG_PEEK_))
+	if (ret <= 0 || (flags & MSG_PEEK_) || sk->sk_protocol != IPPROTO_TCP_)
 		return 0;
-	on_socket_io(ctx, (struct sock *)ctx->sk, direction, ctx->ret);
+	on_socket_io(ctx, sk, direction, ret);
 	return 0;
 }
 
-SEC("tracepoint/sock/sock_recv_length")
-int capture_sock_recv(struct trace_event_raw_sock_msg_length *ctx)
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(capture_sock_recv, struct sock *sk, int ret, int flags)
 {
-	return socket_tracepoint(ctx, CAPTURE_DIRECTION_RECEIVE);
+	return socket_tracepoint(ctx, sk, ret, flags, CAPTURE_DIRECTION_RECEIVE);
 }
 
-SEC("tracepoint/sock/sock_send_length")
-int capture_sock_send(struct trace_event_raw_sock_msg_length *ctx)
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(capture_sock_send, struct sock *sk, int ret, int flags)
 {
-	return socket_tracepoint(ctx, CAPTURE_DIRECTION_SEND);
+	return socket_tracepoint(ctx, sk, ret, flags, CAPTURE_DIRECTION_SEND);
 }
 
 /* ---- Variant 2: fexit on tcp_sendmsg / tcp_recvmsg (BTF trampolines, Linux 5.5; bpf_get_func_ret 5.17).
@@ -575,7 +579,10 @@ int capture_exit_data(struct trace_event_raw_sys_exit *ctx)
 	bpf_map_delete_elem(&capture_syscalls, &pid_tgid);
 	if (ctx->ret <= 0 || call.fd == NO_FD)
 		return 0;
-	on_transfer(ctx, tcp_sock_of_fd(call.fd), call.direction, call.fd, call.buffer, ctx->ret);
+	__u32 tgid = pid_tgid >> 32;
+	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
+	if (process)
+		transfer(ctx, process, tgid, tcp_sock_of_fd(call.fd), call.direction, call.fd, call.buffer, ctx->ret);
 	return 0;
 }
 
@@ -583,13 +590,12 @@ int capture_exit_data(struct trace_event_raw_sys_exit *ctx)
  * process. A connection ends for user space when its process closes it (FIN_WAIT1 or LAST_ACK) or when
  * it is gone (CLOSE, also after a reset); its entry goes at CLOSE. ---- */
 
-SEC("tracepoint/sock/inet_sock_set_state")
-int capture_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(capture_sock_state, const struct sock *sk, int oldstate, int state)
 {
-	int state = ctx->newstate;
-	if (ctx->protocol != IPPROTO_TCP_ || (state != TCP_FIN_WAIT1_ && state != TCP_LAST_ACK_ && state != TCP_CLOSE_))
+	if (sk->sk_protocol != IPPROTO_TCP_ || (state != TCP_FIN_WAIT1_ && state != TCP_LAST_ACK_ && state != TCP_CLOSE_))
 		return 0;
-	__u64 key = (__u64)ctx->skaddr;
+	__u64 key = (__u64)sk;
 	struct capture_connection *connection = bpf_map_lookup_elem(&capture_connections, &key);
 	if (!connection)
 		return 0;

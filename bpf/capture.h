@@ -66,8 +66,8 @@ struct capture_chunk_event {
 	__u8 direction;      /* CAPTURE_DIRECTION_* */
 	__u8 source;         /* CAPTURE_SOURCE_* */
 	__u8 flags;          /* CAPTURE_FLAG_* */
-	__u8 tail_captured;  /* bytes in tail */
-	__u8 tail[CAPTURE_TAIL]; /* the last bytes of the transfer */
+	__u8 tail_captured;  /* bytes in tail: 0 when data holds the whole transfer (its end is data's end) */
+	__u8 tail[CAPTURE_TAIL]; /* the last bytes of a transfer longer than data */
 	struct capture_tuple tuple;
 	__u8 data[];         /* `captured` bytes; the record is sized by class */
 };

@@ -20,7 +20,7 @@ guard arguments.count >= 2 else {
 let path = arguments[1]
 let iterations = arguments.count > 2 ? Int(arguments[2]) ?? 10 : 10
 let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.doubleValue ?? 0
-let inspector = ExecutableInspector()
+let inspector = ExecutableInspector(goFields: GoField.netHTTP)
 /// This thread's CPU time in ms (`CLOCK_THREAD_CPUTIME_ID`): unlike wall time, not inflated when
 /// other work shares the cores.
 func cpuMilliseconds() -> Double {

@@ -5,10 +5,10 @@ import Logging
 /// everything else.
 public struct ExecutableInspector: Sendable {
     public var logger: Logger
-    /// Go struct fields resolved for Go binaries.
+    /// Go struct fields resolved for Go binaries: those the tracers declare (the agent passes their union).
     public var goFields: [GoField]
 
-    public init(goFields: [GoField] = GoField.netHTTP, logger: Logger = Logger(label: "tracer.inspection")) {
+    public init(goFields: [GoField], logger: Logger = Logger(label: "tracer.inspection")) {
         self.goFields = goFields
         self.logger = logger
     }

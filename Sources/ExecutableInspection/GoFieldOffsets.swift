@@ -19,7 +19,9 @@ public struct GoField: Hashable, Sendable, Codable, CustomStringConvertible {
     /// `type.field`, the key used in JSON and the offsets table.
     public var description: String { "\(type).\(field)" }
 
-    /// What a Go `net/http` server and client tracer reads: the request line and headers
+    /// A broad list of `net/http` fields (the offsets table's columns, and the inspection tests' and
+    /// benchmark's sample). The agent resolves only the fields its tracers declare (`Tracer.goFields`).
+    /// What a Go `net/http` server and client tracer may read: the request line and headers
     /// (`net/http.Request`, `net/url.URL`), the server's response status (`net/http.response`), the
     /// client's response (`net/http.Response`), where a client request's headers are written
     /// (`net/http.transferWriter`, `bufio.Writer`: context propagation), connection addresses

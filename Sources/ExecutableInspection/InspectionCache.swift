@@ -12,7 +12,7 @@ public final class InspectionCache: Sendable {
     private let entries = Mutex<[Key: ExecutableInfo]>([:])
     private let inspector: ExecutableInspector
 
-    public init(inspector: ExecutableInspector = ExecutableInspector()) {
+    public init(inspector: ExecutableInspector) {
         self.inspector = inspector
     }
 

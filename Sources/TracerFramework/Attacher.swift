@@ -148,7 +148,7 @@ final class Attacher {
                 loaded.globalAttachments.append { try object.program(tracepoint.program).attachTracepoint(category: tracepoint.category, event: tracepoint.event) }
             case .rawTracepoint(let event, let program):
                 loaded.globalAttachments.append { try object.program(program).attachRawTracepoint(event) }
-            case .fexit(_, let program):
+            case .btf(_, let program):
                 loaded.globalAttachments.append { try object.program(program).attachTracing() }
             case .kprobe(let function, let program, let returnProbe, let fallback):
                 if kprobes || fallback == nil {

@@ -120,8 +120,9 @@ public enum Probe: Sendable, Hashable {
     case kprobe(function: String, program: BPFProgramName, returnProbe: Bool, fallback: TracepointProbe?)
     /// A static tracepoint, attached once for the whole agent (the PID filter decides who emits).
     case tracepoint(TracepointProbe)
-    /// fexit on a kernel function (BTF trampoline, Linux 5.5; the section names the function).
-    case fexit(function: String, program: BPFProgramName)
+    /// A BTF-typed tracing program (tp_btf, fentry, fexit; Linux 5.5) on `target`, which its section names:
+    /// typed arguments, and no trace record built per hit as classic tracepoints do.
+    case btf(target: String, program: BPFProgramName)
     /// A raw tracepoint (`BPF_PROG_TYPE_RAW_TRACEPOINT`, Linux 4.17) such as `sys_exit`, attached once for the
     /// whole agent: no perf-buffer record is built per hit, so it is the cheapest hook on hot syscalls.
     case rawTracepoint(event: String, program: BPFProgramName)
@@ -141,7 +142,7 @@ public enum Probe: Sendable, Hashable {
         case .function(_, let entry, let returns), .library(_, _, let entry, let returns, _): [entry, returns].compactMap { $0 }
         case .kprobe(_, let program, _, let fallback): [program] + (fallback.map { [$0.program] } ?? [])
         case .tracepoint(let tracepoint): [tracepoint.program]
-        case .rawTracepoint(_, let program), .fexit(_, let program): [program]
+        case .rawTracepoint(_, let program), .btf(_, let program): [program]
         }
     }
 }

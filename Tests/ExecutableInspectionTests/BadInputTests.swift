@@ -8,7 +8,7 @@ final class BadInputTests: XCTestCase {
 
     private func assertInspectionError(_ path: String, _ reason: InspectionError.Reason? = nil, contains text: String? = nil,
                                        file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertThrowsError(try ExecutableInspector().inspect(path: path, queries: ProbeTargetQuery.goNetHTTP),
+        XCTAssertThrowsError(try ExecutableInspector(goFields: GoField.netHTTP).inspect(path: path, queries: ProbeTargetQuery.goNetHTTP),
                              file: file, line: line) { error in
             guard let error = error as? InspectionError else { return XCTFail("not an InspectionError: \(error)", file: file, line: line) }
             if let reason { XCTAssertEqual(error.reason, reason, error.description, file: file, line: line) }
@@ -103,7 +103,7 @@ final class BadInputTests: XCTestCase {
         bytes.replaceSubrange(at..<at + needle.count, with: patched)
         let path = try Fixtures.file("go-unknown-version", bytes)
 
-        let info = try ExecutableInspector().inspect(path: path, queries: ProbeTargetQuery.goNetHTTP)
+        let info = try ExecutableInspector(goFields: GoField.netHTTP).inspect(path: path, queries: ProbeTargetQuery.goNetHTTP)
         XCTAssertEqual(info.go?.buildInfo?.goVersion.hasPrefix("go1.99"), true)
         XCTAssertNil(info.go?.fieldOffsets)
         let reason = try XCTUnwrap(info.go?.notInstrumentableReason)

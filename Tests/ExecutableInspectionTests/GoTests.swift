@@ -131,7 +131,7 @@ final class GoTests: XCTestCase {
         }
         let go = toolchains.appendingPathComponent("\(newest)/go/bin/go").path
         let path = try Fixtures.goBinary("go-\(newest)-stripped", flags: ["-ldflags=-s -w"], go: go)
-        let info = try ExecutableInspector().inspect(path: path, queries: ProbeTargetQuery.goNetHTTP)
+        let info = try ExecutableInspector(goFields: GoField.netHTTP).inspect(path: path, queries: ProbeTargetQuery.goNetHTTP)
         XCTAssertEqual(info.go?.buildInfo?.goVersion, "go" + newest)
         XCTAssertEqual(info.go?.fieldOffsets?.source, .table(goVersion: "go" + newest.split(separator: ".").prefix(2).joined(separator: ".")))
         XCTAssertTrue(info.probeTargets.contains { $0.symbol == "net/http.serverHandler.ServeHTTP" && !$0.returnOffsets.isEmpty })

@@ -24,7 +24,7 @@ final class InspectorTests: XCTestCase {
         let withDWARF = try ELFFile(path: Fixtures.goBinary("go-plain"))
         let expected = try withDWARF.goFieldOffsets(GoField.netHTTP, buildInfo: withDWARF.goBuildInfo())
         let path = try Fixtures.goBinary("go-plain-stripped", flags: ["-ldflags=-s -w"])
-        let info = try ExecutableInspector().inspect(path: path, queries: ProbeTargetQuery.goNetHTTP)
+        let info = try ExecutableInspector(goFields: GoField.netHTTP).inspect(path: path, queries: ProbeTargetQuery.goNetHTTP)
         XCTAssertEqual(info.go?.fieldOffsets?.source, .table(goVersion: "go1.19"))
         XCTAssertEqual(info.go?.fieldOffsets?.offsets, expected.offsets)
         XCTAssertNil(info.go?.notInstrumentableReason)
@@ -36,8 +36,8 @@ final class InspectorTests: XCTestCase {
     /// RET offsets (the code is identical), and queries for absent symbols are reported missing.
     func testProbeTargetsFromSymtabAndPCLNTab() throws {
         let queries = ProbeTargetQuery.goNetHTTP + [ProbeTargetQuery(tracer: "demo", symbol: "no.such.function", needsReturnOffsets: true)]
-        let plain = try ExecutableInspector().inspect(path: Fixtures.goBinary("go-plain"), queries: queries)
-        let stripped = try ExecutableInspector().inspect(
+        let plain = try ExecutableInspector(goFields: GoField.netHTTP).inspect(path: Fixtures.goBinary("go-plain"), queries: queries)
+        let stripped = try ExecutableInspector(goFields: GoField.netHTTP).inspect(
             path: Fixtures.goBinary("go-plain-stripped", flags: ["-ldflags=-s -w"]), queries: queries)
         XCTAssertEqual(plain.language, .go)
         XCTAssertEqual(plain.kind, .executable)
@@ -55,7 +55,7 @@ final class InspectorTests: XCTestCase {
 
     /// The cache inspects a file once per identity and returns the stored info afterwards.
     func testCacheKeyedByIdentity() throws {
-        let cache = InspectionCache()
+        let cache = InspectionCache(inspector: ExecutableInspector(goFields: GoField.netHTTP))
         let path = try Fixtures.cBinary("c-pie", flags: ["-pie", "-fPIE"])
         let queries = [ProbeTargetQuery(tracer: "demo", symbol: "probe_me", needsReturnOffsets: true)]
         let first = try cache.info(path: path, queries: queries)
@@ -93,7 +93,7 @@ final class InspectorTests: XCTestCase {
         XCTAssertNil(snapshot.libssl)
         let maps = try String(contentsOfFile: "/proc/\(child.processIdentifier)/maps", encoding: .utf8)
         XCTAssertTrue(maps.contains(String(libc.base, radix: 16)), "libc base is a mapping start (offset 0)")
-        let info = try ExecutableInspector().inspect(path: snapshot.executableOpenPath, queries: ProbeTargetQuery.goNetHTTP,
+        let info = try ExecutableInspector(goFields: GoField.netHTTP).inspect(path: snapshot.executableOpenPath, queries: ProbeTargetQuery.goNetHTTP,
                                                      languageHint: snapshot.languageHint)
         XCTAssertEqual(info.language, .go)
         XCTAssertEqual(info.identity, snapshot.executableIdentity)

@@ -21,7 +21,7 @@ public enum CaptureEvents {
         event.direction = UInt8(direction == .send ? CAPTURE_DIRECTION_SEND : CAPTURE_DIRECTION_RECEIVE)
         event.source = UInt8(tls ? CAPTURE_SOURCE_LIBSSL : CAPTURE_SOURCE_SOCKET)
         event.flags = UInt8(tls ? CAPTURE_FLAG_TLS : 0) | UInt8(data.isEmpty ? CAPTURE_FLAG_NO_BUFFER : 0)
-        if (length ?? data.count) == data.count {
+        if (length ?? data.count) > kept.count && (length ?? data.count) == data.count {
             let tail = Array(data.suffix(Int(CAPTURE_TAIL)))
             withUnsafeMutableBytes(of: &event.tail) { $0.copyBytes(from: tail) }
             event.tail_captured = UInt8(tail.count)

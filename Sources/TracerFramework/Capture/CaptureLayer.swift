@@ -8,7 +8,7 @@ import Telemetry
 /// How the shared capture layer reaches socket data on this kernel: one variant, chosen once at start
 /// (cheapest first) and logged.
 public enum CaptureHooks: String, Sendable, CaseIterable {
-    /// `sock:sock_send_length` / `sock:sock_recv_length` (Linux 6.3): run on socket I/O only.
+    /// `sock:sock_send_length` / `sock:sock_recv_length` (Linux 6.3) as BTF tracepoints: run on socket I/O only.
     case socketTracepoints = "socket-tracepoints"
     /// fexit on `tcp_sendmsg` / `tcp_recvmsg` (BTF trampolines; `bpf_get_func_ret`, Linux 5.17).
     case fexit = "fexit"
@@ -56,11 +56,11 @@ public enum CaptureHooks: String, Sendable, CaseIterable {
     var probes: [Probe] {
         switch self {
         case .socketTracepoints:
-            [.tracepoint(TracepointProbe("sock", "sock_recv_length", program: Program.captureSockRecv)),
-             .tracepoint(TracepointProbe("sock", "sock_send_length", program: Program.captureSockSend))]
+            [.btf(target: "sock_recv_length", program: Program.captureSockRecv),
+             .btf(target: "sock_send_length", program: Program.captureSockSend)]
         case .fexit:
-            [.fexit(function: "tcp_sendmsg", program: Program.captureFexitSendmsg),
-             .fexit(function: "tcp_recvmsg", program: Program.captureFexitRecvmsg)]
+            [.btf(target: "tcp_sendmsg", program: Program.captureFexitSendmsg),
+             .btf(target: "tcp_recvmsg", program: Program.captureFexitRecvmsg)]
         case .kprobes:
             [.kprobe(function: "tcp_sendmsg", program: Program.captureKprobeSendmsg, returnProbe: false, fallback: nil),
              .kprobe(function: "tcp_sendmsg", program: Program.captureKretprobeSendmsg, returnProbe: true, fallback: nil),
@@ -100,7 +100,7 @@ struct CaptureTracer: Tracer {
     static let goidField = GoField("runtime.g", "goid")
 
     var probes: [Probe] {
-        hooks.probes + [.tracepoint(TracepointProbe("sock", "inet_sock_set_state", program: Program.captureSockState))]
+        hooks.probes + [.btf(target: "inet_sock_set_state", program: Program.captureSockState)]
             + [("SSL_read", Program.captureSslRead), ("SSL_write", Program.captureSslWrite),
                ("SSL_read_ex", Program.captureSslReadEx), ("SSL_write_ex", Program.captureSslWriteEx)].map {
                 .library(prefix: "libssl.so", symbol: $0.0, entry: $0.1, returns: Program.captureSslReturn, returnsWithUretprobe: true)

@@ -85,9 +85,14 @@ public final class ConnectionTracker: @unchecked Sendable {
             let chunk = event.loadUnaligned(as: capture_chunk_event.self)
             guard Int(chunk.captured) <= event.count - fixed, chunk.captured <= chunk.length,
                   chunk.tail_captured <= UInt8(CAPTURE_TAIL) else { return malformed() }
-            withUnsafeBytes(of: chunk.tail) { tail in
-                handle(chunk, data: UnsafeRawBufferPointer(rebasing: event[fixed..<(fixed + Int(chunk.captured))]),
-                       tail: UnsafeRawBufferPointer(rebasing: tail.prefix(Int(chunk.tail_captured))), into: &exchanges)
+            let data = UnsafeRawBufferPointer(rebasing: event[fixed..<(fixed + Int(chunk.captured))])
+            if chunk.captured == chunk.length {
+                // The whole transfer was captured: its last bytes are data's.
+                handle(chunk, data: data, tail: UnsafeRawBufferPointer(rebasing: data.suffix(Int(CAPTURE_TAIL))), into: &exchanges)
+            } else {
+                withUnsafeBytes(of: chunk.tail) { tail in
+                    handle(chunk, data: data, tail: UnsafeRawBufferPointer(rebasing: tail.prefix(Int(chunk.tail_captured))), into: &exchanges)
+                }
             }
         case CAPTURE_EVENT_CLOSE:
             guard event.count >= MemoryLayout<capture_close_event>.size else { return malformed() }

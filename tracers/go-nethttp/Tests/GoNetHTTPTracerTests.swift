@@ -94,7 +94,7 @@ final class GoNetHTTPTracerTests: XCTestCase {
 
     func testStrippedBinaryUsesTheOffsetsTableOrIsRefusedWithAReason() throws {
         let (server, attached) = try start(stripped: true)
-        let inspected = try ExecutableInspector().inspect(path: "/proc/\(server.pid)/exe", queries: GoNetHTTPTracer().probeTargetQueries)
+        let inspected = try ExecutableInspector(goFields: GoNetHTTPTracer().goFields).inspect(path: "/proc/\(server.pid)/exe", queries: GoNetHTTPTracer().probeTargetQueries)
         XCTAssertFalse(inspected.probeTargets.isEmpty, "pclntab still names the functions of a stripped binary")
         switch attached {
         case .success(let attachment):
