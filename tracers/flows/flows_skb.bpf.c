@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Flow accounting without kprobes: cgroup_skb programs on the cgroup2 root count every IP packet a
- * local socket sends or receives into flows_table (one entry per flow and network namespace), and
- * sock:inet_sock_set_state marks TCP flows closed. User space (tracers/flows/FlowAccounting.swift)
+ * local socket sends or receives into flows_table (one entry per flow and network namespace),
+ * sock:inet_sock_set_state marks TCP flows closed, and cgroup/sock_create records who created each socket,
+ * so a new flow names its owner. User space (tracers/flows/FlowAccounting.swift)
  * reads the table on a timer, emits update and destroy events and deletes what ended. */
 #include "flows.bpf.h"
 
@@ -12,7 +13,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 extern void *bpf_cast_to_kern_ctx(void *ctx) __ksym;
 
-/* Socket → host TGID of the process that created it (cgroup/sock_create runs in its context). BPF_F_CLONE:
+/* Socket → host TGID and comm of the process that created it (cgroup/sock_create runs in its context). BPF_F_CLONE:
  * a socket accept() returns inherits its listener's owner. Sockets created before the start have none. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
