@@ -5,12 +5,15 @@ import Telemetry
 import Tracers
 
 /// The agent's network flow metrics (`--network-flows`): bytes and packets of every flow, summed from the
-/// flow events' totals, by source and destination address, destination port class and transport; at most
+/// flow events' totals, by owning process (where the socket's owner is known), source and destination
+/// address, destination port class and transport; at most
 /// `seriesLimit` attribute sets, flows beyond them counted in one overflow series
 /// (`otel.metric.overflow=true`, as the OpenTelemetry SDKs' cardinality limit does). Reads its own
 /// consumer of the flow engine on a thread of its own.
 final class FlowMetrics: Sendable {
     struct Series: Hashable {
+        /// The owner's process name, when the socket's owner is known (cgroup_skb path).
+        let process: String?
         let source: String
         let destination: String
         let port: String
@@ -76,7 +79,7 @@ final class FlowMetrics: Sendable {
                 if let known {
                     series = known.series
                 } else {
-                    let candidate = Series(source: event.source, destination: event.destination,
+                    let candidate = Series(process: event.process, source: event.source, destination: event.destination,
                                            port: Self.portClass(event.destinationPort), transport: event.transportName)
                     if state.series[candidate] != nil || state.series.count < seriesLimit {
                         series = candidate
@@ -111,8 +114,12 @@ final class FlowMetrics: Sendable {
             }
         }
         for (key, totals) in series.sorted(by: { "\($0.key)" < "\($1.key)" }) {
-            add(["source.address": .string(key.source), "destination.address": .string(key.destination),
-                 "destination.port": .string(key.port), "network.transport": .string(key.transport)], totals)
+            var attributes: Attributes = key.process.map { ["process.executable.name": .string($0)] } ?? Attributes()
+            attributes["source.address"] = .string(key.source)
+            attributes["destination.address"] = .string(key.destination)
+            attributes["destination.port"] = .string(key.port)
+            attributes["network.transport"] = .string(key.transport)
+            add(attributes, totals)
         }
         if overflowFlows > 0 { add(["otel.metric.overflow": .bool(true)], overflow) }
         let probe = flows.statistics

@@ -67,6 +67,8 @@ final class FlowMetricsTests: XCTestCase {
         }
         XCTAssertTrue(found, "no flow series for the scrapes:\n\(page)")
         XCTAssertTrue(page.contains("tracer_flows_active"), page)
+        XCTAssertTrue(page.split(separator: "\n").contains { $0.contains("process_executable_name=\"curl\"") && $0.contains(series) },
+                      "the scrapes' sockets belong to curl:\n\(page)")
         agent.terminate()
         agent.waitUntilExit()
         XCTAssertEqual(agent.terminationStatus, 0)

@@ -183,6 +183,7 @@ public final class FlowAccounting: @unchecked Sendable {
                 links.append(try object.program(Program.flowsCtDelete).attachKprobe(function: "nf_ct_delete"))
             case .cgroupSKB(let path):
                 typealias Program = Tracers.FlowsSkb.Program
+                links.append(try object.program(Program.flowsSockCreate).attachCgroup(path: path))
                 links.append(try object.program(Program.flowsEgress).attachCgroup(path: path))
                 links.append(try object.program(Program.flowsIngress).attachCgroup(path: path))
                 links.append(try object.program(Program.flowsTcpState).attachTracepoint(category: "sock", event: "inet_sock_set_state"))
@@ -369,7 +370,8 @@ public final class FlowAccounting: @unchecked Sendable {
             sourcePort: fromLow ? key.port_low : key.port_high, destinationPort: fromLow ? key.port_high : key.port_low,
             transport: key.protocol, netns: key.netns,
             packetsOriginal: packets[original], bytesOriginal: bytes[original],
-            packetsReply: packets[reply], bytesReply: bytes[reply], evicted: evicted)
+            packetsReply: packets[reply], bytesReply: bytes[reply], evicted: evicted,
+            pid: counters.owner_pid, process: counters.owner_pid == 0 ? nil : processName(counters.owner_comm))
     }
 
     private struct KernelCounters {
@@ -383,6 +385,11 @@ public final class FlowAccounting: @unchecked Sendable {
         return KernelCounters(created: total(FLOWS_STAT_CREATED), insertFailed: total(FLOWS_STAT_INSERT_FAILED),
                               packets: total(FLOWS_STAT_PACKETS), unparsed: total(FLOWS_STAT_UNPARSED), closes: total(FLOWS_STAT_CLOSES))
     }
+}
+
+/// A `comm` field (up to 16 bytes, NUL-terminated unless full) as text.
+func processName(_ comm: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)) -> String {
+    withUnsafeBytes(of: comm) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
 }
 
 /// A flow key's 48 bytes as a dictionary key.

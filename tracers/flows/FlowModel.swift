@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import Telemetry
 
 /// One report about a flow: an update while it lives (on the age curve's schedule) or its destroy with the
 /// totals. "Original" is the direction of the flow's first packet (conntrack's `IP_CT_DIR_ORIGINAL`),
@@ -32,11 +33,15 @@ public struct FlowEvent: Sendable, Equatable {
     public var bytesReply: UInt64
     /// A destroy of a flow the kernel table evicted before it ended: the totals are those last read.
     public var evicted: Bool
+    /// cgroup_skb path: host PID of the process that created the local socket of the flow's first packet
+    /// (0: unknown — a socket created before the start, or the conntrack path), and its `comm` then.
+    public var pid: UInt32
+    public var process: String?
 
     public init(kind: Kind, flowID: UInt64, start: UInt64, timestamp: UInt64, connmark: UInt32, family: UInt8,
                 source: String, destination: String, sourcePort: UInt16, destinationPort: UInt16, transport: UInt8,
                 netns: UInt32, packetsOriginal: UInt64, bytesOriginal: UInt64, packetsReply: UInt64, bytesReply: UInt64,
-                evicted: Bool) {
+                evicted: Bool, pid: UInt32 = 0, process: String? = nil) {
         self.kind = kind
         self.flowID = flowID
         self.start = start
@@ -54,6 +59,8 @@ public struct FlowEvent: Sendable, Equatable {
         self.packetsReply = packetsReply
         self.bytesReply = bytesReply
         self.evicted = evicted
+        self.pid = pid
+        self.process = process
     }
 
     /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
@@ -77,6 +84,7 @@ public struct FlowEvent: Sendable, Equatable {
             ("netns", String(netns)), ("connmark", String(connmark)),
             ("packets_orig", String(packetsOriginal)), ("bytes_orig", String(bytesOriginal)),
             ("packets_ret", String(packetsReply)), ("bytes_ret", String(bytesReply)), ("evicted", String(evicted)),
+            ("pid", String(pid)), ("comm", process.map(jsonString) ?? "null"),
         ]
         return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
     }
@@ -87,7 +95,15 @@ public struct FlowEvent: Sendable, Equatable {
         return "\(kind.rawValue)\(evicted ? " (evicted)" : "") \(transportName) \(endpoint(source, sourcePort)) -> "
             + "\(endpoint(destination, destinationPort)) netns \(netns) mark \(connmark) flow \(flowID) "
             + "orig \(packetsOriginal) pkts \(bytesOriginal) B, reply \(packetsReply) pkts \(bytesReply) B"
+            + (pid == 0 ? "" : " pid \(pid)\(process.map { " (\($0))" } ?? "")")
     }
+}
+
+/// `text` as a JSON string literal (a process name is whatever the process chose).
+private func jsonString(_ text: String) -> String {
+    var bytes: [UInt8] = []
+    appendJSONString(text, to: &bytes)
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// How often a live flow is reported, by age: three (age, interval) points; a flow of age `a` is reported

@@ -72,8 +72,10 @@ static __always_inline __u8 order(struct flow_key *key)
 }
 
 /* Adds one packet of `len` bytes in `direction` to the flow, creating it with `original` as its original
- * direction and `mark` when it is new; returns the flow (NULL when it could not be inserted). */
-static __always_inline struct flow_counters *flows_account(struct flow_key *key, __u8 direction, __u8 original, __u32 len, __u32 mark)
+ * direction and `mark` when it is new (then *created is 1); returns the flow (NULL when it could not be
+ * inserted). */
+static __always_inline struct flow_counters *flows_account(struct flow_key *key, __u8 direction, __u8 original, __u32 len,
+							    __u32 mark, int *created)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct flow_counters *flow = bpf_map_lookup_elem(&flows_table, key);
@@ -84,8 +86,10 @@ static __always_inline struct flow_counters *flows_account(struct flow_key *key,
 		fresh.original = original;
 		fresh.mark = mark;
 		/* BPF_NOEXIST: a packet of the same new flow on another CPU may have inserted it first. */
-		if (bpf_map_update_elem(&flows_table, key, &fresh, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(&flows_table, key, &fresh, BPF_NOEXIST) == 0) {
 			count(FLOWS_STAT_CREATED);
+			*created = 1;
+		}
 		flow = bpf_map_lookup_elem(&flows_table, key);
 		if (!flow) {
 			count(FLOWS_STAT_INSERT_FAILED);

@@ -47,7 +47,19 @@ struct flow_counters {
 	__u8 original;    /* direction of the first packet: the flow's "original" direction */
 	__u8 closed;      /* a TCP socket of the flow reached TCP_CLOSE */
 	__u8 padding[2];
+	/* cgroup_skb: the process that created the local socket of the first packet (0 and "": unknown) */
+	__u32 owner_pid;     /* host TGID */
+	__u8 owner_comm[16]; /* its thread's comm then */
+	__u8 padding2[4];
 };
-_Static_assert(sizeof(struct flow_counters) == 56, "flow_counters layout");
+_Static_assert(sizeof(struct flow_counters) == 80, "flow_counters layout");
+
+/* Who created a socket (cgroup_skb path, sk storage flows_owners). */
+struct flow_owner {
+	__u32 pid;
+	__u8 comm[16];
+	__u8 padding[4];
+};
+_Static_assert(sizeof(struct flow_owner) == 24, "flow_owner layout");
 
 #endif

@@ -52,7 +52,8 @@ int BPF_KPROBE(flows_ct_refresh, struct nf_conn *ct, int ctinfo, const struct sk
 	__u8 direction = ctinfo >= IP_CT_IS_REPLY ? original ^ 1 : original;
 	__u32 len = 0;
 	BPF_CORE_READ_INTO(&len, skb, len);
-	struct flow_counters *flow = flows_account(&key, direction, original, len, connmark(ct));
+	int created = 0;
+	struct flow_counters *flow = flows_account(&key, direction, original, len, connmark(ct), &created);
 	/* The connmark can change during the flow (a rule that runs after conntrack sets it on the first packet). */
 	if (flow)
 		flow->mark = connmark(ct);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Flow accounting without kprobes: cgroup_skb programs on the cgroup2 root count every IP packet a
- * local socket sends or receives into flows_table (one entry per flow and network namespace), and
- * sock:inet_sock_set_state marks TCP flows closed. User space (tracers/flows/FlowAccounting.swift)
+ * local socket sends or receives into flows_table (one entry per flow and network namespace),
+ * sock:inet_sock_set_state marks TCP flows closed, and cgroup/sock_create records who created each socket,
+ * so a new flow names its owner. User space (tracers/flows/FlowAccounting.swift)
  * reads the table on a timer, emits update and destroy events and deletes what ended. */
 #include "flows.bpf.h"
 
@@ -11,6 +12,38 @@ char LICENSE[] SEC("license") = "GPL";
 #define LOOPBACK_IFINDEX 1
 
 extern void *bpf_cast_to_kern_ctx(void *ctx) __ksym;
+
+/* Socket → host TGID and comm of the process that created it (cgroup/sock_create runs in its context). BPF_F_CLONE:
+ * a socket accept() returns inherits its listener's owner. Sockets created before the start have none. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct flow_owner);
+} flows_owners SEC(".maps");
+
+SEC("cgroup/sock_create")
+int flows_sock_create(struct bpf_sock *sk)
+{
+	struct flow_owner owner = {};
+	owner.pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(owner.comm, sizeof(owner.comm));
+	bpf_sk_storage_get(&flows_owners, sk, &owner, BPF_SK_STORAGE_GET_F_CREATE);
+	return 1;
+}
+
+/* Records the owner of the packet's local socket in a new flow. */
+static __always_inline void set_owner(struct flow_counters *flow, struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return;
+	struct flow_owner *owner = bpf_sk_storage_get(&flows_owners, sk, 0, 0);
+	if (!owner)
+		return;
+	flow->owner_pid = owner->pid;
+	__builtin_memcpy(flow->owner_comm, owner->comm, sizeof(flow->owner_comm));
+}
 
 /* Network namespace of the packet's socket (Linux 6.2 for bpf_cast_to_kern_ctx). */
 static __always_inline __u32 skb_netns(struct __sk_buff *ctx)
@@ -59,7 +92,10 @@ static __always_inline void account(struct __sk_buff *skb)
 	__u8 direction = order(&key);
 	key.netns = skb_netns(skb);
 
-	flows_account(&key, direction, direction, skb->len, skb->mark);
+	int created = 0;
+	struct flow_counters *flow = flows_account(&key, direction, direction, skb->len, skb->mark, &created);
+	if (flow && created)
+		set_owner(flow, skb);
 	return;
 unparsed:
 	count(FLOWS_STAT_UNPARSED);

@@ -73,6 +73,8 @@ final class FlowAccountingTests: XCTestCase {
         XCTAssertEqual(destroy.transportName, "tcp")
         XCTAssertEqual(destroy.netns, try currentNetns())
         assertTCP(destroy, payload: payload)
+        XCTAssertEqual(destroy.pid, UInt32(client.process.processIdentifier), "the owner of the socket that sent the SYN")
+        XCTAssertEqual(destroy.process, "flow_traffic")
         XCTAssertFalse(consumer.take().contains { $0.sourcePort == clientPort && $0.kind == .update },
                        "no update before the curve's first hour")
         XCTAssertGreaterThanOrEqual(flows.statistics.closes, 1, "the close seen by sock:inet_sock_set_state")
@@ -154,6 +156,9 @@ final class FlowAccountingTests: XCTestCase {
         XCTAssertTrue(complete, "destroys of the TCP and UDP flows in both namespaces; got \(destroys.map(\.text))")
         for netns in [netnsA, netnsB] {
             let tcp = try XCTUnwrap(destroys.first { $0.netns == netns && $0.transport == 6 && $0.sourcePort == tcpClientPort })
+            // The local socket of each side's first packet: the client's in a, the listener's (server's) in b.
+            let owner = netns == netnsA ? tcpClient : tcpServer
+            XCTAssertEqual(tcp.pid, UInt32(owner.process.processIdentifier), "owner in namespace \(netns)")
             XCTAssertEqual(tcp.source, VethPair.addressA)
             XCTAssertEqual(tcp.destination, VethPair.addressB)
             XCTAssertEqual(Int(tcp.destinationPort), tcpPort)
@@ -275,6 +280,12 @@ final class FlowAccountingTests: XCTestCase {
     }
 
     func testSharedStructsMatchTheirBTFLayout() throws {
+        let owner = try Tracers.FlowsSkb.object.structLayout(named: "flow_owner")
+        XCTAssertEqual(owner.size, MemoryLayout<flow_owner>.size)
+        XCTAssertEqual(owner.members.map(\.name), ["pid", "comm", "padding"])
+        XCTAssertEqual(owner.members.map(\.offset), [
+            MemoryLayout<flow_owner>.offset(of: \.pid), MemoryLayout<flow_owner>.offset(of: \.comm), MemoryLayout<flow_owner>.offset(of: \.padding),
+        ].map { $0! })
         let key = try Tracers.FlowsSkb.object.structLayout(named: "flow_key")
         XCTAssertEqual(key.size, MemoryLayout<flow_key>.size)
         XCTAssertEqual(key.members.map(\.name), ["addr_low", "addr_high", "port_low", "port_high", "netns", "protocol", "family", "padding"])
@@ -286,12 +297,15 @@ final class FlowAccountingTests: XCTestCase {
         ].map { $0! })
         let counters = try Tracers.FlowsSkb.object.structLayout(named: "flow_counters")
         XCTAssertEqual(counters.size, MemoryLayout<flow_counters>.size)
-        XCTAssertEqual(counters.members.map(\.name), ["start_ns", "last_ns", "packets", "bytes", "mark", "original", "closed", "padding"])
+        XCTAssertEqual(counters.members.map(\.name), ["start_ns", "last_ns", "packets", "bytes", "mark", "original", "closed", "padding",
+                                                      "owner_pid", "owner_comm", "padding2"])
         XCTAssertEqual(counters.members.map(\.offset), [
             MemoryLayout<flow_counters>.offset(of: \.start_ns), MemoryLayout<flow_counters>.offset(of: \.last_ns),
             MemoryLayout<flow_counters>.offset(of: \.packets), MemoryLayout<flow_counters>.offset(of: \.bytes),
             MemoryLayout<flow_counters>.offset(of: \.mark), MemoryLayout<flow_counters>.offset(of: \.original),
             MemoryLayout<flow_counters>.offset(of: \.closed), MemoryLayout<flow_counters>.offset(of: \.padding),
+            MemoryLayout<flow_counters>.offset(of: \.owner_pid), MemoryLayout<flow_counters>.offset(of: \.owner_comm),
+            MemoryLayout<flow_counters>.offset(of: \.padding2),
         ].map { $0! })
     }
 

@@ -35,13 +35,15 @@ final class FlowsCommandTests: XCTestCase {
         }
         let destroy = try XCTUnwrap(events.first { $0["sport"] as? Int == clientPort && $0["event"] as? String == "destroy" },
                                     String(decoding: stdout, as: UTF8.self))
-        for key in ["src", "dst", "sport", "dport", "proto", "netns", "bytes_orig", "bytes_ret", "packets_orig", "packets_ret", "start", "event"] {
+        for key in ["src", "dst", "sport", "dport", "proto", "netns", "bytes_orig", "bytes_ret", "packets_orig", "packets_ret", "start", "event", "pid", "comm"] {
             XCTAssertNotNil(destroy[key], "key \(key) in \(destroy)")
         }
         XCTAssertEqual(destroy["dport"] as? Int, serverPort)
         XCTAssertEqual(destroy["proto"] as? String, "udp")
         XCTAssertEqual(destroy["packets_orig"] as? Int, 10)
         XCTAssertEqual(destroy["bytes_orig"] as? Int, 10 * (500 + FlowAccountingTests.udpHeader))
+        XCTAssertEqual(destroy["pid"] as? Int, Int(client.process.processIdentifier))
+        XCTAssertEqual(destroy["comm"] as? String, "flow_traffic")
         let summary = String(decoding: log.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertTrue(summary.contains("flows created"), summary)
     }
