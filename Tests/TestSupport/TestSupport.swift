@@ -10,13 +10,21 @@ public func requireBPF(file: StaticString = #filePath, line: UInt = #line) throw
 
 /// A test that cannot run here (`kind`: what it needs) skips with the reason printed, or fails when the
 /// environment variable `requiredBy` is 1 (CI sets them), so a skip there can never pass silently.
-func skipOrFail(kind: String, reason: String, requiredBy variable: String, file: StaticString, line: UInt) throws -> Never {
+public func skipOrFail(kind: String, reason: String, requiredBy variable: String, file: StaticString, line: UInt) throws -> Never {
     if ProcessInfo.processInfo.environment[variable] == "1" {
         XCTFail("\(variable)=1 but \(kind) tests cannot run: \(reason)", file: file, line: line)
         throw PrerequisiteMissing(description: "\(kind) unavailable: \(reason)")
     }
     print("skipping \(kind) test: \(reason)")
     throw XCTSkip(reason, file: file, line: line)
+}
+
+/// Tests that need a program (a package from scripts/install-deps.sh) call this first: a missing one skips
+/// with the reason, or fails when `TRACER_REQUIRE_PREREQUISITES=1` (CI).
+public func requireExecutable(_ path: String, package: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    guard access(path, X_OK) != 0 else { return }
+    try skipOrFail(kind: package, reason: "\(path) is missing (apt-get install \(package), or scripts/install-deps.sh)",
+                   requiredBy: "TRACER_REQUIRE_PREREQUISITES", file: file, line: line)
 }
 
 struct PrerequisiteMissing: Error, CustomStringConvertible {
