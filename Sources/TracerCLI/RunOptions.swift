@@ -33,7 +33,7 @@ struct RunOptions: ParsableArguments {
     @Flag(name: .customLong("no-children"), help: "Do not trace the children of selected processes.")
     var noChildren = false
 
-    @Option(name: .customLong("service-name"), help: ArgumentHelp("service.name of what the flags select (the process's own OTEL_SERVICE_NAME wins).", valueName: "name"))
+    @Option(name: .customLong("service-name"), help: ArgumentHelp("service.name of what the flags select (default: the agent's own OTEL_SERVICE_NAME; the process's own OTEL_SERVICE_NAME wins).", valueName: "name"))
     var serviceName: String?
 
     @Option(name: .customLong("config"), help: ArgumentHelp("YAML configuration file (see README).", valueName: "file"))
@@ -71,10 +71,13 @@ struct RunOptions: ParsableArguments {
     }
 
     /// The selection from the flags, with the file's entries after them (flags first: their service name wins).
-    func selection(file: ConfigurationFile?) throws -> Selection {
+    /// What the flags select is named by `--service-name`, else by the agent's own `OTEL_SERVICE_NAME` (as
+    /// Beyla does), for processes without an `OTEL_SERVICE_NAME` of their own.
+    func selection(file: ConfigurationFile?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Selection {
         var rules: [SelectionRule] = []
+        let name = serviceName ?? environment["OTEL_SERVICE_NAME"].flatMap { $0.isEmpty ? nil : $0 }
         func rule(_ configure: (inout SelectionRule) -> Void) {
-            var rule = SelectionRule(serviceName: serviceName)
+            var rule = SelectionRule(serviceName: name)
             configure(&rule)
             rules.append(rule)
         }

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import TestSupport
 import XCTest
+@testable import TracerCLI
 
 /// `tracer` with selection flags, through the built binary: errors at start, the start-up lines, and a
 /// clean stop on SIGTERM.
@@ -20,6 +21,16 @@ final class RunCommandTests: XCTestCase {
         let result = try runProduct("tracer", ["--pid", "2147483000"])
         XCTAssertNotEqual(result.status, 0)
         XCTAssertTrue(result.stderr.hasPrefix("Error: --pid 2147483000: no such process\n"), result.stderr)
+    }
+
+    func testTheAgentsOTELServiceNameNamesWhatTheFlagsSelect() throws {
+        let environment = ["OTEL_SERVICE_NAME": "shop"]
+        let flags = try RunOptions.parse(["--exe", "*/api", "--open-port", "80"]).selection(file: nil, environment: environment)
+        XCTAssertEqual(flags.rules.map(\.serviceName), ["shop", "shop"])
+        let explicit = try RunOptions.parse(["--exe", "*/api", "--service-name", "api"]).selection(file: nil, environment: environment)
+        XCTAssertEqual(explicit.rules.map(\.serviceName), ["api"], "--service-name wins over the agent's OTEL_SERVICE_NAME")
+        let unnamed = try RunOptions.parse(["--exe", "*/api"]).selection(file: nil, environment: [:])
+        XCTAssertEqual(unnamed.rules.map(\.serviceName), [nil])
     }
 
     func testBadFlagValuesAreOneLineErrors() throws {

@@ -99,6 +99,7 @@ final class InvokedNameSelectionTests: XCTestCase {
         let agent = try startAgent([SelectionRule(exePath: "*/redis-server")])
         XCTAssertEqual(agent.selectedProcesses.map(\.pid), [redis.processIdentifier])
         XCTAssertEqual(agent.selectedProcesses.first?.executable, "/usr/bin/redis-check-rdb")
+        XCTAssertEqual(agent.selectedProcesses.first?.resource.serviceName, "redis-server", "named after the invoked name")
         agent.stop()
         let byResolved = try startAgent([SelectionRule(exePath: "*/redis-check-rdb")])
         XCTAssertEqual(byResolved.selectedProcesses.map(\.pid), [redis.processIdentifier], "the resolved executable still selects")
@@ -123,11 +124,17 @@ final class InvokedNameSelectionTests: XCTestCase {
         let moduleProcess = try launch("/usr/bin/python3", ["-m", "\(tag)_uvicorn"], in: directory, environment: ["PYTHONPATH": directory.path])
         XCTAssertTrue(waitUntil { ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(script.processIdentifier)/exe")) ?? "").contains("python") })
 
-        let agent = try startAgent([SelectionRule(exePath: "*/\(tag)-gunicorn", serviceName: "script")])
+        let agent = try startAgent([SelectionRule(exePath: "*/\(tag)-gunicorn")])
         XCTAssertEqual(agent.selectedProcesses.map(\.pid), [script.processIdentifier])
         XCTAssertTrue(agent.selectedProcesses.first?.executable.contains("python3") == true, "the executable is the interpreter")
+        XCTAssertEqual(agent.selectedProcesses.first?.resource.serviceName, "\(tag)-gunicorn", "named after the script")
         agent.stop()
         let byModule = try startAgent([SelectionRule(exePath: "*/\(tag)_uvicorn")])
         XCTAssertEqual(byModule.selectedProcesses.map(\.pid), [moduleProcess.processIdentifier])
+        XCTAssertEqual(byModule.selectedProcesses.first?.resource.serviceName, "\(tag)_uvicorn", "named after the module")
+        byModule.stop()
+        // A rule's service name (--service-name, or the agent's OTEL_SERVICE_NAME) wins over the derived one.
+        let named = try startAgent([SelectionRule(exePath: "*/\(tag)_uvicorn", serviceName: "shop")])
+        XCTAssertEqual(named.selectedProcesses.first?.resource.serviceName, "shop")
     }
 }
