@@ -25,8 +25,9 @@ struct Tracer: ParsableCommand {
               tracer features [--json]                BPF features, capabilities, mounts
               tracer inspect ./server                 what the agent sees in an executable
               tracer inspect --pid 1234               ... or in a running process
+              tracer ps --exe '*/api'                 what the flags would select, and why
             """,
-        subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self],
+        subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self, PsCommand.self],
         defaultSubcommand: RunCommand.self)
 }
 

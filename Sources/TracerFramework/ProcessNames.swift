@@ -27,9 +27,9 @@ public struct ProcessNames: Sendable, Equatable {
     public var exeCandidates: [(kind: String, value: String)] {
         var candidates: [(String, String)] = []
         if let argv0, !argv0.isEmpty { candidates.append(("argv[0]", argv0)) }
-        if let invokedPath, invokedPath != argv0 { candidates.append(("invoked path", invokedPath)) }
-        if let script { candidates.append(("script", script)) }
-        if let module { candidates.append(("module", "/" + module)) }
+        if let invokedPath, invokedPath != argv0 { candidates.append(("the invoked path", invokedPath)) }
+        if let script { candidates.append(("the script", script)) }
+        if let module { candidates.append(("the module", "/" + module)) }
         return candidates
     }
 

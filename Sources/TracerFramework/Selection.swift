@@ -73,7 +73,7 @@ public struct SelectionRule: Sendable, Equatable, Codable {
             } else {
                 let names = facts.names ?? ProcessNames.read(pid: facts.pid)
                 guard let hit = names.exeCandidates.first(where: { glob(exePath, matches: $0.value) }) else { return nil }
-                reasons.append("exe_path '\(exePath)' matched the \(hit.kind) \(hit.kind == "module" ? String(hit.value.dropFirst()) : hit.value)")
+                reasons.append("exe_path '\(exePath)' matched \(hit.kind) \(hit.kind == "the module" ? String(hit.value.dropFirst()) : hit.value)")
             }
         }
         return reasons.joined(separator: ", ")

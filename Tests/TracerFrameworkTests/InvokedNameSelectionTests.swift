@@ -49,7 +49,7 @@ final class InvokedNameSelectionTests: XCTestCase {
         XCTAssertEqual(gunicorn.exeCandidates.map(\.value), ["/usr/bin/python3", "/usr/local/bin/gunicorn"])
         XCTAssertEqual(gunicorn.serviceName(executablePath: "/usr/bin/python3.11"), "gunicorn")
         let uvicorn = derive("/usr/bin/python3.11", ["python3", "-m", "uvicorn"], executables: ["/usr/bin/python3"])
-        XCTAssertEqual(uvicorn.exeCandidates.map(\.kind), ["argv[0]", "invoked path", "module"])
+        XCTAssertEqual(uvicorn.exeCandidates.map(\.kind), ["argv[0]", "the invoked path", "the module"])
         XCTAssertEqual(uvicorn.exeCandidates.last?.value, "/uvicorn")
         XCTAssertEqual(uvicorn.serviceName(executablePath: "/usr/bin/python3.11"), "uvicorn")
         XCTAssertEqual(derive("/usr/bin/python3.11", ["python3", "manage.py"]).serviceName(executablePath: "/usr/bin/python3.11"), "manage")
