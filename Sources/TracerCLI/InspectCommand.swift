@@ -2,6 +2,7 @@ import ArgumentParser
 import ExecutableInspection
 import Foundation
 import Logging
+import TracerFramework
 import Tracers
 
 /// `tracer inspect PATH | --pid N [--json]`: what the agent would see before attaching.
@@ -38,6 +39,10 @@ struct InspectCommand: ParsableCommand {
         do {
             let queries = Self.registeredProbeTargets()
             if let pid {
+                if let problem = PIDCheck.problem(pid) {
+                    FileHandle.standardError.write(Data("tracer inspect: pid \(pid): \(problem)\n".utf8))
+                    throw ExitCode(1)
+                }
                 let process = try ProcessInspection.snapshot(pid: pid)
                 let info = try inspector.inspect(path: process.executableOpenPath, queries: queries, languageHint: process.languageHint)
                 // Re-check: the process may have exited after the snapshot while the file was read.

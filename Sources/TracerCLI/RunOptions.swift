@@ -82,8 +82,8 @@ struct RunOptions: ParsableArguments {
             rules.append(rule)
         }
         if !pids.isEmpty {
-            for pid in pids where kill(pid, 0) != 0 && errno == ESRCH {
-                throw ValidationError("--pid \(pid): no such process")
+            for pid in pids {
+                if let problem = PIDCheck.problem(pid) { throw ValidationError("--pid \(pid): \(problem)") }
             }
             rule { $0.pids = pids }
         }
@@ -130,5 +130,19 @@ struct RunOptions: ParsableArguments {
             throw ValidationError("--log-level: expected trace, debug, info, notice, warning, error or critical, not '\(text)'")
         }
         return level
+    }
+}
+
+/// Why a PID given on the command line cannot be traced or inspected, nil when it names a user process.
+enum PIDCheck {
+    static func problem(_ pid: Int32) -> String? {
+        // kill(0, 0) and kill(-1, 0) address process groups, so they would "find" a process.
+        guard pid > 0 else { return "not a process ID (PIDs start at 1; `tracer ps` lists processes)" }
+        if kill(pid, 0) != 0 && errno == ESRCH { return "no such process" }
+        if TracedProcess.isKernelThread(pid: pid) {
+            let name = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines) ?? "?"
+            return "\(name) is a kernel thread: it runs no user-space code to trace (`tracer ps` lists user processes)"
+        }
+        return nil
     }
 }

@@ -33,6 +33,43 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(unnamed.rules.map(\.serviceName), [nil])
     }
 
+    func testPIDsThatNameNoUserProcessAreOneLineErrors() throws {
+        for (pid, expected) in [("0", "--pid 0: not a process ID"), ("-1", "--pid -1: not a process ID"),
+                                ("2", "--pid 2: kthreadd is a kernel thread: it runs no user-space code to trace")] {
+            let result = try runProduct("tracer", ["--pid=\(pid)"])
+            XCTAssertEqual(result.status, 64, "\(pid): \(result.stderr)")
+            XCTAssertTrue(result.stderr.hasPrefix("Error: \(expected)"), "one line, then the usage hint: \(result.stderr)")
+        }
+        let inspect = try runProduct("tracer", ["inspect", "--pid", "2"])
+        XCTAssertEqual(inspect.status, 1)
+        XCTAssertEqual(inspect.stderr, "tracer inspect: pid 2: kthreadd is a kernel thread: it runs no user-space code to trace (`tracer ps` lists user processes)\n")
+        XCTAssertEqual(inspect.stdout, "")
+    }
+
+    func testANewProcessGetsOneAttachLine() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let name = "sl\(UInt32.random(in: 0..<1_000_000)).py"
+        let script = directory.appendingPathComponent(name)
+        // Maps another library (ctypes' extension module, libffi) after it was selected, as Python apps do.
+        try "import time\ntime.sleep(0.5)\nimport ctypes\ntime.sleep(30)\n".write(to: script, atomically: true, encoding: .utf8)
+        var child: Process?
+        let (_, _, log) = try runAgent(["--exe", "*/\(name)", "--print", "none"]) { _ in
+            // Exec'd after the agent started: selected from the exec event; its libraries are re-checked at
+            // 250 ms and 2 s, and the new ones attached without a second attach line.
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            process.arguments = [script.path]
+            try? process.run()
+            child = process
+            usleep(2_600_000)
+        }
+        let pid = try XCTUnwrap(child?.processIdentifier)
+        child?.terminate()
+        let attachLines = log.split(separator: "\n").filter { $0.contains("attached ") && $0.contains("for pid \(pid) ") }
+        XCTAssertEqual(attachLines.count, 1, log)
+    }
+
     func testBadFlagValuesAreOneLineErrors() throws {
         for (arguments, expected) in [
             (["--open-port", "http"], "--open-port: invalid port or port range 'http'"),
@@ -98,6 +135,12 @@ final class RunCommandTests: XCTestCase {
     /// Runs `tracer` with `arguments` until its start-up line, calls `whileRunning` with its PID, then stops
     /// it with SIGTERM and checks a clean exit. Returns stderr up to the start-up line and stdout.
     private func runAgentUntilStarted(_ arguments: [String], whileRunning: (Int32) -> Void = { _ in }) throws -> (started: String, stdout: String) {
+        let (started, stdout, _) = try runAgent(arguments, whileRunning: whileRunning)
+        return (started, stdout)
+    }
+
+    /// `runAgentUntilStarted`, also returning the whole log.
+    private func runAgent(_ arguments: [String], whileRunning: (Int32) -> Void) throws -> (started: String, stdout: String, log: String) {
         let agent = Process()
         agent.executableURL = productsDirectory.appendingPathComponent("tracer")
         agent.arguments = arguments
@@ -120,7 +163,7 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(agent.terminationStatus, 0, log.withLock { $0 })
         XCTAssertEqual(agent.terminationReason, .exit)
         XCTAssertTrue(log.withLock { $0.contains("stopped:") }, log.withLock { $0 })
-        return (started, String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        return (started, String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self), log.withLock { $0 })
     }
 
     func testTracesASelectedProcessAndStopsCleanlyOnSIGTERM() throws {
