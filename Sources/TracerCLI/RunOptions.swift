@@ -60,6 +60,9 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("ring-buffer-size"), help: ArgumentHelp("Size of the kernel-to-agent event ring in MiB, a power of two. Raise it when the stop line reports events dropped in the kernel.", valueName: "MiB"))
     var ringBufferMiB = 2
 
+    @Option(name: .customLong("event-transport"), help: ArgumentHelp("ring-buffer or perf-buffer (default: a ring buffer where the kernel has them, 5.8+, else perf buffers of the same total size).", valueName: "kind"))
+    var eventTransport: String?
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info). Logs go to stderr.", valueName: "level"))
     var logLevel: String?
 
@@ -116,12 +119,25 @@ struct RunOptions: ParsableArguments {
         return format
     }
 
-    /// The event channel with the ring of `--ring-buffer-size` MiB.
-    func channel() throws -> EventChannel.Settings {
+    /// The event channel: a ring of `--ring-buffer-size` MiB, or on kernels without ring buffers (and with
+    /// `--event-transport perf-buffer`) a perf event array whose per-CPU buffers add up to the same size.
+    func channel(features: KernelFeatures, cpus: Int = ProcessInfo.processInfo.activeProcessorCount) throws -> EventChannel.Settings {
         guard (1...1024).contains(ringBufferMiB), ringBufferMiB & (ringBufferMiB - 1) == 0 else {
             throw ValidationError("--ring-buffer-size: expected a power of two from 1 to 1024 (MiB), not \(ringBufferMiB)")
         }
-        return EventChannel.Settings(transport: .ringBuffer(bytes: UInt32(ringBufferMiB) << 20))
+        let perfBuffer: Bool
+        switch eventTransport {
+        case nil: perfBuffer = !features.isAvailable(.ringBuffer)
+        case "ring-buffer": perfBuffer = false
+        case "perf-buffer": perfBuffer = true
+        case let other?: throw ValidationError("--event-transport: expected ring-buffer or perf-buffer, not '\(other)'")
+        }
+        guard perfBuffer else { return EventChannel.Settings(transport: .ringBuffer(bytes: UInt32(ringBufferMiB) << 20)) }
+        // Pages per CPU: a power of two, at least 8 (32 KiB), the total near the ring's size.
+        let pages = (ringBufferMiB << 20) / 4096 / max(cpus, 1)
+        var perCPU = 8
+        while perCPU * 2 <= pages { perCPU *= 2 }
+        return EventChannel.Settings(transport: .perfBuffer(pagesPerCPU: perCPU))
     }
 
     func level(file: ConfigurationFile?) throws -> Logger.Level {

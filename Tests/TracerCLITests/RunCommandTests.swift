@@ -205,6 +205,32 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(spans.compactMap { $0["name"] as? String }, ["GET", "GET", "GET"])
     }
 
+    /// The perf-buffer fallback (what kernels without BPF ring buffers get), forced: spans still arrive, and the
+    /// agent's event map is a perf event array, not a ring buffer.
+    func testPerfBufferTransportCarriesSpans() throws {
+        try requireBPF()
+        let (server, port) = try startHTTPServer()
+        var mapTypes: [String] = []
+        let (started, output) = try runAgentUntilStarted(["--pid", "\(server.processIdentifier)", "--print", "json", "--event-transport", "perf-buffer"]) { pid in
+            let directory = "/proc/\(pid)/fdinfo"
+            for fd in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+                guard let info = try? String(contentsOfFile: "\(directory)/\(fd)", encoding: .utf8) else { continue }
+                mapTypes += info.split(separator: "\n").filter { $0.hasPrefix("map_type:") }.map { String($0.dropFirst(9)).trimmingCharacters(in: .whitespaces) }
+            }
+            for path in ["/one", "/two"] { _ = try? TestSupport.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)\(path)"]) }
+            usleep(300_000)
+        }
+        XCTAssertTrue(started.contains("events through perf buffers ("), started)
+        XCTAssertTrue(mapTypes.contains("4"), "BPF_MAP_TYPE_PERF_EVENT_ARRAY: \(mapTypes)")
+        XCTAssertFalse(mapTypes.contains("27"), "no BPF_MAP_TYPE_RINGBUF: \(mapTypes)")
+        let paths = output.split(separator: "\n").compactMap { line in
+            ((try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]).flatMap { ($0["attributes"] as? [String: Any])?["url.path"] as? String }
+        }
+        XCTAssertEqual(paths, ["/one", "/two"], output)
+        let bad = try runProduct("tracer", ["--exe", "*/x", "--event-transport", "pigeon"])
+        XCTAssertTrue(bad.stderr.hasPrefix("Error: --event-transport: expected ring-buffer or perf-buffer, not 'pigeon'"), bad.stderr)
+    }
+
     /// `--context-propagation` on a kernel that forbids `bpf_probe_write_user` (lockdown, as here) says so once
     /// and carries on; `--ring-buffer-size` sizes the event ring.
     func testContextPropagationNoticeAndRingBufferSize() throws {
