@@ -206,7 +206,7 @@ let package = Package(
         .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"], swiftSettings: swiftSettings),
         .testTarget(
             name: "OTLPExportTests",
-            dependencies: ["OTLPExport", "Telemetry"],
+            dependencies: ["OTLPExport", "Telemetry", "TestSupport"],
             exclude: ["receiver"],
             swiftSettings: swiftSettings),
     ] + tracerTests

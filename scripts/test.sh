@@ -10,11 +10,6 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 swift test --manifest-cache none --skip-build --disable-swift-testing 2>&1 | tee "$log" || status=$?
-# One plain closing line with the XCTest totals ("Executed N tests, with F failures").
-summary=$(grep -E "^[[:space:]]*Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -n 1)
-executed=$(echo "$summary" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/')
-failed=$(echo "$summary" | sed -E 's/.*with ([0-9]+) failures?.*/\1/')
-if [ -n "$summary" ]; then
-  echo "tests: $((executed - failed)) passed, $failed failed"
-fi
+# One plain closing line with the XCTest totals, skips counted: "tests: P passed, F failed, S skipped".
+scripts/xctest-summary.sh < "$log" || [ "$status" -ne 0 ] || status=1
 exit $status

@@ -4,9 +4,9 @@ import Glibc
 
 /// The identity of a file on this host: `st_dev` + `st_ino` from `stat(2)`.
 ///
-/// An inode number alone is not unique: every overlay filesystem (one per container) numbers its
-/// own inodes, so the device is part of the key. This is the key of ``InspectionCache`` and of
-/// per-file uprobe attachment (the kernel's uprobe is per inode).
+/// An inode number alone is not unique across filesystems, so the device is part of the key. This is the
+/// key of ``InspectionCache`` and of per-file uprobe attachment (the kernel's uprobe is per inode); for a
+/// file on overlayfs that key is the layer file behind it (``init(attachmentTargetOf:)``), as the kernel's.
 public struct FileIdentity: Hashable, Sendable, Codable, CustomStringConvertible {
     /// `st_dev` of the file.
     public let device: UInt64

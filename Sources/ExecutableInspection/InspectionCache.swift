@@ -19,7 +19,7 @@ public final class InspectionCache: Sendable {
     /// The cached info for the file at `path`, inspecting it on a miss. Entries are per query list, so
     /// a tracer registered later gets its own targets resolved.
     public func info(path: String, queries: [ProbeTargetQuery], languageHint: Language? = nil) throws(InspectionError) -> ExecutableInfo {
-        let identity = try FileIdentity(path: path)
+        let identity = try FileIdentity(attachmentTargetOf: path)
         let key = Key(identity: identity, queries: queries)
         if let hit = entries.withLock({ $0[key] }) { return hit }
         let info = try inspector.inspect(ELFFile(path: path), identity: identity, queries: queries, languageHint: languageHint)

@@ -52,7 +52,7 @@ public enum ProcessInspection {
             .map { $0.dropFirst(6).split(whereSeparator: \.isWhitespace).compactMap { Int32($0) } } ?? [pid]
         let exePath = try readLink("\(dir)/exe", subject: subject)
         let exeIdentity: FileIdentity
-        do { exeIdentity = try FileIdentity(path: "\(dir)/exe") } catch {
+        do { exeIdentity = try FileIdentity(attachmentTargetOf: "\(dir)/exe") } catch {
             throw gone(subject, error)
         }
         let maps = try readProcFile("\(dir)/maps", subject: subject)
@@ -68,7 +68,7 @@ public enum ProcessInspection {
             }
         }
         let libraries = order.filter { $0 != exePath }.map { path in
-            MappedFile(path: path, identity: try? FileIdentity(path: "\(dir)/root\(path)"), base: bases[path]?.base ?? 0)
+            MappedFile(path: path, identity: try? FileIdentity(attachmentTargetOf: "\(dir)/root\(path)"), base: bases[path]?.base ?? 0)
         }
         let language = Language.detect(executable: exePath, libraries: libraries.map(\.path))
         var libssl: LibSSL?

@@ -50,6 +50,10 @@ final class OTLPSender {
         self.sleep = sleep
     }
 
+    /// The outage in progress: when the first retryable failure of it happened, how many attempts failed since.
+    /// Logged once when it starts and once when the collector answers again. Worker thread only.
+    private var outage: (start: ContinuousClock.Instant, failures: Int)?
+
     /// Retryable per OTLP/HTTP "Retryable Response Codes".
     static func isRetryable(status: Int) -> Bool { [429, 502, 503, 504].contains(status) }
 
@@ -58,6 +62,7 @@ final class OTLPSender {
         let clock = ContinuousClock()
         let start = clock.now
         var attempt = 0
+        var finalAttempt = false
         while true {
             attempt += 1
             var timeout = settings.timeout
@@ -70,6 +75,7 @@ final class OTLPSender {
             let outcome = transport.post(
                 url: url, body: body, contentType: settings.protocol_.contentType, timeout: timeout)
             stats.recordRequest(seconds: (clock.now - t0).seconds)
+            if case .response(let status, _, _) = outcome, !Self.isRetryable(status: status) { endOutage(clock: clock) }
             var retryAfter: Duration? = nil
             let reason: String
             switch outcome {
@@ -92,14 +98,31 @@ final class OTLPSender {
                 return .failed(reason: "\(reason); giving up after \(attempt) attempts (max elapsed \(settings.retry.maxElapsed))")
             }
             stats.retries.add(1, ordering: .relaxed)
+            if outage == nil {
+                outage = (clock.now, 0)
+                logger.warning("OTLP \(signal.rawValue) export to \(url) failing (\(reason)): retrying with backoff for up to \(settings.retry.maxElapsed) per batch; the recovery will be logged")
+            }
+            outage?.failures += 1
             logger.debug("OTLP \(signal.rawValue) export to \(url) failed (\(reason)); retry \(attempt) in \(delay)")
             while clock.now < resumeAt {
                 if let deadline = deadline(), resumeAt >= deadline {
-                    return .failed(reason: "\(reason); retry in \(delay) would pass the shutdown deadline")
+                    // Shutdown began during the backoff: one last attempt now (the collector may be back),
+                    // rather than giving up on an old error.
+                    if finalAttempt { return .failed(reason: "\(reason); retry in \(delay) would pass the shutdown deadline") }
+                    finalAttempt = true
+                    break
                 }
                 sleep(resumeAt)
             }
         }
+    }
+
+    /// The collector answered (any status but a retryable one): log the end of an outage, once.
+    private func endOutage(clock: ContinuousClock) {
+        guard let ended = outage else { return }
+        outage = nil
+        let seconds = Int((clock.now - ended.start).seconds.rounded())
+        logger.notice("OTLP \(signal.rawValue) export to \(url) recovered after \(ended.failures) failed attempt\(ended.failures == 1 ? "" : "s") over \(seconds) s")
     }
 
     static func snippet(_ body: [UInt8]) -> String {

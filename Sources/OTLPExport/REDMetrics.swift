@@ -112,6 +112,8 @@ public final class REDMetrics: SpanSink {
     struct State {
         var series: [SeriesKey: HistogramPoint] = [:]
         var seriesPerService: [String: Int] = [:]
+        /// Routes in use per service, configured templates aside (capped at `maxRoutesPerService`).
+        var routesPerService: [String: Set<String>] = [:]
         var overflowed = 0
         var closed = false
     }
@@ -122,10 +124,14 @@ public final class REDMetrics: SpanSink {
     /// cardinality-limit behaviour).
     public let maxSeriesPerService: Int
     public let startTimeUnixNano: UInt64
+    /// Distinct `http.route` values per service beyond the configured templates; later ones are recorded as
+    /// ``RouteGrouper/overflowRoute``, so unconfigured paths can never make more than this many routes.
+    public let maxRoutesPerService: Int
 
-    public init(routes: RouteGrouper = RouteGrouper(), maxSeriesPerService: Int = 2000) {
+    public init(routes: RouteGrouper = RouteGrouper(), maxSeriesPerService: Int = 2000, maxRoutesPerService: Int = 100) {
         self.routes = routes
         self.maxSeriesPerService = maxSeriesPerService
+        self.maxRoutesPerService = maxRoutesPerService
         startTimeUnixNano = UInt64(Date().timeIntervalSince1970 * 1e9)
     }
 
@@ -148,10 +154,18 @@ public final class REDMetrics: SpanSink {
         var attributes = Attributes(capacity: 4)
         attributes.appendUnchecked(
             SemanticConventions.httpRequestMethod, .string(Self.knownMethods.contains(method) ? method : "_OTHER"))
-        if let route = span.attributes[SemanticConventions.httpRoute]?.stringValue {
+        let service = span.resource.serviceName ?? "unknown_service"
+        let route = span.attributes[SemanticConventions.httpRoute]?.stringValue
+            ?? span.attributes[SemanticConventions.urlPath]?.stringValue.map { routes.route(for: $0) }
+        if var route {
+            if !routes.isConfigured(route) {
+                var known = state.routesPerService[service, default: []]
+                if !known.contains(route) {
+                    if known.count < maxRoutesPerService { known.insert(route) } else { route = RouteGrouper.overflowRoute }
+                    state.routesPerService[service] = known
+                }
+            }
             attributes.appendUnchecked(SemanticConventions.httpRoute, .string(route))
-        } else if let path = span.attributes[SemanticConventions.urlPath]?.stringValue {
-            attributes.appendUnchecked(SemanticConventions.httpRoute, .string(routes.route(for: path)))
         }
         if let status = span.attributes[SemanticConventions.httpResponseStatusCode]?.intValue {
             attributes.appendUnchecked(SemanticConventions.httpResponseStatusCode, .int(status))
@@ -159,7 +173,6 @@ public final class REDMetrics: SpanSink {
         if !server, let address = span.attributes[SemanticConventions.serverAddress] {
             attributes.appendUnchecked(SemanticConventions.serverAddress, address)
         }
-        let service = span.resource.serviceName ?? "unknown_service"
         observe(server ? .serverDuration : .clientDuration, service, attributes, span.durationSeconds, &state)
         if let size = span.attributes[SemanticConventions.httpRequestBodySize]?.intValue {
             observe(server ? .serverRequestSize : .clientRequestSize, service, attributes, Double(size), &state)

@@ -1,6 +1,8 @@
 /// Keeps the `http.route` metric attribute low-cardinality: configured route templates first
-/// (`/users/{id}`, `/static/*`), else a heuristic that replaces ID-like path segments with `{id}`
-/// (semantic conventions: `http.route` must be low-cardinality).
+/// (`/users/{id}`, `/static/*`), else a heuristic that replaces ID-like path segments with `{id}` — any
+/// segment holding a digit except an API version (`v1`, `v2`), so `/exp1` … `/exp20` are one route —
+/// (semantic conventions: `http.route` must be low-cardinality). ``REDMetrics`` also caps the routes per
+/// service (``overflowRoute``).
 public struct RouteGrouper: Sendable {
     struct Template: Sendable {
         let pattern: String
@@ -22,10 +24,29 @@ public struct RouteGrouper: Sendable {
         }
     }
 
+    /// The route routes of one service fold into once ``REDMetrics/maxRoutesPerService`` are in use.
+    public static let overflowRoute = "{overflow}"
+
+    public var hasPatterns: Bool { !templates.isEmpty }
+
+    /// The configured template matching a request path, nil when none does.
+    public func configuredRoute(for target: String) -> String? {
+        guard !templates.isEmpty else { return nil }
+        let segments = Self.segments(of: target)
+        return templates.first { Self.matches($0, segments) }?.pattern
+    }
+
+    /// Whether `route` is one of the configured templates.
+    public func isConfigured(_ route: String) -> Bool { templates.contains { $0.pattern == route } }
+
+    private static func segments(of target: String) -> [Substring] {
+        target.prefix { $0 != "?" && $0 != "#" }.split(separator: "/", omittingEmptySubsequences: true)
+    }
+
     /// The route for a request path (query and fragment ignored).
     public func route(for target: String) -> String {
         let path = target.prefix { $0 != "?" && $0 != "#" }
-        let segments = path.split(separator: "/", omittingEmptySubsequences: true)
+        let segments = Self.segments(of: target)
         for template in templates where Self.matches(template, segments) { return template.pattern }
         if segments.isEmpty { return "/" }
         var out = ""
@@ -50,27 +71,14 @@ public struct RouteGrouper: Sendable {
         return true
     }
 
-    /// Numbers, UUIDs, hex strings of 8+ characters with a digit, and long tokens mixing letters and digits.
+    /// Any segment with a digit but an API version (`v1`, `v12`): numbers, UUIDs, hashes, `exp1`, `a1b2c3`;
+    /// and segments of 32+ characters (tokens, slugs of generated text).
     static func isIDLike(_ segment: Substring) -> Bool {
-        let utf8 = segment.utf8
-        var digits = 0
-        var hexLetters = 0
-        var otherLetters = 0
-        var dashes = 0
-        var others = 0
-        for c in utf8 {
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digits += 1
-            case UInt8(ascii: "a")...UInt8(ascii: "f"), UInt8(ascii: "A")...UInt8(ascii: "F"): hexLetters += 1
-            case UInt8(ascii: "g")...UInt8(ascii: "z"), UInt8(ascii: "G")...UInt8(ascii: "Z"): otherLetters += 1
-            case UInt8(ascii: "-"), UInt8(ascii: "_"): dashes += 1
-            default: others += 1
-            }
-        }
-        let n = utf8.count
-        if digits == n { return true }
-        if others > 0 { return false }
-        if otherLetters == 0 && digits > 0 && digits + hexLetters + dashes == n && digits + hexLetters >= 8 { return true }
-        return n >= 16 && digits >= 2 && (hexLetters + otherLetters) > 0
+        if segment.utf8.count >= 32 { return true }
+        guard segment.utf8.contains(where: { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return false }
+        let rest = segment.utf8.dropFirst()
+        let isVersion = segment.utf8.count <= 4 && (segment.first == "v" || segment.first == "V")
+            && rest.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+        return !isVersion
     }
 }

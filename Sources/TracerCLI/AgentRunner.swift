@@ -26,7 +26,11 @@ struct AgentRunner {
         let outputs = try Outputs(options: options, file: file, logger: logger)
         let features = KernelFeatures.detect()
         let tracers = TracerRegistry.tracers(contextPropagation: options.contextPropagation, features: features)
-        let agent = try Agent(.init(selection: selection, tracers: tracers, sinks: outputs.sinks, channel: try options.channel(),
+        let channel = try options.channel(features: features)
+        if case .perfBuffer(let pages) = channel.transport {
+            logger.info("events through perf buffers (\(pages) pages per CPU)\(features.isAvailable(.ringBuffer) ? "" : ": this kernel has no BPF ring buffer (5.8+)")")
+        }
+        let agent = try Agent(.init(selection: selection, tracers: tracers, sinks: outputs.sinks, channel: channel,
                                     logger: logger, features: features, captureHooks: try options.captureHooks()))
         outputs.observe(agent)
         let objectPaths = options.objects + (file?.objects ?? [])

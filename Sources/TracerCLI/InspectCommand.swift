@@ -2,6 +2,7 @@ import ArgumentParser
 import ExecutableInspection
 import Foundation
 import Logging
+import TracerFramework
 import Tracers
 
 /// `tracer inspect PATH | --pid N [--json]`: what the agent would see before attaching.
@@ -32,14 +33,16 @@ struct InspectCommand: ParsableCommand {
     static func registeredProbeTargets() -> [ProbeTargetQuery] { TracerRegistry.all.flatMap(\.probeTargetQueries) }
 
     func run() throws {
-        // The Go struct fields the registered tracers read (and the goroutine id the capture layer reads).
-        let goFields = Set(TracerRegistry.all.flatMap(\.goFields) + [GoField("runtime.g", "goid")])
-        var inspector = ExecutableInspector(goFields: goFields.sorted { $0.description < $1.description })
+        var inspector = ExecutableInspector(goFields: goFieldsToInspect(for: TracerRegistry.all))
         inspector.logger.logLevel = .warning
         let report: InspectReport
         do {
             let queries = Self.registeredProbeTargets()
             if let pid {
+                if let problem = PIDCheck.problem(pid) {
+                    FileHandle.standardError.write(Data("tracer inspect: pid \(pid): \(problem)\n".utf8))
+                    throw ExitCode(1)
+                }
                 let process = try ProcessInspection.snapshot(pid: pid)
                 let info = try inspector.inspect(path: process.executableOpenPath, queries: queries, languageHint: process.languageHint)
                 // Re-check: the process may have exited after the snapshot while the file was read.

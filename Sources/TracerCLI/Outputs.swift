@@ -36,7 +36,8 @@ final class Outputs {
         let exporting = [flagLayer, try? ExportSettingsLayer.fromEnvironment(environment), fileLayer]
             .contains { $0?.endpoint != nil || $0?.tracesEndpoint != nil }
 
-        red = REDMetrics(routes: RouteGrouper(patterns: file?.routes ?? []))
+        let routes = RouteGrouper(patterns: file?.routes ?? [])
+        red = REDMetrics(routes: routes)
         var sinks: [any SpanSink] = [red]
         printFormat = try options.printFormat(file: file, exporting: exporting)
         switch printFormat {
@@ -55,7 +56,8 @@ final class Outputs {
             exporter = nil
             metricsExporter = nil
         }
-        self.sinks = sinks
+        // Configured routes go on server spans too, before every sink sees them.
+        self.sinks = [RouteAnnotatingSink(routes: routes, downstream: sinks)]
 
         let port = options.prometheusPort ?? file?.export["prometheus_port"].flatMap { Int($0) }
         if let port {

@@ -33,7 +33,7 @@ struct RunOptions: ParsableArguments {
     @Flag(name: .customLong("no-children"), help: "Do not trace the children of selected processes.")
     var noChildren = false
 
-    @Option(name: .customLong("service-name"), help: ArgumentHelp("service.name of what the flags select (the process's own OTEL_SERVICE_NAME wins).", valueName: "name"))
+    @Option(name: .customLong("service-name"), help: ArgumentHelp("service.name of what the flags select (default: the agent's own OTEL_SERVICE_NAME; the process's own OTEL_SERVICE_NAME wins).", valueName: "name"))
     var serviceName: String?
 
     @Option(name: .customLong("config"), help: ArgumentHelp("YAML configuration file (see README).", valueName: "file"))
@@ -65,6 +65,8 @@ struct RunOptions: ParsableArguments {
 
     @Option(name: .customLong("socket-hooks"), help: ArgumentHelp("How the capture layer sees socket data: auto (default: the cheapest this kernel has), socket-tracepoints, fexit, kprobes or syscall-tracepoints (every syscall of the machine pays while a process is traced).", valueName: "hooks"))
     var socketHooks = "auto"
+    @Option(name: .customLong("event-transport"), help: ArgumentHelp("ring-buffer or perf-buffer (default: a ring buffer where the kernel has them, 5.8+, else perf buffers of the same total size).", valueName: "kind"))
+    var eventTransport: String?
 
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info). Logs go to stderr.", valueName: "level"))
     var logLevel: String?
@@ -81,16 +83,19 @@ struct RunOptions: ParsableArguments {
     }
 
     /// The selection from the flags, with the file's entries after them (flags first: their service name wins).
-    func selection(file: ConfigurationFile?) throws -> Selection {
+    /// What the flags select is named by `--service-name`, else by the agent's own `OTEL_SERVICE_NAME` (as
+    /// Beyla does), for processes without an `OTEL_SERVICE_NAME` of their own.
+    func selection(file: ConfigurationFile?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Selection {
         var rules: [SelectionRule] = []
+        let name = serviceName ?? environment["OTEL_SERVICE_NAME"].flatMap { $0.isEmpty ? nil : $0 }
         func rule(_ configure: (inout SelectionRule) -> Void) {
-            var rule = SelectionRule(serviceName: serviceName)
+            var rule = SelectionRule(serviceName: name)
             configure(&rule)
             rules.append(rule)
         }
         if !pids.isEmpty {
-            for pid in pids where kill(pid, 0) != 0 && errno == ESRCH {
-                throw ValidationError("--pid \(pid): no such process")
+            for pid in pids {
+                if let problem = PIDCheck.problem(pid) { throw ValidationError("--pid \(pid): \(problem)") }
             }
             rule { $0.pids = pids }
         }
@@ -123,7 +128,6 @@ struct RunOptions: ParsableArguments {
         return format
     }
 
-    /// The event channel with the ring of `--ring-buffer-size` MiB.
     /// The capture layer's hooks: nil for the cheapest this kernel has.
     func captureHooks() throws -> CaptureHooks? {
         if socketHooks == "auto" { return nil }
@@ -133,11 +137,25 @@ struct RunOptions: ParsableArguments {
         return hooks
     }
 
-    func channel() throws -> EventChannel.Settings {
+    /// The event channel: a ring of `--ring-buffer-size` MiB, or on kernels without ring buffers (and with
+    /// `--event-transport perf-buffer`) a perf event array whose per-CPU buffers add up to the same size.
+    func channel(features: KernelFeatures, cpus: Int = ProcessInfo.processInfo.activeProcessorCount) throws -> EventChannel.Settings {
         guard (1...1024).contains(ringBufferMiB), ringBufferMiB & (ringBufferMiB - 1) == 0 else {
             throw ValidationError("--ring-buffer-size: expected a power of two from 1 to 1024 (MiB), not \(ringBufferMiB)")
         }
-        return EventChannel.Settings(transport: .ringBuffer(bytes: UInt32(ringBufferMiB) << 20))
+        let perfBuffer: Bool
+        switch eventTransport {
+        case nil: perfBuffer = !features.isAvailable(.ringBuffer)
+        case "ring-buffer": perfBuffer = false
+        case "perf-buffer": perfBuffer = true
+        case let other?: throw ValidationError("--event-transport: expected ring-buffer or perf-buffer, not '\(other)'")
+        }
+        guard perfBuffer else { return EventChannel.Settings(transport: .ringBuffer(bytes: UInt32(ringBufferMiB) << 20)) }
+        // Pages per CPU: a power of two, at least 8 (32 KiB), the total near the ring's size.
+        let pages = (ringBufferMiB << 20) / 4096 / max(cpus, 1)
+        var perCPU = 8
+        while perCPU * 2 <= pages { perCPU *= 2 }
+        return EventChannel.Settings(transport: .perfBuffer(pagesPerCPU: perCPU))
     }
 
     func level(file: ConfigurationFile?) throws -> Logger.Level {
@@ -146,5 +164,19 @@ struct RunOptions: ParsableArguments {
             throw ValidationError("--log-level: expected trace, debug, info, notice, warning, error or critical, not '\(text)'")
         }
         return level
+    }
+}
+
+/// Why a PID given on the command line cannot be traced or inspected, nil when it names a user process.
+enum PIDCheck {
+    static func problem(_ pid: Int32) -> String? {
+        // kill(0, 0) and kill(-1, 0) address process groups, so they would "find" a process.
+        guard pid > 0 else { return "not a process ID (PIDs start at 1; `tracer ps` lists processes)" }
+        if kill(pid, 0) != 0 && errno == ESRCH { return "no such process" }
+        if TracedProcess.isKernelThread(pid: pid) {
+            let name = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines) ?? "?"
+            return "\(name) is a kernel thread: it runs no user-space code to trace (`tracer ps` lists user processes)"
+        }
+        return nil
     }
 }

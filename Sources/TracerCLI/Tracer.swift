@@ -30,8 +30,9 @@ struct Tracer: ParsableCommand {
               tracer object run exec.bpf.o --help     ... the object's own options
               tracer object pack exec.bpf.o -o exec.json     package it with editable meta
               tracer flows [--json] [--interval S]    network flows: bytes and packets both ways
+              tracer ps --exe '*/api'                 what the flags would select, and why
             """,
-        subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self, ObjectCommand.self, FlowsCommand.self],
+        subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self, ObjectCommand.self, FlowsCommand.self, PsCommand.self],
         defaultSubcommand: RunCommand.self)
 }
 

@@ -98,8 +98,7 @@ public final class Agent: @unchecked Sendable {
         features = configuration.features ?? KernelFeatures.detect()
         captureHooks = configuration.captureHooks ?? CaptureHooks.choose(features)
         channel = try EventChannel(configuration.channel)
-        let goFields = Set(configuration.tracers.flatMap(\.goFields) + [CaptureTracer.goidField])
-        inspection = InspectionCache(inspector: ExecutableInspector(goFields: goFields.sorted { $0.description < $1.description }))
+        inspection = InspectionCache(inspector: ExecutableInspector(goFields: goFieldsToInspect(for: configuration.tracers)))
         attacher = try Attacher(tracers: configuration.tracers, channel: channel, features: features, captureHooks: captureHooks,
                                 inspection: inspection, logger: logger)
         for tracer in configuration.tracers { if let notice = tracer.notice { logger.notice("\(notice)") } }
@@ -307,7 +306,7 @@ public final class Agent: @unchecked Sendable {
         let version = process.executable.go?.buildInfo.map { "\($0.goVersion), " } ?? ""
         let service = process.resource.serviceName ?? "?"
         let tracers = report.tracers.isEmpty ? "no tracer applies" : "tracers: \(report.tracers.joined(separator: ", "))"
-        logger.info("attached \(report.probes) probes to \(process.snapshot.executablePath) (\(version)\(identity)) for pid \(pid) [service \(service); \(tracers); \(report.newLinks) new links] in \(milliseconds) ms")
+        logger.log(level: wasSelected ? .debug : .info, "attached \(report.probes) probes to \(process.snapshot.executablePath) (\(version)\(identity)) for pid \(pid) [service \(service); \(tracers); \(report.newLinks) new links] in \(milliseconds) ms")
         for reason in report.skipped { logger.debug("pid \(pid): \(reason)") }
         if !wasSelected {
             // Shared libraries are mapped by the dynamic loader after exec, and dlopen()ed later still:

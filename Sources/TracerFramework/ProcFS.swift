@@ -23,6 +23,28 @@ enum ProcFS {
         try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
     }
 
+    /// The command line (`/proc/PID/cmdline`, NUL-separated); empty for kernel threads and zombies.
+    static func commandLine(_ pid: Int32) -> [String] {
+        guard let text = read("/proc/\(pid)/cmdline", limit: 64 << 10) else { return [] }
+        return text.split(separator: "\0", omittingEmptySubsequences: false).map(String.init).reversed()
+            .drop { $0.isEmpty }.reversed()
+    }
+
+    /// The working directory (`readlink /proc/PID/cwd`), as the process sees it.
+    static func workingDirectory(_ pid: Int32) -> String? {
+        try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")
+    }
+
+    /// Whether the task is a kernel thread: `PF_KTHREAD` (0x00200000) in the flags of `/proc/PID/stat`
+    /// (field 9). Kernel threads have no executable or user memory to trace.
+    static func isKernelThread(_ pid: Int32) -> Bool {
+        guard let stat = read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return false }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the comm: state(3) ppid(4) pgrp(5) session(6) tty_nr(7) tpgid(8) flags(9).
+        guard fields.count > 6, let flags = UInt64(fields[6]) else { return false }
+        return flags & 0x0020_0000 != 0
+    }
+
     /// The cgroup v2 path (or all v1 lines joined), e.g. `/system.slice/nginx.service`.
     static func cgroup(_ pid: Int32) -> String {
         (read("/proc/\(pid)/cgroup") ?? "").split(separator: "\n").map { line in

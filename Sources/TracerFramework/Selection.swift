@@ -40,14 +40,43 @@ public struct SelectionRule: Sendable, Equatable, Codable {
         pids != nil || exePath != nil || openPorts != nil || name != nil || language != nil || cgroup != nil
     }
 
-    func matches(_ facts: ProcessFacts) -> Bool {
-        if let pids, !pids.contains(facts.pid) { return false }
-        if let exePath, !glob(exePath, matches: facts.executablePath) { return false }
-        if let name, !glob(name, matches: facts.comm) { return false }
-        if let cgroup, !facts.cgroup.contains(cgroup) { return false }
-        if let language, facts.language != language { return false }
-        if let openPorts, !facts.listeningPorts.contains(where: openPorts.contains) { return false }
-        return true
+    func matches(_ facts: ProcessFacts) -> Bool { match(facts) != nil }
+
+    /// Why the rule matches (`exe_path '*/redis-server' matched the invoked path /usr/bin/redis-server`), nil
+    /// when it does not. `exe_path` is tried against the resolved executable first, then the names the process
+    /// was invoked by (``ProcessNames/exeCandidates``, read from /proc last, only when the cheaper criteria hold).
+    func match(_ facts: ProcessFacts) -> String? {
+        var reasons: [String] = []
+        if let pids {
+            guard pids.contains(facts.pid) else { return nil }
+            reasons.append("pid \(facts.pid)")
+        }
+        if let name {
+            guard glob(name, matches: facts.comm) else { return nil }
+            reasons.append("name '\(name)' matched \(facts.comm)")
+        }
+        if let cgroup {
+            guard facts.cgroup.contains(cgroup) else { return nil }
+            reasons.append("cgroup contains '\(cgroup)'")
+        }
+        if let language {
+            guard facts.language == language else { return nil }
+            reasons.append("language \(language.rawValue)")
+        }
+        if let openPorts {
+            guard let port = facts.listeningPorts.first(where: openPorts.contains) else { return nil }
+            reasons.append("listens on port \(port) (\(openPorts))")
+        }
+        if let exePath {
+            if glob(exePath, matches: facts.executablePath) {
+                reasons.append("exe_path '\(exePath)' matched the executable \(facts.executablePath)")
+            } else {
+                let names = facts.names ?? ProcessNames.read(pid: facts.pid)
+                guard let hit = names.exeCandidates.first(where: { glob(exePath, matches: $0.value) }) else { return nil }
+                reasons.append("exe_path '\(exePath)' matched \(hit.kind) \(hit.kind == "the module" ? String(hit.value.dropFirst()) : hit.value)")
+            }
+        }
+        return reasons.joined(separator: ", ")
     }
 }
 
@@ -132,6 +161,8 @@ struct ProcessFacts {
     let cgroup: String
     let language: Language?
     let listeningPorts: [UInt16]
+    /// The names the process was invoked by; read from /proc when a rule first needs them.
+    var names: ProcessNames? = nil
 }
 
 /// fnmatch(3) without flags: `*`, `?` and `[...]` match across `/` too, so `*/api` matches any path

@@ -4,7 +4,9 @@ import Telemetry
 
 /// The OTel resource of a traced process. `service.name` comes from the process's own
 /// `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` when present (as an SDK inside it would report),
-/// else from the selection rule, else the executable's name.
+/// else from the selection rule (`--service-name`, or the agent's own `OTEL_SERVICE_NAME` for flag rules),
+/// else the name people know it by (``ProcessNames/serviceName(executablePath:)``: an interpreter's script or
+/// module, a symlink's invoked name), else the executable's name.
 enum ServiceIdentity {
     /// The node's name: in a Kubernetes pod the agent's own hostname is the pod's, so the downward-API
     /// `K8S_NODE_NAME` wins when set.
@@ -13,13 +15,14 @@ enum ServiceIdentity {
     }()
 
     static func resource(for snapshot: ProcessSnapshot, executable: ExecutableInfo, rule: SelectionRule?,
-                         environment: [String: String], cgroup: String,
+                         environment: [String: String], cgroup: String, names: ProcessNames? = nil,
                          agentEnvironment: [String: String] = ProcessInfo.processInfo.environment) -> Resource {
         let fromEnvironment = parseResourceAttributes(environment["OTEL_RESOURCE_ATTRIBUTES"] ?? "")
         let executableName = URL(fileURLWithPath: snapshot.executablePath).lastPathComponent
         let serviceName = environment["OTEL_SERVICE_NAME"].flatMap { $0.isEmpty ? nil : $0 }
             ?? fromEnvironment[SemanticConventions.serviceName]
             ?? rule?.serviceName
+            ?? (names ?? ProcessNames.read(pid: snapshot.pid)).serviceName(executablePath: snapshot.executablePath)
             ?? executableName
         let namespacedPID = snapshot.namespacePIDs.last ?? snapshot.pid
 

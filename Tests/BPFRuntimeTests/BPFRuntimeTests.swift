@@ -158,7 +158,7 @@ final class BPFRuntimeTests: XCTestCase {
         XCTAssertEqual(collected.matching(type: SELFTEST_EVENT_UPROBE_MULTI, pid: target.pid).count, cookies.count, "no events after detach")
     }
 
-    func testMapCRUDIterationBatchAndPinning() throws {
+    func testMapCRUDIterationAndBatch() throws {
         try requireBPF()
         let map = try BPFMap(create: .hash, name: "test_hash", keySize: 4, valueSize: 8, maxEntries: 1024)
         for key in UInt32(0)..<600 { try map.update(key, UInt64(key) * 10) }
@@ -180,13 +180,29 @@ final class BPFRuntimeTests: XCTestCase {
         let values = try XCTUnwrap(perCPU.lookupPerCPU(UInt32(0), as: UInt64.self))
         XCTAssertEqual(values.count, try possibleCPUs())
         XCTAssertTrue(values.allSatisfy { $0 == 0 })
+    }
 
-        guard FileManager.default.fileExists(atPath: "/sys/fs/bpf") else { return }
+    /// A pinned map is the same kernel object (bpftool finds it by the pin, with its name and size), and the
+    /// pin leaves with `unpin`.
+    func testMapPinAndUnpin() throws {
+        try requireBPF()
+        let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+        guard mounts.split(separator: "\n").contains(where: { $0.split(separator: " ").dropFirst().prefix(2) == ["/sys/fs/bpf", "bpf"] }) else {
+            try prerequisiteMissing("bpffs", "bpffs is not mounted at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)", requiredBy: "TRACER_REQUIRE_BPF")
+        }
+        try requireExecutable("/usr/sbin/bpftool", package: "bpftool")
+        let map = try BPFMap(create: .hash, name: "test_pin", keySize: 4, valueSize: 8, maxEntries: 77)
         let pin = "/sys/fs/bpf/tracer-test-\(getpid())"
         try map.pin(at: pin)
-        XCTAssertTrue(FileManager.default.fileExists(atPath: pin))
+        addTeardownBlock { unlink(pin) }
+        let shown = try TestSupport.run("/usr/sbin/bpftool", ["-j", "map", "show", "pinned", pin])
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(shown.utf8)) as? [String: Any], shown)
+        XCTAssertEqual(object["name"] as? String, "test_pin")
+        XCTAssertEqual(object["max_entries"] as? Int, 77)
+        XCTAssertEqual(object["type"] as? String, "hash")
         try map.unpin(at: pin)
         XCTAssertFalse(FileManager.default.fileExists(atPath: pin))
+        XCTAssertThrowsError(try TestSupport.run("/usr/sbin/bpftool", ["map", "show", "pinned", pin]), "the pin is gone")
     }
 
     func testSettingsGlobalsAndKernelDropsWhenATinyRingIsFlooded() throws {
@@ -287,7 +303,9 @@ final class BPFRuntimeTests: XCTestCase {
 
     func testKprobesFailWithAClearErrorWhereTheKernelHasNone() throws {
         try requireBPF()
-        guard !KernelFeatures.detect().isAvailable(.kprobe) else { throw XCTSkip("this kernel has kprobes") }
+        guard !KernelFeatures.detect().isAvailable(.kprobe) else {
+            try skipOrFail(kind: "no-kprobes", reason: "this kernel has kprobes", requiredBy: "TRACER_EXPECT_NO_KPROBES", file: #filePath, line: #line)
+        }
         var spec = BPFObjectSpec(BPFPrograms.Features.object, programs: [BPFPrograms.Features.Program.probeKprobe])
         spec.skippedMaps = [BPFPrograms.Features.Map.probeRingbuf]
         let program = try spec.load().program(BPFPrograms.Features.Program.probeKprobe)

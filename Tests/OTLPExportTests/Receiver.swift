@@ -1,6 +1,7 @@
 import Foundation
 import OTLPExport
 import Telemetry
+import TestSupport
 import XCTest
 
 /// Runs `receiver/otlp_receiver.py` (needs `pip install opentelemetry-proto`) on 127.0.0.1 and talks to its
@@ -22,11 +23,8 @@ final class OTLPReceiver {
         try check.run()
         check.waitUntilExit()
         if check.terminationStatus != 0 {
-            let message = "python3 with opentelemetry-proto is missing (pip install opentelemetry-proto)"
-            if ProcessInfo.processInfo.environment["TRACER_REQUIRE_OTLP_RECEIVER"] == "1" {
-                XCTFail(message)
-            }
-            throw XCTSkip(message)
+            try prerequisiteMissing("OTLP receiver", "python3 with opentelemetry-proto is missing (pip install opentelemetry-proto)",
+                                    requiredBy: "TRACER_REQUIRE_OTLP_RECEIVER")
         }
     }
 
@@ -44,11 +42,11 @@ final class OTLPReceiver {
             var line = ""
             while !line.hasSuffix("\n") {
                 let chunk = pipe.fileHandleForReading.availableData
-                if chunk.isEmpty { throw XCTSkip("receiver exited before listening") }
+                if chunk.isEmpty { try prerequisiteMissing("OTLP receiver", "receiver exited before listening", requiredBy: "TRACER_REQUIRE_OTLP_RECEIVER") }
                 line += String(decoding: chunk, as: UTF8.self)
             }
             guard line.hasPrefix("PORT "), let p = Int(line.dropFirst(5).trimmingCharacters(in: .whitespacesAndNewlines))
-            else { throw XCTSkip("receiver printed '\(line)'") }
+            else { try prerequisiteMissing("OTLP receiver", "receiver printed '\(line)'", requiredBy: "TRACER_REQUIRE_OTLP_RECEIVER") }
             self.port = p
         }
         var settings = ExportSettings()
@@ -86,7 +84,7 @@ final class OTLPReceiver {
             control.post(url: baseURL + "/control/" + command, body: $0, contentType: "application/json", timeout: .seconds(10))
         }
         guard case .response(200, let bytes, _) = outcome else {
-            throw XCTSkip("receiver control \(command) failed: \(outcome)")
+            try prerequisiteMissing("OTLP receiver", "receiver control \(command) failed: \(outcome)", requiredBy: "TRACER_REQUIRE_OTLP_RECEIVER")
         }
         return try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] ?? [:]
     }

@@ -1,5 +1,6 @@
 import Foundation
 import OTLPExport
+import TestSupport
 import XCTest
 
 /// HTTPS and mutual TLS with `OTEL_EXPORTER_OTLP_CERTIFICATE`, `…_CLIENT_CERTIFICATE` and `…_CLIENT_KEY`, against
@@ -23,9 +24,10 @@ final class TLSTests: XCTestCase {
         openssl.executableURL = URL(fileURLWithPath: "/bin/sh")
         openssl.arguments = ["-c", script]
         openssl.currentDirectoryURL = directory
-        do { try openssl.run() } catch { throw XCTSkip("cannot run /bin/sh: \(error)") }
+        try requireExecutable("/usr/bin/openssl", package: "openssl")
+        try openssl.run()
         openssl.waitUntilExit()
-        if openssl.terminationStatus != 0 { throw XCTSkip("openssl could not make test certificates") }
+        if openssl.terminationStatus != 0 { try prerequisiteMissing("openssl", "openssl could not make test certificates") }
     }
 
     override func tearDownWithError() throws {

@@ -19,6 +19,22 @@ public func skipOrFail(kind: String, reason: String, requiredBy variable: String
     throw XCTSkip(reason, file: file, line: line)
 }
 
+/// A prerequisite other than BPF is missing (a program, a toolchain, a helper that did not start): skip with
+/// `reason`, or fail when `variable` is 1 (`.ci/run` sets `TRACER_REQUIRE_PREREQUISITES` and
+/// `TRACER_REQUIRE_OTLP_RECEIVER`).
+public func prerequisiteMissing(_ kind: String, _ reason: String, requiredBy variable: String = "TRACER_REQUIRE_PREREQUISITES",
+                                file: StaticString = #filePath, line: UInt = #line) throws -> Never {
+    try skipOrFail(kind: kind, reason: reason, requiredBy: variable, file: file, line: line)
+}
+
+/// Tests that need a program (a package from scripts/install-deps.sh) call this first: a missing one skips
+/// with the reason, or fails when `TRACER_REQUIRE_PREREQUISITES=1` (CI).
+public func requireExecutable(_ path: String, package: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    guard access(path, X_OK) != 0 else { return }
+    try skipOrFail(kind: package, reason: "\(path) is missing (apt-get install \(package), or scripts/install-deps.sh)",
+                   requiredBy: "TRACER_REQUIRE_PREREQUISITES", file: file, line: line)
+}
+
 struct PrerequisiteMissing: Error, CustomStringConvertible {
     let description: String
 }

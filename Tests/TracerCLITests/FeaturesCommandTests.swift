@@ -45,7 +45,14 @@ final class FeaturesCommandTests: XCTestCase {
         try requireBPF()
         let result = try runProduct("tracer", [])
         XCTAssertEqual(result.status, 0, result.stdout + result.stderr)
-        XCTAssertTrue(result.stdout.contains("ready to trace"), result.stdout)
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        var name = utsname()
+        uname(&name)
+        let release = withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        XCTAssertEqual(lines.first, "tracer on Linux \(release)", result.stdout)
+        // The verdict is the last line, and "not ready to trace:" (followed by the blockers) must not pass.
+        XCTAssertTrue(lines.last?.hasPrefix("ready to trace. ") ?? false, result.stdout)
+        XCTAssertFalse(lines.contains { $0.hasPrefix("not ready") || $0.hasPrefix("  - ") }, result.stdout)
     }
 
     func testUnknownFlagIsAOneLineErrorWithNonZeroExit() throws {

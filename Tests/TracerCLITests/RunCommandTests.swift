@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import TestSupport
 import XCTest
+@testable import TracerCLI
 
 /// `tracer` with selection flags, through the built binary: errors at start, the start-up lines, and a
 /// clean stop on SIGTERM.
@@ -20,6 +21,53 @@ final class RunCommandTests: XCTestCase {
         let result = try runProduct("tracer", ["--pid", "2147483000"])
         XCTAssertNotEqual(result.status, 0)
         XCTAssertTrue(result.stderr.hasPrefix("Error: --pid 2147483000: no such process\n"), result.stderr)
+    }
+
+    func testTheAgentsOTELServiceNameNamesWhatTheFlagsSelect() throws {
+        let environment = ["OTEL_SERVICE_NAME": "shop"]
+        let flags = try RunOptions.parse(["--exe", "*/api", "--open-port", "80"]).selection(file: nil, environment: environment)
+        XCTAssertEqual(flags.rules.map(\.serviceName), ["shop", "shop"])
+        let explicit = try RunOptions.parse(["--exe", "*/api", "--service-name", "api"]).selection(file: nil, environment: environment)
+        XCTAssertEqual(explicit.rules.map(\.serviceName), ["api"], "--service-name wins over the agent's OTEL_SERVICE_NAME")
+        let unnamed = try RunOptions.parse(["--exe", "*/api"]).selection(file: nil, environment: [:])
+        XCTAssertEqual(unnamed.rules.map(\.serviceName), [nil])
+    }
+
+    func testPIDsThatNameNoUserProcessAreOneLineErrors() throws {
+        for (pid, expected) in [("0", "--pid 0: not a process ID"), ("-1", "--pid -1: not a process ID"),
+                                ("2", "--pid 2: kthreadd is a kernel thread: it runs no user-space code to trace")] {
+            let result = try runProduct("tracer", ["--pid=\(pid)"])
+            XCTAssertEqual(result.status, 64, "\(pid): \(result.stderr)")
+            XCTAssertTrue(result.stderr.hasPrefix("Error: \(expected)"), "one line, then the usage hint: \(result.stderr)")
+        }
+        let inspect = try runProduct("tracer", ["inspect", "--pid", "2"])
+        XCTAssertEqual(inspect.status, 1)
+        XCTAssertEqual(inspect.stderr, "tracer inspect: pid 2: kthreadd is a kernel thread: it runs no user-space code to trace (`tracer ps` lists user processes)\n")
+        XCTAssertEqual(inspect.stdout, "")
+    }
+
+    func testANewProcessGetsOneAttachLine() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let name = "sl\(UInt32.random(in: 0..<1_000_000)).py"
+        let script = directory.appendingPathComponent(name)
+        // Maps another library (ctypes' extension module, libffi) after it was selected, as Python apps do.
+        try "import time\ntime.sleep(0.5)\nimport ctypes\ntime.sleep(30)\n".write(to: script, atomically: true, encoding: .utf8)
+        var child: Process?
+        let (_, _, log) = try runAgent(["--exe", "*/\(name)", "--print", "none"]) { _ in
+            // Exec'd after the agent started: selected from the exec event; its libraries are re-checked at
+            // 250 ms and 2 s, and the new ones attached without a second attach line.
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            process.arguments = [script.path]
+            try? process.run()
+            child = process
+            usleep(2_600_000)
+        }
+        let pid = try XCTUnwrap(child?.processIdentifier)
+        child?.terminate()
+        let attachLines = log.split(separator: "\n").filter { $0.contains("attached ") && $0.contains("for pid \(pid) ") }
+        XCTAssertEqual(attachLines.count, 1, log)
     }
 
     func testBadFlagValuesAreOneLineErrors() throws {
@@ -87,6 +135,12 @@ final class RunCommandTests: XCTestCase {
     /// Runs `tracer` with `arguments` until its start-up line, calls `whileRunning` with its PID, then stops
     /// it with SIGTERM and checks a clean exit. Returns stderr up to the start-up line and stdout.
     private func runAgentUntilStarted(_ arguments: [String], whileRunning: (Int32) -> Void = { _ in }) throws -> (started: String, stdout: String) {
+        let (started, stdout, _) = try runAgent(arguments, whileRunning: whileRunning)
+        return (started, stdout)
+    }
+
+    /// `runAgentUntilStarted`, also returning the whole log.
+    private func runAgent(_ arguments: [String], whileRunning: (Int32) -> Void) throws -> (started: String, stdout: String, log: String) {
         let agent = Process()
         agent.executableURL = productsDirectory.appendingPathComponent("tracer")
         agent.arguments = arguments
@@ -109,18 +163,72 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(agent.terminationStatus, 0, log.withLock { $0 })
         XCTAssertEqual(agent.terminationReason, .exit)
         XCTAssertTrue(log.withLock { $0.contains("stopped:") }, log.withLock { $0 })
-        return (started, String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        return (started, String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self), log.withLock { $0 })
+    }
+
+    /// A Python HTTP server on a free loopback port, ended with the test; returns it and the port.
+    private func startHTTPServer() throws -> (Process, Int) {
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = ["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"]
+        server.currentDirectoryURL = try temporaryDirectory(self)
+        let output = Pipe()
+        server.standardOutput = output
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        addTeardownBlock { server.terminate(); server.waitUntilExit() }
+        var banner = ""
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            banner += String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+            return banner.contains(" port ")
+        })
+        let port = try XCTUnwrap(banner.split(separator: " ").drop { $0 != "port" }.dropFirst().first.flatMap { Int($0) }, banner)
+        return (server, port)
     }
 
     func testTracesASelectedProcessAndStopsCleanlyOnSIGTERM() throws {
         try requireBPF()
-        let sleeper = try startSleeper()
-        let (started, output) = try runAgentUntilStarted(["--pid", "\(sleeper.processIdentifier)", "--print", "json"])
-        XCTAssertTrue(started.contains("for pid \(sleeper.processIdentifier)"), started)
-        XCTAssertTrue(started.contains("/bin/sleep") || started.contains("/usr/bin/sleep"), started)
+        let (server, port) = try startHTTPServer()
+        let (started, output) = try runAgentUntilStarted(["--pid", "\(server.processIdentifier)", "--print", "json"]) { _ in
+            for path in ["/a", "/b", "/c"] { _ = try? TestSupport.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)\(path)"]) }
+            usleep(300_000) // the reader drains every 20 ms
+        }
+        XCTAssertTrue(started.contains("for pid \(server.processIdentifier)"), started)
+        XCTAssertTrue(started.contains("python3"), started)
         XCTAssertTrue(started.contains("1 processes selected now"), started)
         XCTAssertFalse(started.contains("context propagation"), started)
-        XCTAssertTrue(output.split(separator: "\n").allSatisfy { $0.hasPrefix("{\"name\":") }, "stdout carries only spans: \(output)")
+        let lines = output.split(separator: "\n")
+        XCTAssertEqual(lines.count, 3, "one span per request, and nothing else on stdout: \(output)")
+        let spans = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        XCTAssertEqual(spans.count, lines.count, "every line is a JSON span: \(output)")
+        XCTAssertEqual(spans.compactMap { ($0["attributes"] as? [String: Any])?["url.path"] as? String }, ["/a", "/b", "/c"])
+        XCTAssertEqual(spans.compactMap { $0["name"] as? String }, ["GET", "GET", "GET"])
+    }
+
+    /// The perf-buffer fallback (what kernels without BPF ring buffers get), forced: spans still arrive, and the
+    /// agent's event map is a perf event array, not a ring buffer.
+    func testPerfBufferTransportCarriesSpans() throws {
+        try requireBPF()
+        let (server, port) = try startHTTPServer()
+        var mapTypes: [String] = []
+        let (started, output) = try runAgentUntilStarted(["--pid", "\(server.processIdentifier)", "--print", "json", "--event-transport", "perf-buffer"]) { pid in
+            let directory = "/proc/\(pid)/fdinfo"
+            for fd in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+                guard let info = try? String(contentsOfFile: "\(directory)/\(fd)", encoding: .utf8) else { continue }
+                mapTypes += info.split(separator: "\n").filter { $0.hasPrefix("map_type:") }.map { String($0.dropFirst(9)).trimmingCharacters(in: .whitespaces) }
+            }
+            for path in ["/one", "/two"] { _ = try? TestSupport.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)\(path)"]) }
+            usleep(300_000)
+        }
+        XCTAssertTrue(started.contains("events through perf buffers ("), started)
+        XCTAssertTrue(mapTypes.contains("4"), "BPF_MAP_TYPE_PERF_EVENT_ARRAY: \(mapTypes)")
+        XCTAssertFalse(mapTypes.contains("27"), "no BPF_MAP_TYPE_RINGBUF: \(mapTypes)")
+        let paths = output.split(separator: "\n").compactMap { line in
+            ((try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]).flatMap { ($0["attributes"] as? [String: Any])?["url.path"] as? String }
+        }
+        XCTAssertEqual(paths, ["/one", "/two"], output)
+        let bad = try runProduct("tracer", ["--exe", "*/x", "--event-transport", "pigeon"])
+        XCTAssertTrue(bad.stderr.hasPrefix("Error: --event-transport: expected ring-buffer or perf-buffer, not 'pigeon'"), bad.stderr)
     }
 
     /// `--context-propagation` on a kernel that forbids `bpf_probe_write_user` (lockdown, as here) says so once

@@ -83,6 +83,13 @@ public enum CaptureHooks: String, Sendable, CaseIterable {
     }
 }
 
+/// The Go struct fields to resolve in executables for `tracers`: what they declare, and the goroutine id the
+/// capture layer reads when one of them is a protocol parser. (Inspection resolves nothing else.)
+public func goFieldsToInspect(for tracers: [any Tracer]) -> [GoField] {
+    let capture = tracers.contains { $0.parser != nil } ? [CaptureTracer.goidField] : []
+    return Set(tracers.flatMap(\.goFields) + capture).sorted { $0.description < $1.description }
+}
+
 /// The shared capture layer's BPF side (bpf/capture.bpf.c) as the framework attaches it: the data hooks
 /// of the chosen variant and the end of connections (attached while a process that a protocol parser
 /// applies to is selected), and libssl's SSL_read/SSL_write for TLS plaintext (per library file,

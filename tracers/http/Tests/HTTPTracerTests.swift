@@ -208,9 +208,7 @@ final class HTTPTracerTests: XCTestCase {
 
     func testNginxServer() throws {
         try requireBPF()
-        guard FileManager.default.isExecutableFile(atPath: Programs.nginx) else {
-            throw XCTSkip("nginx is not installed (apt-get install nginx-light)")
-        }
+        try requireExecutable(Programs.nginx, package: "nginx-light")
         let directory = try temporaryDirectory(self)
         let port = 20_000 + Int(getpid() % 20_000)
         let config = try Programs.nginxConfig(port: port, in: directory)
