@@ -261,7 +261,7 @@ public final class Agent: @unchecked Sendable {
         let started = ContinuousClock.now
         let process: TracedProcess
         do {
-            process = try tracedProcess(pid, rule: rule)
+            process = try TracedProcess.inspect(pid: pid, rule: rule, queries: attacher.probeTargetQueries, cache: inspection)
         } catch {
             if kill(pid, 0) == 0 || errno != ESRCH {
                 logger.warning("pid \(pid) selected but not instrumented: \(error)")
@@ -315,15 +315,6 @@ public final class Agent: @unchecked Sendable {
                 control.asyncAfter(deadline: .now() + .milliseconds(delay)) { [weak self] in self?.refresh(pid) }
             }
         }
-    }
-
-    private func tracedProcess(_ pid: Int32, rule: SelectionRule) throws -> TracedProcess {
-        let snapshot = try ProcessInspection.snapshot(pid: pid)
-        let executable = try inspection.info(path: snapshot.executableOpenPath, queries: attacher.probeTargetQueries,
-                                             languageHint: snapshot.languageHint)
-        let resource = ServiceIdentity.resource(for: snapshot, executable: executable, rule: rule, environment: ProcFS.environment(pid),
-                                                cgroup: ProcFS.cgroup(pid))
-        return TracedProcess(pid: pid, snapshot: snapshot, executable: executable, resource: resource)
     }
 
     /// Re-attaches a selected process whose mapped libraries changed since it was attached.
