@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Live process discovery: every exec on the machine (user space decides who is selected), and forks and
  * exits of the processes the agent already tracks (those in tracer_pids). Three cheap tracepoints
- * instead of polling /proc. */
+ * instead of polling /proc. The agent gives this object an events channel of its own (a ring buffer, or
+ * perf buffers where the kernel has none), so a flood of tracer events can never drop an exec. */
 #include "tracer_common.bpf.h"
 #include <bpf/bpf_core_read.h>
 #include "process_watcher.h"
@@ -10,12 +11,6 @@ char LICENSE[] SEC("license") = "GPL";
 
 const struct process_event *process_event_anchor __attribute__((unused));
 
-/* Process events have their own ring, so a flood of tracer events can never drop an exec. */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-} process_events SEC(".maps");
-
 static __always_inline int is_tracked(__u32 tgid)
 {
 	return bpf_map_lookup_elem(&tracer_pids, &tgid) != NULL;
@@ -23,15 +18,13 @@ static __always_inline int is_tracked(__u32 tgid)
 
 static __always_inline void emit(void *ctx, __u32 type, __u32 child_pid, __u32 parent_pid)
 {
-	struct process_event *event = bpf_ringbuf_reserve(&process_events, sizeof(*event), 0);
-	if (!event) {
-		tracer_count_drop();
+	struct process_event *event = tracer_reserve(sizeof(*event));
+	if (!event)
 		return;
-	}
 	tracer_fill_header(&event->header, type);
 	event->child_pid = child_pid;
 	event->parent_pid = parent_pid;
-	bpf_ringbuf_submit(event, 0);
+	tracer_submit(ctx, event, sizeof(*event));
 }
 
 SEC("tracepoint/sched/sched_process_exec")

@@ -48,7 +48,9 @@ public final class EventChannel: Sendable {
     /// Host TGID → mask of the tracers allowed for it (`TRACER_PID_BLOCKED`: none).
     public let pids: BPFMap
 
-    public init(_ settings: Settings = Settings()) throws {
+    /// `pidFilter`: another channel's PID filter to share (a channel of its own for some objects' events,
+    /// such as process events, with the one PID filter of the agent).
+    public init(_ settings: Settings = Settings(), sharingPIDFilterOf other: EventChannel? = nil) throws {
         self.settings = settings
         switch settings.transport {
         case .ringBuffer(let bytes):
@@ -58,7 +60,7 @@ public final class EventChannel: Sendable {
                                 maxEntries: UInt32(libbpf_num_possible_cpus()))
         }
         drops = try BPFMap(create: .percpuArray, name: "tracer_drops", keySize: 4, valueSize: 8, maxEntries: 1)
-        pids = try BPFMap(create: .hash, name: "tracer_pids", keySize: 4, valueSize: 4, maxEntries: 16384)
+        pids = try other?.pids ?? BPFMap(create: .hash, name: "tracer_pids", keySize: 4, valueSize: 4, maxEntries: 16384)
     }
 
     /// Makes `spec` use this channel's maps and settings. `pidMask` is the object's bit in the PID filter's

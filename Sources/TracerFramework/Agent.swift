@@ -70,6 +70,9 @@ public final class Agent: @unchecked Sendable {
     /// Which span each goroutine serves, shared by the tracers' decoding.
     public let traceContexts = TraceContexts()
     private let channel: EventChannel
+    /// Process lifecycle events have a channel of their own (same transport, 256 KiB, the same PID filter),
+    /// so a flood of tracer events never drops an exec.
+    private let processChannel: EventChannel
     private let attacher: Attacher
     private let inspection: InspectionCache
     /// The capture layer's connections (reader thread).
@@ -98,6 +101,12 @@ public final class Agent: @unchecked Sendable {
         features = configuration.features ?? KernelFeatures.detect()
         captureHooks = configuration.captureHooks ?? CaptureHooks.choose(features)
         channel = try EventChannel(configuration.channel)
+        let processTransport: EventChannel.Transport = switch configuration.channel.transport {
+        case .ringBuffer: .ringBuffer(bytes: 256 << 10)
+        case .perfBuffer: .perfBuffer(pagesPerCPU: 8)
+        }
+        processChannel = try EventChannel(.init(transport: processTransport, wakeupBytes: 4096, filterPIDs: false),
+                                          sharingPIDFilterOf: channel)
         inspection = InspectionCache(inspector: ExecutableInspector(goFields: goFieldsToInspect(for: configuration.tracers)))
         attacher = try Attacher(tracers: configuration.tracers, channel: channel, features: features, captureHooks: captureHooks,
                                 inspection: inspection, logger: logger)
@@ -162,11 +171,10 @@ public final class Agent: @unchecked Sendable {
             self?.handle(batch)
         }
         var spec = BPFObjectSpec(BPFPrograms.ProcessWatcher.object)
-        channel.use(in: &spec)
+        processChannel.use(in: &spec)
         spec.set(BPFPrograms.ProcessWatcher.Global.tracerFilterPids, to: UInt8(0)) // every exec counts
         let watcher = try spec.load()
-        processReader = try RingBufferReader(map: try watcher.map(BPFPrograms.ProcessWatcher.Map.processEvents),
-                                             drainInterval: configuration.drainInterval) { [weak self] batch in
+        processReader = try processChannel.startReader(drainInterval: configuration.drainInterval) { [weak self] batch in
             self?.handleProcessEvents(batch)
         }
         typealias Program = BPFPrograms.ProcessWatcher.Program
@@ -299,6 +307,10 @@ public final class Agent: @unchecked Sendable {
             metrics.processesSelected.add(1, ordering: .relaxed)
             if !report.tracers.isEmpty { metrics.processesInstrumented.add(1, ordering: .relaxed) }
         }
+        // It may have exited after the check above and before the PID filter let it in: the kernel reports
+        // exits of filtered processes only, so it is forgotten here (once what it did was read) rather than
+        // at the next rescan.
+        if kill(pid, 0) != 0 && errno == ESRCH { exitedOnceRead(pid) }
         metrics.attachErrors.add(UInt64(report.errors.count), ordering: .relaxed)
         for error in report.errors { logger.error("pid \(pid) (\(process.snapshot.executablePath)): \(error)") }
         let milliseconds = (ContinuousClock.now - started).wholeMilliseconds
@@ -329,6 +341,15 @@ public final class Agent: @unchecked Sendable {
         guard let snapshot = try? ProcessInspection.snapshot(pid: pid),
               knownLibraries[pid] != Set(snapshot.libraries.compactMap(\.identity)) else { return }
         instrument(pid, rule: rule)
+    }
+
+    /// `pid` exited (or stopped being selected): the events ring is drained on a timer, so what it did just
+    /// before may still be there; it is forgotten once that has been read.
+    private func exitedOnceRead(_ pid: Int32) {
+        control.asyncAfter(deadline: .now() + Self.exitDelay) { [weak self] in
+            self?.tracker.forget(pid: UInt32(bitPattern: pid))
+            self?.exited(pid)
+        }
     }
 
     private func exited(_ pid: Int32) {
@@ -364,7 +385,7 @@ public final class Agent: @unchecked Sendable {
                 let generation = previous.executable
                 consider(pid, parentRule: previous.rule)
                 if selected.withLock({ $0[pid]?.executable == generation && $0[pid]?.attachedAt == previous.attachedAt }) {
-                    exited(pid)
+                    exitedOnceRead(pid) // not selected any more, or already gone
                 }
             } else {
                 let parent = Int32(bitPattern: event.parent_pid)
@@ -377,10 +398,8 @@ public final class Agent: @unchecked Sendable {
                   let rule = selected.withLock({ $0[pid]?.rule }) else { return }
             considered.insert(child)
             instrument(child, rule: rule)
-        case PROCESS_EVENT_EXIT:
-            exited(pid)
         default:
-            break
+            break // exits go through exitedOnceRead
         }
     }
 
@@ -398,12 +417,7 @@ public final class Agent: @unchecked Sendable {
                 control.async { [weak self] in self?.processEvent(processEvent) }
                 continue
             }
-            // The events ring is drained on a timer: what the process did just before it exited may still be
-            // there. Its exit is handled once that has been read.
-            control.asyncAfter(deadline: .now() + Self.exitDelay) { [weak self] in
-                self?.tracker.forget(pid: processEvent.header.pid)
-                self?.processEvent(processEvent)
-            }
+            control.async { [weak self] in self?.exitedOnceRead(Int32(bitPattern: processEvent.header.pid)) }
         }
     }
 

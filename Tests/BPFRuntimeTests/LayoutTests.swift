@@ -62,6 +62,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         "go_nethttp_client_end_event": layout(go_nethttp_client_end_event()),
         "flow_key": layout(flow_key()),
         "flow_counters": layout(flow_counters()),
+        "flow_owner": layout(flow_owner()),
     ]
 
     static func layout<T>(_ value: T) -> (size: Int, members: [String]) {
