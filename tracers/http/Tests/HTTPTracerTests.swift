@@ -282,6 +282,55 @@ final class HTTPTracerTests: XCTestCase {
         XCTAssertEqual(unclaimed?.counter.value(), 1)
     }
 
+    /// A flood overflows a 1 MiB events ring whose reader drains once a second: the kernel-side drops are
+    /// counted, yet every exec of a selected binary meanwhile is seen (process events have their own
+    /// channel), and spans resume once the load is gone.
+    func testARingFloodDropsCountedEventsButNoExecAndSpansResume() throws {
+        try requireBPF()
+        try requireExecutable(Programs.nginx, package: "nginx-light")
+        try requireExecutable("/usr/bin/wrk", package: "wrk")
+        let directory = try temporaryDirectory(self)
+        let port = 20_000 + Int((getpid() + 11) % 20_000)
+        let server = try ChildProcess(Programs.nginx, ["-c", try Programs.nginxConfig(port: port, in: directory), "-p", directory.path])
+        let base = "http://127.0.0.1:\(port)/index.html"
+        XCTAssertTrue(waitUntil { (try? TestSupport.run(Programs.curl, ["-sf", "-o", "/dev/null", base])) != nil }, "nginx did not come up")
+        let target = directory.appendingPathComponent("flood-target")
+        try FileManager.default.copyItem(atPath: "/bin/sleep", toPath: target.path)
+        let collector = SpanCollector()
+        let agent = try Agent(.init(
+            selection: Selection(rules: [SelectionRule(pids: [server.pid]), SelectionRule(exePath: "*/flood-target")]),
+            tracers: TracerRegistry.all, sinks: [collector],
+            channel: .init(transport: .ringBuffer(bytes: 1 << 20), wakeupBytes: 1 << 40), // no early wakeup
+            rescanInterval: .seconds(600), drainInterval: .seconds(1)))
+        try agent.start()
+        defer { agent.stop(flushTimeout: .seconds(1)) }
+
+        let wrk = Process()
+        wrk.executableURL = URL(fileURLWithPath: "/usr/bin/wrk")
+        wrk.arguments = ["-t1", "-c8", "-d4s", base]
+        wrk.standardOutput = FileHandle.nullDevice
+        try wrk.run()
+        var sleepers: [Process] = []
+        defer { sleepers.forEach { $0.terminate() } }
+        for _ in 0..<20 {
+            let sleeper = Process()
+            sleeper.executableURL = target
+            sleeper.arguments = ["60"]
+            try sleeper.run()
+            sleepers.append(sleeper)
+            usleep(100_000)
+        }
+        wrk.waitUntilExit()
+        let pids = Set(sleepers.map(\.processIdentifier))
+        XCTAssertTrue(waitUntil(timeout: 5) { pids.isSubset(of: Set(agent.selectedProcesses.map(\.pid))) },
+                      "every exec seen despite the flood: \(pids.subtracting(agent.selectedProcesses.map(\.pid)))")
+        XCTAssertGreaterThan(agent.metricsSnapshot.eventsDroppedKernel, 0, "the flood overflowed the 1 MiB ring")
+        usleep(1_500_000)
+        let before = collector.spans.filter { $0.kind == .server }.count
+        for _ in 0..<3 { _ = try? TestSupport.run(Programs.curl, ["-s", "-o", "/dev/null", base]) }
+        XCTAssertTrue(waitUntil(timeout: 5) { collector.spans.filter { $0.kind == .server }.count >= before + 3 }, "spans resume")
+    }
+
     func testProcessesNotSelectedProduceNothing() throws {
         try requireBPF()
         let directory = try temporaryDirectory(self)
