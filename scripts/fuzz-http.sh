@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the HTTP tracer's parsers of captured bytes (request line and headers, status line, query
-# redaction, response framing) and its whole event decoder with libFuzzer: builds Fuzz/HTTPFuzz with
+# Fuzzes the HTTP parsers of captured bytes (request line and headers, status line, query redaction) and
+# the capture layer's user-space entry point (ConnectionTracker with the HTTP/1 parser, fed sequences of
+# capture events) with libFuzzer: builds Fuzz/HTTPFuzz with
 # -sanitize=fuzzer,address into .build-fuzz-http, seeds a corpus with real requests and responses, and runs.
 #
 # Usage: scripts/fuzz-http.sh [RUNS] [extra libFuzzer flags...]   (RUNS defaults to 1000000)
@@ -23,15 +24,20 @@ if [ -z "$(ls -A "$corpus")" ]; then
     printf 'POST http://example.com/a#f HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc' > "$corpus/absolute"
     printf 'HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n' > "$corpus/response"
     printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n' > "$corpus/chunked"
-    # A whole http_event: 104 bytes of header and fields (family AF_INET, role server, flags accepted),
-    # then the request and response captures.
-    python3 - "$corpus/event" <<'PY'
-import struct, sys
+    # Sequences of capture records (control byte, length byte, bytes: see Fuzz/HTTPFuzz): a keep-alive
+    # server exchange on connection 0, a pipelined client exchange on connection 1, a sendfile-style
+    # body without data, garbage, and a close.
+    python3 - "$corpus" <<'PY'
+import sys
+def rec(control, data=b""):
+    return bytes([control, len(data)]) + data
 req = b"GET /a/b?password=x HTTP/1.1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n"
-resp = b"HTTP/1.1 500 Internal Server Error\r\n"
-head = struct.pack("<IIIIQQQQQIHH16s16sBBBBHH", 100, 1, 1, 0, 5, 1000, 2000, len(req), len(resp), 3, 8080, 40000,
-                   bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]), 2, 1, 2, 0, len(req), len(resp))
-open(sys.argv[1], "wb").write(head + req.ljust(512, b"\0") + resp[:64].ljust(64, b"\0"))
+resp = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+open(sys.argv[1] + "/server", "wb").write(rec(0, req) + rec(1, resp) + rec(0, b"G") + rec(0, b"ET /c HTTP/1.1\r\n\r\n") + rec(1 | 2))
+pipe = b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
+open(sys.argv[1] + "/client", "wb").write(rec(8 | 1, pipe) + rec(8, b"HTTP/1.1 204 No\r\n\r\nHTTP/1.1 500 E\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
+open(sys.argv[1] + "/sendfile", "wb").write(rec(0, req) + rec(1, b"HTTP/1.1 200 OK\r\nContent-Length: 3145728\r\n\r\n") + rec(1 | (3 << 5)))
+open(sys.argv[1] + "/garbage", "wb").write(rec(16, b"\x16\x03\x01\x00\x05hello") + rec(16 | 4, b"\x20\x03\x00\x00"))
 PY
 fi
 exec "$bin" -runs="$runs" -max_len=2048 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
