@@ -373,8 +373,8 @@ public final class Agent: @unchecked Sendable {
 
     private func processEvent(_ event: process_event) {
         let pid = Int32(bitPattern: event.header.pid)
-        switch Int32(event.header.type) {
-        case PROCESS_EVENT_EXEC:
+        switch event.header.type {
+        case UInt32(PROCESS_EVENT_EXEC):
             if let previous = selected.withLock({ $0[pid] }) {
                 // The image changed: what was attached for the old one no longer applies. The process stays
                 // in the PID filter and the selected table meanwhile, so the new image's first bytes (a client
@@ -392,7 +392,7 @@ public final class Agent: @unchecked Sendable {
                 let parentRule = configuration.selection.includeChildren ? selected.withLock { $0[parent]?.rule } : nil
                 consider(pid, parentRule: parentRule)
             }
-        case PROCESS_EVENT_FORK:
+        case UInt32(PROCESS_EVENT_FORK):
             let child = Int32(bitPattern: event.child_pid)
             guard configuration.selection.includeChildren, ProcFS.threadGroup(child) == child,
                   let rule = selected.withLock({ $0[pid]?.rule }) else { return }

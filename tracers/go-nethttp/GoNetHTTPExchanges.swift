@@ -48,19 +48,19 @@ final class GoNetHTTPExchanges: Sendable {
     func decode(_ event: UnsafeRawBufferPointer, context: DecodeContext) -> Span? {
         guard event.count >= MemoryLayout<tracer_event_header>.size else { return countMalformed() }
         let header = event.loadUnaligned(as: tracer_event_header.self)
-        switch Int32(header.type) {
-        case GO_NETHTTP_EVENT_SERVER_CONTEXT:
+        switch header.type {
+        case UInt32(GO_NETHTTP_EVENT_SERVER_CONTEXT):
             guard event.count >= MemoryLayout<go_nethttp_server_context_event>.size else { return countMalformed() }
             let decided = event.loadUnaligned(as: go_nethttp_server_context_event.self)
             if let identity = Self.identity(decided.context) {
                 context.traceContexts.decide(.init(pid: header.pid, goid: decided.goid), identity)
             }
             return nil
-        case GO_NETHTTP_EVENT_CLIENT_START:
+        case UInt32(GO_NETHTTP_EVENT_CLIENT_START):
             guard event.count >= MemoryLayout<go_nethttp_client_start_event>.size else { return countMalformed() }
             clientStart(event.loadUnaligned(as: go_nethttp_client_start_event.self))
             return nil
-        case GO_NETHTTP_EVENT_CLIENT_END:
+        case UInt32(GO_NETHTTP_EVENT_CLIENT_END):
             guard event.count >= MemoryLayout<go_nethttp_client_end_event>.size else { return countMalformed() }
             return clientEnd(event.loadUnaligned(as: go_nethttp_client_end_event.self), context: context)
         default:

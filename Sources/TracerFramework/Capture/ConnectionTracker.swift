@@ -78,8 +78,9 @@ public final class ConnectionTracker: @unchecked Sendable {
         let gone = exited.withLock { exited in defer { exited.removeAll() }; return exited }
         if !gone.isEmpty { entries = entries.filter { !gone.contains($0.value.pid) } }
         guard event.count >= MemoryLayout<tracer_event_header>.size else { return malformed() }
-        switch Int32(event.loadUnaligned(as: UInt32.self)) {
-        case CAPTURE_EVENT_CHUNK:
+        // The type as it is: a value past Int32.max is one more malformed event, not a trap.
+        switch event.loadUnaligned(as: UInt32.self) {
+        case UInt32(CAPTURE_EVENT_CHUNK):
             let fixed = MemoryLayout<capture_chunk_event>.size
             guard event.count >= fixed else { return malformed() }
             let chunk = event.loadUnaligned(as: capture_chunk_event.self)
@@ -94,7 +95,7 @@ public final class ConnectionTracker: @unchecked Sendable {
                     handle(chunk, data: data, tail: UnsafeRawBufferPointer(rebasing: tail.prefix(Int(chunk.tail_captured))), into: &exchanges)
                 }
             }
-        case CAPTURE_EVENT_CLOSE:
+        case UInt32(CAPTURE_EVENT_CLOSE):
             guard event.count >= MemoryLayout<capture_close_event>.size else { return malformed() }
             let close = event.loadUnaligned(as: capture_close_event.self)
             guard let entry = entries.removeValue(forKey: close.connection) else { return }
