@@ -12,6 +12,49 @@ import Tracers
 /// spans against requests. Run as root: `swift run -c release GoNetHTTPBenchmark [seconds] [rounds] [ring MiB]`
 /// (scripts/bench-go-http.sh).
 
+/// `decode [requests] [rounds]`: user space alone — the capture events a Go server makes per request (its
+/// request read, net/http's 1-byte background read of the next one, the response write) for 8 keep-alive
+/// connections, through the connection tracker, the HTTP/1 parser and the HTTP span builder, as the agent
+/// runs them; best round of this thread's CPU time per span. Runs under `valgrind --tool=callgrind` too.
+if CommandLine.arguments.dropFirst().first == "decode" {
+    let requests = CommandLine.arguments.dropFirst(2).first.flatMap(Int.init) ?? 100_000
+    let rounds = CommandLine.arguments.dropFirst(3).first.flatMap(Int.init) ?? 5
+    let tuple = CaptureEvents.tuple(local: [127, 0, 0, 1], localPort: 8080, remote: [127, 0, 0, 1], remotePort: 40_000)
+    let head = Array("GET /hello?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n".utf8)
+    let response = Array("HTTP/1.1 200 OK\r\nDate: Sun, 06 Dec 2026 04:00:00 GMT\r\nContent-Length: 5\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello".utf8)
+    var events: [[UInt8]] = []
+    for index in 0..<requests {
+        let connection = UInt64(index % 8 + 1), time = UInt64(index) * 1000
+        let goid = connection + 100
+        if index >= 8 { events.append(CaptureEvents.chunk(connection: connection, pid: 1, goid: 900, direction: .receive, data: Array(head.prefix(1)), timestamp: time)) }
+        let rest = index >= 8 ? Array(head.dropFirst()) : head
+        events.append(CaptureEvents.chunk(connection: connection, pid: 1, goid: goid, direction: .receive, data: rest, timestamp: time + 10, tuple: tuple))
+        events.append(CaptureEvents.chunk(connection: connection, pid: 1, goid: goid, direction: .send, data: response, timestamp: time + 500, tuple: tuple))
+    }
+    let parser = HTTPTracer().parser!
+    let resource = Resource(attributes: [SemanticConventions.serviceName: "bench"])
+    let scope = InstrumentationScope(name: "bench")
+    var best = Double.infinity, spans = 0
+    for _ in 0..<rounds {
+        let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _ in .init(parsers: [parser]) }, countOnly: { _ in })
+        var built: [Span] = []
+        built.reserveCapacity(requests)
+        let start = threadCPUNanoseconds()
+        var exchanges: [Exchange] = []
+        for event in events {
+            event.withUnsafeBytes { tracker.handle($0, into: &exchanges) }
+            for case .http(let exchange) in exchanges {
+                built.append(HTTPSpans.span(exchange, resource: resource, scope: scope) { $0 })
+            }
+            exchanges.removeAll(keepingCapacity: true)
+        }
+        best = min(best, Double(threadCPUNanoseconds() - start))
+        spans = built.count
+    }
+    print("decode only (\(events.count) capture events, \(spans) spans, best of \(rounds), thread CPU): \(String(format: "%.0f", best / Double(max(spans, 1)))) ns per span, \(String(format: "%.0f", best / Double(max(events.count, 1)))) ns per event")
+    exit(0)
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 let seconds = arguments.first.flatMap(Int.init) ?? 10
 let rounds = arguments.dropFirst().first.flatMap(Int.init) ?? 3

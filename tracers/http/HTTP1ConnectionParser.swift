@@ -91,7 +91,10 @@ final class HTTP1ConnectionParser: ConnectionParser {
             request(chunk.data, chunk: chunk, start: chunk.timestamp, context: context, into: &exchanges)
             return
         }
-        let joined = carry + Array(chunk.data)
+        var joined: [UInt8] = []
+        joined.reserveCapacity(carry.count + chunk.data.count)
+        joined += carry
+        joined += chunk.data
         let start = carryTimestamp
         carry = []
         joined.withUnsafeBytes { request($0, chunk: chunk, start: start, context: context, into: &exchanges) }
@@ -109,7 +112,7 @@ final class HTTP1ConnectionParser: ConnectionParser {
         }
         // The response in progress had no framing: it ended with its last byte, before this request.
         if response != nil { complete(context: context, into: &exchanges) }
-        requests(in: data, chunk: chunk, start: start, extra: UInt64(data.count - chunk.data.count), context: context)
+        requests(in: data, first: head, chunk: chunk, start: start, extra: UInt64(data.count - chunk.data.count), context: context)
     }
 
     /// Bytes in the request direction that start no request: the body of the last request, or the first
@@ -126,12 +129,14 @@ final class HTTP1ConnectionParser: ConnectionParser {
     }
 
     /// The requests that start at the beginning of `data` (several when pipelined into one write).
-    private func requests(in data: UnsafeRawBufferPointer, chunk: CaptureChunk, start: UInt64, extra: UInt64, context: ParserContext) {
+    /// `first`: the head already parsed at the start of `data`.
+    private func requests(in data: UnsafeRawBufferPointer, first: HTTPRequestHead, chunk: CaptureChunk, start: UInt64, extra: UInt64,
+                          context: ParserContext) {
         var offset = 0
         let total = chunk.length + extra
         while offset < data.count {
             let rest = UnsafeRawBufferPointer(rebasing: data[offset...])
-            guard let head = HTTPMessageParser.parseRequest(rest) else { break }
+            guard let head = offset == 0 ? first : HTTPMessageParser.parseRequest(rest) else { break }
             let bodyLength = head.isChunked ? nil : head.contentLength ?? 0
             let end = head.headLength.flatMap { length in bodyLength.map { offset + length + $0 } }
             let ownBytes = end.map { UInt64($0 - offset) } ?? (total - UInt64(offset))
@@ -250,9 +255,8 @@ final class HTTP1ConnectionParser: ConnectionParser {
         var identity = request.identity
         if role == .server {
             let goroutine = TraceContexts.Goroutine(pid: request.pid, goid: request.goid)
-            context.traceContexts.stopServing(goroutine, spanID: identity.spanID)
             // Ids BPF decided for this request (context propagation) win.
-            if let decided = context.traceContexts.takeDecided(goroutine) { identity = decided }
+            if let decided = context.traceContexts.finishServing(goroutine, spanID: identity.spanID) { identity = decided }
         }
         var exchange = HTTPExchange(pid: request.pid, role: role, method: head.method, path: head.path, query: head.query,
                                     target: head.target, tls: connection.isTLS, start: request.start,

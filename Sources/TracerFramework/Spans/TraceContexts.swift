@@ -52,14 +52,6 @@ public final class TraceContexts: Sendable {
         }
     }
 
-    /// The server span of `spanID` ended.
-    public func stopServing(_ goroutine: Goroutine, spanID: SpanID) {
-        guard goroutine.goid != 0 else { return }
-        state.withLock { state in
-            if state.serving[goroutine]?.spanID == spanID { state.serving[goroutine] = nil }
-        }
-    }
-
     /// The server span `goroutine` serves, or else the one its creator (`parentGoid`, go1.21+) serves.
     public func serving(_ goroutine: Goroutine, creator parentGoid: UInt64 = 0) -> SpanIdentity? {
         state.withLock { state in
@@ -75,10 +67,14 @@ public final class TraceContexts: Sendable {
         }
     }
 
-    /// The ids BPF decided for the server span `goroutine` serves, once.
-    public func takeDecided(_ goroutine: Goroutine) -> SpanIdentity? {
+    /// The server span `spanID` that `goroutine` served ended; returns the ids BPF decided for it (context
+    /// propagation), once. One lock per server span.
+    public func finishServing(_ goroutine: Goroutine, spanID: SpanID) -> SpanIdentity? {
         guard goroutine.goid != 0 else { return nil }
-        return state.withLock { $0.decided.removeValue(forKey: goroutine) }
+        return state.withLock { state in
+            if state.serving[goroutine]?.spanID == spanID { state.serving[goroutine] = nil }
+            return state.decided.isEmpty ? nil : state.decided.removeValue(forKey: goroutine)
+        }
     }
 
     /// Forgets the goroutines of a process that exited.
