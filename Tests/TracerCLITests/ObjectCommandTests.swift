@@ -699,3 +699,88 @@ extension ObjectCommandTests {
         XCTAssertTrue(result.stderr.contains("1 of 1 programs attached"), result.stderr)
     }
 }
+
+extension ObjectCommandTests {
+    /// The agent with `--object` and an OTLP endpoint: each record of the exec snooper reaches the receiver
+    /// (official opentelemetry-proto decoding) as a log record whose body is the record's fields, naming the
+    /// processes this test executed, with the object's attributes, the agent's resource and scope `tracer/object`.
+    func testAgentExportsObjectRecordsAsOTLPLogRecords() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let exec = try compileBPF(Self.execSnooper, name: "execsnoop", in: directory, flags: Self.ringBufferDefines)
+        // A copy of true under a name of its own: its records are this test's.
+        let comm = "objlog\(getpid() % 100000)"
+        let program = directory.appendingPathComponent(comm).path
+        try FileManager.default.copyItem(atPath: "/bin/true", toPath: program)
+
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("OTLPExportTests/receiver/otlp_receiver.py").path
+        let receiver = Process()
+        receiver.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        receiver.arguments = ["python3", script, "--port", "0"]
+        let receiverOutput = Pipe()
+        receiver.standardOutput = receiverOutput
+        receiver.standardError = FileHandle.nullDevice
+        try receiver.run()
+        addTeardownBlock { receiver.terminate(); receiver.waitUntilExit() }
+        let line = String(decoding: receiverOutput.fileHandleForReading.availableData, as: UTF8.self)
+        guard line.hasPrefix("PORT "), let port = Int(line.dropFirst(5).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            try prerequisiteMissing("OTLP receiver", "the OTLP receiver did not start (pip install opentelemetry-proto): \(line)",
+                                    requiredBy: "TRACER_REQUIRE_OTLP_RECEIVER")
+        }
+        func logs() -> [[String: Any]] {
+            guard let text = try? TestSupport.run("/usr/bin/curl", ["-sf", "-X", "POST", "-d", "{}", "http://127.0.0.1:\(port)/control/received"]),
+                  let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return [] }
+            return object["logs"] as? [[String: Any]] ?? []
+        }
+        func body(_ record: [String: Any]) -> [String: Any] { record["body"] as? [String: Any] ?? [:] }
+
+        let agent = Process()
+        agent.executableURL = productsDirectory.appendingPathComponent("tracer")
+        agent.arguments = ["--object", exec.path, "--otlp-endpoint", "http://127.0.0.1:\(port)", "--log-level", "info"]
+        agent.environment = ProcessInfo.processInfo.environment.merging(
+            ["OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=objtest"]) { $1 }
+        let stderr = Pipe()
+        agent.standardOutput = FileHandle.nullDevice
+        agent.standardError = stderr
+        try agent.run()
+        addTeardownBlock { if agent.isRunning { agent.terminate(); agent.waitUntilExit() } }
+        // The object is attached once a run of the program shows up as a log record.
+        XCTAssertTrue(waitUntil(timeout: 20) {
+            _ = try? spawn(program)
+            return logs().contains { body($0)["comm"] as? String == comm }
+        })
+        var started: Set<Int> = []
+        for _ in 0..<3 { started.insert(Int(try spawn(program))) }
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            started.isSubset(of: Set(logs().filter { body($0)["comm"] as? String == comm }.compactMap { body($0)["pid"] as? Int }))
+        }, "\(started)")
+        agent.terminate()
+        agent.waitUntilExit()
+        XCTAssertEqual(agent.terminationStatus, 0)
+        let log = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(log.contains("exporting object records as log records to http://127.0.0.1:\(port)/v1/logs"), log)
+
+        let mine = logs().filter { started.contains(body($0)["pid"] as? Int ?? -1) }
+        XCTAssertEqual(mine.count, 3, "one log record per exec: \(mine)")
+        for record in mine {
+            let fields = body(record)
+            XCTAssertEqual(fields["comm"] as? String, comm)
+            XCTAssertEqual(fields["ppid"] as? Int, Int(getpid()), "the test started it")
+            XCTAssertEqual(fields["kind"] as? String, "EXEC_PLAIN", "enums by name")
+            XCTAssertEqual(fields["ids"] as? [String: Int], ["uid": Int(getuid()), "gid": Int(getgid())], "nested struct as a kvlist")
+            XCTAssertEqual(fields["digits"] as? [Int], [1, 2, 3], "array")
+            XCTAssertEqual(Set(fields.keys), ["pid", "ppid", "kind", "ids", "digits", "comm"], "only what the object emits")
+            XCTAssertEqual(record["attributes"] as? [String: String],
+                           ["tracer.object.name": "execsnoop", "tracer.object.record_type": "exec_event"])
+            XCTAssertEqual((record["scope"] as? [String: Any])?["name"] as? String, "tracer/object")
+            let resource = record["resource"] as? [String: Any] ?? [:]
+            XCTAssertEqual(resource["service.name"] as? String, "tracer")
+            XCTAssertEqual(resource["deployment.environment"] as? String, "objtest", "OTEL_RESOURCE_ATTRIBUTES layered under")
+            XCTAssertEqual(record["severityText"] as? String, "INFO")
+            XCTAssertEqual(record["severityNumber"] as? Int, 9)
+            let observed = Double(record["observedTimeUnixNano"] as? UInt64 ?? 0) / 1e9
+            XCTAssertEqual(observed, Date().timeIntervalSince1970, accuracy: 120, "observed time is the wall clock")
+        }
+    }
+}
