@@ -1,5 +1,6 @@
 import BPFRuntime
 import Foundation
+import OTLPExport
 import Synchronization
 import TestSupport
 @testable import TracerCLI
@@ -782,5 +783,13 @@ extension ObjectCommandTests {
             let observed = Double(record["observedTimeUnixNano"] as? UInt64 ?? 0) / 1e9
             XCTAssertEqual(observed, Date().timeIntervalSince1970, accuracy: 120, "observed time is the wall clock")
         }
+    }
+
+    /// The config file's `export.logs_endpoint` is the logs URL as is; the base endpoint gets `/v1/logs`.
+    func testConfigFileLogsEndpoint() throws {
+        let own = try Outputs.layer(fromFile: ["endpoint": "http://base:4318", "logs_endpoint": "http://logs:1/in"], path: "t.yaml")
+        XCTAssertEqual(try ExportSettings.resolve(file: own).logsURL, "http://logs:1/in")
+        let base = try Outputs.layer(fromFile: ["endpoint": "http://base:4318"], path: "t.yaml")
+        XCTAssertEqual(try ExportSettings.resolve(file: base).logsURL, "http://base:4318/v1/logs")
     }
 }
