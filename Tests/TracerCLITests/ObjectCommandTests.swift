@@ -738,7 +738,9 @@ extension ObjectCommandTests {
 
         let agent = Process()
         agent.executableURL = productsDirectory.appendingPathComponent("tracer")
-        agent.arguments = ["--object", exec.path, "--otlp-endpoint", "http://127.0.0.1:\(port)", "--log-level", "info"]
+        let prometheusPort = 20000 + Int((getpid() + 11) % 20000)
+        agent.arguments = ["--object", exec.path, "--otlp-endpoint", "http://127.0.0.1:\(port)", "--log-level", "info",
+                           "--prometheus-port", "\(prometheusPort)"]
         agent.environment = ProcessInfo.processInfo.environment.merging(
             ["OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=objtest"]) { $1 }
         let stderr = Pipe()
@@ -756,6 +758,14 @@ extension ObjectCommandTests {
         XCTAssertTrue(waitUntil(timeout: 10) {
             started.isSubset(of: Set(logs().filter { body($0)["comm"] as? String == comm }.compactMap { body($0)["pid"] as? Int }))
         }, "\(started)")
+        // The log exporter's own counters are self-metrics.
+        var page = ""
+        XCTAssertTrue(waitUntil(timeout: 5) {
+            page = (try? TestSupport.run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(prometheusPort)/metrics"])) ?? ""
+            let exported = page.split(separator: "\n").first { $0.hasPrefix("tracer_log_records_exported_total") }
+            return (exported?.split(separator: " ").last.flatMap { Double($0) } ?? 0) >= 4
+        }, page)
+        XCTAssertTrue(page.contains("tracer_log_records_failed_total{service_name=\"tracer\"} 0"), page)
         agent.terminate()
         agent.waitUntilExit()
         XCTAssertEqual(agent.terminationStatus, 0)
