@@ -35,12 +35,14 @@ public struct ExportSettingsError: Error, Equatable, CustomStringConvertible {
 /// Export settings from one source (flags, environment or config file); nil means "not given here".
 /// `ExportSettings.resolve` layers them: flag > environment > file > default.
 public struct ExportSettingsLayer: Sendable, Equatable {
-    /// Base URL; `/v1/traces` and `/v1/metrics` are appended (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    /// Base URL; `/v1/traces`, `/v1/metrics` and `/v1/logs` are appended (`OTEL_EXPORTER_OTLP_ENDPOINT`).
     public var endpoint: String?
     /// Full traces URL, used as is (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
     public var tracesEndpoint: String?
     /// Full metrics URL, used as is (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`).
     public var metricsEndpoint: String?
+    /// Full logs URL, used as is (`OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`).
+    public var logsEndpoint: String?
     public var protocol_: String?
     public var headers: [(String, String)]?
     public var compression: String?
@@ -66,7 +68,7 @@ public struct ExportSettingsLayer: Sendable, Equatable {
             x?.map { "\($0.0)=\($0.1)" } == y?.map { "\($0.0)=\($0.1)" }
         }
         return a.endpoint == b.endpoint && a.tracesEndpoint == b.tracesEndpoint && a.metricsEndpoint == b.metricsEndpoint
-            && a.protocol_ == b.protocol_ && same(a.headers, b.headers) && a.compression == b.compression
+            && a.logsEndpoint == b.logsEndpoint && a.protocol_ == b.protocol_ && same(a.headers, b.headers) && a.compression == b.compression
             && a.timeoutMilliseconds == b.timeoutMilliseconds && a.certificate == b.certificate
             && a.clientCertificate == b.clientCertificate && a.clientKey == b.clientKey && a.serviceName == b.serviceName
             && same(a.resourceAttributes, b.resourceAttributes) && a.maxQueueSpans == b.maxQueueSpans
@@ -96,6 +98,7 @@ public struct ExportSettingsLayer: Sendable, Equatable {
         layer.endpoint = value("OTEL_EXPORTER_OTLP_ENDPOINT")
         layer.tracesEndpoint = value("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         layer.metricsEndpoint = value("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        layer.logsEndpoint = value("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
         layer.protocol_ = traces("PROTOCOL")?.value
         if let h = traces("HEADERS") { layer.headers = try parseKeyValueList(h.value, setting: h.name) }
         layer.compression = traces("COMPRESSION")?.value
@@ -213,6 +216,7 @@ extension Duration {
 public struct ExportSettings: Sendable {
     public var tracesURL: String
     public var metricsURL: String
+    public var logsURL: String
     public var protocol_: OTLPProtocol
     public var headers: [(String, String)]
     public var compression: OTLPCompression
@@ -243,6 +247,7 @@ public struct ExportSettings: Sendable {
     public init() {
         tracesURL = "http://localhost:4318/v1/traces"
         metricsURL = "http://localhost:4318/v1/metrics"
+        logsURL = "http://localhost:4318/v1/logs"
         protocol_ = .httpProtobuf
         headers = []
         compression = .none
@@ -276,6 +281,10 @@ public struct ExportSettings: Sendable {
         for layer in layers {
             if let url = layer.metricsEndpoint { s.metricsURL = url; break }
             if let base = layer.endpoint { s.metricsURL = appendPath(base, "v1/metrics"); break }
+        }
+        for layer in layers {
+            if let url = layer.logsEndpoint { s.logsURL = url; break }
+            if let base = layer.endpoint { s.logsURL = appendPath(base, "v1/logs"); break }
         }
         if let p = pick(\.protocol_) {
             guard let parsed = OTLPProtocol(rawValue: p) else {
@@ -315,7 +324,7 @@ public struct ExportSettings: Sendable {
 
     /// Rejects settings that cannot work, with the setting's name and the fix.
     public func validate() throws {
-        for (name, url) in [("traces endpoint", tracesURL), ("metrics endpoint", metricsURL)] {
+        for (name, url) in [("traces endpoint", tracesURL), ("metrics endpoint", metricsURL), ("logs endpoint", logsURL)] {
             guard url.hasPrefix("http://") || url.hasPrefix("https://"), url.count > 8 else {
                 throw ExportSettingsError(name, "'\(url)' must be an http:// or https:// URL")
             }

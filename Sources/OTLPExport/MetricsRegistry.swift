@@ -92,6 +92,25 @@ public final class MetricsRegistry: Sendable {
         }
     }
 
+    /// Publishes the OTLP log exporter's record counters (`tracer.log_records.exported|dropped|failed|rejected`)
+    /// and queue length (`tracer.log_records.queued`); `tracer.export.*` stay the span exporter's.
+    public func register(logExporter stats: ExporterStats) {
+        register { [stats] in
+            func counter(_ name: String, _ help: String, _ value: Int) -> MetricData {
+                MetricData(name: name, description: help, unit: "1", points: .counter([.init(value: Double(value))]))
+            }
+            return [
+                counter("tracer.log_records.exported", "Log records accepted by the OTLP collector.", stats.spansExported.load(ordering: .relaxed)),
+                counter("tracer.log_records.dropped", "Log records dropped before export (queue full, shutdown).", stats.spansDropped.load(ordering: .relaxed)),
+                counter("tracer.log_records.failed", "Log records lost in export (non-retryable error, retries exhausted, too large).", stats.spansFailed.load(ordering: .relaxed)),
+                counter("tracer.log_records.rejected", "Log records the collector rejected in a partial success.", stats.spansRejected.load(ordering: .relaxed)),
+                MetricData(
+                    name: "tracer.log_records.queued", description: "Log records waiting in the export queue.", unit: "1",
+                    points: .gauge([.init(value: Double(stats.queued.load(ordering: .relaxed)))])),
+            ]
+        }
+    }
+
     /// Every registered metric, current values.
     public func collect() -> [MetricData] {
         var out: [MetricData] = []

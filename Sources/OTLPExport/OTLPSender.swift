@@ -11,13 +11,20 @@ enum SendResult: Equatable {
     case failed(reason: String)
 }
 
-/// Which partial-success field counts rejected items: `rejected_spans` / `rejected_data_points` (both field 1
-/// of `Export*PartialSuccess`; JSON names differ).
+/// Which partial-success field counts rejected items: `rejected_spans` / `rejected_data_points` /
+/// `rejected_log_records` (all field 1 of `Export*PartialSuccess`; JSON names differ).
 enum OTLPSignal: String {
     case traces
     case metrics
+    case logs
 
-    var jsonRejectedKey: String { self == .traces ? "rejectedSpans" : "rejectedDataPoints" }
+    var jsonRejectedKey: String {
+        switch self {
+        case .traces: "rejectedSpans"
+        case .metrics: "rejectedDataPoints"
+        case .logs: "rejectedLogRecords"
+        }
+    }
 }
 
 /// Posts OTLP request bodies and retries exactly as the OTLP/HTTP spec says: only 429, 502, 503, 504 and

@@ -2,6 +2,7 @@ import BPFRuntime
 import Dispatch
 import Foundation
 import Synchronization
+import Telemetry
 
 /// How `tracer object run` prints and samples.
 struct ObjectRunSettings {
@@ -271,11 +272,16 @@ final class RecordPrinter: Sendable {
     /// Set beside the agent: each record is labelled with its object (`{"object":NAME,"record":{...}}`).
     private let objectName: String?
 
-    /// Only counts records (the agent with `--print none`).
+    /// Only counts records (the agent with `--print none`), and hands them to `logs`.
     private let silent: Bool
 
-    init(types: [BTFType], json: Bool, header: Bool, output: ObjectOutput, objectName: String? = nil, silent: Bool = false) {
+    /// Beside the agent with OTLP export: each record also becomes a log record.
+    private let logs: ObjectLogs?
+
+    init(types: [BTFType], json: Bool, header: Bool, output: ObjectOutput, objectName: String? = nil, silent: Bool = false,
+         logs: ObjectLogs? = nil) {
         self.silent = silent
+        self.logs = logs
         self.types = types
         self.json = json
         self.output = output
@@ -289,19 +295,25 @@ final class RecordPrinter: Sendable {
     }
 
     func print(_ batch: EventBatch) {
-        if silent {
+        if silent && logs == nil {
             events.add(UInt64(batch.count), ordering: .relaxed)
             return
         }
         var text = ""
-        let time = ObjectPrinters.clockTime()
+        var logRecords: [LogRecord] = []
+        let now = Date()
+        let time = ObjectPrinters.clockTime(now)
         for record in batch {
             guard let type = type(forSize: record.count) else {
+                if let logs { logRecords.append(logs.record(.bytes(Array(record)), type: nil, observed: now)) }
+                if silent { continue }
                 text += json ? "{\"bytes\":\(BTFValue.bytes(Array(record)).json)}\n" : "\(time) \(BTFValue.bytes(Array(record)).text)\n"
                 continue
             }
-            if headerPending.exchange(false, ordering: .relaxed) { text += ObjectPrinters.header(for: type) + "\n" }
             let value = BTFValue(type, in: record)
+            if let logs { logRecords.append(logs.record(value, type: type, observed: now)) }
+            if silent { continue }
+            if headerPending.exchange(false, ordering: .relaxed) { text += ObjectPrinters.header(for: type) + "\n" }
             if let objectName {
                 text += json ? "{\"object\":\(jsonString(objectName)),\"record\":\(value.json)}\n" : "\(time) \(objectName) \(value.text)\n"
             } else {
@@ -309,6 +321,7 @@ final class RecordPrinter: Sendable {
             }
         }
         events.add(UInt64(batch.count), ordering: .relaxed)
-        output.out(text)
+        if let logs, !logRecords.isEmpty { logs.sink.consume(logRecords) }
+        if !text.isEmpty { output.out(text) }
     }
 }

@@ -1,4 +1,5 @@
 import BPFRuntime
+import Foundation
 import OTLPExport
 import Synchronization
 import Telemetry
@@ -31,12 +32,14 @@ final class ObjectsBesideAgent: @unchecked Sendable {
         }
     }
 
-    /// Starts reading records; `format` is the agent's print format (`none` only counts them).
-    func start(format: String) throws(ObjectCommandError) {
+    /// Starts reading records; `format` is the agent's print format (`none` only counts them); with `logs`
+    /// (OTLP export on), every record is also a log record of `resource`.
+    func start(format: String, logs: (any LogSink)? = nil, resource: Resource = .empty) throws(ObjectCommandError) {
         let output = ObjectOutput()
         for runner in runners {
+            let objectLogs = logs.map { ObjectLogs(sink: $0, resource: resource, objectName: runner.input.object.name) }
             let printer = RecordPrinter(types: runner.exportTypes, json: format == "json", header: false, output: output,
-                                        objectName: runner.input.object.name, silent: format == "none")
+                                        objectName: runner.input.object.name, silent: format == "none", logs: objectLogs)
             let readers = try runner.startReaders(printer)
             started.withLock { $0.printers.append(printer); $0.readers += readers }
         }
@@ -106,5 +109,48 @@ final class ObjectsBesideAgent: @unchecked Sendable {
             return Attributes(members.map { Attribute("key.\($0.0)", .string($0.1.text)) })
         }
         return ["key": .string(key.text)]
+    }
+}
+
+/// An object's records as OTLP log records (`tracer --object` with OTLP export): the body is the record's
+/// fields as a key/value list, the attributes name the object (`tracer.object.name`) and the record's type
+/// (`tracer.object.record_type`), scope `tracer/object`. Nothing beyond what the object emitted is added; the
+/// record has no wall-clock time of its own, so only the observed time (when it was read) is set.
+struct ObjectLogs: Sendable {
+    let sink: any LogSink
+    let resource: Resource
+    let objectName: String
+
+    static let scope = InstrumentationScope(name: "tracer/object")
+
+    func record(_ value: BTFValue, type: BTFType?, observed: Date) -> LogRecord {
+        var attributes: Attributes = ["tracer.object.name": .string(objectName)]
+        if let type {
+            if case .structure(let name, _, _, _) = type, !name.isEmpty {
+                attributes["tracer.object.record_type"] = .string(name)
+            } else {
+                attributes["tracer.object.record_type"] = .string(type.cName)
+            }
+        }
+        return LogRecord(observedTimeUnixNano: UInt64(max(0, observed.timeIntervalSince1970 * 1e9)), severity: .info,
+                         severityText: LogSeverity.info.text, body: Self.logValue(value), attributes: attributes,
+                         resource: resource, scope: Self.scope)
+    }
+
+    /// A decoded BTF value as OTLP `AnyValue`: structs as key/value lists, arrays as arrays, `char[]` as strings,
+    /// enums by name (their number when unnamed), integers as ints (an unsigned one past `Int64.max` as its
+    /// decimal string, which an int cannot hold).
+    static func logValue(_ value: BTFValue) -> LogValue {
+        switch value {
+        case .signed(let n): .int(n)
+        case .unsigned(let n): n <= UInt64(Int64.max) ? .int(Int64(n)) : .string(String(n))
+        case .bool(let b): .bool(b)
+        case .float(let d): .double(d)
+        case .text(let s): .string(s)
+        case .enumCase(let name, let n): name.map { .string($0) } ?? .int(n)
+        case .array(let items): .array(items.map(logValue))
+        case .object(let members): .map(members.map { LogEntry($0.0, logValue($0.1)) })
+        case .bytes(let bytes): .bytes(bytes)
+        }
     }
 }

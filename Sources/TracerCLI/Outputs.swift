@@ -5,14 +5,19 @@ import OTLPExport
 import Telemetry
 import TracerFramework
 
-/// Where spans and metrics go in one run: the stdout printer, the OTLP trace and metrics exporters, RED
-/// metrics and the Prometheus endpoint with the agent's self-metrics.
+/// Where spans, metrics and log records go in one run: the stdout printer, the OTLP trace, metrics and logs
+/// exporters, RED metrics and the Prometheus endpoint with the agent's self-metrics.
 final class Outputs {
     let sinks: [any SpanSink]
     /// `text`, `json` or `none`: what stdout carries.
     let printFormat: String
     private let exporter: OTLPTraceExporter?
     private let metricsExporter: OTLPMetricsExporter?
+    /// Made when objects run beside the agent and OTLP export is on (their records are log records).
+    private var logExporter: OTLPLogExporter?
+    private let settings: ExportSettings
+    private let exporting: Bool
+    private let logger: Logger
     private let prometheus: PrometheusServer?
     private let registry = MetricsRegistry()
     private let red: REDMetrics
@@ -27,6 +32,7 @@ final class Outputs {
         flagLayer.endpoint = options.otlpEndpoint
         flagLayer.protocol_ = options.otlpProtocol
         let environment = ProcessInfo.processInfo.environment
+        self.logger = logger
         let settings: ExportSettings
         do {
             settings = try ExportSettings.resolve(flags: flagLayer, environment: try .fromEnvironment(environment), file: fileLayer)
@@ -35,6 +41,8 @@ final class Outputs {
         }
         let exporting = [flagLayer, try? ExportSettingsLayer.fromEnvironment(environment), fileLayer]
             .contains { $0?.endpoint != nil || $0?.tracesEndpoint != nil }
+        self.settings = settings
+        self.exporting = exporting
 
         let routes = RouteGrouper(patterns: file?.routes ?? [])
         red = REDMetrics(routes: routes)
@@ -98,10 +106,19 @@ final class Outputs {
         }
     }
 
-    /// Starts the objects run beside the agent: records printed like spans, maps published as metrics.
+    /// Starts the objects run beside the agent: records printed like spans and, with OTLP export on, exported
+    /// as log records (agent resource); maps published as metrics.
     func observe(_ objects: ObjectsBesideAgent) throws {
         registry.register { objects.metrics() }
-        do { try objects.start(format: printFormat) } catch { throw ValidationError(error.description) }
+        if exporting && logExporter == nil {
+            let logs = OTLPLogExporter(settings: settings, logger: logger)
+            registry.register(logExporter: logs.stats)
+            logExporter = logs
+            logger.info("exporting object records as log records to \(settings.logsURL)")
+        }
+        do { try objects.start(format: printFormat, logs: logExporter, resource: agentResource) } catch {
+            throw ValidationError(error.description)
+        }
     }
 
     /// Publishes network flow metrics (`--network-flows`) with the others.
@@ -109,8 +126,9 @@ final class Outputs {
         registry.register { [flows] in flows.collect() }
     }
 
-    /// Sends the last metrics and stops the endpoint (span sinks are shut down by the agent).
+    /// Sends the last log records and metrics and stops the endpoint (span sinks are shut down by the agent).
     func shutdown(timeout: Duration) {
+        logExporter?.shutdown(timeout: timeout)
         metricsExporter?.shutdown(timeout: timeout)
         prometheus?.stop()
     }
@@ -127,6 +145,7 @@ final class Outputs {
             case "endpoint": layer.endpoint = value
             case "traces_endpoint": layer.tracesEndpoint = value
             case "metrics_endpoint": layer.metricsEndpoint = value
+            case "logs_endpoint": layer.logsEndpoint = value
             case "protocol": layer.protocol_ = value
             case "headers":
                 do { layer.headers = try ExportSettingsLayer.parseKeyValueList(value, setting: "export.headers") } catch {
@@ -144,7 +163,7 @@ final class Outputs {
             case "prometheus_port": _ = try integer(key, value)
             case "prometheus_host": break
             default:
-                throw ConfigurationError(file: path, problem: "unknown key 'export.\(key)' (known: endpoint, traces_endpoint, metrics_endpoint, protocol, headers, compression, timeout_ms, certificate, client_certificate, client_key, max_queue_size, max_export_batch_size, schedule_delay_ms, metric_export_interval_ms, prometheus_port, prometheus_host)")
+                throw ConfigurationError(file: path, problem: "unknown key 'export.\(key)' (known: endpoint, traces_endpoint, metrics_endpoint, logs_endpoint, protocol, headers, compression, timeout_ms, certificate, client_certificate, client_key, max_queue_size, max_export_batch_size, schedule_delay_ms, metric_export_interval_ms, prometheus_port, prometheus_host)")
             }
         }
         return layer

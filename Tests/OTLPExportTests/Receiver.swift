@@ -101,6 +101,11 @@ final class OTLPReceiver {
             doc["metrics"] as? [[String: Any]] ?? []
         )
     }
+
+    /// The log records received so far (`/v1/logs`), as the receiver decoded them.
+    func receivedLogs() throws -> [[String: Any]] {
+        try post("received")["logs"] as? [[String: Any]] ?? []
+    }
 }
 
 /// Spans of two processes and two tracer scopes, with every attribute type.
@@ -130,6 +135,7 @@ func testSettings(_ receiver: OTLPReceiver?, port: Int? = nil) -> ExportSettings
     let base = "http://127.0.0.1:\(port ?? receiver?.port ?? 9)"
     settings.tracesURL = base + "/v1/traces"
     settings.metricsURL = base + "/v1/metrics"
+    settings.logsURL = base + "/v1/logs"
     settings.scheduleDelay = .milliseconds(50)
     settings.timeout = .seconds(5)
     settings.retry = RetryPolicy(initialBackoff: .milliseconds(100), maxBackoff: .milliseconds(400), maxElapsed: .seconds(20))

@@ -1,5 +1,6 @@
 import BPFRuntime
 import Foundation
+import OTLPExport
 import Synchronization
 import TestSupport
 @testable import TracerCLI
@@ -697,5 +698,108 @@ extension ObjectCommandTests {
         XCTAssertEqual(entries.first?["key"] as? Int, Int(callerPID))
         XCTAssertEqual(entries.first?["value"] as? Int, 5)
         XCTAssertTrue(result.stderr.contains("1 of 1 programs attached"), result.stderr)
+    }
+}
+
+extension ObjectCommandTests {
+    /// The agent with `--object` and an OTLP endpoint: each record of the exec snooper reaches the receiver
+    /// (official opentelemetry-proto decoding) as a log record whose body is the record's fields, naming the
+    /// processes this test executed, with the object's attributes, the agent's resource and scope `tracer/object`.
+    func testAgentExportsObjectRecordsAsOTLPLogRecords() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let exec = try compileBPF(Self.execSnooper, name: "execsnoop", in: directory, flags: Self.ringBufferDefines)
+        // A copy of true under a name of its own: its records are this test's.
+        let comm = "objlog\(getpid() % 100000)"
+        let program = directory.appendingPathComponent(comm).path
+        try FileManager.default.copyItem(atPath: "/bin/true", toPath: program)
+
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("OTLPExportTests/receiver/otlp_receiver.py").path
+        let receiver = Process()
+        receiver.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        receiver.arguments = ["python3", script, "--port", "0"]
+        let receiverOutput = Pipe()
+        receiver.standardOutput = receiverOutput
+        receiver.standardError = FileHandle.nullDevice
+        try receiver.run()
+        addTeardownBlock { receiver.terminate(); receiver.waitUntilExit() }
+        let line = String(decoding: receiverOutput.fileHandleForReading.availableData, as: UTF8.self)
+        guard line.hasPrefix("PORT "), let port = Int(line.dropFirst(5).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            try prerequisiteMissing("OTLP receiver", "the OTLP receiver did not start (pip install opentelemetry-proto): \(line)",
+                                    requiredBy: "TRACER_REQUIRE_OTLP_RECEIVER")
+        }
+        func logs() -> [[String: Any]] {
+            guard let text = try? TestSupport.run("/usr/bin/curl", ["-sf", "-X", "POST", "-d", "{}", "http://127.0.0.1:\(port)/control/received"]),
+                  let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return [] }
+            return object["logs"] as? [[String: Any]] ?? []
+        }
+        func body(_ record: [String: Any]) -> [String: Any] { record["body"] as? [String: Any] ?? [:] }
+
+        let agent = Process()
+        agent.executableURL = productsDirectory.appendingPathComponent("tracer")
+        let prometheusPort = 20000 + Int((getpid() + 11) % 20000)
+        agent.arguments = ["--object", exec.path, "--otlp-endpoint", "http://127.0.0.1:\(port)", "--log-level", "info",
+                           "--prometheus-port", "\(prometheusPort)"]
+        agent.environment = ProcessInfo.processInfo.environment.merging(
+            ["OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=objtest"]) { $1 }
+        let stderr = Pipe()
+        agent.standardOutput = FileHandle.nullDevice
+        agent.standardError = stderr
+        try agent.run()
+        addTeardownBlock { if agent.isRunning { agent.terminate(); agent.waitUntilExit() } }
+        // The object is attached once a run of the program shows up as a log record.
+        XCTAssertTrue(waitUntil(timeout: 20) {
+            _ = try? spawn(program)
+            return logs().contains { body($0)["comm"] as? String == comm }
+        })
+        var started: Set<Int> = []
+        for _ in 0..<3 { started.insert(Int(try spawn(program))) }
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            started.isSubset(of: Set(logs().filter { body($0)["comm"] as? String == comm }.compactMap { body($0)["pid"] as? Int }))
+        }, "\(started)")
+        // The log exporter's own counters are self-metrics.
+        var page = ""
+        XCTAssertTrue(waitUntil(timeout: 5) {
+            page = (try? TestSupport.run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(prometheusPort)/metrics"])) ?? ""
+            let exported = page.split(separator: "\n").first { $0.hasPrefix("tracer_log_records_exported_total") }
+            return (exported?.split(separator: " ").last.flatMap { Double($0) } ?? 0) >= 4
+        }, page)
+        XCTAssertTrue(page.contains("tracer_log_records_failed_total{service_name=\"tracer\"} 0"), page)
+        agent.terminate()
+        agent.waitUntilExit()
+        XCTAssertEqual(agent.terminationStatus, 0)
+        let log = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(log.contains("exporting object records as log records to http://127.0.0.1:\(port)/v1/logs"), log)
+
+        let mine = logs().filter { started.contains(body($0)["pid"] as? Int ?? -1) }
+        XCTAssertEqual(mine.count, 3, "one log record per exec: \(mine)")
+        for record in mine {
+            let fields = body(record)
+            XCTAssertEqual(fields["comm"] as? String, comm)
+            XCTAssertEqual(fields["ppid"] as? Int, Int(getpid()), "the test started it")
+            XCTAssertEqual(fields["kind"] as? String, "EXEC_PLAIN", "enums by name")
+            XCTAssertEqual(fields["ids"] as? [String: Int], ["uid": Int(getuid()), "gid": Int(getgid())], "nested struct as a kvlist")
+            XCTAssertEqual(fields["digits"] as? [Int], [1, 2, 3], "array")
+            XCTAssertEqual(Set(fields.keys), ["pid", "ppid", "kind", "ids", "digits", "comm"], "only what the object emits")
+            XCTAssertEqual(record["attributes"] as? [String: String],
+                           ["tracer.object.name": "execsnoop", "tracer.object.record_type": "exec_event"])
+            XCTAssertEqual((record["scope"] as? [String: Any])?["name"] as? String, "tracer/object")
+            let resource = record["resource"] as? [String: Any] ?? [:]
+            XCTAssertEqual(resource["service.name"] as? String, "tracer")
+            XCTAssertEqual(resource["deployment.environment"] as? String, "objtest", "OTEL_RESOURCE_ATTRIBUTES layered under")
+            XCTAssertEqual(record["severityText"] as? String, "INFO")
+            XCTAssertEqual(record["severityNumber"] as? Int, 9)
+            let observed = Double(record["observedTimeUnixNano"] as? UInt64 ?? 0) / 1e9
+            XCTAssertEqual(observed, Date().timeIntervalSince1970, accuracy: 120, "observed time is the wall clock")
+        }
+    }
+
+    /// The config file's `export.logs_endpoint` is the logs URL as is; the base endpoint gets `/v1/logs`.
+    func testConfigFileLogsEndpoint() throws {
+        let own = try Outputs.layer(fromFile: ["endpoint": "http://base:4318", "logs_endpoint": "http://logs:1/in"], path: "t.yaml")
+        XCTAssertEqual(try ExportSettings.resolve(file: own).logsURL, "http://logs:1/in")
+        let base = try Outputs.layer(fromFile: ["endpoint": "http://base:4318"], path: "t.yaml")
+        XCTAssertEqual(try ExportSettings.resolve(file: base).logsURL, "http://base:4318/v1/logs")
     }
 }

@@ -12,7 +12,8 @@ Control (POST, JSON body; answered before any scripted response is consumed):
   /control/script    {"path": "/v1/traces", "responses": [{"status": 503}, {"status": 429, "retryAfter": "2"},
                       {"status": 400}, {"status": 413, "ifSpansOver": 1}, {"hang": 30},
                       {"status": 200, "rejected": 2, "message": "bad"}]}  consumed in order, then 200
-  /control/received  -> {"requests": [...], "traces": [span dicts], "metrics": [metric dicts]}
+  /control/received  -> {"requests": [...], "traces": [span dicts], "metrics": [metric dicts],
+                         "logs": [log record dicts]}
   /control/reset     clears script and records
 
 Requires: pip install opentelemetry-proto   (pulls in protobuf)
@@ -27,6 +28,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
@@ -35,6 +37,13 @@ SCRIPTS = {}  # path -> list of response dicts
 REQUESTS = []  # summaries of every data request, including refused ones
 SPANS = []
 METRICS = []
+LOGS = []
+
+SERVICES = {  # path -> (request, response) messages
+    "/v1/traces": (trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse),
+    "/v1/metrics": (metrics_service_pb2.ExportMetricsServiceRequest, metrics_service_pb2.ExportMetricsServiceResponse),
+    "/v1/logs": (logs_service_pb2.ExportLogsServiceRequest, logs_service_pb2.ExportLogsServiceResponse),
+}
 
 
 def any_value(v):
@@ -74,8 +83,7 @@ def hex_ids_to_base64(node):
 
 
 def decode(path, body, content_type):
-    msg = (trace_service_pb2.ExportTraceServiceRequest() if path == "/v1/traces"
-           else metrics_service_pb2.ExportMetricsServiceRequest())
+    msg = SERVICES[path][0]()
     if content_type.startswith("application/json"):
         doc = json.loads(body)
         hex_ids_to_base64(doc)
@@ -102,6 +110,19 @@ def record(path, msg):
                         "status": {"code": s.status.code, "message": s.status.message},
                         "attributes": attrs(s.attributes), "resource": resource,
                         "scope": {"name": ss.scope.name, "version": ss.scope.version},
+                    })
+    elif path == "/v1/logs":
+        for rl in msg.resource_logs:
+            resource = attrs(rl.resource.attributes)
+            for sl in rl.scope_logs:
+                for r in sl.log_records:
+                    count += 1
+                    LOGS.append({
+                        "timeUnixNano": r.time_unix_nano, "observedTimeUnixNano": r.observed_time_unix_nano,
+                        "severityNumber": r.severity_number, "severityText": r.severity_text,
+                        "body": any_value(r.body) if r.HasField("body") else None,
+                        "attributes": attrs(r.attributes), "resource": resource,
+                        "scope": {"name": sl.scope.name, "version": sl.scope.version},
                     })
     else:
         for rm in msg.resource_metrics:
@@ -155,7 +176,7 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         if self.path.startswith("/control/"):
             return self.control(raw)
-        if self.path not in ("/v1/traces", "/v1/metrics"):
+        if self.path not in SERVICES:
             return self.reply(404, b"no such path")
         encoding = self.headers.get("Content-Encoding", "")
         content_type = self.headers.get("Content-Type", "")
@@ -167,8 +188,12 @@ class Handler(BaseHTTPRequestHandler):
                 REQUESTS.append({"path": self.path, "error": repr(error), "contentType": content_type,
                                  "encoding": encoding})
             return self.reply(400, json.dumps({"error": repr(error)}).encode())
-        items = sum(len(ss.spans) for rs in msg.resource_spans for ss in rs.scope_spans) \
-            if self.path == "/v1/traces" else -1
+        if self.path == "/v1/traces":
+            items = sum(len(ss.spans) for rs in msg.resource_spans for ss in rs.scope_spans)
+        elif self.path == "/v1/logs":
+            items = sum(len(sl.log_records) for rl in msg.resource_logs for sl in rl.scope_logs)
+        else:
+            items = -1
         with LOCK:
             script = SCRIPTS.get(self.path, [])
             action = None
@@ -194,11 +219,12 @@ class Handler(BaseHTTPRequestHandler):
             record(self.path, msg)
         if action and action.get("bodyBytes"):
             return self.reply(200, b"\0" * action["bodyBytes"], content_type="application/x-protobuf")
-        response = (trace_service_pb2.ExportTraceServiceResponse() if self.path == "/v1/traces"
-                    else metrics_service_pb2.ExportMetricsServiceResponse())
+        response = SERVICES[self.path][1]()
         if action and action.get("rejected"):
             if self.path == "/v1/traces":
                 response.partial_success.rejected_spans = action["rejected"]
+            elif self.path == "/v1/logs":
+                response.partial_success.rejected_log_records = action["rejected"]
             else:
                 response.partial_success.rejected_data_points = action["rejected"]
             response.partial_success.error_message = action.get("message", "")
@@ -215,9 +241,9 @@ class Handler(BaseHTTPRequestHandler):
                 SCRIPTS.setdefault(doc["path"], []).extend(doc["responses"])
                 body = b"{}"
             elif command == "received":
-                body = json.dumps({"requests": REQUESTS, "traces": SPANS, "metrics": METRICS}).encode()
+                body = json.dumps({"requests": REQUESTS, "traces": SPANS, "metrics": METRICS, "logs": LOGS}).encode()
             elif command == "reset":
-                SCRIPTS.clear(); REQUESTS.clear(); SPANS.clear(); METRICS.clear()
+                SCRIPTS.clear(); REQUESTS.clear(); SPANS.clear(); METRICS.clear(); LOGS.clear()
                 body = b"{}"
             else:
                 return self.reply(404, b"unknown control command")
