@@ -111,6 +111,67 @@ final class ObjectCommandTests: XCTestCase {
         char LICENSE[] SEC("license") = "GPL";
         """
 
+    /// Run-queue delay (libbpf-tools' runqlat, reduced): a task of `target_comm` woken (or preempted while
+    /// runnable) is stamped; when it is switched in, the wait goes into a log2 histogram of microseconds.
+    static let runQueueDelay = """
+        #include "vmlinux.h"
+        #include <bpf/bpf_helpers.h>
+        #include <bpf/bpf_tracing.h>
+
+        #define MAX_SLOTS 27
+        struct hist { __u32 slots[MAX_SLOTS]; };
+
+        const volatile char target_comm[16] = "";
+
+        struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 10240); __type(key, __u32); __type(value, __u64); } queued SEC(".maps");
+        struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, struct hist); } delays SEC(".maps");
+
+        static __always_inline int is_target(struct task_struct *task)
+        {
+            char comm[16];
+            bpf_probe_read_kernel_str(comm, sizeof(comm), task->comm);
+            for (int i = 0; i < 16; i++) {
+                if (comm[i] != target_comm[i]) return 0;
+                if (!comm[i]) break;
+            }
+            return 1;
+        }
+
+        static __always_inline void enqueue(struct task_struct *task)
+        {
+            if (!is_target(task)) return;
+            __u32 pid = task->pid;
+            __u64 now = bpf_ktime_get_ns();
+            bpf_map_update_elem(&queued, &pid, &now, BPF_ANY);
+        }
+
+        SEC("tp_btf/sched_wakeup")
+        int BPF_PROG(on_wakeup, struct task_struct *task) { enqueue(task); return 0; }
+
+        SEC("tp_btf/sched_wakeup_new")
+        int BPF_PROG(on_wakeup_new, struct task_struct *task) { enqueue(task); return 0; }
+
+        SEC("tp_btf/sched_switch")
+        int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+        {
+            if (prev->__state == 0) enqueue(prev); /* preempted while runnable: back on the run queue */
+            __u32 pid = next->pid;
+            __u64 *since = bpf_map_lookup_elem(&queued, &pid);
+            if (!since) return 0;
+            __u64 delta = (bpf_ktime_get_ns() - *since) / 1000;
+            bpf_map_delete_elem(&queued, &pid);
+            __u32 zero = 0, slot = 0;
+            struct hist *h = bpf_map_lookup_elem(&delays, &zero);
+            if (!h) return 0;
+            for (int i = 0; i < 63 && delta > 1; i++) { delta >>= 1; slot++; }
+            if (slot >= MAX_SLOTS) slot = MAX_SLOTS - 1;
+            __sync_fetch_and_add(&h->slots[slot], 1);
+            return 0;
+        }
+
+        char LICENSE[] SEC("license") = "GPL";
+        """
+
     // MARK: - Helpers
 
     private struct ClangMissing: Error {}
@@ -275,6 +336,36 @@ final class ObjectCommandTests: XCTestCase {
         XCTAssertEqual(slots[6], 7, "100-byte writes in 64 -> 127")
         XCTAssertEqual(slots[12], 3, "5000-byte writes in 4096 -> 8191")
         XCTAssertFalse(jsonLines(result.stdout).contains { $0["map"] as? String == "calls" }, "plain objects sample only histogram maps")
+    }
+
+    /// runqlat's job: more busy tasks of one binary than CPUs wait on the run queue for whole scheduler
+    /// slices; the histogram counts their switches-in, and some waits are past a millisecond.
+    func testRunQueueDelayHistogramOfBusyTasksThisTestStarts() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let object = try compileBPF(Self.runQueueDelay, name: "runqdelay", in: directory)
+        let comm = "runqhog\(getpid() % 100000)"
+        let hog = directory.appendingPathComponent(comm).path
+        try FileManager.default.copyItem(atPath: "/usr/bin/yes", toPath: hog)
+        let busy = ProcessInfo.processInfo.activeProcessorCount + 2
+        let result = try runObject([object.path, "--json", "--interval", "30", "--", "--target-comm", comm]) { _ in
+            let hogs = try (0..<busy).map { _ in
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: hog)
+                process.standardOutput = FileHandle.nullDevice
+                try process.run()
+                return process
+            }
+            usleep(1_500_000)
+            hogs.forEach { $0.terminate() }
+            hogs.forEach { $0.waitUntilExit() }
+        }
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let samples = jsonLines(result.stdout).filter { $0["map"] as? String == "delays" }
+        let slots = ((samples.last?["histograms"] as? [[String: Any]])?.first?["slots"] as? [Int]) ?? []
+        XCTAssertEqual(slots.count, 27, result.stdout)
+        XCTAssertGreaterThan(slots.reduce(0, +), busy, "every hog was switched in at least once after waiting: \(slots)")
+        XCTAssertGreaterThan(slots.dropFirst(10).reduce(0, +), 0, "\(busy) busy tasks on fewer CPUs wait ≥ 1 ms for a slice: \(slots)")
     }
 
     func testLog2HistogramTextMatchesLibbpfToolsLayout() {
