@@ -29,6 +29,16 @@ enum LibbpfLog {
     static func setLogger(_ logger: Logger) {
         state.withLock { $0.logger = logger }
     }
+}
+
+/// Where libbpf's messages go (at debug level): e.g. a logger at debug level on stderr to see every step of
+/// a load (the object runner's `debug_verbose`).
+public func forwardLibbpfMessages(to logger: Logger) {
+    LibbpfLog.install()
+    LibbpfLog.setLogger(logger)
+}
+
+extension LibbpfLog {
 
     private static func receive(_ line: String) {
         state.withLock { state in

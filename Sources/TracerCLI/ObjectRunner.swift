@@ -1,6 +1,7 @@
 import BPFRuntime
 import Dispatch
 import Foundation
+import Logging
 import Synchronization
 import Telemetry
 
@@ -56,6 +57,12 @@ final class ObjectRunner {
         var notices: [String] = []
         let base64 = Data(input.object.bytes).base64EncodedString()
         var loaded: BPFObject?
+        if input.meta.debugVerbose == true {
+            // The package asks for libbpf's own account of the load.
+            var logger = Logger(label: "libbpf") { StreamLogHandler.standardError(label: $0) }
+            logger.logLevel = .debug
+            forwardLibbpfMessages(to: logger)
+        }
         while loaded == nil {
             var spec = BPFObjectSpec(EmbeddedBPFObject(name: input.object.name, base64: base64), programs: Set(enabled.map(BPFProgramName.init)))
             for (name, bytes) in values { spec.set(BPFGlobalName(name), bytes: bytes) }
@@ -196,7 +203,7 @@ extension ObjectRunner {
     }
 
     /// One reader per ring buffer and perf event array of the object, each handing its records to `printer`
-    /// (poll timeout and perf buffer pages from the meta).
+    /// (ring buffers drained at the poll timeout, perf buffers at perf_buffer_time_ms with perf_buffer_pages).
     func startReaders(_ printer: RecordPrinter) throws(ObjectCommandError) -> [any EventReader] {
         let meta = input.meta
         var readers: [any EventReader] = []
@@ -206,7 +213,9 @@ extension ObjectRunner {
                 let live = try object.map(BPFMapName(map.name))
                 let handler: @Sendable (EventBatch) -> Void = { batch in printer.print(batch) }
                 readers.append(map.type == 27 ? try RingBufferReader(map: live, drainInterval: drain, handler: handler)
-                               : try PerfBufferReader(map: live, pagesPerCPU: max(1, meta.perfBufferPages ?? 64), drainInterval: drain, handler: handler))
+                               : try PerfBufferReader(map: live, pagesPerCPU: max(1, meta.perfBufferPages ?? 64),
+                                                      drainInterval: .milliseconds(max(1, min(1000, meta.perfBufferTimeMs ?? meta.pollTimeoutMs ?? 100))),
+                                                      handler: handler))
             } catch {
                 readers.forEach { $0.stop() }
                 detach()

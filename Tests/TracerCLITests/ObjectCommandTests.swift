@@ -415,6 +415,7 @@ final class ObjectCommandTests: XCTestCase {
         skeleton["data_sections"] = sections
         skeleton["doc"] = ["brief": "write(2) sizes of one command"]
         meta["bpf_skel"] = skeleton
+        meta["debug_verbose"] = true // libbpf's account of the load on stderr
         package["meta"] = meta
         try JSONSerialization.data(withJSONObject: package).write(to: URL(fileURLWithPath: packagePath))
 
@@ -432,6 +433,73 @@ final class ObjectCommandTests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("     bytes               : count    distribution"), result.stdout)
         XCTAssertTrue(result.stdout.contains("        64 -> 127        : 7        |****************************************|"), result.stdout)
         XCTAssertTrue(result.stdout.contains("calls: 1 entries\n  1 -> 7\n"), "dd writes to fd 1 seven times: \(result.stdout)")
+        XCTAssertTrue(result.stderr.contains("libbpf: "), "debug_verbose shows libbpf's messages: \(result.stderr.prefix(2000))")
+    }
+
+    // MARK: - Kernels with kprobes and fentry
+
+    /// An object with a kprobe and an fentry program on the same function, run by `tracer` in Debian's 6.1
+    /// kernel under qemu, which has both (this machine's kernel has neither): both attach by their sections
+    /// and each reports the opens of `cat`s the script runs.
+    static let openProbes = """
+        #include "vmlinux.h"
+        #include <bpf/bpf_helpers.h>
+        #include <bpf/bpf_tracing.h>
+
+        struct open_event { __u32 pid; char comm[16]; __u32 hook; };
+        const struct open_event *unused_open_event __attribute__((unused));
+
+        struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 16); } events SEC(".maps");
+
+        static __always_inline void emit(__u32 hook)
+        {
+            struct open_event *event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
+            if (!event) return;
+            event->pid = bpf_get_current_pid_tgid() >> 32;
+            bpf_get_current_comm(event->comm, sizeof(event->comm));
+            event->hook = hook;
+            bpf_ringbuf_submit(event, 0);
+        }
+
+        SEC("kprobe/do_sys_openat2")
+        int BPF_KPROBE(open_kprobe) { emit(1); return 0; }
+
+        SEC("fentry/do_sys_openat2")
+        int BPF_PROG(open_fentry) { emit(2); return 0; }
+
+        char LICENSE[] SEC("license") = "GPL";
+        """
+
+    func testKprobeAndFentryProgramsAttachBySectionOnAKernelThatHasThem() throws {
+        try requireBPF()
+        try requireGuestKernel()
+        let directory = try temporaryDirectory(self)
+        let object = try compileBPF(Self.openProbes, name: "openprobes", in: directory)
+        let tracer = productsDirectory.appendingPathComponent("tracer")
+        let script = """
+            tracer=$1 object=$2
+            $tracer object run $object --json > /tmp/records.json 2> /tmp/run.log &
+            runner=$!
+            for i in $(seq 1 300); do grep -q "SIGINT or SIGTERM stops" /tmp/run.log && break; sleep 0.2; done
+            for i in 1 2 3; do cat /proc/version > /dev/null; done
+            sleep 1
+            kill -INT $runner
+            wait $runner
+            echo "runner exit: $?"
+            cat /tmp/run.log
+            echo "--- records"
+            cat /tmp/records.json
+            echo "--- end"
+            """
+        let run = try runInGuest(files: [tracer, object], script: script, arguments: [tracer.path, object.path], timeout: 300)
+        XCTAssertEqual(run.status, 0, "guest script failed:\n\(run.output)\n\(run.log.suffix(3000))")
+        let output = run.output
+        XCTAssertTrue(output.contains("runner exit: 0"), output)
+        XCTAssertTrue(output.contains("2 of 2 programs attached"), output)
+        let lines = output.components(separatedBy: "--- records\n").last?.components(separatedBy: "--- end").first ?? ""
+        let records = jsonLines(lines).filter { $0["comm"] as? String == "cat" }
+        XCTAssertGreaterThanOrEqual(records.filter { $0["hook"] as? Int == 1 }.count, 3, "kprobe records of the cats: \(output)")
+        XCTAssertGreaterThanOrEqual(records.filter { $0["hook"] as? Int == 2 }.count, 3, "fentry records of the cats: \(output)")
     }
 
     // MARK: - Bad input
