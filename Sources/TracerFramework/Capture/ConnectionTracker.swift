@@ -69,9 +69,6 @@ public final class ConnectionTracker: @unchecked Sendable {
         self.countOnly = countOnly
     }
 
-    /// Connections followed now.
-    public var connectionCount: Int { entries.count }
-
     /// Handles one capture event (`CAPTURE_EVENT_CHUNK` or `CAPTURE_EVENT_CLOSE`); appends the exchanges it
     /// completes.
     public func handle(_ event: UnsafeRawBufferPointer, into exchanges: inout [Exchange]) {
