@@ -45,7 +45,7 @@ final class HTTP1ConnectionParser: ConnectionParser {
 
     let kind: ExchangeKind
     private let connection: CaptureConnection
-    private let role: HTTPExchange.Role
+    private let role: ExchangeRole
     private let counters: HTTPTracerCounters
     private var pending: [Pending] = []
     /// Bytes of a request head that did not fit the read that started it (the head continues in the next).
@@ -58,7 +58,7 @@ final class HTTP1ConnectionParser: ConnectionParser {
     private var responseBytes: UInt64 = 0
     private var responseEnd: UInt64 = 0
 
-    init(connection: CaptureConnection, role: HTTPExchange.Role, counters: HTTPTracerCounters) {
+    init(connection: CaptureConnection, role: ExchangeRole, counters: HTTPTracerCounters) {
         self.connection = connection
         self.role = role
         self.counters = counters

@@ -78,13 +78,17 @@ public enum Exchange: Sendable {
     case http(HTTPExchange)
 }
 
+/// The side of a connection a process is on in an exchange, for every protocol family: the server answers
+/// requests it reads (SpanKind SERVER), the client sends them (SpanKind CLIENT).
+public enum ExchangeRole: Sendable, Hashable { case server, client }
+
 /// Which kind of exchanges a parser makes on a connection once it knows its side.
 public struct ExchangeKind: Hashable, Sendable {
     public enum Family: String, Sendable { case http }
     public let family: Family
-    public let role: HTTPExchange.Role
+    public let role: ExchangeRole
 
-    public init(_ family: Family, _ role: HTTPExchange.Role) {
+    public init(_ family: Family, _ role: ExchangeRole) {
         self.family = family
         self.role = role
     }

@@ -75,11 +75,9 @@ public struct SocketAddress: Sendable, Equatable {
 /// One HTTP request/response exchange, whichever tracer saw it (a parser on the shared capture, or a
 /// language runtime's client probe): the input of ``HTTPSpans``.
 public struct HTTPExchange: Sendable {
-    public enum Role: Sendable { case server, client }
-
     /// Host PID of the process that made the exchange.
     public var pid: UInt32
-    public var role: Role
+    public var role: ExchangeRole
     /// The method token as sent.
     public var method: String
     /// Server: the path and the query (redacted) of the request target.
@@ -108,7 +106,7 @@ public struct HTTPExchange: Sendable {
     public var end: UInt64
     public var identity: SpanIdentity
 
-    public init(pid: UInt32, role: Role, method: String, path: String = "", query: String? = nil, target: String = "", tls: Bool = false,
+    public init(pid: UInt32, role: ExchangeRole, method: String, path: String = "", query: String? = nil, target: String = "", tls: Bool = false,
                 start: UInt64, end: UInt64, identity: SpanIdentity) {
         self.pid = pid
         self.role = role
