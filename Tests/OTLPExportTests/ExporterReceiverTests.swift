@@ -1,6 +1,7 @@
 import Foundation
 import OTLPExport
 import Telemetry
+import TestSupport
 import XCTest
 
 /// The exporter against the Python receiver built on opentelemetry-proto: what it decodes, and the fault cases
@@ -145,7 +146,7 @@ final class ExporterReceiverTests: XCTestCase {
     }
 
     func testDownAtStartThenUpDeliversEverything() throws {
-        let port = OTLPReceiver.freePort()
+        let port = unusedTCPPort()
         let receiver = try OTLPReceiver(port: port, startAfter: 1.5)
         let exporter = OTLPTraceExporter(settings: testSettings(nil, port: port))
         let spans = sampleSpans(10)

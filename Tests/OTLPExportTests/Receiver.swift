@@ -61,23 +61,6 @@ final class OTLPReceiver {
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    /// An ephemeral port that was free a moment ago (for the "down at start" test).
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     @discardableResult func post(_ command: String, _ json: Any = [String: Any]()) throws -> [String: Any] {
         let body = try JSONSerialization.data(withJSONObject: json)
         let outcome = body.withUnsafeBytes {

@@ -140,3 +140,19 @@ public func runProduct(_ name: String, _ arguments: [String]) throws -> (status:
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self))
 }
+
+/// A loopback TCP port the kernel handed out a moment ago and that nothing listens on now: servers the
+/// tests start bind it, instead of a port derived from the pid that another test's socket may still hold.
+public func unusedTCPPort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    precondition(bound, "binding 127.0.0.1:0 failed: errno \(errno)")
+    return Int(UInt16(bigEndian: address.sin_port))
+}

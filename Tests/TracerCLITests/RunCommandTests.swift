@@ -114,7 +114,7 @@ final class RunCommandTests: XCTestCase {
     func testPrometheusEndpointServesSelfMetrics() throws {
         try requireBPF()
         let sleeper = try startSleeper()
-        let port = 20000 + Int(getpid() % 20000)
+        let port = unusedTCPPort()
         let agent = Process()
         agent.executableURL = productsDirectory.appendingPathComponent("tracer")
         agent.arguments = ["--pid", "\(sleeper.processIdentifier)", "--prometheus-port", "\(port)", "--log-level", "warning"]
