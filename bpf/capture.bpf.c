@@ -152,26 +152,95 @@ static __always_inline struct capture_connection *connection_of(__u64 key, struc
 	return bpf_map_lookup_elem(&capture_connections, &key);
 }
 
+/* Where a transfer's bytes are in user memory: one buffer, or an iovec array (readv/writev, or a msghdr's
+ * for recvmsg/sendmsg) whose segments are read in order. */
+struct capture_user_data {
+	__u64 buffer;   /* the buffer, or 0 */
+	__u64 segments; /* user address of struct iovec[], or 0 */
+	__u64 segment_count;
+};
+
+/* Segments of an iovec array gathered into a chunk's prefix (later ones only count). */
+#define CAPTURE_MAX_SEGMENTS 8
+
 /* min(value, limit) for a size passed to a helper, clamped on the register the helper gets (Linux 6.1's
  * verifier otherwise sees an unbounded size after clang clamps a copy). */
 static __always_inline __u32 at_most(__u64 value, const __u32 limit)
 {
-	__u32 bounded = value > limit ? limit : value;
+	__u64 bounded = value > limit ? limit : value;
 	asm volatile("" : "+r"(bounded));
 	return bounded > limit ? limit : bounded;
 }
 
-/* Emits a chunk whose data holds up to `capacity` (a constant) bytes from `buffer` (0: none). */
-static __always_inline void emit_chunk(void *ctx, struct capture_connection *connection, __u64 goid, __u32 fd,
-				       __u8 direction, __u8 source, __u8 flags, __u64 buffer, __u64 length,
-				       const __u32 capacity)
+/* Room to gather iovec segments in before they are copied into a record (per CPU): a segment lands at an
+ * offset below CAPTURE_MAX_DATA and is at most CAPTURE_MAX_DATA long. */
+/* Per-CPU scratch for gathering segments. `gathered` lives here rather than in a register: read back
+ * through the map it is an unknown scalar to the verifier, so the masked offset into `bytes` has clean
+ * bounds (6.1's verifier otherwise explores dead branches where the offset's bounds contradict, and
+ * refuses the pointer arithmetic). */
+struct capture_gather {
+	__u64 gathered;
+	__u8 bytes[2 * CAPTURE_MAX_DATA];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct capture_gather);
+} capture_gather_room SEC(".maps");
+
+/* Copies the first bytes of a `length`-byte transfer spread over iovec segments (as readv/writev and
+ * recvmsg/sendmsg move them, in order) into event->data, up to `capacity`; and its last bytes into
+ * event->tail when the segment it ends in holds them. Returns the bytes copied into data. */
+static __always_inline __u32 gather_segments(struct capture_chunk_event *event, const struct capture_user_data *from,
+					     __u64 length, const __u32 capacity, __u32 *tail)
+{
+	__u32 zero = 0;
+	struct capture_gather *room = bpf_map_lookup_elem(&capture_gather_room, &zero);
+	if (!room)
+		return 0;
+	__u64 want = length < capacity ? length : capacity;
+	volatile __u64 *gathered = &room->gathered; /* bytes of the transfer in room, from its start */
+	__u64 seen = 0;                             /* bytes of the transfer in the segments before this one */
+	*gathered = 0;
+	for (int i = 0; i < CAPTURE_MAX_SEGMENTS; i++) {
+		struct iovec segment = {};
+		if (i >= from->segment_count || seen >= length ||
+		    bpf_probe_read_user(&segment, sizeof(segment), (void *)(from->segments + i * sizeof(segment))))
+			break;
+		__u64 used = segment.iov_len < length - seen ? segment.iov_len : length - seen;
+		__u64 start = *gathered;
+		if (start == seen && start < want) {
+			__u32 size = at_most(used < want - start ? used : want - start, CAPTURE_MAX_DATA);
+			if (bpf_probe_read_user(&room->bytes[*gathered & (CAPTURE_MAX_DATA - 1)], size, segment.iov_base))
+				break;
+			*gathered = start + size;
+		}
+		seen += used;
+		if (seen == length && length > want && used >= CAPTURE_TAIL &&
+		    bpf_probe_read_user(event->tail, CAPTURE_TAIL, segment.iov_base + used - CAPTURE_TAIL) == 0)
+			*tail = CAPTURE_TAIL;
+	}
+	__u32 captured = at_most(*gathered, capacity);
+	if (bpf_probe_read_kernel(event->data, captured, room->bytes))
+		return 0;
+	return captured;
+}
+
+/* Emits a chunk whose data holds up to `capacity` (a constant) bytes of the transfer at `from`. */
+static __always_inline void emit_chunk(void *ctx, const struct capture_process *process,
+				       struct capture_connection *connection, __u32 fd, __u8 direction, __u8 source,
+				       __u8 flags, const struct capture_user_data *from, __u64 length, const __u32 capacity)
 {
 	struct capture_chunk_event *event = tracer_reserve(sizeof(*event) + capacity);
 	if (!event)
 		return;
 	tracer_fill_header(&event->header, CAPTURE_EVENT_CHUNK);
 	event->connection = connection->id;
-	event->goid = goid;
+	event->goid = current_goid(process);
+	event->follows = process->follows;
+	event->reserved = 0;
 	event->length = length;
 	event->fd = fd;
 	event->direction = direction;
@@ -179,16 +248,18 @@ static __always_inline void emit_chunk(void *ctx, struct capture_connection *con
 	event->flags = flags | connection->flags;
 	event->tuple = connection->tuple;
 	__u32 captured = 0, tail = 0;
-	if (buffer) {
+	if (from->buffer) {
 		captured = at_most(length, capacity);
-		if (bpf_probe_read_user(event->data, captured, (void *)buffer))
+		if (bpf_probe_read_user(event->data, captured, (void *)from->buffer))
 			captured = 0;
 		/* The last bytes only when data does not already end with them (one user read fewer mostly). */
 		if (length > captured) {
 			tail = at_most(length, CAPTURE_TAIL);
-			if (bpf_probe_read_user(event->tail, tail, (void *)(buffer + length - tail)))
+			if (bpf_probe_read_user(event->tail, tail, (void *)(from->buffer + length - tail)))
 				tail = 0;
 		}
+	} else if (from->segments) {
+		captured = gather_segments(event, from, length, capacity, &tail);
 	}
 	event->captured = captured;
 	event->tail_captured = tail;
@@ -212,12 +283,17 @@ static __always_inline int captured(struct capture_connection *connection)
 	return connection->verdict == CAPTURE_VERDICT_CAPTURE;
 }
 
-/* Whether the bytes at `buffer` start a TLS record: content type handshake..heartbeat (20-24),
+/* Whether the transfer at `from` starts with a TLS record: content type handshake..heartbeat (20-24),
  * then version 3.x. */
-static __always_inline int starts_tls_record(__u64 buffer, __u64 length)
+static __always_inline int starts_tls_record(const struct capture_user_data *from, __u64 length)
 {
 	__u8 head[3] = {};
-	if (length < 5 || bpf_probe_read_user(head, sizeof(head), (void *)buffer))
+	__u64 buffer = from->buffer;
+	struct iovec segment = {};
+	if (!buffer && from->segments && from->segment_count &&
+	    bpf_probe_read_user(&segment, sizeof(segment), (void *)from->segments) == 0 && segment.iov_len >= sizeof(head))
+		buffer = (__u64)segment.iov_base;
+	if (length < 5 || !buffer || bpf_probe_read_user(head, sizeof(head), (void *)buffer))
 		return 0;
 	return head[0] >= 20 && head[0] <= 24 && head[1] == 3 && head[2] <= 4;
 }
@@ -248,9 +324,9 @@ struct {
 } capture_ssl_sockets SEC(".maps");
 
 /* Bytes crossed `sk` (a TCP socket) in `direction` for the current task of `process` (a prepared process,
- * host TGID `tgid`): `length` transferred, from or into the user buffer `buffer` (0 when it named none). */
+ * host TGID `tgid`): `length` transferred, from or into the user memory `from` (empty when it named none). */
 static __always_inline void transfer(void *ctx, struct capture_process *process, __u32 tgid, struct sock *sk,
-				    __u8 direction, __u32 fd, __u64 buffer, __u64 length)
+				    __u8 direction, __u32 fd, const struct capture_user_data *from, __u64 length)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!sk || length == 0)
@@ -274,19 +350,18 @@ static __always_inline void transfer(void *ctx, struct capture_process *process,
 		return;
 	if (!captured(connection))
 		return;
-	if (buffer && connection->bytes_sent + connection->bytes_received == length &&
-	    starts_tls_record(buffer, length)) {
+	int has_bytes = from->buffer || from->segments;
+	if (has_bytes && connection->bytes_sent + connection->bytes_received == length && starts_tls_record(from, length)) {
 		connection->flags |= CAPTURE_FLAG_TLS; /* a handshake: nothing of it is readable here */
 		return;
 	}
-	__u64 goid = current_goid(process);
-	__u8 flags = buffer ? 0 : CAPTURE_FLAG_NO_BUFFER;
-	if (!buffer || length <= CAPTURE_CLASS_SMALL)
-		emit_chunk(ctx, connection, goid, fd, direction, CAPTURE_SOURCE_SOCKET, flags, buffer, length, CAPTURE_CLASS_SMALL);
+	__u8 flags = has_bytes ? 0 : CAPTURE_FLAG_NO_BUFFER;
+	if (!has_bytes || length <= CAPTURE_CLASS_SMALL)
+		emit_chunk(ctx, process, connection, fd, direction, CAPTURE_SOURCE_SOCKET, flags, from, length, CAPTURE_CLASS_SMALL);
 	else if (length <= CAPTURE_CLASS_MEDIUM)
-		emit_chunk(ctx, connection, goid, fd, direction, CAPTURE_SOURCE_SOCKET, flags, buffer, length, CAPTURE_CLASS_MEDIUM);
+		emit_chunk(ctx, process, connection, fd, direction, CAPTURE_SOURCE_SOCKET, flags, from, length, CAPTURE_CLASS_MEDIUM);
 	else
-		emit_chunk(ctx, connection, goid, fd, direction, CAPTURE_SOURCE_SOCKET, flags, buffer, length, CAPTURE_MAX_DATA);
+		emit_chunk(ctx, process, connection, fd, direction, CAPTURE_SOURCE_SOCKET, flags, from, length, CAPTURE_MAX_DATA);
 }
 
 #if defined(__TARGET_ARCH_x86)
@@ -303,11 +378,11 @@ static __always_inline void transfer(void *ctx, struct capture_process *process,
 #error "syscall numbers and registers of this architecture are not written yet"
 #endif
 
-/* The user buffer of data syscall `nr` with arguments `fd_argument`, `buffer`, `capacity`: the buffer
- * itself, or the first segment of an iovec array or a msghdr; *fd the socket's fd. 0 when the syscall
- * names no buffer (sendfile, splice, io_uring). */
-static __always_inline __u64 user_buffer(long nr, __u64 fd_argument, __u64 buffer, __u64 capacity, __u32 *fd)
+/* Where the bytes of data syscall `nr` (arguments `fd_argument`, `buffer`, `count`) are; *fd the socket's
+ * fd. Nothing when the syscall names no user buffer (sendfile, splice, io_uring). */
+static __always_inline struct capture_user_data user_data(long nr, __u64 fd_argument, __u64 buffer, __u64 count, __u32 *fd)
 {
+	struct capture_user_data data = {};
 	*fd = NO_FD;
 	switch (nr) {
 	case NR_READ:
@@ -315,31 +390,31 @@ static __always_inline __u64 user_buffer(long nr, __u64 fd_argument, __u64 buffe
 	case NR_RECVFROM:
 	case NR_SENDTO:
 		*fd = fd_argument;
-		return buffer;
+		data.buffer = buffer;
+		break;
 	case NR_READV:
-	case NR_WRITEV: {
-		struct iovec iov = {};
+	case NR_WRITEV:
 		*fd = fd_argument;
-		if (capacity == 0 || bpf_probe_read_user(&iov, sizeof(iov), (const void *)buffer))
-			return 0;
-		return (__u64)iov.iov_base;
-	}
+		data.segments = buffer;
+		data.segment_count = count;
+		break;
 	case NR_RECVMSG:
 	case NR_SENDMSG: {
 		struct user_msghdr msg = {};
-		struct iovec iov = {};
 		*fd = fd_argument;
-		if (bpf_probe_read_user(&msg, sizeof(msg), (const void *)buffer) || msg.msg_iovlen == 0 ||
-		    bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov))
-			return 0;
-		return (__u64)iov.iov_base;
+		if (bpf_probe_read_user(&msg, sizeof(msg), (const void *)buffer) == 0) {
+			data.segments = (__u64)msg.msg_iov;
+			data.segment_count = msg.msg_iovlen;
+		}
+		break;
 	}
 	case NR_SENDFILE:
 		*fd = fd_argument;
-		return 0;
+		break;
 	default:
-		return 0;
+		break;
 	}
+	return data;
 }
 
 /* Bytes crossed `sk` inside the syscall the current task is making: its arguments are in the task's saved
@@ -359,8 +434,8 @@ static __always_inline void on_socket_io(void *ctx, struct sock *sk, __u8 direct
 	if ((nr == NR_RECVFROM && (regs->r10 & MSG_PEEK_)) || (nr == NR_RECVMSG && (regs->dx & MSG_PEEK_)))
 		return;
 	__u32 fd;
-	__u64 buffer = user_buffer(nr, regs->di, regs->si, regs->dx, &fd);
-	transfer(ctx, process, tgid, sk, direction, fd, buffer, length);
+	struct capture_user_data data = user_data(nr, regs->di, regs->si, regs->dx, &fd);
+	transfer(ctx, process, tgid, sk, direction, fd, &data, length);
 }
 
 /* ---- Variant 1: socket tracepoints (Linux 6.3), as BTF tracepoints (tp_btf, Linux 5.5): typed arguments
@@ -474,7 +549,7 @@ int BPF_KRETPROBE(capture_kretprobe_recvmsg, int ret)
  * sys_exit the fd names the socket (task->files->fdt->fd[fd]). ---- */
 
 struct capture_syscall {
-	__u64 buffer;
+	struct capture_user_data data;
 	__u32 fd;
 	__u8 direction;
 	__u8 reserved[3];
@@ -520,7 +595,7 @@ static __always_inline int syscall_enter(struct trace_event_raw_sys_enter *ctx, 
 	if (!is_prepared(pid_tgid >> 32))
 		return 0;
 	struct capture_syscall call = { .direction = direction };
-	call.buffer = user_buffer(nr, ctx->args[0], ctx->args[1], ctx->args[2], &call.fd);
+	call.data = user_data(nr, ctx->args[0], ctx->args[1], ctx->args[2], &call.fd);
 	bpf_map_update_elem(&capture_syscalls, &pid_tgid, &call, BPF_ANY);
 	return 0;
 }
@@ -582,7 +657,7 @@ int capture_exit_data(struct trace_event_raw_sys_exit *ctx)
 	__u32 tgid = pid_tgid >> 32;
 	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
 	if (process)
-		transfer(ctx, process, tgid, tcp_sock_of_fd(call.fd), call.direction, call.fd, call.buffer, ctx->ret);
+		transfer(ctx, process, tgid, tcp_sock_of_fd(call.fd), call.direction, call.fd, &call.data, ctx->ret);
 	return 0;
 }
 
@@ -618,6 +693,54 @@ int BPF_PROG(capture_sock_state, const struct sock *sk, int oldstate, int state)
 		bpf_map_delete_elem(&capture_verdicts, &connection->id);
 		bpf_map_delete_elem(&capture_connections, &key);
 	}
+	return 0;
+}
+
+/* ---- Every variant: processes. A child a prepared process forks is prepared from its first instruction
+ * (its image is the parent's until it execs), so the first bytes of a connection handed to a forked worker
+ * (a Postgres backend, a pre-fork server's child) are not lost while user space selects it; user space
+ * replaces the entry when it prepares the child, and removes it if it does not select it. An exec clears
+ * the Go facts (they belong to the old image) until user space prepares the new one; an exit removes the
+ * entry whoever forgot it. Forks, execs and exits are rare next to socket I/O: one lookup each. ---- */
+
+/* Set before load: children of selected processes are selected too (the agent's default). */
+const volatile __u8 capture_follow_forks = 0;
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(capture_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 child_tgid = child->tgid, parent_tgid = parent->tgid;
+	if (!capture_follow_forks || child->pid != child_tgid || child_tgid == parent_tgid)
+		return 0; /* a thread */
+	struct capture_process *facts = bpf_map_lookup_elem(&capture_processes, &parent_tgid);
+	if (facts) {
+		struct capture_process inherited = *facts;
+		if (!inherited.follows)
+			inherited.follows = parent_tgid;
+		bpf_map_update_elem(&capture_processes, &child_tgid, &inherited, BPF_NOEXIST);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(capture_process_exec)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct capture_process *facts = bpf_map_lookup_elem(&capture_processes, &tgid);
+	if (facts)
+		facts->go_g_tls_offset = 0;
+	return 0;
+}
+
+/* Runs after do_exit() counted the task out of its thread group (signal->live). */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(capture_process_exit)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->signal->live.counter != 0)
+		return 0; /* other threads of the process still run */
+	__u32 tgid = task->tgid;
+	bpf_map_delete_elem(&capture_processes, &tgid);
 	return 0;
 }
 
@@ -691,12 +814,12 @@ int BPF_KRETPROBE(capture_ssl_return, long ret)
 	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
 	if (!process || !captured(connection))
 		return 0;
-	__u64 goid = current_goid(process);
+	struct capture_user_data plaintext = { .buffer = call.buffer };
 	if (count <= CAPTURE_CLASS_SMALL)
-		emit_chunk(ctx, connection, goid, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, call.buffer, count, CAPTURE_CLASS_SMALL);
+		emit_chunk(ctx, process, connection, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, &plaintext, count, CAPTURE_CLASS_SMALL);
 	else if (count <= CAPTURE_CLASS_MEDIUM)
-		emit_chunk(ctx, connection, goid, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, call.buffer, count, CAPTURE_CLASS_MEDIUM);
+		emit_chunk(ctx, process, connection, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, &plaintext, count, CAPTURE_CLASS_MEDIUM);
 	else
-		emit_chunk(ctx, connection, goid, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, call.buffer, count, CAPTURE_MAX_DATA);
+		emit_chunk(ctx, process, connection, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, &plaintext, count, CAPTURE_MAX_DATA);
 	return 0;
 }

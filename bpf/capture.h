@@ -52,8 +52,10 @@ _Static_assert(sizeof(struct capture_tuple) == 40, "capture_tuple layout");
 struct capture_process {
 	__s64 go_g_tls_offset; /* where runtime.g's pointer sits relative to the FS base; 0: not Go */
 	__u64 go_goid_offset;  /* runtime.g.goid */
+	__u32 follows;         /* the selected process whose entry the kernel copied at fork; 0: prepared by user space */
+	__u32 reserved;
 };
-_Static_assert(sizeof(struct capture_process) == 16, "capture_process layout");
+_Static_assert(sizeof(struct capture_process) == 24, "capture_process layout");
 
 /* CAPTURE_EVENT_CHUNK: one read or write of a connection (or TLS plaintext of one). */
 struct capture_chunk_event {
@@ -68,10 +70,12 @@ struct capture_chunk_event {
 	__u8 flags;          /* CAPTURE_FLAG_* */
 	__u8 tail_captured;  /* bytes in tail: 0 when data holds the whole transfer (its end is data's end) */
 	__u8 tail[CAPTURE_TAIL]; /* the last bytes of a transfer longer than data */
+	__u32 follows;       /* capture_process.follows of the process: not selected yet, its parent is */
+	__u32 reserved;
 	struct capture_tuple tuple;
 	__u8 data[];         /* `captured` bytes; the record is sized by class */
 };
-_Static_assert(sizeof(struct capture_chunk_event) == 104, "capture_chunk_event layout");
+_Static_assert(sizeof(struct capture_chunk_event) == 112, "capture_chunk_event layout");
 
 /* CAPTURE_EVENT_CLOSE: the connection's owner closed it (FIN_WAIT1, LAST_ACK) or it is gone (CLOSE). */
 struct capture_close_event {

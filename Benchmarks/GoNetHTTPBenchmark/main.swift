@@ -36,7 +36,7 @@ if CommandLine.arguments.dropFirst().first == "decode" {
     let scope = InstrumentationScope(name: "bench")
     var best = Double.infinity, spans = 0
     for _ in 0..<rounds {
-        let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _ in .init(parsers: [parser]) }, countOnly: { _ in })
+        let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _, _ in .init(parsers: [parser]) }, countOnly: { _ in })
         var built: [Span] = []
         built.reserveCapacity(requests)
         let start = threadCPUNanoseconds()

@@ -12,7 +12,7 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
     _ = HTTPMessageParser.parseRequest(data)
     _ = HTTPMessageParser.parseResponse(data)
     _ = HTTPSpans.redactQuery(Substring(String(decoding: data, as: UTF8.self)))
-    let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _ in .init(parsers: [parser]) }, countOnly: { _ in })
+    let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _, _ in .init(parsers: [parser]) }, countOnly: { _ in })
     var exchanges: [Exchange] = []
     var offset = 0
     var time: UInt64 = 1

@@ -65,6 +65,13 @@ public final class Agent: @unchecked Sendable {
     public let configuration: Configuration
     public let features: KernelFeatures
     public let metrics = AgentMetrics()
+    /// Children the kernel prepared at fork whose chunks came before the agent selected them, with the
+    /// selected ancestor they follow (`capture_chunk_event.follows`) until then; pruned at each rescan.
+    private let followed = Followed()
+    private final class Followed: Sendable {
+        private let ancestors = Mutex<[Int32: Int32]>([:])
+        func withLock<R>(_ body: (inout [Int32: Int32]) -> R) -> R { ancestors.withLock { body(&$0) } }
+    }
     /// The capture layer's hook variant on this kernel.
     public let captureHooks: CaptureHooks
     /// Which span each goroutine serves, shared by the tracers' decoding.
@@ -109,12 +116,20 @@ public final class Agent: @unchecked Sendable {
                                           sharingPIDFilterOf: channel)
         inspection = InspectionCache(inspector: ExecutableInspector(goFields: goFieldsToInspect(for: configuration.tracers)))
         attacher = try Attacher(tracers: configuration.tracers, channel: channel, features: features, captureHooks: captureHooks,
+                                followForks: configuration.selection.includeChildren,
                                 inspection: inspection, logger: logger)
         for tracer in configuration.tracers { if let notice = tracer.notice { logger.notice("\(notice)") } }
         let offset = Self.monotonicToUnixOffset()
         var byType: [UInt32: (LoadedTracer, DecodeContext)] = [:]
         let selected = self.selected
-        let resource: @Sendable (Int32) -> Resource? = { pid in selected.withLock { $0[pid]?.resource } }
+        // A child the kernel prepared at fork (bpf/capture.bpf.c) is its selected ancestor's until the agent
+        // selects it: that one's parsers, and its resource under the child's pid.
+        let followed = self.followed
+        let resource: @Sendable (Int32) -> Resource? = { pid in
+            if let resource = selected.withLock({ $0[pid]?.resource }) { return resource }
+            guard let ancestor = followed.withLock({ $0[pid] }), let resource = selected.withLock({ $0[ancestor]?.resource }) else { return nil }
+            return resource.merging([SemanticConventions.processPID: .int(Int64(pid)), SemanticConventions.processParentPID: .int(Int64(ancestor))])
+        }
         for loaded in attacher.loaded {
             let context = DecodeContext(monotonicToUnixOffset: offset, scope: loaded.scope, traceContexts: traceContexts, resource: resource)
             for type in loaded.tracer.eventTypes.map(Array.init) ?? [] { byType[type] = (loaded, context) }
@@ -125,8 +140,12 @@ public final class Agent: @unchecked Sendable {
         let verdicts = try attacher.capture?.loadedObject().map(BPFPrograms.Capture.Map.captureVerdicts)
         let epoch = try attacher.capture?.loadedObject().map(BPFPrograms.Capture.Map.captureVerdictEpoch)
         var verdictsWritten: UInt64 = 0 // the reader thread's only
-        tracker = ConnectionTracker(traceContexts: traceContexts, parsers: { pid in
-            selected.withLock { $0[Int32(bitPattern: pid)]?.parsers }
+        tracker = ConnectionTracker(traceContexts: traceContexts, parsers: { pid, follows in
+            let (pid, ancestor) = (Int32(bitPattern: pid), Int32(bitPattern: follows))
+            if let parsers = selected.withLock({ $0[pid]?.parsers }) { return parsers }
+            guard ancestor != 0, let parsers = selected.withLock({ $0[ancestor]?.parsers }) else { return nil }
+            followed.withLock { $0[pid] = ancestor }
+            return parsers
         }, countOnly: { id in
             guard (try? verdicts?.update(id, UInt8(CAPTURE_VERDICT_COUNT))) != nil else { return }
             verdictsWritten += 1
@@ -240,6 +259,7 @@ public final class Agent: @unchecked Sendable {
     /// Considers every process not considered yet and forgets selected ones that are gone (/proc rescan).
     private func scan() {
         let alive = Set(ProcFS.pids())
+        followed.withLock { $0 = $0.filter { alive.contains($0.key) } }
         for pid in selected.withLock({ Array($0.keys) }) where !alive.contains(pid) { exited(pid) }
         considered.formIntersection(alive)
         for pid in alive.subtracting(considered).sorted() {
@@ -348,6 +368,7 @@ public final class Agent: @unchecked Sendable {
     private func exitedOnceRead(_ pid: Int32) {
         control.asyncAfter(deadline: .now() + Self.exitDelay) { [weak self] in
             self?.tracker.forget(pid: UInt32(bitPattern: pid))
+            _ = self?.followed.withLock { $0.removeValue(forKey: pid) }
             self?.exited(pid)
         }
     }

@@ -85,11 +85,11 @@ final class Attacher {
     /// tracer). A tracer that fails is skipped with a logged reason, unless it is required; tracers whose
     /// event-type ranges overlap are an error.
     init(tracers: [any Tracer], channel: EventChannel, features: KernelFeatures, captureHooks: CaptureHooks,
-         inspection: InspectionCache, logger: Logger) throws {
+         followForks: Bool, inspection: InspectionCache, logger: Logger) throws {
         self.inspection = inspection
         self.logger = logger
         guard tracers.count <= 31 else { throw SelectionError("at most 31 tracers fit the PID filter's mask, not \(tracers.count)") }
-        let capture: (any Tracer)? = tracers.contains { $0.parser != nil } ? CaptureTracer(hooks: captureHooks) : nil
+        let capture: (any Tracer)? = tracers.contains { $0.parser != nil } ? CaptureTracer(hooks: captureHooks, followForks: followForks) : nil
         try Self.checkEventTypes(tracers + (capture.map { [$0] } ?? []))
         var loaded: [LoadedTracer] = []
         for (index, tracer) in tracers.enumerated() {

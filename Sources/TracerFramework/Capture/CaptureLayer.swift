@@ -98,6 +98,8 @@ struct CaptureTracer: Tracer {
     typealias Program = BPFPrograms.Capture.Program
 
     let hooks: CaptureHooks
+    /// Children of selected processes are selected too: the kernel prepares them at fork.
+    let followForks: Bool
 
     var name: String { "capture" }
     var object: EmbeddedBPFObject? { BPFPrograms.Capture.object }
@@ -107,7 +109,10 @@ struct CaptureTracer: Tracer {
     static let goidField = GoField("runtime.g", "goid")
 
     var probes: [Probe] {
-        hooks.probes + [.btf(target: "inet_sock_set_state", program: Program.captureSockState)]
+        hooks.probes + [.btf(target: "inet_sock_set_state", program: Program.captureSockState),
+                        .btf(target: "sched_process_fork", program: Program.captureProcessFork),
+                        .btf(target: "sched_process_exec", program: Program.captureProcessExec),
+                        .btf(target: "sched_process_exit", program: Program.captureProcessExit)]
             + [("SSL_read", Program.captureSslRead), ("SSL_write", Program.captureSslWrite),
                ("SSL_read_ex", Program.captureSslReadEx), ("SSL_write_ex", Program.captureSslWriteEx)].map {
                 .library(prefix: "libssl.so", symbol: $0.0, entry: $0.1, returns: Program.captureSslReturn, returnsWithUretprobe: true)
@@ -116,6 +121,10 @@ struct CaptureTracer: Tracer {
 
     /// The framework decides: the capture applies to a process when a protocol parser does.
     func applicability(to process: TracedProcess) -> Applicability { .applies }
+
+    func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures) {
+        spec.set(BPFPrograms.Capture.Global.captureFollowForks, to: UInt8(followForks ? 1 : 0))
+    }
 
     /// Tells the capture where a Go process keeps its goroutine id, so chunks name their goroutine.
     func prepare(_ process: TracedProcess, object: BPFObject) throws {

@@ -57,13 +57,15 @@ public final class ConnectionTracker: @unchecked Sendable {
     private var entries: [UInt64: Entry] = [:]
     /// Processes that exited, whose connections go at the next event (any thread may add).
     private let exited = Mutex<[UInt32]>([])
-    private let parsersOf: (UInt32) -> ProcessParsers?
+    private let parsersOf: (_ pid: UInt32, _ follows: UInt32) -> ProcessParsers?
     private let countOnly: (UInt64) -> Void
     private let context: ParserContext
 
-    /// `parsers`: the parsers of a selected process (nil: not selected). `countOnly`: tells the kernel to stop
-    /// copying a connection's bytes (`capture_verdicts`).
-    public init(traceContexts: TraceContexts, parsers: @escaping (UInt32) -> ProcessParsers?, countOnly: @escaping (UInt64) -> Void) {
+    /// `parsers`: the parsers of a process, given the selected process it follows when the kernel prepared
+    /// it at fork (`capture_chunk_event.follows`, 0: none); nil when neither is selected. `countOnly`: tells
+    /// the kernel to stop copying a connection's bytes (`capture_verdicts`).
+    public init(traceContexts: TraceContexts, parsers: @escaping (_ pid: UInt32, _ follows: UInt32) -> ProcessParsers?,
+                countOnly: @escaping (UInt64) -> Void) {
         context = ParserContext(traceContexts: traceContexts)
         parsersOf = parsers
         self.countOnly = countOnly
@@ -132,7 +134,7 @@ public final class ConnectionTracker: @unchecked Sendable {
             return
         }
         guard !entry.givenUp, !data.isEmpty else { return }
-        guard let process = parsersOf(entry.pid) else { return }
+        guard let process = parsersOf(entry.pid, event.follows) else { return }
         for candidate in process.parsers {
             guard let parser = candidate.claim(chunk, connection: entry.connection) else { continue }
             if process.ownedElsewhere.contains(parser.kind) {

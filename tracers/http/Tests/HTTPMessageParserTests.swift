@@ -119,7 +119,7 @@ final class HTTPMessageParserTests: XCTestCase {
 
         init(tracer: HTTPTracer = HTTPTracer()) {
             let parser = tracer.parser!
-            tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _ in .init(parsers: [parser]) }, countOnly: { _ in })
+            tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _, _ in .init(parsers: [parser]) }, countOnly: { _ in })
         }
 
         func feed(_ event: [UInt8]) {
@@ -177,7 +177,7 @@ final class HTTPMessageParserTests: XCTestCase {
     func testAConnectionNoParserClaimsIsCountedAndOnlyCounted() {
         var counted: [UInt64] = []
         let parser = HTTPTracer().parser!
-        let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _ in .init(parsers: [parser]) }, countOnly: { counted.append($0) })
+        let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _, _ in .init(parsers: [parser]) }, countOnly: { counted.append($0) })
         var exchanges: [Exchange] = []
         for index in 0..<12 {
             CaptureEvents.chunk(connection: 5, pid: 9, direction: .receive, data: Array("\u{0}\u{1}garbage \(index)".utf8),
@@ -236,12 +236,13 @@ final class HTTPMessageParserTests: XCTestCase {
         }
         let layout = try BPFPrograms.Capture.object.structLayout(named: "capture_chunk_event")
         XCTAssertEqual(layout.members.map(\.name), ["header", "connection", "goid", "length", "captured", "fd", "direction", "source",
-                                                    "flags", "tail_captured", "tail", "tuple", "data"])
+                                                    "flags", "tail_captured", "tail", "follows", "reserved", "tuple", "data"])
         let keyPaths: [PartialKeyPath<capture_chunk_event>] = [
-            \.header, \.connection, \.goid, \.length, \.captured, \.fd, \.direction, \.source, \.flags, \.tail_captured, \.tail, \.tuple,
+            \.header, \.connection, \.goid, \.length, \.captured, \.fd, \.direction, \.source, \.flags, \.tail_captured, \.tail, \.follows,
+            \.reserved, \.tuple,
         ]
         let offsets: [Int] = keyPaths.map { MemoryLayout<capture_chunk_event>.offset(of: $0)! }
-        XCTAssertEqual(Array(layout.members.map(\.offset).prefix(12)), offsets)
+        XCTAssertEqual(Array(layout.members.map(\.offset).prefix(14)), offsets)
         XCTAssertEqual(layout.members.last?.offset, MemoryLayout<capture_chunk_event>.size, "data follows the fixed part")
     }
 }

@@ -120,6 +120,61 @@ final class HTTPTracerTests: XCTestCase {
         XCTAssertEqual(spans[1].int(SemanticConventions.httpRequestBodySize), 5)
     }
 
+    /// A fork-per-connection server: each request is read by a child forked for it, whose first bytes cross
+    /// the socket before the agent can have selected the child (the kernel prepares children at fork).
+    func testChildrenForkedPerConnectionGiveSpansFromTheirFirstBytes() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let script = try Programs.write(Programs.forkingServer, named: "forking.py", in: directory)
+        let server = try ChildProcess(Programs.python, [script])
+        let port = try server.port()
+        let harness = try TracingHarness(pids: [server.pid])
+        let base = "http://127.0.0.1:\(port)"
+        finish(try gate([Programs.curl, "-s", "-o", "/dev/null", "\(base)/first", "\(base)/missing", "\(base)/fail", "\(base)/last"]))
+        func childSpans() -> [Span] {
+            harness.collector.spans.filter { $0.kind == .server && $0.resource.attributes[SemanticConventions.processPID]?.intValue != Int64(server.pid) }
+                .sorted { $0.startTimeUnixNano < $1.startTimeUnixNano }
+        }
+        _ = waitUntil(timeout: 10) { childSpans().count >= 4 }
+        usleep(200_000)
+        let spans = childSpans()
+        XCTAssertEqual(spans.map { attribute($0, SemanticConventions.urlPath)?.stringValue }, ["/first", "/missing", "/fail", "/last"])
+        XCTAssertEqual(spans.map { attribute($0, SemanticConventions.httpResponseStatusCode)?.intValue }, [200, 404, 500, 200])
+        XCTAssertEqual(Set(spans.compactMap { $0.resource.attributes[SemanticConventions.processPID]?.intValue }).count, 4,
+                       "each request was served by a child of its own")
+        XCTAssertEqual(harness.spans(of: server.pid).count, 0, "the parent only accepted")
+    }
+
+    /// Requests and responses that cross the socket as several iovec segments (sendmsg, recvmsg into two
+    /// buffers) are captured as the bytes they are, not the first segment followed by whatever memory is next.
+    func testMessagesSpreadOverIovecSegments() throws {
+        try checkSegmentedMessages(hooks: nil)
+    }
+
+    func testMessagesSpreadOverIovecSegmentsThroughSyscallTracepoints() throws {
+        try checkSegmentedMessages(hooks: .syscallTracepoints)
+    }
+
+    private func checkSegmentedMessages(hooks: CaptureHooks?) throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let script = try Programs.write(Programs.segmentedPeer, named: "segmented.py", in: directory)
+        let server = try ChildProcess(Programs.python, [script, "server"])
+        let port = try server.port()
+        let client = try gate([Programs.python, script, "client", String(port), "/segmented/path"])
+        let harness = try TracingHarness(pids: [server.pid, client.pid], captureHooks: hooks)
+        finish(client)
+        XCTAssertEqual(client.output().trimmingCharacters(in: .whitespacesAndNewlines), "HTTP/1.1 201 Created")
+        let served = harness.waitForSpans(of: server.pid, kind: .server, count: 1)
+        let called = harness.waitForSpans(of: client.pid, kind: .client, count: 1)
+        for span in served + called {
+            XCTAssertEqual(span.name, "GET")
+            XCTAssertEqual(attribute(span, SemanticConventions.httpResponseStatusCode)?.intValue, 201)
+        }
+        XCTAssertEqual(served.map { attribute($0, SemanticConventions.urlPath)?.stringValue }, ["/segmented/path"])
+        XCTAssertEqual(called.map { attribute($0, SemanticConventions.urlFull)?.stringValue }, ["http://127.0.0.1:\(port)/segmented/path"])
+    }
+
     func testClientSpansFromCurlAndPythonUrllib() throws {
         try requireBPF()
         let directory = try temporaryDirectory(self)
@@ -210,7 +265,7 @@ final class HTTPTracerTests: XCTestCase {
         try requireBPF()
         try requireExecutable(Programs.nginx, package: "nginx-light")
         let directory = try temporaryDirectory(self)
-        let port = 20_000 + Int(getpid() % 20_000)
+        let port = unusedTCPPort()
         let config = try Programs.nginxConfig(port: port, in: directory)
         let server = try ChildProcess(Programs.nginx, ["-c", config, "-p", directory.path])
         let harness = try TracingHarness(pids: [server.pid])
@@ -236,7 +291,7 @@ final class HTTPTracerTests: XCTestCase {
         let directory = try temporaryDirectory(self)
         let size = 12_000_000
         try Data(repeating: 0x61, count: size).write(to: directory.appendingPathComponent("big.bin"))
-        let port = 20_000 + Int((getpid() + 7) % 20_000)
+        let port = unusedTCPPort()
         let server = try ChildProcess(Programs.nginx, ["-c", try Programs.nginxConfig(port: port, in: directory, sendfile: true), "-p", directory.path])
         XCTAssertTrue(waitUntil { (try? TestSupport.run(Programs.curl, ["-sf", "-o", "/dev/null", "http://127.0.0.1:\(port)/index.html"])) != nil },
                       "nginx did not come up")

@@ -128,6 +128,69 @@ enum Programs {
     server.serve_forever()
     """#
 
+    /// A forking `http.server` (HTTP/1.0: one request per connection, each served by a new child process,
+    /// as pre-fork and fork-per-connection servers do) on 127.0.0.1. Routes as `pythonServer`'s GET.
+    static let forkingServer = #"""
+    import http.server, socketserver
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+        def do_GET(self):
+            body = b"ok\n"
+            self.send_response({"/missing": 404, "/fail": 500}.get(self.path, 200))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    class Server(socketserver.ForkingMixIn, http.server.HTTPServer):
+        pass
+
+    server = Server(("127.0.0.1", 0), Handler)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+    """#
+
+    /// HTTP/1.1 whose messages cross the socket as several iovec segments (`sendmsg`/`recvmsg_into`, as
+    /// writev-using servers and clients move them): `server` prints its port and answers each connection's
+    /// one request with "201 Created" split over three segments, reading the request into a 10-byte and a
+    /// large segment; `client PORT PATH` writes its request in two segments and reads the answer likewise.
+    static let segmentedPeer = #"""
+    import socket, sys
+
+    def receive_head(connection):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            small, large = bytearray(10), bytearray(4096)
+            count = connection.recvmsg_into([small, large])[0]
+            if count == 0:
+                break
+            data += (bytes(small) + bytes(large))[:count]
+        return data
+
+    if sys.argv[1] == "server":
+        listener = socket.create_server(("127.0.0.1", 0))
+        print(listener.getsockname()[1], flush=True)
+        while True:
+            connection, _ = listener.accept()
+            receive_head(connection)
+            connection.sendmsg([b"HTTP/1.1 20", b"1 Created\r\nContent-Length: 5\r\n", b"\r\nhello"])
+            connection.recv(1)
+            connection.close()
+    else:
+        connection = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+        path = sys.argv[3].encode()
+        connection.sendmsg([b"GET " + path[:4], path[4:] + b" HTTP/1.1\r\nHost: x\r\n\r\n"])
+        answer = receive_head(connection)
+        while not answer.endswith(b"hello"):
+            more = connection.recv(4096)
+            if not more:
+                break
+            answer += more
+        print(answer.split(b"\r\n")[0].decode(), flush=True)
+        connection.close()
+    """#
+
     /// Node's `http` server on 127.0.0.1 (keep-alive): 200 for every path, 500 for /fail.
     static let nodeServer = #"""
     const http = require("http");
