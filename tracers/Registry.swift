@@ -17,4 +17,9 @@ public enum TracerRegistry {
             HTTPTracer(),
         ]
     }
+
+    /// Every kernel utility tracer (`tracer tool NAME`, `--kernel-tracers`), by name.
+    public static let kernelTracers: [any KernelTracer] = [
+        RunqlatTracer(),
+    ]
 }

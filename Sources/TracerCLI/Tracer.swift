@@ -31,8 +31,9 @@ struct Tracer: ParsableCommand {
               tracer object pack exec.bpf.o -o exec.json     package it with editable meta
               tracer flows [--json] [--interval S]    network flows: bytes and packets both ways
               tracer ps --exe '*/api'                 what the flags would select, and why
+              tracer tool runqlat --interval 1 --count 5     run-queue delay histogram (libbpf-tools style)
             """,
-        subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self, ObjectCommand.self, FlowsCommand.self, PsCommand.self],
+        subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self, ObjectCommand.self, FlowsCommand.self, ToolCommand.self, PsCommand.self],
         defaultSubcommand: RunCommand.self)
 }
 

@@ -62,6 +62,9 @@ final class SharedHeaderLayoutTests: XCTestCase {
         "go_nethttp_client_end_event": layout(go_nethttp_client_end_event()),
         "flow_key": layout(flow_key()),
         "flow_counters": layout(flow_counters()),
+        "kernel_hist": layout(kernel_hist()),
+        "kernel_event_header": layout(kernel_event_header()),
+        "runqlat_key": layout(runqlat_key()),
         "flow_owner": layout(flow_owner()),
     ]
 
@@ -73,7 +76,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
     static let objects: [(String, EmbeddedBPFObject)] = [
         ("selftest", BPFPrograms.Selftest.object), ("process_watcher", BPFPrograms.ProcessWatcher.object),
         ("capture", BPFPrograms.Capture.object), ("go_nethttp", Tracers.GoNethttp.object),
-        ("flows_skb", Tracers.FlowsSkb.object),
+        ("flows_skb", Tracers.FlowsSkb.object), ("runqlat", Tracers.Runqlat.object),
     ]
 
     func testEveryStructOfTheSharedHeadersMatchesSwiftAndBTF() throws {

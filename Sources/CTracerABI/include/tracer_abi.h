@@ -9,5 +9,7 @@
 #include "../../../tracers/go-nethttp/go_nethttp.h"
 #include "../../../bpf/capture.h"
 #include "../../../tracers/flows/flows.h"
+#include "../../../bpf/kernel_tracer.h"
+#include "../../../tracers/runqlat/runqlat.h"
 
 #endif
