@@ -96,4 +96,35 @@ final class RedisTracerTests: XCTestCase {
         XCTAssertEqual(serverSpans.first?.attributes[SemanticConventions.serverPort]?.intValue, Int64(port))
         XCTAssertEqual(harness.agent.unclaimedConnections(pid: client.pid), 0)
     }
+
+    func testPythonRedisPipelineAndTransactionGiveOneSpanPerCommand() throws {
+        try requireBPF()
+        try requireExecutable("/usr/bin/redis-server", package: "redis-server")
+        guard (try? TestSupport.run("/usr/bin/python3", ["-c", "import redis"])) != nil else {
+            try prerequisiteMissing("python3-redis", "Python's redis module is missing (apt-get install python3-redis)")
+        }
+        let directory = try temporaryDirectory(self)
+        let port = 20_000 + Int.random(in: 0..<20_000)
+        let server = try ChildProcess("/usr/bin/redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                                                 "--dir", directory.path])
+        XCTAssertTrue(waitUntil(timeout: 10) { (try? TestSupport.run("/usr/bin/redis-cli", ["-p", String(port), "PING"]))?.contains("PONG") == true })
+        let script = directory.appendingPathComponent("client.py")
+        try """
+        import redis, sys
+        r = redis.Redis(port=int(sys.argv[1]))
+        p = r.pipeline(transaction=True)
+        p.set("a", "1"); p.incr("a"); p.execute()
+        p = r.pipeline(transaction=False)
+        p.get("a"); p.get("missing"); p.execute()
+        """.write(to: script, atomically: true, encoding: .utf8)
+        let client = try ChildProcess("/bin/sh", ["-c", "read go; exec \"$0\" \"$@\"", "/usr/bin/python3", script.path, String(port)])
+        let harness = try TracingHarness(pids: [client.pid])
+        client.release()
+        XCTAssertEqual(client.waitForExit(), 0)
+        let spans = harness.waitForSpans(of: client.pid, kind: .client, count: 6)
+        XCTAssertEqual(spans.suffix(6).compactMap { $0.attributes[SemanticConventions.dbOperationName]?.stringValue },
+                       ["MULTI", "SET", "INCRBY", "EXEC", "GET", "GET"]) // redis-py sends incr() as INCRBY
+        XCTAssertTrue(spans.allSatisfy { $0.status == .unset && $0.attributes[SemanticConventions.dbSystemName]?.stringValue == "redis" })
+        XCTAssertTrue(spans.allSatisfy { $0.attributes[SemanticConventions.serverPort]?.intValue == Int64(port) })
+    }
 }
