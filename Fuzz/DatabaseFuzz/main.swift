@@ -6,8 +6,8 @@ import Tracers
 /// One fuzz input through the database parsers of captured bytes: SQL summaries and query-text sanitizing,
 /// and the connection tracker with the Redis parser behind it (queries recorded in full, so argument
 /// handling runs too). The input is cut into records — a control byte (bit 0: direction, bit 1: close,
-/// bit 2: raw event bytes, bits 3-4: connection, bits 5-7: uncaptured bytes after the data, in KiB steps of
-/// a power of four), a length byte, then that many bytes — so split values, truncated transfers and
+/// bit 2: raw event bytes, bits 3-4: connection, bits 5-7: n, with 16·4^n uncaptured bytes after the data
+/// when n > 0), a length byte, then that many bytes — so split values, truncated transfers and
 /// truncated events all occur.
 func fuzzOne(_ data: UnsafeRawBufferPointer) {
     _ = SQLStatementSummary(data)

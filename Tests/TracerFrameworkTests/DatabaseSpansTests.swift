@@ -50,4 +50,11 @@ final class DatabaseSpansTests: XCTestCase {
         XCTAssertEqual(span.attributes[SemanticConventions.serverPort]?.intValue, 5432)
         XCTAssertNil(span.attributes[SemanticConventions.dbQueryText])
     }
+
+    func testQueryTextConfigurationKey() throws {
+        XCTAssertEqual(try ConfigurationFile(yaml: "db_query_text: off").databaseQueryText, "off", "YAML's bare off is false")
+        XCTAssertEqual(try ConfigurationFile(yaml: "db_query_text: sanitized").databaseQueryText, "sanitized")
+        XCTAssertEqual(try ConfigurationFile(yaml: "print: text").databaseQueryText, nil)
+        XCTAssertThrowsError(try ConfigurationFile(yaml: "db_query_text: everything"))
+    }
 }
