@@ -104,6 +104,13 @@ let package = Package(
             dependencies: ["FuzzDriver", "Tracers", "TracerFramework", "Telemetry", "CTracerABI"],
             path: "Fuzz/HTTPFuzz",
             swiftSettings: swiftSettings),
+        /// Replays inputs through the database parsers (SQL summaries, query text, Redis); built with
+        /// `-sanitize=fuzzer` by `scripts/fuzz-database.sh` it becomes a libFuzzer target.
+        .executableTarget(
+            name: "DatabaseFuzz",
+            dependencies: ["FuzzDriver", "Tracers", "TracerFramework", "Telemetry"],
+            path: "Fuzz/DatabaseFuzz",
+            swiftSettings: swiftSettings),
         /// Replays inputs through the BPF object package and ELF/BTF readers of `tracer object`; built with
         /// `-sanitize=fuzzer` by `scripts/fuzz-object.sh` it becomes a libFuzzer target.
         .executableTarget(

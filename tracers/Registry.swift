@@ -10,11 +10,13 @@ public enum TracerRegistry {
     public static let all = tracers()
 
     /// Every tracer, in attach order (the Go tracer before the generic HTTP one), with the agent's options
-    /// and what the kernel can do.
-    public static func tracers(contextPropagation: Bool = false, features: KernelFeatures? = nil) -> [any Tracer] {
+    /// and what the kernel can do. `databaseQueryText`: whether database spans carry `db.query.text`.
+    public static func tracers(contextPropagation: Bool = false, features: KernelFeatures? = nil,
+                               databaseQueryText: DatabaseQueryText = .off) -> [any Tracer] {
         [
             GoNetHTTPTracer(contextPropagation: contextPropagation, features: features),
             HTTPTracer(),
+            RedisTracer(queryText: databaseQueryText),
         ]
     }
 

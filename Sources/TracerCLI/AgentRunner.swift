@@ -25,7 +25,8 @@ struct AgentRunner {
         let logger = Logger(label: "tracer")
         let outputs = try Outputs(options: options, file: file, logger: logger)
         let features = KernelFeatures.detect()
-        let tracers = TracerRegistry.tracers(contextPropagation: options.contextPropagation, features: features)
+        let tracers = TracerRegistry.tracers(contextPropagation: options.contextPropagation, features: features,
+                                             databaseQueryText: try options.databaseQueryText(file: file))
         let channel = try options.channel(features: features)
         if case .perfBuffer(let pages) = channel.transport {
             logger.info("events through perf buffers (\(pages) pages per CPU)\(features.isAvailable(.ringBuffer) ? "" : ": this kernel has no BPF ring buffer (5.8+)")")

@@ -57,6 +57,9 @@ struct RunOptions: ParsableArguments {
     @Flag(name: .customLong("context-propagation"), help: "Write a traceparent into outgoing Go net/http (HTTP/1.x) client requests, so traced Go services form one trace. Needs bpf_probe_write_user, which kernel lockdown forbids: then one line at start says so and tracing carries on.")
     var contextPropagation = false
 
+    @Option(name: .customLong("db-query-text"), help: ArgumentHelp("Whether database spans carry db.query.text: off (default), sanitized (literals and Redis/Memcached arguments as ?) or full (as sent; may hold personal data).", valueName: "mode"))
+    var databaseQueryText: String?
+
     @Flag(name: .customLong("network-flows"), help: "Also account every network flow of the machine (tracer flows) and export bytes and packets by source, destination, port and transport with the other metrics (OTLP, /metrics). When the kernel offers no hooks for it, one line says why and tracing carries on.")
     var networkFlows = false
 
@@ -126,6 +129,15 @@ struct RunOptions: ParsableArguments {
         let format = print ?? file?.print ?? (exporting ? "none" : "text")
         guard ["text", "json", "none"].contains(format) else { throw ValidationError("--print: expected text, json or none, not '\(format)'") }
         return format
+    }
+
+    /// `db.query.text` of database spans: the flag, else the file's `db_query_text`, else off.
+    func databaseQueryText(file: ConfigurationFile?) throws -> DatabaseQueryText {
+        let text = databaseQueryText ?? file?.databaseQueryText ?? "off"
+        guard let mode = DatabaseQueryText(rawValue: text) else {
+            throw ValidationError("--db-query-text \(text): not one of \(DatabaseQueryText.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return mode
     }
 
     /// The capture layer's hooks: nil for the cheapest this kernel has.

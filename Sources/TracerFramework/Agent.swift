@@ -481,6 +481,14 @@ public final class Agent: @unchecked Sendable {
             guard let resource = captureContext.resource(Int32(bitPattern: http.pid)) else { return nil }
             return HTTPSpans.span(http, resource: resource, scope: captureContext.scope,
                                   unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
+        case .database(let database):
+            guard let resource = captureContext.resource(Int32(bitPattern: database.pid)) else { return nil }
+            return DatabaseSpans.span(database, resource: resource, scope: captureContext.scope,
+                                      unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
+        case .messaging(let message):
+            guard let resource = captureContext.resource(Int32(bitPattern: message.pid)) else { return nil }
+            return MessagingSpans.span(message, resource: resource, scope: captureContext.scope,
+                                       unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
         }
     }
 

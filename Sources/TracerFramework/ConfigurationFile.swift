@@ -20,6 +20,7 @@ import Yams
 ///   include_children: true
 /// print: json                   # text | json | none
 /// log_level: info
+/// db_query_text: sanitized       # off (default) | sanitized | full: db.query.text of database spans
 /// routes: ["/users/{id}"]        # route patterns for http.route and low-cardinality metrics
 /// export:                        # OTLP export; the OTEL_EXPORTER_OTLP_* variables and flags win
 ///   endpoint: http://collector:4318
@@ -36,6 +37,8 @@ public struct ConfigurationFile: Sendable, Equatable {
     public var export: [String: String] = [:]
     /// BPF objects or packages to run next to the tracers (`tracer object run` files).
     public var objects: [String] = []
+    /// `db_query_text`: off, sanitized or full (see `DatabaseQueryText`).
+    public var databaseQueryText: String?
 
     public init() {}
 
@@ -57,7 +60,7 @@ public struct ConfigurationFile: Sendable, Equatable {
         }
         guard let root else { return } // an empty file configures nothing
         guard let top = root as? [String: Any] else { throw ConfigurationError(file: file, problem: "the top level must be a mapping") }
-        try Self.checkKeys(top, allowed: ["discovery", "print", "log_level", "routes", "export", "objects"], at: "top level", file: file)
+        try Self.checkKeys(top, allowed: ["discovery", "print", "log_level", "routes", "export", "objects", "db_query_text"], at: "top level", file: file)
         if let discovery = top["discovery"] {
             guard let discovery = discovery as? [String: Any] else { throw ConfigurationError(file: file, problem: "discovery must be a mapping") }
             try Self.checkKeys(discovery, allowed: ["instrument", "services", "exclude", "include_children"], at: "discovery", file: file)
@@ -75,6 +78,13 @@ public struct ConfigurationFile: Sendable, Equatable {
             print = text
         }
         if let value = top["log_level"] { logLevel = "\(value)" }
+        if let value = top["db_query_text"] {
+            // YAML 1.1 reads a bare `off` as false.
+            guard let text = (value as? Bool) == false ? "off" : value as? String, DatabaseQueryText(rawValue: text) != nil else {
+                throw ConfigurationError(file: file, problem: "db_query_text must be off, sanitized or full")
+            }
+            databaseQueryText = text
+        }
         if let value = top["objects"] {
             guard let list = value as? [Any], list.allSatisfy({ $0 is String }) else {
                 throw ConfigurationError(file: file, problem: "objects must be a list of BPF object or package paths")
