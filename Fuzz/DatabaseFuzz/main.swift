@@ -12,7 +12,7 @@ import Tracers
 func fuzzOne(_ data: UnsafeRawBufferPointer) {
     _ = SQLStatementSummary(data)
     _ = DatabaseQueryText.sanitize(data)
-    let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _ in .init(parsers: [parser]) }, countOnly: { _ in })
+    let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _, _ in .init(parsers: [parser]) }, countOnly: { _ in })
     var exchanges: [Exchange] = []
     var offset = 0
     var time: UInt64 = 1

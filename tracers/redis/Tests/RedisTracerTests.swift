@@ -16,7 +16,7 @@ final class RedisTracerTests: XCTestCase {
         init(queryText: DatabaseQueryText = .off) {
             tracer = RedisTracer(queryText: queryText)
             let parser = tracer.parser!
-            tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _ in .init(parsers: [parser]) }, countOnly: { _ in })
+            tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _, _ in .init(parsers: [parser]) }, countOnly: { _ in })
         }
 
         func feed(_ direction: CaptureChunk.Direction, _ text: String, length: Int? = nil, time: UInt64) {
