@@ -460,6 +460,10 @@ public final class Agent: @unchecked Sendable {
             guard let resource = captureContext.resource(Int32(bitPattern: http.pid)) else { return nil }
             return HTTPSpans.span(http, resource: resource, scope: captureContext.scope,
                                   unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
+        case .rpc(let rpc):
+            guard let resource = captureContext.resource(Int32(bitPattern: rpc.pid)) else { return nil }
+            return RPCSpans.span(rpc, resource: resource, scope: captureContext.scope,
+                                 unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
         }
     }
 

@@ -76,6 +76,7 @@ public final class CaptureConnection: @unchecked Sendable {
 /// What a protocol parser hands the framework: finished exchanges of a semantic-convention family.
 public enum Exchange: Sendable {
     case http(HTTPExchange)
+    case rpc(RPCExchange)
 }
 
 /// The side of a connection a process is on in an exchange, for every protocol family: the server answers
@@ -84,7 +85,7 @@ public enum ExchangeRole: Sendable, Hashable { case server, client }
 
 /// Which kind of exchanges a parser makes on a connection once it knows its side.
 public struct ExchangeKind: Hashable, Sendable {
-    public enum Family: String, Sendable { case http }
+    public enum Family: String, Sendable { case http, rpc }
     public let family: Family
     public let role: ExchangeRole
 
