@@ -9,12 +9,14 @@ public enum TracerRegistry {
     /// Every tracer with its default options.
     public static let all = tracers()
 
-    /// Every tracer, in attach order (the Go tracer before the generic HTTP one), with the agent's options
-    /// and what the kernel can do. `databaseQueryText`: whether database spans carry `db.query.text`.
+    /// Every tracer, in attach order (the Go tracer before the generic HTTP one; HTTP/2 before HTTP/1, which
+    /// would take an `Upgrade: h2c` request), with the agent's options and what the kernel can do.
+    /// `databaseQueryText`: whether database spans carry `db.query.text`.
     public static func tracers(contextPropagation: Bool = false, features: KernelFeatures? = nil,
                                databaseQueryText: DatabaseQueryText = .off) -> [any Tracer] {
         [
             GoNetHTTPTracer(contextPropagation: contextPropagation, features: features),
+            HTTP2Tracer(),
             HTTPTracer(),
             RedisTracer(queryText: databaseQueryText),
         ]

@@ -489,6 +489,10 @@ public final class Agent: @unchecked Sendable {
             guard let resource = captureContext.resource(Int32(bitPattern: message.pid)) else { return nil }
             return MessagingSpans.span(message, resource: resource, scope: captureContext.scope,
                                        unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
+        case .rpc(let rpc):
+            guard let resource = captureContext.resource(Int32(bitPattern: rpc.pid)) else { return nil }
+            return RPCSpans.span(rpc, resource: resource, scope: captureContext.scope,
+                                 unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
         }
     }
 

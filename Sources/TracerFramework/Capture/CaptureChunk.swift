@@ -80,6 +80,8 @@ public enum Exchange: Sendable {
     case database(DatabaseExchange)
     /// A message published or delivered (NATS, …): ``MessagingSpans``.
     case messaging(MessagingExchange)
+    /// A remote procedure call (gRPC, …): ``RPCSpans``.
+    case rpc(RPCExchange)
 }
 
 /// The side of a connection a process is on in an exchange, for every protocol family: the server answers
@@ -88,7 +90,7 @@ public enum ExchangeRole: Sendable, Hashable { case server, client }
 
 /// Which kind of exchanges a parser makes on a connection once it knows its side.
 public struct ExchangeKind: Hashable, Sendable {
-    public enum Family: String, Sendable { case http, database, messaging }
+    public enum Family: String, Sendable { case http, database, messaging, rpc }
     public let family: Family
     public let role: ExchangeRole
 
