@@ -19,7 +19,7 @@ final class GoNetHTTPExchanges: Sendable {
         var start: UInt64
         /// The goroutine that started the calling one (go1.21+), 0 when unknown.
         var parentGoid: UInt64
-        var identity: SpanIdentity?
+        var identity: SpanIdentity
         var method: String
         var scheme: String
         var host: String
@@ -58,7 +58,7 @@ final class GoNetHTTPExchanges: Sendable {
             return nil
         case UInt32(GO_NETHTTP_EVENT_CLIENT_START):
             guard event.count >= MemoryLayout<go_nethttp_client_start_event>.size else { return countMalformed() }
-            clientStart(event.loadUnaligned(as: go_nethttp_client_start_event.self))
+            clientStart(event.loadUnaligned(as: go_nethttp_client_start_event.self), context: context)
             return nil
         case UInt32(GO_NETHTTP_EVENT_CLIENT_END):
             guard event.count >= MemoryLayout<go_nethttp_client_end_event>.size else { return countMalformed() }
@@ -78,36 +78,42 @@ final class GoNetHTTPExchanges: Sendable {
         return nil
     }
 
-    private func clientStart(_ event: go_nethttp_client_start_event) {
+    /// A call starts: its ids are decided now (by BPF with context propagation, else as the child of the request
+    /// its goroutine or the goroutine's creator serves), and the framework learns of it, so a traced server on
+    /// this host that reads its request links to it.
+    private func clientStart(_ event: go_nethttp_client_start_event, context: DecodeContext) {
         var copy = event
+        let key = GoroutineKey(pid: event.header.pid, goid: event.goid)
+        let identity = Self.identity(event.context) ?? context.traceContexts.child(
+            of: context.traceContexts.serving(.init(pid: key.pid, goid: key.goid), creator: event.parent_goid))
         let call = ClientCall(
-            start: event.header.timestamp_ns, parentGoid: event.parent_goid, identity: Self.identity(event.context),
+            start: event.header.timestamp_ns, parentGoid: event.parent_goid, identity: identity,
             method: string(&copy.method, length: event.method_length),
             scheme: string(&copy.scheme, length: event.scheme_length),
             host: string(&copy.host, length: event.host_length),
             path: string(&copy.path, length: event.path_length),
             query: string(&copy.query, length: event.query_length),
             pathTruncated: event.path_truncated != 0, queryTruncated: event.query_truncated != 0)
-        let key = GoroutineKey(pid: event.header.pid, goid: event.goid)
-        state.withLock { state in
+        let started = state.withLock { state in
             if state.clients.count >= Self.limit {
                 state.abandoned += UInt64(state.clients.count)
                 state.clients.removeAll()
             }
             // A second entry without a return is the same call re-entered after runtime.morestack.
             if let pending = state.clients[key], pending.method == call.method, pending.host == call.host, pending.path == call.path {
-                return
+                return false
             }
             state.clients[key] = call
+            return true
         }
+        if started { context.traceContexts.startCall(pid: key.pid, identity: identity, at: call.start) }
     }
 
     private func clientEnd(_ event: go_nethttp_client_end_event, context: DecodeContext) -> Span? {
         let key = GoroutineKey(pid: event.header.pid, goid: event.goid)
         guard let call = state.withLock({ $0.clients.removeValue(forKey: key) }) else { return nil }
-        // The request the calling goroutine serves, or else the one its creator serves.
-        let identity = call.identity ?? context.traceContexts.child(
-            of: context.traceContexts.serving(.init(pid: key.pid, goid: key.goid), creator: call.parentGoid))
+        let identity = call.identity
+        context.traceContexts.endCall(pid: key.pid, spanID: identity.spanID)
         let scheme = call.scheme.isEmpty ? "http" : call.scheme
         var query = ""
         if !call.query.isEmpty { query = "?" + HTTPSpans.redactQuery(call.query[...]) + (call.queryTruncated ? "…" : "") }
@@ -127,7 +133,7 @@ final class GoNetHTTPExchanges: Sendable {
     static func identity(_ context: go_nethttp_span_context) -> SpanIdentity? {
         guard context.valid != 0 else { return nil }
         return SpanIdentity(traceID: TraceID(high: context.trace_id_high, low: context.trace_id_low), spanID: SpanID(context.span_id),
-                            parentSpanID: SpanID(context.parent_span_id), flags: UInt32(context.flags))
+                            parentSpanID: SpanID(context.parent_span_id), flags: UInt32(context.flags), parentSource: .injected)
     }
 
     /// The first `length` bytes of a fixed C char array.

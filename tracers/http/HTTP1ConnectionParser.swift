@@ -30,6 +30,8 @@ final class HTTP1ConnectionParser: ConnectionParser {
         var goid: UInt64
         var requestBytes: UInt64
         var identity: SpanIdentity
+        /// Where the request starts in the connection's request-direction byte stream (same-host linking).
+        var streamStart: UInt64
 
         /// Bytes of the request by its framing (head and body); nil when unknown (chunked, head cut off).
         var expectedBytes: UInt64? {
@@ -140,7 +142,9 @@ final class HTTP1ConnectionParser: ConnectionParser {
             let bodyLength = head.isChunked ? nil : head.contentLength ?? 0
             let end = head.headLength.flatMap { length in bodyLength.map { offset + length + $0 } }
             let ownBytes = end.map { UInt64($0 - offset) } ?? (total - UInt64(offset))
-            add(head, start: start, chunk: chunk, bytes: min(ownBytes, total - UInt64(offset)), context: context)
+            // Carried bytes (`extra`) came in the reads before this chunk.
+            let streamStart = (context.position + UInt64(offset)) - min(extra, context.position + UInt64(offset))
+            add(head, start: start, chunk: chunk, bytes: min(ownBytes, total - UInt64(offset)), streamStart: streamStart, context: context)
             if head.headLength == nil, chunk.isComplete, rest.count < Self.maxHeadBuffer {
                 headBuffer = Array(rest) // the head goes on in the next read
                 return
@@ -162,31 +166,34 @@ final class HTTP1ConnectionParser: ConnectionParser {
         last.requestBytes += chunk.length
         last.lastRequestByte = chunk.timestamp
         if role == .server, last.goid == 0 { last.goid = chunk.goid }
-        last.identity = identity(for: head, goid: last.goid, pid: chunk.pid, context: context)
+        last.identity = identity(for: head, goid: last.goid, streamStart: last.streamStart, context: context)
         pending.append(last)
         if head.headLength != nil || complete { headBuffer = [] }
     }
 
-    private func add(_ head: HTTPRequestHead, start: UInt64, chunk: CaptureChunk, bytes: UInt64, context: ParserContext) {
+    private func add(_ head: HTTPRequestHead, start: UInt64, chunk: CaptureChunk, bytes: UInt64, streamStart: UInt64, context: ParserContext) {
         if pending.count >= Self.maxPending {
             pending.removeFirst()
             counters.abandoned.add(1, ordering: .relaxed)
         }
-        let identity = identity(for: head, goid: chunk.goid, pid: chunk.pid, context: context)
+        let identity = identity(for: head, goid: chunk.goid, streamStart: streamStart, context: context)
         pending.append(Pending(pid: chunk.pid, head: head, start: start, lastRequestByte: chunk.timestamp, goid: chunk.goid, requestBytes: bytes,
-                               identity: identity))
+                               identity: identity, streamStart: streamStart))
         if role == .server { context.traceContexts.startServing(.init(pid: chunk.pid, goid: chunk.goid), identity) }
     }
 
-    /// A server span continues an incoming traceparent. A client request that carries one names the span the
-    /// caller's own instrumentation made for this call: this span takes its place, so the server's span
-    /// parents to it; else a client call made while its goroutine serves a request is that request's child.
-    private func identity(for head: HTTPRequestHead, goid: UInt64, pid: UInt32, context: ParserContext) -> SpanIdentity {
-        if role == .server { return context.identity(incoming: head.traceContext) }
-        if let incoming = head.traceContext {
-            return SpanIdentity(traceID: incoming.traceID, spanID: incoming.parentSpanID, parentSpanID: .invalid, flags: UInt32(incoming.flags))
-        }
-        return context.traceContexts.child(of: context.traceContexts.serving(.init(pid: pid, goid: goid)))
+    /// The framework decides (``ParserContext``): a server span is the child of the traced client at the other
+    /// end of the connection on this host, else continues an incoming traceparent; a client span takes the
+    /// ids of a traceparent it carries, else is the child of the request its goroutine serves.
+    /// `streamStart`: where the request starts in its byte stream.
+    private func identity(for head: HTTPRequestHead, goid: UInt64, streamStart: UInt64, context: ParserContext) -> SpanIdentity {
+        // The request line identifies the request on both ends of the connection.
+        var hasher = Hasher()
+        hasher.combine(head.method)
+        hasher.combine(head.target)
+        let fingerprint = UInt64(bitPattern: Int64(hasher.finalize())) | 1
+        if role == .server { return context.identity(incoming: head.traceContext, goid: goid, requestStart: streamStart, fingerprint: fingerprint) }
+        return context.clientIdentity(goid: goid, carried: head.traceContext, requestStart: streamStart, fingerprint: fingerprint)
     }
 
     // MARK: Responses

@@ -58,18 +58,24 @@ public final class CaptureConnection: @unchecked Sendable {
     public let peer: SocketAddress?
     /// The connection carries TLS (its spans are `https`).
     public internal(set) var isTLS: Bool
+    /// Both ends, raw (same-host linking, ``PeerLinks``); nil when unknown.
+    let ends: ConnectionEnds?
 
     public init(id: UInt64, local: SocketAddress?, peer: SocketAddress?, isTLS: Bool) {
         self.id = id
         self.local = local
         self.peer = peer
         self.isTLS = isTLS
+        ends = nil
     }
 
-    convenience init(id: UInt64, tuple: capture_tuple, isTLS: Bool) {
+    init(id: UInt64, tuple: capture_tuple, isTLS: Bool) {
         let family = tuple.family == 0 ? 0 : UInt16(AF_INET6)
-        self.init(id: id, local: SocketAddress(family: family, bytes: tuple.local_address, port: tuple.local_port),
-                  peer: SocketAddress(family: family, bytes: tuple.remote_address, port: tuple.remote_port), isTLS: isTLS)
+        self.id = id
+        local = SocketAddress(family: family, bytes: tuple.local_address, port: tuple.local_port)
+        peer = SocketAddress(family: family, bytes: tuple.remote_address, port: tuple.remote_port)
+        self.isTLS = isTLS
+        ends = family == 0 ? nil : ConnectionEnds(tuple)
     }
 }
 
@@ -116,15 +122,4 @@ public protocol ConnectionParser: AnyObject {
     func consume(_ chunk: CaptureChunk, context: ParserContext, into exchanges: inout [Exchange])
     /// The connection was closed at `timestamp`: appends what it completes; nothing more will come.
     func close(at timestamp: UInt64, context: ParserContext, into exchanges: inout [Exchange])
-}
-
-/// What parsers need from the framework: span identities, and goroutine context for calls made while a
-/// request is being served.
-public struct ParserContext {
-    public let traceContexts: TraceContexts
-
-    /// Ids for a span starting now: a child of `incoming` (a traceparent it carried) or a new trace.
-    public func identity(incoming: W3CTraceContext?) -> SpanIdentity {
-        traceContexts.newIdentity(parent: incoming.map { ($0.traceID, $0.parentSpanID, UInt32($0.flags)) })
-    }
 }

@@ -46,6 +46,11 @@ public final class ConnectionTracker: @unchecked Sendable {
         var parser: (any ConnectionParser)?
         var attempts = 0
         var givenUp = false
+        /// Another tracer makes this connection's spans: the parser runs for same-host linking only.
+        var shadow = false
+        /// Bytes sent and received since the connection was first seen (stream positions).
+        var sent: UInt64 = 0
+        var received: UInt64 = 0
 
         init(connection: CaptureConnection, pid: UInt32) {
             self.connection = connection
@@ -54,19 +59,22 @@ public final class ConnectionTracker: @unchecked Sendable {
     }
 
     public let counters = Counters()
+    /// Same-host linking of server spans to the traced clients at the other end of their connections.
+    public let peerLinks: PeerLinks
     private var entries: [UInt64: Entry] = [:]
     /// Processes that exited, whose connections go at the next event (any thread may add).
     private let exited = Mutex<[UInt32]>([])
     private let parsersOf: (_ pid: UInt32, _ follows: UInt32) -> ProcessParsers?
     private let countOnly: (UInt64) -> Void
-    private let context: ParserContext
+    private let traceContexts: TraceContexts
 
     /// `parsers`: the parsers of a process, given the selected process it follows when the kernel prepared
     /// it at fork (`capture_chunk_event.follows`, 0: none); nil when neither is selected. `countOnly`: tells
     /// the kernel to stop copying a connection's bytes (`capture_verdicts`).
     public init(traceContexts: TraceContexts, parsers: @escaping (_ pid: UInt32, _ follows: UInt32) -> ProcessParsers?,
                 countOnly: @escaping (UInt64) -> Void) {
-        context = ParserContext(traceContexts: traceContexts)
+        self.traceContexts = traceContexts
+        peerLinks = PeerLinks(traceContexts: traceContexts)
         parsersOf = parsers
         self.countOnly = countOnly
     }
@@ -75,7 +83,10 @@ public final class ConnectionTracker: @unchecked Sendable {
     /// completes.
     public func handle(_ event: UnsafeRawBufferPointer, into exchanges: inout [Exchange]) {
         let gone = exited.withLock { exited in defer { exited.removeAll() }; return exited }
-        if !gone.isEmpty { entries = entries.filter { !gone.contains($0.value.pid) } }
+        if !gone.isEmpty {
+            entries = entries.filter { !gone.contains($0.value.pid) }
+            for pid in gone { peerLinks.forget(pid: pid) }
+        }
         guard event.count >= MemoryLayout<tracer_event_header>.size else { return malformed() }
         // The type as it is: a value past Int32.max is one more malformed event, not a trap.
         switch event.loadUnaligned(as: UInt32.self) {
@@ -97,9 +108,14 @@ public final class ConnectionTracker: @unchecked Sendable {
         case UInt32(CAPTURE_EVENT_CLOSE):
             guard event.count >= MemoryLayout<capture_close_event>.size else { return malformed() }
             let close = event.loadUnaligned(as: capture_close_event.self)
+            peerLinks.closed(connection: close.connection)
             guard let entry = entries.removeValue(forKey: close.connection) else { return }
             if let parser = entry.parser {
-                parser.close(at: close.header.timestamp_ns, context: context, into: &exchanges)
+                let first = exchanges.count
+                parser.close(at: close.header.timestamp_ns,
+                             context: context(entry, pid: close.header.pid, timestamp: close.header.timestamp_ns, position: entry.received),
+                             into: &exchanges)
+                finish(entry, exchanges: &exchanges, from: first)
             } else if !entry.givenUp && entry.attempts > 0 {
                 countUnclaimed(entry) // it carried bytes, and ended before any parser recognised them
             }
@@ -129,8 +145,12 @@ public final class ConnectionTracker: @unchecked Sendable {
             direction: event.direction == UInt8(CAPTURE_DIRECTION_SEND) ? .send : .receive,
             isTLSPlaintext: event.source == UInt8(CAPTURE_SOURCE_LIBSSL), length: UInt64(event.length), data: data, tail: tail,
             timestamp: event.header.timestamp_ns)
+        let position = chunk.direction == .send ? entry.sent : entry.received
+        if chunk.direction == .send { entry.sent &+= chunk.length } else { entry.received &+= chunk.length }
         if let parser = entry.parser {
-            parser.consume(chunk, context: context, into: &exchanges)
+            let first = exchanges.count
+            parser.consume(chunk, context: context(entry, pid: chunk.pid, timestamp: chunk.timestamp, position: position), into: &exchanges)
+            finish(entry, exchanges: &exchanges, from: first)
             return
         }
         guard !entry.givenUp, !data.isEmpty else { return }
@@ -139,17 +159,43 @@ public final class ConnectionTracker: @unchecked Sendable {
             guard let parser = candidate.claim(chunk, connection: entry.connection) else { continue }
             if process.ownedElsewhere.contains(parser.kind) {
                 counters.ownedElsewhere.add(1, ordering: .relaxed)
-                giveUp(entry)
-                return
+                // A client connection stays parsed, its exchanges dropped: its requests name the other tracer's
+                // calls, so a traced server on this host that reads them links to those spans.
+                guard parser.kind.role == .client else {
+                    giveUp(entry)
+                    return
+                }
+                entry.shadow = true
             }
             entry.parser = parser
-            parser.consume(chunk, context: context, into: &exchanges)
+            let first = exchanges.count
+            parser.consume(chunk, context: context(entry, pid: chunk.pid, timestamp: chunk.timestamp, position: position),
+                           into: &exchanges)
+            finish(entry, exchanges: &exchanges, from: first)
             return
         }
         entry.attempts += 1
         if entry.attempts >= Self.claimAttempts {
             countUnclaimed(entry)
             giveUp(entry)
+        }
+    }
+
+    private func context(_ entry: Entry, pid: UInt32, timestamp: UInt64, position: UInt64) -> ParserContext {
+        ParserContext(traceContexts: traceContexts, links: peerLinks, connection: entry.connection, pid: pid, timestamp: timestamp,
+                      position: position, shadow: entry.shadow)
+    }
+
+    /// The exchanges a parser of `entry` appended from `first` on: dropped for a shadow connection; a server
+    /// span linked to its client after its read (``PeerLinks``) takes those ids.
+    private func finish(_ entry: Entry, exchanges: inout [Exchange], from first: Int) {
+        guard first < exchanges.count else { return }
+        if entry.shadow {
+            exchanges.removeSubrange(first...)
+            return
+        }
+        for index in first..<exchanges.count {
+            if let linked = peerLinks.finish(exchanges[index].identity.spanID) { exchanges[index].identity = linked }
         }
     }
 

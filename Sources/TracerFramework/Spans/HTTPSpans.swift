@@ -10,12 +10,15 @@ public struct SpanIdentity: Sendable, Equatable {
     public var spanID: SpanID
     public var parentSpanID: SpanID
     public var flags: UInt32
+    /// Where the parent came from (`tracer.parent.source`); nil for a root span or when unknown.
+    public var parentSource: ParentSource?
 
-    public init(traceID: TraceID, spanID: SpanID, parentSpanID: SpanID, flags: UInt32) {
+    public init(traceID: TraceID, spanID: SpanID, parentSpanID: SpanID, flags: UInt32, parentSource: ParentSource? = nil) {
         self.traceID = traceID
         self.spanID = spanID
         self.parentSpanID = parentSpanID
         self.flags = flags
+        self.parentSource = parentSpanID == .invalid ? nil : parentSource
     }
 }
 
@@ -268,6 +271,7 @@ public enum HTTPSpans {
         let start = unixNanoseconds(exchange.start)
         let end = max(unixNanoseconds(exchange.end), start)
         let identity = exchange.identity
+        if let source = identity.parentSource { attributes.appendUnchecked(ParentSource.attribute, .string(source.rawValue)) }
         return Span(name: method == "_OTHER" ? "HTTP" : method, kind: isServer ? .server : .client,
                     traceID: identity.traceID, spanID: identity.spanID, parentSpanID: identity.parentSpanID,
                     flags: identity.flags, startTimeUnixNano: start, endTimeUnixNano: end, status: status,

@@ -15,9 +15,17 @@ public final class TraceContexts: Sendable {
         }
     }
 
+    struct Call {
+        var identity: SpanIdentity
+        var start: UInt64
+        var claimed = false
+    }
+
     private struct State {
         var serving: [Goroutine: SpanIdentity] = [:]
         var decided: [Goroutine: SpanIdentity] = [:]
+        /// Client calls another tracer is making (by process), for same-host linking of their connections.
+        var calls: [UInt32: [Call]] = [:]
         /// Ids: seeded once from the system generator (a getrandom(2) per id would cost a syscall per span).
         var random = SplitMix64()
     }
@@ -30,17 +38,62 @@ public final class TraceContexts: Sendable {
 
     public init() {}
 
-    /// New ids: a child of `parent` (trace id, parent span id, flags), or the root of a new trace.
-    public func newIdentity(parent: (TraceID, SpanID, UInt32)?) -> SpanIdentity {
+    /// New ids: a child of `parent` (trace id, parent span id, flags; found through `source`), or the root
+    /// of a new trace.
+    public func newIdentity(parent: (TraceID, SpanID, UInt32)?, source: ParentSource? = nil) -> SpanIdentity {
         state.withLock { state in
             SpanIdentity(traceID: parent?.0 ?? .random(using: &state.random), spanID: .random(using: &state.random),
-                         parentSpanID: parent?.1 ?? .invalid, flags: parent?.2 ?? 1)
+                         parentSpanID: parent?.1 ?? .invalid, flags: parent?.2 ?? 1, parentSource: parent == nil ? nil : source)
         }
     }
 
-    /// A new span that is the child of `parent`'s span, or a new trace without one.
+    /// A new span that is the child of `parent`'s span (the one its goroutine or thread serves), or a new
+    /// trace without one.
     public func child(of parent: SpanIdentity?) -> SpanIdentity {
-        newIdentity(parent: parent.map { ($0.traceID, $0.spanID, $0.flags) })
+        newIdentity(parent: parent.map { ($0.traceID, $0.spanID, $0.flags) }, source: .goroutine)
+    }
+
+    /// The server span `spanID` that `goroutine` serves took other ids after it started (``PeerLinks``):
+    /// calls it makes from now on are their children.
+    func replaceServing(_ goroutine: Goroutine, spanID: SpanID, with identity: SpanIdentity) {
+        guard goroutine.goid != 0 else { return }
+        state.withLock { state in
+            if state.serving[goroutine]?.spanID == spanID { state.serving[goroutine] = identity }
+        }
+    }
+
+    /// A tracer that makes client spans itself (from probes, not the capture layer) started a call of process
+    /// `pid` with ids `identity` at `start`: the request it writes may be a traced server's parent.
+    public func startCall(pid: UInt32, identity: SpanIdentity, at start: UInt64) {
+        state.withLock { state in
+            if state.calls.count >= Self.limit { state.calls.removeAll() }
+            var calls = state.calls[pid, default: []]
+            if calls.count >= 256 { calls.removeFirst() }
+            calls.append(Call(identity: identity, start: start))
+            state.calls[pid] = calls
+        }
+    }
+
+    /// The call of `startCall` ended.
+    public func endCall(pid: UInt32, spanID: SpanID) {
+        state.withLock { state in
+            guard var calls = state.calls[pid] else { return }
+            calls.removeAll { $0.identity.spanID == spanID }
+            state.calls[pid] = calls.isEmpty ? nil : calls
+        }
+    }
+
+    /// The ids of the one call of `pid` in flight, started before `timestamp` and not yet named by a request
+    /// (it is named by this one from now on); nil when there is none or more than one (no guessing).
+    func claimCall(pid: UInt32, before timestamp: UInt64) -> SpanIdentity? {
+        state.withLock { state in
+            guard var calls = state.calls[pid] else { return nil }
+            let open = calls.indices.filter { !calls[$0].claimed && calls[$0].start <= timestamp }
+            guard open.count == 1, let index = open.first else { return nil }
+            calls[index].claimed = true
+            state.calls[pid] = calls
+            return calls[index].identity
+        }
     }
 
     /// Goroutine `goroutine` started serving the server span `identity`.
@@ -82,6 +135,7 @@ public final class TraceContexts: Sendable {
         state.withLock { state in
             state.serving = state.serving.filter { $0.key.pid != pid }
             state.decided = state.decided.filter { $0.key.pid != pid }
+            state.calls[pid] = nil
         }
     }
 }

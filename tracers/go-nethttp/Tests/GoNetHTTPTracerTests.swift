@@ -190,9 +190,12 @@ final class GoNetHTTPTracerTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(client.startTimeUnixNano, proxy.startTimeUnixNano)
         XCTAssertLessThanOrEqual(client.endTimeUnixNano, proxy.endTimeUnixNano)
 
-        // Without context injection the upstream request starts its own trace.
+        // Without context injection, same-host linking: the upstream server span (same host, traced) is the
+        // child of the client span at the other end of its connection, not of the forwarded traceparent.
         let upstreamSpan = try XCTUnwrap(serverSpans(spans, path: "/hello").first)
-        XCTAssertNotEqual(upstreamSpan.traceID, proxy.traceID)
+        XCTAssertEqual(upstreamSpan.traceID, proxy.traceID)
+        XCTAssertEqual(upstreamSpan.parentSpanID, client.spanID)
+        XCTAssertEqual(upstreamSpan.string(ParentSource.attribute), "same-host-peer")
         XCTAssertGreaterThanOrEqual(upstreamSpan.startTimeUnixNano, client.startTimeUnixNano)
     }
 

@@ -1,0 +1,87 @@
+import CTracerABI
+import Telemetry
+
+/// What parsers need from the framework while they handle one chunk of a connection: span identities
+/// (goroutine context for calls made while a request is served, and same-host peers: ``PeerLinks``), and
+/// where the chunk sits in its direction's byte stream.
+public struct ParserContext {
+    public let traceContexts: TraceContexts
+    /// Bytes the connection carried in the current chunk's direction before this chunk (counted from when
+    /// the capture layer first saw the connection): where the chunk starts in its byte stream.
+    public let position: UInt64
+    let links: PeerLinks?
+    let connection: CaptureConnection?
+    let pid: UInt32
+    let timestamp: UInt64
+    /// Another tracer makes this connection's spans (e.g. Go's HTTP client from uprobes): the parser's
+    /// exchanges are dropped, its client requests only name that tracer's call for same-host linking.
+    let shadow: Bool
+
+    /// A context without a connection (tests, fuzzing): no same-host linking.
+    public init(traceContexts: TraceContexts) {
+        self.init(traceContexts: traceContexts, links: nil, connection: nil, pid: 0, timestamp: 0, position: 0, shadow: false)
+    }
+
+    init(traceContexts: TraceContexts, links: PeerLinks?, connection: CaptureConnection?, pid: UInt32, timestamp: UInt64,
+         position: UInt64, shadow: Bool) {
+        self.traceContexts = traceContexts
+        self.links = links
+        self.connection = connection
+        self.pid = pid
+        self.timestamp = timestamp
+        self.position = position
+        self.shadow = shadow
+    }
+
+    /// Ids for a server span whose request starts now: the child of the traced client span at the other end
+    /// of the connection on this host (same-host linking wins over a traceparent, which in a proxy names the
+    /// proxy's caller), else of `incoming` (a traceparent it carried), else a new trace.
+    /// `goid`: the goroutine serving it (Go), `requestStart`: where the request starts in the incoming byte
+    /// stream (default: at this chunk), `fingerprint`: a hash of what identifies the request on both ends
+    /// (e.g. HTTP's method and target; 0: none), so a side seen from mid-stream never links to another request.
+    public func identity(incoming: W3CTraceContext?, goid: UInt64 = 0, requestStart: UInt64? = nil, fingerprint: UInt64 = 0) -> SpanIdentity {
+        let provisional = traceContexts.newIdentity(parent: incoming.map { ($0.traceID, $0.parentSpanID, UInt32($0.flags)) },
+                                                    source: .traceparent)
+        guard let links, let connection else { return provisional }
+        return links.server(connection: connection, pid: pid, goid: goid, position: requestStart ?? position, timestamp: timestamp,
+                            fingerprint: fingerprint, provisional: provisional)
+    }
+
+    /// Ids for a client span whose request starts now (at `requestStart` of the outgoing byte stream; default:
+    /// at this chunk), made by goroutine `goid`: the child of the request that goroutine serves, or a new
+    /// trace. A request that `carried` a traceparent names the span the caller's own instrumentation made
+    /// for this call: the span takes its ids. A traced server on this host that reads the request becomes
+    /// its child (`fingerprint` as in ``identity(incoming:goid:requestStart:fingerprint:)``).
+    public func clientIdentity(goid: UInt64, carried: W3CTraceContext?, requestStart: UInt64? = nil, fingerprint: UInt64 = 0) -> SpanIdentity {
+        let identity: SpanIdentity
+        if shadow {
+            // The call is another tracer's span: name it, if exactly one is in flight.
+            guard let call = traceContexts.claimCall(pid: pid, before: timestamp) else {
+                links?.counters.ambiguousCalls.add(1, ordering: .relaxed)
+                return traceContexts.newIdentity(parent: nil)
+            }
+            identity = call
+        } else if let carried {
+            identity = SpanIdentity(traceID: carried.traceID, spanID: carried.parentSpanID, parentSpanID: .invalid, flags: UInt32(carried.flags))
+        } else {
+            identity = traceContexts.child(of: traceContexts.serving(.init(pid: pid, goid: goid)))
+        }
+        if let links, let connection {
+            links.clientRequest(connection: connection, pid: pid, position: requestStart ?? position, timestamp: timestamp,
+                                fingerprint: fingerprint, identity: identity)
+        }
+        return identity
+    }
+}
+
+extension ConnectionEnds {
+    init(_ tuple: capture_tuple) {
+        func halves<T>(_ address: T) -> (UInt64, UInt64) {
+            withUnsafeBytes(of: address) { ($0.loadUnaligned(fromByteOffset: 0, as: UInt64.self), $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+        }
+        let local = halves(tuple.local_address)
+        let remote = halves(tuple.remote_address)
+        self.init(localHigh: local.0, localLow: local.1, remoteHigh: remote.0, remoteLow: remote.1,
+                  localPort: tuple.local_port, remotePort: tuple.remote_port)
+    }
+}
