@@ -16,6 +16,7 @@ struct AgentRunner {
             do { return try ConfigurationFile(path: path) } catch { throw ValidationError("\(error)") }
         }
         let selection = try options.selection(file: file)
+        let kernelTracerList = try options.kernelTracerList(file: file)
         let level = try options.level(file: file)
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -41,6 +42,9 @@ struct AgentRunner {
             objects?.summary.forEach { logger.info("\($0)") }
         }
         let flowMetrics = options.networkFlows ? startFlowMetrics(outputs: outputs, logger: logger) : nil
+        let kernelTracers = kernelTracerList.isEmpty ? nil
+            : KernelTracersBesideAgent(tracers: kernelTracerList, format: outputs.printFormat, resource: outputs.agentResource, logger: logger)
+        if let kernelTracers { outputs.observe(kernelTracers) }
         let finished = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         for signalNumber in [SIGINT, SIGTERM] {
@@ -59,6 +63,7 @@ struct AgentRunner {
         agent.stop()
         objects?.stop()
         flowMetrics?.stop()
+        kernelTracers?.stop()
         outputs.shutdown(timeout: .seconds(2))
         let metrics = agent.metricsSnapshot
         logger.info("stopped: \(metrics.spans) spans, \(metrics.events) events, \(metrics.eventsDroppedUserspace) dropped in user space, \(metrics.eventsDroppedKernel) dropped in the kernel")

@@ -13,7 +13,7 @@ final class Outputs {
     let printFormat: String
     private let exporter: OTLPTraceExporter?
     private let metricsExporter: OTLPMetricsExporter?
-    /// Made when objects run beside the agent and OTLP export is on (their records are log records).
+    /// Made when objects or event-emitting kernel tracers run beside the agent and OTLP export is on.
     private var logExporter: OTLPLogExporter?
     private let settings: ExportSettings
     private let exporting: Bool
@@ -21,7 +21,7 @@ final class Outputs {
     private let prometheus: PrometheusServer?
     private let registry = MetricsRegistry()
     private let red: REDMetrics
-    private let agentResource = Resource(attributes: [
+    let agentResource = Resource(attributes: [
         SemanticConventions.serviceName: "tracer", SemanticConventions.telemetrySDKName: "tracer",
         SemanticConventions.hostName: .string(ProcessInfo.processInfo.hostName),
     ])
@@ -110,15 +110,28 @@ final class Outputs {
     /// as log records (agent resource); maps published as metrics.
     func observe(_ objects: ObjectsBesideAgent) throws {
         registry.register { objects.metrics() }
-        if exporting && logExporter == nil {
-            let logs = OTLPLogExporter(settings: settings, logger: logger)
-            registry.register(logExporter: logs.stats)
-            logExporter = logs
-            logger.info("exporting object records as log records to \(settings.logsURL)")
-        }
+        if exporting { _ = logExporterStarted(for: "object records") }
         do { try objects.start(format: printFormat, logs: logExporter, resource: agentResource) } catch {
             throw ValidationError(error.description)
         }
+    }
+
+    /// Publishes the kernel tracers' metrics with the others and, with OTLP export on, sends their events as
+    /// log records.
+    func observe(_ kernel: KernelTracersBesideAgent) {
+        registry.register { [kernel] in kernel.metrics() }
+        guard exporting && kernel.emitsEvents else { return }
+        kernel.send(logs: logExporterStarted(for: "kernel tracer events"))
+    }
+
+    /// The OTLP log exporter, made on first use (`what` names what it carries, for the start line).
+    private func logExporterStarted(for what: String) -> OTLPLogExporter {
+        if let logExporter { return logExporter }
+        let logs = OTLPLogExporter(settings: settings, logger: logger)
+        registry.register(logExporter: logs.stats)
+        logExporter = logs
+        logger.info("exporting \(what) as log records to \(settings.logsURL)")
+        return logs
     }
 
     /// Publishes network flow metrics (`--network-flows`) with the others.

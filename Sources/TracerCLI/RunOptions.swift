@@ -3,6 +3,7 @@ import BPFRuntime
 import Foundation
 import Logging
 import TracerFramework
+import Tracers
 
 /// What to trace and where spans go: the agent's own flags (`tracer --pid 1234`).
 struct RunOptions: ParsableArguments {
@@ -63,6 +64,9 @@ struct RunOptions: ParsableArguments {
     @Flag(name: .customLong("network-flows"), help: "Also account every network flow of the machine (tracer flows) and export bytes and packets by source, destination, port and transport with the other metrics (OTLP, /metrics). When the kernel offers no hooks for it, one line says why and tracing carries on.")
     var networkFlows = false
 
+    @Option(name: .customLong("kernel-tracers"), help: ArgumentHelp("Also run these kernel utility tracers (comma-separated: \(TracerRegistry.kernelTracers.map(\.name).joined(separator: ", "))): histograms exported as metrics (OTLP, /metrics), events printed with the spans and exported as log records. One that cannot attach here is left out with one line saying why.", valueName: "names"))
+    var kernelTracers: String?
+
     @Option(name: .customLong("ring-buffer-size"), help: ArgumentHelp("Size of the kernel-to-agent event ring in MiB, a power of two. Raise it when the stop line reports events dropped in the kernel.", valueName: "MiB"))
     var ringBufferMiB = 2
 
@@ -82,7 +86,14 @@ struct RunOptions: ParsableArguments {
     /// Whether anything says what to trace.
     var selectsProcesses: Bool {
         !pids.isEmpty || !executables.isEmpty || openPorts != nil || !names.isEmpty || language != nil || cgroup != nil || config != nil
-            || !objects.isEmpty
+            || !objects.isEmpty || kernelTracers != nil
+    }
+
+    /// The kernel tracers to run: the flag's list, else the file's `kernel_tracers`; an unknown name is an error.
+    func kernelTracerList(file: ConfigurationFile?) throws -> [any KernelTracer] {
+        let names = kernelTracers.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } } ?? file?.kernelTracers ?? []
+        let source = kernelTracers != nil ? "--kernel-tracers" : "\(config ?? "config"): kernel_tracers"
+        do { return try KernelTracersBesideAgent.tracers(named: names) } catch { throw ValidationError("\(source): \(error)") }
     }
 
     /// The selection from the flags, with the file's entries after them (flags first: their service name wins).

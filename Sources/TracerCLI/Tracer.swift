@@ -32,6 +32,8 @@ struct Tracer: ParsableCommand {
               tracer flows [--json] [--interval S]    network flows: bytes and packets both ways
               tracer ps --exe '*/api'                 what the flags would select, and why
               tracer tool runqlat --interval 1 --count 5     run-queue delay histogram (libbpf-tools style)
+              tracer tool oomkill --json              one line per OOM kill
+              tracer --pid 1234 --kernel-tracers runqlat,oomkill   kernel tracers exported with the spans
             """,
         subcommands: [RunCommand.self, FeaturesCommand.self, InspectCommand.self, ObjectCommand.self, FlowsCommand.self, ToolCommand.self, PsCommand.self],
         defaultSubcommand: RunCommand.self)

@@ -21,6 +21,7 @@ import Yams
 /// print: json                   # text | json | none
 /// log_level: info
 /// db_query_text: sanitized       # off (default) | sanitized | full: db.query.text of database spans
+/// kernel_tracers: [runqlat, oomkill] # kernel utility tracers run by the agent too
 /// routes: ["/users/{id}"]        # route patterns for http.route and low-cardinality metrics
 /// export:                        # OTLP export; the OTEL_EXPORTER_OTLP_* variables and flags win
 ///   endpoint: http://collector:4318
@@ -39,6 +40,8 @@ public struct ConfigurationFile: Sendable, Equatable {
     public var objects: [String] = []
     /// `db_query_text`: off, sanitized or full (see `DatabaseQueryText`).
     public var databaseQueryText: String?
+    /// `kernel_tracers`: kernel utility tracers the agent runs too (`--kernel-tracers`).
+    public var kernelTracers: [String] = []
 
     public init() {}
 
@@ -60,7 +63,7 @@ public struct ConfigurationFile: Sendable, Equatable {
         }
         guard let root else { return } // an empty file configures nothing
         guard let top = root as? [String: Any] else { throw ConfigurationError(file: file, problem: "the top level must be a mapping") }
-        try Self.checkKeys(top, allowed: ["discovery", "print", "log_level", "routes", "export", "objects", "db_query_text"], at: "top level", file: file)
+        try Self.checkKeys(top, allowed: ["discovery", "print", "log_level", "routes", "export", "objects", "db_query_text", "kernel_tracers"], at: "top level", file: file)
         if let discovery = top["discovery"] {
             guard let discovery = discovery as? [String: Any] else { throw ConfigurationError(file: file, problem: "discovery must be a mapping") }
             try Self.checkKeys(discovery, allowed: ["instrument", "services", "exclude", "include_children"], at: "discovery", file: file)
@@ -90,6 +93,12 @@ public struct ConfigurationFile: Sendable, Equatable {
                 throw ConfigurationError(file: file, problem: "objects must be a list of BPF object or package paths")
             }
             objects = list.compactMap { $0 as? String }
+        }
+        if let value = top["kernel_tracers"] {
+            guard let list = value as? [Any], list.allSatisfy({ $0 is String }) else {
+                throw ConfigurationError(file: file, problem: "kernel_tracers must be a list of kernel tracer names, e.g. [runqlat, oomkill]")
+            }
+            kernelTracers = list.compactMap { $0 as? String }
         }
         if let value = top["routes"] {
             guard let list = value as? [Any], list.allSatisfy({ ($0 as? String)?.hasPrefix("/") == true }) else {

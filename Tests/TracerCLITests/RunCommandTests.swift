@@ -78,6 +78,7 @@ final class RunCommandTests: XCTestCase {
             (["--exe", "*/x", "--log-level", "loud"], "--log-level: expected trace"),
             (["--exe", "*/x", "--ring-buffer-size", "3"], "--ring-buffer-size: expected a power of two from 1 to 1024 (MiB), not 3"),
             (["--exe", "*/x", "--ring-buffer-size", "2048"], "--ring-buffer-size: expected a power of two"),
+            (["--kernel-tracers", "runqlat,biosnoop"], "--kernel-tracers: unknown kernel tracer 'biosnoop' (known: runqlat, oomkill"),
         ] {
             let result = try runProduct("tracer", arguments)
             XCTAssertNotEqual(result.status, 0, "\(arguments)")
@@ -93,6 +94,13 @@ final class RunCommandTests: XCTestCase {
         XCTAssertNotEqual(result.status, 0)
         let firstLine = String(result.stderr.split(separator: "\n").first ?? "")
         XCTAssertTrue(firstLine.contains("\(config.path): unknown key 'exe_pth' at discovery.instrument[0]"), result.stderr)
+
+        try "kernel_tracers: runqlat\n".write(to: config, atomically: true, encoding: .utf8)
+        let notAList = try runProduct("tracer", ["--config", config.path])
+        XCTAssertTrue(notAList.stderr.contains("\(config.path): kernel_tracers must be a list of kernel tracer names"), notAList.stderr)
+        try "kernel_tracers: [runqlat, nope]\n".write(to: config, atomically: true, encoding: .utf8)
+        let unknown = try runProduct("tracer", ["--config", config.path])
+        XCTAssertTrue(unknown.stderr.split(separator: "\n").first?.contains("\(config.path): kernel_tracers: unknown kernel tracer 'nope'") ?? false, unknown.stderr)
 
         let missing = try runProduct("tracer", ["--config", directory.appendingPathComponent("nope.yaml").path])
         XCTAssertTrue(missing.stderr.contains("nope.yaml: no such file"), missing.stderr)
