@@ -26,5 +26,6 @@ public enum TracerRegistry {
     public static let kernelTracers: [any KernelTracer] = [
         RunqlatTracer(),
         OOMKillTracer(),
+        TCPTracer(),
     ]
 }

@@ -8,7 +8,7 @@ import Tracers
 struct ToolCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tool",
-        abstract: "Run one kernel utility tracer (runqlat, oomkill) and print its histograms or events.",
+        abstract: "Run one kernel utility tracer (runqlat, oomkill, tcp) and print its histograms or events.",
         discussion: """
             Histogram tools print the histogram of each interval (the maps are emptied after each read, as
             libbpf-tools do) and once more at the end; event tools print each event as it is read. Runs
@@ -19,6 +19,7 @@ struct ToolCommand: ParsableCommand {
               tracer tool runqlat --interval 1 --count 5
               tracer tool runqlat --per-process --pid 1234 --json
               tracer tool oomkill --json
+              tracer tool tcp --pid 1234
             """)
 
     @Argument(help: ArgumentHelp("The tool: \(TracerRegistry.kernelTracers.map(\.name).joined(separator: ", ")).", valueName: "name"))

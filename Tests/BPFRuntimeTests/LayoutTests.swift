@@ -66,6 +66,8 @@ final class SharedHeaderLayoutTests: XCTestCase {
         "kernel_event_header": layout(kernel_event_header()),
         "runqlat_key": layout(runqlat_key()),
         "oomkill_event": layout(oomkill_event()),
+        "tcp_event": layout(tcp_event()),
+        "tcp_endpoint_key": layout(tcp_endpoint_key()),
         "flow_owner": layout(flow_owner()),
     ]
 
@@ -78,7 +80,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         ("selftest", BPFPrograms.Selftest.object), ("process_watcher", BPFPrograms.ProcessWatcher.object),
         ("capture", BPFPrograms.Capture.object), ("go_nethttp", Tracers.GoNethttp.object),
         ("flows_skb", Tracers.FlowsSkb.object), ("runqlat", Tracers.Runqlat.object),
-        ("oomkill", Tracers.Oomkill.object),
+        ("oomkill", Tracers.Oomkill.object), ("tcp", Tracers.Tcp.object),
     ]
 
     func testEveryStructOfTheSharedHeadersMatchesSwiftAndBTF() throws {

@@ -12,5 +12,6 @@
 #include "../../../bpf/kernel_tracer.h"
 #include "../../../tracers/runqlat/runqlat.h"
 #include "../../../tracers/oomkill/oomkill.h"
+#include "../../../tracers/tcp/tcp.h"
 
 #endif

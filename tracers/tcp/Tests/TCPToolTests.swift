@@ -1,0 +1,143 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// `tracer tool tcp` as a user runs it (the built binary) while Debian's libbpf-tools `tcplife` (0.26, on the
+/// same sock:inet_sock_set_state tracepoint: it runs on this kernel) watches the same connections: a Python
+/// process the test starts makes five connections to its own server with known payloads and three to a
+/// port nothing listens on.
+final class TCPToolTests: XCTestCase {
+    /// Waits for a line on stdin, then: connection i sends 3000 + 1000·i bytes and half-closes, the server
+    /// answers 5000 + 100·i bytes and closes; then three connects to argv[1] (refused). Prints the server port
+    /// first and `done` at the end.
+    static let workload = """
+        import socket, sys, threading
+        closed_port = int(sys.argv[1])
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        print(port, flush=True)
+        sys.stdin.readline()
+
+        def read_all(sock):
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return data
+                data += chunk
+
+        def serve():
+            for i in range(5):
+                conn, _ = listener.accept()
+                read_all(conn)
+                conn.sendall(b"s" * (5000 + 100 * i))
+                conn.close()
+
+        server = threading.Thread(target=serve)
+        server.start()
+        for i in range(5):
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(b"c" * (3000 + 1000 * i))
+            client.shutdown(socket.SHUT_WR)
+            read_all(client)
+            client.close()
+        server.join()
+        for _ in range(3):
+            try:
+                socket.create_connection(("127.0.0.1", closed_port)).close()
+            except ConnectionRefusedError:
+                pass
+        print("done", flush=True)
+        """
+
+    var tracerPath: String { productsDirectory.appendingPathComponent("tracer").path }
+
+    private func jsonLines(_ text: String) -> [[String: Any]] {
+        text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    func testConnectsAcceptsFailuresAndClosesWithBytesMatchTcplife() throws {
+        try requireBPF()
+        try requireExecutable("/usr/sbin/tcplife", package: "libbpf-tools")
+        let directory = try temporaryDirectory(self)
+        let script = directory.appendingPathComponent("workload.py")
+        try Self.workload.write(to: script, atomically: true, encoding: .utf8)
+        let closedPort = unusedTCPPort()
+        let workload = try BackgroundCommand("/usr/bin/python3", [script.path, String(closedPort)])
+        XCTAssertTrue(workload.waitFor("\n"), workload.stderr)
+        let serverPort = try XCTUnwrap(Int(workload.stdout.trimmingCharacters(in: .whitespacesAndNewlines)), workload.stdout)
+
+        let ours = try BackgroundCommand(tracerPath, ["tool", "tcp", "--json"])
+        let filtered = try BackgroundCommand(tracerPath, ["tool", "tcp", "--json", "--pid", "1"])
+        let theirs = try BackgroundCommand("/usr/bin/stdbuf", ["-oL", "/usr/sbin/tcplife", "-p", String(workload.pid)])
+        XCTAssertTrue(ours.waitFor("Ctrl-C to end"), ours.stderr)
+        XCTAssertTrue(filtered.waitFor("Ctrl-C to end"), filtered.stderr)
+        XCTAssertTrue(theirs.waitFor("PID"), theirs.stdout + theirs.stderr)
+        XCTAssertTrue(ours.stderr.contains("hooks: tp_btf inet_sock_set_state, tcp_retransmit_skb"), ours.stderr)
+        workload.input.fileHandleForWriting.write(Data("go\n".utf8))
+        XCTAssertTrue(workload.waitFor("done", timeout: 30), workload.stdout + workload.stderr)
+        XCTAssertEqual(workload.waitForExit(), 0, workload.stderr)
+        usleep(300_000)
+        XCTAssertEqual(ours.stop(), 0, ours.stderr)
+        XCTAssertEqual(filtered.stop(), 0, filtered.stderr)
+        XCTAssertEqual(theirs.stop(), 0, theirs.stderr)
+
+        let events = jsonLines(ours.stdout).filter { $0["tool"] as? String == "tcp" && $0["event"] != nil }
+        func port(_ event: [String: Any], _ side: String) -> Int { event["network.\(side).port"] as? Int ?? -1 }
+        let mine = events.filter { [serverPort, closedPort].contains(port($0, "peer")) || port($0, "local") == serverPort }
+        func named(_ name: String) -> [[String: Any]] { mine.filter { $0["event"] as? String == name } }
+
+        let connects = named("connect")
+        XCTAssertEqual(connects.count, 5, "\(mine)")
+        for connect in connects {
+            XCTAssertEqual(connect["pid"] as? Int, Int(workload.pid), "\(connect)")
+            XCTAssertEqual(connect["comm"] as? String, "python3", "\(connect)")
+            XCTAssertEqual(port(connect, "peer"), serverPort)
+            XCTAssertEqual(connect["network.peer.address"] as? String, "127.0.0.1")
+        }
+        let failures = named("connect_failed")
+        XCTAssertEqual(failures.count, 3, "\(mine)")
+        XCTAssertTrue(failures.allSatisfy { $0["error.type"] as? String == "ECONNREFUSED" && port($0, "peer") == closedPort && $0["pid"] as? Int == Int(workload.pid) }, "\(failures)")
+        let accepts = named("accept")
+        XCTAssertEqual(accepts.count, 5, "\(mine)")
+        XCTAssertTrue(accepts.allSatisfy { port($0, "local") == serverPort }, "\(accepts)")
+
+        // Every connection closes on both ends with the sequence space the workload moved: its bytes, plus
+        // one for each SYN and FIN (the client's SYN and FIN are acknowledged; each side receives one FIN).
+        let closes = named("close")
+        XCTAssertEqual(closes.count, 10, "\(mine)")
+        var expected: Set<String> = []
+        for i in 0..<5 {
+            expected.insert("client \(3000 + 1000 * i + 2) \(5000 + 100 * i + 1)")
+            expected.insert("server \(5000 + 100 * i + 1) \(3000 + 1000 * i + 1)")
+        }
+        let seen = Set(closes.map { close in
+            "\(port(close, "local") == serverPort ? "server" : "client") \(close["tcp.bytes_acked"] as? Int ?? -1) \(close["tcp.bytes_received"] as? Int ?? -1)"
+        })
+        XCTAssertEqual(seen, expected, "\(closes)")
+        XCTAssertTrue(closes.allSatisfy { $0["pid"] as? Int == Int(workload.pid) }, "the closing process is named: \(closes)")
+
+        // tcplife's line for each closed connection (PID COMM LADDR LPORT RADDR RPORT TX_KB RX_KB MS) has
+        // the same ports and the same kilobytes.
+        let rows = theirs.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+            .filter { $0.count == 9 && Int($0[0]) == Int(workload.pid) }
+        for close in closes {
+            let row = rows.first { Int($0[3]) == port(close, "local") && Int($0[5]) == port(close, "peer") }
+            XCTAssertNotNil(row, "tcplife has no line for \(close):\n\(theirs.stdout)")
+            guard let row else { continue }
+            XCTAssertEqual(row[6], String(format: "%.2f", Double(close["tcp.bytes_acked"] as? Int ?? 0) / 1024), "\(row) vs \(close)")
+            XCTAssertEqual(row[7], String(format: "%.2f", Double(close["tcp.bytes_received"] as? Int ?? 0) / 1024), "\(row) vs \(close)")
+        }
+
+        // The connect-latency histogram of the server's endpoint counts the five connects.
+        let histograms = jsonLines(ours.stdout).filter { $0["name"] as? String == "tracer.tcp.connect.duration" }
+        let endpoint = histograms.first { ($0["labels"] as? [String: Any])?["server.port"] as? Int == serverPort }
+        XCTAssertEqual(endpoint?["count"] as? Int, 5, "\(histograms)")
+        XCTAssertEqual((endpoint?["labels"] as? [String: Any])?["server.address"] as? String, "127.0.0.1")
+
+        XCTAssertFalse(filtered.stdout.contains("\"network.peer.port\":\(serverPort)"), "--pid 1 let the workload's events through: \(filtered.stdout)")
+        XCTAssertTrue(ours.stderr.contains("events.dropped 0"), ours.stderr)
+    }
+}
