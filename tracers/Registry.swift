@@ -25,5 +25,6 @@ public enum TracerRegistry {
     /// Every kernel utility tracer (`tracer tool NAME`, `--kernel-tracers`), by name.
     public static let kernelTracers: [any KernelTracer] = [
         RunqlatTracer(),
+        BiolatencyTracer(),
     ]
 }

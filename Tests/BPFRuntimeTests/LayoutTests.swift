@@ -65,6 +65,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         "kernel_hist": layout(kernel_hist()),
         "kernel_event_header": layout(kernel_event_header()),
         "runqlat_key": layout(runqlat_key()),
+        "biolatency_key": layout(biolatency_key()),
         "flow_owner": layout(flow_owner()),
     ]
 
@@ -77,6 +78,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         ("selftest", BPFPrograms.Selftest.object), ("process_watcher", BPFPrograms.ProcessWatcher.object),
         ("capture", BPFPrograms.Capture.object), ("go_nethttp", Tracers.GoNethttp.object),
         ("flows_skb", Tracers.FlowsSkb.object), ("runqlat", Tracers.Runqlat.object),
+        ("biolatency", Tracers.Biolatency.object),
     ]
 
     func testEveryStructOfTheSharedHeadersMatchesSwiftAndBTF() throws {

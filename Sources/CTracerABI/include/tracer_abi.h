@@ -11,5 +11,6 @@
 #include "../../../tracers/flows/flows.h"
 #include "../../../bpf/kernel_tracer.h"
 #include "../../../tracers/runqlat/runqlat.h"
+#include "../../../tracers/biolatency/biolatency.h"
 
 #endif
