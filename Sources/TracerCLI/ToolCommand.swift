@@ -19,6 +19,7 @@ struct ToolCommand: ParsableCommand {
               tracer tool runqlat --interval 1 --count 5
               tracer tool runqlat --per-process --pid 1234 --json
               tracer tool biolatency --per-disk --queued --interval 1 --count 5
+              tracer tool biolatency --disk vda --json
             """)
 
     @Argument(help: ArgumentHelp("The tool: \(TracerRegistry.kernelTracers.map(\.name).joined(separator: ", ")).", valueName: "name"))
@@ -45,6 +46,9 @@ struct ToolCommand: ParsableCommand {
     @Flag(help: "Include the time requests wait in the OS queue (biolatency -Q).")
     var queued = false
 
+    @Option(help: ArgumentHelp("Only this disk, by name (biolatency -d).", valueName: "NAME"))
+    var disk: String?
+
     @Option(name: .customLong("max-keys"), help: ArgumentHelp("Histograms kept per map; samples of further keys are counted in one overflow histogram.", valueName: "N"))
     var maxKeys: UInt32 = 1024
 
@@ -69,7 +73,7 @@ struct ToolCommand: ParsableCommand {
         let session: KernelTracerSession
         do {
             session = try KernelTracerSession(tracer, options: KernelTracerOptions(pid: pid, perProcess: perProcess, maxKeys: maxKeys,
-                                                                                   perDisk: perDisk, queued: queued)) { event in
+                                                                                   perDisk: perDisk, queued: queued, disk: disk)) { event in
                 let seen = events.withLock { count in
                     count += 1
                     return count

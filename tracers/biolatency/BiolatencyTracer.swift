@@ -39,11 +39,32 @@ public struct BiolatencyTracer: KernelTracer {
     public func validate(_ options: KernelTracerOptions) throws {
         if options.pid != nil { throw KernelTracerError("\(name): --pid is not supported: block I/O completes in interrupt context, not in the process that asked for it") }
         if options.perProcess { throw KernelTracerError("\(name): --per-process is not supported (use --per-disk): block I/O completes in interrupt context") }
+        if let disk = options.disk { _ = try Self.diskNumber(named: disk) }
     }
 
     public func configure(_ spec: inout BPFObjectSpec, options: KernelTracerOptions) {
         spec.set(BPFGlobalName("biolatency_measure"), to: UInt32(options.queued ? BIOLATENCY_QUEUED_TIME : BIOLATENCY_DEVICE_TIME))
         spec.set(BPFGlobalName("biolatency_per_disk"), to: UInt32(options.perDisk ? 1 : 0))
+        if let disk = options.disk, let number = try? Self.diskNumber(named: disk) {
+            spec.set(BPFGlobalName("biolatency_filter_disk"), to: UInt32(1))
+            spec.set(BPFGlobalName("biolatency_disk_major"), to: number.major)
+            spec.set(BPFGlobalName("biolatency_disk_minor"), to: number.minor)
+        }
+    }
+
+    /// The major:minor of the whole disk `name` (`/sys/class/block/NAME/dev`); a partition or an unknown
+    /// name is a one-line error.
+    static func diskNumber(named name: String) throws -> (major: UInt32, minor: UInt32) {
+        let directory = "/sys/class/block/\(name)"
+        guard !name.isEmpty, !name.contains("/"), let text = try? String(contentsOfFile: "\(directory)/dev", encoding: .utf8) else {
+            throw KernelTracerError("biolatency: no disk named \(name) (see /sys/class/block)")
+        }
+        if FileManager.default.fileExists(atPath: "\(directory)/partition") {
+            throw KernelTracerError("biolatency: \(name) is a partition: give its disk")
+        }
+        let parts = text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":").compactMap { UInt32($0) }
+        guard parts.count == 2 else { throw KernelTracerError("biolatency: \(directory)/dev is not MAJOR:MINOR") }
+        return (parts[0], parts[1])
     }
 
     public func labels(ofKey key: UnsafeRawBufferPointer, map: BPFMapName, options: KernelTracerOptions) -> [KernelLabel] {

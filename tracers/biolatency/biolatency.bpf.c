@@ -18,6 +18,10 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u32 biolatency_measure = BIOLATENCY_DEVICE_TIME;
 /* Non-zero: one histogram per disk (libbpf-tools biolatency -D). */
 const volatile __u32 biolatency_per_disk = 0;
+/* Non-zero: only requests of the disk biolatency_disk_major:biolatency_disk_minor (biolatency -d). */
+const volatile __u32 biolatency_filter_disk = 0;
+const volatile __u32 biolatency_disk_major = 0;
+const volatile __u32 biolatency_disk_minor = 0;
 
 /* When each in-flight request (by address) was stamped. */
 struct {
@@ -51,9 +55,16 @@ static __always_inline struct gendisk *request_disk(struct request *rq)
 	return BPF_CORE_READ(rq, q, disk);
 }
 
-/* Stamps `rq` now; `replace` 0 keeps an earlier stamp (the insert's, when measuring queued time). */
+/* Stamps `rq` now (unless another disk than the selected one's); `replace` 0 keeps an earlier stamp
+ * (the insert's, when measuring queued time). */
 static __always_inline void stamp(struct request *rq, int replace)
 {
+	if (biolatency_filter_disk) {
+		struct gendisk *disk = request_disk(rq);
+		if (!disk || BPF_CORE_READ(disk, major) != biolatency_disk_major ||
+		    BPF_CORE_READ(disk, first_minor) != biolatency_disk_minor)
+			return;
+	}
 	__u64 now = bpf_ktime_get_ns();
 	long err = bpf_map_update_elem(&biolatency_start, &rq, &now, replace ? BPF_ANY : BPF_NOEXIST);
 	if (err == -E2BIG)

@@ -56,13 +56,17 @@ public struct KernelTracerOptions: Sendable, Equatable {
     public var perDisk: Bool
     /// Include the time requests wait in the OS queue (where the tracer measures a queue: biolatency -Q).
     public var queued: Bool
+    /// Only this disk, by name (`sda`, `vda`), where the tracer sees disks (biolatency -d).
+    public var disk: String?
 
-    public init(pid: Int32? = nil, perProcess: Bool = false, maxKeys: UInt32 = 1024, perDisk: Bool = false, queued: Bool = false) {
+    public init(pid: Int32? = nil, perProcess: Bool = false, maxKeys: UInt32 = 1024, perDisk: Bool = false, queued: Bool = false,
+                disk: String? = nil) {
         self.pid = pid
         self.perProcess = perProcess
         self.maxKeys = maxKeys
         self.perDisk = perDisk
         self.queued = queued
+        self.disk = disk
     }
 }
 

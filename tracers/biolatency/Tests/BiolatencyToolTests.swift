@@ -171,6 +171,32 @@ final class BiolatencyToolTests: XCTestCase {
         try compare(try traceWorkload(ourArguments: ["--queued"], theirArguments: ["-Q"], scheduler: "mq-deadline"), label: "queued")
     }
 
+    /// `--disk NAME` (`biolatency -d`): only the loop device's requests, although the loop device's own
+    /// direct I/O on its backing file reaches this machine's disk as as many requests again.
+    func testDiskFilterKeepsOnlyThatDisksRequests() throws {
+        try requireBPF()
+        let loop = try loopDevice(in: try temporaryDirectory(self))
+        let ours = try BackgroundCommand(tracerPath, ["tool", "biolatency", "--disk", loop.name, "--json"])
+        XCTAssertTrue(ours.waitFor("Ctrl-C to end"), ours.stderr)
+        let before = try completedRequests(loop.name)
+        try directWritesThenReads(loop.path)
+        let after = try completedRequests(loop.name)
+        XCTAssertEqual(ours.stop(), 0, ours.stderr)
+        let histograms = jsonLines(ours.stdout)
+        var counts: [String: Int] = [:]
+        for histogram in histograms {
+            let labels = try XCTUnwrap(histogram["labels"] as? [String: Any], ours.stdout)
+            XCTAssertNil(labels["system.device"], "one histogram per direction for the selected disk: \(labels)")
+            counts[labels["disk.io.direction"] as? String ?? "?", default: 0] += histogram["count"] as? Int ?? 0
+        }
+        XCTAssertEqual(Set(counts.keys), ["read", "write"], ours.stdout)
+        for (direction, completed) in [("write", after.writes - before.writes), ("read", after.reads - before.reads)] {
+            let seen = counts[direction] ?? 0
+            XCTAssertLessThanOrEqual(seen, completed, "\(direction): kernel \(completed), ours \(seen)")
+            XCTAssertGreaterThanOrEqual(Double(seen), 0.995 * Double(completed), "\(direction): kernel \(completed), ours \(seen)")
+        }
+    }
+
     /// Per-disk histograms with room for one key: the loop device's writes and reads are two keys, so the
     /// samples of the second go to the overflow histogram, which is printed and counted.
     func testKeysPastTheLimitGoToTheCountedOverflowHistogram() throws {
@@ -189,12 +215,15 @@ final class BiolatencyToolTests: XCTestCase {
         XCTAssertFalse(counted.contains("histogram.overflow 0,"), String(counted))
     }
 
-    func testPIDAndPerProcessAreOneLineErrors() throws {
+    func testPIDPerProcessAndUnknownDiskAreOneLineErrors() throws {
         let pid = try runProduct("tracer", ["tool", "biolatency", "--pid", "1"])
         XCTAssertEqual(pid.status, 1)
         XCTAssertEqual(pid.stderr, "tracer tool: biolatency: --pid is not supported: block I/O completes in interrupt context, not in the process that asked for it\n")
         let perProcess = try runProduct("tracer", ["tool", "biolatency", "--per-process"])
         XCTAssertEqual(perProcess.status, 1)
         XCTAssertEqual(perProcess.stderr, "tracer tool: biolatency: --per-process is not supported (use --per-disk): block I/O completes in interrupt context\n")
+        let disk = try runProduct("tracer", ["tool", "biolatency", "--disk", "nosuchdisk"])
+        XCTAssertEqual(disk.status, 1)
+        XCTAssertEqual(disk.stderr, "tracer tool: biolatency: no disk named nosuchdisk (see /sys/class/block)\n")
     }
 }
