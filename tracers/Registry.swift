@@ -27,5 +27,6 @@ public enum TracerRegistry {
         RunqlatTracer(),
         OOMKillTracer(),
         TCPTracer(),
+        BiolatencyTracer(),
     ]
 }

@@ -8,7 +8,7 @@ import Tracers
 struct ToolCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tool",
-        abstract: "Run one kernel utility tracer (runqlat, oomkill, tcp) and print its histograms or events.",
+        abstract: "Run one kernel utility tracer (runqlat, oomkill, tcp, biolatency) and print its histograms or events.",
         discussion: """
             Histogram tools print the histogram of each interval (the maps are emptied after each read, as
             libbpf-tools do) and once more at the end; event tools print each event as it is read. Runs
@@ -20,6 +20,8 @@ struct ToolCommand: ParsableCommand {
               tracer tool runqlat --per-process --pid 1234 --json
               tracer tool oomkill --json
               tracer tool tcp --pid 1234
+              tracer tool biolatency --per-disk --queued --interval 1 --count 5
+              tracer tool biolatency --disk vda --json
             """)
 
     @Argument(help: ArgumentHelp("The tool: \(TracerRegistry.kernelTracers.map(\.name).joined(separator: ", ")).", valueName: "name"))
@@ -39,6 +41,15 @@ struct ToolCommand: ParsableCommand {
 
     @Flag(name: .customLong("per-process"), help: "One histogram per process instead of one for the machine (runqlat -P).")
     var perProcess = false
+
+    @Flag(name: .customLong("per-disk"), help: "One histogram per disk instead of one for all disks (biolatency -D).")
+    var perDisk = false
+
+    @Flag(help: "Include the time requests wait in the OS queue (biolatency -Q).")
+    var queued = false
+
+    @Option(help: ArgumentHelp("Only this disk, by name (biolatency -d).", valueName: "NAME"))
+    var disk: String?
 
     @Option(name: .customLong("max-keys"), help: ArgumentHelp("Histograms kept per map; samples of further keys are counted in one overflow histogram.", valueName: "N"))
     var maxKeys: UInt32 = 1024
@@ -63,7 +74,8 @@ struct ToolCommand: ParsableCommand {
         let (json, limit) = (json, count)
         let session: KernelTracerSession
         do {
-            session = try KernelTracerSession(tracer, options: KernelTracerOptions(pid: pid, perProcess: perProcess, maxKeys: maxKeys)) { event in
+            session = try KernelTracerSession(tracer, options: KernelTracerOptions(pid: pid, perProcess: perProcess, maxKeys: maxKeys,
+                                                                                   perDisk: perDisk, queued: queued, disk: disk)) { event in
                 let seen = events.withLock { count in
                     count += 1
                     return count

@@ -68,6 +68,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         "oomkill_event": layout(oomkill_event()),
         "tcp_event": layout(tcp_event()),
         "tcp_endpoint_key": layout(tcp_endpoint_key()),
+        "biolatency_key": layout(biolatency_key()),
         "flow_owner": layout(flow_owner()),
     ]
 
@@ -81,6 +82,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         ("capture", BPFPrograms.Capture.object), ("go_nethttp", Tracers.GoNethttp.object),
         ("flows_skb", Tracers.FlowsSkb.object), ("runqlat", Tracers.Runqlat.object),
         ("oomkill", Tracers.Oomkill.object), ("tcp", Tracers.Tcp.object),
+        ("biolatency", Tracers.Biolatency.object),
     ]
 
     func testEveryStructOfTheSharedHeadersMatchesSwiftAndBTF() throws {

@@ -13,5 +13,6 @@
 #include "../../../tracers/runqlat/runqlat.h"
 #include "../../../tracers/oomkill/oomkill.h"
 #include "../../../tracers/tcp/tcp.h"
+#include "../../../tracers/biolatency/biolatency.h"
 
 #endif

@@ -23,6 +23,9 @@ public protocol KernelTracer: Sendable {
     /// Whether the object has the `kernel_events` ring buffer (defines KERNEL_TRACER_EVENTS).
     var emitsEvents: Bool { get }
 
+    /// Throws one line when the tracer cannot honour `options` (e.g. a PID filter where the hooks run in no
+    /// process's context); checked before anything is loaded.
+    func validate(_ options: KernelTracerOptions) throws
     /// Sets `const volatile` globals and map sizes before load (the session has set `kernel_target_tgid`).
     func configure(_ spec: inout BPFObjectSpec, options: KernelTracerOptions)
     /// The labels of one histogram key (the raw bytes of the map's key struct).
@@ -35,6 +38,7 @@ extension KernelTracer {
     public var costNotice: String? { nil }
     public var histograms: [KernelHistogramMap] { [] }
     public var emitsEvents: Bool { false }
+    public func validate(_ options: KernelTracerOptions) throws {}
     public func configure(_ spec: inout BPFObjectSpec, options: KernelTracerOptions) {}
     public func labels(ofKey key: UnsafeRawBufferPointer, map: BPFMapName, options: KernelTracerOptions) -> [KernelLabel] { [] }
     public func decode(event: UnsafeRawBufferPointer, header: KernelEventHeader) -> KernelEvent? { nil }
@@ -48,11 +52,21 @@ public struct KernelTracerOptions: Sendable, Equatable {
     public var perProcess: Bool
     /// Histogram keys each map holds; samples of further keys go to one overflow histogram (counted).
     public var maxKeys: UInt32
+    /// Histograms per disk instead of one for all disks (where the tracer keys by disk: biolatency -D).
+    public var perDisk: Bool
+    /// Include the time requests wait in the OS queue (where the tracer measures a queue: biolatency -Q).
+    public var queued: Bool
+    /// Only this disk, by name (`sda`, `vda`), where the tracer sees disks (biolatency -d).
+    public var disk: String?
 
-    public init(pid: Int32? = nil, perProcess: Bool = false, maxKeys: UInt32 = 1024) {
+    public init(pid: Int32? = nil, perProcess: Bool = false, maxKeys: UInt32 = 1024, perDisk: Bool = false, queued: Bool = false,
+                disk: String? = nil) {
         self.pid = pid
         self.perProcess = perProcess
         self.maxKeys = maxKeys
+        self.perDisk = perDisk
+        self.queued = queued
+        self.disk = disk
     }
 }
 

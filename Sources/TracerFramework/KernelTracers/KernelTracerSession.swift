@@ -26,6 +26,7 @@ public final class KernelTracerSession: @unchecked Sendable {
     public init(_ tracer: any KernelTracer, options: KernelTracerOptions = KernelTracerOptions(),
                 onEvent: @escaping @Sendable (KernelEvent) -> Void = { _ in }) throws {
         guard options.maxKeys > 0 else { throw KernelTracerError("\(tracer.name): the key limit must be at least 1") }
+        try tracer.validate(options)
         if let pid = options.pid, pid <= 0 || kill(pid, 0) != 0 && errno == ESRCH {
             throw KernelTracerError("\(tracer.name): no process with PID \(pid)")
         }
