@@ -140,4 +140,77 @@ final class TCPToolTests: XCTestCase {
         XCTAssertFalse(filtered.stdout.contains("\"network.peer.port\":\(serverPort)"), "--pid 1 let the workload's events through: \(filtered.stdout)")
         XCTAssertTrue(ours.stderr.contains("events.dropped 0"), ours.stderr)
     }
+
+    /// Retransmits: in a network namespace of its own whose input hook drops every fourth TCP packet
+    /// (nftables `numgen inc`), a connection moving 40 KB in small writes has to retransmit; every
+    /// `retransmit` event names that connection and its process, and there are at most as many as the
+    /// namespace's own RetransSegs counter (/proc/net/snmp) — at least one.
+    func testRetransmitsOfALossyConnectionAreReported() throws {
+        try requireBPF()
+        try requireExecutable("/usr/sbin/nft", package: "nftables")
+        try requireExecutable("/usr/sbin/ip", package: "iproute2")
+        let directory = try temporaryDirectory(self)
+        let namespace = "tracer-tcp-\(getpid())"
+        _ = try TestSupport.run("/usr/sbin/ip", ["netns", "add", namespace])
+        addTeardownBlock { _ = try? TestSupport.run("/usr/sbin/ip", ["netns", "delete", namespace]) }
+        _ = try TestSupport.run("/usr/sbin/ip", ["netns", "exec", namespace, "ip", "link", "set", "lo", "up"])
+        _ = try TestSupport.run("/usr/sbin/ip", ["netns", "exec", namespace, "nft", "-f", "-"], input: """
+            table inet lossy {
+              chain in {
+                type filter hook input priority 0;
+                meta l4proto tcp numgen inc mod 4 == 3 drop
+              }
+            }
+            """)
+        let script = directory.appendingPathComponent("lossy.py")
+        try """
+            import socket, sys, threading, time
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            print(listener.getsockname()[1], flush=True)
+            sys.stdin.readline()
+            def serve():
+                conn, _ = listener.accept()
+                while conn.recv(65536):
+                    pass
+                conn.close()
+            server = threading.Thread(target=serve)
+            server.start()
+            client = socket.create_connection(("127.0.0.1", listener.getsockname()[1]))
+            for _ in range(40):
+                client.sendall(b"x" * 1000)
+                time.sleep(0.005)
+            client.close()
+            server.join()
+            print("done", flush=True)
+            """.write(to: script, atomically: true, encoding: .utf8)
+        func retransmittedSegments() throws -> Int {
+            let snmp = try TestSupport.run("/usr/sbin/ip", ["netns", "exec", namespace, "cat", "/proc/net/snmp"])
+            let rows = snmp.split(separator: "\n").filter { $0.hasPrefix("Tcp:") }.map { $0.split(separator: " ") }
+            guard rows.count == 2, let column = rows[0].firstIndex(of: "RetransSegs"), let value = Int(rows[1][column]) else { return -1 }
+            return value
+        }
+        let workload = try BackgroundCommand("/usr/sbin/ip", ["netns", "exec", namespace, "python3", script.path])
+        XCTAssertTrue(workload.waitFor("\n"), workload.stderr)
+        let serverPort = try XCTUnwrap(Int(workload.stdout.trimmingCharacters(in: .whitespacesAndNewlines)), workload.stdout)
+        let ours = try BackgroundCommand(tracerPath, ["tool", "tcp", "--json", "--pid", String(workload.pid)])
+        XCTAssertTrue(ours.waitFor("Ctrl-C to end"), ours.stderr)
+        workload.input.fileHandleForWriting.write(Data("go\n".utf8))
+        XCTAssertTrue(workload.waitFor("done", timeout: 60), workload.stdout + workload.stderr)
+        XCTAssertEqual(workload.waitForExit(), 0, workload.stderr)
+        usleep(300_000)
+        XCTAssertEqual(ours.stop(), 0, ours.stderr)
+        let kernelCount = try retransmittedSegments()
+
+        let retransmits = jsonLines(ours.stdout).filter { $0["event"] as? String == "retransmit" }
+        XCTAssertGreaterThanOrEqual(retransmits.count, 1, ours.stdout)
+        XCTAssertLessThanOrEqual(retransmits.count, kernelCount, "the namespace retransmitted \(kernelCount) segments: \(retransmits)")
+        for event in retransmits {
+            let ports = [event["network.local.port"] as? Int, event["network.peer.port"] as? Int]
+            XCTAssertTrue(ports.contains(serverPort), "\(event)")
+            XCTAssertEqual(event["pid"] as? Int, Int(workload.pid), "\(event)")
+            XCTAssertNotNil(event["tcp.state"] as? String, "\(event)")
+        }
+    }
 }
