@@ -46,14 +46,7 @@ struct AgentRunner {
             : KernelTracersBesideAgent(tracers: kernelTracerList, format: outputs.printFormat, resource: outputs.agentResource, logger: logger)
         if let kernelTracers { outputs.observe(kernelTracers) }
         let finished = DispatchSemaphore(value: 0)
-        var sources: [DispatchSourceSignal] = []
-        for signalNumber in [SIGINT, SIGTERM] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { finished.signal() }
-            source.resume()
-            sources.append(source)
-        }
+        let signals = SignalHandlers { _ in finished.signal() }
         try agent.start()
         if let objects { try outputs.observe(objects) }
         let rules = selection.rules.count
@@ -67,7 +60,7 @@ struct AgentRunner {
         outputs.shutdown(timeout: .seconds(2))
         let metrics = agent.metricsSnapshot
         logger.info("stopped: \(metrics.spans) spans, \(metrics.events) events, \(metrics.eventsDroppedUserspace) dropped in user space, \(metrics.eventsDroppedKernel) dropped in the kernel")
-        sources.forEach { $0.cancel() }
+        signals.cancel()
     }
 
     /// Flow accounting for `--network-flows`; when it cannot start, one line says why and the agent carries on.

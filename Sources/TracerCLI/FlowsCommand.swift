@@ -70,14 +70,7 @@ struct FlowsCommand: ParsableCommand {
         let printer = flows.addConsumer(name: "print", mode: .both, capacity: 1 << 16)
 
         let finished = Mutex(false)
-        var sources: [DispatchSourceSignal] = []
-        for signalNumber in [SIGINT, SIGTERM] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { finished.withLock { $0 = true } }
-            source.resume()
-            sources.append(source)
-        }
+        let signals = SignalHandlers { _ in finished.withLock { $0 = true } }
         let deadline = duration.map { Date(timeIntervalSinceNow: $0) }
         flows.start()
         while !finished.withLock({ $0 }) && deadline.map({ Date() < $0 }) != false {
@@ -89,7 +82,7 @@ struct FlowsCommand: ParsableCommand {
         FileHandle.standardError.write(Data(("tracer flows: read \(statistics.eventsRead) entries (\(statistics.bytesRead) B), "
             + "\(statistics.flowsCreated) flows created, \(statistics.updatesLost) updates and \(statistics.destroysLost) destroys lost, "
             + "\(printer.statistics.lost) events dropped by the printer\n").utf8))
-        sources.forEach { $0.cancel() }
+        signals.cancel()
     }
 
     private func print(events: [FlowEvent]) {

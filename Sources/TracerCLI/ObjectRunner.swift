@@ -136,18 +136,11 @@ extension ObjectRunner {
 
         let wake = DispatchSemaphore(value: 0)
         let requests = RunRequests()
-        var sources: [DispatchSourceSignal] = []
-        for signalNumber in [SIGINT, SIGTERM, SIGUSR1] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler {
-                if signalNumber == SIGUSR1 { requests.statistics.store(true, ordering: .releasing) } else { requests.stop.store(true, ordering: .releasing) }
-                wake.signal()
-            }
-            source.resume()
-            sources.append(source)
+        let signals = SignalHandlers([SIGINT, SIGTERM, SIGUSR1]) { signalNumber in
+            if signalNumber == SIGUSR1 { requests.statistics.store(true, ordering: .releasing) } else { requests.stop.store(true, ordering: .releasing) }
+            wake.signal()
         }
-        defer { sources.forEach { $0.cancel() } }
+        defer { signals.cancel() }
 
         for notice in notices { output.err("tracer object: \(notice)\n") }
         let outputs = input.object.maps.filter { $0.isEventOutput && !$0.isInternal }.map(\.name)

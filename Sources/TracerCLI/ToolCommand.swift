@@ -94,14 +94,7 @@ struct ToolCommand: ParsableCommand {
         notice += tracer.histograms.isEmpty ? "; tracing, Ctrl-C to end" : "; tracing\(interval.map { ", a histogram every \($0) s" } ?? ""), Ctrl-C to end"
         FileHandle.standardError.write(Data((notice + "\n").utf8))
 
-        var sources: [DispatchSourceSignal] = []
-        for signalNumber in [SIGINT, SIGTERM] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { finished.signal() }
-            source.resume()
-            sources.append(source)
-        }
+        let signals = SignalHandlers { _ in finished.signal() }
         let deadline = duration.map { DispatchTime.now() + $0 } ?? .distantFuture
         var printed = 0
         while true {
@@ -116,7 +109,7 @@ struct ToolCommand: ParsableCommand {
         if !tracer.histograms.isEmpty && (interval == nil || count.map { printed < $0 } ?? true) { try printHistograms(session) }
         let counters = session.counters().map { "\($0.name) \($0.value())" }.joined(separator: ", ")
         FileHandle.standardError.write(Data("tracer tool \(name): \(counters)\n".utf8))
-        sources.forEach { $0.cancel() }
+        signals.cancel()
     }
 
     private func printHistograms(_ session: KernelTracerSession) throws {
