@@ -286,4 +286,31 @@ final class PostgresTracerTests: XCTestCase {
         XCTAssertEqual(spans[3].status, .error(message: ""))
         XCTAssertTrue(spans.allSatisfy { $0.attributes[SemanticConventions.dbNamespace]?.stringValue == "postgres" })
     }
+
+    func testPgbenchPreparedStatementsGiveOneSpanPerExecute() throws {
+        let server = try startPostgres()
+        let pgbench = PostgresServer.bin + "/pgbench"
+        try requireExecutable(pgbench, package: "postgresql")
+        let connection = ["-h", "127.0.0.1", "-p", String(server.port), "-U", "postgres"]
+        try TestSupport.run(pgbench, ["-i", "-q", "-s", "1"] + connection + ["postgres"])
+        // Two connections, 25 select-only transactions each, with named prepared statements (Parse once,
+        // then Bind/Execute/Sync per transaction).
+        let client = try ChildProcess("/bin/sh", ["-c", "read go; exec \"$0\" \"$@\"", pgbench, "-n", "-S", "-M", "prepared", "-c", "2", "-t", "25"]
+                                      + connection + ["postgres"])
+        let harness = try TracingHarness(pids: [server.pid, client.pid])
+        client.release()
+        XCTAssertEqual(client.waitForExit(), 0)
+        func selects(_ kind: SpanKind) -> [Span] {
+            harness.collector.spans.filter { $0.kind == kind && $0.name == "SELECT pgbench_accounts" }
+        }
+        _ = waitUntil(timeout: 10) { selects(.client).count >= 50 && selects(.server).count >= 50 }
+        usleep(200_000)
+        XCTAssertEqual(selects(.client).count, 50)
+        XCTAssertEqual(selects(.server).count, 50)
+        XCTAssertTrue(selects(.client).allSatisfy {
+            $0.resource.attributes[SemanticConventions.processPID]?.intValue == Int64(client.pid) && $0.status == .unset
+                && $0.attributes[SemanticConventions.dbNamespace]?.stringValue == "postgres"
+                && $0.attributes[SemanticConventions.dbOperationName]?.stringValue == "SELECT"
+        })
+    }
 }
