@@ -214,11 +214,13 @@ final class PostgresConnectionParser: ConnectionParser {
     }
 
     private func statement(_ text: UnsafeRawBufferPointer, whole: Bool) -> Statement {
-        let shaped: String? = switch queryText {
+        var shaped: String? = switch queryText {
         case .off: nil
-        case .sanitized: DatabaseQueryText.sanitize(text) + (whole ? "" : "…")
-        case .full: DatabaseQueryText.full(text) + (whole ? "" : "…")
+        case .sanitized: DatabaseQueryText.sanitize(text)
+        case .full: DatabaseQueryText.full(text)
         }
+        // Text cut by the capture (or by the kept-body bound) ends with `…`, once.
+        if !whole, let cut = shaped, !cut.hasSuffix("…") { shaped = cut + "…" }
         return Statement(summary: SQLStatementSummary(text), text: shaped)
     }
 

@@ -100,6 +100,16 @@ final class PostgresTracerTests: XCTestCase {
         XCTAssertEqual(replay.spans.last?.status, .error(message: ""))
         XCTAssertEqual(replay.spans.last?.attributes[SemanticConventions.dbResponseStatusCode]?.stringValue, "42P01")
         XCTAssertEqual(replay.spans.last?.attributes[SemanticConventions.errorType]?.stringValue, "42P01")
+        // A 3000-byte statement of which the capture kept the first 1 KiB: summarized from that prefix.
+        let long = Self.message("Q", Self.strings("INSERT INTO items VALUES " + Array(repeating: "(1, 'x')", count: 400).joined(separator: ", ")))
+        replay.feed(.send, Array(long.prefix(1024)), length: long.count, time: 80)
+        replay.feed(.receive, Self.complete("INSERT 0 400") + Self.ready, time: 90)
+        XCTAssertEqual(replay.spans.last?.name, "INSERT items")
+        let text = replay.spans.last?.attributes[SemanticConventions.dbQueryText]?.stringValue ?? ""
+        XCTAssertTrue(text.hasPrefix("INSERT INTO items VALUES (?, ?), (?, ?)"), text)
+        XCTAssertTrue(text.hasSuffix("…"), text)
+        XCTAssertLessThan(text.utf8.count, 1100, "only the captured prefix")
+        XCTAssertFalse(text.hasSuffix("……"), text)
         XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 0)
     }
 
