@@ -26,6 +26,10 @@ struct PostgresMessageStream {
         var untyped: Bool
         /// The server's one-byte answer to SSLRequest/GSSENCRequest (`S`, `N`, `G`).
         var encryptionAnswer: Bool
+        /// Where the message starts in this direction's byte stream (``ParserContext/position`` counting).
+        var start: UInt64
+        /// The length field (0 for a one-byte answer).
+        var length: UInt32
     }
 
     /// The next message has no type byte (frontend, before the StartupMessage).
@@ -41,6 +45,8 @@ struct PostgresMessageStream {
     private var headerCount = 0
     private var headerType: UInt8 = 0
     private var headerLength: UInt32 = 0
+    private var messageStart: UInt64 = 0
+    private var messageLength: UInt32 = 0
     /// The message whose body is being passed.
     private var inBody = false
     private var type: UInt8 = 0
@@ -56,9 +62,10 @@ struct PostgresMessageStream {
         kept.reserveCapacity(Self.keptCapacity)
     }
 
-    /// Reads one transfer: `data` its captured prefix, `length` its full size. Marks the stream broken when the
-    /// bytes are not messages, or when the uncaptured bytes held more than the body being passed.
-    mutating func feed(_ data: UnsafeRawBufferPointer, length: UInt64, _ report: (Message) -> Void) {
+    /// Reads one transfer: `data` its captured prefix, `length` its full size, `position` where it starts in the
+    /// byte stream. Marks the stream broken when the bytes are not messages, or when the uncaptured bytes held
+    /// more than the body being passed.
+    mutating func feed(_ data: UnsafeRawBufferPointer, length: UInt64, position: UInt64, _ report: (Message) -> Void) {
         guard !broken else { return }
         var index = 0
         while index < data.count && !broken {
@@ -71,7 +78,7 @@ struct PostgresMessageStream {
                         remaining = 0
                         inBody = false
                         report(Message(type: type, body: UnsafeRawBufferPointer(rebasing: data[(index - take)..<index]), whole: true,
-                                       untyped: untypedMessage, encryptionAnswer: false))
+                                       untyped: untypedMessage, encryptionAnswer: false, start: messageStart, length: messageLength))
                         afterMessage(first: UnsafeRawBufferPointer(rebasing: data[(index - take)..<index]))
                         continue
                     }
@@ -89,11 +96,12 @@ struct PostgresMessageStream {
                 let answer = data[index]
                 index += 1
                 report(Message(type: answer, body: UnsafeRawBufferPointer(start: nil, count: 0), whole: true, untyped: false,
-                               encryptionAnswer: true))
+                               encryptionAnswer: true, start: position + UInt64(index - 1), length: 0))
                 continue
             }
             // A header byte.
             let byte = data[index]
+            if headerCount == 0 { messageStart = position + UInt64(index) }
             index += 1
             if !untyped && headerCount == 0 {
                 // Message types are ASCII letters and digits.
@@ -121,6 +129,7 @@ struct PostgresMessageStream {
 
     private mutating func startBody(_ report: (Message) -> Void) {
         let length = Int(headerLength)
+        messageLength = headerLength
         let limit = untyped ? Self.maxStartupLength : Self.maxMessageLength
         headerCount = 0
         headerLength = 0
@@ -140,7 +149,7 @@ struct PostgresMessageStream {
         let kept = self.kept
         kept.withUnsafeBytes { body in
             report(Message(type: type, body: keeping ? body : UnsafeRawBufferPointer(start: nil, count: 0), whole: keeping && keptWhole,
-                           untyped: untypedMessage, encryptionAnswer: false))
+                           untyped: untypedMessage, encryptionAnswer: false, start: messageStart, length: messageLength))
             afterMessage(first: body)
         }
     }

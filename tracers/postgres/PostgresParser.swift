@@ -91,9 +91,9 @@ final class PostgresConnectionParser: ConnectionParser {
     func consume(_ chunk: CaptureChunk, context: ParserContext, into exchanges: inout [Exchange]) {
         guard !encrypted, !frontend.broken, !backend.broken else { return }
         if chunk.direction == frontendDirection {
-            frontend.feed(chunk.data, length: chunk.length) { message in frontendMessage(message, chunk: chunk, context: context) }
+            frontend.feed(chunk.data, length: chunk.length, position: context.position) { message in frontendMessage(message, chunk: chunk, context: context) }
         } else {
-            backend.feed(chunk.data, length: chunk.length) { message in backendMessage(message, chunk: chunk, context: context, into: &exchanges) }
+            backend.feed(chunk.data, length: chunk.length, position: context.position) { message in backendMessage(message, chunk: chunk, context: context, into: &exchanges) }
         }
         if frontend.broken || backend.broken {
             // The stream stopped being the protocol: what waits cannot be matched any more.
@@ -141,7 +141,7 @@ final class PostgresConnectionParser: ConnectionParser {
         case UInt8(ascii: "Q"):
             let text = fields.next() ?? message.body
             enqueue(.query(statements: statements(ofQuery: text, whole: message.whole), next: 0, start: chunk.timestamp, pid: chunk.pid,
-                           identity: identity(chunk: chunk, context: context)))
+                           identity: identity(message, chunk: chunk, context: context)))
         case UInt8(ascii: "P"):
             guard let name = fields.next() else { return }
             let text = fields.next() ?? UnsafeRawBufferPointer(rebasing: message.body[(name.count + 1)...])
@@ -153,7 +153,7 @@ final class PostgresConnectionParser: ConnectionParser {
         case UInt8(ascii: "E"):
             guard let portal = fields.next() else { return }
             let statement = portal.isEmpty ? portals[""] : portals[String(decoding: portal, as: UTF8.self)]
-            enqueue(.execute(statement, start: chunk.timestamp, pid: chunk.pid, identity: identity(chunk: chunk, context: context)))
+            enqueue(.execute(statement, start: chunk.timestamp, pid: chunk.pid, identity: identity(message, chunk: chunk, context: context)))
         case UInt8(ascii: "S"):
             enqueue(.sync)
         case UInt8(ascii: "C"):
@@ -224,11 +224,14 @@ final class PostgresConnectionParser: ConnectionParser {
         return Statement(summary: SQLStatementSummary(text), text: shaped)
     }
 
-    /// A client statement made while its thread serves a request is that request's child; a server span
-    /// starts a trace (the protocol carries no trace context).
-    private func identity(chunk: CaptureChunk, context: ParserContext) -> SpanIdentity {
-        if role == .server { return context.identity(incoming: nil) }
-        return context.traceContexts.child(of: context.traceContexts.serving(.init(pid: chunk.pid, goid: chunk.goid)))
+    /// A client statement made while its thread serves a request is that request's child; a server span is
+    /// the child of the traced client's span at the other end of the connection on this host (the same
+    /// message at the same place of the byte stream: ``PeerLinks``), else it starts a trace (the protocol
+    /// carries no trace context).
+    private func identity(_ message: PostgresMessageStream.Message, chunk: CaptureChunk, context: ParserContext) -> SpanIdentity {
+        let fingerprint = UInt64(message.type) << 32 | UInt64(message.length)
+        if role == .server { return context.identity(incoming: nil, requestStart: message.start, fingerprint: fingerprint) }
+        return context.clientIdentity(goid: chunk.goid, carried: nil, requestStart: message.start, fingerprint: fingerprint)
     }
 
     // MARK: Backend

@@ -1,4 +1,6 @@
+import CTracerABI
 import Foundation
+import Glibc
 import Telemetry
 import TestSupport
 import TracerFramework
@@ -19,16 +21,20 @@ final class PostgresTracerTests: XCTestCase {
             tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _, _ in .init(parsers: [parser]) }, countOnly: { _ in })
         }
 
-        func feed(_ direction: CaptureChunk.Direction, _ bytes: [UInt8], length: Int? = nil, connection: UInt64 = 1, time: UInt64) {
+        func feed(_ direction: CaptureChunk.Direction, _ bytes: [UInt8], length: Int? = nil, connection: UInt64 = 1, pid: UInt32 = 7,
+                  tuple: capture_tuple = PostgresTracerTests.clientTuple, time: UInt64) {
             var exchanges: [Exchange] = []
-            let tuple = CaptureEvents.tuple(local: [127, 0, 0, 1], localPort: 40_000, remote: [127, 0, 0, 1], remotePort: 5432)
-            CaptureEvents.chunk(connection: connection, pid: 7, direction: direction, data: bytes, length: length, timestamp: time,
+            CaptureEvents.chunk(connection: connection, pid: pid, direction: direction, data: bytes, length: length, timestamp: time,
                                 tuple: tuple).withUnsafeBytes { tracker.handle($0, into: &exchanges) }
             for case .database(let exchange) in exchanges {
                 spans.append(DatabaseSpans.span(exchange, resource: .empty, scope: InstrumentationScope(name: "test")) { $0 })
             }
         }
     }
+
+    /// Both ends of one loopback connection (the server's is the client's reversed).
+    private static let clientTuple = CaptureEvents.tuple(local: [127, 0, 0, 1], localPort: 40_000, remote: [127, 0, 0, 1], remotePort: 5432)
+    private static let serverTuple = CaptureEvents.tuple(local: [127, 0, 0, 1], localPort: 5432, remote: [127, 0, 0, 1], remotePort: 40_000)
 
     /// A typed message: type byte, Int32 length (counting itself), body.
     private static func message(_ type: Character, _ body: [UInt8]) -> [UInt8] {
@@ -182,6 +188,46 @@ final class PostgresTracerTests: XCTestCase {
         XCTAssertEqual(replay.spans.map(\.name), ["SELECT shop"])
     }
 
+    /// Both ends of the same connection replayed (real PIDs, so both sides are in this network namespace):
+    /// each backend span is the child of the client span of the same message; a backend whose capture
+    /// started after the SSLRequest (its stream positions differ) makes unlinked spans, never wrong ones.
+    func testServerSpansAreTheChildrenOfTheClientSpansOfTheSameMessages() throws {
+        let replay = Replay()
+        let me = UInt32(getpid())
+        var time: UInt64 = 1_000
+        func both(_ bytes: [UInt8], fromClient: Bool, client: UInt64 = 1, server: UInt64 = 2, serverSees: Bool = true) {
+            time += 10
+            let clientSide = { replay.feed(fromClient ? .send : .receive, bytes, connection: client, pid: me, tuple: Self.clientTuple, time: time) }
+            let serverSide = { replay.feed(fromClient ? .receive : .send, bytes, connection: server, pid: me, tuple: Self.serverTuple, time: time + 1) }
+            if fromClient { clientSide(); if serverSees { serverSide() } } else { if serverSees { serverSide() }; clientSide() }
+        }
+        func conversation(client: UInt64, server: UInt64, serverSeesSSLRequest: Bool) {
+            both(Self.sslRequest, fromClient: true, client: client, server: server, serverSees: serverSeesSSLRequest)
+            both([UInt8(ascii: "N")], fromClient: false, client: client, server: server, serverSees: serverSeesSSLRequest)
+            both(Self.startup(user: "app", database: "shop"), fromClient: true, client: client, server: server)
+            both(Self.message("R", Self.int32(0)) + Self.ready, fromClient: false, client: client, server: server)
+            both(Self.parse("", "SELECT name FROM items WHERE id = $1") + Self.bind("", "") + Self.execute("") + Self.bind("", "")
+                 + Self.execute("") + Self.sync, fromClient: true, client: client, server: server)
+            both(Self.message("1", []) + Self.message("2", []) + Self.complete("SELECT 1") + Self.message("2", []) + Self.complete("SELECT 1")
+                 + Self.ready, fromClient: false, client: client, server: server)
+            both(Self.message("Q", Self.strings("DELETE FROM items")), fromClient: true, client: client, server: server)
+            both(Self.complete("DELETE 1") + Self.ready, fromClient: false, client: client, server: server)
+        }
+        conversation(client: 1, server: 2, serverSeesSSLRequest: true)
+        let clients = replay.spans.filter { $0.kind == .client }, servers = replay.spans.filter { $0.kind == .server }
+        XCTAssertEqual(clients.map(\.name), ["SELECT items", "SELECT items", "DELETE items"])
+        XCTAssertEqual(servers.map(\.name), ["SELECT items", "SELECT items", "DELETE items"])
+        XCTAssertEqual(servers.map(\.parentSpanID), clients.map(\.spanID))
+        XCTAssertEqual(servers.map(\.traceID), clients.map(\.traceID))
+        XCTAssertEqual(replay.tracker.peerLinks.counters.linked.load(ordering: .relaxed), 3)
+        // The backend's capture starts at the StartupMessage: still claimed and parsed, but no link.
+        replay.spans.removeAll()
+        conversation(client: 3, server: 4, serverSeesSSLRequest: false)
+        XCTAssertEqual(replay.spans.filter { $0.kind == .server }.map(\.name), ["SELECT items", "SELECT items", "DELETE items"])
+        XCTAssertTrue(replay.spans.filter { $0.kind == .server }.allSatisfy { $0.parentSpanID == .invalid })
+        XCTAssertEqual(replay.tracker.peerLinks.counters.linked.load(ordering: .relaxed), 3)
+    }
+
     // MARK: End to end
 
     /// Debian's Postgres 15 in a scratch directory, run as the `postgres` user, on 127.0.0.1:`port`.
@@ -262,6 +308,13 @@ final class PostgresTracerTests: XCTestCase {
         XCTAssertEqual(serverSpans.first?.attributes[SemanticConventions.serverPort]?.intValue, Int64(server.port))
         XCTAssertTrue(serverSpans.allSatisfy { $0.attributes[SemanticConventions.dbNamespace]?.stringValue == "postgres" })
         XCTAssertFalse(serverSpans.contains { $0.resource.attributes[SemanticConventions.processPID]?.intValue == Int64(client.pid) })
+        // Same-host linking, when the agent saw the backend's connection from its first byte (a backend forked
+        // just before it reads the SSLRequest may be selected a moment late): never a wrong parent.
+        for span in serverSpans where span.parentSpanID != .invalid {
+            let parent = clientSpans.first { $0.spanID == span.parentSpanID }
+            XCTAssertEqual(parent?.name, span.name, "a server span's parent is the client span of the same statement")
+            XCTAssertEqual(parent?.traceID, span.traceID)
+        }
         XCTAssertEqual(harness.agent.unclaimedConnections(pid: client.pid), 0)
     }
 
@@ -317,6 +370,9 @@ final class PostgresTracerTests: XCTestCase {
         usleep(200_000)
         XCTAssertEqual(selects(.client).count, 50)
         XCTAssertEqual(selects(.server).count, 50)
+        // Same-host linking (when both ends were seen from the connection's first byte): never a wrong parent.
+        let clientSpanIDs = Set(selects(.client).map(\.spanID))
+        XCTAssertTrue(selects(.server).allSatisfy { $0.parentSpanID == .invalid || clientSpanIDs.contains($0.parentSpanID) })
         XCTAssertTrue(selects(.client).allSatisfy {
             $0.resource.attributes[SemanticConventions.processPID]?.intValue == Int64(client.pid) && $0.status == .unset
                 && $0.attributes[SemanticConventions.dbNamespace]?.stringValue == "postgres"
