@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the database parsers of captured bytes (SQL summaries, query-text sanitizing, the Redis RESP parser
-# behind the capture layer's ConnectionTracker) with libFuzzer: builds Fuzz/DatabaseFuzz with
-# -sanitize=fuzzer,address into .build-fuzz-database, seeds a corpus with real Redis exchanges, and runs.
+# Fuzzes the database parsers of captured bytes (SQL summaries, query-text sanitizing, the Redis RESP and
+# PostgreSQL protocol parsers behind the capture layer's ConnectionTracker) with libFuzzer: builds Fuzz/DatabaseFuzz with
+# -sanitize=fuzzer,address into .build-fuzz-database, seeds a corpus with Redis and PostgreSQL exchanges, and runs.
 #
 # Usage: scripts/fuzz-database.sh [RUNS] [extra libFuzzer flags...]   (RUNS defaults to 1000000)
 # A crash leaves crash-<sha1> in .build-fuzz-database/; replay it with the non-fuzzing build:
@@ -34,6 +34,31 @@ open(d + "/huge", "wb").write(rec(0, b"*2\r\n$3\r\nGET\r\n$4611686018427387904\r
 open(d + "/resp3", "wb").write(rec(0, b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n") + rec(1, b"%1\r\n+server\r\n+redis\r\n>2\r\n+a\r\n+b\r\n")
     + rec(0 | (1 << 5), b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n") + rec(1, b"!3\r\nERR\r\n"))
 open(d + "/sql", "wb").write(b"SELECT \"a\" FROM t WHERE x = 'it''s' AND y = $1::int AND z = 1.5e3 -- c\n")
+PY
+fi
+if [ ! -e "$corpus/pg-simple" ]; then
+    # PostgreSQL (protocol 3.0): SSLRequest refused, StartupMessage, a simple Query of several statements with
+    # its replies, a pipelined extended batch with an error mid-batch, a length below 4, an uncaptured row.
+    python3 - "$corpus" <<'PY'
+import struct, sys
+def rec(control, data=b""):
+    return bytes([control, len(data)]) + data
+def msg(t, body):
+    return t + struct.pack(">I", len(body) + 4) + body
+def cstr(*values):
+    return b"".join(v + b"\0" for v in values)
+startup_body = struct.pack(">I", 196608) + cstr(b"user", b"app", b"database", b"shop") + b"\0"
+connect = (rec(0, struct.pack(">II", 8, 80877103)) + rec(1, b"N") + rec(0, struct.pack(">I", len(startup_body) + 4) + startup_body)
+    + rec(1, msg(b"R", struct.pack(">I", 0)) + msg(b"Z", b"I")))
+d = sys.argv[1]
+open(d + "/pg-simple", "wb").write(connect + rec(0, msg(b"Q", cstr(b"CREATE TABLE t (a int); INSERT INTO t VALUES (1); SELECT a FROM t")))
+    + rec(1, msg(b"C", cstr(b"CREATE TABLE")) + msg(b"C", cstr(b"INSERT 0 1"))[:7]) + rec(1, msg(b"C", cstr(b"INSERT 0 1"))[7:])
+    + rec(1 | (2 << 5), msg(b"D", b"\0\1" + struct.pack(">I", 300) + b"x" * 20)[:30]) + rec(1, msg(b"C", cstr(b"SELECT 1")) + msg(b"Z", b"I")))
+batch = (msg(b"P", cstr(b"s1", b"SELECT a FROM t WHERE a = $1") + b"\0\0") + msg(b"B", cstr(b"", b"s1") + b"\0" * 6)
+    + msg(b"E", cstr(b"") + b"\0" * 4) + msg(b"B", cstr(b"", b"s1") + b"\0" * 6) + msg(b"E", cstr(b"") + b"\0" * 4) + msg(b"S", b""))
+error = msg(b"E", b"SERROR\0C22P02\0Mbad\0\0")
+open(d + "/pg-extended", "wb").write(connect + rec(0, batch) + rec(1, msg(b"1", b"") + msg(b"2", b"") + error + msg(b"Z", b"I")) + rec(2))
+open(d + "/pg-short", "wb").write(connect + rec(0, b"Q" + struct.pack(">I", 3) + b"SELECT 1\0") + rec(1, msg(b"Z", b"I")))
 PY
 fi
 exec "$bin" -runs="$runs" -max_len=2048 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \

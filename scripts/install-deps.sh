@@ -8,6 +8,7 @@ packages=(
   bpftool golang-go wrk protobuf-compiler python3-pip nginx-light openssl curl systemd util-linux binutils
   iproute2
   redis-server python3-redis
+  postgresql python3-psycopg   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3
   libbpf-tools   # kernel tracer tests compare with runqlat, oomkill, tcpconnect... (0.26)
 )
 # The guest-kernel tests (scripts/guest/run-in-guest.sh) boot Debian's 6.1 kernel, which has the kprobes

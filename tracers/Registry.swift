@@ -19,6 +19,7 @@ public enum TracerRegistry {
             HTTP2Tracer(),
             HTTPTracer(),
             RedisTracer(queryText: databaseQueryText),
+            PostgresTracer(queryText: databaseQueryText),
         ]
     }
 

@@ -1,0 +1,382 @@
+import CTracerABI
+import Foundation
+import Glibc
+import Telemetry
+import TestSupport
+import TracerFramework
+import Tracers
+import XCTest
+
+/// The PostgreSQL parser: capture events replayed through the connection tracker (no kernel), and Debian's
+/// Postgres 15 with psql and psycopg traced end to end.
+final class PostgresTracerTests: XCTestCase {
+    private final class Replay {
+        let tracker: ConnectionTracker
+        let tracer: PostgresTracer
+        var spans: [Span] = []
+
+        init(queryText: DatabaseQueryText = .off) {
+            tracer = PostgresTracer(queryText: queryText)
+            let parser = tracer.parser!
+            tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _, _ in .init(parsers: [parser]) }, countOnly: { _ in })
+        }
+
+        func feed(_ direction: CaptureChunk.Direction, _ bytes: [UInt8], length: Int? = nil, connection: UInt64 = 1, pid: UInt32 = 7,
+                  tuple: capture_tuple = PostgresTracerTests.clientTuple, time: UInt64) {
+            var exchanges: [Exchange] = []
+            CaptureEvents.chunk(connection: connection, pid: pid, direction: direction, data: bytes, length: length, timestamp: time,
+                                tuple: tuple).withUnsafeBytes { tracker.handle($0, into: &exchanges) }
+            for case .database(let exchange) in exchanges {
+                spans.append(DatabaseSpans.span(exchange, resource: .empty, scope: InstrumentationScope(name: "test")) { $0 })
+            }
+        }
+    }
+
+    /// Both ends of one loopback connection (the server's is the client's reversed).
+    private static let clientTuple = CaptureEvents.tuple(local: [127, 0, 0, 1], localPort: 40_000, remote: [127, 0, 0, 1], remotePort: 5432)
+    private static let serverTuple = CaptureEvents.tuple(local: [127, 0, 0, 1], localPort: 5432, remote: [127, 0, 0, 1], remotePort: 40_000)
+
+    /// A typed message: type byte, Int32 length (counting itself), body.
+    private static func message(_ type: Character, _ body: [UInt8]) -> [UInt8] {
+        [type.asciiValue!] + int32(body.count + 4) + body
+    }
+
+    private static func int32(_ value: Int) -> [UInt8] {
+        [UInt8(value >> 24 & 0xFF), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)]
+    }
+
+    /// NUL-terminated strings.
+    private static func strings(_ values: String...) -> [UInt8] { values.flatMap { Array($0.utf8) + [0] } }
+
+    private static let sslRequest = int32(8) + int32(80_877_103)
+    private static func startup(user: String, database: String) -> [UInt8] {
+        let body = int32(196_608) + strings("user", user, "database", database) + [0]
+        return int32(body.count + 4) + body
+    }
+    private static let ready = message("Z", [UInt8(ascii: "I")])
+    private static func complete(_ tag: String) -> [UInt8] { message("C", strings(tag)) }
+    private static func error(_ sqlState: String) -> [UInt8] {
+        message("E", [UInt8(ascii: "S")] + strings("ERROR") + [UInt8(ascii: "C")] + strings(sqlState) + [UInt8(ascii: "M")] + strings("failed") + [0])
+    }
+    private static func parse(_ name: String, _ query: String) -> [UInt8] { message("P", strings(name, query) + [0, 0]) }
+    private static func bind(_ portal: String, _ statement: String) -> [UInt8] { message("B", strings(portal, statement) + [0, 0, 0, 0, 0, 0]) }
+    private static func execute(_ portal: String) -> [UInt8] { message("E", strings(portal) + [0, 0, 0, 0]) }
+    private static let sync = message("S", [])
+
+    /// Connects as psql does over TCP: SSLRequest refused (`N`), StartupMessage split over two writes.
+    private func connect(_ replay: Replay, connection: UInt64 = 1) {
+        replay.feed(.send, Self.sslRequest, connection: connection, time: 1)
+        replay.feed(.receive, [UInt8(ascii: "N")], connection: connection, time: 2)
+        let startup = Self.startup(user: "app", database: "shop")
+        replay.feed(.send, Array(startup.prefix(6)), connection: connection, time: 3)
+        replay.feed(.send, Array(startup.dropFirst(6)), connection: connection, time: 4)
+        replay.feed(.receive, Self.message("R", Self.int32(0)) + Self.message("S", Self.strings("server_version", "15")) + Self.ready,
+                    connection: connection, time: 5)
+    }
+
+    func testSimpleQueryStatementsSplitRepliesAndUncapturedRows() {
+        let replay = Replay(queryText: .sanitized)
+        connect(replay)
+        replay.feed(.send, Self.message("Q", Self.strings("CREATE TABLE items (id int, name text); INSERT INTO items VALUES (1, 'a;b'); SELECT name FROM items")),
+                    time: 10)
+        let replies = Self.complete("CREATE TABLE") + Self.complete("INSERT 0 1")
+        replay.feed(.receive, Array(replies.prefix(20)), time: 20)
+        replay.feed(.receive, Array(replies.dropFirst(20)), time: 30)
+        // A row description, then a 5000-byte DataRow of which only the first bytes were captured.
+        let row = Self.message("D", [0, 1] + Self.int32(4990) + Array(repeating: 0x61, count: 4990))
+        let description = Self.message("T", Array(repeating: 0, count: 30))
+        replay.feed(.receive, description + Array(row.prefix(100)), length: description.count + row.count, time: 40)
+        replay.feed(.receive, Self.complete("SELECT 1") + Self.ready, time: 50)
+        XCTAssertEqual(replay.spans.map(\.name), ["CREATE shop", "INSERT items", "SELECT items"])
+        XCTAssertEqual(replay.spans.map { $0.attributes[SemanticConventions.dbNamespace]?.stringValue }, ["shop", "shop", "shop"])
+        XCTAssertEqual(replay.spans[1].attributes[SemanticConventions.dbSystemName]?.stringValue, "postgresql")
+        XCTAssertEqual(replay.spans[1].attributes[SemanticConventions.dbOperationName]?.stringValue, "INSERT")
+        XCTAssertEqual(replay.spans[1].attributes[SemanticConventions.dbCollectionName]?.stringValue, "items")
+        XCTAssertEqual(replay.spans[1].attributes[SemanticConventions.dbQueryText]?.stringValue, "INSERT INTO items VALUES (?, ?)")
+        XCTAssertEqual(replay.spans[1].endTimeUnixNano, 30, "the second CommandComplete ended in the second read")
+        XCTAssertEqual(replay.spans[2].startTimeUnixNano, 30, "a statement starts when the one before it completed")
+        XCTAssertEqual(replay.spans[2].endTimeUnixNano, 50)
+        XCTAssertEqual(replay.spans[2].kind, .client)
+        XCTAssertEqual(replay.spans[2].attributes[SemanticConventions.serverPort]?.intValue, 5432)
+        XCTAssertNil(replay.spans[0].attributes[SemanticConventions.dbCollectionName])
+        // A failing simple query: SQLSTATE as the status code.
+        replay.feed(.send, Self.message("Q", Self.strings("SELECT * FROM missing")), time: 60)
+        replay.feed(.receive, Self.error("42P01") + Self.ready, time: 70)
+        XCTAssertEqual(replay.spans.last?.name, "SELECT missing")
+        XCTAssertEqual(replay.spans.last?.status, .error(message: ""))
+        XCTAssertEqual(replay.spans.last?.attributes[SemanticConventions.dbResponseStatusCode]?.stringValue, "42P01")
+        XCTAssertEqual(replay.spans.last?.attributes[SemanticConventions.errorType]?.stringValue, "42P01")
+        // A 3000-byte statement of which the capture kept the first 1 KiB: summarized from that prefix.
+        let long = Self.message("Q", Self.strings("INSERT INTO items VALUES " + Array(repeating: "(1, 'x')", count: 400).joined(separator: ", ")))
+        replay.feed(.send, Array(long.prefix(1024)), length: long.count, time: 80)
+        replay.feed(.receive, Self.complete("INSERT 0 400") + Self.ready, time: 90)
+        XCTAssertEqual(replay.spans.last?.name, "INSERT items")
+        let text = replay.spans.last?.attributes[SemanticConventions.dbQueryText]?.stringValue ?? ""
+        XCTAssertTrue(text.hasPrefix("INSERT INTO items VALUES (?, ?), (?, ?)"), text)
+        XCTAssertTrue(text.hasSuffix("…"), text)
+        XCTAssertLessThan(text.utf8.count, 1100, "only the captured prefix")
+        XCTAssertFalse(text.hasSuffix("……"), text)
+        XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 0)
+    }
+
+    func testPipelinedExtendedQueryNamedStatementsAndErrorMidBatch() {
+        let replay = Replay(queryText: .full)
+        connect(replay)
+        // A named statement, bound and executed twice, and an unnamed one: one batch, one Sync.
+        replay.feed(.send, Self.parse("s1", "SELECT name FROM items WHERE id = $1") + Self.bind("", "s1") + Self.execute("")
+                    + Self.bind("", "s1") + Self.execute("") + Self.parse("", "UPDATE items SET name = $1") + Self.bind("", "")
+                    + Self.execute("") + Self.sync, time: 10)
+        replay.feed(.receive, Self.message("1", []) + Self.message("2", []) + Self.complete("SELECT 1") + Self.message("2", []), time: 20)
+        replay.feed(.receive, Self.complete("SELECT 0") + Self.message("1", []) + Self.message("2", []) + Self.complete("UPDATE 3") + Self.ready,
+                    time: 30)
+        XCTAssertEqual(replay.spans.map(\.name), ["SELECT items", "SELECT items", "UPDATE items"])
+        XCTAssertEqual(replay.spans[0].attributes[SemanticConventions.dbQueryText]?.stringValue, "SELECT name FROM items WHERE id = $1")
+        XCTAssertEqual(replay.spans.map(\.endTimeUnixNano), [20, 30, 30])
+        // The statement stays known in the next batch; the first Execute fails: the server skips the second.
+        replay.feed(.send, Self.bind("", "s1") + Self.execute("") + Self.bind("", "s1") + Self.execute("") + Self.sync, time: 40)
+        replay.feed(.receive, Self.error("22P02") + Self.ready, time: 50)
+        XCTAssertEqual(replay.spans.count, 4)
+        XCTAssertEqual(replay.spans.last?.name, "SELECT items")
+        XCTAssertEqual(replay.spans.last?.attributes[SemanticConventions.dbResponseStatusCode]?.stringValue, "22P02")
+        XCTAssertEqual(replay.tracer.statistics.skippedAfterError.load(ordering: .relaxed), 1)
+        // The connection goes on: a batch after the failed one matches its own replies.
+        replay.feed(.send, Self.bind("", "s1") + Self.execute("") + Self.sync, time: 60)
+        replay.feed(.receive, Self.message("2", []) + Self.complete("SELECT 1") + Self.ready, time: 70)
+        XCTAssertEqual(replay.spans.count, 5)
+        XCTAssertEqual(replay.spans.last?.status, .unset)
+        // Closing the statement forgets it: an Execute of it names only what the server's tag says.
+        replay.feed(.send, Self.message("C", [UInt8(ascii: "S")] + Self.strings("s1")) + Self.bind("", "s1") + Self.execute("") + Self.sync, time: 80)
+        replay.feed(.receive, Self.message("3", []) + Self.message("2", []) + Self.complete("SELECT 1") + Self.ready, time: 90)
+        XCTAssertEqual(replay.spans.last?.attributes[SemanticConventions.dbOperationName]?.stringValue, "SELECT")
+        XCTAssertNil(replay.spans.last?.attributes[SemanticConventions.dbCollectionName])
+        XCTAssertNil(replay.spans.last?.attributes[SemanticConventions.dbQueryText])
+    }
+
+    func testLengthBelowFourAbsurdLengthsAndGarbageAreCountedNeverSpans() {
+        let replay = Replay()
+        connect(replay, connection: 1)
+        replay.feed(.send, [UInt8(ascii: "Q")] + Self.int32(3) + Self.strings("SELECT 1"), connection: 1, time: 10) // length below 4
+        replay.feed(.receive, Self.complete("SELECT 1") + Self.ready, connection: 1, time: 20)
+        XCTAssertTrue(replay.spans.isEmpty)
+        XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 1)
+        connect(replay, connection: 2)
+        replay.feed(.send, Self.message("Q", Self.strings("SELECT 1")), connection: 2, time: 30)
+        replay.feed(.receive, [UInt8(ascii: "C"), 0x7F, 0xFF, 0xFF, 0xFF], connection: 2, time: 40) // 2 GiB
+        XCTAssertTrue(replay.spans.isEmpty)
+        XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 2)
+        XCTAssertEqual(replay.tracer.statistics.withoutReply.load(ordering: .relaxed), 1)
+        connect(replay, connection: 3)
+        replay.feed(.send, Array("GET / HTTP/1.1\r\n\r\n".utf8), connection: 3, time: 50)
+        XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 3)
+        // A message header hidden in the uncaptured part of a read: counted, the connection makes no more spans.
+        connect(replay, connection: 4)
+        replay.feed(.send, Self.message("Q", Self.strings("SELECT 1")), length: 3000, connection: 4, time: 60)
+        replay.feed(.receive, Self.complete("SELECT 1") + Self.ready, connection: 4, time: 70)
+        XCTAssertTrue(replay.spans.isEmpty)
+        XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 4)
+        // An SSL-accepted connection is ciphertext: counted, never parsed.
+        replay.feed(.send, Self.sslRequest, connection: 5, time: 80)
+        replay.feed(.receive, [UInt8(ascii: "S")], connection: 5, time: 81)
+        replay.feed(.send, Self.message("Q", Self.strings("SELECT 1")), connection: 5, time: 82)
+        replay.feed(.receive, Self.complete("SELECT 1") + Self.ready, connection: 5, time: 83)
+        XCTAssertTrue(replay.spans.isEmpty)
+        XCTAssertEqual(replay.tracer.statistics.encryptedConnections.load(ordering: .relaxed), 1)
+        // Sanity: a well-formed connection after all that still makes its span.
+        connect(replay, connection: 6)
+        replay.feed(.send, Self.message("Q", Self.strings("SELECT 1")), connection: 6, time: 90)
+        replay.feed(.receive, Self.complete("SELECT 1") + Self.ready, connection: 6, time: 91)
+        XCTAssertEqual(replay.spans.map(\.name), ["SELECT shop"])
+    }
+
+    /// Both ends of the same connection replayed (real PIDs, so both sides are in this network namespace):
+    /// each backend span is the child of the client span of the same message; a backend whose capture
+    /// started after the SSLRequest (its stream positions differ) makes unlinked spans, never wrong ones.
+    func testServerSpansAreTheChildrenOfTheClientSpansOfTheSameMessages() throws {
+        let replay = Replay()
+        let me = UInt32(getpid())
+        var time: UInt64 = 1_000
+        func both(_ bytes: [UInt8], fromClient: Bool, client: UInt64 = 1, server: UInt64 = 2, serverSees: Bool = true) {
+            time += 10
+            let clientSide = { replay.feed(fromClient ? .send : .receive, bytes, connection: client, pid: me, tuple: Self.clientTuple, time: time) }
+            let serverSide = { replay.feed(fromClient ? .receive : .send, bytes, connection: server, pid: me, tuple: Self.serverTuple, time: time + 1) }
+            if fromClient { clientSide(); if serverSees { serverSide() } } else { if serverSees { serverSide() }; clientSide() }
+        }
+        func conversation(client: UInt64, server: UInt64, serverSeesSSLRequest: Bool) {
+            both(Self.sslRequest, fromClient: true, client: client, server: server, serverSees: serverSeesSSLRequest)
+            both([UInt8(ascii: "N")], fromClient: false, client: client, server: server, serverSees: serverSeesSSLRequest)
+            both(Self.startup(user: "app", database: "shop"), fromClient: true, client: client, server: server)
+            both(Self.message("R", Self.int32(0)) + Self.ready, fromClient: false, client: client, server: server)
+            both(Self.parse("", "SELECT name FROM items WHERE id = $1") + Self.bind("", "") + Self.execute("") + Self.bind("", "")
+                 + Self.execute("") + Self.sync, fromClient: true, client: client, server: server)
+            both(Self.message("1", []) + Self.message("2", []) + Self.complete("SELECT 1") + Self.message("2", []) + Self.complete("SELECT 1")
+                 + Self.ready, fromClient: false, client: client, server: server)
+            both(Self.message("Q", Self.strings("DELETE FROM items")), fromClient: true, client: client, server: server)
+            both(Self.complete("DELETE 1") + Self.ready, fromClient: false, client: client, server: server)
+        }
+        conversation(client: 1, server: 2, serverSeesSSLRequest: true)
+        let clients = replay.spans.filter { $0.kind == .client }, servers = replay.spans.filter { $0.kind == .server }
+        XCTAssertEqual(clients.map(\.name), ["SELECT items", "SELECT items", "DELETE items"])
+        XCTAssertEqual(servers.map(\.name), ["SELECT items", "SELECT items", "DELETE items"])
+        XCTAssertEqual(servers.map(\.parentSpanID), clients.map(\.spanID))
+        XCTAssertEqual(servers.map(\.traceID), clients.map(\.traceID))
+        XCTAssertEqual(replay.tracker.peerLinks.counters.linked.load(ordering: .relaxed), 3)
+        // The backend's capture starts at the StartupMessage: still claimed and parsed, but no link.
+        replay.spans.removeAll()
+        conversation(client: 3, server: 4, serverSeesSSLRequest: false)
+        XCTAssertEqual(replay.spans.filter { $0.kind == .server }.map(\.name), ["SELECT items", "SELECT items", "DELETE items"])
+        XCTAssertTrue(replay.spans.filter { $0.kind == .server }.allSatisfy { $0.parentSpanID == .invalid })
+        XCTAssertEqual(replay.tracker.peerLinks.counters.linked.load(ordering: .relaxed), 3)
+    }
+
+    // MARK: End to end
+
+    /// Debian's Postgres 15 in a scratch directory, run as the `postgres` user, on 127.0.0.1:`port`.
+    private final class PostgresServer {
+        static let bin = "/usr/lib/postgresql/15/bin"
+        let process: Process
+        let port: Int
+
+        init(directory: URL) throws {
+            port = unusedTCPPort()
+            let data = directory.appendingPathComponent("data").path
+            try TestSupport.run("/bin/chown", ["-R", "postgres:postgres", directory.path])
+            try TestSupport.run("/usr/bin/setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", Self.bin + "/initdb",
+                                                     "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"])
+            process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments = ["--reuid=postgres", "--regid=postgres", "--init-groups", Self.bin + "/postgres", "-D", data,
+                                 "-h", "127.0.0.1", "-p", String(port), "-k", directory.path, "-c", "fsync=off"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            guard waitUntil(timeout: 30, { (try? TestSupport.run("/usr/bin/psql", self.arguments("SELECT 1"))) != nil }) else {
+                try prerequisiteMissing("postgresql", "postgres did not accept connections on 127.0.0.1:\(port) within 30 s")
+            }
+        }
+
+        var pid: Int32 { process.processIdentifier }
+
+        func arguments(_ command: String) -> [String] {
+            ["-X", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", "postgres", "-c", command]
+        }
+
+        deinit {
+            // Fast shutdown (SIGINT): the sessions end, then the server.
+            if process.isRunning { kill(process.processIdentifier, SIGINT) }
+            process.waitUntilExit()
+        }
+    }
+
+    private func startPostgres() throws -> PostgresServer {
+        try requireBPF()
+        try requireExecutable(PostgresServer.bin + "/initdb", package: "postgresql")
+        try requireExecutable("/usr/bin/psql", package: "postgresql-client")
+        try requireExecutable("/usr/bin/setpriv", package: "util-linux")
+        return try PostgresServer(directory: try temporaryDirectory(self))
+    }
+
+    /// The server spans of the postgres backends (children of the postmaster) that ran `operations`.
+    private func serverSpans(_ harness: TracingHarness, count: Int) -> [Span] {
+        func spans() -> [Span] {
+            harness.collector.spans.filter { $0.kind == .server && $0.attributes[SemanticConventions.dbSystemName]?.stringValue == "postgresql" }
+                .sorted { $0.startTimeUnixNano < $1.startTimeUnixNano }
+        }
+        _ = waitUntil(timeout: 10) { spans().count >= count }
+        usleep(200_000)
+        return spans()
+    }
+
+    func testPsqlAgainstPostgresGivesClientAndServerSpans() throws {
+        let server = try startPostgres()
+        let client = try ChildProcess("/bin/sh", ["-c", "read go; exec \"$0\" \"$@\"", "/usr/bin/psql"]
+                                      + server.arguments("CREATE TABLE items (id int, name text); INSERT INTO items VALUES (1, 'a'); SELECT name FROM items")
+                                      + ["-c", "SELECT * FROM missing_table"])
+        let harness = try TracingHarness(pids: [server.pid, client.pid])
+        client.release()
+        XCTAssertNotNil(client.waitForExit())
+        let clientSpans = harness.waitForSpans(of: client.pid, kind: .client, count: 4)
+        XCTAssertEqual(clientSpans.map(\.name), ["CREATE postgres", "INSERT items", "SELECT items", "SELECT missing_table"])
+        XCTAssertEqual(clientSpans.compactMap { $0.attributes[SemanticConventions.dbCollectionName]?.stringValue }, ["items", "items", "missing_table"])
+        XCTAssertEqual(clientSpans.last?.attributes[SemanticConventions.dbResponseStatusCode]?.stringValue, "42P01")
+        XCTAssertEqual(clientSpans.last?.status, .error(message: ""))
+        XCTAssertEqual(clientSpans.first?.status, .unset)
+        XCTAssertTrue(clientSpans.allSatisfy { $0.attributes[SemanticConventions.serverPort]?.intValue == Int64(server.port) })
+        XCTAssertTrue(clientSpans.allSatisfy { $0.attributes[SemanticConventions.dbQueryText] == nil }, "no query text unless configured")
+        let serverSpans = serverSpans(harness, count: 4)
+        XCTAssertEqual(serverSpans.compactMap { $0.attributes[SemanticConventions.dbOperationName]?.stringValue }, ["CREATE", "INSERT", "SELECT", "SELECT"])
+        XCTAssertEqual(serverSpans.last?.attributes[SemanticConventions.dbResponseStatusCode]?.stringValue, "42P01")
+        XCTAssertEqual(serverSpans.first?.attributes[SemanticConventions.serverPort]?.intValue, Int64(server.port))
+        XCTAssertTrue(serverSpans.allSatisfy { $0.attributes[SemanticConventions.dbNamespace]?.stringValue == "postgres" })
+        XCTAssertFalse(serverSpans.contains { $0.resource.attributes[SemanticConventions.processPID]?.intValue == Int64(client.pid) })
+        // Same-host linking, when the agent saw the backend's connection from its first byte (a backend forked
+        // just before it reads the SSLRequest may be selected a moment late): never a wrong parent.
+        for span in serverSpans where span.parentSpanID != .invalid {
+            let parent = clientSpans.first { $0.spanID == span.parentSpanID }
+            XCTAssertEqual(parent?.name, span.name, "a server span's parent is the client span of the same statement")
+            XCTAssertEqual(parent?.traceID, span.traceID)
+        }
+        XCTAssertEqual(harness.agent.unclaimedConnections(pid: client.pid), 0)
+    }
+
+    func testPsycopgParameterizedQueriesUseTheExtendedProtocol() throws {
+        let server = try startPostgres()
+        guard (try? TestSupport.run("/usr/bin/python3", ["-c", "import psycopg"])) != nil else {
+            try prerequisiteMissing("python3-psycopg", "Python's psycopg module is missing (apt-get install python3-psycopg)")
+        }
+        let directory = try temporaryDirectory(self)
+        let script = directory.appendingPathComponent("client.py")
+        try """
+        import psycopg, sys
+        with psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname="postgres", autocommit=True) as conn:
+            conn.execute("CREATE TABLE pets (id int, name text)")
+            conn.execute("INSERT INTO pets VALUES (%s, %s)", (1, "rex"))
+            assert conn.execute("SELECT name FROM pets WHERE id = %s", (1,)).fetchone() == ("rex",)
+            try:
+                conn.execute("SELECT name FROM pets WHERE id = %s", ("not a number",))
+            except psycopg.errors.InvalidTextRepresentation:
+                pass
+        """.write(to: script, atomically: true, encoding: .utf8)
+        let client = try ChildProcess("/bin/sh", ["-c", "read go; exec \"$0\" \"$@\"", "/usr/bin/python3", script.path, String(server.port)])
+        let harness = try TracingHarness(pids: [client.pid], tracers: [PostgresTracer(queryText: .full)])
+        client.release()
+        XCTAssertEqual(client.waitForExit(), 0)
+        let spans = harness.waitForSpans(of: client.pid, kind: .client, count: 4)
+        XCTAssertEqual(spans.map(\.name), ["CREATE postgres", "INSERT pets", "SELECT pets", "SELECT pets"])
+        // `$1` placeholders exist only in the Parse message of the extended protocol.
+        XCTAssertEqual(spans[2].attributes[SemanticConventions.dbQueryText]?.stringValue, "SELECT name FROM pets WHERE id = $1")
+        XCTAssertEqual(spans[1].attributes[SemanticConventions.dbQueryText]?.stringValue, "INSERT INTO pets VALUES ($1, $2)")
+        XCTAssertEqual(spans[3].attributes[SemanticConventions.dbResponseStatusCode]?.stringValue, "22P02")
+        XCTAssertEqual(spans[3].status, .error(message: ""))
+        XCTAssertTrue(spans.allSatisfy { $0.attributes[SemanticConventions.dbNamespace]?.stringValue == "postgres" })
+    }
+
+    func testPgbenchPreparedStatementsGiveOneSpanPerExecute() throws {
+        let server = try startPostgres()
+        let pgbench = PostgresServer.bin + "/pgbench"
+        try requireExecutable(pgbench, package: "postgresql")
+        let connection = ["-h", "127.0.0.1", "-p", String(server.port), "-U", "postgres"]
+        try TestSupport.run(pgbench, ["-i", "-q", "-s", "1"] + connection + ["postgres"])
+        // Two connections, 25 select-only transactions each, with named prepared statements (Parse once,
+        // then Bind/Execute/Sync per transaction).
+        let client = try ChildProcess("/bin/sh", ["-c", "read go; exec \"$0\" \"$@\"", pgbench, "-n", "-S", "-M", "prepared", "-c", "2", "-t", "25"]
+                                      + connection + ["postgres"])
+        let harness = try TracingHarness(pids: [server.pid, client.pid])
+        client.release()
+        XCTAssertEqual(client.waitForExit(), 0)
+        func selects(_ kind: SpanKind) -> [Span] {
+            harness.collector.spans.filter { $0.kind == kind && $0.name == "SELECT pgbench_accounts" }
+        }
+        _ = waitUntil(timeout: 10) { selects(.client).count >= 50 && selects(.server).count >= 50 }
+        usleep(200_000)
+        XCTAssertEqual(selects(.client).count, 50)
+        XCTAssertEqual(selects(.server).count, 50)
+        // Same-host linking (when both ends were seen from the connection's first byte): never a wrong parent.
+        let clientSpanIDs = Set(selects(.client).map(\.spanID))
+        XCTAssertTrue(selects(.server).allSatisfy { $0.parentSpanID == .invalid || clientSpanIDs.contains($0.parentSpanID) })
+        XCTAssertTrue(selects(.client).allSatisfy {
+            $0.resource.attributes[SemanticConventions.processPID]?.intValue == Int64(client.pid) && $0.status == .unset
+                && $0.attributes[SemanticConventions.dbNamespace]?.stringValue == "postgres"
+                && $0.attributes[SemanticConventions.dbOperationName]?.stringValue == "SELECT"
+        })
+    }
+}
