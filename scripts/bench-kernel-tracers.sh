@@ -4,7 +4,7 @@
 # and with libbpf-tools' `runqlat` (Debian 0.26). Per round: context switches per second of the machine
 # (/proc/stat ctxt), the storm's round trips per second, the tracer's own CPU (utime+stime of its process)
 # and, with BPF statistics on (sysctl kernel.bpf_stats_enabled), the BPF run time per program run of the
-# tracer's programs (bpftool prog show: run_time_ns / run_cnt of the programs its process holds).
+# tracer's programs (bpftool prog show: run_time_ns / run_cnt of the programs loaded since the round began).
 # Rounds alternate; medians. Usage (root): scripts/bench-kernel-tracers.sh [--rounds N] [--seconds S] [--tracer PATH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +49,12 @@ int main(int argc, char **argv) {
     cpu_set_t cpus; CPU_ZERO(&cpus); CPU_SET(0, &cpus); sched_setaffinity(0, sizeof(cpus), &cpus);
     int there[2], back[2]; char byte = 0;
     if (pipe(there) || pipe(back)) return 1;
-    if (fork() == 0) { while (read(there[0], &byte, 1) == 1) if (write(back[1], &byte, 1) != 1) return 0; return 0; }
+    if (fork() == 0) { /* the echoing child: ends when the parent's write end closes */
+        close(there[1]); close(back[0]);
+        while (read(there[0], &byte, 1) == 1) if (write(back[1], &byte, 1) != 1) return 0;
+        return 0;
+    }
+    close(there[0]); close(back[1]);
     long trips = 0; double end = now() + seconds;
     while (now() < end) { if (write(there[1], &byte, 1) != 1 || read(back[0], &byte, 1) != 1) return 1; trips++; }
     printf("%.0f\n", trips / seconds);
@@ -61,9 +66,12 @@ cc -O2 -o "$work/pingpong" "$work/pingpong.c"
 ctxt() { awk '/^ctxt/ {print $2}' /proc/stat; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime in clock ticks
 ticks=$(getconf CLK_TCK)
-# BPF nanoseconds per program run of the programs process $1 holds.
+# BPF program ids loaded now.
+program_ids() { bpftool prog show -j | jq -c '[.[].id]'; }
+# BPF nanoseconds per program run of the programs loaded since the ids in $1 (the watcher's: bpftool's
+# per-process view needs its own BPF iterator, which lockdown refuses here).
 bpf_ns_per_run() {
-  bpftool prog show -j | jq --argjson pid "$1" '[.[] | select((.pids // []) | any(.pid == $pid))] |
+  bpftool prog show -j | jq --argjson before "$1" '[.[] | select(.id as $id | $before | index($id) | not)] |
     (map(.run_time_ns // 0) | add) as $ns | (map(.run_cnt // 0) | add) as $runs |
     if ($runs // 0) > 0 then ($ns / $runs) else 0 end'
 }
@@ -71,7 +79,8 @@ median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2
 
 # One round: $1 = none|tracer|libbpf-tools -> "switches/s trips/s tracerCPU% bpf-ns/run"
 round() {
-  local watcher="" pid=""
+  local watcher="" pid="" before
+  before=$(program_ids)
   case "$1" in
     tracer) "$tracer" tool runqlat > /dev/null 2> "$work/watcher.err" & pid=$! ;;
     libbpf-tools) /usr/sbin/runqlat > /dev/null 2> "$work/watcher.err" & pid=$! ;;
@@ -84,7 +93,7 @@ round() {
   local cpu_share=0 ns=0
   if [ -n "$watcher" ]; then
     cpu_share=$(echo "($t1 - $t0) * 100 / $ticks / $seconds" | bc -l)
-    ns=$(bpf_ns_per_run "$watcher")
+    ns=$(bpf_ns_per_run "$before")
     kill -INT "$watcher"; wait "$watcher" 2>/dev/null || true
   fi
   echo "$(( (c1 - c0) / seconds )) $trips $cpu_share $ns"
