@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Database parsers' cost (issue 13), with the `tracer` binary as shipped (release, static Swift runtime) as its
+# own process, side by side with no agent in one run; rounds alternate no agent / agent; medians.
+#   1. redis-server under `redis-benchmark -c 2 -t get,set -n N` (the server traced);
+#   2. Postgres 15 under `pgbench -S -c 2 -T S` (the postmaster traced: its backends are followed from fork).
+# Each agent round also reports the spans it made against the operations the benchmark ran (the agent prints
+# spans as JSON lines; Redis: one per command; Postgres: one per statement) and the agent's stop line (drops).
+# Usage (root): scripts/bench-databases.sh [--rounds N] [--seconds S] [--requests N] [--tracer PATH]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/opt/swift/usr/bin:$PATH"
+rounds=3 seconds=5 requests=100000 tracer=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --requests) requests=$2; shift 2 ;;
+    --tracer) tracer=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+pgbin=/usr/lib/postgresql/15/bin
+for tool in /usr/bin/redis-server /usr/bin/redis-benchmark "$pgbin/initdb" "$pgbin/postgres" /usr/bin/pgbench /usr/bin/jq; do
+  [ -x "$tool" ] || { echo "missing $tool (apt-get install redis-server postgresql jq)" >&2; exit 1; }
+done
+[ -d /sys/kernel/tracing/events ] || mount -t tracefs tracefs /sys/kernel/tracing
+if [ -z "$tracer" ]; then
+  swift build --manifest-cache none -c release --static-swift-stdlib --product tracer >&2
+  tracer=.build/release/tracer
+fi
+
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; sleep 0.5; rm -rf "$work"; }
+trap cleanup EXIT
+
+redis_port=$((20000 + RANDOM % 10000))
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no > /dev/null & pids+=($!); redis_pid=$!
+
+pg_port=$((30000 + RANDOM % 10000))
+mkdir "$work/pg"; chown postgres "$work/pg"
+setpriv --reuid=postgres --regid=postgres --init-groups "$pgbin/initdb" -D "$work/pg/data" -A trust -U postgres > /dev/null
+setpriv --reuid=postgres --regid=postgres --init-groups "$pgbin/postgres" -D "$work/pg/data" -p "$pg_port" -k "$work/pg" \
+  -c listen_addresses=127.0.0.1 > "$work/pg/log" 2>&1 & pids+=($!); pg_pid=$!
+for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 -p "$pg_port" && break; sleep 0.1; done
+pgbench -q -i -s 1 -h 127.0.0.1 -p "$pg_port" -U postgres postgres > /dev/null 2>&1
+
+redis_rate() { # -> "requests/s"
+  redis-benchmark -p "$redis_port" -c 2 -n "$requests" -t get,set -q 2>/dev/null | tr '\r' '\n' \
+    | awk '/requests per second/ {sum += $2; n++} END {print sum / n}'
+}
+pg_run() { # -> "tps transactions"
+  pgbench -S -c 2 -T "$seconds" -h 127.0.0.1 -p "$pg_port" -U postgres postgres 2>/dev/null \
+    | awk '/^tps/ {tps=$3} /number of transactions actually processed/ {split($0, a, ": "); n=a[2]} END {print tps, n}'
+}
+median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+
+agent=""
+start_agent() { # $1: pid to trace
+  "$tracer" --pid "$1" --print json --log-level info > "$work/spans.json" 2> "$work/agent.log" &
+  agent=$!
+  for _ in $(seq 1 100); do grep -q "tracing:" "$work/agent.log" && break; sleep 0.1; done
+  sleep 0.5
+}
+stop_agent() { kill -TERM "$agent"; wait "$agent" || true; agent=""; }
+spans_of() { jq -r --arg system "$1" 'select(.attributes["db.system.name"] == $system) | .kind' "$work/spans.json" | sort | uniq -c | tr '\n' ' '; }
+
+declare -A values
+for round in $(seq 1 "$rounds"); do
+  for mode in none agent; do
+    [ "$mode" = agent ] && start_agent "$redis_pid"
+    values[redis_$mode]+="$(redis_rate) "
+    if [ "$mode" = agent ]; then
+      stop_agent
+      echo "  round $round redis: $((2 * requests)) commands; spans: $(spans_of redis); $(grep -o 'stopped: .*' "$work/agent.log")"
+    fi
+    [ "$mode" = agent ] && start_agent "$pg_pid"
+    read -r tps n < <(pg_run)
+    values[pg_$mode]+="$tps "
+    if [ "$mode" = agent ]; then
+      stop_agent
+      echo "  round $round pgbench: $n transactions ($((n)) SELECTs); spans: $(spans_of postgresql); $(grep -o 'stopped: .*' "$work/agent.log")"
+    fi
+  done
+done
+m() { echo "${values[$1]}" | tr ' ' '\n' | grep -v '^$' | median; }
+ratio() { echo "$(m "$1_agent") / $(m "$1_none")" | bc -l | xargs printf '%.3f'; }
+printf '%-52s %12s %12s %8s\n' "what (medians of $rounds rounds)" "no agent" "agent" "ratio"
+printf '%-52s %12.0f %12.0f %8s\n' "redis-server, redis-benchmark -c 2 get,set (req/s)" "$(m redis_none)" "$(m redis_agent)" "$(ratio redis)"
+printf '%-52s %12.0f %12.0f %8s\n' "postgres, pgbench -S -c 2 (tps)" "$(m pg_none)" "$(m pg_agent)" "$(ratio pg)"
+echo "raw: $(for k in "${!values[@]}"; do printf '%s=[%s] ' "$k" "${values[$k]% }"; done)"
