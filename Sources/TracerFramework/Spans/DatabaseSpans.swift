@@ -311,18 +311,7 @@ public enum DatabaseSpans {
         if let size = exchange.batchSize { attributes.appendUnchecked(SemanticConventions.dbOperationBatchSize, .int(Int64(size))) }
         if let code = exchange.statusCode { attributes.appendUnchecked(SemanticConventions.dbResponseStatusCode, .string(code)) }
         let server = isServer ? exchange.local : exchange.peer
-        if let server {
-            attributes.appendUnchecked(SemanticConventions.serverAddress, .string(server.address))
-            attributes.appendUnchecked(SemanticConventions.serverPort, .int(Int64(server.port)))
-        }
-        if isServer, let client = exchange.peer {
-            attributes.appendUnchecked(SemanticConventions.clientAddress, .string(client.address))
-            attributes.appendUnchecked(SemanticConventions.clientPort, .int(Int64(client.port)))
-        }
-        if let peer = exchange.peer {
-            attributes.appendUnchecked(SemanticConventions.networkPeerAddress, .string(peer.address))
-            attributes.appendUnchecked(SemanticConventions.networkPeerPort, .int(Int64(peer.port)))
-        }
+        attributes.appendConnectionEnds(server: server, client: isServer ? exchange.peer : nil, peer: exchange.peer)
         var status = SpanStatus.unset
         if exchange.failed {
             status = .error(message: "")

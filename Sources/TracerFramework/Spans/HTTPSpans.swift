@@ -35,6 +35,26 @@ public struct W3CTraceContext: Sendable, Equatable {
     }
 }
 
+extension Attributes {
+    /// The ends of a span's connection (OTel general attributes), in this order: `server.address`/`server.port`,
+    /// `client.address`/`client.port` (server spans), `network.peer.address`/`network.peer.port`; each pair
+    /// only when that end is known. Shared by every span family's builder.
+    mutating func appendConnectionEnds(server: SocketAddress?, client: SocketAddress?, peer: SocketAddress?) {
+        if let server {
+            appendUnchecked(SemanticConventions.serverAddress, .string(server.address))
+            appendUnchecked(SemanticConventions.serverPort, .int(Int64(server.port)))
+        }
+        if let client {
+            appendUnchecked(SemanticConventions.clientAddress, .string(client.address))
+            appendUnchecked(SemanticConventions.clientPort, .int(Int64(client.port)))
+        }
+        if let peer {
+            appendUnchecked(SemanticConventions.networkPeerAddress, .string(peer.address))
+            appendUnchecked(SemanticConventions.networkPeerPort, .int(Int64(peer.port)))
+        }
+    }
+}
+
 /// One end of a connection as span attributes.
 public struct SocketAddress: Sendable, Equatable {
     public let address: String
@@ -239,18 +259,8 @@ public enum HTTPSpans {
             attributes.appendUnchecked(SemanticConventions.networkProtocolVersion, .string(version))
         }
         attributes.appendUnchecked(SemanticConventions.networkTransport, "tcp")
-        if let server = isServer ? exchange.local : (exchange.server ?? exchange.peer) {
-            attributes.appendUnchecked(SemanticConventions.serverAddress, .string(server.address))
-            attributes.appendUnchecked(SemanticConventions.serverPort, .int(Int64(server.port)))
-        }
-        if isServer, let client = exchange.peer {
-            attributes.appendUnchecked(SemanticConventions.clientAddress, .string(client.address))
-            attributes.appendUnchecked(SemanticConventions.clientPort, .int(Int64(client.port)))
-        }
-        if let peer = exchange.peer {
-            attributes.appendUnchecked(SemanticConventions.networkPeerAddress, .string(peer.address))
-            attributes.appendUnchecked(SemanticConventions.networkPeerPort, .int(Int64(peer.port)))
-        }
+        attributes.appendConnectionEnds(server: isServer ? exchange.local : (exchange.server ?? exchange.peer),
+                                        client: isServer ? exchange.peer : nil, peer: exchange.peer)
         if let size = exchange.requestBodySize {
             attributes.appendUnchecked(SemanticConventions.httpRequestBodySize, .int(size))
         }

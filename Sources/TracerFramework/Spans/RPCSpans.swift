@@ -81,14 +81,7 @@ public enum RPCSpans {
             attributes.appendUnchecked(SemanticConventions.networkProtocolVersion, .string(version))
         }
         attributes.appendUnchecked(SemanticConventions.networkTransport, "tcp")
-        if let server = isServer ? exchange.local : exchange.peer {
-            attributes.appendUnchecked(SemanticConventions.serverAddress, .string(server.address))
-            attributes.appendUnchecked(SemanticConventions.serverPort, .int(Int64(server.port)))
-        }
-        if let peer = exchange.peer {
-            attributes.appendUnchecked(SemanticConventions.networkPeerAddress, .string(peer.address))
-            attributes.appendUnchecked(SemanticConventions.networkPeerPort, .int(Int64(peer.port)))
-        }
+        attributes.appendConnectionEnds(server: isServer ? exchange.local : exchange.peer, client: nil, peer: exchange.peer)
         if exchange.partialHeaders { attributes.appendUnchecked(partialHeadersAttribute, .bool(true)) }
         var status = SpanStatus.unset
         if let code = exchange.grpcStatusCode {
