@@ -109,9 +109,8 @@ static __always_inline void state_changed(struct sock *sk, int old, int new)
 			bpf_get_current_comm(known->comm, sizeof(known->comm));
 		}
 	}
-	if (new == TCP_SYN_SENT) /* a socket reused for another connect starts again */
-		if (known)
-			known->start_ns = now;
+	if (known && new == TCP_SYN_SENT) /* a socket reused for another connect starts again */
+		known->start_ns = now;
 	__u16 bound = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (known && bound)
 		known->local_port = bound;
