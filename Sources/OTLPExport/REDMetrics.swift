@@ -103,15 +103,34 @@ public final class REDMetrics: SpanSink {
         var bounds: [Double] { isDuration ? REDMetrics.durationBounds : REDMetrics.sizeBounds }
     }
 
+    /// The attribute set of one series group: its role (server or client), service and attributes.
     struct SeriesKey: Hashable {
-        var instrument: Int
+        var server: Bool
         var service: String
         var attributes: Attributes
+
+        /// Hashes the attribute values only: their keys follow from the values' order (method, then route,
+        /// status and address when present), and equality still compares everything.
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(server)
+            hasher.combine(service)
+            for attribute in attributes { hasher.combine(attribute.value) }
+        }
+    }
+
+    /// The histograms of one attribute set: the duration, and the body sizes once spans carried them.
+    struct SeriesGroup {
+        var key: SeriesKey
+        var duration: HistogramPoint
+        var requestSize: HistogramPoint?
+        var responseSize: HistogramPoint?
     }
 
     struct State {
-        var series: [SeriesKey: HistogramPoint] = [:]
-        var seriesPerService: [String: Int] = [:]
+        /// Where each attribute set's group is in `groups`: one lookup per span.
+        var groupIndex: [SeriesKey: Int] = [:]
+        var groups: [SeriesGroup] = []
+        var groupsPerService: [String: Int] = [:]
         /// Routes in use per service, configured templates aside (capped at `maxRoutesPerService`).
         var routesPerService: [String: Set<String>] = [:]
         var overflowed = 0
@@ -120,8 +139,8 @@ public final class REDMetrics: SpanSink {
 
     private let state = Mutex(State())
     public let routes: RouteGrouper
-    /// Series per service beyond this go to one series marked `otel.metric.overflow=true` (OTel SDK
-    /// cardinality-limit behaviour).
+    /// Attribute sets per service and role beyond this go to one series marked `otel.metric.overflow=true`
+    /// (the OTel SDK's cardinality limit per metric).
     public let maxSeriesPerService: Int
     public let startTimeUnixNano: UInt64
     /// Distinct `http.route` values per service beyond the configured templates; later ones are recorded as
@@ -158,11 +177,11 @@ public final class REDMetrics: SpanSink {
         let route = span.attributes[SemanticConventions.httpRoute]?.stringValue
             ?? span.attributes[SemanticConventions.urlPath]?.stringValue.map { routes.route(for: $0) }
         if var route {
-            if !routes.isConfigured(route) {
-                var known = state.routesPerService[service, default: []]
-                if !known.contains(route) {
-                    if known.count < maxRoutesPerService { known.insert(route) } else { route = RouteGrouper.overflowRoute }
-                    state.routesPerService[service] = known
+            if !routes.isConfigured(route), state.routesPerService[service]?.contains(route) != true {
+                if state.routesPerService[service, default: []].count < maxRoutesPerService {
+                    state.routesPerService[service, default: []].insert(route)
+                } else {
+                    route = RouteGrouper.overflowRoute
                 }
             }
             attributes.appendUnchecked(SemanticConventions.httpRoute, .string(route))
@@ -173,43 +192,47 @@ public final class REDMetrics: SpanSink {
         if !server, let address = span.attributes[SemanticConventions.serverAddress] {
             attributes.appendUnchecked(SemanticConventions.serverAddress, address)
         }
-        observe(server ? .serverDuration : .clientDuration, service, attributes, span.durationSeconds, &state)
+        let index = groupIndex(SeriesKey(server: server, service: service, attributes: attributes), &state)
+        let seriesAttributes = state.groups[index].key.attributes
+        state.groups[index].duration.record(span.durationSeconds, bounds: Self.durationBounds)
         if let size = span.attributes[SemanticConventions.httpRequestBodySize]?.intValue {
-            observe(server ? .serverRequestSize : .clientRequestSize, service, attributes, Double(size), &state)
+            state.groups[index].requestSize.record(Double(size), bounds: Self.sizeBounds, attributes: seriesAttributes)
         }
         if let size = span.attributes[SemanticConventions.httpResponseBodySize]?.intValue {
-            observe(server ? .serverResponseSize : .clientResponseSize, service, attributes, Double(size), &state)
+            state.groups[index].responseSize.record(Double(size), bounds: Self.sizeBounds, attributes: seriesAttributes)
         }
     }
 
-    private func observe(_ instrument: Instrument, _ service: String, _ attributes: Attributes, _ value: Double, _ state: inout State) {
-        var key = SeriesKey(instrument: instrument.rawValue, service: service, attributes: attributes)
-        if state.series[key] == nil {
-            if state.seriesPerService[service, default: 0] >= maxSeriesPerService {
-                key.attributes = ["otel.metric.overflow": true]
-                state.overflowed += 1
-            }
-            if state.series[key] == nil {
-                state.seriesPerService[service, default: 0] += 1
-                state.series[key] = HistogramPoint(
-                    attributes: key.attributes, bucketCounts: Array(repeating: 0, count: instrument.bounds.count + 1),
-                    sum: 0, count: 0, min: value, max: value)
-            }
+    /// The group of `key`, created on first use; past the service's limit, its overflow group.
+    private func groupIndex(_ key: SeriesKey, _ state: inout State) -> Int {
+        if let index = state.groupIndex[key] { return index }
+        var key = key
+        let limitKey = key.service + (key.server ? "/server" : "/client")
+        if state.groupsPerService[limitKey, default: 0] >= maxSeriesPerService {
+            state.overflowed += 1
+            key.attributes = ["otel.metric.overflow": true]
+            if let index = state.groupIndex[key] { return index }
+        } else {
+            state.groupsPerService[limitKey, default: 0] += 1
         }
-        let bounds = instrument.bounds
-        let bucket = bounds.firstIndex { value <= $0 } ?? bounds.count
-        state.series[key]!.bucketCounts[bucket] += 1
-        state.series[key]!.sum += value
-        state.series[key]!.count += 1
-        state.series[key]!.min = Swift.min(state.series[key]!.min ?? value, value)
-        state.series[key]!.max = Swift.max(state.series[key]!.max ?? value, value)
+        let index = state.groups.count
+        state.groups.append(SeriesGroup(key: key, duration: .empty(key.attributes, bounds: Self.durationBounds)))
+        state.groupIndex[key] = index
+        return index
     }
 
     /// Cumulative histograms per service, ordered by service, metric name and attributes.
     public func snapshot() -> [ResourceMetricsData] {
-        let series = state.withLock { $0.series }
+        let groups = state.withLock { $0.groups }
         var byService: [String: [Int: [HistogramPoint]]] = [:]
-        for (key, point) in series { byService[key.service, default: [:]][key.instrument, default: []].append(point) }
+        for group in groups {
+            let (duration, requestSize, responseSize): (Instrument, Instrument, Instrument) = group.key.server
+                ? (.serverDuration, .serverRequestSize, .serverResponseSize)
+                : (.clientDuration, .clientRequestSize, .clientResponseSize)
+            for (instrument, point) in [(duration, group.duration), (requestSize, group.requestSize), (responseSize, group.responseSize)] {
+                if let point { byService[group.key.service, default: [:]][instrument.rawValue, default: []].append(point) }
+            }
+        }
         return byService.keys.sorted().map { service in
             let instruments = byService[service]!
             let metrics = Instrument.allCases.compactMap { instrument -> MetricData? in
@@ -224,12 +247,36 @@ public final class REDMetrics: SpanSink {
         }
     }
 
-    /// Measurements folded into overflow series because of the cardinality limit.
+    /// Spans whose measurements were folded into overflow series because of the cardinality limit.
     public var overflowCount: Int { state.withLock { $0.overflowed } }
 
     public func flush(timeout: Duration) -> Bool { true }
 
     public func shutdown(timeout: Duration) { state.withLock { $0.closed = true } }
+}
+
+extension HistogramPoint {
+    /// A point with no measurements yet.
+    static func empty(_ attributes: Attributes, bounds: [Double]) -> HistogramPoint {
+        HistogramPoint(attributes: attributes, bucketCounts: Array(repeating: 0, count: bounds.count + 1), sum: 0, count: 0, min: nil, max: nil)
+    }
+
+    /// Counts `value` into its bucket (the first bound it does not exceed; +Inf past the last).
+    mutating func record(_ value: Double, bounds: [Double]) {
+        bucketCounts[bounds.firstIndex { value <= $0 } ?? bounds.count] += 1
+        sum += value
+        count += 1
+        min = Swift.min(min ?? value, value)
+        max = Swift.max(max ?? value, value)
+    }
+}
+
+extension HistogramPoint? {
+    /// Counts `value` into the point, created with `attributes` on first use.
+    mutating func record(_ value: Double, bounds: [Double], attributes: Attributes) {
+        if self == nil { self = .empty(attributes, bounds: bounds) }
+        self!.record(value, bounds: bounds)
+    }
 }
 
 extension Attributes {

@@ -89,9 +89,13 @@ public struct Attributes: Hashable, Sendable, Sequence, ExpressibleByDictionaryL
 
     public func makeIterator() -> IndexingIterator<[Attribute]> { storage.makeIterator() }
 
-    /// Gets a value; setting replaces in place or appends, setting nil removes.
+    /// Gets a value; setting replaces in place or appends, setting nil removes. Keys of another length are
+    /// passed over without comparing their bytes (most keys a lookup meets).
     public subscript(key: String) -> AttributeValue? {
-        get { storage.first { $0.key == key }?.value }
+        get {
+            let length = key.utf8.count
+            return storage.first { $0.key.utf8.count == length && $0.key == key }?.value
+        }
         set {
             if let i = storage.firstIndex(where: { $0.key == key }) {
                 if let newValue { storage[i].value = newValue } else { storage.remove(at: i) }
