@@ -33,7 +33,8 @@ let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 let tracerTests: [Target] = tracerTestFolders().isEmpty ? [] : [
     .testTarget(
         name: "TracersTests",
-        dependencies: ["Tracers", "TracerFramework", "TestSupport", "CTracerABI", "BPFRuntime", "BPFPrograms", "Telemetry", "ExecutableInspection"],
+        dependencies: ["Tracers", "TracerFramework", "TestSupport", "CTracerABI", "BPFRuntime", "BPFPrograms", "Telemetry", "ExecutableInspection",
+                       "OTLPExport"],
         path: "tracers",
         exclude: files(in: "tracers") { !$0.hasSuffix(".swift") || !$0.contains("/Tests/") },
         sources: tracerTestFolders(),

@@ -62,11 +62,19 @@ public struct ResourceMetricsData: Sendable {
     }
 }
 
-/// RED metrics (rate, errors, duration) derived from HTTP spans, as the HTTP semantic conventions define them:
-/// `http.server.request.duration` / `http.client.request.duration` (seconds, default buckets
-/// 5 ms … 10 s) and the request/response body-size histograms, with low-cardinality attributes only
-/// (`http.request.method`, `http.route` — from the span or the grouped `url.path` — `http.response.status_code`,
-/// and for clients `server.address`), one series set per `service.name`. Cumulative since `startTimeUnixNano`.
+/// RED metrics (rate, errors, duration) derived from spans, as the semantic conventions define them, with
+/// low-cardinality attributes only and one series set per `service.name`, cumulative since `startTimeUnixNano`:
+/// - HTTP: `http.server.request.duration` / `http.client.request.duration` (seconds, buckets 5 ms … 10 s) and
+///   the request/response body-size histograms; `http.request.method`, `http.route` (from the span or the
+///   grouped `url.path`), `http.response.status_code`, and for clients `server.address`.
+/// - Database clients: `db.client.operation.duration` (buckets 1 ms … 10 s); `db.system.name`,
+///   `db.operation.name`, `db.collection.name`, `db.namespace`, `db.response.status_code`, `error.type`,
+///   `server.address`, `server.port`.
+/// - RPC: `rpc.server.call.duration` / `rpc.client.call.duration`; `rpc.system`, `rpc.service`, `rpc.method`,
+///   `rpc.grpc.status_code`, `error.type`, and for clients `server.address`.
+/// - Messaging: `messaging.client.operation.duration` (publish) and `messaging.process.duration` (delivery);
+///   `messaging.system`, `messaging.operation.name`, `messaging.destination.name`, `error.type`,
+///   `server.address`.
 public final class REDMetrics: SpanSink {
     /// Semantic-conventions advice for HTTP durations (seconds).
     public static let durationBounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
@@ -75,8 +83,12 @@ public final class REDMetrics: SpanSink {
     /// Methods kept as is; others become `_OTHER` (semconv `http.request.method`).
     static let knownMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
 
+    /// Database client durations (semconv advice for `db.client.operation.duration`, seconds).
+    public static let databaseDurationBounds: [Double] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]
+
     enum Instrument: Int, CaseIterable {
         case serverDuration, clientDuration, serverRequestSize, serverResponseSize, clientRequestSize, clientResponseSize
+        case databaseClientDuration, rpcServerDuration, rpcClientDuration, messagingClientDuration, messagingProcessDuration
 
         var name: String {
             switch self {
@@ -86,6 +98,11 @@ public final class REDMetrics: SpanSink {
             case .serverResponseSize: return "http.server.response.body.size"
             case .clientRequestSize: return "http.client.request.body.size"
             case .clientResponseSize: return "http.client.response.body.size"
+            case .databaseClientDuration: return "db.client.operation.duration"
+            case .rpcServerDuration: return "rpc.server.call.duration"
+            case .rpcClientDuration: return "rpc.client.call.duration"
+            case .messagingClientDuration: return "messaging.client.operation.duration"
+            case .messagingProcessDuration: return "messaging.process.duration"
             }
         }
 
@@ -95,30 +112,66 @@ public final class REDMetrics: SpanSink {
             case .clientDuration: return "Duration of HTTP client requests."
             case .serverRequestSize, .clientRequestSize: return "Size of HTTP request bodies."
             case .serverResponseSize, .clientResponseSize: return "Size of HTTP response bodies."
+            case .databaseClientDuration: return "Duration of database client operations."
+            case .rpcServerDuration: return "Duration of RPC calls served."
+            case .rpcClientDuration: return "Duration of RPC calls made."
+            case .messagingClientDuration: return "Duration of messaging operations (publish)."
+            case .messagingProcessDuration: return "Duration of processing delivered messages."
             }
         }
 
-        var isDuration: Bool { self == .serverDuration || self == .clientDuration }
-        var unit: String { isDuration ? "s" : "By" }
-        var bounds: [Double] { isDuration ? REDMetrics.durationBounds : REDMetrics.sizeBounds }
+        var isSize: Bool { [.serverRequestSize, .serverResponseSize, .clientRequestSize, .clientResponseSize].contains(self) }
+        var unit: String { isSize ? "By" : "s" }
+        var bounds: [Double] {
+            switch self {
+            case .serverRequestSize, .serverResponseSize, .clientRequestSize, .clientResponseSize: REDMetrics.sizeBounds
+            case .databaseClientDuration: REDMetrics.databaseDurationBounds
+            default: REDMetrics.durationBounds
+            }
+        }
+
+        /// The body-size instruments that go with an HTTP duration.
+        var sizes: (request: Instrument, response: Instrument)? {
+            switch self {
+            case .serverDuration: (.serverRequestSize, .serverResponseSize)
+            case .clientDuration: (.clientRequestSize, .clientResponseSize)
+            default: nil
+            }
+        }
     }
 
-    /// The attribute set of one series group: its role (server or client), service and attributes.
+    /// The attributes database, RPC and messaging series keep from a span, in this order.
+    static let databaseKeys = [
+        SemanticConventions.dbSystemName, SemanticConventions.dbOperationName, SemanticConventions.dbCollectionName,
+        SemanticConventions.dbNamespace, SemanticConventions.dbResponseStatusCode, SemanticConventions.errorType,
+        SemanticConventions.serverAddress, SemanticConventions.serverPort,
+    ]
+    static let rpcServerKeys = [
+        SemanticConventions.rpcSystem, SemanticConventions.rpcService, SemanticConventions.rpcMethod,
+        SemanticConventions.rpcGRPCStatusCode, SemanticConventions.errorType,
+    ]
+    static let rpcClientKeys = rpcServerKeys + [SemanticConventions.serverAddress]
+    static let messagingKeys = [
+        SemanticConventions.messagingSystem, SemanticConventions.messagingOperationName,
+        SemanticConventions.messagingDestinationName, SemanticConventions.errorType, SemanticConventions.serverAddress,
+    ]
+
+    /// The attribute set of one series group: its duration instrument, service and attributes.
     struct SeriesKey: Hashable {
-        var server: Bool
+        var instrument: Instrument
         var service: String
         var attributes: Attributes
 
-        /// Hashes the attribute values only: their keys follow from the values' order (method, then route,
-        /// status and address when present), and equality still compares everything.
+        /// Hashes the attribute values only (keys mostly follow from the values' order); equality still
+        /// compares keys too.
         func hash(into hasher: inout Hasher) {
-            hasher.combine(server)
+            hasher.combine(instrument)
             hasher.combine(service)
             for attribute in attributes { hasher.combine(attribute.value) }
         }
     }
 
-    /// The histograms of one attribute set: the duration, and the body sizes once spans carried them.
+    /// The histograms of one attribute set: the duration, and for HTTP the body sizes once spans carried them.
     struct SeriesGroup {
         var key: SeriesKey
         var duration: HistogramPoint
@@ -154,7 +207,8 @@ public final class REDMetrics: SpanSink {
         startTimeUnixNano = UInt64(Date().timeIntervalSince1970 * 1e9)
     }
 
-    /// Records every HTTP server/client span (those with `http.request.method`); other spans are ignored.
+    /// Records every HTTP server/client span (those with `http.request.method`), database client, RPC and
+    /// messaging span; other spans are ignored.
     public func consume(_ spans: [Span]) {
         state.withLock { state in
             guard !state.closed else { return }
@@ -163,13 +217,33 @@ public final class REDMetrics: SpanSink {
     }
 
     private func record(_ span: Span, _ state: inout State) {
+        if let method = span.attributes[SemanticConventions.httpRequestMethod]?.stringValue {
+            recordHTTP(span, method: method, &state)
+            return
+        }
+        let (instrument, keys): (Instrument, [String])
+        switch span.kind {
+        case .client where span.attributes[SemanticConventions.dbSystemName] != nil: (instrument, keys) = (.databaseClientDuration, Self.databaseKeys)
+        case .server where span.attributes[SemanticConventions.rpcSystem] != nil: (instrument, keys) = (.rpcServerDuration, Self.rpcServerKeys)
+        case .client where span.attributes[SemanticConventions.rpcSystem] != nil: (instrument, keys) = (.rpcClientDuration, Self.rpcClientKeys)
+        case .producer where span.attributes[SemanticConventions.messagingSystem] != nil: (instrument, keys) = (.messagingClientDuration, Self.messagingKeys)
+        case .consumer where span.attributes[SemanticConventions.messagingSystem] != nil: (instrument, keys) = (.messagingProcessDuration, Self.messagingKeys)
+        default: return
+        }
+        var attributes = Attributes(capacity: keys.count)
+        for key in keys { if let value = span.attributes[key] { attributes.appendUnchecked(key, value) } }
+        let service = span.resource.serviceName ?? "unknown_service"
+        let index = groupIndex(SeriesKey(instrument: instrument, service: service, attributes: attributes), &state)
+        state.groups[index].duration.record(span.durationSeconds, bounds: instrument.bounds)
+    }
+
+    private func recordHTTP(_ span: Span, method: String, _ state: inout State) {
         let server: Bool
         switch span.kind {
         case .server: server = true
         case .client: server = false
         default: return
         }
-        guard let method = span.attributes[SemanticConventions.httpRequestMethod]?.stringValue else { return }
         var attributes = Attributes(capacity: 4)
         attributes.appendUnchecked(
             SemanticConventions.httpRequestMethod, .string(Self.knownMethods.contains(method) ? method : "_OTHER"))
@@ -192,7 +266,7 @@ public final class REDMetrics: SpanSink {
         if !server, let address = span.attributes[SemanticConventions.serverAddress] {
             attributes.appendUnchecked(SemanticConventions.serverAddress, address)
         }
-        let index = groupIndex(SeriesKey(server: server, service: service, attributes: attributes), &state)
+        let index = groupIndex(SeriesKey(instrument: server ? .serverDuration : .clientDuration, service: service, attributes: attributes), &state)
         let seriesAttributes = state.groups[index].key.attributes
         state.groups[index].duration.record(span.durationSeconds, bounds: Self.durationBounds)
         if let size = span.attributes[SemanticConventions.httpRequestBodySize]?.intValue {
@@ -207,7 +281,7 @@ public final class REDMetrics: SpanSink {
     private func groupIndex(_ key: SeriesKey, _ state: inout State) -> Int {
         if let index = state.groupIndex[key] { return index }
         var key = key
-        let limitKey = key.service + (key.server ? "/server" : "/client")
+        let limitKey = "\(key.service)/\(key.instrument.rawValue)"
         if state.groupsPerService[limitKey, default: 0] >= maxSeriesPerService {
             state.overflowed += 1
             key.attributes = ["otel.metric.overflow": true]
@@ -216,7 +290,7 @@ public final class REDMetrics: SpanSink {
             state.groupsPerService[limitKey, default: 0] += 1
         }
         let index = state.groups.count
-        state.groups.append(SeriesGroup(key: key, duration: .empty(key.attributes, bounds: Self.durationBounds)))
+        state.groups.append(SeriesGroup(key: key, duration: .empty(key.attributes, bounds: key.instrument.bounds)))
         state.groupIndex[key] = index
         return index
     }
@@ -226,12 +300,12 @@ public final class REDMetrics: SpanSink {
         let groups = state.withLock { $0.groups }
         var byService: [String: [Int: [HistogramPoint]]] = [:]
         for group in groups {
-            let (duration, requestSize, responseSize): (Instrument, Instrument, Instrument) = group.key.server
-                ? (.serverDuration, .serverRequestSize, .serverResponseSize)
-                : (.clientDuration, .clientRequestSize, .clientResponseSize)
-            for (instrument, point) in [(duration, group.duration), (requestSize, group.requestSize), (responseSize, group.responseSize)] {
-                if let point { byService[group.key.service, default: [:]][instrument.rawValue, default: []].append(point) }
+            var points = [(group.key.instrument, group.duration)]
+            if let sizes = group.key.instrument.sizes {
+                if let point = group.requestSize { points.append((sizes.request, point)) }
+                if let point = group.responseSize { points.append((sizes.response, point)) }
             }
+            for (instrument, point) in points { byService[group.key.service, default: [:]][instrument.rawValue, default: []].append(point) }
         }
         return byService.keys.sorted().map { service in
             let instruments = byService[service]!

@@ -26,14 +26,27 @@ public enum SemanticConventions {
     public static let networkPeerPort = "network.peer.port"
     public static let networkTransport = "network.transport"
 
-    // RPC / database (for tracers beyond HTTP).
+    // RPC.
     public static let rpcSystem = "rpc.system"
     public static let rpcService = "rpc.service"
     public static let rpcMethod = "rpc.method"
     public static let rpcGRPCStatusCode = "rpc.grpc.status_code"
-    public static let dbSystem = "db.system"
-    public static let dbQueryText = "db.query.text"
+
+    // Database (stable since semconv 1.33).
+    public static let dbSystemName = "db.system.name"
+    public static let dbNamespace = "db.namespace"
+    public static let dbCollectionName = "db.collection.name"
     public static let dbOperationName = "db.operation.name"
+    public static let dbQueryText = "db.query.text"
+    public static let dbOperationBatchSize = "db.operation.batch.size"
+    public static let dbResponseStatusCode = "db.response.status_code"
+
+    // Messaging.
+    public static let messagingSystem = "messaging.system"
+    public static let messagingDestinationName = "messaging.destination.name"
+    public static let messagingOperationType = "messaging.operation.type"
+    public static let messagingOperationName = "messaging.operation.name"
+    public static let messagingMessageBodySize = "messaging.message.body.size"
 
     // Resource: service.
     public static let serviceName = "service.name"

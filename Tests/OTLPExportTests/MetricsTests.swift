@@ -110,6 +110,59 @@ final class REDMetricsTests: XCTestCase {
         XCTAssertEqual(histogram(snapshot, "shop", "http.client.response.body.size").first?.sum, 300)
     }
 
+    /// A span as the database, RPC and messaging span builders make it (TracerFramework `DatabaseSpans`,
+    /// `RPCSpans`, `MessagingSpans`), with attributes that must stay out of metrics (query text, peer port).
+    func span(_ kind: SpanKind, _ attributes: Attributes, seconds: Double) -> Span {
+        Span(name: "op", kind: kind, traceID: .random(), spanID: .random(), startTimeUnixNano: 1_000_000_000,
+             endTimeUnixNano: 1_000_000_000 + UInt64(seconds * 1e9), attributes: attributes,
+             resource: Resource(attributes: ["service.name": "shop"]), scope: InstrumentationScope(name: "t"))
+    }
+
+    func testDatabaseRPCAndMessagingDurations() throws {
+        let red = REDMetrics()
+        let select: Attributes = [
+            "db.system.name": "postgresql", "db.operation.name": "SELECT", "db.collection.name": "users",
+            "db.namespace": "shop", "db.query.text": "SELECT * FROM users WHERE id = ?", "server.address": "127.0.0.1",
+            "server.port": 5432, "network.peer.port": 5432, "client.port": 40123,
+        ]
+        var failed = select
+        failed["db.response.status_code"] = "42P01"
+        failed["error.type"] = "42P01"
+        red.consume([
+            span(.client, select, seconds: 0.0004), span(.client, select, seconds: 0.02), span(.client, failed, seconds: 0.003),
+            span(.server, select, seconds: 0.01), // a database server span: no db.client metric
+            span(.server, ["rpc.system": "grpc", "rpc.service": "etcdserverpb.KV", "rpc.method": "Range", "rpc.grpc.status_code": 0,
+                           "server.address": "127.0.0.1"], seconds: 0.002),
+            span(.client, ["rpc.system": "grpc", "rpc.service": "etcdserverpb.KV", "rpc.method": "Put", "rpc.grpc.status_code": 14,
+                           "error.type": "14", "server.address": "10.0.0.9"], seconds: 0.3),
+            span(.producer, ["messaging.system": "nats", "messaging.operation.name": "publish", "messaging.destination.name": "orders",
+                             "messaging.message.body.size": 12], seconds: 0.0001),
+            span(.consumer, ["messaging.system": "nats", "messaging.operation.name": "process", "messaging.destination.name": "orders"], seconds: 0.004),
+        ])
+        let snapshot = red.snapshot()
+        let database = histogram(snapshot, "shop", "db.client.operation.duration")
+        XCTAssertEqual(database.count, 2, "one series for the successes, one for the failure")
+        let ok = try XCTUnwrap(database.first { $0.attributes["db.response.status_code"] == nil })
+        XCTAssertEqual(ok.count, 2)
+        XCTAssertEqual(ok.attributes.elements.map(\.key), ["db.system.name", "db.operation.name", "db.collection.name", "db.namespace", "server.address", "server.port"],
+                       "no query text, no peer or client port")
+        XCTAssertEqual(ok.bucketCounts[0], 1, "0.4 ms ≤ 1 ms (database bounds start at 1 ms)")
+        XCTAssertEqual(ok.bucketCounts[3], 1, "20 ms in (10, 50] ms")
+        let error = try XCTUnwrap(database.first { $0.attributes["db.response.status_code"] == "42P01" })
+        XCTAssertEqual(error.attributes["error.type"], "42P01")
+        let rpcServer = try XCTUnwrap(histogram(snapshot, "shop", "rpc.server.call.duration").first)
+        XCTAssertEqual(rpcServer.attributes["rpc.method"], "Range")
+        XCTAssertNil(rpcServer.attributes["server.address"], "server.address only on the client side")
+        let rpcClient = try XCTUnwrap(histogram(snapshot, "shop", "rpc.client.call.duration").first)
+        XCTAssertEqual(rpcClient.attributes["rpc.grpc.status_code"], 14)
+        XCTAssertEqual(rpcClient.attributes["server.address"], "10.0.0.9")
+        XCTAssertEqual(histogram(snapshot, "shop", "messaging.client.operation.duration").first?.attributes["messaging.destination.name"], "orders")
+        XCTAssertEqual(histogram(snapshot, "shop", "messaging.process.duration").first?.count, 1)
+        let units = Dictionary(uniqueKeysWithValues: snapshot.flatMap(\.metrics).map { ($0.name, $0.unit) })
+        XCTAssertEqual(units["db.client.operation.duration"], "s")
+        XCTAssertEqual(units["rpc.client.call.duration"], "s")
+    }
+
     func testCardinalityLimitFoldsIntoOverflowSeries() {
         let red = REDMetrics(maxSeriesPerService: 3)
         let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]

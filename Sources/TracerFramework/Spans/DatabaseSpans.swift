@@ -1,15 +1,5 @@
 import Telemetry
 
-/// Attribute keys of the OpenTelemetry database conventions (stable since semconv 1.33: `db.system.name`,
-/// `db.namespace`, `db.collection.name`, `db.response.status_code`) used by ``DatabaseSpans``.
-extension SemanticConventions {
-    public static let dbSystemName = "db.system.name"
-    public static let dbNamespace = "db.namespace"
-    public static let dbCollectionName = "db.collection.name"
-    public static let dbResponseStatusCode = "db.response.status_code"
-    public static let dbOperationBatchSize = "db.operation.batch.size"
-}
-
 /// Whether database spans carry `db.query.text` (`--db-query-text`, config key `db_query_text`). Query text
 /// may hold personal data: off unless configured.
 public enum DatabaseQueryText: String, Sendable, CaseIterable {

@@ -1,14 +1,5 @@
 import Telemetry
 
-/// Attribute keys of the OpenTelemetry messaging conventions used by ``MessagingSpans``.
-extension SemanticConventions {
-    public static let messagingSystem = "messaging.system"
-    public static let messagingDestinationName = "messaging.destination.name"
-    public static let messagingOperationType = "messaging.operation.type"
-    public static let messagingOperationName = "messaging.operation.name"
-    public static let messagingMessageBodySize = "messaging.message.body.size"
-}
-
 /// One message a client published or had delivered (NATS `PUB`/`HPUB`, `MSG`/`HMSG`): the input of
 /// ``MessagingSpans``.
 public struct MessagingExchange: Sendable {

@@ -1,4 +1,5 @@
 import Foundation
+import OTLPExport
 import Telemetry
 import TestSupport
 import TracerFramework
@@ -95,6 +96,17 @@ final class RedisTracerTests: XCTestCase {
         XCTAssertEqual(serverSpans.compactMap { $0.attributes[SemanticConventions.dbOperationName]?.stringValue }, ["SELECT", "SET", "GET", "LPUSH"])
         XCTAssertEqual(serverSpans.first?.attributes[SemanticConventions.serverPort]?.intValue, Int64(port))
         XCTAssertEqual(harness.agent.unclaimedConnections(pid: client.pid), 0)
+        // The same spans as RED metrics: db.client.operation.duration from the client spans only.
+        let red = REDMetrics()
+        red.consume(clientSpans + serverSpans)
+        let points = red.snapshot().flatMap(\.metrics).filter { $0.name == "db.client.operation.duration" }.flatMap { metric -> [HistogramPoint] in
+            if case .histogram(_, let points) = metric.points { return points }
+            return []
+        }
+        XCTAssertEqual(points.map(\.count).reduce(0, +), 4, "one measurement per client span")
+        let lpush = try XCTUnwrap(points.first { $0.attributes[SemanticConventions.dbOperationName] == "LPUSH" })
+        XCTAssertEqual(lpush.attributes[SemanticConventions.dbResponseStatusCode], "WRONGTYPE")
+        XCTAssertEqual(lpush.attributes[SemanticConventions.dbSystemName], "redis")
     }
 
     func testPythonRedisPipelineAndTransactionGiveOneSpanPerCommand() throws {
