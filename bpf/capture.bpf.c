@@ -305,7 +305,8 @@ struct capture_ssl_call {
 	__u64 count_pointer; /* size_t *readbytes / *written of the _ex variants, 0 otherwise */
 	__u64 socket;        /* the struct sock * the call's socket I/O used, 0 until seen */
 	__u8 direction;
-	__u8 reserved[7];
+	__u8 emitted;        /* the plaintext went out at the entry (a Go TLS write to a known socket) */
+	__u8 reserved[6];
 };
 
 struct {
@@ -322,6 +323,47 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } capture_ssl_sockets SEC(".maps");
+
+/* A goroutine of a Go process: Go TLS calls are kept per goroutine, which may resume on another thread
+ * after blocking in the socket. */
+struct capture_goroutine_key {
+	__u32 tgid;
+	__u32 reserved;
+	__u64 goid;
+};
+
+/* crypto/tls.(*Conn).Read/Write (or handshakeContext, buffer 0) calls between entry and RET, per goroutine;
+ * `ssl` holds the *tls.Conn. LRU: a call whose RET never runs (a panic) ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct capture_goroutine_key);
+	__type(value, struct capture_ssl_call);
+} capture_go_tls_calls SEC(".maps");
+
+/* A *tls.Conn of a process (heap addresses repeat across Go processes, so the TGID is part of it). */
+struct capture_go_conn_key {
+	__u32 tgid;
+	__u32 reserved;
+	__u64 conn;
+};
+
+/* *tls.Conn -> the struct sock * its socket I/O used, for Reads served from crypto/tls's own buffer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct capture_go_conn_key);
+	__type(value, __u64);
+} capture_go_tls_sockets SEC(".maps");
+
+/* The Go TLS call the current goroutine of `process` is in, or NULL. */
+static __always_inline struct capture_ssl_call *go_tls_call(const struct capture_process *process, __u32 tgid)
+{
+	struct capture_goroutine_key key = { .tgid = tgid, .goid = current_goid(process) };
+	if (!key.goid)
+		return NULL;
+	return bpf_map_lookup_elem(&capture_go_tls_calls, &key);
+}
 
 /* Bytes crossed `sk` (a TCP socket) in `direction` for the current task of `process` (a prepared process,
  * host TGID `tgid`): `length` transferred, from or into the user memory `from` (empty when it named none). */
@@ -340,8 +382,10 @@ static __always_inline void transfer(void *ctx, struct capture_process *process,
 	else
 		__sync_fetch_and_add(&connection->bytes_received, length);
 	struct capture_ssl_call *call = bpf_map_lookup_elem(&capture_ssl_calls, &pid_tgid);
+	if (!call && process->go_tls)
+		call = go_tls_call(process, tgid);
 	if (call) {
-		/* TLS records under SSL_read/SSL_write: the plaintext comes from the uretprobe */
+		/* TLS records under SSL_read/SSL_write or a Go TLS call: the plaintext comes from its return */
 		call->socket = key;
 		connection->flags |= CAPTURE_FLAG_TLS;
 		return;
@@ -744,6 +788,27 @@ int BPF_PROG(capture_process_exit)
 	return 0;
 }
 
+/* TLS plaintext of `count` bytes at call->buffer, on the connection of socket key `key`: the connection is
+ * marked TLS (its socket bytes are never emitted) and the plaintext emitted as from `source`. */
+static __always_inline void emit_plaintext(void *ctx, __u32 tgid, __u64 key, const struct capture_ssl_call *call, __u64 count,
+					   __u8 source)
+{
+	struct capture_connection *connection = connection_of(key, NULL, tgid);
+	if (!connection)
+		return;
+	connection->flags |= CAPTURE_FLAG_TLS;
+	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
+	if (!process || !captured(connection))
+		return;
+	struct capture_user_data plaintext = { .buffer = call->buffer };
+	if (count <= CAPTURE_CLASS_SMALL)
+		emit_chunk(ctx, process, connection, NO_FD, call->direction, source, 0, &plaintext, count, CAPTURE_CLASS_SMALL);
+	else if (count <= CAPTURE_CLASS_MEDIUM)
+		emit_chunk(ctx, process, connection, NO_FD, call->direction, source, 0, &plaintext, count, CAPTURE_CLASS_MEDIUM);
+	else
+		emit_chunk(ctx, process, connection, NO_FD, call->direction, source, 0, &plaintext, count, CAPTURE_MAX_DATA);
+}
+
 /* ---- TLS plaintext from libssl (OpenSSL 1.1 and 3). Entry uprobes keep the plaintext buffer until the
  * uretprobe; an outer call wins over nested ones (BPF_NOEXIST). ---- */
 
@@ -807,19 +872,119 @@ int BPF_KRETPROBE(capture_ssl_return, long ret)
 		__u64 *known = bpf_map_lookup_elem(&capture_ssl_sockets, &call.ssl);
 		key = known ? *known : (call.ssl | 1);
 	}
-	struct capture_connection *connection = connection_of(key, NULL, tgid);
-	if (!connection)
-		return 0;
-	connection->flags |= CAPTURE_FLAG_TLS;
+	emit_plaintext(ctx, tgid, key, &call, count, CAPTURE_SOURCE_LIBSSL);
+	return 0;
+}
+
+/* ---- TLS plaintext from Go's crypto/tls, for Go 1.17+ on amd64 (register ABI: receiver and arguments in
+ * RAX, RBX, RCX, ..., results from RAX). Uprobes at the entry and at every RET of (*Conn).Read and
+ * (*Conn).Write -- never uretprobes: Go moves goroutine stacks -- keep each call per goroutine. The socket
+ * I/O under a call names its socket, and so does the handshake's (handshakeContext is probed the same
+ * way), so a Read served from bytes crypto/tls buffered during the handshake still finds its connection.
+ * User space sets capture_process.go_tls only where these probes apply. ---- */
+
+static __always_inline int go_tls_enter(struct pt_regs *ctx, __u64 buffer, __u8 direction)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
-	if (!process || !captured(connection))
+	if (!process || !process->go_tls)
 		return 0;
-	struct capture_user_data plaintext = { .buffer = call.buffer };
-	if (count <= CAPTURE_CLASS_SMALL)
-		emit_chunk(ctx, process, connection, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, &plaintext, count, CAPTURE_CLASS_SMALL);
-	else if (count <= CAPTURE_CLASS_MEDIUM)
-		emit_chunk(ctx, process, connection, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, &plaintext, count, CAPTURE_CLASS_MEDIUM);
-	else
-		emit_chunk(ctx, process, connection, NO_FD, call.direction, CAPTURE_SOURCE_LIBSSL, 0, &plaintext, count, CAPTURE_MAX_DATA);
+	struct capture_goroutine_key key = { .tgid = tgid, .goid = current_goid(process) };
+	if (!key.goid)
+		return 0;
+	struct capture_ssl_call call = { .ssl = ctx->ax, .buffer = buffer, .direction = direction };
+	/* A write's plaintext is complete at the entry: emitted now when the connection's socket is known, it
+	 * reaches the ring before the peer can read it (at the RET, the peer on this host may have answered
+	 * already, and same-host linking would come too late). */
+	struct capture_go_conn_key conn = { .tgid = tgid, .conn = call.ssl };
+	__u64 *socket = direction == CAPTURE_DIRECTION_SEND && buffer && (long)ctx->cx > 0 ?
+			bpf_map_lookup_elem(&capture_go_tls_sockets, &conn) : NULL;
+	if (socket) {
+		call.emitted = 1;
+		emit_plaintext(ctx, tgid, *socket, &call, ctx->cx, CAPTURE_SOURCE_GO_TLS);
+	}
+	/* The handshake a first Read or Write runs leaves that outer call in place (it gets the socket). */
+	bpf_map_update_elem(&capture_go_tls_calls, &key, &call, buffer ? BPF_ANY : BPF_NOEXIST);
+	return 0;
+}
+
+/* func (c *Conn) Read(b []byte) (int, error) */
+SEC("uprobe")
+int capture_go_tls_read(struct pt_regs *ctx)
+{
+	return go_tls_enter(ctx, ctx->bx, CAPTURE_DIRECTION_RECEIVE);
+}
+
+/* func (c *Conn) Write(b []byte) (int, error) */
+SEC("uprobe")
+int capture_go_tls_write(struct pt_regs *ctx)
+{
+	return go_tls_enter(ctx, ctx->bx, CAPTURE_DIRECTION_SEND);
+}
+
+/* func (c *Conn) handshakeContext(ctx context.Context) (ret error) */
+SEC("uprobe")
+int capture_go_tls_handshake(struct pt_regs *ctx)
+{
+	return go_tls_enter(ctx, 0, CAPTURE_DIRECTION_RECEIVE);
+}
+
+/* Takes the call of the current goroutine out of the map into *call; 0 when there is none. */
+static __always_inline int go_tls_leave(__u32 tgid, struct capture_ssl_call *call)
+{
+	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
+	if (!process || !process->go_tls)
+		return 0;
+	struct capture_goroutine_key key = { .tgid = tgid, .goid = current_goid(process) };
+	struct capture_ssl_call *saved = bpf_map_lookup_elem(&capture_go_tls_calls, &key);
+	if (!saved)
+		return 0;
+	*call = *saved;
+	bpf_map_delete_elem(&capture_go_tls_calls, &key);
+	return 1;
+}
+
+/* Every RET of Read and Write (n in RAX): the plaintext of a read, or of a write not emitted at its entry. */
+SEC("uprobe")
+int capture_go_tls_return(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct capture_ssl_call call;
+	long count = ctx->ax;
+	if (!go_tls_leave(tgid, &call) || !call.buffer)
+		return 0;
+	struct capture_go_conn_key conn = { .tgid = tgid, .conn = call.ssl };
+	__u64 key = call.socket;
+	if (key)
+		bpf_map_update_elem(&capture_go_tls_sockets, &conn, &key, BPF_ANY);
+	if (call.emitted || count <= 0)
+		return 0;
+	if (!key) {
+		__u64 *known = bpf_map_lookup_elem(&capture_go_tls_sockets, &conn);
+		if (!known)
+			return 0; /* no socket seen for this connection yet: nothing to tie the bytes to */
+		key = *known;
+	}
+	emit_plaintext(ctx, tgid, key, &call, count, CAPTURE_SOURCE_GO_TLS);
+	return 0;
+}
+
+/* Every RET of handshakeContext: the connection's socket, if its I/O was seen. */
+SEC("uprobe")
+int capture_go_tls_handshake_return(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
+	if (!process || !process->go_tls)
+		return 0;
+	struct capture_goroutine_key key = { .tgid = tgid, .goid = current_goid(process) };
+	struct capture_ssl_call *saved = bpf_map_lookup_elem(&capture_go_tls_calls, &key);
+	if (!saved || saved->buffer)
+		return 0; /* an outer Read or Write keeps its call */
+	struct capture_go_conn_key conn = { .tgid = tgid, .conn = saved->ssl };
+	__u64 socket = saved->socket;
+	if (socket)
+		bpf_map_update_elem(&capture_go_tls_sockets, &conn, &socket, BPF_ANY);
+	bpf_map_delete_elem(&capture_go_tls_calls, &key);
 	return 0;
 }

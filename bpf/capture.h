@@ -17,6 +17,7 @@
 /* capture_chunk_event.source: where the bytes were seen. */
 #define CAPTURE_SOURCE_SOCKET 0 /* the socket layer: plaintext connections */
 #define CAPTURE_SOURCE_LIBSSL 1 /* SSL_read/SSL_write(_ex) of libssl: TLS plaintext */
+#define CAPTURE_SOURCE_GO_TLS 2 /* crypto/tls.(*Conn).Read/Write of a Go program: TLS plaintext */
 
 /* capture_connection.flags and capture_chunk_event.flags */
 #define CAPTURE_FLAG_TLS 1       /* the socket carries TLS records: its socket bytes are never emitted */
@@ -53,7 +54,7 @@ struct capture_process {
 	__s64 go_g_tls_offset; /* where runtime.g's pointer sits relative to the FS base; 0: not Go */
 	__u64 go_goid_offset;  /* runtime.g.goid */
 	__u32 follows;         /* the selected process whose entry the kernel copied at fork; 0: prepared by user space */
-	__u32 reserved;
+	__u32 go_tls;          /* 1: Go crypto/tls plaintext probes apply (Go 1.17+ register ABI, goid known) */
 };
 _Static_assert(sizeof(struct capture_process) == 24, "capture_process layout");
 

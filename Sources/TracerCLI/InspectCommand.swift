@@ -30,7 +30,7 @@ struct InspectCommand: ParsableCommand {
     }
 
     /// The probe targets of every registered tracer.
-    static func registeredProbeTargets() -> [ProbeTargetQuery] { TracerRegistry.all.flatMap(\.probeTargetQueries) }
+    static func registeredProbeTargets() -> [ProbeTargetQuery] { TracerRegistry.all.flatMap(\.probeTargetQueries) + captureProbeTargetQueries }
 
     func run() throws {
         var inspector = ExecutableInspector(goFields: goFieldsToInspect(for: TracerRegistry.all))
@@ -78,10 +78,13 @@ struct InspectReport: Encodable {
     let process: ProcessSnapshot?
     let executable: ExecutableInfo
     let tracers: [TracerTargets]
+    /// Go programs: whether the capture layer reads their crypto/tls plaintext, or why not.
+    let goTLSPlaintext: String?
 
     init(process: ProcessSnapshot?, executable: ExecutableInfo) {
         self.process = process
         self.executable = executable
+        goTLSPlaintext = goTLSPlaintextStatus(of: executable)
         let names = (executable.probeTargets.map(\.tracer) + executable.missingProbeTargets.map(\.tracer))
         var seen = Set<String>()
         tracers = names.filter { seen.insert($0).inserted }.map { tracer in
@@ -125,6 +128,7 @@ struct InspectReport: Encodable {
                      + (offsets.missing.isEmpty ? ")" : ", missing: \(offsets.missing.joined(separator: ", ")))"))
             }
             if let reason = go.notInstrumentableReason { line("  go tracers: \(reason)") }
+            if let status = goTLSPlaintext { line("  go tls plaintext (crypto/tls): \(status)") }
         }
         for tracer in tracers {
             line("  tracer \(tracer.tracer): \(tracer.found.count) found, \(tracer.missing.count) missing")

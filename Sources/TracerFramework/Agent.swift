@@ -338,7 +338,8 @@ public final class Agent: @unchecked Sendable {
         let version = process.executable.go?.buildInfo.map { "\($0.goVersion), " } ?? ""
         let service = process.resource.serviceName ?? "?"
         let tracers = report.tracers.isEmpty ? "no tracer applies" : "tracers: \(report.tracers.joined(separator: ", "))"
-        logger.log(level: wasSelected ? .debug : .info, "attached \(report.probes) probes to \(process.snapshot.executablePath) (\(version)\(identity)) for pid \(pid) [service \(service); \(tracers); \(report.newLinks) new links] in \(milliseconds) ms")
+        let goTLS = report.tracers.contains(CaptureTracer.name) ? goTLSPlaintextStatus(of: process.executable).map { "; go tls plaintext \($0)" } ?? "" : ""
+        logger.log(level: wasSelected ? .debug : .info, "attached \(report.probes) probes to \(process.snapshot.executablePath) (\(version)\(identity)) for pid \(pid) [service \(service); \(tracers); \(report.newLinks) new links\(goTLS)] in \(milliseconds) ms")
         for reason in report.skipped { logger.debug("pid \(pid): \(reason)") }
         if !wasSelected {
             // Shared libraries are mapped by the dynamic loader after exec, and dlopen()ed later still:

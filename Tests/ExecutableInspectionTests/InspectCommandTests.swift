@@ -39,8 +39,24 @@ final class InspectCommandTests: XCTestCase {
         let executable = try XCTUnwrap(object["executable"] as? [String: Any])
         XCTAssertEqual(executable["language"] as? String, "go")
         let tracers = try XCTUnwrap(object["tracers"] as? [[String: Any]])
-        XCTAssertEqual(tracers.map { $0["tracer"] as? String }, ["go-nethttp"], "the HTTP/1 parser has no probe of its own")
+        XCTAssertEqual(tracers.map { $0["tracer"] as? String }, ["go-nethttp", "capture"], "the HTTP/1 parser has no probe of its own")
         XCTAssertEqual((tracers.first?["found"] as? [Any])?.count, 1)
+        // The capture layer's Go TLS functions, each with its RET offsets (no uretprobe on Go code).
+        let capture = try XCTUnwrap(tracers.last?["found"] as? [[String: Any]])
+        XCTAssertEqual(Set(capture.compactMap { $0["symbol"] as? String }),
+                       ["crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).handshakeContext"])
+        XCTAssertTrue(capture.allSatisfy { !(($0["returnOffsets"] as? [Any]) ?? []).isEmpty })
+        XCTAssertEqual(object["goTLSPlaintext"] as? String, "captured")
+        XCTAssertTrue(text.stdout.contains("go tls plaintext (crypto/tls): captured"), text.stdout)
+    }
+
+    /// A Go program without crypto/tls: inspect says why its TLS plaintext is not captured.
+    func testGoBinaryWithoutCryptoTLSSaysWhy() throws {
+        let path = try Fixtures.goBinary("go-no-tls", source: "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hi\") }\n")
+        let text = try tracer([path])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertTrue(text.stdout.contains("go tls plaintext (crypto/tls): not captured: crypto/tls.(*Conn).Read/Write or their RET offsets not found"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("missing crypto/tls.(*Conn).Read"), text.stdout)
     }
 
     func testProcessByPID() throws {

@@ -83,6 +83,18 @@ public enum CaptureHooks: String, Sendable, CaseIterable {
     }
 }
 
+/// The functions the capture layer probes in executables (Go's crypto/tls), for `tracer inspect`.
+public let captureProbeTargetQueries = [CaptureTracer.goTLSRead, CaptureTracer.goTLSWrite, CaptureTracer.goTLSHandshake].map {
+    ProbeTargetQuery(tracer: CaptureTracer.name, symbol: $0, needsReturnOffsets: true)
+}
+
+/// Whether the capture layer reads the TLS plaintext of Go program `executable` (crypto/tls): "captured", or
+/// "not captured: REASON"; nil for other programs.
+public func goTLSPlaintextStatus(of executable: ExecutableInfo) -> String? {
+    guard executable.go != nil else { return nil }
+    return CaptureTracer.goTLSUnavailableReason(executable).map { "not captured: \($0)" } ?? "captured"
+}
+
 /// The Go struct fields to resolve in executables for `tracers`: what they declare, and the goroutine id the
 /// capture layer reads when one of them is a protocol parser. (Inspection resolves nothing else.)
 public func goFieldsToInspect(for tracers: [any Tracer]) -> [GoField] {
@@ -92,8 +104,9 @@ public func goFieldsToInspect(for tracers: [any Tracer]) -> [GoField] {
 
 /// The shared capture layer's BPF side (bpf/capture.bpf.c) as the framework attaches it: the data hooks
 /// of the chosen variant and the end of connections (attached while a process that a protocol parser
-/// applies to is selected), and libssl's SSL_read/SSL_write for TLS plaintext (per library file,
-/// reference-counted). The agent loads it when a tracer has a protocol parser; it is no tracer plugin.
+/// applies to is selected), libssl's SSL_read/SSL_write for TLS plaintext (per library file,
+/// reference-counted), and Go's crypto/tls `(*Conn).Read`/`Write`/`handshakeContext` at their entry and RET
+/// offsets (per executable). The agent loads it when a tracer has a protocol parser; it is no tracer plugin.
 struct CaptureTracer: Tracer {
     typealias Program = BPFPrograms.Capture.Program
 
@@ -101,7 +114,7 @@ struct CaptureTracer: Tracer {
     /// Children of selected processes are selected too: the kernel prepares them at fork.
     let followForks: Bool
 
-    var name: String { "capture" }
+    var name: String { Self.name }
     var object: EmbeddedBPFObject? { BPFPrograms.Capture.object }
     var eventTypes: ClosedRange<UInt32>? { UInt32(CAPTURE_EVENT_CHUNK)...UInt32(CAPTURE_EVENT_CLOSE) }
     var hookDescription: String? { hooks.description }
@@ -117,6 +130,35 @@ struct CaptureTracer: Tracer {
                ("SSL_read_ex", Program.captureSslReadEx), ("SSL_write_ex", Program.captureSslWriteEx)].map {
                 .library(prefix: "libssl.so", symbol: $0.0, entry: $0.1, returns: Program.captureSslReturn, returnsWithUretprobe: true)
             }
+            + [.function(symbol: Self.goTLSRead, entry: Program.captureGoTlsRead, returns: Program.captureGoTlsReturn),
+               .function(symbol: Self.goTLSWrite, entry: Program.captureGoTlsWrite, returns: Program.captureGoTlsReturn),
+               .function(symbol: Self.goTLSHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn)]
+    }
+
+    static let name = "capture"
+
+    /// Go's TLS plaintext: a connection's reads and writes, and its handshake (whose socket I/O names the
+    /// connection's socket before a Read may be served from what the handshake buffered).
+    static let goTLSRead = "crypto/tls.(*Conn).Read"
+    static let goTLSWrite = "crypto/tls.(*Conn).Write"
+    static let goTLSHandshake = "crypto/tls.(*Conn).handshakeContext"
+
+    /// Why Go TLS plaintext is not captured in `executable`, or nil when it is: it needs Go's register ABI
+    /// (Go 1.17+ on x86-64: arguments and results in registers), the goroutine id, and the RET offsets of
+    /// Read and Write. Nothing is guessed.
+    static func goTLSUnavailableReason(_ executable: ExecutableInfo) -> String? {
+        guard let go = executable.go else { return "not a Go executable" }
+        let targets = executable.probeTargets.filter { $0.tracer == name }
+        guard [goTLSRead, goTLSWrite].allSatisfy({ symbol in targets.contains { $0.symbol == symbol && !$0.returnOffsets.isEmpty } }) else {
+            return "crypto/tls.(*Conn).Read/Write or their RET offsets not found (not linked, or inlined)"
+        }
+        guard executable.machine == "x86-64", let version = go.buildInfo?.languageVersion, version >= (1, 17) else {
+            return "Go TLS plaintext needs Go 1.17+ on x86-64 (register ABI); this is \(go.buildInfo?.goVersion ?? "an unknown Go version") on \(executable.machine)"
+        }
+        guard go.gSlotThreadPointerOffset != nil, go.fieldOffsets?.offset(goidField) != nil else {
+            return "the goroutine id is not readable (runtime.g offsets unknown)"
+        }
+        return nil
     }
 
     /// The framework decides: the capture applies to a process when a protocol parser does.
@@ -132,6 +174,7 @@ struct CaptureTracer: Tracer {
         if let go = process.executable.go, let tls = go.gSlotThreadPointerOffset, let goid = go.fieldOffsets?.offset(Self.goidField) {
             facts.go_g_tls_offset = tls
             facts.go_goid_offset = goid
+            facts.go_tls = Self.goTLSUnavailableReason(process.executable) == nil ? 1 : 0
         }
         try object.map(BPFPrograms.Capture.Map.captureProcesses).update(UInt32(bitPattern: process.pid), facts)
     }

