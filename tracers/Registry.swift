@@ -29,5 +29,6 @@ public enum TracerRegistry {
         OOMKillTracer(),
         TCPTracer(),
         BiolatencyTracer(),
+        FilesTracer(),
     ]
 }

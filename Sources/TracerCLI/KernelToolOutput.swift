@@ -99,6 +99,7 @@ enum KernelToolOutput {
         switch value {
         case .int(let number): appendDecimal(number, to: &out)
         case .string(let text): appendJSONString(text, to: &out)
+        case .bool(let flag): appendLiteral(flag ? "true" : "false", to: &out)
         }
     }
 

@@ -14,5 +14,6 @@
 #include "../../../tracers/oomkill/oomkill.h"
 #include "../../../tracers/tcp/tcp.h"
 #include "../../../tracers/biolatency/biolatency.h"
+#include "../../../tracers/files/files.h"
 
 #endif

@@ -17,6 +17,7 @@ public final class KernelTracerSession: @unchecked Sendable {
     private let object: BPFObject
     private let links: Mutex<[BPFLink]>
     private let reader: RingBufferReader?
+    private let poller: PollerThread?
     private let tally = EventTally()
     /// CLOCK_REALTIME − CLOCK_MONOTONIC at start: kernel timestamps to wall-clock time.
     private let wallOffset: UInt64
@@ -26,6 +27,9 @@ public final class KernelTracerSession: @unchecked Sendable {
     public init(_ tracer: any KernelTracer, options: KernelTracerOptions = KernelTracerOptions(),
                 onEvent: @escaping @Sendable (KernelEvent) -> Void = { _ in }) throws {
         guard options.maxKeys > 0 else { throw KernelTracerError("\(tracer.name): the key limit must be at least 1") }
+        if tracer.requiresProcessSelection && options.pid == nil && !options.followsSelection {
+            throw KernelTracerError("\(tracer.name): give --pid (or run it in the agent with selected processes): it is not run for every process of the machine")
+        }
         try tracer.validate(options)
         if let pid = options.pid, pid <= 0 || kill(pid, 0) != 0 && errno == ESRCH {
             throw KernelTracerError("\(tracer.name): no process with PID \(pid)")
@@ -86,9 +90,29 @@ public final class KernelTracerSession: @unchecked Sendable {
         } else {
             reader = nil
         }
+        if let work = tracer.makePoller(options: options) {
+            poller = PollerThread(interval: options.interval ?? 1) { [object] in
+                for var event in work.poll(object) {
+                    if event.timeUnixNano == 0 { event.timeUnixNano = UInt64(Date().timeIntervalSince1970 * 1e9) }
+                    onEvent(event)
+                }
+            }
+        } else {
+            poller = nil
+        }
     }
 
     deinit { stop() }
+
+    /// Makes the traced processes exactly `tgids` (`kernel_selected_tgids`, for a tracer following the agent's
+    /// selection: `options.followsSelection`). PIDs past the map's room are left out (counted in the error).
+    public func select(tgids: Set<Int32>) throws {
+        let map = try object.map(BPFMapName("kernel_selected_tgids"))
+        let current = Set(try map.keys(as: UInt32.self))
+        let wanted = Set(tgids.map { UInt32(bitPattern: $0) })
+        for gone in current.subtracting(wanted) { _ = try map.delete(gone) }
+        for added in wanted.subtracting(current) { try map.update(added, UInt8(1)) }
+    }
 
     /// Detaches the programs and stops the event reader (after one last drain). Idempotent.
     public func stop() {
@@ -97,6 +121,7 @@ public final class KernelTracerSession: @unchecked Sendable {
             return links
         }
         current.forEach { $0.close() }
+        poller?.stop()
         reader?.stop()
     }
 
@@ -159,6 +184,7 @@ public final class KernelTracerSession: @unchecked Sendable {
     private static func load(_ tracer: any KernelTracer, _ hookSet: KernelHookSet, _ options: KernelTracerOptions) throws -> BPFObject {
         var spec = BPFObjectSpec(tracer.object, programs: Set(hookSet.attachments.map(\.program)))
         spec.set(BPFGlobalName("kernel_target_tgid"), to: UInt32(options.pid ?? 0))
+        if options.followsSelection && tracer.followsAgentSelection { spec.set(BPFGlobalName("kernel_follow_selection"), to: UInt32(1)) }
         for histogram in tracer.histograms { spec.mapMaxEntries[histogram.map] = options.maxKeys }
         tracer.configure(&spec, options: options)
         return try spec.load()
@@ -189,6 +215,29 @@ public final class KernelTracerSession: @unchecked Sendable {
         let value = bytes.withUnsafeBytes { $0.loadUnaligned(as: kernel_hist.self) }
         let slots = withUnsafeBytes(of: value.slots) { Array($0.bindMemory(to: UInt64.self)) }
         return (slots, value.count, value.sum)
+    }
+}
+
+/// A thread that runs `work` every `interval` seconds until stopped.
+private final class PollerThread: Sendable {
+    private let stopped = DispatchSemaphore(value: 0)
+    private let done = DispatchSemaphore(value: 0)
+    private let isStopped = Atomic<Bool>(false)
+
+    init(interval: Double, work: @escaping @Sendable () -> Void) {
+        let (stopped, done) = (stopped, done)
+        let thread = Thread {
+            while stopped.wait(timeout: .now() + interval) == .timedOut { work() }
+            done.signal()
+        }
+        thread.name = "kernel-tracer-poll"
+        thread.start()
+    }
+
+    func stop() {
+        guard !isStopped.exchange(true, ordering: .relaxed) else { return }
+        stopped.signal()
+        done.wait()
     }
 }
 
