@@ -30,5 +30,6 @@ public enum TracerRegistry {
         TCPTracer(),
         BiolatencyTracer(),
         FilesTracer(),
+        FDsTracer(),
     ]
 }

@@ -78,7 +78,7 @@ final class KernelTracersBesideAgent: Sendable {
     /// Where events go as log records from now on (set once OTLP export is known to be on).
     func send(logs sink: any LogSink) { logs.sink.withLock { $0 = sink } }
 
-    var emitsEvents: Bool { sessions.contains { $0.tracer.emitsEvents } }
+    var emitsEvents: Bool { sessions.contains { $0.tracer.emitsEvents || $0.tracer.makePoller(options: $0.options) != nil } }
 
     /// Histograms (cumulative) and counters of every running tracer.
     func metrics() -> [MetricData] {

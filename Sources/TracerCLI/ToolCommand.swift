@@ -23,6 +23,7 @@ struct ToolCommand: ParsableCommand {
               tracer tool biolatency --per-disk --queued --interval 1 --count 5
               tracer tool biolatency --disk vda --json
               tracer tool files --path-prefix /etc/ --path-prefix /var/lib/app/
+              tracer tool fds --pid 1234 --interval 10 --leak-intervals 6
             """)
 
     @Argument(help: ArgumentHelp("The tool: \(TracerRegistry.kernelTracers.map(\.name).joined(separator: ", ")).", valueName: "name"))
@@ -55,6 +56,9 @@ struct ToolCommand: ParsableCommand {
     @Option(name: .customLong("path-prefix"), help: ArgumentHelp("Only paths under this prefix (files; repeatable, absolute, up to 8).", valueName: "PATH"))
     var pathPrefixes: [String] = []
 
+    @Option(name: .customLong("leak-intervals"), help: ArgumentHelp("Intervals in a row an open-FD count must grow to be a leak suspect (fds; default 5).", valueName: "N"))
+    var leakIntervals = 5
+
     @Option(name: .customLong("max-keys"), help: ArgumentHelp("Histograms kept per map; samples of further keys are counted in one overflow histogram.", valueName: "N"))
     var maxKeys: UInt32 = 1024
 
@@ -80,7 +84,8 @@ struct ToolCommand: ParsableCommand {
         do {
             session = try KernelTracerSession(tracer, options: KernelTracerOptions(pid: pid, perProcess: perProcess, maxKeys: maxKeys,
                                                                                    perDisk: perDisk, queued: queued, disk: disk,
-                                                                                   pathPrefixes: pathPrefixes, interval: interval)) { event in
+                                                                                   pathPrefixes: pathPrefixes, interval: interval,
+                                                                                   leakIntervals: leakIntervals)) { event in
                 let seen = events.withLock { count in
                     count += 1
                     return count

@@ -72,6 +72,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         "flow_owner": layout(flow_owner()),
         "files_event": layout(files_event()),
         "files_prefix": layout(files_prefix()),
+        "fds_counts": layout(fds_counts()),
     ]
 
     static func layout<T>(_ value: T) -> (size: Int, members: [String]) {
@@ -85,6 +86,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         ("flows_skb", Tracers.FlowsSkb.object), ("runqlat", Tracers.Runqlat.object),
         ("oomkill", Tracers.Oomkill.object), ("tcp", Tracers.Tcp.object),
         ("biolatency", Tracers.Biolatency.object), ("files", Tracers.Files.object),
+        ("fds", Tracers.Fds.object),
     ]
 
     func testEveryStructOfTheSharedHeadersMatchesSwiftAndBTF() throws {

@@ -15,5 +15,6 @@
 #include "../../../tracers/tcp/tcp.h"
 #include "../../../tracers/biolatency/biolatency.h"
 #include "../../../tracers/files/files.h"
+#include "../../../tracers/fds/fds.h"
 
 #endif
