@@ -31,5 +31,6 @@ public enum TracerRegistry {
         BiolatencyTracer(),
         FilesTracer(),
         FDsTracer(),
+        SyscallsTracer(),
     ]
 }

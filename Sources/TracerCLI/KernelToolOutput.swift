@@ -71,7 +71,9 @@ enum KernelToolOutput {
         } else if !histogram.labels.isEmpty {
             let pid = histogram.labels.first { $0.key == "process.pid" }?.value.text
             let name = histogram.labels.first { $0.key == "process.executable.name" }?.value.text
-            heading = pid.map { "\npid = \($0) \(name ?? "")\n" }
+            let others = histogram.labels.filter { $0.key != "process.pid" && $0.key != "process.executable.name" }
+                .map { " \($0.key) = \($0.value.text)" }.joined()
+            heading = pid.map { "\npid = \($0) \(name ?? "")\(others)\n" }
                 ?? "\n" + histogram.labels.map { "\($0.key) = \($0.value.text)" }.joined(separator: " ") + "\n"
         }
         return heading + ObjectPrinters.log2Histogram(histogram.slots, unit: histogram.map.unitWord)

@@ -64,12 +64,17 @@ final class KernelTracersBesideAgent: Sendable {
         let following = sessions.filter { $0.options.followsSelection }
         if !following.isEmpty {
             let stopped = selectionSync
+            let names = following.map(\.tracer.name).joined(separator: ",")
             Thread.detachNewThread {
+                var previous: Set<Int32>?
                 repeat {
                     let pids = Set(selection())
+                    guard pids != previous else { continue }
                     for session in following {
                         do { try session.select(tgids: pids) } catch { logger.error("kernel tracer \(session.tracer.name): selection not updated: \(error)") }
                     }
+                    previous = pids
+                    logger.info("kernel tracers \(names): tracing \(pids.count) selected process\(pids.count == 1 ? "" : "es")")
                 } while stopped.wait(timeout: .now() + 1) == .timedOut
             }
         }

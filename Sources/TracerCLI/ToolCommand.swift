@@ -24,6 +24,7 @@ struct ToolCommand: ParsableCommand {
               tracer tool biolatency --disk vda --json
               tracer tool files --path-prefix /etc/ --path-prefix /var/lib/app/
               tracer tool fds --pid 1234 --interval 10 --leak-intervals 6
+              tracer tool syscalls --pid 1234 --interval 5 --count 3
             """)
 
     @Argument(help: ArgumentHelp("The tool: \(TracerRegistry.kernelTracers.map(\.name).joined(separator: ", ")).", valueName: "name"))
@@ -41,7 +42,7 @@ struct ToolCommand: ParsableCommand {
     @Flag(help: "One JSON object per line: histograms {tool,name,unit,labels,buckets:[{le,count}],count,sum}, events {tool,time,event,pid,comm,...}.")
     var json = false
 
-    @Flag(name: .customLong("per-process"), help: "One histogram per process instead of one for the machine (runqlat -P).")
+    @Flag(name: .customLong("per-process"), help: "One histogram per process instead of one for the machine (runqlat -P; syscalls: per process and syscall).")
     var perProcess = false
 
     @Flag(name: .customLong("per-disk"), help: "One histogram per disk instead of one for all disks (biolatency -D).")

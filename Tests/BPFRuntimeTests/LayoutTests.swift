@@ -73,6 +73,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         "files_event": layout(files_event()),
         "files_prefix": layout(files_prefix()),
         "fds_counts": layout(fds_counts()),
+        "syscalls_key": layout(syscalls_key()),
     ]
 
     static func layout<T>(_ value: T) -> (size: Int, members: [String]) {
@@ -86,7 +87,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         ("flows_skb", Tracers.FlowsSkb.object), ("runqlat", Tracers.Runqlat.object),
         ("oomkill", Tracers.Oomkill.object), ("tcp", Tracers.Tcp.object),
         ("biolatency", Tracers.Biolatency.object), ("files", Tracers.Files.object),
-        ("fds", Tracers.Fds.object),
+        ("fds", Tracers.Fds.object), ("syscalls", Tracers.Syscalls.object),
     ]
 
     func testEveryStructOfTheSharedHeadersMatchesSwiftAndBTF() throws {

@@ -16,5 +16,6 @@
 #include "../../../tracers/biolatency/biolatency.h"
 #include "../../../tracers/files/files.h"
 #include "../../../tracers/fds/fds.h"
+#include "../../../tracers/syscalls/syscalls.h"
 
 #endif
