@@ -22,7 +22,7 @@ struct syscalls_start {
 	__u32 reserved;
 };
 
-/* The syscall each thread is in. LRU: a thread that never returns (exit) is evicted, not leaked. */
+/* The syscall each thread is in (time 0: none). LRU: the slot of a thread that is gone is evicted, not leaked. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 10240);
@@ -48,6 +48,8 @@ const struct syscalls_key *syscalls_key_anchor;
 const struct kernel_hist *syscalls_hist_anchor;
 const struct kernel_event_header *syscalls_header_anchor;
 
+/* The thread's slot is written in place once it exists (no map update per syscall), and marked free at
+ * exit by a zero time (no delete per syscall). */
 static __always_inline void entered(long number)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -56,7 +58,14 @@ static __always_inline void entered(long number)
 	if (number < 0)
 		return;
 	__u32 tid = (__u32)id;
-	struct syscalls_start start = { .time = bpf_ktime_get_ns(), .number = number };
+	__u64 now = bpf_ktime_get_ns();
+	struct syscalls_start *slot = bpf_map_lookup_elem(&syscalls_start, &tid);
+	if (slot) {
+		slot->time = now;
+		slot->number = number;
+		return;
+	}
+	struct syscalls_start start = { .time = now, .number = number };
 	if (bpf_map_update_elem(&syscalls_start, &tid, &start, BPF_ANY))
 		kernel_count(KERNEL_STAT_STATE_OVERFLOW);
 }
@@ -67,13 +76,13 @@ static __always_inline void exited(long result)
 	if (!kernel_process_selected(id >> 32))
 		return;
 	__u32 tid = (__u32)id;
-	struct syscalls_start *start = bpf_map_lookup_elem(&syscalls_start, &tid);
-	if (!start)
+	struct syscalls_start *slot = bpf_map_lookup_elem(&syscalls_start, &tid);
+	if (!slot || !slot->time)
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	__u64 took = now > start->time ? now - start->time : 0;
-	struct syscalls_key key = { .number = start->number };
-	bpf_map_delete_elem(&syscalls_start, &tid);
+	__u64 took = now > slot->time ? now - slot->time : 0;
+	struct syscalls_key key = { .number = slot->number };
+	slot->time = 0;
 	if (syscalls_per_process)
 		key.tgid = id >> 32;
 	kernel_hist_add(&syscalls_hists, &key, took);
