@@ -105,7 +105,7 @@ public final class KernelTracerSession: @unchecked Sendable {
     deinit { stop() }
 
     /// Makes the traced processes exactly `tgids` (`kernel_selected_tgids`, for a tracer following the agent's
-    /// selection: `options.followsSelection`). PIDs past the map's room are left out (counted in the error).
+    /// selection: `options.followsSelection`). Throws when the map (4096 processes) is full; those added stay.
     public func select(tgids: Set<Int32>) throws {
         let map = try object.map(BPFMapName("kernel_selected_tgids"))
         let current = Set(try map.keys(as: UInt32.self))
