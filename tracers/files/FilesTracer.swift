@@ -111,6 +111,24 @@ public struct FilesTracer: KernelTracer {
         return KernelEvent(tracer: self.name, name: name, timeUnixNano: 0, pid: header.pid, comm: header.comm, fields: fields)
     }
 
+    /// A relative path (passed by the kernel unjudged) is kept when, joined to the directory it is relative
+    /// to, it lies under a prefix; kept too when that directory is unknown (the process is gone).
+    public func keeps(_ event: KernelEvent, options: KernelTracerOptions) -> Bool {
+        guard !options.pathPrefixes.isEmpty else { return true }
+        func field(_ key: String) -> String? {
+            guard case .string(let text)? = event.fields.first(where: { $0.key == key })?.value else { return nil }
+            return text
+        }
+        func wanted(_ pathKey: String, _ directoryKey: String) -> Bool? {
+            guard let path = field(pathKey) else { return nil }
+            if path.hasPrefix("/") { return options.pathPrefixes.contains { path.hasPrefix($0) } }
+            guard let directory = field(directoryKey) else { return true }
+            let full = URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: directory, isDirectory: true)).standardized.path
+            return options.pathPrefixes.contains { full.hasPrefix($0) }
+        }
+        return wanted("file.path", "file.directory") == true || wanted("file.new_path", "file.new_directory") == true
+    }
+
     static func text<T>(_ tuple: T, length: UInt16) -> String {
         withUnsafeBytes(of: tuple) { String(decoding: $0.prefix(Int(length)), as: UTF8.self) }
     }

@@ -37,6 +37,9 @@ public protocol KernelTracer: Sendable {
     func labels(ofKey key: UnsafeRawBufferPointer, map: BPFMapName, options: KernelTracerOptions) -> [KernelLabel]
     /// One event (header included), or nil when malformed (the session counts it).
     func decode(event: UnsafeRawBufferPointer, header: KernelEventHeader) -> KernelEvent?
+    /// Whether a decoded event is wanted after all, for what the kernel could not judge (files: a relative
+    /// path against the prefixes); the session counts the others as `events.filtered`.
+    func keeps(_ event: KernelEvent, options: KernelTracerOptions) -> Bool
     /// Work done every `options.interval` seconds (1 when not set) once attached, whose events go where the
     /// ring buffer's go; nil when the tracer has none.
     func makePoller(options: KernelTracerOptions) -> (any KernelTracerPoller)?
@@ -59,6 +62,7 @@ extension KernelTracer {
     public func configure(_ spec: inout BPFObjectSpec, options: KernelTracerOptions) {}
     public func labels(ofKey key: UnsafeRawBufferPointer, map: BPFMapName, options: KernelTracerOptions) -> [KernelLabel] { [] }
     public func decode(event: UnsafeRawBufferPointer, header: KernelEventHeader) -> KernelEvent? { nil }
+    public func keeps(_ event: KernelEvent, options: KernelTracerOptions) -> Bool { true }
 }
 
 /// What the user asked of a kernel tracer.

@@ -69,13 +69,17 @@ public final class KernelTracerSession: @unchecked Sendable {
         wallOffset = UInt64(realtime.tv_sec) &* 1_000_000_000 &+ UInt64(realtime.tv_nsec)
             &- (UInt64(monotonic.tv_sec) &* 1_000_000_000 &+ UInt64(monotonic.tv_nsec))
         if tracer.emitsEvents {
-            let (tally, wallOffset) = (tally, wallOffset)
+            let (tally, wallOffset, options) = (tally, wallOffset, options)
             do {
                 reader = try RingBufferReader(map: try object.map(BPFMapName("kernel_events"))) { batch in
                     for record in batch {
                         guard let header = Self.header(record), Int(header.size) <= record.count,
                               var event = tracer.decode(event: record, header: header) else {
                             tally.malformed.add(1, ordering: .relaxed)
+                            continue
+                        }
+                        guard tracer.keeps(event, options: options) else {
+                            tally.filtered.add(1, ordering: .relaxed)
                             continue
                         }
                         event.timeUnixNano = header.timestampNanoseconds &+ wallOffset
@@ -168,6 +172,8 @@ public final class KernelTracerSession: @unchecked Sendable {
                 TracerCounter("events", help: "Events the kernel submitted.", value: kernelStat(KERNEL_STAT_EVENTS)),
                 TracerCounter("events.dropped", help: "Events the ring buffer had no room for.", value: kernelStat(KERNEL_STAT_EVENTS_DROPPED)),
                 TracerCounter("events.malformed", help: "Events too short or of an unknown type.", value: { tally.malformed.load(ordering: .relaxed) }),
+                TracerCounter("events.filtered", help: "Events decoded but not wanted (files: a relative path outside the prefixes).",
+                              value: { tally.filtered.load(ordering: .relaxed) }),
                 TracerCounter("events.delivered", help: "Events decoded and delivered.", value: { tally.delivered.load(ordering: .relaxed) }),
             ]
         }
@@ -244,6 +250,7 @@ private final class PollerThread: Sendable {
 /// Events decoded and events that could not be.
 private final class EventTally: Sendable {
     let malformed = Atomic<UInt64>(0)
+    let filtered = Atomic<UInt64>(0)
     let delivered = Atomic<UInt64>(0)
 }
 
