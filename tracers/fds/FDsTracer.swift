@@ -35,8 +35,13 @@ public struct FDsTracer: KernelTracer {
         guard options.leakIntervals >= 2 else { throw KernelTracerError("\(name): --leak-intervals must be at least 2, not \(options.leakIntervals)") }
     }
 
+    /// `--max-keys`: the processes counted at once (`fds_counts`); further ones are counted as `state.overflow`.
+    public func configure(_ spec: inout BPFObjectSpec, options: KernelTracerOptions) {
+        spec.mapMaxEntries[Tracers.Fds.Map.fdsCounts] = options.maxKeys
+    }
+
     public func makePoller(options: KernelTracerOptions) -> (any KernelTracerPoller)? {
-        FDCountPoller(tracer: name, target: options.pid, leakIntervals: options.leakIntervals)
+        FDCountPoller(tracer: name, target: options.pid, leakIntervals: options.leakIntervals, maxProcesses: Int(options.maxKeys))
     }
 }
 
@@ -52,16 +57,18 @@ final class FDCountPoller: KernelTracerPoller {
     private let tracer: String
     private let target: Int32?
     private let leakIntervals: Int
+    private let maxProcesses: Int
     private let state = Mutex<[UInt32: Tracked]>([:])
 
-    init(tracer: String, target: Int32?, leakIntervals: Int) {
+    init(tracer: String, target: Int32?, leakIntervals: Int, maxProcesses: Int) {
         self.tracer = tracer
         self.target = target
         self.leakIntervals = leakIntervals
+        self.maxProcesses = maxProcesses
     }
 
     func poll(_ object: BPFObject) -> [KernelEvent] {
-        guard let map = try? object.map(Tracers.Fds.Map.fdsCounts), let entries = try? map.rawEntries(limit: 10240) else { return [] }
+        guard let map = try? object.map(Tracers.Fds.Map.fdsCounts), let entries = try? map.rawEntries(limit: maxProcesses) else { return [] }
         var current: [UInt32: fds_counts] = [:]
         for entry in entries where entry.key.count == 4 {
             guard let value = entry.values.first, value.count >= MemoryLayout<fds_counts>.size else { continue }

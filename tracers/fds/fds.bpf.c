@@ -8,9 +8,10 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* max_entries: the processes counted at once (--max-keys, set before load). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10240);
+	__uint(max_entries, 1024);
 	__type(key, __u32);
 	__type(value, struct fds_counts);
 } fds_counts SEC(".maps");

@@ -120,6 +120,32 @@ final class FDsToolTests: XCTestCase {
         }
     }
 
+    /// Room for one process: machine-wide, at most one of the two is reported; the other's calls are counted.
+    func testProcessesPastTheLimitAreCountedAsOverflow() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let binary = try compileC(Self.workload, name: "fdwork", in: directory).path
+        let first = try BackgroundCommand(binary, ["steady", "5"]), second = try BackgroundCommand(binary, ["steady", "5"])
+        XCTAssertTrue(first.waitFor("ready") && second.waitFor("ready"))
+        let ours = try BackgroundCommand(tracerPath, ["tool", "fds", "--max-keys", "1", "--interval", "0.3", "--json"])
+        XCTAssertTrue(ours.waitFor("Ctrl-C to end"), ours.stderr)
+        first.input.fileHandleForWriting.write(Data("g".utf8))
+        second.input.fileHandleForWriting.write(Data("g".utf8))
+        XCTAssertTrue(first.waitFor("done") && second.waitFor("done"))
+        Thread.sleep(forTimeInterval: 0.5)
+        XCTAssertEqual(ours.stop(), 0, ours.stderr)
+        for process in [first, second] {
+            process.input.fileHandleForWriting.write(Data("g".utf8))
+            XCTAssertEqual(process.waitForExit(), 0)
+        }
+        // Whichever of the two (or another process of the machine) took the one slot keeps it while alive.
+        let reported = Set(jsonLines(ours.stdout).compactMap { $0["pid"] as? Int }).intersection([Int(first.pid), Int(second.pid)])
+        XCTAssertLessThanOrEqual(reported.count, 1, ours.stdout)
+        let counters = ours.stderr.split(separator: "\n").last { $0.contains("state.overflow") } ?? ""
+        XCTAssertTrue(counters.contains("state.overflow "), ours.stderr)
+        XCTAssertFalse(counters.hasSuffix("state.overflow 0"), String(counters))
+    }
+
     func testBadInputIsAOneLineError() throws {
         let missing = try runProduct("tracer", ["tool", "fds", "--pid", "999999999"])
         XCTAssertEqual(missing.status, 1)
