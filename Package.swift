@@ -69,6 +69,9 @@ let package = Package(
         // BPF build pipeline: compile `*.bpf.c` with the toolchain clang and embed the objects.
         .executableTarget(name: "BPFEmbedTool", dependencies: ["CLibElf"], swiftSettings: swiftSettings),
         .plugin(name: "BPFEmbedPlugin", capability: .buildTool(), dependencies: ["BPFEmbedTool"]),
+        /// Syscall and errno names from the kernel's UAPI headers (linux-libc-dev), generated at build time.
+        .executableTarget(name: "SyscallTableTool", swiftSettings: swiftSettings),
+        .plugin(name: "SyscallTablePlugin", capability: .buildTool(), dependencies: ["SyscallTableTool"]),
 
         .target(
             name: "BPFRuntime",
@@ -155,7 +158,7 @@ let package = Package(
             path: "tracers",
             exclude: files(in: "tracers") { !$0.hasSuffix(".swift") || $0.contains("/Tests/") },
             swiftSettings: swiftSettings,
-            plugins: ["BPFEmbedPlugin"]),
+            plugins: ["BPFEmbedPlugin", "SyscallTablePlugin"]),
 
         .executableTarget(
             name: "TracerCLI",

@@ -11,6 +11,7 @@ packages=(
   redis-server python3-redis
   postgresql python3-psycopg   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3
   libbpf-tools   # kernel tracer tests compare with runqlat, oomkill, tcpconnect... (0.26)
+  linux-libc-dev # tracers/syscalls: the syscall and errno name tables are generated from its asm/unistd_64.h, errno.h
 )
 # The guest-kernel tests (scripts/guest/run-in-guest.sh) boot Debian's 6.1 kernel, which has the kprobes
 # and the bpf_probe_write_user this machine's kernel lacks, under qemu (without its GUI recommends).

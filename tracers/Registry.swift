@@ -29,5 +29,8 @@ public enum TracerRegistry {
         OOMKillTracer(),
         TCPTracer(),
         BiolatencyTracer(),
+        FilesTracer(),
+        FDsTracer(),
+        SyscallsTracer(),
     ]
 }

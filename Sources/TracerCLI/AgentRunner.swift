@@ -43,7 +43,8 @@ struct AgentRunner {
         }
         let flowMetrics = options.networkFlows ? startFlowMetrics(outputs: outputs, logger: logger) : nil
         let kernelTracers = kernelTracerList.isEmpty ? nil
-            : KernelTracersBesideAgent(tracers: kernelTracerList, format: outputs.printFormat, resource: outputs.agentResource, logger: logger)
+            : KernelTracersBesideAgent(tracers: kernelTracerList, format: outputs.printFormat, resource: outputs.agentResource, logger: logger,
+                                       selection: { agent.selectedProcesses.map(\.pid) })
         if let kernelTracers { outputs.observe(kernelTracers) }
         let finished = DispatchSemaphore(value: 0)
         let signals = SignalHandlers { _ in finished.signal() }

@@ -71,7 +71,9 @@ enum KernelToolOutput {
         } else if !histogram.labels.isEmpty {
             let pid = histogram.labels.first { $0.key == "process.pid" }?.value.text
             let name = histogram.labels.first { $0.key == "process.executable.name" }?.value.text
-            heading = pid.map { "\npid = \($0) \(name ?? "")\n" }
+            let others = histogram.labels.filter { $0.key != "process.pid" && $0.key != "process.executable.name" }
+                .map { " \($0.key) = \($0.value.text)" }.joined()
+            heading = pid.map { "\npid = \($0) \(name ?? "")\(others)\n" }
                 ?? "\n" + histogram.labels.map { "\($0.key) = \($0.value.text)" }.joined(separator: " ") + "\n"
         }
         return heading + ObjectPrinters.log2Histogram(histogram.slots, unit: histogram.map.unitWord)
@@ -99,6 +101,7 @@ enum KernelToolOutput {
         switch value {
         case .int(let number): appendDecimal(number, to: &out)
         case .string(let text): appendJSONString(text, to: &out)
+        case .bool(let flag): appendLiteral(flag ? "true" : "false", to: &out)
         }
     }
 

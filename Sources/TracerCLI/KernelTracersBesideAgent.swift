@@ -13,8 +13,11 @@ import Tracers
 /// `otel.metric.overflow=true`), its counters as `tracer.<name>.<counter>`; its events are printed with the
 /// spans (`--print text|json`, as `tracer tool` prints them) and, with OTLP export on, sent as log records.
 /// A tracer whose hooks do not attach here is left out with one line saying why; the others run.
+/// Tracers on syscall tracepoints (files, fds, syscalls) trace only the agent's selected processes: their set
+/// of traced PIDs is made equal to the selection every second.
 final class KernelTracersBesideAgent: Sendable {
     private let sessions: [KernelTracerSession]
+    private let selectionSync = DispatchSemaphore(value: 0)
     private let logs = LogDestination()
     private let output = ObjectOutput()
 
@@ -32,12 +35,14 @@ final class KernelTracersBesideAgent: Sendable {
     }
 
     /// Starts every tracer of `tracers`; `format` is the agent's print format; `resource` goes on log records.
-    init(tracers: [any KernelTracer], format: String, resource: Resource, logger: Logger) {
+    /// `selection` gives the PIDs the agent traces now.
+    init(tracers: [any KernelTracer], format: String, resource: Resource, logger: Logger, selection: @escaping @Sendable () -> [Int32] = { [] }) {
         var sessions: [KernelTracerSession] = []
         let (logs, output) = (logs, output)
         for tracer in tracers {
             do {
-                let session = try KernelTracerSession(tracer) { event in
+                let options = KernelTracerOptions(followsSelection: tracer.followsAgentSelection)
+                let session = try KernelTracerSession(tracer, options: options) { event in
                     switch format {
                     case "json": output.out(KernelToolOutput.json(event) + "\n")
                     case "text": output.out(KernelToolOutput.text(event) + "\n")
@@ -48,6 +53,7 @@ final class KernelTracersBesideAgent: Sendable {
                 var line = "kernel tracer \(tracer.name): hooks: \(session.hooks.description)"
                 if !session.fallbackReasons.isEmpty { line += " (not: \(session.fallbackReasons.joined(separator: "; ")))" }
                 if let cost = tracer.costNotice { line += "; \(cost)" }
+                if tracer.followsAgentSelection { line += "; traces the selected processes only" }
                 logger.info("\(line)")
                 sessions.append(session)
             } catch {
@@ -55,12 +61,29 @@ final class KernelTracersBesideAgent: Sendable {
             }
         }
         self.sessions = sessions
+        let following = sessions.filter { $0.options.followsSelection }
+        if !following.isEmpty {
+            let stopped = selectionSync
+            let names = following.map(\.tracer.name).joined(separator: ",")
+            Thread.detachNewThread {
+                var previous: Set<Int32>?
+                repeat {
+                    let pids = Set(selection())
+                    guard pids != previous else { continue }
+                    for session in following {
+                        do { try session.select(tgids: pids) } catch { logger.error("kernel tracer \(session.tracer.name): selection not updated: \(error)") }
+                    }
+                    previous = pids
+                    logger.info("kernel tracers \(names): tracing \(pids.count) selected process\(pids.count == 1 ? "" : "es")")
+                } while stopped.wait(timeout: .now() + 1) == .timedOut
+            }
+        }
     }
 
     /// Where events go as log records from now on (set once OTLP export is known to be on).
     func send(logs sink: any LogSink) { logs.sink.withLock { $0 = sink } }
 
-    var emitsEvents: Bool { sessions.contains { $0.tracer.emitsEvents } }
+    var emitsEvents: Bool { sessions.contains { $0.tracer.emitsEvents || $0.tracer.makePoller(options: $0.options) != nil } }
 
     /// Histograms (cumulative) and counters of every running tracer.
     func metrics() -> [MetricData] {
@@ -80,7 +103,10 @@ final class KernelTracersBesideAgent: Sendable {
         return metrics
     }
 
-    func stop() { sessions.forEach { $0.stop() } }
+    func stop() {
+        selectionSync.signal()
+        sessions.forEach { $0.stop() }
+    }
 
     /// Explicit bounds of the log2 slots: slot i holds values up to 2^(i+1) − 1; the last slot is +Inf.
     static let bounds: [Double] = (0..<(Int(KERNEL_HIST_SLOTS) - 1)).map { Double(KernelHistogram.upperBound(ofSlot: $0)) }
@@ -110,6 +136,7 @@ final class KernelTracersBesideAgent: Sendable {
         switch value {
         case .int(let number): .int(number)
         case .string(let text): .string(text)
+        case .bool(let flag): .bool(flag)
         }
     }
 }

@@ -8,7 +8,7 @@ import Tracers
 struct ToolCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tool",
-        abstract: "Run one kernel utility tracer (runqlat, oomkill, tcp, biolatency) and print its histograms or events.",
+        abstract: "Run one kernel utility tracer (runqlat, oomkill, tcp, biolatency, files, fds, syscalls) and print its histograms or events.",
         discussion: """
             Histogram tools print the histogram of each interval (the maps are emptied after each read, as
             libbpf-tools do) and once more at the end; event tools print each event as it is read. Runs
@@ -22,6 +22,9 @@ struct ToolCommand: ParsableCommand {
               tracer tool tcp --pid 1234
               tracer tool biolatency --per-disk --queued --interval 1 --count 5
               tracer tool biolatency --disk vda --json
+              tracer tool files --path-prefix /etc/ --path-prefix /var/lib/app/
+              tracer tool fds --pid 1234 --interval 10 --leak-intervals 6
+              tracer tool syscalls --pid 1234 --interval 5 --count 3
             """)
 
     @Argument(help: ArgumentHelp("The tool: \(TracerRegistry.kernelTracers.map(\.name).joined(separator: ", ")).", valueName: "name"))
@@ -39,7 +42,7 @@ struct ToolCommand: ParsableCommand {
     @Flag(help: "One JSON object per line: histograms {tool,name,unit,labels,buckets:[{le,count}],count,sum}, events {tool,time,event,pid,comm,...}.")
     var json = false
 
-    @Flag(name: .customLong("per-process"), help: "One histogram per process instead of one for the machine (runqlat -P).")
+    @Flag(name: .customLong("per-process"), help: "One histogram per process instead of one for the machine (runqlat -P; syscalls: per process and syscall).")
     var perProcess = false
 
     @Flag(name: .customLong("per-disk"), help: "One histogram per disk instead of one for all disks (biolatency -D).")
@@ -50,6 +53,12 @@ struct ToolCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Only this disk, by name (biolatency -d).", valueName: "NAME"))
     var disk: String?
+
+    @Option(name: .customLong("path-prefix"), help: ArgumentHelp("Only paths under this prefix (files; repeatable, absolute, up to 8).", valueName: "PATH"))
+    var pathPrefixes: [String] = []
+
+    @Option(name: .customLong("leak-intervals"), help: ArgumentHelp("Intervals in a row an open-FD count must grow to be a leak suspect (fds; default 5).", valueName: "N"))
+    var leakIntervals = 5
 
     @Option(name: .customLong("max-keys"), help: ArgumentHelp("Histograms kept per map; samples of further keys are counted in one overflow histogram.", valueName: "N"))
     var maxKeys: UInt32 = 1024
@@ -75,7 +84,9 @@ struct ToolCommand: ParsableCommand {
         let session: KernelTracerSession
         do {
             session = try KernelTracerSession(tracer, options: KernelTracerOptions(pid: pid, perProcess: perProcess, maxKeys: maxKeys,
-                                                                                   perDisk: perDisk, queued: queued, disk: disk)) { event in
+                                                                                   perDisk: perDisk, queued: queued, disk: disk,
+                                                                                   pathPrefixes: pathPrefixes, interval: interval,
+                                                                                   leakIntervals: leakIntervals)) { event in
                 let seen = events.withLock { count in
                     count += 1
                     return count

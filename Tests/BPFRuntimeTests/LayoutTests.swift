@@ -70,6 +70,10 @@ final class SharedHeaderLayoutTests: XCTestCase {
         "tcp_endpoint_key": layout(tcp_endpoint_key()),
         "biolatency_key": layout(biolatency_key()),
         "flow_owner": layout(flow_owner()),
+        "files_event": layout(files_event()),
+        "files_prefix": layout(files_prefix()),
+        "fds_counts": layout(fds_counts()),
+        "syscalls_key": layout(syscalls_key()),
     ]
 
     static func layout<T>(_ value: T) -> (size: Int, members: [String]) {
@@ -82,7 +86,8 @@ final class SharedHeaderLayoutTests: XCTestCase {
         ("capture", BPFPrograms.Capture.object), ("go_nethttp", Tracers.GoNethttp.object),
         ("flows_skb", Tracers.FlowsSkb.object), ("runqlat", Tracers.Runqlat.object),
         ("oomkill", Tracers.Oomkill.object), ("tcp", Tracers.Tcp.object),
-        ("biolatency", Tracers.Biolatency.object),
+        ("biolatency", Tracers.Biolatency.object), ("files", Tracers.Files.object),
+        ("fds", Tracers.Fds.object), ("syscalls", Tracers.Syscalls.object),
     ]
 
     func testEveryStructOfTheSharedHeadersMatchesSwiftAndBTF() throws {

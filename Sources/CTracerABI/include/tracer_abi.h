@@ -14,5 +14,8 @@
 #include "../../../tracers/oomkill/oomkill.h"
 #include "../../../tracers/tcp/tcp.h"
 #include "../../../tracers/biolatency/biolatency.h"
+#include "../../../tracers/files/files.h"
+#include "../../../tracers/fds/fds.h"
+#include "../../../tracers/syscalls/syscalls.h"
 
 #endif

@@ -22,6 +22,11 @@ public protocol KernelTracer: Sendable {
     var histograms: [KernelHistogramMap] { get }
     /// Whether the object has the `kernel_events` ring buffer (defines KERNEL_TRACER_EVENTS).
     var emitsEvents: Bool { get }
+    /// Whether, run by the agent, the tracer traces only the agent's selected processes (its object includes
+    /// `bpf/kernel_tracer_selection.bpf.h`; the session keeps `kernel_selected_tgids` equal to the selection).
+    var followsAgentSelection: Bool { get }
+    /// Whether the tracer refuses to trace every process (a `--pid` or the agent's selection is required).
+    var requiresProcessSelection: Bool { get }
 
     /// Throws one line when the tracer cannot honour `options` (e.g. a PID filter where the hooks run in no
     /// process's context); checked before anything is loaded.
@@ -32,16 +37,32 @@ public protocol KernelTracer: Sendable {
     func labels(ofKey key: UnsafeRawBufferPointer, map: BPFMapName, options: KernelTracerOptions) -> [KernelLabel]
     /// One event (header included), or nil when malformed (the session counts it).
     func decode(event: UnsafeRawBufferPointer, header: KernelEventHeader) -> KernelEvent?
+    /// Whether a decoded event is wanted after all, for what the kernel could not judge (files: a relative
+    /// path against the prefixes); the session counts the others as `events.filtered`.
+    func keeps(_ event: KernelEvent, options: KernelTracerOptions) -> Bool
+    /// Work done every `options.interval` seconds (1 when not set) once attached, whose events go where the
+    /// ring buffer's go; nil when the tracer has none.
+    func makePoller(options: KernelTracerOptions) -> (any KernelTracerPoller)?
+}
+
+/// Periodic work of a running kernel tracer (tracers/fds: each traced process's open-FD count).
+public protocol KernelTracerPoller: AnyObject, Sendable {
+    /// Called on the session's timer thread with the loaded object; returns the events of this interval.
+    func poll(_ object: BPFObject) -> [KernelEvent]
 }
 
 extension KernelTracer {
     public var costNotice: String? { nil }
     public var histograms: [KernelHistogramMap] { [] }
     public var emitsEvents: Bool { false }
+    public var followsAgentSelection: Bool { false }
+    public var requiresProcessSelection: Bool { false }
+    public func makePoller(options: KernelTracerOptions) -> (any KernelTracerPoller)? { nil }
     public func validate(_ options: KernelTracerOptions) throws {}
     public func configure(_ spec: inout BPFObjectSpec, options: KernelTracerOptions) {}
     public func labels(ofKey key: UnsafeRawBufferPointer, map: BPFMapName, options: KernelTracerOptions) -> [KernelLabel] { [] }
     public func decode(event: UnsafeRawBufferPointer, header: KernelEventHeader) -> KernelEvent? { nil }
+    public func keeps(_ event: KernelEvent, options: KernelTracerOptions) -> Bool { true }
 }
 
 /// What the user asked of a kernel tracer.
@@ -58,15 +79,28 @@ public struct KernelTracerOptions: Sendable, Equatable {
     public var queued: Bool
     /// Only this disk, by name (`sda`, `vda`), where the tracer sees disks (biolatency -d).
     public var disk: String?
+    /// Only paths under these prefixes, where the tracer sees paths (files).
+    public var pathPrefixes: [String]
+    /// Trace the processes the session is given with `select(tgids:)` (the agent's selection), not `pid`.
+    public var followsSelection: Bool
+    /// Seconds between polls, where the tracer polls (fds); nil: 1 s.
+    public var interval: Double?
+    /// Intervals over which an only-growing count makes a leak suspect (fds).
+    public var leakIntervals: Int
 
     public init(pid: Int32? = nil, perProcess: Bool = false, maxKeys: UInt32 = 1024, perDisk: Bool = false, queued: Bool = false,
-                disk: String? = nil) {
+                disk: String? = nil, pathPrefixes: [String] = [], followsSelection: Bool = false, interval: Double? = nil,
+                leakIntervals: Int = 5) {
         self.pid = pid
         self.perProcess = perProcess
         self.maxKeys = maxKeys
         self.perDisk = perDisk
         self.queued = queued
         self.disk = disk
+        self.pathPrefixes = pathPrefixes
+        self.followsSelection = followsSelection
+        self.interval = interval
+        self.leakIntervals = leakIntervals
     }
 }
 
@@ -135,11 +169,13 @@ public struct KernelLabel: Sendable, Equatable {
 public enum KernelValue: Sendable, Equatable {
     case int(Int64)
     case string(String)
+    case bool(Bool)
 
     public var text: String {
         switch self {
         case .int(let number): String(number)
         case .string(let text): text
+        case .bool(let flag): flag ? "true" : "false"
         }
     }
 }

@@ -17,6 +17,7 @@ public final class KernelTracerSession: @unchecked Sendable {
     private let object: BPFObject
     private let links: Mutex<[BPFLink]>
     private let reader: RingBufferReader?
+    private let poller: PollerThread?
     private let tally = EventTally()
     /// CLOCK_REALTIME − CLOCK_MONOTONIC at start: kernel timestamps to wall-clock time.
     private let wallOffset: UInt64
@@ -26,6 +27,9 @@ public final class KernelTracerSession: @unchecked Sendable {
     public init(_ tracer: any KernelTracer, options: KernelTracerOptions = KernelTracerOptions(),
                 onEvent: @escaping @Sendable (KernelEvent) -> Void = { _ in }) throws {
         guard options.maxKeys > 0 else { throw KernelTracerError("\(tracer.name): the key limit must be at least 1") }
+        if tracer.requiresProcessSelection && options.pid == nil && !options.followsSelection {
+            throw KernelTracerError("\(tracer.name): give --pid (or run it in the agent with selected processes): it is not run for every process of the machine")
+        }
         try tracer.validate(options)
         if let pid = options.pid, pid <= 0 || kill(pid, 0) != 0 && errno == ESRCH {
             throw KernelTracerError("\(tracer.name): no process with PID \(pid)")
@@ -65,13 +69,17 @@ public final class KernelTracerSession: @unchecked Sendable {
         wallOffset = UInt64(realtime.tv_sec) &* 1_000_000_000 &+ UInt64(realtime.tv_nsec)
             &- (UInt64(monotonic.tv_sec) &* 1_000_000_000 &+ UInt64(monotonic.tv_nsec))
         if tracer.emitsEvents {
-            let (tally, wallOffset) = (tally, wallOffset)
+            let (tally, wallOffset, options) = (tally, wallOffset, options)
             do {
                 reader = try RingBufferReader(map: try object.map(BPFMapName("kernel_events"))) { batch in
                     for record in batch {
                         guard let header = Self.header(record), Int(header.size) <= record.count,
                               var event = tracer.decode(event: record, header: header) else {
                             tally.malformed.add(1, ordering: .relaxed)
+                            continue
+                        }
+                        guard tracer.keeps(event, options: options) else {
+                            tally.filtered.add(1, ordering: .relaxed)
                             continue
                         }
                         event.timeUnixNano = header.timestampNanoseconds &+ wallOffset
@@ -86,9 +94,29 @@ public final class KernelTracerSession: @unchecked Sendable {
         } else {
             reader = nil
         }
+        if let work = tracer.makePoller(options: options) {
+            poller = PollerThread(interval: options.interval ?? 1) { [object] in
+                for var event in work.poll(object) {
+                    if event.timeUnixNano == 0 { event.timeUnixNano = UInt64(Date().timeIntervalSince1970 * 1e9) }
+                    onEvent(event)
+                }
+            }
+        } else {
+            poller = nil
+        }
     }
 
     deinit { stop() }
+
+    /// Makes the traced processes exactly `tgids` (`kernel_selected_tgids`, for a tracer following the agent's
+    /// selection: `options.followsSelection`). Throws when the map (4096 processes) is full; those added stay.
+    public func select(tgids: Set<Int32>) throws {
+        let map = try object.map(BPFMapName("kernel_selected_tgids"))
+        let current = Set(try map.keys(as: UInt32.self))
+        let wanted = Set(tgids.map { UInt32(bitPattern: $0) })
+        for gone in current.subtracting(wanted) { _ = try map.delete(gone) }
+        for added in wanted.subtracting(current) { try map.update(added, UInt8(1)) }
+    }
 
     /// Detaches the programs and stops the event reader (after one last drain). Idempotent.
     public func stop() {
@@ -97,6 +125,7 @@ public final class KernelTracerSession: @unchecked Sendable {
             return links
         }
         current.forEach { $0.close() }
+        poller?.stop()
         reader?.stop()
     }
 
@@ -143,6 +172,8 @@ public final class KernelTracerSession: @unchecked Sendable {
                 TracerCounter("events", help: "Events the kernel submitted.", value: kernelStat(KERNEL_STAT_EVENTS)),
                 TracerCounter("events.dropped", help: "Events the ring buffer had no room for.", value: kernelStat(KERNEL_STAT_EVENTS_DROPPED)),
                 TracerCounter("events.malformed", help: "Events too short or of an unknown type.", value: { tally.malformed.load(ordering: .relaxed) }),
+                TracerCounter("events.filtered", help: "Events decoded but not wanted (files: a relative path outside the prefixes).",
+                              value: { tally.filtered.load(ordering: .relaxed) }),
                 TracerCounter("events.delivered", help: "Events decoded and delivered.", value: { tally.delivered.load(ordering: .relaxed) }),
             ]
         }
@@ -159,6 +190,7 @@ public final class KernelTracerSession: @unchecked Sendable {
     private static func load(_ tracer: any KernelTracer, _ hookSet: KernelHookSet, _ options: KernelTracerOptions) throws -> BPFObject {
         var spec = BPFObjectSpec(tracer.object, programs: Set(hookSet.attachments.map(\.program)))
         spec.set(BPFGlobalName("kernel_target_tgid"), to: UInt32(options.pid ?? 0))
+        if options.followsSelection && tracer.followsAgentSelection { spec.set(BPFGlobalName("kernel_follow_selection"), to: UInt32(1)) }
         for histogram in tracer.histograms { spec.mapMaxEntries[histogram.map] = options.maxKeys }
         tracer.configure(&spec, options: options)
         return try spec.load()
@@ -192,9 +224,33 @@ public final class KernelTracerSession: @unchecked Sendable {
     }
 }
 
+/// A thread that runs `work` every `interval` seconds until stopped.
+private final class PollerThread: Sendable {
+    private let stopped = DispatchSemaphore(value: 0)
+    private let done = DispatchSemaphore(value: 0)
+    private let isStopped = Atomic<Bool>(false)
+
+    init(interval: Double, work: @escaping @Sendable () -> Void) {
+        let (stopped, done) = (stopped, done)
+        let thread = Thread {
+            while stopped.wait(timeout: .now() + interval) == .timedOut { work() }
+            done.signal()
+        }
+        thread.name = "kernel-tracer-poll"
+        thread.start()
+    }
+
+    func stop() {
+        guard !isStopped.exchange(true, ordering: .relaxed) else { return }
+        stopped.signal()
+        done.wait()
+    }
+}
+
 /// Events decoded and events that could not be.
 private final class EventTally: Sendable {
     let malformed = Atomic<UInt64>(0)
+    let filtered = Atomic<UInt64>(0)
     let delivered = Atomic<UInt64>(0)
 }
 
