@@ -102,6 +102,14 @@ static __always_inline __u64 current_goid(const struct capture_process *process)
 	return goid;
 }
 
+/* The current task's network namespace (the inode number /proc/PID/ns/net names), 0 when unknown: read
+ * here, a short-lived client's namespace is still known when user space links its requests. */
+static __always_inline __u32 current_netns(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+}
+
 /* Both ends of `sk` (struct sock_common), IPv4 as IPv4-mapped IPv6. */
 static __always_inline void read_tuple(struct sock *sk, struct capture_tuple *tuple)
 {
@@ -240,7 +248,7 @@ static __always_inline void emit_chunk(void *ctx, const struct capture_process *
 	event->connection = connection->id;
 	event->goid = current_goid(process);
 	event->follows = process->follows;
-	event->reserved = 0;
+	event->netns = current_netns();
 	event->length = length;
 	event->fd = fd;
 	event->direction = direction;

@@ -72,7 +72,7 @@ struct capture_chunk_event {
 	__u8 tail_captured;  /* bytes in tail: 0 when data holds the whole transfer (its end is data's end) */
 	__u8 tail[CAPTURE_TAIL]; /* the last bytes of a transfer longer than data */
 	__u32 follows;       /* capture_process.follows of the process: not selected yet, its parent is */
-	__u32 reserved;
+	__u32 netns;         /* the task's network namespace (the inode /proc/PID/ns/net names); 0: unknown */
 	struct capture_tuple tuple;
 	__u8 data[];         /* `captured` bytes; the record is sized by class */
 };

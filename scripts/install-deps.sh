@@ -7,6 +7,7 @@ packages=(
   pkg-config libbpf-dev libelf-dev libdw-dev zlib1g-dev libcurl4-openssl-dev libcapstone-dev
   bpftool golang-go wrk protobuf-compiler python3-pip nginx-light openssl curl systemd util-linux binutils
   caddy   # Go crypto/tls capture test (Debian's Caddy, stripped go1.19)
+  etcd-server etcd-client   # gRPC end-to-end test (etcd serving etcdctl put/get)
   iproute2 nftables nodejs   # tcp retransmit test (nftables in a netns); HTTP/2 end-to-end test (Node http2)
   redis-server python3-redis
   postgresql python3-psycopg   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3

@@ -166,7 +166,26 @@ public final class Agent: @unchecked Sendable {
             },
             TracerCounter("evicted_connections", help: "Connection states dropped because the table was full.") { tracker.evicted.load(ordering: .relaxed) },
         ]
-        return capture.map { ("capture", $0) } + attacher.loaded.flatMap { loaded in
+        let links = self.tracker!.peerLinks.counters
+        let linking: [TracerCounter] = [
+            TracerCounter("same_host_linked", help: "Server spans linked to the traced client span at the other end of their connection.") {
+                links.linked.load(ordering: .relaxed) + links.linkedLate.load(ordering: .relaxed)
+            },
+            TracerCounter("same_host_other_namespace", help: "Same-host candidates in another network namespace: not linked.") {
+                links.otherNamespace.load(ordering: .relaxed)
+            },
+            TracerCounter("same_host_out_of_window", help: "Same-host candidates whose times disagree (reused tuple, lost events): not linked.") {
+                links.outOfWindow.load(ordering: .relaxed)
+            },
+            TracerCounter("same_host_mismatched", help: "Same-host candidates whose requests differ (one side seen from mid-stream): not linked.") {
+                links.mismatched.load(ordering: .relaxed)
+            },
+            TracerCounter("same_host_ambiguous_calls", help: "Client requests of another tracer's connection with no single call in flight: not linked.") {
+                links.ambiguousCalls.load(ordering: .relaxed)
+            },
+            TracerCounter("same_host_evicted", help: "Same-host linking entries dropped because a table was full.") { links.evicted.load(ordering: .relaxed) },
+        ]
+        return (capture + linking).map { ("capture", $0) } + attacher.loaded.flatMap { loaded in
             loaded.tracer.counters(object: loaded.object).map { (loaded.tracer.name, $0) }
         }
     }

@@ -373,16 +373,30 @@ final class HTTP2ConnectionParser: ConnectionParser {
         }
         var stream = Stream(pid: chunk.pid, start: chunk.timestamp, end: 0, identity: SpanIdentity(traceID: .invalid, spanID: .invalid, parentSpanID: .invalid, flags: 0))
         fill(&stream)
-        if role == .server {
-            stream.identity = context.identity(incoming: stream.traceparent)
-        } else if let incoming = stream.traceparent {
-            // The caller's own instrumentation named this call's span: this span takes its place.
-            stream.identity = SpanIdentity(traceID: incoming.traceID, spanID: incoming.parentSpanID, parentSpanID: .invalid, flags: UInt32(incoming.flags))
-        } else {
-            stream.identity = context.identity(incoming: nil)
-        }
+        stream.identity = identity(of: stream, streamID: streamID, goid: chunk.goid, context: context)
         streams[streamID] = stream
     }
+
+    /// The framework decides (``ParserContext``): a server stream is the child of the traced client's stream at
+    /// the other end of the connection on this host, else continues its traceparent; a client stream takes
+    /// the ids of a traceparent it carries, else is the child of the request its goroutine serves. The two
+    /// ends of a connection agree on a stream's id (where HTTP/1 uses the request's byte offset), and on its
+    /// method and path when both were decoded.
+    private func identity(of stream: Stream, streamID: UInt32, goid: UInt64, context: ParserContext) -> SpanIdentity {
+        let link = Self.linkPosition | UInt64(streamID)
+        var fingerprint: UInt64 = 0
+        if let method = stream.method, let path = stream.path {
+            var hasher = Hasher()
+            hasher.combine(method)
+            hasher.combine(path)
+            fingerprint = UInt64(bitPattern: Int64(hasher.finalize())) | 1
+        }
+        if role == .server { return context.identity(incoming: stream.traceparent, goid: goid, requestStart: link, fingerprint: fingerprint) }
+        return context.clientIdentity(goid: goid, carried: stream.traceparent, requestStart: link, fingerprint: fingerprint)
+    }
+
+    /// Stream ids as link positions, apart from byte offsets (an h2c connection's upgrade request has one).
+    static let linkPosition: UInt64 = 1 << 63
 
     /// Keeps the fields a span needs from one decoded field.
     private static func read(_ field: HPACKDecoder.Field, into decoded: inout DecodedHeaders) {

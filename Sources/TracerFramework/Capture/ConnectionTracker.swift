@@ -149,7 +149,8 @@ public final class ConnectionTracker: @unchecked Sendable {
         if chunk.direction == .send { entry.sent &+= chunk.length } else { entry.received &+= chunk.length }
         if let parser = entry.parser {
             let first = exchanges.count
-            parser.consume(chunk, context: context(entry, pid: chunk.pid, timestamp: chunk.timestamp, position: position), into: &exchanges)
+            parser.consume(chunk, context: context(entry, pid: chunk.pid, timestamp: chunk.timestamp, position: position, namespace: event.netns),
+                           into: &exchanges)
             finish(entry, exchanges: &exchanges, from: first)
             return
         }
@@ -169,7 +170,7 @@ public final class ConnectionTracker: @unchecked Sendable {
             }
             entry.parser = parser
             let first = exchanges.count
-            parser.consume(chunk, context: context(entry, pid: chunk.pid, timestamp: chunk.timestamp, position: position),
+            parser.consume(chunk, context: context(entry, pid: chunk.pid, timestamp: chunk.timestamp, position: position, namespace: event.netns),
                            into: &exchanges)
             finish(entry, exchanges: &exchanges, from: first)
             return
@@ -181,9 +182,10 @@ public final class ConnectionTracker: @unchecked Sendable {
         }
     }
 
-    private func context(_ entry: Entry, pid: UInt32, timestamp: UInt64, position: UInt64) -> ParserContext {
-        ParserContext(traceContexts: traceContexts, links: peerLinks, connection: entry.connection, pid: pid, timestamp: timestamp,
-                      position: position, shadow: entry.shadow)
+    /// `namespace`: the chunk's network namespace (`capture_chunk_event.netns`; 0: unknown).
+    private func context(_ entry: Entry, pid: UInt32, timestamp: UInt64, position: UInt64, namespace: UInt32 = 0) -> ParserContext {
+        ParserContext(traceContexts: traceContexts, links: peerLinks, connection: entry.connection, pid: pid, namespace: namespace,
+                      timestamp: timestamp, position: position, shadow: entry.shadow)
     }
 
     /// The exchanges a parser of `entry` appended from `first` on: dropped for a shadow connection; a server

@@ -12,6 +12,8 @@ public struct ParserContext {
     let links: PeerLinks?
     let connection: CaptureConnection?
     let pid: UInt32
+    /// The network namespace the chunk's task was in (0: unknown; ``PeerLinks`` then asks /proc).
+    let namespace: UInt32
     let timestamp: UInt64
     /// Another tracer makes this connection's spans (e.g. Go's HTTP client from uprobes): the parser's
     /// exchanges are dropped, its client requests only name that tracer's call for same-host linking.
@@ -19,15 +21,16 @@ public struct ParserContext {
 
     /// A context without a connection (tests, fuzzing): no same-host linking.
     public init(traceContexts: TraceContexts) {
-        self.init(traceContexts: traceContexts, links: nil, connection: nil, pid: 0, timestamp: 0, position: 0, shadow: false)
+        self.init(traceContexts: traceContexts, links: nil, connection: nil, pid: 0, namespace: 0, timestamp: 0, position: 0, shadow: false)
     }
 
-    init(traceContexts: TraceContexts, links: PeerLinks?, connection: CaptureConnection?, pid: UInt32, timestamp: UInt64,
-         position: UInt64, shadow: Bool) {
+    init(traceContexts: TraceContexts, links: PeerLinks?, connection: CaptureConnection?, pid: UInt32, namespace: UInt32,
+         timestamp: UInt64, position: UInt64, shadow: Bool) {
         self.traceContexts = traceContexts
         self.links = links
         self.connection = connection
         self.pid = pid
+        self.namespace = namespace
         self.timestamp = timestamp
         self.position = position
         self.shadow = shadow
@@ -43,7 +46,7 @@ public struct ParserContext {
         let provisional = traceContexts.newIdentity(parent: incoming.map { ($0.traceID, $0.parentSpanID, UInt32($0.flags)) },
                                                     source: .traceparent)
         guard let links, let connection else { return provisional }
-        return links.server(connection: connection, pid: pid, goid: goid, position: requestStart ?? position, timestamp: timestamp,
+        return links.server(connection: connection, pid: pid, namespace: namespace, goid: goid, position: requestStart ?? position, timestamp: timestamp,
                             fingerprint: fingerprint, provisional: provisional)
     }
 
@@ -67,7 +70,7 @@ public struct ParserContext {
             identity = traceContexts.child(of: traceContexts.serving(.init(pid: pid, goid: goid)))
         }
         if let links, let connection {
-            links.clientRequest(connection: connection, pid: pid, position: requestStart ?? position, timestamp: timestamp,
+            links.clientRequest(connection: connection, pid: pid, namespace: namespace, position: requestStart ?? position, timestamp: timestamp,
                                 fingerprint: fingerprint, identity: identity)
         }
         return identity

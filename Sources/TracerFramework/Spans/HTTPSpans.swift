@@ -36,6 +36,11 @@ public struct W3CTraceContext: Sendable, Equatable {
 }
 
 extension Attributes {
+    /// `tracer.parent.source` when the span has a parent: where it came from. Shared by every span family's builder.
+    mutating func appendParentSource(of identity: SpanIdentity) {
+        if let source = identity.parentSource { appendUnchecked(ParentSource.attribute, .string(source.rawValue)) }
+    }
+
     /// The ends of a span's connection (OTel general attributes), in this order: `server.address`/`server.port`,
     /// `client.address`/`client.port` (server spans), `network.peer.address`/`network.peer.port`; each pair
     /// only when that end is known. Shared by every span family's builder.
@@ -281,7 +286,7 @@ public enum HTTPSpans {
         let start = unixNanoseconds(exchange.start)
         let end = max(unixNanoseconds(exchange.end), start)
         let identity = exchange.identity
-        if let source = identity.parentSource { attributes.appendUnchecked(ParentSource.attribute, .string(source.rawValue)) }
+        attributes.appendParentSource(of: identity)
         return Span(name: method == "_OTHER" ? "HTTP" : method, kind: isServer ? .server : .client,
                     traceID: identity.traceID, spanID: identity.spanID, parentSpanID: identity.parentSpanID,
                     flags: identity.flags, startTimeUnixNano: start, endTimeUnixNano: end, status: status,

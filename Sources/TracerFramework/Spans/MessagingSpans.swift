@@ -73,6 +73,7 @@ public enum MessagingSpans {
         let start = unixNanoseconds(exchange.start)
         let end = max(unixNanoseconds(exchange.end), start)
         let identity = exchange.identity
+        attributes.appendParentSource(of: identity)
         return Span(name: "\(name) \(exchange.destination)", kind: exchange.operation == .publish ? .producer : .consumer,
                     traceID: identity.traceID, spanID: identity.spanID, parentSpanID: identity.parentSpanID, flags: identity.flags,
                     startTimeUnixNano: start, endTimeUnixNano: end, status: status, attributes: attributes, resource: resource, scope: scope)

@@ -126,7 +126,10 @@ public final class PeerLinks: @unchecked Sendable {
         return UInt64(info.st_ino)
     }
 
-    private func namespace(_ pid: UInt32) -> UInt64? {
+    /// The network namespace of a chunk: as the kernel saw it (`chunkNamespace`), else that of process `pid`
+    /// now (a process that is gone has none).
+    private func namespace(_ chunkNamespace: UInt32, _ pid: UInt32) -> UInt64? {
+        if chunkNamespace != 0 { return UInt64(chunkNamespace) }
         if let known = namespaces[pid] { return known }
         if namespaces.count >= Self.limit { namespaces.removeAll() }
         let found = namespaceOf(pid)
@@ -139,9 +142,9 @@ public final class PeerLinks: @unchecked Sendable {
 
     /// A traced client wrote a request (ids `identity`; `fingerprint` from its first bytes) starting at byte
     /// `position` of `connection`'s outgoing stream; its write ended at `timestamp`.
-    func clientRequest(connection: CaptureConnection, pid: UInt32, position: UInt64, timestamp: UInt64, fingerprint: UInt64,
-                       identity: SpanIdentity) {
-        guard let ends = connection.ends, let namespace = namespace(pid) else { return }
+    func clientRequest(connection: CaptureConnection, pid: UInt32, namespace chunkNamespace: UInt32, position: UInt64, timestamp: UInt64,
+                       fingerprint: UInt64, identity: SpanIdentity) {
+        guard let ends = connection.ends, let namespace = namespace(chunkNamespace, pid) else { return }
         let key = StreamKey(ends: ends, position: position)
         note(timestamp)
         if requests.count >= Self.limit {
@@ -174,9 +177,9 @@ public final class PeerLinks: @unchecked Sendable {
     /// Ids of a server span whose request starts at byte `position` of `connection`'s incoming stream, read
     /// at `timestamp`: the child of the client span at the other end, or else `provisional` (which waits for
     /// that client's request for a little while).
-    func server(connection: CaptureConnection, pid: UInt32, goid: UInt64, position: UInt64, timestamp: UInt64, fingerprint: UInt64,
-                provisional: SpanIdentity) -> SpanIdentity {
-        guard let ends = connection.ends, let namespace = namespace(pid) else { return provisional }
+    func server(connection: CaptureConnection, pid: UInt32, namespace chunkNamespace: UInt32, goid: UInt64, position: UInt64,
+                timestamp: UInt64, fingerprint: UInt64, provisional: SpanIdentity) -> SpanIdentity {
+        guard let ends = connection.ends, let namespace = namespace(chunkNamespace, pid) else { return provisional }
         let key = StreamKey(ends: ends.reversed, position: position)
         note(timestamp)
         if let candidates = requests[key] {

@@ -96,6 +96,7 @@ public enum RPCSpans {
         let start = unixNanoseconds(exchange.start)
         let end = max(unixNanoseconds(exchange.end), start)
         let identity = exchange.identity
+        attributes.appendParentSource(of: identity)
         return Span(name: name(exchange), kind: isServer ? .server : .client,
                     traceID: identity.traceID, spanID: identity.spanID, parentSpanID: identity.parentSpanID,
                     flags: identity.flags, startTimeUnixNano: start, endTimeUnixNano: end, status: status,

@@ -236,10 +236,10 @@ final class HTTPMessageParserTests: XCTestCase {
         }
         let layout = try BPFPrograms.Capture.object.structLayout(named: "capture_chunk_event")
         XCTAssertEqual(layout.members.map(\.name), ["header", "connection", "goid", "length", "captured", "fd", "direction", "source",
-                                                    "flags", "tail_captured", "tail", "follows", "reserved", "tuple", "data"])
+                                                    "flags", "tail_captured", "tail", "follows", "netns", "tuple", "data"])
         let keyPaths: [PartialKeyPath<capture_chunk_event>] = [
             \.header, \.connection, \.goid, \.length, \.captured, \.fd, \.direction, \.source, \.flags, \.tail_captured, \.tail, \.follows,
-            \.reserved, \.tuple,
+            \.netns, \.tuple,
         ]
         let offsets: [Int] = keyPaths.map { MemoryLayout<capture_chunk_event>.offset(of: $0)! }
         XCTAssertEqual(Array(layout.members.map(\.offset).prefix(14)), offsets)
