@@ -10,7 +10,7 @@ packages=(
   etcd-server etcd-client   # gRPC end-to-end test (etcd serving etcdctl put/get)
   iproute2 nftables nodejs   # tcp retransmit test (nftables in a netns); HTTP/2 end-to-end test (Node http2)
   redis-server python3-redis
-  postgresql python3-psycopg   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3
+  postgresql python3-psycopg golang-github-lib-pq-dev   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3, Go lib/pq
   libbpf-tools   # kernel tracer tests compare with runqlat, oomkill, tcpconnect... (0.26)
   linux-libc-dev # tracers/syscalls: the syscall and errno name tables are generated from its asm/unistd_64.h, errno.h
 )

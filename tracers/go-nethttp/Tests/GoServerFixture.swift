@@ -91,8 +91,10 @@ enum GoServerBuild {
             .map { ($0, root.appendingPathComponent("\($0)/go/bin/go").path) }
     }
 
-    /// `program`: the Go source (the test server above unless given) and a name for its binaries.
-    static func binary(stripped: Bool, go: String = go, program: (name: String, source: String) = ("server", goServerSource)) throws -> URL {
+    /// `program`: the Go source (the test server above unless given) and a name for its binaries. `gopath`: a
+    /// GOPATH to build in GOPATH mode from (Debian's Go library packages install into /usr/share/gocode).
+    static func binary(stripped: Bool, go: String = go, program: (name: String, source: String) = ("server", goServerSource),
+                       gopath: String? = nil) throws -> URL {
         guard FileManager.default.isExecutableFile(atPath: go) else { try prerequisiteMissing("Go toolchain", "no Go toolchain at \(go) (apt-get install golang-go)") }
         let name = "\(program.name)-\(go.split(separator: "/").dropLast(3).last ?? "system")\(stripped ? "-stripped" : "")"
         if let url = built.withLock({ $0[name] }) { return url }
@@ -101,8 +103,9 @@ enum GoServerBuild {
         try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
         try program.source.write(to: source.appendingPathComponent("main.go"), atomically: true, encoding: .utf8)
         let output = root.appendingPathComponent(name)
-        let environment = ["GOCACHE": root.appendingPathComponent("cache").path, "GOPATH": root.appendingPathComponent("gopath").path,
+        var environment = ["GOCACHE": root.appendingPathComponent("cache").path, "GOPATH": root.appendingPathComponent("gopath").path,
                            "GOFLAGS": "", "GOTOOLCHAIN": "local", "HOME": root.path]
+        if let gopath { (environment["GOPATH"], environment["GO111MODULE"]) = (gopath, "off") }
         try run(go, ["build", "-o", output.path] + (stripped ? ["-ldflags=-s -w"] : []) + [source.appendingPathComponent("main.go").path],
                 environment: environment)
         built.withLock { $0[name] = output }

@@ -379,4 +379,89 @@ final class PostgresTracerTests: XCTestCase {
                 && $0.attributes[SemanticConventions.dbOperationName]?.stringValue == "SELECT"
         })
     }
+
+    /// A Go HTTP server whose handlers query Postgres through database/sql and lib/pq (Debian's
+    /// golang-github-lib-pq-dev, GOPATH mode): its arguments are the connection string; it prints its port.
+    private static let goSQLServer = """
+    package main
+
+    import (
+    \t"database/sql"
+    \t"fmt"
+    \t"net"
+    \t"net/http"
+    \t"os"
+
+    \t_ "github.com/lib/pq"
+    )
+
+    func main() {
+    \tdb, err := sql.Open("postgres", os.Args[1])
+    \tif err != nil {
+    \t\tpanic(err)
+    \t}
+    \tdb.SetMaxOpenConns(1)
+    \thttp.HandleFunc("/databases", func(w http.ResponseWriter, r *http.Request) {
+    \t\tvar n int
+    \t\tif err := db.QueryRow("SELECT count(*) FROM pg_database WHERE datname = $1", "postgres").Scan(&n); err != nil {
+    \t\t\thttp.Error(w, err.Error(), http.StatusInternalServerError)
+    \t\t\treturn
+    \t\t}
+    \t\tfmt.Fprintf(w, "%d", n)
+    \t})
+    \thttp.HandleFunc("/broken", func(w http.ResponseWriter, r *http.Request) {
+    \t\tif _, err := db.Exec("SELECT * FROM missing_table"); err != nil {
+    \t\t\thttp.Error(w, "query failed", http.StatusInternalServerError)
+    \t\t\treturn
+    \t\t}
+    \t})
+    \tlistener, err := net.Listen("tcp", "127.0.0.1:0")
+    \tif err != nil {
+    \t\tpanic(err)
+    \t}
+    \tfmt.Println(listener.Addr().(*net.TCPAddr).Port)
+    \thttp.Serve(listener, nil)
+    }
+    """
+
+    /// Go's database/sql with lib/pq inside HTTP handlers (issue 14): each query is a client span parented to
+    /// the request being served (the driver writes on the handler's goroutine), and the Postgres backend's
+    /// server span is that client span's child.
+    func testGoLibPQQueriesAreChildrenOfTheRequestBeingServed() throws {
+        if !FileManager.default.fileExists(atPath: "/usr/share/gocode/src/github.com/lib/pq/conn.go") {
+            try prerequisiteMissing("golang-github-lib-pq-dev", "lib/pq is not in /usr/share/gocode (apt-get install golang-github-lib-pq-dev)")
+        }
+        let postgres = try startPostgres()
+        let binary = try GoServerBuild.binary(stripped: false, program: ("libpq-server", Self.goSQLServer), gopath: "/usr/share/gocode")
+        let service = try GoServerProcess(binary: binary, arguments: [
+            "host=127.0.0.1 port=\(postgres.port) user=postgres dbname=postgres sslmode=disable",
+        ])
+        let harness = try TracingHarness(pids: [service.pid, postgres.pid])
+        XCTAssertEqual(try curl(["\(service.base)/databases"]), "1")
+        XCTAssertEqual(try curl(["\(service.base)/databases"]), "1")
+        try curl(["-o", "/dev/null", "\(service.base)/broken"])
+
+        let spans = harness.waitForSpans(of: service.pid, count: 6)
+        let requests = spans.filter { $0.kind == .server }
+        let queries = spans.filter { $0.kind == .client }
+        XCTAssertEqual(requests.compactMap { $0.attributes[SemanticConventions.urlPath]?.stringValue }, ["/databases", "/databases", "/broken"])
+        XCTAssertEqual(queries.map(\.name), ["SELECT pg_database", "SELECT pg_database", "SELECT missing_table"], "\(spans.map(\.name))")
+        for (request, query) in zip(requests, queries) {
+            XCTAssertEqual(query.parentSpanID, request.spanID, "the query is the child of the request it serves: \(query)")
+            XCTAssertEqual(query.traceID, request.traceID)
+            XCTAssertEqual(query.attributes[ParentSource.attribute]?.stringValue, "goroutine")
+            XCTAssertEqual(query.attributes[SemanticConventions.dbSystemName]?.stringValue, "postgresql")
+            XCTAssertEqual(query.attributes[SemanticConventions.serverPort]?.intValue, Int64(postgres.port))
+        }
+        XCTAssertEqual(queries.last?.attributes[SemanticConventions.dbResponseStatusCode]?.stringValue, "42P01")
+        XCTAssertEqual(queries.last?.status, .error(message: ""))
+        // The backend's spans continue those traces, each the child of its query.
+        let backend = serverSpans(harness, count: 3)
+        XCTAssertEqual(backend.count, 3, "\(backend.map(\.name))")
+        for span in backend {
+            let parent = queries.first { $0.spanID == span.parentSpanID }
+            XCTAssertEqual(parent?.name, span.name, "the backend's span is the child of the query it answers: \(span)")
+            XCTAssertEqual(parent?.traceID, span.traceID)
+        }
+    }
 }
