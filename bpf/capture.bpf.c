@@ -313,8 +313,7 @@ struct capture_ssl_call {
 	__u64 count_pointer; /* size_t *readbytes / *written of the _ex variants, 0 otherwise */
 	__u64 socket;        /* the struct sock * the call's socket I/O used, 0 until seen */
 	__u8 direction;
-	__u8 emitted;        /* the plaintext went out at the entry (a Go TLS write to a known socket) */
-	__u8 reserved[6];
+	__u8 reserved[7];
 };
 
 struct {
@@ -340,7 +339,7 @@ struct capture_goroutine_key {
 	__u64 goid;
 };
 
-/* crypto/tls.(*Conn).Read/Write (or handshakeContext, buffer 0) calls between entry and RET, per goroutine;
+/* crypto/tls.(*Conn).Read/Write (or a handshake, buffer 0) calls between entry and RET, per goroutine;
  * `ssl` holds the *tls.Conn. LRU: a call whose RET never runs (a panic) ages out. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -887,8 +886,9 @@ int BPF_KRETPROBE(capture_ssl_return, long ret)
 /* ---- TLS plaintext from Go's crypto/tls, for Go 1.17+ on amd64 (register ABI: receiver and arguments in
  * RAX, RBX, RCX, ..., results from RAX). Uprobes at the entry and at every RET of (*Conn).Read and
  * (*Conn).Write -- never uretprobes: Go moves goroutine stacks -- keep each call per goroutine. The socket
- * I/O under a call names its socket, and so does the handshake's (handshakeContext is probed the same
- * way), so a Read served from bytes crypto/tls buffered during the handshake still finds its connection.
+ * I/O under a call names its socket, and so does the handshake's (serverHandshake/clientHandshake are
+ * probed the same way), so a Read served from bytes crypto/tls buffered during the handshake still finds
+ * its connection.
  * User space sets capture_process.go_tls only where these probes apply. ---- */
 
 static __always_inline int go_tls_enter(struct pt_regs *ctx, __u64 buffer, __u8 direction)
@@ -908,8 +908,9 @@ static __always_inline int go_tls_enter(struct pt_regs *ctx, __u64 buffer, __u8 
 	__u64 *socket = direction == CAPTURE_DIRECTION_SEND && buffer && (long)ctx->cx > 0 ?
 			bpf_map_lookup_elem(&capture_go_tls_sockets, &conn) : NULL;
 	if (socket) {
-		call.emitted = 1;
+		/* Nothing to keep: the connection is marked TLS, so the write's socket I/O emits nothing. */
 		emit_plaintext(ctx, tgid, *socket, &call, ctx->cx, CAPTURE_SOURCE_GO_TLS);
+		return 0;
 	}
 	/* The handshake a first Read or Write runs leaves that outer call in place (it gets the socket). */
 	bpf_map_update_elem(&capture_go_tls_calls, &key, &call, buffer ? BPF_ANY : BPF_NOEXIST);
@@ -930,7 +931,7 @@ int capture_go_tls_write(struct pt_regs *ctx)
 	return go_tls_enter(ctx, ctx->bx, CAPTURE_DIRECTION_SEND);
 }
 
-/* func (c *Conn) handshakeContext(ctx context.Context) (ret error) */
+/* func (c *Conn) serverHandshake(ctx context.Context) error, and clientHandshake: once per connection */
 SEC("uprobe")
 int capture_go_tls_handshake(struct pt_regs *ctx)
 {
@@ -965,7 +966,7 @@ int capture_go_tls_return(struct pt_regs *ctx)
 	__u64 key = call.socket;
 	if (key)
 		bpf_map_update_elem(&capture_go_tls_sockets, &conn, &key, BPF_ANY);
-	if (call.emitted || count <= 0)
+	if (count <= 0)
 		return 0;
 	if (!key) {
 		__u64 *known = bpf_map_lookup_elem(&capture_go_tls_sockets, &conn);
@@ -977,7 +978,7 @@ int capture_go_tls_return(struct pt_regs *ctx)
 	return 0;
 }
 
-/* Every RET of handshakeContext: the connection's socket, if its I/O was seen. */
+/* Every RET of serverHandshake/clientHandshake: the connection's socket, if its I/O was seen. */
 SEC("uprobe")
 int capture_go_tls_handshake_return(struct pt_regs *ctx)
 {

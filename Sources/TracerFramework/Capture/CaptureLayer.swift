@@ -84,7 +84,8 @@ public enum CaptureHooks: String, Sendable, CaseIterable {
 }
 
 /// The functions the capture layer probes in executables (Go's crypto/tls), for `tracer inspect`.
-public let captureProbeTargetQueries = [CaptureTracer.goTLSRead, CaptureTracer.goTLSWrite, CaptureTracer.goTLSHandshake].map {
+public let captureProbeTargetQueries = [CaptureTracer.goTLSRead, CaptureTracer.goTLSWrite, CaptureTracer.goTLSServerHandshake,
+                                        CaptureTracer.goTLSClientHandshake].map {
     ProbeTargetQuery(tracer: CaptureTracer.name, symbol: $0, needsReturnOffsets: true)
 }
 
@@ -105,7 +106,7 @@ public func goFieldsToInspect(for tracers: [any Tracer]) -> [GoField] {
 /// The shared capture layer's BPF side (bpf/capture.bpf.c) as the framework attaches it: the data hooks
 /// of the chosen variant and the end of connections (attached while a process that a protocol parser
 /// applies to is selected), libssl's SSL_read/SSL_write for TLS plaintext (per library file,
-/// reference-counted), and Go's crypto/tls `(*Conn).Read`/`Write`/`handshakeContext` at their entry and RET
+/// reference-counted), and Go's crypto/tls `(*Conn).Read`/`Write` and handshakes at their entry and RET
 /// offsets (per executable). The agent loads it when a tracer has a protocol parser; it is no tracer plugin.
 struct CaptureTracer: Tracer {
     typealias Program = BPFPrograms.Capture.Program
@@ -132,16 +133,19 @@ struct CaptureTracer: Tracer {
             }
             + [.function(symbol: Self.goTLSRead, entry: Program.captureGoTlsRead, returns: Program.captureGoTlsReturn),
                .function(symbol: Self.goTLSWrite, entry: Program.captureGoTlsWrite, returns: Program.captureGoTlsReturn),
-               .function(symbol: Self.goTLSHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn)]
+               .function(symbol: Self.goTLSServerHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn),
+               .function(symbol: Self.goTLSClientHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn)]
     }
 
     static let name = "capture"
 
     /// Go's TLS plaintext: a connection's reads and writes, and its handshake (whose socket I/O names the
-    /// connection's socket before a Read may be served from what the handshake buffered).
+    /// connection's socket before a Read may be served from what the handshake buffered). The server and
+    /// client handshakes run once per connection (handshakeContext runs at every Read and Write: no probe there).
     static let goTLSRead = "crypto/tls.(*Conn).Read"
     static let goTLSWrite = "crypto/tls.(*Conn).Write"
-    static let goTLSHandshake = "crypto/tls.(*Conn).handshakeContext"
+    static let goTLSServerHandshake = "crypto/tls.(*Conn).serverHandshake"
+    static let goTLSClientHandshake = "crypto/tls.(*Conn).clientHandshake"
 
     /// Why Go TLS plaintext is not captured in `executable`, or nil when it is: it needs Go's register ABI
     /// (Go 1.17+ on x86-64: arguments and results in registers), the goroutine id, and the RET offsets of
