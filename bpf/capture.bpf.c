@@ -859,7 +859,7 @@ int BPF_KPROBE(capture_ssl_write_ex, void *ssl, void *buf, __u64 num, __u64 *wri
 
 /* The uretprobe of all four: the plaintext is in place now. */
 SEC("uretprobe")
-int BPF_KRETPROBE(capture_ssl_return, long ret)
+int BPF_KRETPROBE(capture_ssl_return, int ret) /* all four return int: -1 is 0xffffffff in RAX, not a 4 GiB read */
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct capture_ssl_call *saved = bpf_map_lookup_elem(&capture_ssl_calls, &pid_tgid);

@@ -64,8 +64,10 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
 s = S(("127.0.0.1", 0), H); print(s.server_address[1], flush=True); s.serve_forever()' > "$work/py.port" & pids+=($!); py_pid=$!
-redis_port=$((20000 + RANDOM % 20000))
+redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no > /dev/null & pids+=($!)
+for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG || { echo "redis-server did not start on port $redis_port" >&2; exit 1; }
 for _ in $(seq 1 100); do [ -s "$work/go.port" ] && [ -s "$work/py.port" ] && break; sleep 0.1; done
 go_port=$(head -n1 "$work/go.port") py_port=$(head -n1 "$work/py.port")
 sleep 0.5
