@@ -20,6 +20,7 @@ public enum TracerRegistry {
             HTTPTracer(),
             RedisTracer(queryText: databaseQueryText),
             PostgresTracer(queryText: databaseQueryText),
+            MySQLTracer(queryText: databaseQueryText),
         ]
     }
 
