@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the database parsers of captured bytes (SQL summaries, query-text sanitizing, the Redis RESP,
-# PostgreSQL and MySQL protocol parsers behind the capture layer's ConnectionTracker) with libFuzzer: builds Fuzz/DatabaseFuzz with
-# -sanitize=fuzzer,address into .build-fuzz-database, seeds a corpus with Redis, PostgreSQL and MySQL exchanges, and runs.
+# PostgreSQL, MySQL and memcached protocol parsers behind the capture layer's ConnectionTracker) with libFuzzer: builds Fuzz/DatabaseFuzz with
+# -sanitize=fuzzer,address into .build-fuzz-database, seeds a corpus with Redis, PostgreSQL, MySQL and memcached
+# exchanges, and runs.
 #
 # Usage: scripts/fuzz-database.sh [RUNS] [extra libFuzzer flags...]   (RUNS defaults to 1000000)
 # A crash leaves crash-<sha1> in .build-fuzz-database/; replay it with the non-fuzzing build:
@@ -100,6 +101,21 @@ open(d + "/my-prepared", "wb").write(connect8 + rec(0, pkt(0, b"\x16SELECT a FRO
     + rec(0, pkt(0, b"\x03DELETE FROM t; SELECT 1")) + rec(1, ok(1, 0, 0x0a) + pkt(2, b"\x01") + col(3, b"1") + pkt(4, b"\x011") + ok(5, 0xfe)))
 open(d + "/my-huge", "wb").write(connect + rec(0, pkt(0, b"\x03SELECT 1")) + rec(1 | (3 << 5), b"\xff\xff\xff\x01" + b"\xfb" * 20)
     + rec(0, pkt(0, b"\x03SELECT a FROM t")) + rec(1 | (2 << 5), pkt(1, b"\x01") + col(2, b"a") + eof(3) + pkt(4, b"\x10" + b"x" * 16)) + rec(2))
+PY
+fi
+if [ ! -e "$corpus/mc-pipeline" ]; then
+    # memcached (text protocol): a pipeline with a data block, VALUE blocks split over reads and beyond the capture,
+    # noreply, an error, stats, meta commands (ms/mg with VA), a quiet one, an absurd data length.
+    python3 - "$corpus" <<'PY'
+import sys
+def rec(control, data=b""):
+    return bytes([control, len(data)]) + data
+d = sys.argv[1]
+open(d + "/mc-pipeline", "wb").write(rec(0, b"set k 0 0 5\r\nhello\r\nget k j\r\nincr n 1\r\n") + rec(1, b"STORED\r\nVALUE k 0 5\r\nhel")
+    + rec(1, b"lo\r\nEND\r\nCLIENT_ERROR bad\r\n") + rec(0, b"delete k noreply\r\nstats\r\n") + rec(1, b"STAT pid 1\r\nEND\r\n")
+    + rec(0, b"gets big\r\n") + rec(1 | (2 << 5), b"VALUE big 0 300 7\r\n" + b"v" * 20) + rec(1, b"END\r\n") + rec(2))
+open(d + "/mc-meta", "wb").write(rec(0, b"ms k 2 T0\r\nhi\r\nmg k v\r\nmn\r\n") + rec(1, b"HD\r\nVA 2\r\nhi\r\nMN\r\n")
+    + rec(0, b"mg k v q\r\n") + rec(0, b"set k 0 0 4611686018427387904\r\nx\r\n"))
 PY
 fi
 exec "$bin" -runs="$runs" -max_len=2048 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \

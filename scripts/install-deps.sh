@@ -10,6 +10,7 @@ packages=(
   redis-server python3-redis
   postgresql python3-psycopg   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3
   mariadb-server mariadb-client libmariadb-dev gcc   # tracers/mysql tests: MariaDB 10.11, its client, libmariadb's prepared statements
+  memcached libmemcached-tools python3-pymemcache   # tracers/memcached tests: the server, memccp/memccat, pymemcache
   libbpf-tools   # kernel tracer tests compare with runqlat, oomkill, tcpconnect... (0.26)
 )
 # The guest-kernel tests (scripts/guest/run-in-guest.sh) boot Debian's 6.1 kernel, which has the kprobes

@@ -21,6 +21,7 @@ public enum TracerRegistry {
             RedisTracer(queryText: databaseQueryText),
             PostgresTracer(queryText: databaseQueryText),
             MySQLTracer(queryText: databaseQueryText),
+            MemcachedTracer(queryText: databaseQueryText),
         ]
     }
 

@@ -285,6 +285,7 @@ final class MySQLConnectionParser: ConnectionParser {
             head += 1
             counters.abandoned.add(1, ordering: .relaxed)
             response = .first
+            expectedSequence = nil
         }
         if head > 64 && head * 2 > pending.count {
             pending.removeFirst(head)
