@@ -118,6 +118,8 @@ final class MySQLConnectionParser: ConnectionParser {
     /// server's last bytes before the client's next command.
     private var responseLost = false
     private var lastServerBytes: UInt64 = 0
+    /// The client asked for TLS (SSLRequest): only TLS plaintext (libssl) is read from then on.
+    private var encrypted = false
     /// The client's last packet was 0xFFFFFF long: the next continues it.
     private var clientContinues = false
 
@@ -134,11 +136,20 @@ final class MySQLConnectionParser: ConnectionParser {
 
     func consume(_ chunk: CaptureChunk, context: ParserContext, into exchanges: inout [Exchange]) {
         guard phase != .stopped else { return }
+        if encrypted && !chunk.isTLSPlaintext {
+            // Ciphertext on the socket (the TLS handshake, then records): what counts is libssl's plaintext.
+            if chunk.direction == clientDirection { clientStream.reset() } else { serverStream.reset() }
+            return
+        }
         if chunk.direction == clientDirection {
             if responseLost { resynchronize(at: chunk, into: &exchanges) }
-            clientStream.feed(chunk.data, length: chunk.length, position: context.position, accept: acceptClientHeader) { packet in
+            let plaintext = chunk.isTLSPlaintext
+            clientStream.feed(chunk.data, length: chunk.length, position: context.position,
+                              accept: { acceptClientHeader($0, plaintext: plaintext) }) { packet in
                 clientPacket(packet, chunk: chunk, context: context)
             }
+            // The SSLRequest's read may hold the start of the TLS handshake too: not packets.
+            if encrypted && !chunk.isTLSPlaintext { clientStream.reset() }
             if clientStream.lost, phase != .stopped {
                 // Commands went by unseen: their responses cannot be matched.
                 counters.beyondCapture.add(1, ordering: .relaxed)
@@ -182,10 +193,11 @@ final class MySQLConnectionParser: ConnectionParser {
 
     // MARK: Client
 
-    /// Sequence numbers: the handshake response is 1; a command starts at 0 (its continuations count on).
-    private func acceptClientHeader(_ header: MySQLPacketStream.Header) -> Bool {
+    /// Sequence numbers: the handshake response is 1 (2 after an SSLRequest); a command starts at 0 (its
+    /// continuations count on). Ciphertext after an SSLRequest in the same read is no packet to check.
+    private func acceptClientHeader(_ header: MySQLPacketStream.Header, plaintext: Bool) -> Bool {
         let valid = switch phase {
-        case .handshakeResponse: header.sequence == 1
+        case .handshakeResponse: (encrypted && !plaintext) || header.sequence == (encrypted ? 2 : 1)
         case .commands: header.continuation || header.sequence == 0
         case .greeting, .authentication, .stopped: true
         }
@@ -194,6 +206,7 @@ final class MySQLConnectionParser: ConnectionParser {
     }
 
     private func clientPacket(_ packet: MySQLPacketStream.Packet, chunk: CaptureChunk, context: ParserContext) {
+        guard !encrypted || chunk.isTLSPlaintext else { return } // the TLS handshake after an SSLRequest
         let continues = clientContinues
         clientContinues = packet.length == MySQLPacketStream.maxPacketPayload
         switch phase {
@@ -222,9 +235,12 @@ final class MySQLConnectionParser: ConnectionParser {
             counters.unsupported.add(1, ordering: .relaxed)
             return stop() // the pre-4.1 handshake
         }
-        if client & MySQLProtocol.clientSSL != 0 {
+        if client & MySQLProtocol.clientSSL != 0 && packet.length == MySQLProtocol.sslRequestLength && !encrypted {
+            // SSLRequest: TLS follows, ciphertext on the socket; the handshake response (sequence 2) and all after
+            // it are read from libssl's plaintext when the process uses libssl (else nothing more comes).
             counters.encryptedConnections.add(1, ordering: .relaxed)
-            return stop() // TLS follows: ciphertext on the socket
+            encrypted = true
+            return
         }
         _ = reader.skip(4 + 1 + 19) // max packet size, character set, filler
         let extended = reader.integer(4) ?? 0
@@ -595,6 +611,8 @@ enum MySQLProtocol {
     static let clientCompress: UInt64 = 1 << 5
     static let clientProtocol41: UInt64 = 1 << 9
     static let clientSSL: UInt64 = 1 << 11
+    /// An SSLRequest is the fixed part of a handshake response only.
+    static let sslRequestLength = 32
     static let clientSecureConnection: UInt64 = 1 << 15
     static let clientPluginAuthLengthEncoded: UInt64 = 1 << 21
     static let clientDeprecateEOF: UInt64 = 1 << 24
@@ -643,7 +661,7 @@ public final class MySQLTracerCounters: Sendable {
     public let abandoned = Atomic<UInt64>(0)
     /// Prepared statements not remembered (more than 1024 on one connection).
     public let forgottenStatements = Atomic<UInt64>(0)
-    /// Connections that switched to TLS (SSLRequest): not readable on the socket.
+    /// Connections that switched to TLS (SSLRequest): followed only through libssl's plaintext.
     public let encryptedConnections = Atomic<UInt64>(0)
     /// Connections that negotiated the compressed protocol (not parsed).
     public let compressedConnections = Atomic<UInt64>(0)

@@ -22,10 +22,10 @@ final class MySQLTracerTests: XCTestCase {
         }
 
         func feed(_ direction: CaptureChunk.Direction, _ bytes: [UInt8], length: Int? = nil, connection: UInt64 = 1, pid: UInt32 = 7,
-                  tuple: capture_tuple = MySQLTracerTests.clientTuple, time: UInt64) {
+                  tuple: capture_tuple = MySQLTracerTests.clientTuple, tls: Bool = false, time: UInt64) {
             var exchanges: [Exchange] = []
             CaptureEvents.chunk(connection: connection, pid: pid, direction: direction, data: bytes, length: length, timestamp: time,
-                                tuple: tuple).withUnsafeBytes { tracker.handle($0, into: &exchanges) }
+                                tls: tls, tuple: tuple).withUnsafeBytes { tracker.handle($0, into: &exchanges) }
             for case .database(let exchange) in exchanges {
                 spans.append(DatabaseSpans.span(exchange, resource: .empty, scope: InstrumentationScope(name: "test")) { $0 })
             }
@@ -69,12 +69,12 @@ final class MySQLTracerTests: XCTestCase {
     }
 
     /// HandshakeResponse41 (sequence 1) with a 20-byte auth response and the database.
-    private static func handshakeResponse(capabilities: UInt64, user: String = "app", database: String?) -> [UInt8] {
+    private static func handshakeResponse(capabilities: UInt64, user: String = "app", database: String?, sequence: UInt8 = 1) -> [UInt8] {
         let flags = capabilities | (database == nil ? 0 : connectWithDB)
         var payload = le(flags & 0xFFFF_FFFF, 4) + le(16 << 20, 4) + [45] + Array(repeating: 0, count: 19) + le(flags >> 32, 4)
         payload += cstring(user) + [20] + Array(repeating: 0x55, count: 20)
         if let database { payload += cstring(database) }
-        return packet(1, payload + cstring("mysql_native_password"))
+        return packet(sequence, payload + cstring("mysql_native_password"))
     }
 
     private static func ok(_ sequence: UInt8, header: UInt8 = 0, status: UInt64 = 2) -> [UInt8] {
@@ -238,7 +238,7 @@ final class MySQLTracerTests: XCTestCase {
         replay.feed(.receive, [0xFF, 0xFF, 0xFF, 1] + Array(repeating: 0xFB, count: 26), connection: 6, time: 41)
         replay.close(connection: 6, time: 42)
         XCTAssertEqual(replay.counters.withoutReply.load(ordering: .relaxed), 3)
-        // SSLRequest: TLS follows, nothing more is read.
+        // SSLRequest: TLS follows; the socket's ciphertext is never parsed.
         replay.feed(.receive, Self.greeting(version: "10.11.6-MariaDB", capabilities: Self.baseCapabilities | Self.ssl), connection: 7, time: 50)
         replay.feed(.send, Self.packet(1, Self.le(Self.baseCapabilities | Self.ssl, 4) + Self.le(1 << 24, 4) + [45] + Array(repeating: 0, count: 23)),
                     connection: 7, time: 51)
@@ -257,6 +257,29 @@ final class MySQLTracerTests: XCTestCase {
         replay.feed(.receive, Self.packet(1, [1]) + Self.column(2, "1") + Self.eof(3) + Self.packet(4, Self.lenenc("1")) + Self.eof(5),
                     connection: 9, time: 71)
         XCTAssertEqual(replay.spans.map(\.name), ["SELECT shop"])
+    }
+
+    /// After an SSLRequest the socket carries TLS: its ciphertext (the handshake in the SSLRequest's own write too)
+    /// is skipped, and libssl's plaintext is parsed from the handshake response (sequence 2) on.
+    func testTLSIsFollowedThroughLibsslPlaintext() {
+        let replay = Replay()
+        let capabilities = Self.baseCapabilities | Self.ssl
+        replay.feed(.receive, Self.greeting(version: "10.11.6-MariaDB", capabilities: capabilities | Self.connectWithDB), time: 1)
+        let clientHello: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01] + Array(repeating: 0x33, count: 80)
+        replay.feed(.send, Self.packet(1, Self.le(capabilities, 4) + Self.le(1 << 24, 4) + [45] + Array(repeating: 0, count: 23)) + clientHello,
+                    time: 2)
+        replay.feed(.receive, [0x16, 0x03, 0x03, 0x00, 0x7A] + Array(repeating: 0x44, count: 122), time: 3)
+        replay.feed(.send, Self.handshakeResponse(capabilities: capabilities, database: "shop", sequence: 2), tls: true, time: 4)
+        replay.feed(.send, [0x17, 0x03, 0x03, 0x00, 0x40] + Array(repeating: 0x55, count: 64), time: 4)
+        replay.feed(.receive, [0x17, 0x03, 0x03, 0x00, 0x20] + Array(repeating: 0x66, count: 32), time: 5)
+        replay.feed(.receive, Self.ok(3), tls: true, time: 5)
+        replay.feed(.send, [0x17, 0x03, 0x03, 0x00, 0x30] + Array(repeating: 0x77, count: 48), time: 6)
+        replay.feed(.send, Self.query("SELECT name FROM items"), tls: true, time: 6)
+        replay.feed(.receive, Self.textResult(first: 1, rows: ["a"]), tls: true, time: 7)
+        XCTAssertEqual(replay.spans.map(\.name), ["SELECT items"])
+        XCTAssertEqual(attribute(replay.spans.first, SemanticConventions.dbNamespace), "shop")
+        XCTAssertEqual(replay.counters.encryptedConnections.load(ordering: .relaxed), 1)
+        XCTAssertEqual(replay.counters.malformed.load(ordering: .relaxed), 0)
     }
 
     /// Both ends of one connection replayed (real PIDs, so both sides are in this network namespace): each server
@@ -295,7 +318,8 @@ final class MySQLTracerTests: XCTestCase {
         let process: Process
         let port: Int
 
-        init(directory: URL) throws {
+        /// `certificate`: PEM certificate and key files for TLS (none: the server offers no TLS).
+        init(directory: URL, certificate: (certificate: String, key: String)? = nil) throws {
             port = unusedTCPPort()
             let data = directory.appendingPathComponent("data").path
             try TestSupport.run("/usr/bin/mariadb-install-db", ["--no-defaults", "--datadir=" + data, "--user=root", "--skip-test-db",
@@ -305,6 +329,7 @@ final class MySQLTracerTests: XCTestCase {
             process.arguments = ["--no-defaults", "--datadir=" + data, "--user=root", "--bind-address=127.0.0.1", "--port=\(port)",
                                  "--socket=" + directory.appendingPathComponent("mariadb.sock").path, "--skip-grant-tables",
                                  "--innodb-buffer-pool-size=16M", "--pid-file=" + directory.appendingPathComponent("mariadb.pid").path]
+                + (certificate.map { ["--ssl-cert=" + $0.certificate, "--ssl-key=" + $0.key] } ?? [])
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
@@ -317,10 +342,10 @@ final class MySQLTracerTests: XCTestCase {
 
         var pid: Int32 { process.processIdentifier }
 
-        /// The `mariadb` client's arguments (`--no-defaults` must come first).
-        func arguments(_ statements: String, database: String? = nil, options: [String] = []) -> [String] {
-            ["--no-defaults", "-h", "127.0.0.1", "-P", String(port), "-u", "root", "--skip-ssl"] + (database.map { ["-D", $0] } ?? [])
-                + options + ["-e", statements]
+        /// The `mariadb` client's arguments (`--no-defaults` must come first); plain TCP unless `tls`.
+        func arguments(_ statements: String, database: String? = nil, options: [String] = [], tls: Bool = false) -> [String] {
+            ["--no-defaults", "-h", "127.0.0.1", "-P", String(port), "-u", "root", tls ? "--ssl" : "--skip-ssl"]
+                + (database.map { ["-D", $0] } ?? []) + options + ["-e", statements]
         }
 
         deinit {
@@ -329,12 +354,18 @@ final class MySQLTracerTests: XCTestCase {
         }
     }
 
-    private func startMariaDB() throws -> MariaDBServer {
+    private func startMariaDB(tls: Bool = false) throws -> MariaDBServer {
         try requireBPF()
         try requireExecutable("/usr/sbin/mariadbd", package: "mariadb-server")
         try requireExecutable("/usr/bin/mariadb-install-db", package: "mariadb-server")
         try requireExecutable("/usr/bin/mariadb", package: "mariadb-client")
-        return try MariaDBServer(directory: try temporaryDirectory(self))
+        let directory = try temporaryDirectory(self)
+        guard tls else { return try MariaDBServer(directory: directory) }
+        try requireExecutable("/usr/bin/openssl", package: "openssl")
+        let certificate = directory.appendingPathComponent("cert.pem").path, key = directory.appendingPathComponent("key.pem").path
+        try TestSupport.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate,
+                                                 "-days", "1", "-subj", "/CN=localhost"])
+        return try MariaDBServer(directory: directory, certificate: (certificate, key))
     }
 
     /// Spans of `pid` of `kind` whose operation is not one of the client's own start-up queries.
@@ -372,6 +403,25 @@ final class MySQLTracerTests: XCTestCase {
             XCTAssertTrue(server.parentSpanID == .invalid || (server.parentSpanID == client.spanID && server.traceID == client.traceID))
         }
         XCTAssertEqual(harness.agent.unclaimedConnections(pid: client.pid), 0)
+    }
+
+    /// The mariadb client over TLS (OpenSSL's libssl): followed through the libssl plaintext. (mariadbd's side is
+    /// not asserted: its non-blocking SSL_read returns -1, which the capture layer's uretprobe reads as a 4 GiB
+    /// read; see tracers/mysql/README.md.)
+    func testMariadbClientOverTLSIsFollowedThroughLibsslPlaintext() throws {
+        let server = try startMariaDB(tls: true)
+        let client = try ChildProcess("/bin/sh", ["-c", "read go; exec \"$0\" \"$@\"", "/usr/bin/mariadb"]
+                                      + server.arguments("SELECT name FROM items WHERE id = 1; SHOW STATUS LIKE 'Ssl_cipher'; DO SLEEP(1)",
+                                                         database: "shop", tls: true))
+        // The server is selected too: its libssl (the same file) is then probed before the client execs mariadb.
+        let harness = try TracingHarness(pids: [server.pid, client.pid])
+        client.release()
+        XCTAssertEqual(client.waitForExit(), 0)
+        XCTAssertTrue(client.output().contains("TLS_"), "the session used TLS")
+        let clientSpans = spans(harness, of: client.pid, kind: .client, count: 3)
+        XCTAssertEqual(clientSpans.map(\.name), ["SELECT items", "SHOW shop", "DO shop"])
+        XCTAssertTrue(clientSpans.allSatisfy { attribute($0, SemanticConventions.dbNamespace) == "shop" && $0.status == .unset })
+        XCTAssertTrue(clientSpans.allSatisfy { $0.attributes[SemanticConventions.serverPort]?.intValue == Int64(server.port) })
     }
 
     func testPyMySQLQueriesErrorsAndSelectDB() throws {
