@@ -104,9 +104,10 @@ open(d + "/my-huge", "wb").write(connect + rec(0, pkt(0, b"\x03SELECT 1")) + rec
     + rec(0, pkt(0, b"\x03SELECT a FROM t")) + rec(1 | (2 << 5), pkt(1, b"\x01") + col(2, b"a") + eof(3) + pkt(4, b"\x10" + b"x" * 16)) + rec(2))
 PY
 fi
-if [ ! -e "$corpus/mc-pipeline" ]; then
+if [ ! -e "$corpus/mc-binary" ]; then
     # memcached (text protocol): a pipeline with a data block, VALUE blocks split over reads and beyond the capture,
-    # noreply, an error, stats, meta commands (ms/mg with VA), a quiet one, an absurd data length.
+    # noreply, an error, stats, meta commands (ms/mg with VA), a quiet one, an absurd data length; the binary
+    # protocol: GetK with a split response, a quiet SetQ answered through Noop, Stat, an increment error.
     python3 - "$corpus" <<'PY'
 import sys
 def rec(control, data=b""):
@@ -115,6 +116,15 @@ d = sys.argv[1]
 open(d + "/mc-pipeline", "wb").write(rec(0, b"set k 0 0 5\r\nhello\r\nget k j\r\nincr n 1\r\n") + rec(1, b"STORED\r\nVALUE k 0 5\r\nhel")
     + rec(1, b"lo\r\nEND\r\nCLIENT_ERROR bad\r\n") + rec(0, b"delete k noreply\r\nstats\r\n") + rec(1, b"STAT pid 1\r\nEND\r\n")
     + rec(0, b"gets big\r\n") + rec(1 | (2 << 5), b"VALUE big 0 300 7\r\n" + b"v" * 20) + rec(1, b"END\r\n") + rec(2))
+def binary(magic, opcode, key=b"", extras=b"", value=b"", status=0, opaque=0):
+    body = extras + key + value
+    return bytes([magic, opcode]) + len(key).to_bytes(2, "big") + bytes([len(extras), 0]) + status.to_bytes(2, "big") \
+        + len(body).to_bytes(4, "big") + opaque.to_bytes(4, "big") + bytes(8) + body
+open(d + "/mc-binary", "wb").write(rec(0, binary(0x80, 0x0c, b"k", opaque=1) + binary(0x80, 0x11, b"j", bytes(8), b"v", opaque=2)
+    + binary(0x80, 0x0a, opaque=3)) + rec(1, binary(0x81, 0x0c, b"k", bytes(4), b"val", opaque=1)[:30])
+    + rec(1, binary(0x81, 0x0c, b"k", bytes(4), b"val", opaque=1)[30:] + binary(0x81, 0x0a, opaque=3))
+    + rec(0, binary(0x80, 0x10, opaque=4)) + rec(1, binary(0x81, 0x10, b"pid", b"", b"1", opaque=4) + binary(0x81, 0x10, opaque=4))
+    + rec(0, binary(0x80, 0x05, b"n", bytes(20), opaque=5)) + rec(1, binary(0x81, 0x05, value=b"bad", status=6, opaque=5)))
 open(d + "/mc-meta", "wb").write(rec(0, b"ms k 2 T0\r\nhi\r\nmg k v\r\nmn\r\n") + rec(1, b"HD\r\nVA 2\r\nhi\r\nMN\r\n")
     + rec(0, b"mg k v q\r\n") + rec(0, b"set k 0 0 4611686018427387904\r\nx\r\n"))
 PY

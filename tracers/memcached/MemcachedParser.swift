@@ -3,16 +3,19 @@ import Telemetry
 import TracerFramework
 
 /// Claims connections whose first bytes are a memcached text-protocol command (a known command word followed
-/// by a space or the end of the line): written first, the process is the client; read first, the server
-/// (memcached). The binary protocol (first byte 0x80) is not claimed.
+/// by a space or the end of the line) or a binary-protocol request header (magic 0x80, a known opcode): written
+/// first, the process is the client; read first, the server (memcached).
 struct MemcachedParser: ProtocolParser {
     let counters: MemcachedTracerCounters
     let queryText: DatabaseQueryText
 
     func claim(_ chunk: CaptureChunk, connection: CaptureConnection) -> (any ConnectionParser)? {
+        let role: ExchangeRole = chunk.direction == .send ? .client : .server
+        if MemcachedBinaryStream.Header.valid(chunk.data, magic: 0x80), MemcachedOpcodes.operation(chunk.data[1]) != nil {
+            return MemcachedBinaryConnectionParser(connection: connection, role: role, queryText: queryText, counters: counters)
+        }
         guard Self.startsWithCommand(chunk.data) else { return nil }
-        return MemcachedConnectionParser(connection: connection, role: chunk.direction == .send ? .client : .server,
-                                         queryText: queryText, counters: counters)
+        return MemcachedConnectionParser(connection: connection, role: role, queryText: queryText, counters: counters)
     }
 
     /// A known command word, then a space, `\r\n` or `\n`.

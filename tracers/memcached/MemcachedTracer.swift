@@ -1,7 +1,7 @@
 import BPFRuntime
 import TracerFramework
 
-/// memcached (the text protocol) for any client or server process: a protocol parser on the shared capture
+/// memcached (the text and binary protocols) for any client or server process: a protocol parser on the shared capture
 /// layer (tracers/memcached). One span per command — pipelined ones too — following the OpenTelemetry database
 /// conventions (TracerFramework's `DatabaseSpans`), CLIENT in the client process and SERVER in memcached. Keys
 /// and arguments are never recorded unless `db.query.text` is configured.

@@ -98,7 +98,7 @@ final class MemcachedTracerTests: XCTestCase {
         let replay = Replay()
         // Not a command: not claimed.
         replay.feed(.send, "GET / HTTP/1.1\r\n\r\n", connection: 1, time: 1)
-        replay.feed(.send, [0x80, 0x00, 0x00, 0x01] + Array(repeating: 0, count: 20), connection: 2, time: 1) // binary protocol
+        replay.feed(.send, [0x80, 0x00, 0x00, 0x01] + Array(repeating: 0, count: 20), connection: 2, time: 1) // a binary key beyond its body
         // A data block of 2^62 bytes.
         replay.feed(.send, "set k 0 0 4611686018427387904\r\nx\r\n", connection: 3, time: 10)
         XCTAssertEqual(replay.counters.malformed.load(ordering: .relaxed), 1)
@@ -120,6 +120,49 @@ final class MemcachedTracerTests: XCTestCase {
         XCTAssertEqual(replay.counters.malformed.load(ordering: .relaxed), 4)
         XCTAssertEqual(replay.spans.count, 1)
         XCTAssertEqual(replay.tracker.counters.unclaimedConnections.load(ordering: .relaxed), 0)
+    }
+
+    /// A binary-protocol message: the 24-byte header, extras, key, value.
+    private static func binary(_ magic: UInt8, _ opcode: UInt8, key: String = "", extras: [UInt8] = [], value: [UInt8] = [],
+                               status: UInt16 = 0, opaque: UInt32) -> [UInt8] {
+        let body = extras + Array(key.utf8) + value
+        func be(_ value: Int, _ width: Int) -> [UInt8] { (0..<width).reversed().map { UInt8(value >> (8 * $0) & 0xFF) } }
+        return [magic, opcode] + be(key.utf8.count, 2) + [UInt8(extras.count), 0] + be(Int(status), 2) + be(body.count, 4)
+            + be(Int(opaque), 4) + Array(repeating: 0, count: 8) + body
+    }
+
+    func testBinaryProtocolOpaqueMatchingQuietCommandsAndErrors() {
+        let replay = Replay(queryText: .full)
+        // GetK hit and miss, a quiet SetQ, then Noop (which answers for it), an increment of a non-number.
+        replay.feed(.send, Self.binary(0x80, 0x0C, key: "user:1", opaque: 1) + Self.binary(0x80, 0x0C, key: "user:2", opaque: 2), time: 10)
+        let hit = Self.binary(0x81, 0x0C, key: "user:1", extras: [0, 0, 0, 0], value: Array("alice".utf8), opaque: 1)
+        replay.feed(.receive, Array(hit.prefix(30)), time: 20)
+        replay.feed(.receive, Array(hit.dropFirst(30)) + Self.binary(0x81, 0x0C, value: Array("Not found".utf8), status: 1, opaque: 2), time: 30)
+        replay.feed(.send, Self.binary(0x80, 0x11, key: "user:3", extras: Array(repeating: 0, count: 8), value: Array("bob".utf8), opaque: 3)
+                    + Self.binary(0x80, 0x0A, opaque: 4), time: 40)
+        replay.feed(.receive, Self.binary(0x81, 0x0A, opaque: 4), time: 50)
+        replay.feed(.send, Self.binary(0x80, 0x05, key: "user:1", extras: Array(repeating: 0, count: 20), opaque: 5), time: 60)
+        replay.feed(.receive, Self.binary(0x81, 0x05, value: Array("Non-numeric server-side value for incr or decr".utf8), status: 6, opaque: 5),
+                    time: 70)
+        XCTAssertEqual(replay.spans.compactMap { attribute($0, SemanticConventions.dbOperationName) }, ["get", "get", "set", "noop", "incr"])
+        XCTAssertEqual(replay.spans.map { attribute($0, SemanticConventions.dbQueryText) }, ["get user:1", "get user:2", "set user:3", "noop", "incr user:1"])
+        XCTAssertEqual(replay.spans.map(\.endTimeUnixNano), [30, 30, 50, 50, 70])
+        XCTAssertEqual(replay.spans.map(\.status), [.unset, .unset, .unset, .unset, .error(message: "")])
+        XCTAssertEqual(attribute(replay.spans[4], SemanticConventions.dbResponseStatusCode), "0x0006")
+        XCTAssertNil(attribute(replay.spans[1], SemanticConventions.dbResponseStatusCode), "a miss is no error")
+        // Stat: one response per statistic, the last without key or body.
+        replay.feed(.send, Self.binary(0x80, 0x10, opaque: 6), time: 80)
+        replay.feed(.receive, Self.binary(0x81, 0x10, key: "pid", value: Array("1".utf8), opaque: 6)
+                    + Self.binary(0x81, 0x10, key: "uptime", value: Array("5".utf8), opaque: 6) + Self.binary(0x81, 0x10, opaque: 6), time: 90)
+        XCTAssertEqual(replay.spans.last.flatMap { attribute($0, SemanticConventions.dbOperationName) }, "stats")
+        XCTAssertEqual(replay.spans.last?.endTimeUnixNano, 90)
+        // A key longer than memcached allows: the stream is broken and counted; a later request resumes it.
+        replay.feed(.send, Self.binary(0x80, 0x00, key: String(repeating: "k", count: 300), opaque: 7), time: 100)
+        XCTAssertEqual(replay.counters.malformed.load(ordering: .relaxed), 1)
+        replay.feed(.send, Self.binary(0x80, 0x0B, opaque: 8), time: 110)
+        replay.feed(.receive, Self.binary(0x81, 0x0B, value: Array("1.6.18".utf8), opaque: 8), time: 120)
+        XCTAssertEqual(replay.spans.last.flatMap { attribute($0, SemanticConventions.dbOperationName) }, "version")
+        XCTAssertEqual(replay.spans.count, 7)
     }
 
     /// Both ends of one connection replayed (real PIDs, so both sides are in this network namespace): each server
@@ -198,6 +241,29 @@ final class MemcachedTracerTests: XCTestCase {
         let clientSpans = spans(.client)
         for span in spans(.server) where span.parentSpanID != .invalid {
             XCTAssertEqual(clientSpans.first { $0.spanID == span.parentSpanID }?.name, span.name)
+        }
+    }
+
+    func testLibmemcachedToolsOverTheBinaryProtocol() throws {
+        let (server, port) = try startMemcached()
+        try requireExecutable("/usr/bin/memccp", package: "libmemcached-tools")
+        let directory = try temporaryDirectory(self)
+        let file = directory.appendingPathComponent("greeting.txt")
+        try "hello".write(to: file, atomically: true, encoding: .utf8)
+        let client = try ChildProcess("/bin/sh", ["-c", "read go; /usr/bin/memccp --binary --servers=127.0.0.1:\(port) \(file.path) && "
+                                                  + "/usr/bin/memccat --binary --servers=127.0.0.1:\(port) greeting.txt missing; sleep 1"])
+        let harness = try TracingHarness(pids: [server.pid, client.pid], tracers: [MemcachedTracer(queryText: .full)])
+        client.release()
+        XCTAssertNotNil(client.waitForExit())
+        func spans(_ kind: SpanKind) -> [Span] {
+            harness.collector.spans.filter { $0.kind == kind && attribute($0, SemanticConventions.dbSystemName) == "memcached" }
+                .sorted { $0.startTimeUnixNano < $1.startTimeUnixNano }
+        }
+        _ = waitUntil(timeout: 10) { spans(.client).count >= 3 && spans(.server).count >= 3 }
+        usleep(200_000)
+        for kind in [SpanKind.client, .server] {
+            XCTAssertEqual(spans(kind).map { attribute($0, SemanticConventions.dbQueryText) }, ["set greeting.txt", "get greeting.txt", "get missing"])
+            XCTAssertTrue(spans(kind).allSatisfy { $0.status == .unset && $0.attributes[SemanticConventions.serverPort]?.intValue == Int64(port) })
         }
     }
 
