@@ -45,6 +45,8 @@ final class MySQLConnectionParser: ConnectionParser {
     struct Statement {
         var summary: SQLStatementSummary
         var text: String?
+        /// `USE db`: the database it makes the connection's default.
+        var database: String?
     }
 
     /// What a command waits for.
@@ -319,7 +321,9 @@ final class MySQLConnectionParser: ConnectionParser {
     private func statement(queryText body: UnsafeRawBufferPointer, whole: Bool) -> Statement {
         guard capabilities & MySQLProtocol.clientQueryAttributes != 0 else { return statement(body, whole: whole) }
         var reader = MySQLPayloadReader(body)
-        guard reader.lengthEncoded() == 0, reader.lengthEncoded() != nil else { return Statement(summary: .init(operation: nil, collection: nil)) }
+        guard reader.lengthEncoded() == 0, reader.lengthEncoded() != nil else {
+            return Statement(summary: .init(operation: nil, collection: nil), text: nil, database: nil)
+        }
         return statement(reader.rest(), whole: whole)
     }
 
@@ -331,7 +335,31 @@ final class MySQLConnectionParser: ConnectionParser {
         }
         // Text cut by the capture (or by the kept-payload bound) ends with `…`, once.
         if !whole, let cut = shaped, !cut.hasSuffix("…") { shaped = cut + "…" }
-        return Statement(summary: SQLStatementSummary(text), text: shaped)
+        let summary = SQLStatementSummary(text)
+        return Statement(summary: summary, text: shaped, database: summary.operation == "USE" ? Self.database(inUse: text) : nil)
+    }
+
+    /// The database `USE name` (or ``USE `name` ``) names: at most 64 characters, as the server allows.
+    static func database(inUse text: UnsafeRawBufferPointer) -> String? {
+        var index = 0
+        func skipBlanks() { while index < text.count, [0x20, 0x09, 0x0A, 0x0D].contains(text[index]) { index += 1 } }
+        skipBlanks()
+        guard text.count >= index + 3, zip(text[index..<(index + 3)], "USE".utf8).allSatisfy({ $0 & 0xDF == $1 }) else {
+            return nil // a comment first
+        }
+        index += 3
+        skipBlanks()
+        guard index < text.count else { return nil }
+        let quoted = text[index] == UInt8(ascii: "`")
+        if quoted { index += 1 }
+        let start = index
+        while index < text.count, index - start <= 64 {
+            let byte = text[index]
+            if quoted ? byte == UInt8(ascii: "`") : !(MySQLIdentifier.isNameByte(byte)) { break }
+            index += 1
+        }
+        guard index > start, index - start <= 64, !quoted || (index < text.count && text[index] == UInt8(ascii: "`")) else { return nil }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: text[start..<index]), as: UTF8.self)
     }
 
     // MARK: Server
@@ -527,6 +555,7 @@ final class MySQLConnectionParser: ConnectionParser {
         case .prepare(let statement) where failed:
             exchanges.append(.database(exchange(item, statement: statement, failed: failed, code: code, end: end)))
         case .query(let statement):
+            if !failed, let database = statement.database { namespace = database }
             exchanges.append(.database(exchange(item, statement: statement, failed: failed, code: code, end: end)))
         case .execute(let statement):
             exchanges.append(.database(exchange(item, statement: statement, failed: failed, code: code, end: end)))
@@ -598,6 +627,13 @@ final class MySQLConnectionParser: ConnectionParser {
     static func eofStatusFlags(_ payload: UnsafeRawBufferPointer) -> UInt16 {
         var reader = MySQLPayloadReader(payload, at: 3)
         return reader.integer(2).map { UInt16($0) } ?? 0
+    }
+}
+
+/// Bytes of an unquoted MySQL identifier: letters, digits, `_`, `$`, and any non-ASCII byte.
+enum MySQLIdentifier {
+    static func isNameByte(_ byte: UInt8) -> Bool {
+        (byte >= 0x30 && byte <= 0x39) || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x7A) || byte == 0x5F || byte == 0x24 || byte >= 0x80
     }
 }
 

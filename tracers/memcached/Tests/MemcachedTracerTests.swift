@@ -122,6 +122,17 @@ final class MemcachedTracerTests: XCTestCase {
         XCTAssertEqual(replay.tracker.counters.unclaimedConnections.load(ordering: .relaxed), 0)
     }
 
+    /// Commands pipelined without end are bounded: beyond 1024 waiting, the oldest are dropped and counted.
+    func testUnansweredPipelinedCommandsAreBounded() {
+        let replay = Replay()
+        let pipeline = Array(String(repeating: "get k\r\n", count: 1100).utf8)
+        for (index, start) in stride(from: 0, to: pipeline.count, by: 1000).enumerated() {
+            replay.feed(.send, Array(pipeline[start..<min(start + 1000, pipeline.count)]), time: 10 + UInt64(index))
+        }
+        XCTAssertEqual(replay.counters.abandoned.load(ordering: .relaxed), 76)
+        XCTAssertEqual(replay.counters.malformed.load(ordering: .relaxed), 0)
+    }
+
     /// A binary-protocol message: the 24-byte header, extras, key, value.
     private static func binary(_ magic: UInt8, _ opcode: UInt8, key: String = "", extras: [UInt8] = [], value: [UInt8] = [],
                                status: UInt16 = 0, opaque: UInt32) -> [UInt8] {

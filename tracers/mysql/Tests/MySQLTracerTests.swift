@@ -138,6 +138,15 @@ final class MySQLTracerTests: XCTestCase {
         replay.feed(.receive, Self.ok(1), time: 55)
         replay.feed(.send, Self.query("DELETE FROM items WHERE id = 7"), time: 60)
         replay.feed(.receive, Self.ok(1), time: 61)
+        // `USE` sent as a query: the database changes when the server says OK (not when it fails).
+        replay.feed(.send, Self.query("USE `missing db`"), time: 62)
+        replay.feed(.receive, Self.error(1, code: 1049, state: "42000"), time: 63)
+        replay.feed(.send, Self.query("use reports"), time: 64)
+        replay.feed(.receive, Self.ok(1), time: 65)
+        replay.feed(.send, Self.query("SELECT 1"), time: 66)
+        replay.feed(.receive, Self.packet(1, [1]) + Self.column(2, "1") + Self.eof(3) + Self.packet(4, Self.lenenc("1")) + Self.eof(5), time: 67)
+        XCTAssertEqual(replay.spans.suffix(3).map(\.name), ["USE archive", "USE reports", "SELECT reports"])
+        replay.spans.removeLast(3)
         XCTAssertEqual(replay.spans.map(\.name), ["CREATE shop", "INSERT items", "SELECT items", "SELECT missing", "DELETE items"])
         XCTAssertTrue(replay.spans.allSatisfy { attribute($0, SemanticConventions.dbSystemName) == "mariadb" && $0.kind == .client })
         XCTAssertEqual(replay.spans.map { attribute($0, SemanticConventions.dbNamespace) }, ["shop", "shop", "shop", "shop", "archive"])
@@ -257,6 +266,20 @@ final class MySQLTracerTests: XCTestCase {
         replay.feed(.receive, Self.packet(1, [1]) + Self.column(2, "1") + Self.eof(3) + Self.packet(4, Self.lenenc("1")) + Self.eof(5),
                     connection: 9, time: 71)
         XCTAssertEqual(replay.spans.map(\.name), ["SELECT shop"])
+    }
+
+    /// Commands pipelined without end are bounded: beyond 1024 waiting, the oldest are dropped and counted.
+    func testUnansweredPipelinedCommandsAreBounded() {
+        let replay = Replay()
+        connect(replay)
+        let pings = Array((0..<1100).map { _ in Self.command(0x0E, []) }.joined())
+        for (index, start) in stride(from: 0, to: pings.count, by: 1000).enumerated() {
+            replay.feed(.send, Array(pings[start..<min(start + 1000, pings.count)]), time: 10 + UInt64(index))
+        }
+        XCTAssertEqual(replay.counters.abandoned.load(ordering: .relaxed), 76)
+        replay.close(time: 100)
+        XCTAssertEqual(replay.counters.withoutReply.load(ordering: .relaxed), 1024)
+        XCTAssertEqual(replay.counters.malformed.load(ordering: .relaxed), 0)
     }
 
     /// After an SSLRequest the socket carries TLS: its ciphertext (the handshake in the SSLRequest's own write too)
