@@ -11,6 +11,8 @@ packages=(
   iproute2 nftables nodejs   # tcp retransmit test (nftables in a netns); HTTP/2 end-to-end test (Node http2)
   redis-server python3-redis
   postgresql python3-psycopg golang-github-lib-pq-dev   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3, Go lib/pq
+  mariadb-server mariadb-client libmariadb-dev gcc   # tracers/mysql tests: MariaDB 10.11, its client, libmariadb's prepared statements
+  memcached libmemcached-tools python3-pymemcache   # tracers/memcached tests: the server, memccp/memccat, pymemcache
   libbpf-tools   # kernel tracer tests compare with runqlat, oomkill, tcpconnect... (0.26)
   linux-libc-dev # tracers/syscalls: the syscall and errno name tables are generated from its asm/unistd_64.h, errno.h
 )
@@ -38,6 +40,8 @@ fi
 
 # The official OTLP protobuf decoder for the export tests' receiver.
 python3 -c "import opentelemetry.proto" 2>/dev/null || python3 -m pip install -q opentelemetry-proto
+# tracers/mysql tests: PyMySQL (pure Python MySQL/MariaDB client).
+python3 -c "import pymysql" 2>/dev/null || python3 -m pip install -q PyMySQL
 # The deploy/ checks: Kubernetes JSON schemas (offline) and a YAML linter.
 python3 -c "import kubernetes_validate, yamllint" 2>/dev/null || python3 -m pip install -q kubernetes-validate yamllint
 

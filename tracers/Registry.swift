@@ -20,6 +20,8 @@ public enum TracerRegistry {
             HTTPTracer(),
             RedisTracer(queryText: databaseQueryText),
             PostgresTracer(queryText: databaseQueryText),
+            MySQLTracer(queryText: databaseQueryText),
+            MemcachedTracer(queryText: databaseQueryText),
         ]
     }
 

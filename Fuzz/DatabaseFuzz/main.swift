@@ -4,7 +4,7 @@ import TracerFramework
 import Tracers
 
 /// One fuzz input through the database parsers of captured bytes: SQL summaries and query-text sanitizing,
-/// and the connection tracker with the Redis and PostgreSQL parsers behind it (queries recorded in full, so
+/// and the connection tracker with the Redis, PostgreSQL, MySQL and memcached parsers behind it (queries recorded in full, so
 /// argument and query-text handling run too). The input is cut into records — a control byte (bit 0: direction, bit 1: close,
 /// bit 2: raw event bytes, bits 3-4: connection, bits 5-7: n, with 16·4^n uncaptured bytes after the data
 /// when n > 0), a length byte, then that many bytes — so split values, truncated transfers and
@@ -39,7 +39,8 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
     }
 }
 
-let parsers = [RedisTracer(queryText: .full).parser!, PostgresTracer(queryText: .full).parser!]
+let parsers = [RedisTracer(queryText: .full).parser!, PostgresTracer(queryText: .full).parser!, MySQLTracer(queryText: .full).parser!,
+               MemcachedTracer(queryText: .full).parser!]
 let scope = InstrumentationScope(name: "fuzz")
 
 runFuzzTarget(named: "DatabaseFuzz", fuzzOne)

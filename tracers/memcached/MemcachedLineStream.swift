@@ -1,0 +1,155 @@
+import TracerFramework
+
+/// An incremental reader of one direction of a memcached text-protocol connection (memcached's
+/// doc/protocol.txt): lines ended by `\r\n` (a bare `\n` is accepted, as memcached does), some followed by a
+/// data block of a length the line announced and its own `\r\n`. Lines may be split over reads, and a read may
+/// be only partly captured (its first bytes, its length): a data block is skipped by its length, also where its
+/// bytes were not captured; a line is kept up to a bound.
+struct MemcachedLineStream {
+    /// Line bytes kept (a command's text is kept up to the query-text limit).
+    static let keptCapacity = DatabaseQueryText.limit + 512
+    /// Longest line accepted: memcached refuses lines over 2048 bytes except key lists of retrievals, which
+    /// are bounded here.
+    static let maxLineLength = 65536
+    /// Longest data block accepted: memcached's item size limit at its largest (`-I 1024m`).
+    static let maxDataLength = 1 << 30
+
+    /// One line that went by.
+    struct Line {
+        /// The line without its `\r\n`, or as much of it as was kept or captured.
+        var bytes: UnsafeRawBufferPointer
+        /// `bytes` is the whole line.
+        var whole: Bool
+        /// Where the line starts in this direction's byte stream (``ParserContext/position`` counting).
+        var start: UInt64
+        /// The line's length, its `\r\n` included.
+        var length: Int
+    }
+
+    /// What follows a line: nothing, a data block of this many bytes (and its `\r\n`), or nothing more
+    /// (the parser refuses the stream).
+    enum Next: Equatable {
+        case line
+        case data(Int)
+        case refuse
+    }
+
+    /// The input stopped being this protocol, or its uncaptured part held more than a data block.
+    private(set) var broken = false
+
+    private var kept: [UInt8] = []
+    private var keptWhole = true
+    private var lineLength = 0
+    private var lineStart: UInt64 = 0
+    /// Bytes of a data block still to pass, its `\r\n` included.
+    private var dataRemaining = 0
+
+    init() {
+        kept.reserveCapacity(128)
+    }
+
+    mutating func reset() {
+        self = MemcachedLineStream()
+    }
+
+    /// Reads one transfer: `data` its captured prefix, `length` its full size, `position` where it starts in the
+    /// byte stream. `report` sees each line and says what follows it.
+    mutating func feed(_ data: UnsafeRawBufferPointer, length: UInt64, position: UInt64, _ report: (Line) -> Next) {
+        guard !broken else { return }
+        var index = 0
+        while index < data.count && !broken {
+            if dataRemaining > 0 {
+                // The block, skipped whole, then its `\r\n`, checked.
+                let body = min(max(dataRemaining - 2, 0), data.count - index)
+                index += body
+                dataRemaining -= body
+                while dataRemaining > 0 && index < data.count {
+                    guard data[index] == (dataRemaining == 2 ? 0x0D : 0x0A) else { return broken = true }
+                    index += 1
+                    dataRemaining -= 1
+                }
+                continue
+            }
+            if lineLength == 0 { lineStart = position + UInt64(index) }
+            // Up to the end of the line, or of the read.
+            let rest = UnsafeRawBufferPointer(rebasing: data[index...])
+            let newline = rest.firstIndex(of: 0x0A)
+            let piece = UnsafeRawBufferPointer(rebasing: rest[..<(newline ?? rest.count)])
+            lineLength += piece.count + (newline == nil ? 0 : 1)
+            guard lineLength <= Self.maxLineLength else { return broken = true }
+            guard newline != nil else {
+                keep(piece)
+                index += piece.count
+                continue
+            }
+            index += piece.count + 1
+            let next: Next
+            if kept.isEmpty && keptWhole {
+                next = report(Line(bytes: Self.trimmed(piece), whole: true, start: lineStart, length: lineLength))
+            } else {
+                keep(piece)
+                let whole = keptWhole
+                next = kept.withUnsafeBytes { report(Line(bytes: Self.trimmed($0), whole: whole, start: lineStart, length: lineLength)) }
+            }
+            kept.removeAll(keepingCapacity: true)
+            keptWhole = true
+            lineLength = 0
+            switch next {
+            case .line: break
+            case .data(let count):
+                guard count >= 0, count <= Self.maxDataLength else { return broken = true }
+                dataRemaining = count + 2
+            case .refuse: return broken = true
+            }
+        }
+        // What was not captured: only the rest of a data block may hide there.
+        let uncaptured = length > UInt64(data.count) ? length - UInt64(data.count) : 0
+        guard uncaptured > 0, !broken else { return }
+        if UInt64(dataRemaining) >= uncaptured {
+            dataRemaining -= Int(uncaptured)
+        } else {
+            broken = true
+        }
+    }
+
+    private mutating func keep(_ piece: UnsafeRawBufferPointer) {
+        let room = Self.keptCapacity - kept.count
+        if room > 0 { kept.append(contentsOf: piece.prefix(room)) }
+        if piece.count > room { keptWhole = false }
+    }
+
+    /// A line without the `\r` before its `\n`.
+    private static func trimmed(_ line: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        line.last == 0x0D ? UnsafeRawBufferPointer(rebasing: line.dropLast()) : line
+    }
+}
+
+/// The space-separated words of a line.
+struct MemcachedWords {
+    private let line: UnsafeRawBufferPointer
+    private var index = 0
+
+    init(_ line: UnsafeRawBufferPointer) { self.line = line }
+
+    mutating func next() -> UnsafeRawBufferPointer? {
+        while index < line.count && line[index] == 0x20 { index += 1 }
+        guard index < line.count else { return nil }
+        let start = index
+        while index < line.count && line[index] != 0x20 { index += 1 }
+        return UnsafeRawBufferPointer(rebasing: line[start..<index])
+    }
+
+    /// All words (at most `limit`).
+    static func all(_ line: UnsafeRawBufferPointer, limit: Int = 16) -> [UnsafeRawBufferPointer] {
+        var words = MemcachedWords(line)
+        var result: [UnsafeRawBufferPointer] = []
+        while result.count < limit, let word = words.next() { result.append(word) }
+        return result
+    }
+
+    /// A decimal number of at most 18 digits.
+    static func number(_ word: UnsafeRawBufferPointer) -> Int? {
+        guard !word.isEmpty, word.count <= 18, word.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        return word.reduce(0) { $0 * 10 + Int($1 - 0x30) }
+    }
+}
