@@ -199,11 +199,11 @@ hogs() { # runs $oom_kills hogs in the memory cgroup one after another, after a 
   for i in $(seq 1 "$oom_kills"); do { sh -c 'echo $$ > "$1/cgroup.procs"; exec "$2"' hog "$cgroup" "$work/hog" || true; } 2>/dev/null; done
   echo "$oom_kills / ($EPOCHREALTIME - $start)" | bc -l
 }
-run_workload() {
+run_workload() { # run in the background: exec keeps its PID the workload's, for the watchers' --pid/-p
   case "$tool" in
-    files|syscalls) "$work/opener" "$seconds" ;;
-    tcp) "$work/connector" "$seconds" ;;
-    biolatency) "$work/reader" "$seconds" "$loop_device" ;;
+    files|syscalls) exec "$work/opener" "$seconds" ;;
+    tcp) exec "$work/connector" "$seconds" ;;
+    biolatency) exec "$work/reader" "$seconds" "$loop_device" ;;
     oomkill) hogs ;;
   esac
 }
