@@ -37,6 +37,7 @@ fi
 # The guest's kernel: downloaded once into ${TRACER_GUEST_CACHE:-$HOME/.cache/tracer-guest}.
 "$(dirname "$0")/guest/fetch-kernel.sh" >/dev/null || echo "warning: no guest kernel; the guest-kernel tests cannot run" >&2
 "$(dirname "$0")/guest/fetch-netfilter-modules.sh" >/dev/null || echo "warning: no netfilter modules for the guest kernel; the conntrack flow test cannot run" >&2
+"$(dirname "$0")/guest/fetch-block-modules.sh" >/dev/null || echo "warning: no loop module for the guest kernel; the kernel-tracers guest test cannot run" >&2
 
 # The official OTLP protobuf decoder for the export tests' receiver.
 python3 -c "import opentelemetry.proto" 2>/dev/null || python3 -m pip install -q opentelemetry-proto
