@@ -30,13 +30,16 @@ public struct TCPTracer: KernelTracer {
 
     public var histograms: [KernelHistogramMap] {
         [KernelHistogramMap(map: Tracers.Tcp.Map.tcpConnectHists, metric: "tracer.tcp.connect.duration",
-                            description: "Time from SYN sent to connection established, per remote endpoint.", unit: "us", unitWord: "usecs")]
+                            description: "Time from SYN sent to connection established, per remote endpoint.", unit: "us", unitWord: "usecs"),
+         KernelHistogramMap(map: Tracers.Tcp.Map.tcpRttHists, metric: "tracer.tcp.rtt",
+                            description: "Smoothed round-trip time of connections when they closed, per remote address.", unit: "us", unitWord: "usecs")]
     }
 
     public func labels(ofKey key: UnsafeRawBufferPointer, map: BPFMapName, options: KernelTracerOptions) -> [KernelLabel] {
         guard key.count >= MemoryLayout<tcp_endpoint_key>.size else { return [] }
         let endpoint = key.loadUnaligned(as: tcp_endpoint_key.self)
         guard let remote = SocketAddress(family: endpoint.family, bytes: endpoint.address, port: endpoint.port) else { return [] }
+        if map == Tracers.Tcp.Map.tcpRttHists { return [KernelLabel("network.peer.address", .string(remote.address))] }
         return [KernelLabel("server.address", .string(remote.address)), KernelLabel("server.port", .int(Int64(remote.port)))]
     }
 
@@ -66,6 +69,7 @@ public struct TCPTracer: KernelTracer {
             fields += [
                 KernelLabel("tcp.bytes_acked", .int(Int64(clamping: tcp.bytes_acked))),
                 KernelLabel("tcp.bytes_received", .int(Int64(clamping: tcp.bytes_received))),
+                KernelLabel("tcp.rtt_us", .int(Int64(tcp.srtt_us))),
                 KernelLabel("duration_us", .int(Int64(tcp.duration_ns / 1000))),
             ]
         case TCP_EVENT_RETRANSMIT:

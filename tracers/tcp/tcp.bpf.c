@@ -40,6 +40,14 @@ struct {
 	__type(value, struct kernel_hist);
 } tcp_connect_hists SEC(".maps");
 
+/* Smoothed round-trip time at close in microseconds per remote address; max_entries is the cardinality limit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct tcp_endpoint_key);
+	__type(value, struct kernel_hist);
+} tcp_rtt_hists SEC(".maps");
+
 const struct tcp_event *tcp_event_anchor;
 const struct tcp_endpoint_key *tcp_endpoint_key_anchor;
 const struct kernel_hist *tcp_hist_anchor;
@@ -78,7 +86,7 @@ static __always_inline struct tcp_event *tcp_event_reserve(struct sock *sk, __u3
 	event->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	event->error = 0;
 	event->state = 0;
-	event->reserved = 0;
+	event->srtt_us = 0;
 	event->duration_ns = 0;
 	event->bytes_acked = 0;
 	event->bytes_received = 0;
@@ -153,13 +161,22 @@ forget:
 	if (new != TCP_CLOSE || !known)
 		return;
 	if (old != TCP_SYN_SENT && kernel_tgid_selected(known->pid)) {
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
+		__u32 srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+		if (srtt_us) {
+			struct tcp_endpoint_key peer = {};
+			__u8 ignored[16];
+			peer.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+			read_address(sk, peer.family, ignored, peer.address);
+			kernel_hist_add(&tcp_rtt_hists, &peer, srtt_us);
+		}
 		event = tcp_event_reserve(sk, TCP_EVENT_CLOSE, known);
 		if (event) {
-			struct tcp_sock *tp = (struct tcp_sock *)sk;
 			event->state = new;
 			event->duration_ns = now - known->start_ns;
 			event->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
 			event->bytes_received = BPF_CORE_READ(tp, bytes_received);
+			event->srtt_us = srtt_us;
 			kernel_event_submit(event);
 		}
 	}

@@ -23,14 +23,15 @@ struct tcp_event {
 	__u16 family;      /* AF_INET or AF_INET6 */
 	__u16 error;       /* connect failed: the socket's error (errno), else 0 */
 	__u32 state;       /* retransmit: the TCP state (TCP_ESTABLISHED = 1 ...); else the new state */
-	__u32 reserved;
+	__u32 srtt_us;     /* close: the smoothed round-trip time (tcp_sock.srtt_us >> 3), µs; 0 before any sample */
 	__u64 duration_ns; /* connect: SYN_SENT to ESTABLISHED; close: first state change to CLOSE */
 	__u64 bytes_acked;    /* close: tcp_sock.bytes_acked, sequence space the peer acknowledged (SYN, FIN: 1 each) */
 	__u64 bytes_received; /* close: tcp_sock.bytes_received, sequence space received (a FIN counts 1) */
 };
 _Static_assert(sizeof(struct tcp_event) == 112, "tcp_event layout");
 
-/* Key of a connect-latency histogram: the remote endpoint (values: struct kernel_hist of microseconds). */
+/* Key of a connect-latency histogram: the remote endpoint (values: struct kernel_hist of microseconds); of a
+ * round-trip-time histogram: the remote address (port 0). */
 struct tcp_endpoint_key {
 	__u8 address[16];
 	__u16 port;

@@ -136,6 +136,12 @@ final class TCPToolTests: XCTestCase {
         let endpoint = histograms.first { ($0["labels"] as? [String: Any])?["server.port"] as? Int == serverPort }
         XCTAssertEqual(endpoint?["count"] as? Int, 5, "\(histograms)")
         XCTAssertEqual((endpoint?["labels"] as? [String: Any])?["server.address"] as? String, "127.0.0.1")
+        // Every close carries the connection's smoothed RTT (loopback: above 0, far below a second), and the
+        // RTT histogram of the peer address counts the ten closes.
+        XCTAssertTrue(closes.allSatisfy { ($0["tcp.rtt_us"] as? Int ?? 0) > 0 && ($0["tcp.rtt_us"] as? Int ?? 0) < 1_000_000 }, "\(closes)")
+        let rtt = jsonLines(ours.stdout).filter { $0["name"] as? String == "tracer.tcp.rtt" }
+            .first { ($0["labels"] as? [String: Any])?["network.peer.address"] as? String == "127.0.0.1" }
+        XCTAssertEqual(rtt?["count"] as? Int, 10, "\(rtt as Any)")
 
         XCTAssertFalse(filtered.stdout.contains("\"network.peer.port\":\(serverPort)"), "--pid 1 let the workload's events through: \(filtered.stdout)")
         XCTAssertTrue(ours.stderr.contains("events.dropped 0"), ours.stderr)
