@@ -17,6 +17,7 @@ struct AgentRunner {
         }
         let selection = try options.selection(file: file)
         let kernelTracerList = try options.kernelTracerList(file: file)
+        let filePathPrefixes = try options.filePathPrefixes(file: file, tracers: kernelTracerList)
         let level = try options.level(file: file)
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -43,7 +44,8 @@ struct AgentRunner {
         }
         let flowMetrics = options.networkFlows ? startFlowMetrics(outputs: outputs, logger: logger) : nil
         let kernelTracers = kernelTracerList.isEmpty ? nil
-            : KernelTracersBesideAgent(tracers: kernelTracerList, format: outputs.printFormat, resource: outputs.agentResource, logger: logger,
+            : KernelTracersBesideAgent(tracers: kernelTracerList, pathPrefixes: filePathPrefixes, format: outputs.printFormat,
+                                       resource: outputs.agentResource, logger: logger,
                                        selection: { agent.selectedProcesses.map(\.pid) })
         if let kernelTracers { outputs.observe(kernelTracers) }
         let finished = DispatchSemaphore(value: 0)

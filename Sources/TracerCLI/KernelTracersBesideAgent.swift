@@ -34,14 +34,15 @@ final class KernelTracersBesideAgent: Sendable {
         }
     }
 
-    /// Starts every tracer of `tracers`; `format` is the agent's print format; `resource` goes on log records.
-    /// `selection` gives the PIDs the agent traces now.
-    init(tracers: [any KernelTracer], format: String, resource: Resource, logger: Logger, selection: @escaping @Sendable () -> [Int32] = { [] }) {
+    /// Starts every tracer of `tracers`; `pathPrefixes` are the `files` tracer's (`--path-prefix`); `format` is
+    /// the agent's print format; `resource` goes on log records. `selection` gives the PIDs the agent traces now.
+    init(tracers: [any KernelTracer], pathPrefixes: [String] = [], format: String, resource: Resource, logger: Logger,
+         selection: @escaping @Sendable () -> [Int32] = { [] }) {
         var sessions: [KernelTracerSession] = []
         let (logs, output) = (logs, output)
         for tracer in tracers {
             do {
-                let options = KernelTracerOptions(followsSelection: tracer.followsAgentSelection)
+                let options = KernelTracerOptions(pathPrefixes: pathPrefixes, followsSelection: tracer.followsAgentSelection)
                 let session = try KernelTracerSession(tracer, options: options) { event in
                     switch format {
                     case "json": output.out(KernelToolOutput.json(event) + "\n")

@@ -67,6 +67,9 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("kernel-tracers"), help: ArgumentHelp("Also run these kernel utility tracers (comma-separated: \(TracerRegistry.kernelTracers.map(\.name).joined(separator: ", "))): histograms exported as metrics (OTLP, /metrics), events printed with the spans and exported as log records. One that cannot attach here is left out with one line saying why.", valueName: "names"))
     var kernelTracers: String?
 
+    @Option(name: .customLong("path-prefix"), help: ArgumentHelp("With --kernel-tracers files: only file events under this absolute path prefix (repeatable, up to 8).", valueName: "path"))
+    var pathPrefixes: [String] = []
+
     @Option(name: .customLong("ring-buffer-size"), help: ArgumentHelp("Size of the kernel-to-agent event ring in MiB, a power of two. Raise it when the stop line reports events dropped in the kernel.", valueName: "MiB"))
     var ringBufferMiB = 2
 
@@ -94,6 +97,19 @@ struct RunOptions: ParsableArguments {
         let names = kernelTracers.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } } ?? file?.kernelTracers ?? []
         let source = kernelTracers != nil ? "--kernel-tracers" : "\(config ?? "config"): kernel_tracers"
         do { return try KernelTracersBesideAgent.tracers(named: names) } catch { throw ValidationError("\(source): \(error)") }
+    }
+
+    /// The path prefixes of the agent's `files` tracer: the flags', else the file's `file_path_prefixes`; checked
+    /// now, so a bad one stops the agent with one line.
+    func filePathPrefixes(file: ConfigurationFile?, tracers: [any KernelTracer]) throws -> [String] {
+        let prefixes = pathPrefixes.isEmpty ? file?.filePathPrefixes ?? [] : pathPrefixes
+        let source = pathPrefixes.isEmpty ? "\(config ?? "config"): file_path_prefixes" : "--path-prefix"
+        guard !prefixes.isEmpty else { return [] }
+        guard let files = tracers.first(where: { $0.name == "files" }) else {
+            throw ValidationError("\(source) needs the files kernel tracer (--kernel-tracers files)")
+        }
+        do { try files.validate(KernelTracerOptions(pathPrefixes: prefixes)) } catch { throw ValidationError("\(source): \(error)") }
+        return prefixes
     }
 
     /// The selection from the flags, with the file's entries after them (flags first: their service name wins).

@@ -22,6 +22,7 @@ import Yams
 /// log_level: info
 /// db_query_text: sanitized       # off (default) | sanitized | full: db.query.text of database spans
 /// kernel_tracers: [runqlat, oomkill] # kernel utility tracers run by the agent too
+/// file_path_prefixes: [/etc/]       # the files kernel tracer: only events under these prefixes
 /// routes: ["/users/{id}"]        # route patterns for http.route and low-cardinality metrics
 /// export:                        # OTLP export; the OTEL_EXPORTER_OTLP_* variables and flags win
 ///   endpoint: http://collector:4318
@@ -42,6 +43,8 @@ public struct ConfigurationFile: Sendable, Equatable {
     public var databaseQueryText: String?
     /// `kernel_tracers`: kernel utility tracers the agent runs too (`--kernel-tracers`).
     public var kernelTracers: [String] = []
+    /// `file_path_prefixes`: the `files` kernel tracer's path prefixes in the agent (`--path-prefix`).
+    public var filePathPrefixes: [String] = []
 
     public init() {}
 
@@ -63,7 +66,7 @@ public struct ConfigurationFile: Sendable, Equatable {
         }
         guard let root else { return } // an empty file configures nothing
         guard let top = root as? [String: Any] else { throw ConfigurationError(file: file, problem: "the top level must be a mapping") }
-        try Self.checkKeys(top, allowed: ["discovery", "print", "log_level", "routes", "export", "objects", "db_query_text", "kernel_tracers"], at: "top level", file: file)
+        try Self.checkKeys(top, allowed: ["discovery", "print", "log_level", "routes", "export", "objects", "db_query_text", "kernel_tracers", "file_path_prefixes"], at: "top level", file: file)
         if let discovery = top["discovery"] {
             guard let discovery = discovery as? [String: Any] else { throw ConfigurationError(file: file, problem: "discovery must be a mapping") }
             try Self.checkKeys(discovery, allowed: ["instrument", "services", "exclude", "include_children"], at: "discovery", file: file)
@@ -99,6 +102,12 @@ public struct ConfigurationFile: Sendable, Equatable {
                 throw ConfigurationError(file: file, problem: "kernel_tracers must be a list of kernel tracer names, e.g. [runqlat, oomkill]")
             }
             kernelTracers = list.compactMap { $0 as? String }
+        }
+        if let value = top["file_path_prefixes"] {
+            guard let list = value as? [Any], list.allSatisfy({ $0 is String }) else {
+                throw ConfigurationError(file: file, problem: "file_path_prefixes must be a list of absolute path prefixes, e.g. [/etc/]")
+            }
+            filePathPrefixes = list.compactMap { $0 as? String }
         }
         if let value = top["routes"] {
             guard let list = value as? [Any], list.allSatisfy({ ($0 as? String)?.hasPrefix("/") == true }) else {

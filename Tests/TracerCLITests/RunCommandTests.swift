@@ -79,6 +79,8 @@ final class RunCommandTests: XCTestCase {
             (["--exe", "*/x", "--ring-buffer-size", "3"], "--ring-buffer-size: expected a power of two from 1 to 1024 (MiB), not 3"),
             (["--exe", "*/x", "--ring-buffer-size", "2048"], "--ring-buffer-size: expected a power of two"),
             (["--kernel-tracers", "runqlat,biosnoop"], "--kernel-tracers: unknown kernel tracer 'biosnoop' (known: runqlat, oomkill"),
+            (["--kernel-tracers", "files", "--path-prefix", "etc/"], "--path-prefix: files: path prefix 'etc/' is not absolute"),
+            (["--kernel-tracers", "runqlat", "--path-prefix", "/etc/"], "--path-prefix needs the files kernel tracer (--kernel-tracers files)"),
         ] {
             let result = try runProduct("tracer", arguments)
             XCTAssertNotEqual(result.status, 0, "\(arguments)")
@@ -94,6 +96,11 @@ final class RunCommandTests: XCTestCase {
         XCTAssertNotEqual(result.status, 0)
         let firstLine = String(result.stderr.split(separator: "\n").first ?? "")
         XCTAssertTrue(firstLine.contains("\(config.path): unknown key 'exe_pth' at discovery.instrument[0]"), result.stderr)
+
+        try "kernel_tracers: [files]\nfile_path_prefixes: [var/]\n".write(to: config, atomically: true, encoding: .utf8)
+        let relative = try runProduct("tracer", ["--config", config.path])
+        XCTAssertTrue(relative.stderr.split(separator: "\n").first?.contains("\(config.path): file_path_prefixes: files: path prefix 'var/' is not absolute") ?? false,
+                      relative.stderr)
 
         try "kernel_tracers: runqlat\n".write(to: config, atomically: true, encoding: .utf8)
         let notAList = try runProduct("tracer", ["--config", config.path])

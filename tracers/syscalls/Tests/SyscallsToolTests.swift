@@ -152,7 +152,7 @@ final class SyscallsToolTests: XCTestCase {
         let workload = try startWorkload(calls)
         let prometheusPort = unusedTCPPort()
         let agent = try BackgroundCommand(tracerPath, ["--pid", String(workload.pid), "--kernel-tracers", "syscalls,files,fds", "--print", "json",
-                                                       "--prometheus-port", String(prometheusPort)])
+                                                       "--prometheus-port", String(prometheusPort), "--path-prefix", "/nonexistent/"])
         XCTAssertTrue(agent.waitFor("kernel tracers syscalls,files,fds: tracing 1 selected process", timeout: 20), agent.stderr)
         XCTAssertTrue(agent.stderr.contains("kernel tracer syscalls: hooks: tp_btf sys_enter, sys_exit; cost:"), agent.stderr)
         XCTAssertTrue(agent.stderr.contains("traces the selected processes only"), agent.stderr)
@@ -177,6 +177,7 @@ final class SyscallsToolTests: XCTestCase {
         let printed = jsonLines(agent.stdout)
         let opens = printed.filter { $0["tool"] as? String == "files" && $0["file.path"] as? String == "/nonexistent/sysloop" }
         XCTAssertEqual(opens.count, calls, "\(printed.filter { $0["tool"] as? String == "files" }.count) file events")
+        XCTAssertEqual(printed.filter { $0["tool"] as? String == "files" }.count, calls, "--path-prefix /nonexistent/: no other paths")
         XCTAssertTrue(opens.allSatisfy { $0["pid"] as? Int == Int(workload.pid) && $0["error.type"] as? String == "ENOENT" })
         let fds = printed.filter { $0["tool"] as? String == "fds" }
         XCTAssertTrue(fds.allSatisfy { $0["pid"] as? Int == Int(workload.pid) }, "only the selected process: \(fds)")
