@@ -18,6 +18,7 @@ struct ToolCommand: ParsableCommand {
             Examples:
               tracer tool runqlat --interval 1 --count 5
               tracer tool runqlat --per-process --pid 1234 --json
+              tracer tool runqlat --per-cgroup --interval 5
               tracer tool oomkill --json
               tracer tool tcp --pid 1234
               tracer tool biolatency --per-disk --queued --interval 1 --count 5
@@ -44,6 +45,9 @@ struct ToolCommand: ParsableCommand {
 
     @Flag(name: .customLong("per-process"), help: "One histogram per process instead of one for the machine (runqlat -P; syscalls: per process and syscall).")
     var perProcess = false
+
+    @Flag(name: .customLong("per-cgroup"), help: "One histogram per cgroup, labelled with its path (runqlat).")
+    var perCgroup = false
 
     @Flag(name: .customLong("per-disk"), help: "One histogram per disk instead of one for all disks (biolatency -D).")
     var perDisk = false
@@ -83,7 +87,7 @@ struct ToolCommand: ParsableCommand {
         let (json, limit) = (json, count)
         let session: KernelTracerSession
         do {
-            session = try KernelTracerSession(tracer, options: KernelTracerOptions(pid: pid, perProcess: perProcess, maxKeys: maxKeys,
+            session = try KernelTracerSession(tracer, options: KernelTracerOptions(pid: pid, perProcess: perProcess, perCgroup: perCgroup, maxKeys: maxKeys,
                                                                                    perDisk: perDisk, queued: queued, disk: disk,
                                                                                    pathPrefixes: pathPrefixes, interval: interval,
                                                                                    leakIntervals: leakIntervals)) { event in

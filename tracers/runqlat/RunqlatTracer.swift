@@ -1,14 +1,16 @@
 import BPFRuntime
 import CTracerABI
+import Foundation
+import Synchronization
 import TracerFramework
 
 /// Run-queue delay (runqlat.bpf.c): how long runnable threads wait for a CPU, as a log2 histogram of
-/// microseconds for the whole machine or per process, like libbpf-tools' `runqlat` (`-P`).
+/// microseconds for the whole machine, per process (libbpf-tools' `runqlat -P`) or per cgroup.
 public struct RunqlatTracer: KernelTracer {
     public init() {}
 
     public var name: String { "runqlat" }
-    public var summary: String { "run-queue delay histogram (sched_wakeup/sched_switch), machine-wide or per process" }
+    public var summary: String { "run-queue delay histogram (sched_wakeup/sched_switch), machine-wide, per process or per cgroup" }
     public var object: EmbeddedBPFObject { Tracers.Runqlat.object }
 
     typealias Program = Tracers.Runqlat.Program
@@ -32,12 +34,62 @@ public struct RunqlatTracer: KernelTracer {
     }
 
     public func configure(_ spec: inout BPFObjectSpec, options: KernelTracerOptions) {
-        spec.set(BPFGlobalName("runqlat_group_by"), to: UInt32(options.perProcess ? RUNQLAT_GROUP_PROCESS : RUNQLAT_GROUP_MACHINE))
+        let groupBy = options.perProcess ? RUNQLAT_GROUP_PROCESS : options.perCgroup ? RUNQLAT_GROUP_CGROUP : RUNQLAT_GROUP_MACHINE
+        spec.set(BPFGlobalName("runqlat_group_by"), to: UInt32(groupBy))
+    }
+
+    public func validate(_ options: KernelTracerOptions) throws {
+        guard !(options.perProcess && options.perCgroup) else { throw KernelTracerError("\(name): --per-process or --per-cgroup, not both") }
     }
 
     public func labels(ofKey key: UnsafeRawBufferPointer, map: BPFMapName, options: KernelTracerOptions) -> [KernelLabel] {
-        guard options.perProcess, key.count >= MemoryLayout<runqlat_key>.size else { return [] }
+        guard options.perProcess || options.perCgroup, key.count >= MemoryLayout<runqlat_key>.size else { return [] }
         let decoded = key.loadUnaligned(as: runqlat_key.self)
+        if options.perCgroup {
+            return [KernelLabel("cgroup.id", .int(Int64(bitPattern: decoded.cgroup))),
+                    KernelLabel("cgroup.path", .string(cgroupPaths.path(of: decoded.cgroup) ?? "?"))]
+        }
         return [KernelLabel("process.pid", .int(Int64(decoded.tgid))), KernelLabel("process.executable.name", .string(fixedCString(decoded.comm)))]
+    }
+
+    private let cgroupPaths = CgroupPaths()
+}
+
+/// cgroup v2 ids to paths: a cgroup's id is the inode number of its directory in the cgroup2 mount
+/// (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` in the hybrid layout), found by walking it; remembered.
+final class CgroupPaths: Sendable {
+    private let known = Mutex<[UInt64: String]>([:])
+
+    func path(of id: UInt64) -> String? {
+        if let path = known.withLock({ $0[id] }) { return path }
+        guard let root = Self.cgroup2Mount() else { return nil }
+        var found: String?
+        var pending = [""]
+        var visited = 0
+        while let relative = pending.popLast(), found == nil, visited < 100_000 {
+            visited += 1
+            var info = stat()
+            guard stat(root + relative, &info) == 0 else { continue }
+            if UInt64(info.st_ino) == id { found = relative.isEmpty ? "/" : relative }
+            let children = (try? FileManager.default.contentsOfDirectory(atPath: root + relative)) ?? []
+            for child in children {
+                var childInfo = stat()
+                if stat(root + relative + "/" + child, &childInfo) == 0 && childInfo.st_mode & S_IFMT == S_IFDIR { pending.append(relative + "/" + child) }
+            }
+        }
+        if let found { known.withLock { $0[id] = found } }
+        return found
+    }
+
+    /// Where the cgroup2 filesystem is mounted (/proc/self/mountinfo: the field after " - " is the type).
+    static func cgroup2Mount() -> String? {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") {
+            let halves = line.components(separatedBy: " - ")
+            guard halves.count == 2, halves[1].hasPrefix("cgroup2 ") else { continue }
+            let fields = halves[0].split(separator: " ")
+            if fields.count > 4 { return String(fields[4]) }
+        }
+        return nil
     }
 }

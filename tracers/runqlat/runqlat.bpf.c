@@ -72,6 +72,8 @@ static __always_inline void switched(struct task_struct *prev, struct task_struc
 	if (runqlat_group_by == RUNQLAT_GROUP_PROCESS) {
 		key.tgid = BPF_CORE_READ(next, tgid);
 		bpf_probe_read_kernel_str(key.comm, sizeof(key.comm), next->comm);
+	} else if (runqlat_group_by == RUNQLAT_GROUP_CGROUP) {
+		key.cgroup = BPF_CORE_READ(next, cgroups, dfl_cgrp, kn, id);
 	}
 	kernel_hist_add(&runqlat_hists, &key, delay);
 }

@@ -71,6 +71,8 @@ public struct KernelTracerOptions: Sendable, Equatable {
     public var pid: Int32?
     /// Histograms per process instead of one for the whole machine (where the tracer can key by process).
     public var perProcess: Bool
+    /// Histograms per cgroup (v2 hierarchy) instead of one for the whole machine (where the tracer keys by cgroup).
+    public var perCgroup: Bool
     /// Histogram keys each map holds; samples of further keys go to one overflow histogram (counted).
     public var maxKeys: UInt32
     /// Histograms per disk instead of one for all disks (where the tracer keys by disk: biolatency -D).
@@ -88,11 +90,12 @@ public struct KernelTracerOptions: Sendable, Equatable {
     /// Intervals over which an only-growing count makes a leak suspect (fds).
     public var leakIntervals: Int
 
-    public init(pid: Int32? = nil, perProcess: Bool = false, maxKeys: UInt32 = 1024, perDisk: Bool = false, queued: Bool = false,
-                disk: String? = nil, pathPrefixes: [String] = [], followsSelection: Bool = false, interval: Double? = nil,
+    public init(pid: Int32? = nil, perProcess: Bool = false, perCgroup: Bool = false, maxKeys: UInt32 = 1024, perDisk: Bool = false,
+                queued: Bool = false, disk: String? = nil, pathPrefixes: [String] = [], followsSelection: Bool = false, interval: Double? = nil,
                 leakIntervals: Int = 5) {
         self.pid = pid
         self.perProcess = perProcess
+        self.perCgroup = perCgroup
         self.maxKeys = maxKeys
         self.perDisk = perDisk
         self.queued = queued

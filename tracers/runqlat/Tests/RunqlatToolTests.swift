@@ -131,6 +131,44 @@ final class RunqlatToolTests: XCTestCase {
         XCTAssertTrue(counted.contains("histogram.overflow "), ours.stderr)
     }
 
+    /// `--per-cgroup`: the contending process moved into a cgroup of its own (v2 hierarchy) has a histogram
+    /// labelled with that cgroup's path.
+    func testPerCgroupHistogramsNameTheCgroupPath() throws {
+        try requireBPF()
+        guard let mount = cgroup2Mount() else { try prerequisiteMissing("cgroup2", "no cgroup2 filesystem mounted") }
+        let directory = try temporaryDirectory(self)
+        let binary = try contention(in: directory).path
+        let name = "tracer-runqlat-\(getpid())"
+        let cgroup = mount + "/" + name
+        try FileManager.default.createDirectory(atPath: cgroup, withIntermediateDirectories: false)
+        defer { rmdir(cgroup) }
+        let workload = try BackgroundCommand(binary, ["3", "1"])
+        XCTAssertTrue(workload.waitFor("ready"))
+        try "\(workload.pid)\n".write(toFile: cgroup + "/cgroup.procs", atomically: false, encoding: .utf8)
+        let ours = try BackgroundCommand(tracerPath, ["tool", "runqlat", "--per-cgroup", "--json"])
+        XCTAssertTrue(ours.waitFor("Ctrl-C to end"), ours.stderr)
+        workload.input.fileHandleForWriting.write(Data("g".utf8))
+        XCTAssertEqual(workload.waitForExit(timeout: 30), 0)
+        XCTAssertEqual(ours.stop(), 0, ours.stderr)
+        let histograms = jsonLines(ours.stdout)
+        let mine = try XCTUnwrap(histograms.first { ($0["labels"] as? [String: Any])?["cgroup.path"] as? String == "/" + name }, ours.stdout)
+        XCTAssertGreaterThan(mine["count"] as? Int ?? 0, 100, "three threads spinning on one CPU for a second switch often")
+        XCTAssertGreaterThan(histograms.count, 1, "other cgroups have their own histograms")
+        let both = try runProduct("tracer", ["tool", "runqlat", "--per-cgroup", "--per-process", "--count", "1"])
+        XCTAssertNotEqual(both.status, 0)
+        XCTAssertTrue(both.stderr.contains("--per-process or --per-cgroup, not both"), both.stderr)
+    }
+
+    private func cgroup2Mount() -> String? {
+        let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line -> String? in
+            let halves = line.components(separatedBy: " - ")
+            guard halves.count == 2, halves[1].hasPrefix("cgroup2 ") else { return nil }
+            let fields = halves[0].split(separator: " ")
+            return fields.count > 4 ? String(fields[4]) : nil
+        }.first
+    }
+
     func testUnknownPIDAndToolAreOneLineErrors() throws {
         let missing = try runProduct("tracer", ["tool", "runqlat", "--pid", "999999999"])
         XCTAssertEqual(missing.status, 1)
