@@ -46,6 +46,7 @@ struct AgentRunner {
         let kernelTracers = kernelTracerList.isEmpty ? nil
             : KernelTracersBesideAgent(tracers: kernelTracerList, pathPrefixes: filePathPrefixes, format: outputs.printFormat,
                                        resource: outputs.agentResource, logger: logger,
+                                       resourceOf: { pid in agent.selectedProcesses.first { $0.pid == pid }?.resource },
                                        selection: { agent.selectedProcesses.map(\.pid) })
         if let kernelTracers { outputs.observe(kernelTracers) }
         let finished = DispatchSemaphore(value: 0)

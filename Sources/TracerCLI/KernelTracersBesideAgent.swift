@@ -35,9 +35,10 @@ final class KernelTracersBesideAgent: Sendable {
     }
 
     /// Starts every tracer of `tracers`; `pathPrefixes` are the `files` tracer's (`--path-prefix`); `format` is
-    /// the agent's print format; `resource` goes on log records. `selection` gives the PIDs the agent traces now.
+    /// the agent's print format. A log record carries the resource of the selected process its event is about
+    /// (`resourceOf`, as its spans do), else `resource` (the agent's). `selection` gives the PIDs the agent traces now.
     init(tracers: [any KernelTracer], pathPrefixes: [String] = [], format: String, resource: Resource, logger: Logger,
-         selection: @escaping @Sendable () -> [Int32] = { [] }) {
+         resourceOf: @escaping @Sendable (Int32) -> Resource? = { _ in nil }, selection: @escaping @Sendable () -> [Int32] = { [] }) {
         var sessions: [KernelTracerSession] = []
         let (logs, output) = (logs, output)
         for tracer in tracers {
@@ -49,7 +50,8 @@ final class KernelTracersBesideAgent: Sendable {
                     case "text": output.out(KernelToolOutput.text(event) + "\n")
                     default: break
                     }
-                    logs.sink.withLock { $0 }?.consume([Self.record(event, resource: resource)])
+                    guard let sink = logs.sink.withLock({ $0 }) else { return }
+                    sink.consume([Self.record(event, resource: resourceOf(Int32(bitPattern: event.pid)) ?? resource)])
                 }
                 var line = "kernel tracer \(tracer.name): hooks: \(session.hooks.description)"
                 if !session.fallbackReasons.isEmpty { line += " (not: \(session.fallbackReasons.joined(separator: "; ")))" }

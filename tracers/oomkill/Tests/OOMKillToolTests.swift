@@ -163,8 +163,9 @@ final class OOMKillToolTests: XCTestCase {
         try String(hog.pid).write(to: cgroup.appendingPathComponent("cgroup.procs"), atomically: false, encoding: .utf8)
 
         let prometheusPort = unusedTCPPort()
+        // The hog is selected too: its kill's log record carries its resource, as its spans would.
         let agent = try BackgroundCommand(tracerPath, ["--kernel-tracers", "runqlat,oomkill", "--print", "json", "--otlp-endpoint", "http://127.0.0.1:\(receiverPort)",
-                                                       "--prometheus-port", String(prometheusPort)])
+                                                       "--prometheus-port", String(prometheusPort), "--pid", String(hog.pid)])
         XCTAssertTrue(agent.waitFor("tracing: "), agent.stderr)
         XCTAssertTrue(agent.stderr.contains("kernel tracer runqlat: hooks: tp_btf"), agent.stderr)
         XCTAssertTrue(agent.stderr.contains("kernel tracer oomkill: hooks: tracepoint oom:mark_victim"), agent.stderr)
@@ -196,7 +197,9 @@ final class OOMKillToolTests: XCTestCase {
         XCTAssertEqual(attributes["memory_cgroup"] as? String, cgroupName, "\(attributes)")
         XCTAssertGreaterThan(attributes["anon_rss_kib"] as? Int ?? 0, Self.limitBytes / 1024 / 2, "\(attributes)")
         XCTAssertEqual((records.first?["scope"] as? [String: Any])?["name"] as? String, "tracer/kernel")
-        XCTAssertEqual((records.first?["resource"] as? [String: Any])?["service.name"] as? String, "tracer")
+        let resource = records.first?["resource"] as? [String: Any] ?? [:]
+        XCTAssertEqual(resource["service.name"] as? String, "memhog", "the selected process's resource: \(resource)")
+        XCTAssertEqual(resource["process.pid"] as? Int, Int(hog.pid), "\(resource)")
 
         let metrics = export["metrics"] as? [[String: Any]] ?? []
         let delays = metrics.filter { $0["name"] as? String == "tracer.runqlat.delay" }
