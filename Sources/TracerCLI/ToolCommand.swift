@@ -43,7 +43,7 @@ struct ToolCommand: ParsableCommand {
     @Flag(help: "One JSON object per line: histograms {tool,name,unit,labels,buckets:[{le,count}],count,sum}, events {tool,time,event,pid,comm,...}.")
     var json = false
 
-    @Flag(name: .customLong("per-process"), help: "One histogram per process instead of one for the machine (runqlat -P; syscalls: per process and syscall).")
+    @Flag(name: .customLong("per-process"), help: "One histogram per process instead of one for the machine (runqlat -P; syscalls: per process and syscall; tcp: connect latency per process and endpoint).")
     var perProcess = false
 
     @Flag(name: .customLong("per-cgroup"), help: "One histogram per cgroup, labelled with its path (runqlat).")

@@ -35,12 +35,17 @@ public struct TCPTracer: KernelTracer {
                             description: "Smoothed round-trip time of connections when they closed, per remote address.", unit: "us", unitWord: "usecs")]
     }
 
+    public func configure(_ spec: inout BPFObjectSpec, options: KernelTracerOptions) {
+        spec.set(BPFGlobalName("tcp_per_process"), to: UInt8(options.perProcess ? 1 : 0))
+    }
+
     public func labels(ofKey key: UnsafeRawBufferPointer, map: BPFMapName, options: KernelTracerOptions) -> [KernelLabel] {
         guard key.count >= MemoryLayout<tcp_endpoint_key>.size else { return [] }
         let endpoint = key.loadUnaligned(as: tcp_endpoint_key.self)
         guard let remote = SocketAddress(family: endpoint.family, bytes: endpoint.address, port: endpoint.port) else { return [] }
         if map == Tracers.Tcp.Map.tcpRttHists { return [KernelLabel("network.peer.address", .string(remote.address))] }
-        return [KernelLabel("server.address", .string(remote.address)), KernelLabel("server.port", .int(Int64(remote.port)))]
+        let process = endpoint.tgid == 0 ? [] : [KernelLabel("process.pid", .int(Int64(endpoint.tgid)))]
+        return process + [KernelLabel("server.address", .string(remote.address)), KernelLabel("server.port", .int(Int64(remote.port)))]
     }
 
     public func decode(event: UnsafeRawBufferPointer, header: KernelEventHeader) -> KernelEvent? {

@@ -48,6 +48,9 @@ struct {
 	__type(value, struct kernel_hist);
 } tcp_rtt_hists SEC(".maps");
 
+/* Set before load: connect-latency histograms per process and remote endpoint (--per-process). */
+const volatile __u8 tcp_per_process = 0;
+
 const struct tcp_event *tcp_event_anchor;
 const struct tcp_endpoint_key *tcp_endpoint_key_anchor;
 const struct kernel_hist *tcp_hist_anchor;
@@ -130,6 +133,8 @@ static __always_inline void state_changed(struct sock *sk, int old, int new)
 		__u64 waited = now - known->start_ns;
 		if (new == TCP_ESTABLISHED) {
 			struct tcp_endpoint_key endpoint = {};
+			if (tcp_per_process)
+				endpoint.tgid = known->pid;
 			endpoint.family = BPF_CORE_READ(sk, __sk_common.skc_family);
 			endpoint.port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 			__u8 ignored[16];

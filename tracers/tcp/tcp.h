@@ -36,7 +36,7 @@ struct tcp_endpoint_key {
 	__u8 address[16];
 	__u16 port;
 	__u16 family;
-	__u32 reserved;
+	__u32 tgid; /* connect latency with --per-process: the process that connected; else 0 */
 };
 _Static_assert(sizeof(struct tcp_endpoint_key) == 24, "tcp_endpoint_key layout");
 

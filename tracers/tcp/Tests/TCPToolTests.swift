@@ -69,7 +69,7 @@ final class TCPToolTests: XCTestCase {
         XCTAssertTrue(workload.waitFor("\n"), workload.stderr)
         let serverPort = try XCTUnwrap(Int(workload.stdout.trimmingCharacters(in: .whitespacesAndNewlines)), workload.stdout)
 
-        let ours = try BackgroundCommand(tracerPath, ["tool", "tcp", "--json"])
+        let ours = try BackgroundCommand(tracerPath, ["tool", "tcp", "--json", "--per-process"])
         let filtered = try BackgroundCommand(tracerPath, ["tool", "tcp", "--json", "--pid", "1"])
         let theirs = try BackgroundCommand("/usr/bin/stdbuf", ["-oL", "/usr/sbin/tcplife", "-p", String(workload.pid)])
         XCTAssertTrue(ours.waitFor("Ctrl-C to end"), ours.stderr)
@@ -136,6 +136,7 @@ final class TCPToolTests: XCTestCase {
         let endpoint = histograms.first { ($0["labels"] as? [String: Any])?["server.port"] as? Int == serverPort }
         XCTAssertEqual(endpoint?["count"] as? Int, 5, "\(histograms)")
         XCTAssertEqual((endpoint?["labels"] as? [String: Any])?["server.address"] as? String, "127.0.0.1")
+        XCTAssertEqual((endpoint?["labels"] as? [String: Any])?["process.pid"] as? Int, Int(workload.pid), "--per-process: the connecting process")
         // Every close carries the connection's smoothed RTT (loopback: above 0, far below a second), and the
         // RTT histogram of the peer address counts the ten closes.
         XCTAssertTrue(closes.allSatisfy { ($0["tcp.rtt_us"] as? Int ?? 0) > 0 && ($0["tcp.rtt_us"] as? Int ?? 0) < 1_000_000 }, "\(closes)")
