@@ -17,6 +17,8 @@ import Tracers
 /// of traced PIDs is made equal to the selection every second.
 final class KernelTracersBesideAgent: Sendable {
     private let sessions: [KernelTracerSession]
+    /// The resource of a selected process (its service), for its events and its histograms.
+    private let resourceOf: @Sendable (Int32) -> Resource?
     private let selectionSync = DispatchSemaphore(value: 0)
     private let logs = LogDestination()
     private let output = ObjectOutput()
@@ -39,11 +41,13 @@ final class KernelTracersBesideAgent: Sendable {
     /// (`resourceOf`, as its spans do), else `resource` (the agent's). `selection` gives the PIDs the agent traces now.
     init(tracers: [any KernelTracer], pathPrefixes: [String] = [], format: String, resource: Resource, logger: Logger,
          resourceOf: @escaping @Sendable (Int32) -> Resource? = { _ in nil }, selection: @escaping @Sendable () -> [Int32] = { [] }) {
+        self.resourceOf = resourceOf
         var sessions: [KernelTracerSession] = []
         let (logs, output) = (logs, output)
         for tracer in tracers {
             do {
-                let options = KernelTracerOptions(pathPrefixes: pathPrefixes, followsSelection: tracer.followsAgentSelection)
+                let options = KernelTracerOptions(perProcess: tracer.keysByProcessInAgent, pathPrefixes: pathPrefixes,
+                                                  followsSelection: tracer.followsAgentSelection)
                 let session = try KernelTracerSession(tracer, options: options) { event in
                     switch format {
                     case "json": output.out(KernelToolOutput.json(event) + "\n")
@@ -94,7 +98,7 @@ final class KernelTracersBesideAgent: Sendable {
         for session in sessions {
             let histograms = (try? session.histograms(clear: false)) ?? []
             for map in session.tracer.histograms {
-                let points = histograms.filter { $0.map.metric == map.metric }.map(Self.point)
+                let points = histograms.filter { $0.map.metric == map.metric }.map { Self.point($0, resourceOf: resourceOf) }
                 metrics.append(MetricData(name: map.metric, description: map.description, unit: map.unit,
                                           points: .histogram(bounds: Self.bounds, points: points)))
             }
@@ -114,8 +118,12 @@ final class KernelTracersBesideAgent: Sendable {
     /// Explicit bounds of the log2 slots: slot i holds values up to 2^(i+1) − 1; the last slot is +Inf.
     static let bounds: [Double] = (0..<(Int(KERNEL_HIST_SLOTS) - 1)).map { Double(KernelHistogram.upperBound(ofSlot: $0)) }
 
-    static func point(_ histogram: KernelHistogram) -> HistogramPoint {
+    /// A histogram as an OTLP point; one keyed by a selected process (`process.pid`) also names its service.
+    static func point(_ histogram: KernelHistogram, resourceOf: (Int32) -> Resource? = { _ in nil }) -> HistogramPoint {
         var attributes = Attributes(histogram.labels.map { Attribute($0.key, Self.attributeValue($0.value)) })
+        if let pid = attributes[SemanticConventions.processPID]?.intValue, let service = resourceOf(Int32(clamping: pid))?.serviceName {
+            attributes[SemanticConventions.serviceName] = .string(service)
+        }
         if histogram.isOverflow { attributes["otel.metric.overflow"] = .bool(true) }
         return HistogramPoint(attributes: attributes, bucketCounts: histogram.slots, sum: Double(histogram.sum),
                               count: histogram.count, min: nil, max: nil)

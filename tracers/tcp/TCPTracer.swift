@@ -35,6 +35,9 @@ public struct TCPTracer: KernelTracer {
                             description: "Smoothed round-trip time of connections when they closed, per remote address.", unit: "us", unitWord: "usecs")]
     }
 
+    /// In the agent, connect latency per calling process (labelled with its service) and endpoint.
+    public var keysByProcessInAgent: Bool { true }
+
     public func configure(_ spec: inout BPFObjectSpec, options: KernelTracerOptions) {
         spec.set(BPFGlobalName("tcp_per_process"), to: UInt8(options.perProcess ? 1 : 0))
     }

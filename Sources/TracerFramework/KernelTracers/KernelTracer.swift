@@ -27,6 +27,9 @@ public protocol KernelTracer: Sendable {
     var followsAgentSelection: Bool { get }
     /// Whether the tracer refuses to trace every process (a `--pid` or the agent's selection is required).
     var requiresProcessSelection: Bool { get }
+    /// Whether, run by the agent, its histograms are kept per process (`perProcess`), so the agent can label
+    /// those of selected processes with their service (tcp: connect latency per calling service and endpoint).
+    var keysByProcessInAgent: Bool { get }
 
     /// Throws one line when the tracer cannot honour `options` (e.g. a PID filter where the hooks run in no
     /// process's context); checked before anything is loaded.
@@ -57,6 +60,7 @@ extension KernelTracer {
     public var emitsEvents: Bool { false }
     public var followsAgentSelection: Bool { false }
     public var requiresProcessSelection: Bool { false }
+    public var keysByProcessInAgent: Bool { false }
     public func makePoller(options: KernelTracerOptions) -> (any KernelTracerPoller)? { nil }
     public func validate(_ options: KernelTracerOptions) throws {}
     public func configure(_ spec: inout BPFObjectSpec, options: KernelTracerOptions) {}

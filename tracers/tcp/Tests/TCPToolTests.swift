@@ -148,6 +148,36 @@ final class TCPToolTests: XCTestCase {
         XCTAssertTrue(ours.stderr.contains("events.dropped 0"), ours.stderr)
     }
 
+    /// `--kernel-tracers tcp` in the agent: connect latency per calling process and endpoint, and a selected
+    /// process's histogram names its service, as its spans do.
+    func testTheAgentLabelsConnectLatencyWithTheSelectedProcessService() throws {
+        try requireBPF()
+        let directory = try temporaryDirectory(self)
+        let script = directory.appendingPathComponent("workload.py")
+        try Self.workload.write(to: script, atomically: true, encoding: .utf8)
+        let workload = try BackgroundCommand("/usr/bin/python3", [script.path, String(unusedTCPPort())])
+        XCTAssertTrue(workload.waitFor("\n"), workload.stderr)
+        let serverPort = try XCTUnwrap(Int(workload.stdout.trimmingCharacters(in: .whitespacesAndNewlines)), workload.stdout)
+        let prometheusPort = unusedTCPPort()
+        let agent = try BackgroundCommand(tracerPath, ["--pid", String(workload.pid), "--service-name", "tcp-workload", "--kernel-tracers", "tcp",
+                                                       "--print", "none", "--prometheus-port", String(prometheusPort)])
+        XCTAssertTrue(agent.waitFor("tracing: "), agent.stderr)
+        workload.input.fileHandleForWriting.write(Data("go\n".utf8))
+        XCTAssertTrue(workload.waitFor("done", timeout: 30), workload.stdout + workload.stderr)
+        var line = ""
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            let page = (try? TestSupport.run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(prometheusPort)/metrics"])) ?? ""
+            line = page.split(separator: "\n").first {
+                $0.hasPrefix("tracer_tcp_connect_duration_count{") && $0.contains("server_port=\"\(serverPort)\"")
+            }.map(String.init) ?? ""
+            return line.hasSuffix(" 5")
+        }, line)
+        XCTAssertTrue(line.contains("process_pid=\"\(workload.pid)\""), line)
+        XCTAssertTrue(line.contains("service_name=\"tcp-workload\""), line)
+        XCTAssertEqual(agent.stop(signal: SIGTERM), 0, agent.stderr)
+        XCTAssertEqual(workload.waitForExit(), 0, workload.stderr)
+    }
+
     /// Retransmits: in a network namespace of its own whose input hook drops every fourth TCP packet
     /// (nftables `numgen inc`), a connection moving 40 KB in small writes has to retransmit; every
     /// `retransmit` event names that connection and its process, and there are at most as many as the
