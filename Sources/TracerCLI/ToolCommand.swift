@@ -49,6 +49,9 @@ struct ToolCommand: ParsableCommand {
     @Flag(name: .customLong("per-cgroup"), help: "One histogram per cgroup, labelled with its path (runqlat).")
     var perCgroup = false
 
+    @Flag(name: .customLong("states"), help: "An event for every state change of a connection (tcp, as tcpstates).")
+    var stateChanges = false
+
     @Flag(name: .customLong("per-disk"), help: "One histogram per disk instead of one for all disks (biolatency -D).")
     var perDisk = false
 
@@ -87,7 +90,8 @@ struct ToolCommand: ParsableCommand {
         let (json, limit) = (json, count)
         let session: KernelTracerSession
         do {
-            session = try KernelTracerSession(tracer, options: KernelTracerOptions(pid: pid, perProcess: perProcess, perCgroup: perCgroup, maxKeys: maxKeys,
+            session = try KernelTracerSession(tracer, options: KernelTracerOptions(pid: pid, perProcess: perProcess, perCgroup: perCgroup,
+                                                                                   stateChanges: stateChanges, maxKeys: maxKeys,
                                                                                    perDisk: perDisk, queued: queued, disk: disk,
                                                                                    pathPrefixes: pathPrefixes, interval: interval,
                                                                                    leakIntervals: leakIntervals)) { event in

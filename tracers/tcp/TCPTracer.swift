@@ -40,6 +40,7 @@ public struct TCPTracer: KernelTracer {
 
     public func configure(_ spec: inout BPFObjectSpec, options: KernelTracerOptions) {
         spec.set(BPFGlobalName("tcp_per_process"), to: UInt8(options.perProcess ? 1 : 0))
+        spec.set(BPFGlobalName("tcp_report_states"), to: UInt8(options.stateChanges ? 1 : 0))
     }
 
     public func labels(ofKey key: UnsafeRawBufferPointer, map: BPFMapName, options: KernelTracerOptions) -> [KernelLabel] {
@@ -80,6 +81,10 @@ public struct TCPTracer: KernelTracer {
                 KernelLabel("tcp.rtt_us", .int(Int64(tcp.srtt_us))),
                 KernelLabel("duration_us", .int(Int64(tcp.duration_ns / 1000))),
             ]
+        case TCP_EVENT_STATE:
+            name = "state_change"
+            fields.append(KernelLabel("tcp.state.old", .string(Self.stateName(UInt32(tcp.error)))))
+            fields.append(KernelLabel("tcp.state", .string(Self.stateName(tcp.state))))
         case TCP_EVENT_RETRANSMIT:
             name = "retransmit"
             fields.append(KernelLabel("tcp.state", .string(Self.stateName(tcp.state))))

@@ -50,6 +50,8 @@ struct {
 
 /* Set before load: connect-latency histograms per process and remote endpoint (--per-process). */
 const volatile __u8 tcp_per_process = 0;
+/* Set before load: an event for every state change of a connection (--states). */
+const volatile __u8 tcp_report_states = 0;
 
 const struct tcp_event *tcp_event_anchor;
 const struct tcp_endpoint_key *tcp_endpoint_key_anchor;
@@ -127,6 +129,14 @@ static __always_inline void state_changed(struct sock *sk, int old, int new)
 		known->local_port = bound;
 
 	struct tcp_event *event;
+	if (tcp_report_states && known && kernel_tgid_selected(known->pid)) {
+		event = tcp_event_reserve(sk, TCP_EVENT_STATE, known);
+		if (event) {
+			event->state = new;
+			event->error = old;
+			kernel_event_submit(event);
+		}
+	}
 	if (old == TCP_SYN_SENT && (new == TCP_ESTABLISHED || new == TCP_CLOSE)) {
 		if (!known || !kernel_tgid_selected(known->pid))
 			goto forget;

@@ -10,6 +10,7 @@
 #define TCP_EVENT_ACCEPT 3         /* a passive open completed (SYN_RECV -> ESTABLISHED) */
 #define TCP_EVENT_CLOSE 4          /* an established connection reached CLOSE */
 #define TCP_EVENT_RETRANSMIT 5     /* a segment was retransmitted (tcp:tcp_retransmit_skb) */
+#define TCP_EVENT_STATE 6          /* any state change of a connection (with tcp_report_states, as tcpstates) */
 
 /* One TCP event. The header names the process that opened the connection (connect) or last acted on it
  * from process context (accept, close), as libbpf-tools' tcplife does; 0 and "" when unknown. Addresses
@@ -21,7 +22,7 @@ struct tcp_event {
 	__u16 local_port;  /* host byte order */
 	__u16 remote_port; /* host byte order */
 	__u16 family;      /* AF_INET or AF_INET6 */
-	__u16 error;       /* connect failed: the socket's error (errno), else 0 */
+	__u16 error;       /* connect failed: the socket's error (errno); state change: the old state; else 0 */
 	__u32 state;       /* retransmit: the TCP state (TCP_ESTABLISHED = 1 ...); else the new state */
 	__u32 srtt_us;     /* close: the smoothed round-trip time (tcp_sock.srtt_us >> 3), µs; 0 before any sample */
 	__u64 duration_ns; /* connect: SYN_SENT to ESTABLISHED; close: first state change to CLOSE */

@@ -77,6 +77,8 @@ public struct KernelTracerOptions: Sendable, Equatable {
     public var perProcess: Bool
     /// Histograms per cgroup (v2 hierarchy) instead of one for the whole machine (where the tracer keys by cgroup).
     public var perCgroup: Bool
+    /// An event for every state change, where the tracer follows states (tcp, as libbpf-tools' tcpstates).
+    public var stateChanges: Bool
     /// Histogram keys each map holds; samples of further keys go to one overflow histogram (counted).
     public var maxKeys: UInt32
     /// Histograms per disk instead of one for all disks (where the tracer keys by disk: biolatency -D).
@@ -94,10 +96,11 @@ public struct KernelTracerOptions: Sendable, Equatable {
     /// Intervals over which an only-growing count makes a leak suspect (fds).
     public var leakIntervals: Int
 
-    public init(pid: Int32? = nil, perProcess: Bool = false, perCgroup: Bool = false, maxKeys: UInt32 = 1024, perDisk: Bool = false,
-                queued: Bool = false, disk: String? = nil, pathPrefixes: [String] = [], followsSelection: Bool = false, interval: Double? = nil,
-                leakIntervals: Int = 5) {
+    public init(pid: Int32? = nil, perProcess: Bool = false, perCgroup: Bool = false, stateChanges: Bool = false, maxKeys: UInt32 = 1024,
+                perDisk: Bool = false, queued: Bool = false, disk: String? = nil, pathPrefixes: [String] = [], followsSelection: Bool = false,
+                interval: Double? = nil, leakIntervals: Int = 5) {
         self.pid = pid
+        self.stateChanges = stateChanges
         self.perProcess = perProcess
         self.perCgroup = perCgroup
         self.maxKeys = maxKeys

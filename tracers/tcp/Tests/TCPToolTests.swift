@@ -148,6 +148,43 @@ final class TCPToolTests: XCTestCase {
         XCTAssertTrue(ours.stderr.contains("events.dropped 0"), ours.stderr)
     }
 
+    /// `--states`: every state change of the workload's connections, as libbpf-tools' `tcpstates` prints them
+    /// (the same transitions, counted per old → new pair; the listener's own CLOSE ↔ LISTEN aside).
+    func testStateChangesMatchTcpstates() throws {
+        try requireBPF()
+        try requireExecutable("/usr/sbin/tcpstates", package: "libbpf-tools")
+        let directory = try temporaryDirectory(self)
+        let script = directory.appendingPathComponent("workload.py")
+        try Self.workload.write(to: script, atomically: true, encoding: .utf8)
+        let workload = try BackgroundCommand("/usr/bin/python3", [script.path, String(unusedTCPPort())])
+        XCTAssertTrue(workload.waitFor("\n"), workload.stderr)
+        let serverPort = try XCTUnwrap(Int(workload.stdout.trimmingCharacters(in: .whitespacesAndNewlines)), workload.stdout)
+        let ours = try BackgroundCommand(tracerPath, ["tool", "tcp", "--json", "--states"])
+        let theirs = try BackgroundCommand("/usr/bin/stdbuf", ["-oL", "/usr/sbin/tcpstates"])
+        XCTAssertTrue(ours.waitFor("Ctrl-C to end"), ours.stderr)
+        XCTAssertTrue(theirs.waitFor("NEWSTATE"), theirs.stdout + theirs.stderr)
+        workload.input.fileHandleForWriting.write(Data("go\n".utf8))
+        XCTAssertTrue(workload.waitFor("done", timeout: 30), workload.stdout + workload.stderr)
+        XCTAssertEqual(workload.waitForExit(), 0, workload.stderr)
+        usleep(300_000)
+        XCTAssertEqual(ours.stop(), 0, ours.stderr)
+        XCTAssertEqual(theirs.stop(), 0, theirs.stderr)
+
+        func counted(_ pairs: [String]) -> [String: Int] { pairs.reduce(into: [:]) { $0[$1, default: 0] += 1 } }
+        let mine = jsonLines(ours.stdout).filter { $0["event"] as? String == "state_change" }
+            .filter { $0["network.local.port"] as? Int == serverPort || $0["network.peer.port"] as? Int == serverPort }
+            .map { "\($0["tcp.state.old"] as? String ?? "?")->\($0["tcp.state"] as? String ?? "?")" }
+        // SKADDR PID COMM LADDR LPORT RADDR RPORT OLDSTATE -> NEWSTATE MS
+        let rows = theirs.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        let reference = rows.filter { row in
+            guard row.count == 11, Int(row[4]) == serverPort || Int(row[6]) == serverPort else { return false }
+            let listenerOnly = row[9] == "LISTEN" || (row[7] == "LISTEN" && row[9] == "CLOSE")
+            return !listenerOnly
+        }.map { "\($0[7])->\($0[9])" }
+        XCTAssertGreaterThanOrEqual(mine.count, 5 * 8, "about ten transitions per connection (both ends): \(counted(mine))")
+        XCTAssertEqual(counted(mine), counted(reference), "tcpstates:\n\(theirs.stdout)")
+    }
+
     /// `--kernel-tracers tcp` in the agent: connect latency per calling process and endpoint, and a selected
     /// process's histogram names its service, as its spans do.
     func testTheAgentLabelsConnectLatencyWithTheSelectedProcessService() throws {
