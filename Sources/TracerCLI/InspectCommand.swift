@@ -1,4 +1,5 @@
 import ArgumentParser
+import BPFRuntime
 import ExecutableInspection
 import Foundation
 import Logging
@@ -13,7 +14,15 @@ struct InspectCommand: ParsableCommand {
         discussion: """
             Kind, language, Go version and modules of interest, symbol count, the probe targets of every
             tracer (found or missing, with file offsets and RET offsets) and where Go struct offsets come from.
+            With --watch SECONDS (and --pid), it then traces the process for that long, as the agent would,
+            and reports which protocols its connections spoke (per side) and how many connections no protocol
+            parser understood; nothing is printed or exported meanwhile.
             Exits 1 with one error line when the file or process cannot be inspected.
+
+            Examples:
+              tracer inspect /usr/bin/caddy            probe targets, Go version, crypto/tls capture
+              tracer inspect --pid 1234 --json
+              tracer inspect --pid 1234 --watch 10     ...and what its connections speak over 10 s
             """)
 
     @Argument(help: "An ELF executable or shared library.")
@@ -22,11 +31,52 @@ struct InspectCommand: ParsableCommand {
     @Option(help: "Inspect a running process (its executable, mapped libraries, NSpid, libssl).")
     var pid: Int32?
 
+    @Option(help: ArgumentHelp("With --pid: also trace the process for this many seconds (1-3600) and report the protocols its connections speak.", valueName: "seconds"))
+    var watch: Int?
+
     @Flag(help: "Print JSON instead of the summary.")
     var json = false
 
     func validate() throws {
         guard (path == nil) != (pid == nil) else { throw ValidationError("give either PATH or --pid N") }
+        if let watch {
+            guard pid != nil else { throw ValidationError("--watch needs --pid: it traces a running process") }
+            guard (1...3600).contains(watch) else { throw ValidationError("--watch \(watch): give 1 to 3600 seconds") }
+        }
+    }
+
+    /// Traces `pid` for `seconds` with every registered tracer, as the agent does, and returns what its
+    /// connections spoke. Exits 1 with one line when tracing cannot start or the process exits meanwhile.
+    static func protocolsSeen(pid: Int32, seconds: Int) throws -> ConnectionTracker.ProcessProtocols {
+        func fail(_ message: String) -> ExitCode {
+            FileHandle.standardError.write(Data("tracer inspect: pid \(pid): \(message)\n".utf8))
+            return ExitCode(1)
+        }
+        try CapabilityCheck.run(enforce: true)
+        var logger = Logger(label: "tracer")
+        logger.logLevel = .error
+        let features = KernelFeatures.detect()
+        let agent: Agent
+        do {
+            agent = try Agent(.init(selection: Selection(rules: [SelectionRule(pids: [pid])], includeChildren: false),
+                                    tracers: TracerRegistry.tracers(features: features), logger: logger, features: features))
+            try agent.start()
+        } catch {
+            throw fail("cannot trace it: \(error)")
+        }
+        defer { agent.stop(flushTimeout: .zero) }
+        guard agent.selectedProcesses.contains(where: { $0.pid == pid }) else { throw fail("it exited before it could be traced") }
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while ContinuousClock.now < deadline {
+            // Read before the exit is handled, which forgets the process.
+            let seen = agent.protocolsSeen(pid: pid)
+            guard kill(pid, 0) == 0 || errno != ESRCH else {
+                FileHandle.standardError.write(Data("tracer inspect: pid \(pid) exited while watched; protocols are those seen until then\n".utf8))
+                return seen
+            }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        return agent.protocolsSeen(pid: pid)
     }
 
     /// The probe targets of every registered tracer.
@@ -47,7 +97,8 @@ struct InspectCommand: ParsableCommand {
                 let info = try inspector.inspect(path: process.executableOpenPath, queries: queries, languageHint: process.languageHint)
                 // Re-check: the process may have exited after the snapshot while the file was read.
                 _ = try ProcessInspection.snapshot(pid: pid)
-                report = InspectReport(process: process, executable: info)
+                report = InspectReport(process: process, executable: info,
+                                       protocols: try watch.map { ($0, try Self.protocolsSeen(pid: pid, seconds: $0)) })
             } else if let path {
                 report = InspectReport(process: nil, executable: try inspector.inspect(path: path, queries: queries))
             } else {
@@ -80,10 +131,34 @@ struct InspectReport: Encodable {
     let tracers: [TracerTargets]
     /// Go programs: whether the capture layer reads their crypto/tls plaintext, or why not.
     let goTLSPlaintext: String?
+    /// With --watch: what the process's connections spoke while it was traced.
+    let protocols: ProtocolsSeen?
 
-    init(process: ProcessSnapshot?, executable: ExecutableInfo) {
+    /// `tracer inspect --watch`'s findings.
+    struct ProtocolsSeen: Encodable {
+        struct Connections: Encodable {
+            let `protocol`: String
+            let role: String
+            let connections: UInt64
+        }
+
+        let seconds: Int
+        let connections: [Connections]
+        let notUnderstood: UInt64
+        let tlsWithoutPlaintext: UInt64
+        let summary: String
+    }
+
+    init(process: ProcessSnapshot?, executable: ExecutableInfo, protocols: (seconds: Int, seen: ConnectionTracker.ProcessProtocols)? = nil) {
         self.process = process
         self.executable = executable
+        self.protocols = protocols.map { seconds, seen in
+            ProtocolsSeen(seconds: seconds,
+                          connections: seen.connections.keys.sorted().map {
+                              .init(protocol: $0.name, role: $0.role == .server ? "server" : "client", connections: seen.connections[$0]!)
+                          },
+                          notUnderstood: seen.unclaimed, tlsWithoutPlaintext: seen.unreadTLS, summary: seen.summary)
+        }
         goTLSPlaintext = goTLSPlaintextStatus(of: executable)
         let names = (executable.probeTargets.map(\.tracer) + executable.missingProbeTargets.map(\.tracer))
         var seen = Set<String>()
@@ -138,6 +213,7 @@ struct InspectReport: Encodable {
             }
             for symbol in tracer.missing { line("    missing \(symbol)") }
         }
+        if let protocols { line("  connections in \(protocols.seconds) s: \(protocols.summary)") }
         return out
     }
 }

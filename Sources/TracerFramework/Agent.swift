@@ -151,6 +151,21 @@ public final class Agent: @unchecked Sendable {
             verdictsWritten += 1
             _ = try? epoch?.update(UInt32(0), verdictsWritten)
         })
+        // Once per process and protocol, what it speaks; once per process, that something is not understood.
+        let logger = self.logger
+        tracker.sighted = { pid, sighting in
+            let pid = Int32(bitPattern: pid)
+            let service = resource(pid)?.serviceName.map { " (service \($0))" } ?? ""
+            switch sighting {
+            case .protocolSeen(let use):
+                logger.info("pid \(pid)\(service): \(use.name) seen, as \(use.role == .server ? "server" : "client")")
+            case .firstUnclaimed(let peer):
+                let other = peer.map { " with \($0.address):\($0.port)" } ?? ""
+                logger.notice("pid \(pid)\(service): a connection\(other) that no protocol parser understands; its bytes are only counted from now on (tracer_capture_unclaimed_connections_total)")
+            case .firstUnreadTLS:
+                logger.notice("pid \(pid)\(service): a TLS connection whose plaintext no hook reads (a TLS library other than libssl or Go's crypto/tls): not traced (tracer_capture_unread_tls_connections_total)")
+            }
+        }
     }
 
     /// The counters of every tracer and of the capture layer, for `/metrics` and OTLP self-metrics.
@@ -160,6 +175,9 @@ public final class Agent: @unchecked Sendable {
             TracerCounter("malformed_events", help: "Capture events too short for their type.") { tracker.malformed.load(ordering: .relaxed) },
             TracerCounter("unclaimed_connections", help: "Connections no protocol parser claimed (only counted from then on).") {
                 tracker.unclaimedConnections.load(ordering: .relaxed)
+            },
+            TracerCounter("unread_tls_connections", help: "TLS connections whose plaintext no hook read (a TLS library other than libssl or Go's).") {
+                tracker.unreadTLSConnections.load(ordering: .relaxed)
             },
             TracerCounter("owned_elsewhere_connections", help: "Connections whose exchanges another tracer of the process makes.") {
                 tracker.ownedElsewhere.load(ordering: .relaxed)
@@ -202,6 +220,9 @@ public final class Agent: @unchecked Sendable {
 
     /// Connections that no protocol parser claimed, of process `pid`.
     public func unclaimedConnections(pid: Int32) -> UInt64 { tracker.counters.unclaimed(pid: UInt32(bitPattern: pid)) }
+
+    /// The protocols seen on `pid`'s connections while it was selected, and the connections none understood.
+    public func protocolsSeen(pid: Int32) -> ConnectionTracker.ProcessProtocols { tracker.counters.protocols(pid: UInt32(bitPattern: pid)) }
 
     /// Starts the event reader and the process watcher, then selects among the processes running now.
     public func start() throws {
@@ -279,7 +300,7 @@ public final class Agent: @unchecked Sendable {
     private func scan() {
         let alive = Set(ProcFS.pids())
         followed.withLock { $0 = $0.filter { alive.contains($0.key) } }
-        for pid in selected.withLock({ Array($0.keys) }) where !alive.contains(pid) { exited(pid) }
+        for pid in selected.withLock({ Array($0.keys) }) where !alive.contains(pid) { exitedOnceRead(pid) }
         considered.formIntersection(alive)
         for pid in alive.subtracting(considered).sorted() {
             consider(pid, parentRule: parentRule(of: pid))
@@ -387,13 +408,16 @@ public final class Agent: @unchecked Sendable {
     /// before may still be there; it is forgotten once that has been read.
     private func exitedOnceRead(_ pid: Int32) {
         control.asyncAfter(deadline: .now() + Self.exitDelay) { [weak self] in
-            self?.tracker.forget(pid: UInt32(bitPattern: pid))
-            _ = self?.followed.withLock { $0.removeValue(forKey: pid) }
-            self?.exited(pid)
+            guard let self else { return }
+            let seen = protocolsSeen(pid: pid)
+            tracker.forget(pid: UInt32(bitPattern: pid))
+            _ = followed.withLock { $0.removeValue(forKey: pid) }
+            exited(pid, seen: seen)
         }
     }
 
-    private func exited(_ pid: Int32) {
+    /// `seen`: what its connections spoke, for the exit line.
+    private func exited(_ pid: Int32, seen: ConnectionTracker.ProcessProtocols) {
         guard selected.withLock({ $0.removeValue(forKey: pid) }) != nil else { return }
         knownLibraries[pid] = nil
         try? channel.forget(pid: pid)
@@ -403,7 +427,7 @@ public final class Agent: @unchecked Sendable {
         if !links.isEmpty {
             detach.async { links.forEach { $0.close() } }
         }
-        logger.info("pid \(pid) exited: \(links.count) links detached")
+        logger.info("pid \(pid) exited: \(links.count) links detached; connections: \(seen.summary)")
         // Agent-wide probes go when no selected process has used them for a while (an exec re-selects at once).
         control.asyncAfter(deadline: .now() + .seconds(1)) { [weak self] in
             guard let self, !self.stopped.withLock({ $0 }) else { return }

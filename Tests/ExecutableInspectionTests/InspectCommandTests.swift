@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 
 /// `tracer inspect` as a user runs it: the built `tracer` next to the test bundle.
@@ -67,6 +68,75 @@ final class InspectCommandTests: XCTestCase {
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         let process = try XCTUnwrap(object["process"] as? [String: Any])
         XCTAssertEqual(process["pid"] as? Int, Int(getpid()))
+    }
+
+    /// `--watch`: the process is traced for a while, as the agent does, and the report says what its connections
+    /// spoke: HTTP/1 requests, bytes no parser understands, and TLS whose plaintext nothing reads (a TLS record on
+    /// a process that maps no libssl).
+    func testWatchReportsTheProtocolsAProcessSpeaks() throws {
+        try requireBPF()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = ["-u", "-c", """
+            import socketserver, http.server
+            class Handler(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+                def log_message(self, *args): pass
+            class Server(socketserver.ThreadingMixIn, http.server.HTTPServer): pass
+            s = Server(("127.0.0.1", 0), Handler)
+            print(s.server_port, flush=True)
+            s.serve_forever()
+            """]
+        let output = Pipe()
+        server.standardOutput = output
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        addTeardownBlock { server.terminate(); server.waitUntilExit() }
+        let port = try XCTUnwrap(Int(String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        // Clients all through the watch (the agent starts first, then watches for 4 s): one of each per round.
+        let clients = Process()
+        clients.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        clients.arguments = ["-c", """
+            import socket, sys, time
+            def send(data):
+                with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as s:
+                    s.sendall(data); s.shutdown(socket.SHUT_WR); s.recv(4096)
+            while True:
+                send(b"GET /watched HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+                send(b"\\x00\\x01not a protocol anyone speaks\\r\\n")
+                send(b"\\x16\\x03\\x01\\x00\\x05hello")
+                time.sleep(0.2)
+            """, String(port)]
+        try clients.run()
+        addTeardownBlock { clients.terminate(); clients.waitUntilExit() }
+
+        let result = try tracer(["--pid", String(server.processIdentifier), "--watch", "4", "--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], result.stdout)
+        let protocols = try XCTUnwrap(object["protocols"] as? [String: Any], result.stdout)
+        XCTAssertEqual(protocols["seconds"] as? Int, 4)
+        let connections = try XCTUnwrap(protocols["connections"] as? [[String: Any]])
+        XCTAssertEqual(connections.map { "\($0["protocol"] ?? "") \($0["role"] ?? "")" }, ["http/1 server"], result.stdout)
+        // About 20 rounds in 4 s: each kind of connection was seen many times, and counted apart.
+        XCTAssertGreaterThanOrEqual(connections.first?["connections"] as? Int ?? 0, 5, result.stdout)
+        XCTAssertGreaterThanOrEqual(protocols["notUnderstood"] as? Int ?? 0, 5, result.stdout)
+        XCTAssertGreaterThanOrEqual(protocols["tlsWithoutPlaintext"] as? Int ?? 0, 5, result.stdout)
+        let text = try tracer(["--pid", String(server.processIdentifier), "--watch", "2"])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertNotNil(text.stdout.range(of: #"connections in 2 s: http/1 server \d+; \d+ connections not understood; \d+ TLS connections without readable plaintext"#,
+                                          options: .regularExpression), text.stdout)
+    }
+
+    /// `--watch` without a process, or out of range: a one-line error first.
+    func testWatchNeedsAPIDAndASaneDuration() throws {
+        for (arguments, expected) in [(["/usr/bin/true", "--watch", "3"], "--watch needs --pid"),
+                                      (["--pid", String(getpid()), "--watch", "0"], "--watch 0: give 1 to 3600 seconds")] {
+            let result = try tracer(arguments)
+            XCTAssertNotEqual(result.status, 0, "\(arguments)")
+            XCTAssertTrue(result.stderr.split(separator: "\n").first?.contains(expected) ?? false, "\(arguments): \(result.stderr)")
+        }
     }
 
     /// Every bad input: exit status 1 and exactly one line on stderr naming the file or PID.

@@ -220,6 +220,33 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(spans.compactMap { $0["name"] as? String }, ["GET", "GET", "GET"])
     }
 
+    /// The log says once what each selected process speaks, once that a connection was not understood or was
+    /// TLS nothing can read, and sums it up when the process exits.
+    func testTheLogSaysWhatAProcessSpeaksAndWhatIsNotUnderstood() throws {
+        try requireBPF()
+        let (server, port) = try startHTTPServer()
+        let pid = server.processIdentifier
+        let (_, _, log) = try runAgent(["--pid", "\(pid)", "--print", "none"]) { _ in
+            for _ in 0..<2 { _ = try? TestSupport.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/"]) }
+            for bytes in ["\\x00\\x01not a protocol\\r\\n", "\\x16\\x03\\x01\\x00\\x05hello"] {
+                _ = try? TestSupport.run("/usr/bin/python3", ["-c", """
+                    import socket
+                    with socket.create_connection(("127.0.0.1", \(port))) as s:
+                        s.sendall(b"\(bytes)"); s.shutdown(socket.SHUT_WR); s.recv(4096)
+                    """])
+            }
+            usleep(300_000)
+            server.terminate()
+            server.waitUntilExit()
+            usleep(1_000_000) // the exit is handled once the ring is drained (300 ms)
+        }
+        let lines = log.split(separator: "\n")
+        XCTAssertEqual(lines.filter { $0.contains("pid \(pid) (service ") && $0.hasSuffix(": http/1 seen, as server") }.count, 1, log)
+        XCTAssertEqual(lines.filter { $0.contains("pid \(pid) (service ") && $0.contains("a connection with 127.0.0.1:") && $0.contains("that no protocol parser understands") }.count, 1, log)
+        XCTAssertEqual(lines.filter { $0.contains("pid \(pid) (service ") && $0.contains("a TLS connection whose plaintext no hook reads") }.count, 1, log)
+        XCTAssertTrue(log.contains("pid \(pid) exited: ") && log.contains("connections: http/1 server 2; 1 connection not understood; 1 TLS connection without readable plaintext"), log)
+    }
+
     /// The perf-buffer fallback (what kernels without BPF ring buffers get), forced: spans still arrive, and the
     /// agent's event map is a perf event array, not a ring buffer.
     func testPerfBufferTransportCarriesSpans() throws {

@@ -5,6 +5,7 @@ import TracerFramework
 /// Claims connections whose first bytes are an HTTP/1.x request: read first, the process is the server;
 /// written first, the client. HTTP/2's preface (`PRI * HTTP/2.0`) is not claimed.
 struct HTTP1Parser: ProtocolParser {
+    var protocolName: String { "http/1" }
     let counters: HTTPTracerCounters
 
     func claim(_ chunk: CaptureChunk, connection: CaptureConnection) -> (any ConnectionParser)? {

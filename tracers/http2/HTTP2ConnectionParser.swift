@@ -7,6 +7,7 @@ import TracerFramework
 /// `h2c` (RFC 7540 §3.2), or — for a connection opened before the agent — a run of plausible frames whose
 /// header block shows the side (a request's pseudo-headers read ⇒ server).
 struct HTTP2Parser: ProtocolParser {
+    var protocolName: String { "http/2" }
     let counters: HTTP2TracerCounters
 
     func claim(_ chunk: CaptureChunk, connection: CaptureConnection) -> (any ConnectionParser)? {

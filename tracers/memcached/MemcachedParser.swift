@@ -6,6 +6,7 @@ import TracerFramework
 /// by a space or the end of the line) or a binary-protocol request header (magic 0x80, a known opcode): written
 /// first, the process is the client; read first, the server (memcached).
 struct MemcachedParser: ProtocolParser {
+    var protocolName: String { "memcached" }
     let counters: MemcachedTracerCounters
     let queryText: DatabaseQueryText
 

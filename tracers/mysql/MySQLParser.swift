@@ -7,6 +7,7 @@ import TracerFramework
 /// first: the process that writes the greeting is the server (mariadbd, mysqld), the one that reads it the
 /// client. A connection seen mid-stream is not claimed.
 struct MySQLParser: ProtocolParser {
+    var protocolName: String { "mysql" }
     let counters: MySQLTracerCounters
     let queryText: DatabaseQueryText
 

@@ -6,6 +6,7 @@ import TracerFramework
 /// 3.0, SSLRequest, GSSENCRequest): written first, the process is the client; read first, the server (a
 /// postgres backend). A connection seen mid-stream is not claimed.
 struct PostgresParser: ProtocolParser {
+    var protocolName: String { "postgresql" }
     let counters: PostgresTracerCounters
     let queryText: DatabaseQueryText
 

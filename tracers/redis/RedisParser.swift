@@ -6,6 +6,7 @@ import TracerFramework
 /// known command): written first, the process is the client; read first, the server. An array reply of a
 /// connection seen mid-stream does not start with a command name, so it is not mistaken for a command.
 struct RedisParser: ProtocolParser {
+    var protocolName: String { "redis" }
     let counters: RedisTracerCounters
     let queryText: DatabaseQueryText
 

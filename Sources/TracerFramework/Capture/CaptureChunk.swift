@@ -109,6 +109,8 @@ public struct ExchangeKind: Hashable, Sendable {
 /// A protocol parser of the shared capture layer (one per tracer folder, e.g. tracers/http): it claims a
 /// connection from its first bytes and then parses its chunks in order.
 public protocol ProtocolParser: Sendable {
+    /// The protocol's name in reports (`tracer inspect --watch`, the agent's logs), e.g. `redis`, `http/2`.
+    var protocolName: String { get }
     /// A parser for the connection whose first readable chunk is `chunk`, or nil when these bytes are not
     /// this protocol's (the framework then offers the next chunks, and gives up after a few).
     func claim(_ chunk: CaptureChunk, connection: CaptureConnection) -> (any ConnectionParser)?

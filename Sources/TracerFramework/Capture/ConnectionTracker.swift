@@ -18,14 +18,63 @@ public final class ConnectionTracker: @unchecked Sendable {
         public let malformed = Atomic<UInt64>(0)
         /// Connections that no parser claimed (only counted from then on).
         public let unclaimedConnections = Atomic<UInt64>(0)
+        /// TLS connections that ended without any plaintext read (``ProcessProtocols/unreadTLS``).
+        public let unreadTLSConnections = Atomic<UInt64>(0)
         /// Connections whose exchanges another tracer of the process makes (e.g. Go's HTTP client).
         public let ownedElsewhere = Atomic<UInt64>(0)
         /// Connection states dropped because the table was full.
         public let evicted = Atomic<UInt64>(0)
-        /// Unclaimed connections per process (host PID).
-        let unclaimedByProcess = Mutex<[UInt32: UInt64]>([:])
+        /// What each process's connections spoke (host PID), until it exits.
+        let byProcess = Mutex<[UInt32: ProcessProtocols]>([:])
 
-        public func unclaimed(pid: UInt32) -> UInt64 { unclaimedByProcess.withLock { $0[pid] ?? 0 } }
+        public func unclaimed(pid: UInt32) -> UInt64 { protocols(pid: pid).unclaimed }
+        /// The protocols seen on `pid`'s connections so far, and how many connections no parser understood.
+        public func protocols(pid: UInt32) -> ProcessProtocols { byProcess.withLock { $0[pid] } ?? ProcessProtocols() }
+    }
+
+    /// What the capture layer saw of one process's connections (`tracer inspect --pid --watch`, the logs).
+    public struct ProcessProtocols: Sendable, Equatable {
+        /// A protocol, and the side the process is on.
+        public struct Use: Hashable, Sendable, Comparable {
+            /// The parser's ``ProtocolParser/protocolName``.
+            public let name: String
+            public let role: ExchangeRole
+
+            public init(name: String, role: ExchangeRole) {
+                self.name = name
+                self.role = role
+            }
+
+            public static func < (a: Use, b: Use) -> Bool { (a.name, a.role == .server ? 0 : 1) < (b.name, b.role == .server ? 0 : 1) }
+        }
+
+        /// Connections claimed per protocol and side.
+        public var connections: [Use: UInt64] = [:]
+        /// Connections that carried bytes no parser understood.
+        public var unclaimed: UInt64 = 0
+        /// TLS connections whose plaintext no hook could read (a TLS library other than libssl or Go's).
+        public var unreadTLS: UInt64 = 0
+
+        public init() {}
+
+        /// One line for people: `http/1 server 12, redis client 1; 2 connections not understood`.
+        public var summary: String {
+            let seen = connections.keys.sorted().map { "\($0.name) \($0.role == .server ? "server" : "client") \(connections[$0]!)" }
+            func count(_ number: UInt64, _ what: String) -> String { "; \(number) \(what)\(number == 1 ? "" : "s")" }
+            return (seen.isEmpty ? "no protocol seen" : seen.joined(separator: ", "))
+                + (unclaimed == 0 ? "" : count(unclaimed, "connection") + " not understood")
+                + (unreadTLS == 0 ? "" : count(unreadTLS, "TLS connection") + " without readable plaintext")
+        }
+    }
+
+    /// Something seen for the first time of a process (the agent logs it once).
+    public enum Sighting: Sendable {
+        /// Its first connection of this protocol and side.
+        case protocolSeen(ProcessProtocols.Use)
+        /// Its first connection that no parser understood, and the other end when known.
+        case firstUnclaimed(peer: SocketAddress?)
+        /// Its first TLS connection whose plaintext no hook read.
+        case firstUnreadTLS
     }
 
     /// What the framework knows of a process's parsers.
@@ -67,6 +116,8 @@ public final class ConnectionTracker: @unchecked Sendable {
     private let parsersOf: (_ pid: UInt32, _ follows: UInt32) -> ProcessParsers?
     private let countOnly: (UInt64) -> Void
     private let traceContexts: TraceContexts
+    /// Called on the reader thread when a process shows something new (``Sighting``); set before events flow.
+    public var sighted: ((_ pid: UInt32, Sighting) -> Void)?
 
     /// `parsers`: the parsers of a process, given the selected process it follows when the kernel prepared
     /// it at fork (`capture_chunk_event.follows`, 0: none); nil when neither is selected. `countOnly`: tells
@@ -109,7 +160,13 @@ public final class ConnectionTracker: @unchecked Sendable {
             guard event.count >= MemoryLayout<capture_close_event>.size else { return malformed() }
             let close = event.loadUnaligned(as: capture_close_event.self)
             peerLinks.closed(connection: close.connection)
-            guard let entry = entries.removeValue(forKey: close.connection) else { return }
+            guard let entry = entries.removeValue(forKey: close.connection) else {
+                // TLS whose plaintext no hook read (neither libssl nor Go's crypto/tls): not traced, and said so.
+                if close.flags & UInt8(CAPTURE_FLAG_TLS) != 0, close.bytes_sent &+ close.bytes_received > 0 {
+                    countUnreadTLS(pid: close.header.pid)
+                }
+                return
+            }
             if let parser = entry.parser {
                 let first = exchanges.count
                 parser.close(at: close.header.timestamp_ns,
@@ -169,6 +226,7 @@ public final class ConnectionTracker: @unchecked Sendable {
                 entry.shadow = true
             }
             entry.parser = parser
+            recordClaim(entry, protocol: .init(name: candidate.protocolName, role: parser.kind.role))
             let first = exchanges.count
             parser.consume(chunk, context: context(entry, pid: chunk.pid, timestamp: chunk.timestamp, position: position, namespace: event.netns),
                            into: &exchanges)
@@ -201,9 +259,30 @@ public final class ConnectionTracker: @unchecked Sendable {
         }
     }
 
+    private func recordClaim(_ entry: Entry, protocol use: ProcessProtocols.Use) {
+        let first = counters.byProcess.withLock { byProcess in
+            defer { byProcess[entry.pid, default: ProcessProtocols()].connections[use, default: 0] += 1 }
+            return byProcess[entry.pid]?.connections[use] == nil
+        }
+        if first { sighted?(entry.pid, .protocolSeen(use)) }
+    }
+
     private func countUnclaimed(_ entry: Entry) {
         counters.unclaimedConnections.add(1, ordering: .relaxed)
-        counters.unclaimedByProcess.withLock { $0[entry.pid, default: 0] += 1 }
+        let first = counters.byProcess.withLock { byProcess in
+            byProcess[entry.pid, default: ProcessProtocols()].unclaimed += 1
+            return byProcess[entry.pid]?.unclaimed == 1
+        }
+        if first { sighted?(entry.pid, .firstUnclaimed(peer: entry.connection.peer)) }
+    }
+
+    private func countUnreadTLS(pid: UInt32) {
+        counters.unreadTLSConnections.add(1, ordering: .relaxed)
+        let first = counters.byProcess.withLock { byProcess in
+            byProcess[pid, default: ProcessProtocols()].unreadTLS += 1
+            return byProcess[pid]?.unreadTLS == 1
+        }
+        if first { sighted?(pid, .firstUnreadTLS) }
     }
 
     /// No parser will take this connection: the kernel only counts its bytes from now on.
@@ -217,6 +296,6 @@ public final class ConnectionTracker: @unchecked Sendable {
     /// Drops the connections of a process that exited (their close may never be seen); any thread.
     public func forget(pid: UInt32) {
         exited.withLock { $0.append(pid) }
-        counters.unclaimedByProcess.withLock { $0[pid] = nil }
+        counters.byProcess.withLock { $0[pid] = nil }
     }
 }
