@@ -3,19 +3,22 @@
 # own process, side by side with no agent in one run; rounds alternate no agent / agent; medians.
 #   1. redis-server under `redis-benchmark -c 2 -t get,set -n N` (the server traced);
 #   2. Postgres 15 under `pgbench -S -c 2 -T S` (the postmaster traced: its backends are followed from fork).
-# Each agent round also reports the spans it made against the operations the benchmark ran (the agent prints
-# spans as JSON lines; Redis: one per command; Postgres: one per statement) and the agent's stop line (drops).
-# Usage (root): scripts/bench-databases.sh [--rounds N] [--seconds S] [--requests N] [--tracer PATH]
+# Each agent round also reports the spans it made against the operations the benchmark ran (Redis: one per
+# command; Postgres: one per statement), the agent's CPU per span and its stop line (drops). Spans are counted
+# on the agent's /metrics (`--print none`, the cost of tracing alone), or with `--print json` from the JSON
+# lines it prints to a file (adds the printing cost; spans counted per db.system.name and kind).
+# Usage (root): scripts/bench-databases.sh [--rounds N] [--seconds S] [--requests N] [--tracer PATH] [--print none|json]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
-rounds=3 seconds=5 requests=100000 tracer=""
+rounds=3 seconds=5 requests=100000 tracer="" print=none
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --requests) requests=$2; shift 2 ;;
     --tracer) tracer=$2; shift 2 ;;
+    --print) print=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -56,15 +59,37 @@ pg_run() { # -> "tps transactions"
 }
 median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
-agent=""
+agent="" metrics_port=$((40000 + RANDOM % 10000)) agent_cpu_start=0 agent_cpu=0 agent_spans=0
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 start_agent() { # $1: pid to trace
-  "$tracer" --pid "$1" --print json --log-level info > "$work/spans.json" 2> "$work/agent.log" &
+  if [ "$print" = json ]; then
+    "$tracer" --pid "$1" --print json --log-level info > "$work/spans.json" 2> "$work/agent.log" &
+  else
+    "$tracer" --pid "$1" --print none --prometheus-port "$metrics_port" --log-level info 2> "$work/agent.log" &
+  fi
   agent=$!
   for _ in $(seq 1 100); do grep -q "tracing:" "$work/agent.log" && break; sleep 0.1; done
   sleep 0.5
+  agent_cpu_start=$(cpu_ticks "$agent")
 }
-stop_agent() { kill -TERM "$agent"; wait "$agent" || true; agent=""; }
-spans_of() { jq -r --arg system "$1" 'select(.attributes["db.system.name"] == $system) | .kind' "$work/spans.json" | sort | uniq -c | tr '\n' ' '; }
+stop_agent() {
+  sleep 0.2 # the reader drains every 20 ms
+  agent_cpu=$(( $(cpu_ticks "$agent") - agent_cpu_start ))
+  if [ "$print" = none ]; then
+    agent_spans=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^tracer_spans_produced_total/ {print $2}')
+  fi
+  kill -TERM "$agent"; wait "$agent" || true; agent=""
+  [ "$print" = json ] && agent_spans=$(wc -l < "$work/spans.json")
+  true
+}
+spans_of() { # $1: db.system.name
+  if [ "$print" = json ]; then
+    jq -r --arg system "$1" 'select(.attributes["db.system.name"] == $system) | .kind' "$work/spans.json" | sort | uniq -c | tr '\n' ' '
+  else
+    echo -n "$agent_spans "
+  fi
+  echo -n "(agent CPU $(echo "$agent_cpu * 10000000 / ($agent_spans + 1)" | bc) ns per span)"
+}
 
 declare -A values
 for round in $(seq 1 "$rounds"); do

@@ -47,8 +47,9 @@ public final class Agent: @unchecked Sendable {
         }
     }
 
-    /// A process the agent selected.
-    public struct SelectedProcess: Sendable {
+    /// A process the agent selected. A class: the reader thread looks one up per span (its resource), and a
+    /// lookup then costs one reference, not a copy of every field.
+    public final class SelectedProcess: Sendable {
         public let pid: Int32
         public let rule: SelectionRule
         public let resource: Resource
@@ -60,6 +61,18 @@ public final class Agent: @unchecked Sendable {
         let parsers: ConnectionTracker.ProcessParsers
         /// When it was (last) instrumented.
         let attachedAt: ContinuousClock.Instant
+
+        init(pid: Int32, rule: SelectionRule, resource: Resource, executable: String, tracers: [String], tracerMask: UInt32,
+             parsers: ConnectionTracker.ProcessParsers, attachedAt: ContinuousClock.Instant) {
+            self.pid = pid
+            self.rule = rule
+            self.resource = resource
+            self.executable = executable
+            self.tracers = tracers
+            self.tracerMask = tracerMask
+            self.parsers = parsers
+            self.attachedAt = attachedAt
+        }
     }
 
     public let configuration: Configuration

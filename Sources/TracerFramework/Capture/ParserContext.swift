@@ -4,13 +4,16 @@ import Telemetry
 /// What parsers need from the framework while they handle one chunk of a connection: span identities
 /// (goroutine context for calls made while a request is served, and same-host peers: ``PeerLinks``), and
 /// where the chunk sits in its direction's byte stream.
+/// Valid only during the call that receives it, like ``CaptureChunk``: it is made per chunk and passed down
+/// per protocol element, so its references are not retained (the ``ConnectionTracker`` holds them, and the
+/// connection's entry, for the whole call) — a copy costs no reference counting.
 public struct ParserContext {
-    public let traceContexts: TraceContexts
+    public unowned(unsafe) let traceContexts: TraceContexts
     /// Bytes the connection carried in the current chunk's direction before this chunk (counted from when
     /// the capture layer first saw the connection): where the chunk starts in its byte stream.
     public let position: UInt64
-    let links: PeerLinks?
-    let connection: CaptureConnection?
+    unowned(unsafe) let links: PeerLinks?
+    unowned(unsafe) let connection: CaptureConnection?
     let pid: UInt32
     /// The network namespace the chunk's task was in (0: unknown; ``PeerLinks`` then asks /proc).
     let namespace: UInt32
@@ -18,11 +21,6 @@ public struct ParserContext {
     /// Another tracer makes this connection's spans (e.g. Go's HTTP client from uprobes): the parser's
     /// exchanges are dropped, its client requests only name that tracer's call for same-host linking.
     let shadow: Bool
-
-    /// A context without a connection (tests, fuzzing): no same-host linking.
-    public init(traceContexts: TraceContexts) {
-        self.init(traceContexts: traceContexts, links: nil, connection: nil, pid: 0, namespace: 0, timestamp: 0, position: 0, shadow: false)
-    }
 
     init(traceContexts: TraceContexts, links: PeerLinks?, connection: CaptureConnection?, pid: UInt32, namespace: UInt32,
          timestamp: UInt64, position: UInt64, shadow: Bool) {
