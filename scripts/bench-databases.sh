@@ -2,7 +2,9 @@
 # Database parsers' cost (issue 13), with the `tracer` binary as shipped (release, static Swift runtime) as its
 # own process, side by side with no agent in one run; rounds alternate no agent / agent; medians.
 #   1. redis-server under `redis-benchmark -c 2 -t get,set -n N` (the server traced);
-#   2. Postgres 15 under `pgbench -S -c 2 -T S` (the postmaster traced: its backends are followed from fork).
+#   2. Postgres 15 under `pgbench -S -c 2 -T S` (the postmaster traced: its backends are followed from fork);
+#   3. MariaDB 10.11 under `mariadb-slap --concurrency=2 --query="SELECT 1"` (mariadbd traced; N queries);
+#   4. memcached under `memcaslap -T 2 -c 2 -t S` (9 gets : 1 set; memcached traced).
 # Each agent round also reports the spans it made against the operations the benchmark ran (Redis: one per
 # command; Postgres: one per statement), the agent's CPU per span and its stop line (drops). Spans are counted
 # on the agent's /metrics (`--print none`, the cost of tracing alone), or with `--print json` from the JSON
@@ -23,8 +25,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 pgbin=/usr/lib/postgresql/15/bin
-for tool in /usr/bin/redis-server /usr/bin/redis-benchmark "$pgbin/initdb" "$pgbin/postgres" /usr/bin/pgbench /usr/bin/jq; do
-  [ -x "$tool" ] || { echo "missing $tool (apt-get install redis-server postgresql jq)" >&2; exit 1; }
+for tool in /usr/bin/redis-server /usr/bin/redis-benchmark "$pgbin/initdb" "$pgbin/postgres" /usr/bin/pgbench /usr/bin/jq \
+  /usr/sbin/mariadbd /usr/bin/mariadb-install-db /usr/bin/mariadb-slap /usr/bin/memcached /usr/bin/memcaslap; do
+  [ -x "$tool" ] || { echo "missing $tool (apt-get install redis-server postgresql jq mariadb-server mariadb-client memcached libmemcached-tools)" >&2; exit 1; }
 done
 [ -d /sys/kernel/tracing/events ] || mount -t tracefs tracefs /sys/kernel/tracing
 if [ -z "$tracer" ]; then
@@ -49,6 +52,16 @@ setpriv --reuid=postgres --regid=postgres --init-groups "$pgbin/postgres" -D "$w
 for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 -p "$pg_port" && break; sleep 0.1; done
 pgbench -q -i -s 1 -h 127.0.0.1 -p "$pg_port" -U postgres postgres > /dev/null 2>&1
 
+maria_port=$((50000 + RANDOM % 5000))
+mariadb-install-db --no-defaults --datadir="$work/maria" --user=root --skip-test-db --auth-root-authentication-method=normal > /dev/null 2>&1
+mariadbd --no-defaults --datadir="$work/maria" --user=root --bind-address=127.0.0.1 --port="$maria_port" --socket="$work/maria.sock" \
+  --skip-grant-tables --innodb-buffer-pool-size=16M --pid-file="$work/maria.pid" > /dev/null 2>&1 & pids+=($!); maria_pid=$!
+for _ in $(seq 1 150); do mariadb -h 127.0.0.1 -P "$maria_port" -u root -e "SELECT 1" > /dev/null 2>&1 && break; sleep 0.2; done
+
+memcached_port=$((55000 + RANDOM % 5000))
+memcached -u root -l 127.0.0.1 -p "$memcached_port" -U 0 -t 2 & pids+=($!); memcached_pid=$!
+sleep 0.3
+
 redis_rate() { # -> "requests/s"
   redis-benchmark -p "$redis_port" -c 2 -n "$requests" -t get,set -q 2>/dev/null | tr '\r' '\n' \
     | awk '/requests per second/ {sum += $2; n++} END {print sum / n}'
@@ -56,6 +69,14 @@ redis_rate() { # -> "requests/s"
 pg_run() { # -> "tps transactions"
   pgbench -S -c 2 -T "$seconds" -h 127.0.0.1 -p "$pg_port" -U postgres postgres 2>/dev/null \
     | awk '/^tps/ {tps=$3} /number of transactions actually processed/ {split($0, a, ": "); n=a[2]} END {print tps, n}'
+}
+maria_rate() { # -> "queries/s" ($requests / 2 queries of SELECT 1 over 2 connections)
+  local queries=$((requests / 2))
+  mariadb-slap -h 127.0.0.1 -P "$maria_port" -u root --concurrency=2 --number-of-queries="$queries" --query="SELECT 1" \
+    --create-schema=mysql 2>/dev/null | awk -v q="$queries" '/Average number of seconds/ {print q / $(NF - 1)}'
+}
+memcached_run() { # -> "ops/s ops"
+  memcaslap -s "127.0.0.1:$memcached_port" -T 2 -c 2 -t "${seconds}s" 2>/dev/null | awk '/^Run time/ {print $7, $5}'
 }
 median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
@@ -107,6 +128,19 @@ for round in $(seq 1 "$rounds"); do
       stop_agent
       echo "  round $round pgbench: $n transactions ($((n)) SELECTs); spans: $(spans_of postgresql); $(grep -o 'stopped: .*' "$work/agent.log")"
     fi
+    [ "$mode" = agent ] && start_agent "$maria_pid"
+    values[maria_$mode]+="$(maria_rate) "
+    if [ "$mode" = agent ]; then
+      stop_agent
+      echo "  round $round mariadb-slap: $((requests / 2)) queries; spans: $(spans_of mariadb); $(grep -o 'stopped: .*' "$work/agent.log")"
+    fi
+    [ "$mode" = agent ] && start_agent "$memcached_pid"
+    read -r ops n < <(memcached_run)
+    values[memcached_$mode]+="$ops "
+    if [ "$mode" = agent ]; then
+      stop_agent
+      echo "  round $round memcaslap: $n operations; spans: $(spans_of memcached); $(grep -o 'stopped: .*' "$work/agent.log")"
+    fi
   done
 done
 m() { echo "${values[$1]}" | tr ' ' '\n' | grep -v '^$' | median; }
@@ -114,4 +148,6 @@ ratio() { echo "$(m "$1_agent") / $(m "$1_none")" | bc -l | xargs printf '%.3f';
 printf '%-52s %12s %12s %8s\n' "what (medians of $rounds rounds)" "no agent" "agent" "ratio"
 printf '%-52s %12.0f %12.0f %8s\n' "redis-server, redis-benchmark -c 2 get,set (req/s)" "$(m redis_none)" "$(m redis_agent)" "$(ratio redis)"
 printf '%-52s %12.0f %12.0f %8s\n' "postgres, pgbench -S -c 2 (tps)" "$(m pg_none)" "$(m pg_agent)" "$(ratio pg)"
+printf '%-52s %12.0f %12.0f %8s\n' "mariadbd, mariadb-slap -c 2 SELECT 1 (queries/s)" "$(m maria_none)" "$(m maria_agent)" "$(ratio maria)"
+printf '%-52s %12.0f %12.0f %8s\n' "memcached, memcaslap -T 2 -c 2 (ops/s)" "$(m memcached_none)" "$(m memcached_agent)" "$(ratio memcached)"
 echo "raw: $(for k in "${!values[@]}"; do printf '%s=[%s] ' "$k" "${values[$k]% }"; done)"

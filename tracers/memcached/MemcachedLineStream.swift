@@ -52,9 +52,11 @@ struct MemcachedLineStream {
         self = MemcachedLineStream()
     }
 
-    /// Reads one transfer: `data` its captured prefix, `length` its full size, `position` where it starts in the
-    /// byte stream. `report` sees each line and says what follows it.
-    mutating func feed(_ data: UnsafeRawBufferPointer, length: UInt64, position: UInt64, _ report: (Line) -> Next) {
+    /// Reads one transfer: `data` its captured prefix, `length` its full size, `tail` its last bytes
+    /// (``CaptureChunk/tail``), `position` where it starts in the byte stream. `report` sees each line and says
+    /// what follows it.
+    mutating func feed(_ data: UnsafeRawBufferPointer, length: UInt64, tail: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+                       position: UInt64, _ report: (Line) -> Next) {
         guard !broken else { return }
         var index = 0
         while index < data.count && !broken {
@@ -107,9 +109,14 @@ struct MemcachedLineStream {
         guard uncaptured > 0, !broken else { return }
         if UInt64(dataRemaining) >= uncaptured {
             dataRemaining -= Int(uncaptured)
-        } else {
-            broken = true
+            return
         }
+        // The block ends uncaptured and lines follow it (a retrieval's `END`): read them from the transfer's
+        // last bytes when they are all there.
+        let following = uncaptured - UInt64(dataRemaining)
+        guard following <= UInt64(tail.count) else { return broken = true }
+        dataRemaining = 0
+        feed(UnsafeRawBufferPointer(rebasing: tail.suffix(Int(following))), length: following, position: position + length - following, report)
     }
 
     private mutating func keep(_ piece: UnsafeRawBufferPointer) {

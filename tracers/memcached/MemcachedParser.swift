@@ -117,13 +117,13 @@ final class MemcachedConnectionParser: ConnectionParser {
                 commands.reset()
                 responses.reset()
             }
-            commands.feed(chunk.data, length: chunk.length, position: context.position) { line in
+            commands.feed(chunk.data, length: chunk.length, tail: chunk.tail, position: context.position) { line in
                 command(line, chunk: chunk, context: context, into: &exchanges)
             }
             if commands.broken { desynchronized() }
         } else {
             guard !responses.broken, !commands.broken else { return }
-            responses.feed(chunk.data, length: chunk.length, position: context.position) { line in
+            responses.feed(chunk.data, length: chunk.length, tail: chunk.tail, position: context.position) { line in
                 response(line, at: chunk.timestamp, into: &exchanges)
             }
             if responses.broken { desynchronized() }

@@ -43,6 +43,29 @@ final class MemcachedTracerTests: XCTestCase {
 
     private func attribute(_ span: Span?, _ key: String) -> String? { span?.attributes[key]?.stringValue }
 
+    /// A retrieval whose value is longer than what the capture keeps of a read (`CAPTURE_MAX_DATA`), answered in
+    /// one read as memcaslap's 1 KiB values are: the block ends uncaptured and `END` is read from the
+    /// transfer's last bytes. Keys may hold control bytes (memcached only splits on spaces; memcaslap sends them).
+    func testAValueLongerThanTheCaptureEndsAtTheEndInTheTransfersLastBytes() {
+        let replay = Replay()
+        let key: [UInt8] = Array(repeating: 0x10, count: 8) + Array("BK2CoJZMj9rV".utf8)
+        for round in 0..<3 {
+            let time = UInt64(100 * round)
+            replay.feed(.send, Array("get ".utf8) + key + Array("\r\n".utf8), time: time + 10)
+            let value = Array(repeating: UInt8(ascii: "v"), count: 1024)
+            replay.feed(.receive, Array("VALUE ".utf8) + key + Array(" 0 1024\r\n".utf8) + value + Array("\r\nEND\r\n".utf8), time: time + 20)
+        }
+        XCTAssertEqual(replay.spans.count, 3)
+        XCTAssertEqual(replay.spans.map(\.endTimeUnixNano), [20, 120, 220])
+        XCTAssertTrue(replay.spans.allSatisfy { $0.status == .unset && attribute($0, SemanticConventions.dbOperationName) == "get" })
+        XCTAssertEqual(replay.counters.malformed.load(ordering: .relaxed), 0)
+        // More uncaptured than a block and the 8 bytes of the tail can hold: the stream is given up, counted.
+        replay.feed(.send, "get k\r\n", time: 400)
+        replay.feed(.receive, Array("VALUE k 0 1024\r\n".utf8) + Array(repeating: 0x61, count: 1024) + Array("\r\nEND\r\nEND\r\nEND\r\n".utf8), time: 410)
+        XCTAssertEqual(replay.spans.count, 3)
+        XCTAssertEqual(replay.counters.malformed.load(ordering: .relaxed), 1)
+    }
+
     func testPipelinedCommandsValuesSplitOverReadsNoreplyAndErrors() {
         let replay = Replay(queryText: .sanitized)
         // A pipeline of three commands in one write, the set's data block included.
