@@ -189,6 +189,8 @@ static __always_inline __u32 at_most(__u64 value, const __u32 limit)
 struct capture_gather {
 	__u64 gathered;
 	__u8 bytes[2 * CAPTURE_MAX_DATA];
+	/* A tail that spans the last two segments: the end of the one before, then the last one's bytes. */
+	__u8 tail[2 * CAPTURE_TAIL];
 };
 
 struct {
@@ -200,7 +202,8 @@ struct {
 
 /* Copies the first bytes of a `length`-byte transfer spread over iovec segments (as readv/writev and
  * recvmsg/sendmsg move them, in order) into event->data, up to `capacity`; and its last bytes into
- * event->tail when the segment it ends in holds them. Returns the bytes copied into data. */
+ * event->tail when the last segment, or it and the one before (memcached ends a value with a 5-byte `END\r\n`
+ * segment), hold them. Returns the bytes copied into data. */
 static __always_inline __u32 gather_segments(struct capture_chunk_event *event, const struct capture_user_data *from,
 					     __u64 length, const __u32 capacity, __u32 *tail)
 {
@@ -211,6 +214,8 @@ static __always_inline __u32 gather_segments(struct capture_chunk_event *event, 
 	__u64 want = length < capacity ? length : capacity;
 	volatile __u64 *gathered = &room->gathered; /* bytes of the transfer in room, from its start */
 	__u64 seen = 0;                             /* bytes of the transfer in the segments before this one */
+	struct iovec previous = {};                 /* the segment before this one, and the bytes it moved */
+	__u64 previous_used = 0;
 	*gathered = 0;
 	for (int i = 0; i < CAPTURE_MAX_SEGMENTS; i++) {
 		struct iovec segment = {};
@@ -226,9 +231,22 @@ static __always_inline __u32 gather_segments(struct capture_chunk_event *event, 
 			*gathered = start + size;
 		}
 		seen += used;
-		if (seen == length && length > want && used >= CAPTURE_TAIL &&
-		    bpf_probe_read_user(event->tail, CAPTURE_TAIL, segment.iov_base + used - CAPTURE_TAIL) == 0)
-			*tail = CAPTURE_TAIL;
+		if (seen == length && length > want) {
+			if (used >= CAPTURE_TAIL) {
+				if (bpf_probe_read_user(event->tail, CAPTURE_TAIL, segment.iov_base + used - CAPTURE_TAIL) == 0)
+					*tail = CAPTURE_TAIL;
+			} else if (used > 0 && previous_used >= CAPTURE_TAIL) {
+				/* room->tail: the previous segment's last 8 bytes, then this one's `used` (< 8); the tail is
+				 * the 8 bytes ending there. */
+				__u32 last = used & (CAPTURE_TAIL - 1);
+				if (bpf_probe_read_user(room->tail, CAPTURE_TAIL, previous.iov_base + previous_used - CAPTURE_TAIL) == 0 &&
+				    bpf_probe_read_user(&room->tail[CAPTURE_TAIL], last, segment.iov_base) == 0 &&
+				    bpf_probe_read_kernel(event->tail, CAPTURE_TAIL, &room->tail[last]) == 0)
+					*tail = CAPTURE_TAIL;
+			}
+		}
+		previous = segment;
+		previous_used = used;
 	}
 	__u32 captured = at_most(*gathered, capacity);
 	if (bpf_probe_read_kernel(event->data, captured, room->bytes))

@@ -278,6 +278,32 @@ final class MemcachedTracerTests: XCTestCase {
         }
     }
 
+    /// memcaslap's 1 KiB values against the traced server: memcached answers a get with three iovec segments,
+    /// the last being `END\r\n` (5 bytes), so the response's end is read from the last two segments. Every get and
+    /// set memcaslap made is one server span, and nothing is malformed.
+    func testMemcaslapGetsWithValuesLongerThanTheCaptureAreEachOneSpan() throws {
+        let (server, port) = try startMemcached()
+        try requireExecutable("/usr/bin/memcaslap", package: "libmemcached-tools")
+        let tracer = MemcachedTracer(queryText: .off)
+        let harness = try TracingHarness(pids: [server.pid], tracers: [tracer])
+        // 600 operations (1.3 MB of events): what the 2 MiB events ring holds if a debug build of the agent falls behind.
+        let report = try TestSupport.run("/usr/bin/memcaslap", ["-s", "127.0.0.1:\(port)", "-T", "1", "-c", "1", "-x", "600"])
+        // Its own count of the gets and sets it made (`cmd_get: N`, `cmd_set: M`).
+        let counted = report.split(separator: "\n").filter { $0.hasPrefix("cmd_get:") || $0.hasPrefix("cmd_set:") }
+            .compactMap { Int($0.split(separator: " ").last ?? "") }
+        XCTAssertEqual(counted.count, 2, report)
+        let operations = counted.reduce(0, +)
+        XCTAssertGreaterThanOrEqual(operations, 600)
+        func served() -> Int {
+            harness.collector.spans.filter { $0.kind == .server && ["get", "set"].contains(attribute($0, SemanticConventions.dbOperationName)) }.count
+        }
+        _ = waitUntil(timeout: 20) { served() >= operations }
+        usleep(300_000)
+        XCTAssertEqual(served(), operations)
+        XCTAssertEqual(tracer.statistics.malformed.load(ordering: .relaxed), 0)
+        XCTAssertEqual(harness.agent.metricsSnapshot.eventsDroppedKernel, 0)
+    }
+
     func testLibmemcachedToolsOverTheBinaryProtocol() throws {
         let (server, port) = try startMemcached()
         try requireExecutable("/usr/bin/memccp", package: "libmemcached-tools")
