@@ -118,6 +118,9 @@ final class NATSParserTests: XCTestCase {
         replay.feed(.receive, "+OK\r\n", time: 40)
         XCTAssertEqual(replay.counters.unmatchedResponses.load(ordering: .relaxed), 1)
         replay.feed(.send, "PUB orders 0\r\n\r\n", time: 50)
+        // A stale-connection notice answers nothing.
+        replay.feed(.receive, "-ERR 'Stale Connection'\r\n", time: 55)
+        XCTAssertEqual(replay.counters.serverErrors.load(ordering: .relaxed), 2)
         var exchanges: [Exchange] = []
         CaptureEvents.close(connection: 1, pid: 7, timestamp: 60).withUnsafeBytes { replay.tracker.handle($0, into: &exchanges) }
         XCTAssertEqual(replay.counters.withoutReply.load(ordering: .relaxed), 1)
