@@ -13,7 +13,7 @@ packages=(
   postgresql python3-psycopg golang-github-lib-pq-dev   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3, Go lib/pq
   mariadb-server mariadb-client libmariadb-dev gcc   # tracers/mysql tests: MariaDB 10.11, its client, libmariadb's prepared statements
   memcached libmemcached-tools python3-pymemcache   # tracers/memcached tests: the server, memccp/memccat, pymemcache
-  nats-server   # tracers/nats tests: Debian's NATS server (2.9)
+  nats-server golang-github-nats-io-go-nats-dev   # tracers/nats tests: Debian's NATS server (2.9), nats.go for the Go client
   libbpf-tools   # kernel tracer tests compare with runqlat, oomkill, tcpconnect... (0.26)
   linux-libc-dev # tracers/syscalls: the syscall and errno name tables are generated from its asm/unistd_64.h, errno.h
 )

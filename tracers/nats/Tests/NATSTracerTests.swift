@@ -179,4 +179,71 @@ final class NATSTracerTests: XCTestCase {
             XCTAssertTrue(spans.allSatisfy { $0.endTimeUnixNano >= $0.startTimeUnixNano })
         }
     }
+
+    /// A Go program with nats.go (Debian's golang-github-nats-io-go-nats-dev, GOPATH mode): it subscribes to
+    /// `orders.>`, publishes a message with a `traceparent` header (HPUB) and one without (PUB), and reads both back.
+    private static let goClient = """
+    package main
+
+    import (
+    \t"os"
+    \t"time"
+
+    \t"github.com/nats-io/nats.go"
+    )
+
+    func main() {
+    \tnc, err := nats.Connect(os.Args[1])
+    \tif err != nil {
+    \t\tpanic(err)
+    \t}
+    \tdefer nc.Close()
+    \tsub, err := nc.SubscribeSync("orders.>")
+    \tif err != nil {
+    \t\tpanic(err)
+    \t}
+    \tmessage := nats.NewMsg("orders.new")
+    \tmessage.Data = []byte("payload")
+    \tmessage.Header.Set("traceparent", "\(NATSTracerTests.traceparent)")
+    \tif err := nc.PublishMsg(message); err != nil {
+    \t\tpanic(err)
+    \t}
+    \tif err := nc.Publish("orders.old", []byte("payload")); err != nil {
+    \t\tpanic(err)
+    \t}
+    \tfor i := 0; i < 2; i++ {
+    \t\tif _, err := sub.NextMsg(5 * time.Second); err != nil {
+    \t\t\tpanic(err)
+    \t\t}
+    \t}
+    }
+    """
+
+    func testGoClientPublishesAndReceivesItsOwnMessages() throws {
+        if !FileManager.default.fileExists(atPath: "/usr/share/gocode/src/github.com/nats-io/nats.go/nats.go") {
+            try prerequisiteMissing("golang-github-nats-io-go-nats-dev",
+                                    "nats.go is not in /usr/share/gocode (apt-get install golang-github-nats-io-go-nats-dev)")
+        }
+        let directory = try temporaryDirectory(self)
+        let (server, port) = try startNATSServer(in: directory)
+        let binary = try GoServerBuild.binary(stripped: false, program: ("nats-client", Self.goClient), gopath: "/usr/share/gocode")
+        let client = try ChildProcess("/bin/sh", ["-c", "read go; exec \"$0\" \"$@\"", binary.path, "nats://127.0.0.1:\(port)"])
+        let harness = try TracingHarness(pids: [server.pid, client.pid], tracers: [NATSTracer()])
+        client.release()
+        XCTAssertEqual(client.waitForExit(), 0)
+        let published = harness.waitForSpans(of: client.pid, kind: .producer, count: 2)
+        let processed = harness.waitForSpans(of: client.pid, kind: .consumer, count: 2)
+        XCTAssertEqual(published.map(\.name), ["publish orders.new", "publish orders.old"])
+        XCTAssertEqual(processed.map(\.name), ["process orders.new", "process orders.old"])
+        let traceID = try XCTUnwrap(TraceID(hex: "0af7651916cd43dd8448eb211c80319c"))
+        for span in [published[0], processed[0]] {
+            XCTAssertEqual(span.traceID, traceID)
+            XCTAssertEqual(span.parentSpanID, SpanID(0xb7ad_6b71_6920_3331))
+        }
+        XCTAssertTrue((published + processed).allSatisfy {
+            $0.attributes[SemanticConventions.messagingMessageBodySize]?.intValue == 7 && $0.status == .unset
+                && $0.attributes[SemanticConventions.serverPort]?.intValue == Int64(port)
+        })
+        XCTAssertEqual(harness.waitForSpans(of: server.pid, kind: .server, count: 2).map(\.name), ["publish orders.new", "publish orders.old"])
+    }
 }
