@@ -22,6 +22,14 @@ struct NATSLine {
     /// Whether the message carries a payload (`PUB`, `HPUB`, `MSG`, `HMSG`).
     var isMessage: Bool { verb == .pub || verb == .hpub || verb == .msg || verb == .hmsg }
 
+    /// The verbs by their upper-case bytes packed big-endian into an integer (7 bytes at most).
+    private static let verbs: [UInt64: Verb] = {
+        let names: [(String, Verb)] = [("INFO", .info), ("CONNECT", .connect), ("PUB", .pub), ("HPUB", .hpub), ("SUB", .sub),
+                                       ("UNSUB", .unsub), ("MSG", .msg), ("HMSG", .hmsg), ("PING", .ping), ("PONG", .pong),
+                                       ("+OK", .ok), ("-ERR", .err)]
+        return Dictionary(uniqueKeysWithValues: names.map { name, verb in (name.utf8.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }, verb) })
+    }()
+
     /// The verb a line (or the first bytes of a read) starts with, case-insensitive as nats-server reads it,
     /// followed by a space, a tab or the end of the line; nil for anything else.
     static func verb(_ bytes: UnsafeRawBufferPointer) -> (Verb, length: Int)? {
@@ -30,25 +38,7 @@ struct NATSLine {
         guard end > 0, end <= 7 else { return nil }
         var word: UInt64 = 0
         for byte in bytes[0..<end] { word = word << 8 | UInt64(byte >= 0x61 && byte <= 0x7A ? byte - 0x20 : byte) }
-        func packed(_ text: StaticString) -> UInt64 {
-            text.withUTF8Buffer { $0.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } }
-        }
-        let verb: Verb
-        switch word {
-        case packed("INFO"): verb = .info
-        case packed("CONNECT"): verb = .connect
-        case packed("PUB"): verb = .pub
-        case packed("HPUB"): verb = .hpub
-        case packed("SUB"): verb = .sub
-        case packed("UNSUB"): verb = .unsub
-        case packed("MSG"): verb = .msg
-        case packed("HMSG"): verb = .hmsg
-        case packed("PING"): verb = .ping
-        case packed("PONG"): verb = .pong
-        case packed("+OK"): verb = .ok
-        case packed("-ERR"): verb = .err
-        default: return nil
-        }
+        guard let verb = verbs[word] else { return nil }
         return (verb, end)
     }
 
