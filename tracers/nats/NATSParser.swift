@@ -62,10 +62,9 @@ final class NATSConnectionParser: ConnectionParser {
 
     /// Most operations waiting for answers on one connection; older ones are dropped (and counted).
     static let maxPending = 1024
-    /// The prefix of generated reply subjects (the clients' request/reply inboxes).
-    static let inboxPrefix = "_INBOX."
-    /// The template that names every reply inbox.
-    static let inboxTemplate = "_INBOX.>"
+    /// Generated per-message reply subjects, by prefix, and the template that names them all: the clients'
+    /// request/reply inboxes, and JetStream's acknowledgement subjects (stream, consumer and sequence numbers in them).
+    static let temporaryDestinations = [("_INBOX.", "_INBOX.>"), ("$JS.ACK.", "$JS.ACK.>")]
 
     let kind: ExchangeKind
     private let connection: CaptureConnection
@@ -264,8 +263,8 @@ final class NATSConnectionParser: ConnectionParser {
         exchange.role = role
         exchange.local = connection.local
         exchange.peer = connection.peer
-        if message.destination.hasPrefix(Self.inboxPrefix) {
-            exchange.destinationTemplate = Self.inboxTemplate
+        if let (_, template) = Self.temporaryDestinations.first(where: { message.destination.hasPrefix($0.0) }) {
+            exchange.destinationTemplate = template
             exchange.temporaryDestination = true
         }
         return exchange

@@ -69,6 +69,10 @@ final class NATSParserTests: XCTestCase {
         XCTAssertEqual(attribute(inbox, SemanticConventions.messagingDestinationTemplate), "_INBOX.>")
         XCTAssertEqual(inbox.attributes[SemanticConventions.messagingDestinationTemporary], true)
         XCTAssertNil(replay.spans[0].attributes[SemanticConventions.messagingDestinationTemporary])
+        // A JetStream acknowledgement: its subject names stream, consumer and sequences.
+        replay.feed(.send, "PUB $JS.ACK.orders.worker.1.7.7.1733500000000000000.0 0\r\n\r\n", time: 30)
+        XCTAssertEqual(replay.spans.last?.name, "publish $JS.ACK.>")
+        XCTAssertEqual(replay.spans.last?.attributes[SemanticConventions.messagingDestinationTemporary], true)
         XCTAssertTrue(replay.spans.allSatisfy {
             attribute($0, SemanticConventions.messagingSystem) == "nats" && $0.attributes[SemanticConventions.serverPort]?.intValue == 4222
                 && attribute($0, SemanticConventions.serverAddress) == "127.0.0.1" && $0.status == .unset
