@@ -63,10 +63,12 @@ final class NATSTracerTests: XCTestCase {
             received = []
             done = asyncio.Event()
             async def orders(msg):
-                received.append(msg)
-                if len(received) == 2: done.set()
+                received.append(msg.subject)
+                if len(received) == 3: done.set()
             async def service(msg):
                 await msg.respond(b"pong")
+                received.append(msg.subject)
+                if len(received) == 3: done.set()
             await nc.subscribe("orders", cb=orders)
             await nc.subscribe("service", cb=service)
             await nc.flush()
@@ -162,7 +164,9 @@ final class NATSTracerTests: XCTestCase {
             await nc.flush()
             await nc.publish("secret.plans", b"no")
             await nc.flush()
-            await asyncio.sleep(0.3)
+            for _ in range(100):
+                if errors: break
+                await asyncio.sleep(0.05)
             assert len(errors) == 1, errors
             await nc.close()
         asyncio.run(main())
