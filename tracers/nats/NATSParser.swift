@@ -51,6 +51,8 @@ final class NATSConnectionParser: ConnectionParser {
         var pid: UInt32
         var lineStart: UInt64
         var fingerprint: UInt64
+        /// A delivery's reply subject (a request's inbox).
+        var reply: String?
     }
 
     /// An operation waiting for its `+OK`/`-ERR` (verbose mode): a publish, or another operation (`CONNECT`,
@@ -62,6 +64,8 @@ final class NATSConnectionParser: ConnectionParser {
 
     /// Most operations waiting for answers on one connection; older ones are dropped (and counted).
     static let maxPending = 1024
+    /// Most delivered requests remembered per connection for their replies; older ones are forgotten.
+    static let maxRequests = 64
     /// Generated per-message reply subjects, by prefix, and the template that names them all: the clients'
     /// request/reply inboxes, and JetStream's acknowledgement subjects (stream, consumer and sequence numbers in them).
     static let temporaryDestinations = [("_INBOX.", "_INBOX.>"), ("$JS.ACK.", "$JS.ACK.>")]
@@ -77,6 +81,9 @@ final class NATSConnectionParser: ConnectionParser {
     private var delivering: Message?
     private var pending: [Pending] = []
     private var head = 0
+    /// Requests delivered to this client (reply subject, their process span), newest last: a publish to one of
+    /// those subjects is its reply, the child of that span.
+    private var requests: [(reply: String, identity: SpanIdentity)] = []
     /// `CONNECT` asked for `+OK` after every operation.
     private var verbose = false
     /// Answers can be matched with operations (false once a stream broke in verbose mode: publish spans then end
@@ -175,9 +182,17 @@ final class NATSConnectionParser: ConnectionParser {
     /// A published message's payload ended: a PRODUCER span (client) or SERVER span (server), now or at its answer.
     private func published(_ message: Message, traceparent: W3CTraceContext?, chunk: CaptureChunk, context: ParserContext,
                            into exchanges: inout [Exchange]) {
-        let identity = role == .client
-            ? context.clientIdentity(goid: chunk.goid, continuing: traceparent, requestStart: message.lineStart, fingerprint: message.fingerprint)
-            : context.identity(incoming: traceparent, goid: chunk.goid, requestStart: message.lineStart, fingerprint: message.fingerprint)
+        let identity: SpanIdentity
+        if role == .server {
+            identity = context.identity(incoming: traceparent, goid: chunk.goid, requestStart: message.lineStart, fingerprint: message.fingerprint)
+        } else if traceparent == nil, let request = requests.lastIndex(where: { $0.reply == message.destination }) {
+            let parent = requests.remove(at: request).identity
+            identity = context.clientIdentity(goid: chunk.goid, continuing: W3CTraceContext(traceID: parent.traceID, parentSpanID: parent.spanID,
+                                                                                           flags: UInt8(truncatingIfNeeded: parent.flags)),
+                                              source: .reply, requestStart: message.lineStart, fingerprint: message.fingerprint)
+        } else {
+            identity = context.clientIdentity(goid: chunk.goid, continuing: traceparent, requestStart: message.lineStart, fingerprint: message.fingerprint)
+        }
         let exchange = exchange(message, end: chunk.timestamp, identity: identity)
         if matchingAnswers {
             enqueue(.publish(exchange))
@@ -208,6 +223,10 @@ final class NATSConnectionParser: ConnectionParser {
             delivering = nil
             let identity = context.identity(incoming: NATSHeaders.traceparent(headers), goid: chunk.goid, requestStart: message.lineStart,
                                             fingerprint: message.fingerprint)
+            if let reply = message.reply {
+                if requests.count >= Self.maxRequests { requests.removeFirst() }
+                requests.append((reply, identity))
+            }
             exchanges.append(.messaging(exchange(message, end: chunk.timestamp, identity: identity)))
             return .line
         case .line(let line):
@@ -224,7 +243,10 @@ final class NATSConnectionParser: ConnectionParser {
                 if !text.hasPrefix("Stale Connection") { answered(error: text, at: chunk.timestamp, into: &exchanges) }
             case .msg, .hmsg:
                 // The server's deliveries are the subscribers' spans: skipped on its side.
-                if role == .client { delivering = message(.process, parsed, line: line, chunk: chunk) }
+                if role == .client {
+                    delivering = message(.process, parsed, line: line, chunk: chunk)
+                    delivering?.reply = parsed.reply.map { String(decoding: $0, as: UTF8.self) }
+                }
                 return .payload(headers: parsed.headerBytes, total: parsed.totalBytes)
             case .connect, .pub, .hpub, .sub, .unsub:
                 return .refuse // a client's, never the server's

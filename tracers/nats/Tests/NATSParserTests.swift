@@ -131,6 +131,27 @@ final class NATSParserTests: XCTestCase {
         XCTAssertEqual(replay.spans.count, 2)
     }
 
+    /// A responder's reply (a publish to the reply subject of a request delivered on the same connection) is the
+    /// child of that request's process span; another publish is not.
+    func testRepliesAreTheChildrenOfTheRequestsTheyAnswer() {
+        let replay = Replay()
+        replay.feed(.receive, Self.info, time: 1)
+        replay.feed(.send, "SUB service  1\r\n", time: 2)
+        replay.feed(.receive, "MSG service 1 _INBOX.req.1 4\r\nping\r\nMSG service 1 _INBOX.req.2 4\r\nping\r\n", time: 10)
+        replay.feed(.send, "PUB _INBOX.req.2  4\r\npong\r\nPUB other 1\r\nx\r\nPUB _INBOX.req.1  4\r\npong\r\n", time: 20)
+        XCTAssertEqual(replay.spans.map(\.name), ["process service", "process service", "publish _INBOX.>", "publish other", "publish _INBOX.>"])
+        let (first, second) = (replay.spans[0], replay.spans[1])
+        XCTAssertEqual(replay.spans[2].parentSpanID, second.spanID)
+        XCTAssertEqual(replay.spans[2].traceID, second.traceID)
+        XCTAssertEqual(replay.spans[4].parentSpanID, first.spanID)
+        XCTAssertEqual(replay.spans[4].traceID, first.traceID)
+        XCTAssertEqual(replay.spans[2].attributes["tracer.parent.source"]?.stringValue, "reply")
+        XCTAssertEqual(replay.spans[3].parentSpanID, .invalid)
+        // A second publish to the same subject is no reply any more.
+        replay.feed(.send, "PUB _INBOX.req.1 0\r\n\r\n", time: 30)
+        XCTAssertEqual(replay.spans.last?.parentSpanID, .invalid)
+    }
+
     /// Without verbose, an -ERR answers nothing: counted, no span changes.
     func testErrWithoutVerboseIsCountedOnly() {
         let replay = Replay()

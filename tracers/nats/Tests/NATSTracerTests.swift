@@ -113,6 +113,9 @@ final class NATSTracerTests: XCTestCase {
         XCTAssertEqual(processed.map { $0.attributes[SemanticConventions.messagingMessageBodySize]?.intValue }, [13, 14, 4])
         let answered = harness.waitForSpans(of: subscriber.pid, kind: .producer, count: 1)
         XCTAssertEqual(answered.map(\.name), ["publish _INBOX.>"])
+        // The responder's reply is the child of the request it processed.
+        XCTAssertEqual(answered.first?.parentSpanID, processed[2].spanID)
+        XCTAssertEqual(answered.first?.traceID, processed[2].traceID)
 
         // The traceparent of the HPUB parents the publish and the delivery.
         let traceID = try XCTUnwrap(TraceID(hex: "0af7651916cd43dd8448eb211c80319c"))
