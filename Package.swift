@@ -129,6 +129,12 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/HTTPTracerBenchmark",
             swiftSettings: swiftSettings),
+        /// The NATS parser's user-space cost: CPU per span and heap per idle connection (`swift run -c release NATSBenchmark`).
+        .executableTarget(
+            name: "NATSBenchmark",
+            dependencies: ["Tracers", "TracerFramework", "Telemetry"],
+            path: "Benchmarks/NATSBenchmark",
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "InspectionBenchmark",
             dependencies: ["ExecutableInspection"],

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the database parsers of captured bytes (SQL summaries, query-text sanitizing, the Redis RESP,
-# PostgreSQL, MySQL and memcached protocol parsers behind the capture layer's ConnectionTracker) with libFuzzer: builds Fuzz/DatabaseFuzz with
-# -sanitize=fuzzer,address into .build-fuzz-database, seeds a corpus with Redis, PostgreSQL, MySQL and memcached
-# exchanges, and runs.
+# PostgreSQL, MySQL, memcached and NATS protocol parsers behind the capture layer's ConnectionTracker) with libFuzzer: builds Fuzz/DatabaseFuzz with
+# -sanitize=fuzzer,address into .build-fuzz-database, seeds a corpus with Redis, PostgreSQL, MySQL, memcached and
+# NATS exchanges, and runs.
 #
 # Usage: scripts/fuzz-database.sh [RUNS] [extra libFuzzer flags...]   (RUNS defaults to 1000000)
 # A crash leaves crash-<sha1> in .build-fuzz-database/; replay it with the non-fuzzing build:
@@ -127,6 +127,30 @@ open(d + "/mc-binary", "wb").write(rec(0, binary(0x80, 0x0c, b"k", opaque=1) + b
     + rec(0, binary(0x80, 0x05, b"n", bytes(20), opaque=5)) + rec(1, binary(0x81, 0x05, value=b"bad", status=6, opaque=5)))
 open(d + "/mc-meta", "wb").write(rec(0, b"ms k 2 T0\r\nhi\r\nmg k v\r\nmn\r\n") + rec(1, b"HD\r\nVA 2\r\nhi\r\nMN\r\n")
     + rec(0, b"mg k v q\r\n") + rec(0, b"set k 0 0 4611686018427387904\r\nx\r\n"))
+PY
+fi
+if [ ! -e "$corpus/nats-pubsub" ]; then
+    # NATS (client protocol): INFO read first, CONNECT, SUB, PUB/HPUB pipelined with a payload split over writes,
+    # MSG/HMSG deliveries with a traceparent header, a reply inbox; verbose +OK/-ERR; a 2^62 size, headers above
+    # the payload, a payload beyond the capture; the server's side (INFO written first).
+    python3 - "$corpus" <<'PY'
+import sys
+def rec(control, data=b""):
+    return bytes([control, len(data)]) + data
+d = sys.argv[1]
+info = b'INFO {"server_id":"N","version":"2.9.10","headers":true,"max_payload":1048576}\r\n'
+hdr = b"NATS/1.0\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"
+open(d + "/nats-pubsub", "wb").write(rec(1, info) + rec(0, b'CONNECT {"verbose":false,"headers":true}\r\nPING\r\n') + rec(1, b"PONG\r\n")
+    + rec(0, b"SUB orders  1\r\nPUB orders  5\r\nhello\r\nPUB service _INBOX.a.b 4\r\npi") + rec(0, b"ng\r\n")
+    + rec(1, b"MSG orders 1 5\r\nhel") + rec(1, b"lo\r\nMSG _INBOX.a.b 2 4\r\npong\r\n")
+    + rec(0, b"HPUB orders %d %d\r\n" % (len(hdr), len(hdr) + 2) + hdr + b"hi\r\n")
+    + rec(1, b"HMSG orders 1 %d %d\r\n" % (len(hdr), len(hdr) + 2) + hdr + b"hi\r\n") + rec(2))
+open(d + "/nats-verbose", "wb").write(rec(1, info) + rec(0, b'CONNECT {"verbose": true}\r\n') + rec(1, b"+OK\r\n")
+    + rec(0, b"PUB a 1\r\nx\r\nPUB secret 1\r\ny\r\n") + rec(1, b"+OK\r\n-ERR 'Permissions Violation for Publish to \"secret\"'\r\n")
+    + rec(1, b"-ERR 'Stale Connection'\r\n") + rec(0, b"PUB a 4611686018427387904\r\n") + rec(0, b"HPUB a 10 5\r\n")
+    + rec(0 | (2 << 5), b"PUB big 300\r\n" + b"b" * 20) + rec(0, b"PUB a 0\r\n\r\n"))
+open(d + "/nats-server", "wb").write(rec(0, info) + rec(1, b'CONNECT {"verbose":true}\r\n') + rec(0, b"+OK\r\n")
+    + rec(1, b"PUB orders 2\r\nok\r\n") + rec(0, b"+OK\r\nMSG orders 1 2\r\nok\r\n") + rec(2))
 PY
 fi
 exec "$bin" -runs="$runs" -max_len=2048 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \

@@ -13,6 +13,7 @@ packages=(
   postgresql python3-psycopg golang-github-lib-pq-dev   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3, Go lib/pq
   mariadb-server mariadb-client libmariadb-dev gcc   # tracers/mysql tests: MariaDB 10.11, its client, libmariadb's prepared statements
   memcached libmemcached-tools python3-pymemcache   # tracers/memcached tests: the server, memccp/memccat, pymemcache
+  nats-server golang-github-nats-io-go-nats-dev   # tracers/nats tests: Debian's NATS server (2.9), nats.go for the Go client
   libbpf-tools   # kernel tracer tests compare with runqlat, oomkill, tcpconnect... (0.26)
   linux-libc-dev # tracers/syscalls: the syscall and errno name tables are generated from its asm/unistd_64.h, errno.h
 )
@@ -43,6 +44,8 @@ fi
 python3 -c "import opentelemetry.proto" 2>/dev/null || python3 -m pip install -q opentelemetry-proto
 # tracers/mysql tests: PyMySQL (pure Python MySQL/MariaDB client).
 python3 -c "import pymysql" 2>/dev/null || python3 -m pip install -q PyMySQL
+# tracers/nats tests: nats-py (pure Python NATS client; Debian has none), for the system Python the tests run.
+/usr/bin/python3 -c "import nats" 2>/dev/null || /usr/bin/python3 -m pip install -q --break-system-packages nats-py
 # The deploy/ checks: Kubernetes JSON schemas (offline) and a YAML linter.
 python3 -c "import kubernetes_validate, yamllint" 2>/dev/null || python3 -m pip install -q kubernetes-validate yamllint
 

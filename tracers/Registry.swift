@@ -22,6 +22,7 @@ public enum TracerRegistry {
             PostgresTracer(queryText: databaseQueryText),
             MySQLTracer(queryText: databaseQueryText),
             MemcachedTracer(queryText: databaseQueryText),
+            NATSTracer(),
         ]
     }
 

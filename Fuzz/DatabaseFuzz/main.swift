@@ -4,7 +4,7 @@ import TracerFramework
 import Tracers
 
 /// One fuzz input through the database parsers of captured bytes: SQL summaries and query-text sanitizing,
-/// and the connection tracker with the Redis, PostgreSQL, MySQL and memcached parsers behind it (queries recorded in full, so
+/// and the connection tracker with the Redis, PostgreSQL, MySQL, memcached and NATS parsers behind it (queries recorded in full, so
 /// argument and query-text handling run too). The input is cut into records — a control byte (bit 0: direction, bit 1: close,
 /// bit 2: raw event bytes, bits 3-4: connection, bits 5-7: n, with 16·4^n uncaptured bytes after the data
 /// when n > 0), a length byte, then that many bytes — so split values, truncated transfers and
@@ -34,13 +34,17 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
         }
         event.withUnsafeBytes { tracker.handle($0, into: &exchanges) }
     }
-    for case .database(let exchange) in exchanges {
-        _ = DatabaseSpans.span(exchange, resource: .empty, scope: scope) { $0 }
+    for exchange in exchanges {
+        switch exchange {
+        case .database(let database): _ = DatabaseSpans.span(database, resource: .empty, scope: scope) { $0 }
+        case .messaging(let message): _ = MessagingSpans.span(message, resource: .empty, scope: scope) { $0 }
+        default: break
+        }
     }
 }
 
 let parsers = [RedisTracer(queryText: .full).parser!, PostgresTracer(queryText: .full).parser!, MySQLTracer(queryText: .full).parser!,
-               MemcachedTracer(queryText: .full).parser!]
+               MemcachedTracer(queryText: .full).parser!, NATSTracer().parser!]
 let scope = InstrumentationScope(name: "fuzz")
 
 runFuzzTarget(named: "DatabaseFuzz", fuzzOne)

@@ -73,8 +73,8 @@ public struct ResourceMetricsData: Sendable {
 /// - RPC: `rpc.server.call.duration` / `rpc.client.call.duration`; `rpc.system`, `rpc.service`, `rpc.method`,
 ///   `rpc.grpc.status_code`, `error.type`, and for clients `server.address`.
 /// - Messaging: `messaging.client.operation.duration` (publish) and `messaging.process.duration` (delivery);
-///   `messaging.system`, `messaging.operation.name`, `messaging.destination.name`, `error.type`,
-///   `server.address`.
+///   `messaging.system`, `messaging.operation.name`, `messaging.destination.name` (or, for a temporary destination,
+///   `messaging.destination.template` instead), `error.type`, `server.address`.
 public final class REDMetrics: SpanSink {
     /// Semantic-conventions advice for HTTP durations (seconds).
     public static let durationBounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
@@ -153,7 +153,8 @@ public final class REDMetrics: SpanSink {
     static let rpcClientKeys = rpcServerKeys + [SemanticConventions.serverAddress]
     static let messagingKeys = [
         SemanticConventions.messagingSystem, SemanticConventions.messagingOperationName,
-        SemanticConventions.messagingDestinationName, SemanticConventions.errorType, SemanticConventions.serverAddress,
+        SemanticConventions.messagingDestinationName, SemanticConventions.messagingDestinationTemplate,
+        SemanticConventions.errorType, SemanticConventions.serverAddress,
     ]
 
     /// The attribute set of one series group: its duration instrument, service and attributes.
@@ -230,8 +231,13 @@ public final class REDMetrics: SpanSink {
         case .consumer where span.attributes[SemanticConventions.messagingSystem] != nil: (instrument, keys) = (.messagingProcessDuration, Self.messagingKeys)
         default: return
         }
+        // A destination with a template (a temporary one: NATS `_INBOX.…`) is named by its template only (semconv: the
+        // name only when it is known to have low cardinality).
+        let templated = span.attributes[SemanticConventions.messagingDestinationTemplate] != nil
         var attributes = Attributes(capacity: keys.count)
-        for key in keys { if let value = span.attributes[key] { attributes.appendUnchecked(key, value) } }
+        for key in keys where !(templated && key == SemanticConventions.messagingDestinationName) {
+            if let value = span.attributes[key] { attributes.appendUnchecked(key, value) }
+        }
         let service = span.resource.serviceName ?? "unknown_service"
         let index = groupIndex(SeriesKey(instrument: instrument, service: service, attributes: attributes), &state)
         state.groups[index].duration.record(span.durationSeconds, bounds: instrument.bounds)

@@ -47,6 +47,8 @@ public enum SemanticConventions {
     public static let messagingOperationType = "messaging.operation.type"
     public static let messagingOperationName = "messaging.operation.name"
     public static let messagingMessageBodySize = "messaging.message.body.size"
+    public static let messagingDestinationTemplate = "messaging.destination.template"
+    public static let messagingDestinationTemporary = "messaging.destination.temporary"
 
     // Resource: service.
     public static let serviceName = "service.name"

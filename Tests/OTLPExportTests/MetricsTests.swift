@@ -163,6 +163,21 @@ final class REDMetricsTests: XCTestCase {
         XCTAssertEqual(units["rpc.client.call.duration"], "s")
     }
 
+    /// Deliveries to generated reply inboxes (NATS `_INBOX.…`, one subject per request) make one series, keyed by
+    /// their destination template instead of their names.
+    func testTemporaryMessagingDestinationsAreKeyedByTheirTemplate() {
+        let red = REDMetrics()
+        red.consume((0..<50).map {
+            span(.consumer, ["messaging.system": "nats", "messaging.operation.name": "process", "messaging.destination.name": .string("_INBOX.abc.\($0)"),
+                             "messaging.destination.template": "_INBOX.>", "messaging.destination.temporary": true], seconds: 0.001)
+        })
+        let points = histogram(red.snapshot(), "shop", "messaging.process.duration")
+        XCTAssertEqual(points.count, 1)
+        XCTAssertEqual(points.first?.count, 50)
+        XCTAssertEqual(points.first?.attributes["messaging.destination.template"], "_INBOX.>")
+        XCTAssertNil(points.first?.attributes["messaging.destination.name"])
+    }
+
     func testCardinalityLimitFoldsIntoOverflowSeries() {
         let red = REDMetrics(maxSeriesPerService: 3)
         let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]

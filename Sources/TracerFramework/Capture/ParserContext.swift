@@ -75,6 +75,25 @@ public struct ParserContext {
     }
 }
 
+extension ParserContext {
+    /// Ids for a client span that continues `parent`: a trace context the message itself carried as its creation
+    /// context (a NATS `traceparent` header; the span is its child, not the span it names), or another span the
+    /// parser knows it belongs to (`source`). Without one, as ``clientIdentity(goid:carried:requestStart:fingerprint:)``.
+    /// A traced server on this host that reads the request becomes this span's child either way.
+    public func clientIdentity(goid: UInt64, continuing parent: W3CTraceContext?, source: ParentSource = .traceparent,
+                               requestStart: UInt64? = nil, fingerprint: UInt64 = 0) -> SpanIdentity {
+        guard let parent, !shadow else {
+            return clientIdentity(goid: goid, carried: nil, requestStart: requestStart, fingerprint: fingerprint)
+        }
+        let identity = traceContexts.newIdentity(parent: (parent.traceID, parent.parentSpanID, UInt32(parent.flags)), source: source)
+        if let links, let connection {
+            links.clientRequest(connection: connection, pid: pid, namespace: namespace, position: requestStart ?? position, timestamp: timestamp,
+                                fingerprint: fingerprint, identity: identity)
+        }
+        return identity
+    }
+}
+
 extension ConnectionEnds {
     init(_ tuple: capture_tuple) {
         func halves<T>(_ address: T) -> (UInt64, UInt64) {

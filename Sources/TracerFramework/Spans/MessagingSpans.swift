@@ -26,6 +26,16 @@ public struct MessagingExchange: Sendable {
     public var failed = false
     /// The broker's error text (`-ERR 'Permissions Violation…'`), when failed.
     public var errorMessage: String?
+    /// `error.type` when failed (low cardinality: `Permissions Violation`); `_OTHER` when nil.
+    public var errorType: String?
+    /// The side of the connection the process is on: a client (publisher or subscriber), or the broker that read
+    /// a published message (SERVER span).
+    public var role: ExchangeRole = .client
+    /// `messaging.destination.template`: a low-cardinality stand-in for a generated destination name (NATS
+    /// `_INBOX.>`); it names the span instead of the destination.
+    public var destinationTemplate: String?
+    /// `messaging.destination.temporary`: the destination lives only for one conversation (a reply inbox).
+    public var temporaryDestination = false
     /// CLOCK_MONOTONIC nanoseconds.
     public var start: UInt64
     public var end: UInt64
@@ -42,8 +52,9 @@ public struct MessagingExchange: Sendable {
     }
 }
 
-/// The one span builder of the messaging semantic-convention family: name `{operation} {destination}`,
-/// PRODUCER for a publish, CONSUMER for a delivery; `messaging.system`, `messaging.destination.name`,
+/// The one span builder of the messaging semantic-convention family: name `{operation} {destination}` (the
+/// destination's template when it has one), PRODUCER for a publish, CONSUMER for a delivery, SERVER for a message
+/// a broker read; `messaging.system`, `messaging.destination.name`,
 /// `messaging.operation.type` (`send` / `process`), `messaging.operation.name`, `messaging.message.body.size`,
 /// `server.*` (the broker) and `network.peer.*`.
 public enum MessagingSpans {
@@ -58,8 +69,15 @@ public enum MessagingSpans {
         attributes.appendUnchecked(SemanticConventions.messagingDestinationName, .string(exchange.destination))
         attributes.appendUnchecked(SemanticConventions.messagingOperationType, .string(type))
         attributes.appendUnchecked(SemanticConventions.messagingOperationName, .string(name))
+        if let template = exchange.destinationTemplate {
+            attributes.appendUnchecked(SemanticConventions.messagingDestinationTemplate, .string(template))
+        }
+        if exchange.temporaryDestination { attributes.appendUnchecked(SemanticConventions.messagingDestinationTemporary, true) }
         if let size = exchange.bodySize { attributes.appendUnchecked(SemanticConventions.messagingMessageBodySize, .int(Int64(size))) }
-        if let broker = exchange.peer {
+        if exchange.role == .server {
+            // The broker's side: it is the server, the publisher its client.
+            attributes.appendConnectionEnds(server: exchange.local, client: exchange.peer, peer: exchange.peer)
+        } else if let broker = exchange.peer {
             attributes.appendUnchecked(SemanticConventions.serverAddress, .string(broker.address))
             attributes.appendUnchecked(SemanticConventions.serverPort, .int(Int64(broker.port)))
             attributes.appendUnchecked(SemanticConventions.networkPeerAddress, .string(broker.address))
@@ -68,13 +86,14 @@ public enum MessagingSpans {
         var status = SpanStatus.unset
         if exchange.failed {
             status = .error(message: exchange.errorMessage ?? "")
-            attributes.appendUnchecked(SemanticConventions.errorType, "_OTHER")
+            attributes.appendUnchecked(SemanticConventions.errorType, .string(exchange.errorType ?? "_OTHER"))
         }
         let start = unixNanoseconds(exchange.start)
         let end = max(unixNanoseconds(exchange.end), start)
         let identity = exchange.identity
         attributes.appendParentSource(of: identity)
-        return Span(name: "\(name) \(exchange.destination)", kind: exchange.operation == .publish ? .producer : .consumer,
+        let kind: SpanKind = exchange.role == .server ? .server : exchange.operation == .publish ? .producer : .consumer
+        return Span(name: "\(name) \(exchange.destinationTemplate ?? exchange.destination)", kind: kind,
                     traceID: identity.traceID, spanID: identity.spanID, parentSpanID: identity.parentSpanID, flags: identity.flags,
                     startTimeUnixNano: start, endTimeUnixNano: end, status: status, attributes: attributes, resource: resource, scope: scope)
     }

@@ -14,6 +14,9 @@ public enum ParentSource: String, Sendable {
     case sameHostPeer = "same-host-peer"
     /// Ids decided in BPF and written into the request by the agent (context propagation).
     case injected
+    /// The message this one answers, on the same connection (NATS: a publish to the reply subject of a message
+    /// delivered before).
+    case reply
 
     /// The span attribute naming it.
     public static let attribute = "tracer.parent.source"
