@@ -7,6 +7,7 @@ import TracerFramework
 /// server), or — a connection seen mid-stream — a whole well-formed `PUB`/`HPUB`/`SUB`/`UNSUB` line (written:
 /// client) or `MSG`/`HMSG` line (read: client), the other way round for the server.
 struct NATSParser: ProtocolParser {
+    var protocolName: String { "nats" }
     let counters: NATSTracerCounters
 
     func claim(_ chunk: CaptureChunk, connection: CaptureConnection) -> (any ConnectionParser)? {
