@@ -32,7 +32,7 @@ final class PsCommandTests: XCTestCase {
 
     func testRedisIsListedWithItsPortTheRuleThatSelectsItAndItsTracers() throws {
         try requireExecutable("/usr/bin/redis-server", package: "redis-server")
-        let port = 20_000 + Int.random(in: 0..<20_000)
+        let port = unusedTCPPort()
         // Started through PATH, as a shell would: argv[0] is `redis-server`, and redis rewrites its title.
         let redis = try launch("/usr/bin/env", ["PATH=/usr/local/bin:/usr/bin:/bin", "redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         XCTAssertTrue(waitUntil(timeout: 10) {

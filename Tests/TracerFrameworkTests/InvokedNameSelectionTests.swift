@@ -89,7 +89,7 @@ final class InvokedNameSelectionTests: XCTestCase {
         let resolved = try FileManager.default.destinationOfSymbolicLink(atPath: "/usr/bin/redis-server")
         XCTAssertEqual(resolved, "redis-check-rdb", "the case this test is about: redis-server is a symlink")
         let directory = try temporaryDirectory(self)
-        let port = 20_000 + Int.random(in: 0..<20_000)
+        let port = unusedTCPPort()
         let redis = try launch("/usr/bin/redis-server", ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                                in: directory)
         // Redis rewrites its title ("redis-server 127.0.0.1:PORT") once it listens.

@@ -75,7 +75,7 @@ final class RedisTracerTests: XCTestCase {
         try requireBPF()
         try requireExecutable("/usr/bin/redis-server", package: "redis-server")
         let directory = try temporaryDirectory(self)
-        let port = 20_000 + Int.random(in: 0..<20_000)
+        let port = unusedTCPPort()
         let server = try ChildProcess("/usr/bin/redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                                                                  "--dir", directory.path])
         XCTAssertTrue(waitUntil(timeout: 10) { (try? TestSupport.run("/usr/bin/redis-cli", ["-p", String(port), "PING"]))?.contains("PONG") == true },
@@ -116,7 +116,7 @@ final class RedisTracerTests: XCTestCase {
             try prerequisiteMissing("python3-redis", "Python's redis module is missing (apt-get install python3-redis)")
         }
         let directory = try temporaryDirectory(self)
-        let port = 20_000 + Int.random(in: 0..<20_000)
+        let port = unusedTCPPort()
         let server = try ChildProcess("/usr/bin/redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                                                                  "--dir", directory.path])
         XCTAssertTrue(waitUntil(timeout: 10) { (try? TestSupport.run("/usr/bin/redis-cli", ["-p", String(port), "PING"]))?.contains("PONG") == true })
