@@ -13,8 +13,8 @@ final class DemoScriptTests: XCTestCase {
         let output = try TestSupport.run(root.appendingPathComponent("scripts/run-demo.sh").path, [],
                              environment: ["TRACER_DEMO_BINARY": productsDirectory.appendingPathComponent("tracer").path])
         let lines = output.split(separator: "\n").map(String.init)
-        XCTAssertTrue(lines.contains { $0.hasPrefix("demo: attached ") && $0.contains("[service demo-backend; tracers: http2, http, redis, postgres, mysql, memcached, capture;") }, output)
-        XCTAssertTrue(lines.contains { $0.hasPrefix("demo: attached ") && $0.contains("[service demo-frontend; tracers: go-nethttp, http2, http, redis, postgres, mysql, memcached, capture;") }, output)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("demo: attached ") && $0.contains("[service demo-backend; tracers: http2, http, redis, postgres, mysql, memcached, nats, capture;") }, output)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("demo: attached ") && $0.contains("[service demo-frontend; tracers: go-nethttp, http2, http, redis, postgres, mysql, memcached, nats, capture;") }, output)
 
         func field(_ name: String, _ line: String) -> String? {
             line.split(separator: " ").first { $0.hasPrefix("\(name)=") }.map { String($0.dropFirst(name.count + 1)) }

@@ -47,7 +47,7 @@ final class PsCommandTests: XCTestCase {
         XCTAssertTrue(entry.contains("\n  language native, ports \(port)\n"), entry)
         XCTAssertTrue(entry.contains("\n  selected by rule 1: exe_path '*/redis-server' matched the invoked path /usr/bin/redis-server\n"), entry)
         XCTAssertTrue(entry.contains("\n  service redis-server, language native\n"), entry)
-        XCTAssertTrue(entry.contains("\n  tracers: http2, http, redis, postgres, mysql, memcached; not: go-nethttp (not a Go executable)"), entry)
+        XCTAssertTrue(entry.contains("\n  tracers: http2, http, redis, postgres, mysql, memcached, nats; not: go-nethttp (not a Go executable)"), entry)
         XCTAssertTrue(selected.stdout.hasSuffix("1 process selected, 1 with a tracer that applies\n"), selected.stdout)
 
         let unselected = try runProduct("tracer", ["ps", "--exe", "*/no-such-server"])
