@@ -371,7 +371,8 @@ public final class Agent: @unchecked Sendable {
                 selected[pid] = SelectedProcess(pid: pid, rule: rule, resource: process.resource,
                                                 executable: process.snapshot.executablePath, tracers: report.tracers,
                                                 tracerMask: report.tracerMask,
-                                                parsers: .init(parsers: report.parsers, ownedElsewhere: report.ownedExchanges),
+                                                parsers: .init(parsers: report.parsers, ownedElsewhere: report.ownedExchanges,
+                                                               servesOnThreads: process.executable.language != .go),
                                                 attachedAt: .now)
             }
             return selected[pid] != nil

@@ -17,7 +17,8 @@ public struct CaptureChunk {
     /// Host TGID and thread of the task that moved the bytes.
     public var pid: UInt32
     public var tid: UInt32
-    /// Go: the goroutine that moved the bytes (runtime.g.goid); 0 for other processes.
+    /// What moved the bytes and serves the request they carry: in Go the goroutine (runtime.g.goid); in a
+    /// process that is not Go, its thread (``TraceContexts/Goroutine/thread(_:)``); 0 when unknown.
     public var goid: UInt64
     public var direction: Direction
     /// TLS plaintext (from libssl), not socket bytes.

@@ -82,10 +82,14 @@ public final class ConnectionTracker: @unchecked Sendable {
         public var parsers: [any ProtocolParser]
         /// Kinds of exchanges another tracer of the process makes: connections of that kind are left to it.
         public var ownedElsewhere: Set<ExchangeKind>
+        /// The process is not Go: a request is served by the thread that read it, which keys its calls'
+        /// parent (``TraceContexts/Goroutine/thread(_:)``; in Go the goroutine does, never the thread).
+        public var servesOnThreads: Bool
 
-        public init(parsers: [any ProtocolParser], ownedElsewhere: Set<ExchangeKind> = []) {
+        public init(parsers: [any ProtocolParser], ownedElsewhere: Set<ExchangeKind> = [], servesOnThreads: Bool = false) {
             self.parsers = parsers
             self.ownedElsewhere = ownedElsewhere
+            self.servesOnThreads = servesOnThreads
         }
     }
 
@@ -97,6 +101,8 @@ public final class ConnectionTracker: @unchecked Sendable {
         var givenUp = false
         /// Another tracer makes this connection's spans: the parser runs for same-host linking only.
         var shadow = false
+        /// ``ProcessParsers/servesOnThreads`` of its process.
+        var servesOnThreads = false
         /// Bytes sent and received since the connection was first seen (stream positions).
         var sent: UInt64 = 0
         var received: UInt64 = 0
@@ -197,8 +203,8 @@ public final class ConnectionTracker: @unchecked Sendable {
             entries[event.connection] = entry
         }
         if event.flags & UInt8(CAPTURE_FLAG_TLS) != 0 { entry.connection.isTLS = true }
-        let chunk = CaptureChunk(
-            pid: event.header.pid, tid: event.header.tid, goid: event.goid,
+        var chunk = CaptureChunk(
+            pid: event.header.pid, tid: event.header.tid, goid: entry.servesOnThreads ? TraceContexts.Goroutine.thread(event.header.tid) : event.goid,
             direction: event.direction == UInt8(CAPTURE_DIRECTION_SEND) ? .send : .receive,
             isTLSPlaintext: event.source != UInt8(CAPTURE_SOURCE_SOCKET), length: UInt64(event.length), data: data, tail: tail,
             timestamp: event.header.timestamp_ns)
@@ -213,6 +219,10 @@ public final class ConnectionTracker: @unchecked Sendable {
         }
         guard !entry.givenUp, !data.isEmpty else { return }
         guard let process = parsersOf(entry.pid, event.follows) else { return }
+        if process.servesOnThreads && event.goid == 0 {
+            entry.servesOnThreads = true
+            chunk.goid = TraceContexts.Goroutine.thread(event.header.tid)
+        }
         for candidate in process.parsers {
             guard let parser = candidate.claim(chunk, connection: entry.connection) else { continue }
             if process.ownedElsewhere.contains(parser.kind) {

@@ -2,9 +2,11 @@ import Synchronization
 import Telemetry
 
 /// The trace context the framework keeps across tracers (they never call each other): which server span
-/// each goroutine is serving, so a call it makes — seen by another tracer — becomes that span's child, and
-/// span ids decided in BPF (context propagation) for the spans user space builds.
+/// each goroutine is serving — or, in processes that are not Go, each thread — so a call it makes (seen by
+/// another tracer) becomes that span's child, and span ids decided in BPF (context propagation) for the spans
+/// user space builds.
 public final class TraceContexts: Sendable {
+    /// What serves a request: a goroutine (Go), or a thread of a process that is not Go (``thread(_:)``).
     public struct Goroutine: Hashable, Sendable {
         public var pid: UInt32
         public var goid: UInt64
@@ -13,6 +15,13 @@ public final class TraceContexts: Sendable {
             self.pid = pid
             self.goid = goid
         }
+
+        /// The key of thread `tid` (above every goroutine id): for processes that serve a request on the
+        /// thread that read it (thread-per-connection servers: Python's, Java's, forking ones), never Go's.
+        public static func thread(_ tid: UInt32) -> UInt64 { threadBit | UInt64(tid) }
+        static let threadBit: UInt64 = 1 << 63
+
+        var isThread: Bool { goid & Self.threadBit != 0 }
     }
 
     struct Call {
@@ -23,6 +32,9 @@ public final class TraceContexts: Sendable {
 
     private struct State {
         var serving: [Goroutine: SpanIdentity] = [:]
+        /// Threads: the server spans each one has in flight. An event-loop thread (Node, nginx, asyncio) serves
+        /// several at once, and then a call it makes names none of them (no guessing).
+        var threads: [Goroutine: [SpanIdentity]] = [:]
         var decided: [Goroutine: SpanIdentity] = [:]
         /// Client calls another tracer is making (by process), for same-host linking of their connections.
         var calls: [UInt32: [Call]] = [:]
@@ -58,7 +70,11 @@ public final class TraceContexts: Sendable {
     func replaceServing(_ goroutine: Goroutine, spanID: SpanID, with identity: SpanIdentity) {
         guard goroutine.goid != 0 else { return }
         state.withLock { state in
-            if state.serving[goroutine]?.spanID == spanID { state.serving[goroutine] = identity }
+            if goroutine.isThread {
+                if let index = state.threads[goroutine]?.firstIndex(where: { $0.spanID == spanID }) { state.threads[goroutine]![index] = identity }
+            } else if state.serving[goroutine]?.spanID == spanID {
+                state.serving[goroutine] = identity
+            }
         }
     }
 
@@ -100,15 +116,30 @@ public final class TraceContexts: Sendable {
     public func startServing(_ goroutine: Goroutine, _ identity: SpanIdentity) {
         guard goroutine.goid != 0 else { return }
         state.withLock { state in
+            if goroutine.isThread {
+                if state.threads.count >= Self.limit { state.threads.removeAll() }
+                // A span whose end was never seen (its connection lost) must not hold the thread forever.
+                if state.threads[goroutine, default: []].count >= Self.threadInFlightLimit { state.threads[goroutine] = nil }
+                state.threads[goroutine, default: []].append(identity)
+                return
+            }
             if state.serving.count >= Self.limit { state.serving.removeAll() }
             state.serving[goroutine] = identity
         }
     }
 
-    /// The server span `goroutine` serves, or else the one its creator (`parentGoid`, go1.21+) serves.
+    /// Most server spans remembered in flight on one thread.
+    static let threadInFlightLimit = 16
+
+    /// The server span `goroutine` serves, or else the one its creator (`parentGoid`, go1.21+) serves. A thread:
+    /// the one span it has in flight (nil with several).
     public func serving(_ goroutine: Goroutine, creator parentGoid: UInt64 = 0) -> SpanIdentity? {
         state.withLock { state in
-            state.serving[goroutine] ?? (parentGoid == 0 ? nil : state.serving[Goroutine(pid: goroutine.pid, goid: parentGoid)])
+            if goroutine.isThread {
+                guard let inFlight = state.threads[goroutine], inFlight.count == 1 else { return nil }
+                return inFlight[0]
+            }
+            return state.serving[goroutine] ?? (parentGoid == 0 ? nil : state.serving[Goroutine(pid: goroutine.pid, goid: parentGoid)])
         }
     }
 
@@ -125,6 +156,11 @@ public final class TraceContexts: Sendable {
     public func finishServing(_ goroutine: Goroutine, spanID: SpanID) -> SpanIdentity? {
         guard goroutine.goid != 0 else { return nil }
         return state.withLock { state in
+            if goroutine.isThread {
+                state.threads[goroutine]?.removeAll { $0.spanID == spanID }
+                if state.threads[goroutine]?.isEmpty == true { state.threads[goroutine] = nil }
+                return nil
+            }
             if state.serving[goroutine]?.spanID == spanID { state.serving[goroutine] = nil }
             return state.decided.isEmpty ? nil : state.decided.removeValue(forKey: goroutine)
         }
@@ -134,6 +170,7 @@ public final class TraceContexts: Sendable {
     public func forget(pid: UInt32) {
         state.withLock { state in
             state.serving = state.serving.filter { $0.key.pid != pid }
+            state.threads = state.threads.filter { $0.key.pid != pid }
             state.decided = state.decided.filter { $0.key.pid != pid }
             state.calls[pid] = nil
         }

@@ -130,8 +130,8 @@ final class SameHostLinkingEndToEndTests: XCTestCase {
         harness.agent.counters.first { $0.counter.name == name }?.counter.value() ?? 0
     }
 
-    /// Python's urllib call from a request handler to a Go net/http server: the Go server span is the child of
-    /// the Python client span (the other end of its connection), in its trace.
+    /// Python's urllib call from a request handler to a Go net/http server: the call is the child of the request
+    /// its thread serves, and the Go server span the child of the call (the other end of its connection): one trace.
     func testGoServerIsTheChildOfAPythonUrllibCall() throws {
         try requireBPF()
         try requireExecutable(Self.python, package: "python3")
@@ -155,8 +155,10 @@ final class SameHostLinkingEndToEndTests: XCTestCase {
         XCTAssertEqual(goServer.parentSpanID, client.spanID)
         XCTAssertEqual(goServer.traceID, client.traceID)
         XCTAssertEqual(source(goServer), "same-host-peer")
-        // Not asserted: the Python client span's own parent. Serving contexts are keyed by goroutine, and a
-        // non-Go thread has none (goid 0), so urllib's call starts a trace of its own (notes: issue-15b).
+        // The urllib call is made on the thread that serves /call: the request that thread serves is its parent.
+        XCTAssertEqual(client.parentSpanID, server.spanID)
+        XCTAssertEqual(source(client), "goroutine")
+        XCTAssertEqual(Set([server.traceID, client.traceID, goServer.traceID]).count, 1, "one trace")
     }
 
     /// The Go server's client call (from the handler's goroutine) to a Python server: the Python server span is
