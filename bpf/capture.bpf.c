@@ -909,14 +909,23 @@ int BPF_KRETPROBE(capture_ssl_return, int ret) /* all four return int: -1 is 0xf
  * its connection.
  * User space sets capture_process.go_tls only where these probes apply. ---- */
 
-static __always_inline int go_tls_enter(struct pt_regs *ctx, __u64 buffer, __u8 direction)
+/* The key of the current goroutine of `tgid`, a Go process whose crypto/tls plaintext is captured: 0 when it is
+ * not one, or its goroutine is unknown. */
+static __always_inline int go_tls_goroutine(__u32 tgid, struct capture_goroutine_key *key)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
 	if (!process || !process->go_tls)
 		return 0;
-	struct capture_goroutine_key key = { .tgid = tgid, .goid = current_goid(process) };
-	if (!key.goid)
+	key->tgid = tgid;
+	key->goid = current_goid(process);
+	return key->goid != 0;
+}
+
+static __always_inline int go_tls_enter(struct pt_regs *ctx, __u64 buffer, __u8 direction)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct capture_goroutine_key key = {};
+	if (!go_tls_goroutine(tgid, &key))
 		return 0;
 	struct capture_ssl_call call = { .ssl = ctx->ax, .buffer = buffer, .direction = direction };
 	/* A write's plaintext is complete at the entry: emitted now when the connection's socket is known, it
@@ -959,10 +968,9 @@ int capture_go_tls_handshake(struct pt_regs *ctx)
 /* Takes the call of the current goroutine out of the map into *call; 0 when there is none. */
 static __always_inline int go_tls_leave(__u32 tgid, struct capture_ssl_call *call)
 {
-	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
-	if (!process || !process->go_tls)
+	struct capture_goroutine_key key = {};
+	if (!go_tls_goroutine(tgid, &key))
 		return 0;
-	struct capture_goroutine_key key = { .tgid = tgid, .goid = current_goid(process) };
 	struct capture_ssl_call *saved = bpf_map_lookup_elem(&capture_go_tls_calls, &key);
 	if (!saved)
 		return 0;
@@ -1001,10 +1009,9 @@ SEC("uprobe")
 int capture_go_tls_handshake_return(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
-	if (!process || !process->go_tls)
+	struct capture_goroutine_key key = {};
+	if (!go_tls_goroutine(tgid, &key))
 		return 0;
-	struct capture_goroutine_key key = { .tgid = tgid, .goid = current_goid(process) };
 	struct capture_ssl_call *saved = bpf_map_lookup_elem(&capture_go_tls_calls, &key);
 	if (!saved || saved->buffer)
 		return 0; /* an outer Read or Write keeps its call */
