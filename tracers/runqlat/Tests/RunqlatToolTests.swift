@@ -1,5 +1,6 @@
 import Foundation
 import TestSupport
+@testable import Tracers
 import XCTest
 
 /// `tracer tool runqlat` as a user runs it (the built binary), on CPU contention the test makes: busy
@@ -135,7 +136,7 @@ final class RunqlatToolTests: XCTestCase {
     /// labelled with that cgroup's path.
     func testPerCgroupHistogramsNameTheCgroupPath() throws {
         try requireBPF()
-        guard let mount = cgroup2Mount() else { try prerequisiteMissing("cgroup2", "no cgroup2 filesystem mounted") }
+        guard let mount = CgroupPaths.cgroup2Mount() else { try prerequisiteMissing("cgroup2", "no cgroup2 filesystem mounted") }
         let directory = try temporaryDirectory(self)
         let binary = try contention(in: directory).path
         let name = "tracer-runqlat-\(getpid())"
@@ -157,16 +158,6 @@ final class RunqlatToolTests: XCTestCase {
         let both = try runProduct("tracer", ["tool", "runqlat", "--per-cgroup", "--per-process", "--count", "1"])
         XCTAssertNotEqual(both.status, 0)
         XCTAssertTrue(both.stderr.contains("--per-process or --per-cgroup, not both"), both.stderr)
-    }
-
-    private func cgroup2Mount() -> String? {
-        let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").compactMap { line -> String? in
-            let halves = line.components(separatedBy: " - ")
-            guard halves.count == 2, halves[1].hasPrefix("cgroup2 ") else { return nil }
-            let fields = halves[0].split(separator: " ")
-            return fields.count > 4 ? String(fields[4]) : nil
-        }.first
     }
 
     func testUnknownPIDAndToolAreOneLineErrors() throws {
