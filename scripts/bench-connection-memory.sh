@@ -16,22 +16,10 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-for tool in /usr/bin/redis-server /usr/bin/memcached /usr/sbin/nginx /usr/sbin/nghttpd /usr/bin/python3; do
-  [ -x "$tool" ] || { echo "missing $tool (apt-get install redis-server memcached nginx-light nghttp2-server)" >&2; exit 1; }
-done
-[ -d /sys/kernel/tracing/events ] || mount -t tracefs tracefs /sys/kernel/tracing
-if [ -z "$tracer" ]; then
-  export PATH="/opt/swift/usr/bin:$PATH"
-  swift build --manifest-cache none -c release --static-swift-stdlib --product tracer >&2
-  tracer=.build/release/tracer
-fi
+source scripts/lib-bench.sh
+bench_setup "apt-get install redis-server memcached nginx-light nghttp2-server" \
+  /usr/bin/redis-server /usr/bin/memcached /usr/sbin/nginx /usr/sbin/nghttpd /usr/bin/python3
 ulimit -n $((connections * 2 + 1024))
-
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
 
 # The client: N connections, one exchange each, then idle until stdin closes. $1 protocol, $2 port.
 cat > "$work/client.py" <<'EOF'

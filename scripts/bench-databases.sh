@@ -25,21 +25,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 pgbin=/usr/lib/postgresql/15/bin
-for tool in /usr/bin/redis-server /usr/bin/redis-benchmark "$pgbin/initdb" "$pgbin/postgres" /usr/bin/pgbench /usr/bin/jq \
-  /usr/sbin/mariadbd /usr/bin/mariadb-install-db /usr/bin/mariadb-slap /usr/bin/memcached /usr/bin/memcaslap; do
-  [ -x "$tool" ] || { echo "missing $tool (apt-get install redis-server postgresql jq mariadb-server mariadb-client memcached libmemcached-tools)" >&2; exit 1; }
-done
-[ -d /sys/kernel/tracing/events ] || mount -t tracefs tracefs /sys/kernel/tracing
-if [ -z "$tracer" ]; then
-  swift build --manifest-cache none -c release --static-swift-stdlib --product tracer >&2
-  tracer=.build/release/tracer
-fi
-
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; sleep 0.5; rm -rf "$work"; }
-trap cleanup EXIT
+source scripts/lib-bench.sh
+bench_setup "apt-get install redis-server postgresql jq mariadb-server mariadb-client memcached libmemcached-tools" \
+  /usr/bin/redis-server /usr/bin/redis-benchmark "$pgbin/initdb" "$pgbin/postgres" /usr/bin/pgbench /usr/bin/jq \
+  /usr/sbin/mariadbd /usr/bin/mariadb-install-db /usr/bin/mariadb-slap /usr/bin/memcached /usr/bin/memcaslap
 
 redis_port=$((20000 + RANDOM % 10000))
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no > /dev/null & pids+=($!); redis_pid=$!
@@ -78,7 +67,6 @@ maria_rate() { # -> "queries/s" ($requests / 2 queries of SELECT 1 over 2 connec
 memcached_run() { # -> "ops/s ops"
   memcaslap -s "127.0.0.1:$memcached_port" -T 2 -c 2 -t "${seconds}s" 2>/dev/null | awk '/^Run time/ {print $7, $5}'
 }
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
 agent="" metrics_port=$((40000 + RANDOM % 10000)) agent_cpu_start=0 agent_cpu=0 agent_spans=0
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

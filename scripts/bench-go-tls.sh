@@ -17,20 +17,10 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-for tool in /usr/bin/go /usr/bin/wrk /usr/bin/openssl /usr/sbin/bpftool /usr/bin/jq; do
-  [ -x "$tool" ] || { echo "missing $tool (apt-get install golang-go wrk openssl bpftool jq)" >&2; exit 1; }
-done
-[ -d /sys/kernel/tracing/events ] || mount -t tracefs tracefs /sys/kernel/tracing
-if [ -z "$tracer" ]; then
-  swift build --manifest-cache none -c release --static-swift-stdlib --product tracer >&2
-  tracer=.build/release/tracer
-fi
-
-work=$(mktemp -d)
-pids=()
+source scripts/lib-bench.sh
+bench_setup "apt-get install golang-go wrk openssl bpftool jq" /usr/bin/go /usr/bin/wrk /usr/bin/openssl /usr/sbin/bpftool /usr/bin/jq
 stats_before=$(sysctl -n kernel.bpf_stats_enabled)
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; sysctl -qw kernel.bpf_stats_enabled="$stats_before"; rm -rf "$work"; }
-trap cleanup EXIT
+bench_cleanup_extra() { sysctl -qw kernel.bpf_stats_enabled="$stats_before"; }
 
 cat > "$work/hello.go" <<'GO'
 package main
@@ -60,7 +50,6 @@ port=$(head -n1 "$work/port")
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime in clock ticks
 ticks=$(getconf CLK_TCK)
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 # run_cnt per program name (programs of the capture object loaded now).
 program_runs() { bpftool prog show -j | jq -r '.[] | select(.name | startswith("capture_")) | "\(.name) \(.run_cnt // 0)"' | sort; }
 

@@ -42,28 +42,16 @@ case "$tool" in
   *) echo "--tool: runqlat, files, syscalls, tcp, biolatency or oomkill, not $tool" >&2; exit 2 ;;
 esac
 [ $agent = 0 ] || [ "$tool" = runqlat ] || { echo "--agent goes with --tool runqlat" >&2; exit 2; }
-for program in "${reference[0]}" /usr/sbin/bpftool /usr/bin/jq /usr/bin/cc /usr/bin/curl; do
-  [ -x "$program" ] || { echo "missing $program (apt-get install libbpf-tools bpftool jq gcc)" >&2; exit 1; }
-done
-[ -d /sys/kernel/tracing/events ] || mount -t tracefs tracefs /sys/kernel/tracing
-if [ -z "$tracer" ]; then
-  swift build --manifest-cache none -c release --static-swift-stdlib --product tracer >&2
-  tracer=.build/release/tracer
-fi
-
-work=$(mktemp -d)
+source scripts/lib-bench.sh
+bench_setup "apt-get install libbpf-tools bpftool jq gcc curl" "${reference[0]}" /usr/sbin/bpftool /usr/bin/jq /usr/bin/cc /usr/bin/curl
 stats_before=$(sysctl -n kernel.bpf_stats_enabled)
-pids=()
 loop_device="" cgroup="" disk_file=""
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+bench_cleanup_extra() {
   sysctl -qw kernel.bpf_stats_enabled="$stats_before"
   [ -z "$loop_device" ] || losetup -d "$loop_device"
   [ -z "$disk_file" ] || rm -f "$disk_file"
   [ -z "$cgroup" ] || rmdir "$cgroup" 2>/dev/null || true
-  rm -rf "$work"
 }
-trap cleanup EXIT
 sysctl -qw kernel.bpf_stats_enabled=1
 
 # Ping-pong: the parent writes a byte, the child answers; both pinned to CPU 0, so every round trip is two
@@ -228,7 +216,6 @@ bpf_totals() {
   bpftool prog show -j | jq -r --argjson ids "$1" --arg names "$2" '[.[] | select(.id as $id | $ids | index($id)) | select(.name | test($names))] |
     "\(map(.run_time_ns // 0) | add // 0) \(map(.run_cnt // 0) | add // 0)"'
 }
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
 # One round: $1 = none|tracer|libbpf-tools -> "switches/s workload-rate/s tracerCPU% bpf-ns/run"
 round() {

@@ -21,19 +21,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-for tool in /usr/bin/go /usr/bin/wrk /usr/bin/redis-server /usr/bin/redis-benchmark; do
-  [ -x "$tool" ] || { echo "missing $tool (apt-get install golang-go wrk redis-server)" >&2; exit 1; }
-done
-[ -d /sys/kernel/tracing/events ] || mount -t tracefs tracefs /sys/kernel/tracing
-if [ -z "$tracer" ]; then
-  swift build --manifest-cache none -c release --static-swift-stdlib --product tracer >&2
-  tracer=.build/release/tracer
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+source scripts/lib-bench.sh
+bench_setup "apt-get install golang-go wrk redis-server" /usr/bin/go /usr/bin/wrk /usr/bin/redis-server /usr/bin/redis-benchmark
 
 cat > "$work/hello.go" <<'GO'
 package main
@@ -79,7 +68,6 @@ redis_rate() { redis-benchmark -p "$redis_port" -c 2 -n 100000 -t get -q 2>/dev/
 wrk_run() { # port connections -> "rate requests"
   wrk -t1 -c"$2" -d"${seconds}s" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {rate=$2} /requests in/ {n=$1} END {print rate, n}'
 }
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
 agent=""
 start_agent() {
