@@ -26,7 +26,7 @@ struct Tracer: ParsableCommand {
               tracer features [--json]                BPF features, capabilities, mounts
               tracer inspect ./server                 what the agent sees in an executable
               tracer inspect --pid 1234               ... or in a running process
-              tracer inspect --pid 1234 --watch 10    ... and which protocols its connections speak
+              tracer inspect --pid 1234 --watch 10    ... and the protocols it speaks
               tracer object run exec.bpf.o -- --min-us 100   run a BPF object: events, histograms, stats
               tracer object run exec.bpf.o --help     ... the object's own options
               tracer object pack exec.bpf.o -o exec.json     package it with editable meta
