@@ -13,6 +13,7 @@ packages=(
   postgresql python3-psycopg golang-github-lib-pq-dev   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3, Go lib/pq
   mariadb-server mariadb-client libmariadb-dev gcc   # tracers/mysql tests: MariaDB 10.11, its client, libmariadb's prepared statements
   memcached libmemcached-tools python3-pymemcache   # tracers/memcached tests: the server, memccp/memccat, pymemcache
+  nghttp2-server nghttp2-client python3-grpcio   # tracers/http2 tests: nghttpd, nghttp, h2load; grpcio (C-core) server and client
   libbpf-tools   # kernel tracer tests compare with runqlat, oomkill, tcpconnect... (0.26)
   linux-libc-dev # tracers/syscalls: the syscall and errno name tables are generated from its asm/unistd_64.h, errno.h
 )

@@ -56,11 +56,24 @@ final class HTTP2ConnectionParser: ConnectionParser {
         var requestBodyBytes: Int64 = 0
         var responseBodyBytes: Int64 = 0
         var responseHeadersSeen = false
+        /// A header block after the response's headers: trailers (every gRPC response ends with them).
+        var responseTrailersSeen = false
+        /// The response ended with END_STREAM (not a reset, not a closed connection).
+        var responseEnded = false
         var partialHeaders = false
+        /// When frames of the stream's connection were lost while it was open (0: never): its end may have
+        /// been among them, and its body sizes are unknown.
+        var framesLostAt: UInt64 = 0
         var identity: SpanIdentity
 
         var isGRPC: Bool {
             grpcStatus != nil || [requestContentType, responseContentType].contains { $0?.hasPrefix("application/grpc") == true }
+        }
+
+        /// Partly decoded, with trailers and no content type known: gRPC whose `content-type` and
+        /// `grpc-status` were compressed against table entries the agent never saw.
+        var looksLikeGRPC: Bool {
+            partialHeaders && responseTrailersSeen && requestContentType == nil && responseContentType == nil
         }
     }
 
@@ -160,7 +173,8 @@ final class HTTP2ConnectionParser: ConnectionParser {
     func close(at timestamp: UInt64, context: ParserContext, into exchanges: inout [Exchange]) {
         for id in streams.keys.sorted() {
             guard var stream = streams.removeValue(forKey: id) else { continue }
-            if stream.end == 0 { stream.end = timestamp }
+            // A stream whose frames were lost may have ended among them: it was last known alive then.
+            if stream.end == 0 { stream.end = stream.framesLostAt != 0 ? stream.framesLostAt : timestamp }
             complete(stream, context: context, into: &exchanges)
         }
     }
@@ -198,6 +212,7 @@ final class HTTP2ConnectionParser: ConnectionParser {
         switch event {
         case .lost:
             counters.lostFrames.add(1, ordering: .relaxed)
+            for id in streams.keys { streams[id]?.framesLostAt = chunk.timestamp }
             withDirection(isRequest) { direction in
                 direction.decoder.desynchronize()
                 direction.block.removeAll()
@@ -222,6 +237,7 @@ final class HTTP2ConnectionParser: ConnectionParser {
             if isRequest { stream.requestBodyBytes += Int64(header.length) } else { stream.responseBodyBytes += Int64(header.length) }
             if !isRequest && header.flags & Flag.endStream != 0 {
                 stream.end = chunk.timestamp
+                stream.responseEnded = true
                 streams[header.streamID] = nil
                 complete(stream, context: context, into: &exchanges)
             } else {
@@ -352,11 +368,14 @@ final class HTTP2ConnectionParser: ConnectionParser {
                 stream.responseHeadersSeen = true
                 stream.status = decoded.status
                 stream.responseContentType = decoded.contentType
+            } else {
+                stream.responseTrailersSeen = true
             }
             if let code = decoded.grpcStatus { stream.grpcStatus = code }
             if partial { stream.partialHeaders = true }
             if endsStream {
                 stream.end = chunk.timestamp
+                stream.responseEnded = true
                 streams[streamID] = nil
                 complete(stream, context: context, into: &exchanges)
             } else {
@@ -496,8 +515,8 @@ final class HTTP2ConnectionParser: ConnectionParser {
     private func complete(_ stream: Stream, context: ParserContext, into exchanges: inout [Exchange]) {
         let finished = stream.responseHeadersSeen && (stream.grpcStatus != nil || stream.status != nil)
         if stream.partialHeaders { counters.partialHeaders.add(1, ordering: .relaxed) }
-        if stream.isGRPC { carriesGRPC = true }
-        if stream.isGRPC || (carriesGRPC && stream.partialHeaders && stream.requestContentType == nil) {
+        if stream.isGRPC || stream.looksLikeGRPC { carriesGRPC = true }
+        if stream.isGRPC || stream.looksLikeGRPC || (carriesGRPC && stream.partialHeaders && stream.requestContentType == nil) {
             var exchange = RPCExchange(pid: stream.pid, role: role, system: "grpc", tls: connection.isTLS,
                                        start: stream.start, end: max(stream.end, stream.start), identity: stream.identity)
             if let path = stream.path, let (service, method) = Self.grpcServiceAndMethod(path) {
@@ -505,7 +524,8 @@ final class HTTP2ConnectionParser: ConnectionParser {
                 exchange.method = method
             }
             exchange.grpcStatusCode = stream.grpcStatus
-            exchange.failed = stream.grpcStatus == nil
+            // No status is a failure unless the trailers ended the call and held it in a field not decoded.
+            exchange.failed = stream.grpcStatus == nil && !(stream.responseEnded && stream.partialHeaders)
             exchange.partialHeaders = stream.partialHeaders
             exchange.protocolVersion = "2"
             exchange.local = connection.local
@@ -522,8 +542,11 @@ final class HTTP2ConnectionParser: ConnectionParser {
                                     start: stream.start, end: max(stream.end, stream.start), identity: stream.identity)
         exchange.protocolVersion = "2"
         exchange.statusCode = finished ? stream.status : nil
-        if stream.requestBodyBytes > 0 || stream.method == "POST" || stream.method == "PUT" { exchange.requestBodySize = stream.requestBodyBytes }
-        if finished { exchange.responseBodySize = stream.responseBodyBytes }
+        let bodiesKnown = stream.framesLostAt == 0
+        if bodiesKnown && (stream.requestBodyBytes > 0 || stream.method == "POST" || stream.method == "PUT") {
+            exchange.requestBodySize = stream.requestBodyBytes
+        }
+        if finished && bodiesKnown { exchange.responseBodySize = stream.responseBodyBytes }
         exchange.local = connection.local
         exchange.peer = connection.peer
         exchanges.append(.http(exchange))
