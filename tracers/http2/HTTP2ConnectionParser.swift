@@ -60,6 +60,8 @@ final class HTTP2ConnectionParser: ConnectionParser {
         var responseTrailersSeen = false
         /// The response ended with END_STREAM (not a reset, not a closed connection).
         var responseEnded = false
+        /// RST_STREAM ended it.
+        var wasReset = false
         var partialHeaders = false
         /// When frames of the stream's connection were lost while it was open (0: never): its end may have
         /// been among them, and its body sizes are unknown.
@@ -220,6 +222,8 @@ final class HTTP2ConnectionParser: ConnectionParser {
             }
         case .frame(let header, let payload):
             frame(header, payload: payload, isRequest: isRequest, chunk: chunk, context: context, into: &exchanges)
+        case .truncated(let header, let prefix):
+            truncatedHeaderBlock(header, prefix: prefix, isRequest: isRequest, chunk: chunk, context: context, into: &exchanges)
         }
     }
 
@@ -291,11 +295,52 @@ final class HTTP2ConnectionParser: ConnectionParser {
         case FrameType.rstStream:
             guard var stream = streams.removeValue(forKey: header.streamID) else { return }
             stream.end = chunk.timestamp
+            stream.wasReset = true
             counters.resetStreams.add(1, ordering: .relaxed)
             complete(stream, context: context, into: &exchanges)
         default:
             break
         }
+    }
+
+    /// The captured start of a HEADERS frame (or of a CONTINUATION of the block being assembled) cut by bytes
+    /// the capture did not keep: the fields wholly inside it are decoded, the stream's headers are partial.
+    /// (gRPC C-core writes a request's header block as one iovec per name and value: the capture gathers
+    /// the first segments only.)
+    private func truncatedHeaderBlock(_ header: HTTP2FrameHeader, prefix: UnsafeRawBufferPointer, isRequest: Bool, chunk: CaptureChunk,
+                                      context: ParserContext, into exchanges: inout [Exchange]) {
+        typealias Flag = HTTP2FrameHeader.Flag
+        if header.type == HTTP2FrameHeader.FrameType.headers {
+            var start = 0
+            var end = header.length
+            if header.flags & Flag.padded != 0 {
+                guard !prefix.isEmpty else { return }
+                start = 1
+                end -= Int(prefix[0])
+            }
+            if header.flags & Flag.priority != 0 { start += 5 }
+            end = min(end, prefix.count)
+            guard start < end else { return }
+            withDirection(isRequest) { direction in
+                direction.block.removeAll(keepingCapacity: true)
+                direction.block.append(contentsOf: UnsafeRawBufferPointer(rebasing: prefix[start..<end]))
+                direction.blockStream = header.streamID
+                direction.blockEndsStream = header.flags & Flag.endStream != 0
+                direction.blockIsPushPromise = false
+                direction.assembling = true
+            }
+        } else if header.type == HTTP2FrameHeader.FrameType.continuation {
+            let continues = withDirection(isRequest) { direction -> Bool in
+                guard direction.assembling, direction.blockStream == header.streamID,
+                      direction.block.count + prefix.count <= Self.maxHeaderBlock else { return false }
+                direction.block.append(contentsOf: prefix)
+                return true
+            }
+            guard continues else { return }
+        } else {
+            return
+        }
+        headerBlock(isRequest: isRequest, truncated: true, chunk: chunk, context: context, into: &exchanges)
     }
 
     /// The header block fragment of a HEADERS or PUSH_PROMISE frame: without padding, priority fields and
@@ -329,7 +374,9 @@ final class HTTP2ConnectionParser: ConnectionParser {
     }
 
     /// A complete header block of `direction`: decoded (HPACK state advances even for blocks no stream wants).
-    private func headerBlock(isRequest: Bool, chunk: CaptureChunk, context: ParserContext, into exchanges: inout [Exchange]) {
+    /// A `truncated` block (its end not captured) ends in an error by design: partial, not malformed.
+    private func headerBlock(isRequest: Bool, truncated: Bool = false, chunk: CaptureChunk, context: ParserContext,
+                             into exchanges: inout [Exchange]) {
         var decoded = DecodedHeaders()
         var failed = false
         withDirection(isRequest) { direction in
@@ -342,10 +389,10 @@ final class HTTP2ConnectionParser: ConnectionParser {
                 }
             }
         }
-        if failed { counters.malformed.add(1, ordering: .relaxed) }
+        if failed && !truncated { counters.malformed.add(1, ordering: .relaxed) }
         let (streamID, endsStream, isPushPromise) = withDirection(isRequest) { ($0.blockStream, $0.blockEndsStream, $0.blockIsPushPromise) }
         guard !isPushPromise else { return }
-        let partial = failed || decoded.unknownFields > 0
+        let partial = failed || truncated || decoded.unknownFields > 0
         if isRequest {
             guard streams[streamID] == nil else {
                 // Request trailers.
@@ -513,6 +560,10 @@ final class HTTP2ConnectionParser: ConnectionParser {
     // MARK: Exchanges
 
     private func complete(_ stream: Stream, context: ParserContext, into exchanges: inout [Exchange]) {
+        var stream = stream
+        // Its end was not seen and frames were lost while it was open: its trailers may have been among them.
+        let endMayBeLost = stream.framesLostAt != 0 && !stream.responseEnded && !stream.wasReset
+        if endMayBeLost { stream.partialHeaders = true }
         let finished = stream.responseHeadersSeen && (stream.grpcStatus != nil || stream.status != nil)
         if stream.partialHeaders { counters.partialHeaders.add(1, ordering: .relaxed) }
         if stream.isGRPC || stream.looksLikeGRPC { carriesGRPC = true }
@@ -524,8 +575,10 @@ final class HTTP2ConnectionParser: ConnectionParser {
                 exchange.method = method
             }
             exchange.grpcStatusCode = stream.grpcStatus
-            // No status is a failure unless the trailers ended the call and held it in a field not decoded.
-            exchange.failed = stream.grpcStatus == nil && !(stream.responseEnded && stream.partialHeaders)
+            // No status is a failure (a reset, a connection closed mid-call) unless it may be in a field not
+            // decoded (trailers that ended the call with fields of unknown entries) or in lost frames.
+            exchange.failed = stream.wasReset
+                || (stream.grpcStatus == nil && !(stream.partialHeaders && (stream.responseEnded || endMayBeLost)))
             exchange.partialHeaders = stream.partialHeaders
             exchange.protocolVersion = "2"
             exchange.local = connection.local

@@ -355,6 +355,33 @@ final class HTTP2ParserTests: XCTestCase {
         XCTAssertNil(replay.http.last?.responseBodySize)
     }
 
+    func testAHeaderBlockCutByTheCaptureDecodesTheFieldsWhollyInsideIt() throws {
+        let replay = Replay()
+        // A client's first write as gRPC C-core makes it: preface, SETTINGS, then a request whose header block
+        // is 1000 bytes long, of which only the start was captured (the :path literal and :method POST).
+        let start = indexedLiteral(":path", "/demo.Greeter/Hello") + [0x83] + indexedLiteral("content-type", "applica")
+        let headers = [0, 0x03, 0xE8, 1, 0x4, 0, 0, 0, 1] + start
+        let write = preface + settings + headers
+        replay.feed(.send, write, length: write.count + 1000 - start.count, at: 1_000)
+        XCTAssertEqual(replay.tracer.statistics.lostFrames.load(ordering: .relaxed), 1)
+        // The response (read whole): headers with the gRPC content type, then trailers.
+        replay.feed(.receive, settings + frame(1, flags: 0x4, stream: 1, [0x88] + indexedLiteral("content-type", "application/grpc")) +
+                    frame(0, stream: 1, [0, 0, 0, 0, 1, 0x41]) + frame(1, flags: 0x5, stream: 1, literal("grpc-status", "0")), at: 2_000)
+        let rpc = try XCTUnwrap(replay.rpc.first)
+        XCTAssertEqual(replay.exchanges.count, 1)
+        XCTAssertEqual(RPCSpans.name(rpc), "demo.Greeter/Hello")
+        XCTAssertEqual(rpc.grpcStatusCode, 0)
+        XCTAssertTrue(rpc.partialHeaders)
+        XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 0, "a cut block is partial, not malformed")
+        // The next request refers to the :path entry, which the lost bytes may have moved: unknown.
+        replay.feed(.send, frame(1, flags: 0x4, stream: 3, [0x83, 0xBF]) + frame(0, flags: 0x1, stream: 3, [0, 0, 0, 0, 0]), at: 3_000)
+        replay.feed(.receive, frame(1, flags: 0x4, stream: 3, [0x88, 0xBE]) + frame(1, flags: 0x5, stream: 3, literal("grpc-status", "5")), at: 4_000)
+        XCTAssertEqual(replay.rpc.count, 2)
+        XCTAssertEqual(replay.rpc.last.map(RPCSpans.name), "grpc")
+        XCTAssertEqual(replay.rpc.last?.grpcStatusCode, 5)
+        XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 0)
+    }
+
     func testUpgradeFromHTTP1MakesTheRequestStreamOne() throws {
         let replay = Replay()
         let request = "GET /up?x=1 HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
