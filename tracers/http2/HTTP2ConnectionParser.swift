@@ -69,7 +69,8 @@ final class HTTP2ConnectionParser: ConnectionParser {
         var identity: SpanIdentity
 
         var isGRPC: Bool {
-            grpcStatus != nil || [requestContentType, responseContentType].contains { $0?.hasPrefix("application/grpc") == true }
+            grpcStatus != nil || requestContentType?.hasPrefix("application/grpc") == true
+                || responseContentType?.hasPrefix("application/grpc") == true
         }
 
         /// Partly decoded, with trailers and no content type known: gRPC whose `content-type` and
@@ -237,15 +238,18 @@ final class HTTP2ConnectionParser: ConnectionParser {
         typealias Flag = HTTP2FrameHeader.Flag
         switch header.type {
         case FrameType.data:
-            guard var stream = streams[header.streamID] else { return }
-            if isRequest { stream.requestBodyBytes += Int64(header.length) } else { stream.responseBodyBytes += Int64(header.length) }
-            if !isRequest && header.flags & Flag.endStream != 0 {
-                stream.end = chunk.timestamp
-                stream.responseEnded = true
-                streams[header.streamID] = nil
-                complete(stream, context: context, into: &exchanges)
+            // In place: a stream copied out and back is a retain and release of each of its strings.
+            guard let index = streams.index(forKey: header.streamID) else { return }
+            if isRequest {
+                streams.values[index].requestBodyBytes += Int64(header.length)
             } else {
-                streams[header.streamID] = stream
+                streams.values[index].responseBodyBytes += Int64(header.length)
+                if header.flags & Flag.endStream != 0 {
+                    var stream = streams.remove(at: index).value
+                    stream.end = chunk.timestamp
+                    stream.responseEnded = true
+                    complete(stream, context: context, into: &exchanges)
+                }
             }
         case FrameType.headers, FrameType.pushPromise:
             guard let payload else { return }
@@ -407,28 +411,31 @@ final class HTTP2ConnectionParser: ConnectionParser {
                 stream.partialHeaders = partial
             }
         } else {
-            guard var stream = streams[streamID] else {
+            guard let index = streams.index(forKey: streamID) else {
                 counters.unmatchedStreams.add(1, ordering: .relaxed)
                 return
             }
-            if !stream.responseHeadersSeen {
-                stream.responseHeadersSeen = true
-                stream.status = decoded.status
-                stream.responseContentType = decoded.contentType
-            } else {
-                stream.responseTrailersSeen = true
-            }
-            if let code = decoded.grpcStatus { stream.grpcStatus = code }
-            if partial { stream.partialHeaders = true }
+            Self.response(decoded, partial: partial, into: &streams.values[index])
             if endsStream {
+                var stream = streams.remove(at: index).value
                 stream.end = chunk.timestamp
                 stream.responseEnded = true
-                streams[streamID] = nil
                 complete(stream, context: context, into: &exchanges)
-            } else {
-                streams[streamID] = stream
             }
         }
+    }
+
+    /// Response headers (the first block) or trailers (a later one) of `stream`.
+    private static func response(_ decoded: DecodedHeaders, partial: Bool, into stream: inout Stream) {
+        if !stream.responseHeadersSeen {
+            stream.responseHeadersSeen = true
+            stream.status = decoded.status
+            stream.responseContentType = decoded.contentType
+        } else {
+            stream.responseTrailersSeen = true
+        }
+        if let code = decoded.grpcStatus { stream.grpcStatus = code }
+        if partial { stream.partialHeaders = true }
     }
 
     /// Opens a stream from its request headers (its identity is decided now, so calls it makes can name it).
