@@ -480,16 +480,16 @@ final class HTTP2ConnectionParser: ConnectionParser {
         guard let first = name.first else { return }
         if first == UInt8(ascii: ":") {
             switch name.count {
-            case 7 where name.elementsEqual(":method".utf8):
+            case 7 where Self.equal(name, ":method"):
                 decoded.method = String(decoding: value, as: UTF8.self)
                 decoded.isRequest = true
-            case 5 where name.elementsEqual(":path".utf8):
+            case 5 where Self.equal(name, ":path"):
                 decoded.path = String(decoding: value, as: UTF8.self)
                 decoded.isRequest = true
-            case 7 where name.elementsEqual(":status".utf8):
+            case 7 where Self.equal(name, ":status"):
                 decoded.status = decimal(value)
                 if decoded.isRequest == nil { decoded.isRequest = false }
-            case 7 where name.elementsEqual(":scheme".utf8), 10 where name.elementsEqual(":authority".utf8):
+            case 7 where Self.equal(name, ":scheme"), 10 where Self.equal(name, ":authority"):
                 decoded.isRequest = true
             default:
                 break
@@ -497,14 +497,23 @@ final class HTTP2ConnectionParser: ConnectionParser {
             return
         }
         switch name.count {
-        case 12 where name.elementsEqual("content-type".utf8):
+        case 12 where Self.equal(name, "content-type"):
             decoded.contentType = String(decoding: value.prefix(64), as: UTF8.self)
-        case 11 where name.elementsEqual("grpc-status".utf8):
+        case 11 where Self.equal(name, "grpc-status"):
             decoded.grpcStatus = decimal(value)
-        case 11 where name.elementsEqual("traceparent".utf8):
+        case 11 where Self.equal(name, "traceparent"):
             decoded.traceparent = traceparent(value)
         default:
             break
+        }
+    }
+
+    /// Whether `bytes` are the literal's (byte by byte: no String indexing on the per-field path).
+    static func equal(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
+        literal.utf8Bytes { expected in
+            guard bytes.count == expected.count else { return false }
+            for i in 0..<expected.count where bytes[i] != expected[i] { return false }
+            return true
         }
     }
 
