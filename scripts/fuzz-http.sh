@@ -37,6 +37,13 @@ open(sys.argv[1] + "/server", "wb").write(rec(0, req) + rec(1, resp) + rec(0, b"
 pipe = b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
 open(sys.argv[1] + "/client", "wb").write(rec(8 | 1, pipe) + rec(8, b"HTTP/1.1 204 No\r\n\r\nHTTP/1.1 500 E\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
 open(sys.argv[1] + "/sendfile", "wb").write(rec(0, req) + rec(1, b"HTTP/1.1 200 OK\r\nContent-Length: 3145728\r\n\r\n") + rec(1 | (3 << 5)))
+# HTTP/2: a client preface, SETTINGS and a request (static :method GET, :scheme http, a Huffman :path, an
+# indexed literal); the response with an indexed reference, DATA, and a gRPC trailer; a cut header block.
+h2req = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]) \
+    + bytes([0, 0, 14, 1, 5, 0, 0, 0, 1, 0x82, 0x86, 0x44, 0x85, 0x62, 0x72, 0xd1, 0x41, 0xff, 0x40, 1, 0x61, 1, 0x62])
+h2resp = bytes([0, 0, 2, 1, 4, 0, 0, 0, 1, 0x88, 0xbe]) + bytes([0, 0, 2, 0, 0, 0, 0, 0, 1]) + b"ok" \
+    + bytes([0, 0, 15, 1, 5, 0, 0, 0, 1, 0, 11]) + b"grpc-status" + b"\x015"
+open(sys.argv[1] + "/h2", "wb").write(rec(0, h2req) + rec(1, h2resp) + rec(1 | (1 << 5), bytes([0, 0, 200, 1, 4, 0, 0, 0, 3, 0x82])))
 open(sys.argv[1] + "/garbage", "wb").write(rec(16, b"\x16\x03\x01\x00\x05hello") + rec(16 | 4, b"\x20\x03\x00\x00"))
 PY
 fi

@@ -4,15 +4,15 @@ import TracerFramework
 import Tracers
 
 /// One fuzz input through everything that reads captured bytes: the request and response parsers, query
-/// redaction, and the capture layer's user-space entry point (the connection tracker) with the HTTP/1
-/// parser behind it. The input is cut into records — a control byte (bit 0: direction, bit 1: close,
+/// redaction, and the capture layer's user-space entry point (the connection tracker) with the HTTP/2 (frames,
+/// HPACK, gRPC) and HTTP/1 parsers behind it, in the registry's order. The input is cut into records — a control byte (bit 0: direction, bit 1: close,
 /// bit 2: raw event bytes, bits 3-4: connection, bits 5-7: a length multiplier for transfers without data),
 /// a length byte, then that many bytes — so sequences of chunks, odd lengths and truncated events all occur.
 func fuzzOne(_ data: UnsafeRawBufferPointer) {
     _ = HTTPMessageParser.parseRequest(data)
     _ = HTTPMessageParser.parseResponse(data)
     _ = HTTPSpans.redactQuery(Substring(String(decoding: data, as: UTF8.self)))
-    let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _, _ in .init(parsers: [parser]) }, countOnly: { _ in })
+    let tracker = ConnectionTracker(traceContexts: TraceContexts(), parsers: { _, _ in .init(parsers: parsers) }, countOnly: { _ in })
     var exchanges: [Exchange] = []
     var offset = 0
     var time: UInt64 = 1
@@ -34,12 +34,16 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) {
         }
         event.withUnsafeBytes { tracker.handle($0, into: &exchanges) }
     }
-    for case .http(let exchange) in exchanges {
-        _ = HTTPSpans.span(exchange, resource: .empty, scope: scope) { $0 }
+    for exchange in exchanges {
+        switch exchange {
+        case .http(let exchange): _ = HTTPSpans.span(exchange, resource: .empty, scope: scope) { $0 }
+        case .rpc(let exchange): _ = RPCSpans.span(exchange, resource: .empty, scope: scope) { $0 }
+        default: break
+        }
     }
 }
 
-let parser = HTTPTracer().parser!
+let parsers = [HTTP2Tracer().parser!, HTTPTracer().parser!]
 let scope = InstrumentationScope(name: "fuzz")
 
 runFuzzTarget(named: "HTTPFuzz", fuzzOne)

@@ -21,21 +21,26 @@ struct HPACKDecoder {
     static let maxStringLength = 65_536
 
     private struct Entry {
-        var name: [UInt8]
+        /// Nil for an entry whose name came from an entry the agent never saw: it holds its place (indices
+        /// count from the newest entry, RFC 7541 §2.3.3) but decodes as unknown.
+        var name: [UInt8]?
         var value: [UInt8]
-        /// RFC 7541 §4.1: name + value + 32 octets.
+        /// RFC 7541 §4.1: name + value + 32 octets (the value and 32 for an entry of unknown name).
         var size: Int
     }
 
-    /// Entries newest first (index 62 is `entries[0]`).
+    /// Entries newest first (index 62 is `entries[0]`). While the table is not synchronized these are the
+    /// entries added since it was lost: an index names the same entry in the encoder's table whatever came
+    /// before (§2.3.3), so they decode; older indices are unknown.
     private var entries: [Entry] = []
     private var size = 0
     /// The table's maximum size, as the last table-size update set it (4096 until one does).
     private(set) var maxSize = 4096
     /// The ceiling an update may set (SETTINGS_HEADER_TABLE_SIZE of the decoding side, capped).
     private(set) var sizeLimit = 4096
-    /// The table's contents are not what the encoder has (the connection predates the agent, or header
-    /// bytes were lost): references into it decode as `.unknown` until a table-size update empties it.
+    /// Whether `entries` is the encoder's whole table. When not (the connection predates the agent, or
+    /// header bytes were lost), references past the entries added since decode as `.unknown` until a
+    /// table-size update to 0 empties the table.
     private(set) var isSynchronized: Bool
 
     init(synchronized: Bool = true) {
@@ -121,14 +126,11 @@ struct HPACKDecoder {
             field(.unknown)
         }
         guard indexed else { return }
-        let entrySize = nameLength + valueLength + 32
-        guard nameKnown else {
-            // The new entry's name is unknown; it still takes its place (and evicts by its size) when the
-            // name's length is known, else the table cannot be followed.
-            desynchronize()
-            return
-        }
-        add(Entry(name: Array(scratch[..<nameEnd]), value: Array(scratch[nameEnd...]), size: entrySize))
+        // An entry of unknown name takes its place all the same, so the entries after it stay addressable.
+        // Its size is a lower bound: the eviction of what is kept only bounds memory (the encoder never
+        // refers to an entry it evicted, and evicting early makes later references unknown, never wrong).
+        add(Entry(name: nameKnown ? Array(scratch[..<nameEnd]) : nil, value: Array(scratch[nameEnd...]),
+                  size: nameLength + valueLength + 32))
     }
 
     /// §4.4: evicts until the entry fits; an entry larger than the table empties it and is not added.
@@ -146,7 +148,7 @@ struct HPACKDecoder {
     }
 
     /// Calls `body` with the name and value at `index` (§2.3.3: 1…61 static, then dynamic, newest first),
-    /// or `unknown` for a dynamic index while the table is not synchronized.
+    /// or `unknown` for a dynamic entry the agent did not see.
     private func withEntry(_ index: Int, _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void,
                            unknown: () -> Void) throws(DecodingError) {
         guard index > 0 else { throw .invalidIndex }
@@ -155,14 +157,18 @@ struct HPACKDecoder {
             entry.name.utf8Bytes { name in entry.value.utf8Bytes { value in body(name, value) } }
             return
         }
-        guard isSynchronized else {
+        let dynamicIndex = index - HPACKStaticTable.entries.count - 1
+        guard dynamicIndex < entries.count else {
+            if isSynchronized { throw .invalidIndex }
             unknown()
             return
         }
-        let dynamicIndex = index - HPACKStaticTable.entries.count - 1
-        guard dynamicIndex < entries.count else { throw .invalidIndex }
         let entry = entries[dynamicIndex]
-        entry.name.withUnsafeBytes { name in entry.value.withUnsafeBytes { value in body(name, value) } }
+        guard let name = entry.name else {
+            unknown()
+            return
+        }
+        name.withUnsafeBytes { name in entry.value.withUnsafeBytes { value in body(name, value) } }
     }
 
     /// §5.1: an integer with an N-bit prefix; at most 2^28 (larger would be no real header).

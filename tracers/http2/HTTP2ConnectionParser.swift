@@ -57,11 +57,27 @@ final class HTTP2ConnectionParser: ConnectionParser {
         var requestBodyBytes: Int64 = 0
         var responseBodyBytes: Int64 = 0
         var responseHeadersSeen = false
+        /// A header block after the response's headers: trailers (every gRPC response ends with them).
+        var responseTrailersSeen = false
+        /// The response ended with END_STREAM (not a reset, not a closed connection).
+        var responseEnded = false
+        /// RST_STREAM ended it.
+        var wasReset = false
         var partialHeaders = false
+        /// When frames of the stream's connection were lost while it was open (0: never): its end may have
+        /// been among them, and its body sizes are unknown.
+        var framesLostAt: UInt64 = 0
         var identity: SpanIdentity
 
         var isGRPC: Bool {
-            grpcStatus != nil || [requestContentType, responseContentType].contains { $0?.hasPrefix("application/grpc") == true }
+            grpcStatus != nil || requestContentType?.hasPrefix("application/grpc") == true
+                || responseContentType?.hasPrefix("application/grpc") == true
+        }
+
+        /// Partly decoded, with trailers and no content type known: gRPC whose `content-type` and
+        /// `grpc-status` were compressed against table entries the agent never saw.
+        var looksLikeGRPC: Bool {
+            partialHeaders && responseTrailersSeen && requestContentType == nil && responseContentType == nil
         }
     }
 
@@ -161,7 +177,8 @@ final class HTTP2ConnectionParser: ConnectionParser {
     func close(at timestamp: UInt64, context: ParserContext, into exchanges: inout [Exchange]) {
         for id in streams.keys.sorted() {
             guard var stream = streams.removeValue(forKey: id) else { continue }
-            if stream.end == 0 { stream.end = timestamp }
+            // A stream whose frames were lost may have ended among them: it was last known alive then.
+            if stream.end == 0 { stream.end = stream.framesLostAt != 0 ? stream.framesLostAt : timestamp }
             complete(stream, context: context, into: &exchanges)
         }
     }
@@ -199,6 +216,7 @@ final class HTTP2ConnectionParser: ConnectionParser {
         switch event {
         case .lost:
             counters.lostFrames.add(1, ordering: .relaxed)
+            for id in streams.keys { streams[id]?.framesLostAt = chunk.timestamp }
             withDirection(isRequest) { direction in
                 direction.decoder.desynchronize()
                 direction.block.removeAll()
@@ -206,6 +224,8 @@ final class HTTP2ConnectionParser: ConnectionParser {
             }
         case .frame(let header, let payload):
             frame(header, payload: payload, isRequest: isRequest, chunk: chunk, context: context, into: &exchanges)
+        case .truncated(let header, let prefix):
+            truncatedHeaderBlock(header, prefix: prefix, isRequest: isRequest, chunk: chunk, context: context, into: &exchanges)
         }
     }
 
@@ -219,14 +239,18 @@ final class HTTP2ConnectionParser: ConnectionParser {
         typealias Flag = HTTP2FrameHeader.Flag
         switch header.type {
         case FrameType.data:
-            guard var stream = streams[header.streamID] else { return }
-            if isRequest { stream.requestBodyBytes += Int64(header.length) } else { stream.responseBodyBytes += Int64(header.length) }
-            if !isRequest && header.flags & Flag.endStream != 0 {
-                stream.end = chunk.timestamp
-                streams[header.streamID] = nil
-                complete(stream, context: context, into: &exchanges)
+            // In place: a stream copied out and back is a retain and release of each of its strings.
+            guard let index = streams.index(forKey: header.streamID) else { return }
+            if isRequest {
+                streams.values[index].requestBodyBytes += Int64(header.length)
             } else {
-                streams[header.streamID] = stream
+                streams.values[index].responseBodyBytes += Int64(header.length)
+                if header.flags & Flag.endStream != 0 {
+                    var stream = streams.remove(at: index).value
+                    stream.end = chunk.timestamp
+                    stream.responseEnded = true
+                    complete(stream, context: context, into: &exchanges)
+                }
             }
         case FrameType.headers, FrameType.pushPromise:
             guard let payload else { return }
@@ -276,11 +300,52 @@ final class HTTP2ConnectionParser: ConnectionParser {
         case FrameType.rstStream:
             guard var stream = streams.removeValue(forKey: header.streamID) else { return }
             stream.end = chunk.timestamp
+            stream.wasReset = true
             counters.resetStreams.add(1, ordering: .relaxed)
             complete(stream, context: context, into: &exchanges)
         default:
             break
         }
+    }
+
+    /// The captured start of a HEADERS frame (or of a CONTINUATION of the block being assembled) cut by bytes
+    /// the capture did not keep: the fields wholly inside it are decoded, the stream's headers are partial.
+    /// (gRPC C-core writes a request's header block as one iovec per name and value: the capture gathers
+    /// the first segments only.)
+    private func truncatedHeaderBlock(_ header: HTTP2FrameHeader, prefix: UnsafeRawBufferPointer, isRequest: Bool, chunk: CaptureChunk,
+                                      context: ParserContext, into exchanges: inout [Exchange]) {
+        typealias Flag = HTTP2FrameHeader.Flag
+        if header.type == HTTP2FrameHeader.FrameType.headers {
+            var start = 0
+            var end = header.length
+            if header.flags & Flag.padded != 0 {
+                guard !prefix.isEmpty else { return }
+                start = 1
+                end -= Int(prefix[0])
+            }
+            if header.flags & Flag.priority != 0 { start += 5 }
+            end = min(end, prefix.count)
+            guard start < end else { return }
+            withDirection(isRequest) { direction in
+                direction.block.removeAll(keepingCapacity: true)
+                direction.block.append(contentsOf: UnsafeRawBufferPointer(rebasing: prefix[start..<end]))
+                direction.blockStream = header.streamID
+                direction.blockEndsStream = header.flags & Flag.endStream != 0
+                direction.blockIsPushPromise = false
+                direction.assembling = true
+            }
+        } else if header.type == HTTP2FrameHeader.FrameType.continuation {
+            let continues = withDirection(isRequest) { direction -> Bool in
+                guard direction.assembling, direction.blockStream == header.streamID,
+                      direction.block.count + prefix.count <= Self.maxHeaderBlock else { return false }
+                direction.block.append(contentsOf: prefix)
+                return true
+            }
+            guard continues else { return }
+        } else {
+            return
+        }
+        headerBlock(isRequest: isRequest, truncated: true, chunk: chunk, context: context, into: &exchanges)
     }
 
     /// The header block fragment of a HEADERS or PUSH_PROMISE frame: without padding, priority fields and
@@ -314,7 +379,9 @@ final class HTTP2ConnectionParser: ConnectionParser {
     }
 
     /// A complete header block of `direction`: decoded (HPACK state advances even for blocks no stream wants).
-    private func headerBlock(isRequest: Bool, chunk: CaptureChunk, context: ParserContext, into exchanges: inout [Exchange]) {
+    /// A `truncated` block (its end not captured) ends in an error by design: partial, not malformed.
+    private func headerBlock(isRequest: Bool, truncated: Bool = false, chunk: CaptureChunk, context: ParserContext,
+                             into exchanges: inout [Exchange]) {
         var decoded = DecodedHeaders()
         var failed = false
         withDirection(isRequest) { direction in
@@ -327,10 +394,10 @@ final class HTTP2ConnectionParser: ConnectionParser {
                 }
             }
         }
-        if failed { counters.malformed.add(1, ordering: .relaxed) }
+        if failed && !truncated { counters.malformed.add(1, ordering: .relaxed) }
         let (streamID, endsStream, isPushPromise) = withDirection(isRequest) { ($0.blockStream, $0.blockEndsStream, $0.blockIsPushPromise) }
         guard !isPushPromise else { return }
-        let partial = failed || decoded.unknownFields > 0
+        let partial = failed || truncated || decoded.unknownFields > 0
         if isRequest {
             guard streams[streamID] == nil else {
                 // Request trailers.
@@ -345,25 +412,31 @@ final class HTTP2ConnectionParser: ConnectionParser {
                 stream.partialHeaders = partial
             }
         } else {
-            guard var stream = streams[streamID] else {
+            guard let index = streams.index(forKey: streamID) else {
                 counters.unmatchedStreams.add(1, ordering: .relaxed)
                 return
             }
-            if !stream.responseHeadersSeen {
-                stream.responseHeadersSeen = true
-                stream.status = decoded.status
-                stream.responseContentType = decoded.contentType
-            }
-            if let code = decoded.grpcStatus { stream.grpcStatus = code }
-            if partial { stream.partialHeaders = true }
+            Self.response(decoded, partial: partial, into: &streams.values[index])
             if endsStream {
+                var stream = streams.remove(at: index).value
                 stream.end = chunk.timestamp
-                streams[streamID] = nil
+                stream.responseEnded = true
                 complete(stream, context: context, into: &exchanges)
-            } else {
-                streams[streamID] = stream
             }
         }
+    }
+
+    /// Response headers (the first block) or trailers (a later one) of `stream`.
+    private static func response(_ decoded: DecodedHeaders, partial: Bool, into stream: inout Stream) {
+        if !stream.responseHeadersSeen {
+            stream.responseHeadersSeen = true
+            stream.status = decoded.status
+            stream.responseContentType = decoded.contentType
+        } else {
+            stream.responseTrailersSeen = true
+        }
+        if let code = decoded.grpcStatus { stream.grpcStatus = code }
+        if partial { stream.partialHeaders = true }
     }
 
     /// Opens a stream from its request headers (its identity is decided now, so calls it makes can name it).
@@ -408,16 +481,16 @@ final class HTTP2ConnectionParser: ConnectionParser {
         guard let first = name.first else { return }
         if first == UInt8(ascii: ":") {
             switch name.count {
-            case 7 where name.elementsEqual(":method".utf8):
+            case 7 where Self.equal(name, ":method"):
                 decoded.method = String(decoding: value, as: UTF8.self)
                 decoded.isRequest = true
-            case 5 where name.elementsEqual(":path".utf8):
+            case 5 where Self.equal(name, ":path"):
                 decoded.path = String(decoding: value, as: UTF8.self)
                 decoded.isRequest = true
-            case 7 where name.elementsEqual(":status".utf8):
+            case 7 where Self.equal(name, ":status"):
                 decoded.status = decimal(value)
                 if decoded.isRequest == nil { decoded.isRequest = false }
-            case 7 where name.elementsEqual(":scheme".utf8), 10 where name.elementsEqual(":authority".utf8):
+            case 7 where Self.equal(name, ":scheme"), 10 where Self.equal(name, ":authority"):
                 decoded.isRequest = true
             default:
                 break
@@ -425,14 +498,23 @@ final class HTTP2ConnectionParser: ConnectionParser {
             return
         }
         switch name.count {
-        case 12 where name.elementsEqual("content-type".utf8):
+        case 12 where Self.equal(name, "content-type"):
             decoded.contentType = String(decoding: value.prefix(64), as: UTF8.self)
-        case 11 where name.elementsEqual("grpc-status".utf8):
+        case 11 where Self.equal(name, "grpc-status"):
             decoded.grpcStatus = decimal(value)
-        case 11 where name.elementsEqual("traceparent".utf8):
+        case 11 where Self.equal(name, "traceparent"):
             decoded.traceparent = traceparent(value)
         default:
             break
+        }
+    }
+
+    /// Whether `bytes` are the literal's (byte by byte: no String indexing on the per-field path).
+    static func equal(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
+        literal.utf8Bytes { expected in
+            guard bytes.count == expected.count else { return false }
+            for i in 0..<expected.count where bytes[i] != expected[i] { return false }
+            return true
         }
     }
 
@@ -495,10 +577,14 @@ final class HTTP2ConnectionParser: ConnectionParser {
     // MARK: Exchanges
 
     private func complete(_ stream: Stream, context: ParserContext, into exchanges: inout [Exchange]) {
+        var stream = stream
+        // Its end was not seen and frames were lost while it was open: its trailers may have been among them.
+        let endMayBeLost = stream.framesLostAt != 0 && !stream.responseEnded && !stream.wasReset
+        if endMayBeLost { stream.partialHeaders = true }
         let finished = stream.responseHeadersSeen && (stream.grpcStatus != nil || stream.status != nil)
         if stream.partialHeaders { counters.partialHeaders.add(1, ordering: .relaxed) }
-        if stream.isGRPC { carriesGRPC = true }
-        if stream.isGRPC || (carriesGRPC && stream.partialHeaders && stream.requestContentType == nil) {
+        if stream.isGRPC || stream.looksLikeGRPC { carriesGRPC = true }
+        if stream.isGRPC || stream.looksLikeGRPC || (carriesGRPC && stream.partialHeaders && stream.requestContentType == nil) {
             var exchange = RPCExchange(pid: stream.pid, role: role, system: "grpc", tls: connection.isTLS,
                                        start: stream.start, end: max(stream.end, stream.start), identity: stream.identity)
             if let path = stream.path, let (service, method) = Self.grpcServiceAndMethod(path) {
@@ -506,7 +592,10 @@ final class HTTP2ConnectionParser: ConnectionParser {
                 exchange.method = method
             }
             exchange.grpcStatusCode = stream.grpcStatus
-            exchange.failed = stream.grpcStatus == nil
+            // No status is a failure (a reset, a connection closed mid-call) unless it may be in a field not
+            // decoded (trailers that ended the call with fields of unknown entries) or in lost frames.
+            exchange.failed = stream.wasReset
+                || (stream.grpcStatus == nil && !(stream.partialHeaders && (stream.responseEnded || endMayBeLost)))
             exchange.partialHeaders = stream.partialHeaders
             exchange.protocolVersion = "2"
             exchange.local = connection.local
@@ -523,8 +612,11 @@ final class HTTP2ConnectionParser: ConnectionParser {
                                     start: stream.start, end: max(stream.end, stream.start), identity: stream.identity)
         exchange.protocolVersion = "2"
         exchange.statusCode = finished ? stream.status : nil
-        if stream.requestBodyBytes > 0 || stream.method == "POST" || stream.method == "PUT" { exchange.requestBodySize = stream.requestBodyBytes }
-        if finished { exchange.responseBodySize = stream.responseBodyBytes }
+        let bodiesKnown = stream.framesLostAt == 0
+        if bodiesKnown && (stream.requestBodyBytes > 0 || stream.method == "POST" || stream.method == "PUT") {
+            exchange.requestBodySize = stream.requestBodyBytes
+        }
+        if finished && bodiesKnown { exchange.responseBodySize = stream.responseBodyBytes }
         exchange.local = connection.local
         exchange.peer = connection.peer
         exchanges.append(.http(exchange))

@@ -72,6 +72,9 @@ struct HTTP2FrameReader {
     enum Event {
         /// A frame: with its payload for kept types, else nil (DATA: only its header, when it starts).
         case frame(HTTP2FrameHeader, payload: UnsafeRawBufferPointer?)
+        /// The captured start of a header-carrying frame whose rest was not captured (`.lost` follows): the
+        /// fields wholly inside it can still be decoded.
+        case truncated(HTTP2FrameHeader, prefix: UnsafeRawBufferPointer)
         /// Frame boundaries were lost (bytes not captured, or a kept frame too long): header blocks in them
         /// were missed.
         case lost
@@ -173,6 +176,9 @@ struct HTTP2FrameReader {
             state = take == remaining ? .header : .skip(remaining: remaining - take)
         }
         if missing > 0 {
+            if case .keptPayload = state, current.carriesHeaderBlock, !payload.isEmpty {
+                payload.withUnsafeBytes { event(.truncated(current, prefix: $0)) }
+            }
             headerBytes.removeAll(keepingCapacity: true)
             payload.removeAll(keepingCapacity: false)
             state = .lost

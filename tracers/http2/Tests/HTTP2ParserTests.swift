@@ -154,6 +154,27 @@ final class HTTP2ParserTests: XCTestCase {
         XCTAssertEqual(fresh.tableSize, 0)
     }
 
+    func testEntriesAddedAfterTheTableWasLostDecodeAndOlderOnesStayUnknown() throws {
+        var decoder = HPACKDecoder(synchronized: false)
+        // Index 62 is an entry added before the agent: unknown. Then `a: b` is added (incremental indexing).
+        XCTAssertEqual(try decode(&decoder, bytes("be 4001 6101 62")), [nil, "a: b"])
+        // Now 62 is `a: b`, whatever the encoder's table held before; 63 is still an entry never seen.
+        XCTAssertEqual(try decode(&decoder, bytes("be bf")), ["a: b", nil])
+        // A literal whose name is entry 63 (unknown) is added with indexing: it takes index 62 as an unknown
+        // entry, and `a: b` moves to 63.
+        XCTAssertEqual(try decode(&decoder, bytes("7f00 0178")), [nil])
+        XCTAssertEqual(try decode(&decoder, bytes("be bf c0")), [nil, "a: b", nil])
+        XCTAssertFalse(decoder.isSynchronized)
+        // An entry larger than the table empties it: what follows is unknown again, never a shifted entry.
+        var block: [UInt8] = [0x40, 0x01, 0x63, 0x7F]
+        var length = 5_000 - 127
+        while length >= 128 { block.append(UInt8(length & 0x7F | 0x80)); length >>= 7 }
+        block.append(UInt8(length))
+        block += [UInt8](repeating: 0x61, count: 5_000)
+        _ = try decode(&decoder, block)
+        XCTAssertEqual(try decode(&decoder, bytes("be")), [nil])
+    }
+
     // MARK: Connections
 
     private final class Replay {
@@ -284,6 +305,26 @@ final class HTTP2ParserTests: XCTestCase {
         XCTAssertEqual(replay.tracer.statistics.joinedMidStream.load(ordering: .relaxed), 1)
     }
 
+    func testGRPCJoinedMidStreamWithItsContentTypeAndStatusInUnknownEntriesIsAnRPCWithoutInventedError() throws {
+        let replay = Replay()
+        // gRPC C-core indexes `content-type: application/grpc` and `grpc-status: 0`: joined mid-stream, the
+        // request, the response headers and the trailers refer to entries the agent never saw.
+        replay.feed(.receive, frame(1, flags: 0x4, stream: 9, [0x83, 0x86, 0xBE, 0xBF, 0xC0]) + frame(0, flags: 0x1, stream: 9, [0, 0, 0, 0, 0]), at: 1_000)
+        replay.feed(.send, frame(1, flags: 0x4, stream: 9, [0x88, 0xBE]) + frame(0, stream: 9, [0, 0, 0, 0, 0]) +
+                    frame(1, flags: 0x5, stream: 9, [0xBF]), at: 2_000)
+        let rpc = try XCTUnwrap(replay.rpc.first, "a response ended by trailers: gRPC")
+        XCTAssertEqual(replay.exchanges.count, 1)
+        XCTAssertNil(rpc.grpcStatusCode)
+        XCTAssertFalse(rpc.failed, "its status is unknown, not an error")
+        XCTAssertTrue(rpc.partialHeaders)
+        XCTAssertEqual(RPCSpans.name(rpc), "grpc")
+        // The same call reset before its trailers: an error.
+        replay.feed(.receive, frame(1, flags: 0x4, stream: 11, [0x83, 0x86, 0xBE, 0xBF, 0xC0]), at: 3_000)
+        replay.feed(.send, frame(1, flags: 0x4, stream: 11, [0x88, 0xBE]) + frame(3, stream: 11, [0, 0, 0, 8]), at: 4_000)
+        XCTAssertEqual(replay.rpc.count, 2)
+        XCTAssertEqual(replay.rpc.last?.failed, true)
+    }
+
     func testBytesPastTheCapturedPrefixInsideDataAreSkippedAndLostHeadersResynchronize() throws {
         let replay = Replay()
         replay.feed(.receive, preface + frame(1, flags: 0x5, stream: 1, [0x82, 0x86, 0x84]), at: 1_000)
@@ -303,6 +344,42 @@ final class HTTP2ParserTests: XCTestCase {
         XCTAssertEqual(replay.http.count, 2)
         XCTAssertEqual(replay.http.last?.end, 3_300)
         XCTAssertEqual(replay.http.last?.statusCode, 200)
+        XCTAssertNil(replay.http.last?.responseBodySize, "frames of its body were lost: its size is unknown")
+        // A stream whose end was among lost frames: at close it ends when it was last known alive.
+        replay.feed(.receive, frame(1, flags: 0x5, stream: 5, [0x82, 0x86, 0x84]), at: 4_000)
+        replay.feed(.send, frame(1, flags: 0x4, stream: 5, [0x88]) + two, length: 2_000, at: 4_100)
+        replay.close(at: 9_000)
+        XCTAssertEqual(replay.http.count, 3)
+        XCTAssertEqual(replay.http.last?.end, 4_100)
+        XCTAssertEqual(replay.http.last?.statusCode, 200)
+        XCTAssertNil(replay.http.last?.responseBodySize)
+    }
+
+    func testAHeaderBlockCutByTheCaptureDecodesTheFieldsWhollyInsideIt() throws {
+        let replay = Replay()
+        // A client's first write as gRPC C-core makes it: preface, SETTINGS, then a request whose header block
+        // is 1000 bytes long, of which only the start was captured (the :path literal and :method POST).
+        let start = indexedLiteral(":path", "/demo.Greeter/Hello") + [0x83] + indexedLiteral("content-type", "applica")
+        let headers = [0, 0x03, 0xE8, 1, 0x4, 0, 0, 0, 1] + start
+        let write = preface + settings + headers
+        replay.feed(.send, write, length: write.count + 1000 - start.count, at: 1_000)
+        XCTAssertEqual(replay.tracer.statistics.lostFrames.load(ordering: .relaxed), 1)
+        // The response (read whole): headers with the gRPC content type, then trailers.
+        replay.feed(.receive, settings + frame(1, flags: 0x4, stream: 1, [0x88] + indexedLiteral("content-type", "application/grpc")) +
+                    frame(0, stream: 1, [0, 0, 0, 0, 1, 0x41]) + frame(1, flags: 0x5, stream: 1, literal("grpc-status", "0")), at: 2_000)
+        let rpc = try XCTUnwrap(replay.rpc.first)
+        XCTAssertEqual(replay.exchanges.count, 1)
+        XCTAssertEqual(RPCSpans.name(rpc), "demo.Greeter/Hello")
+        XCTAssertEqual(rpc.grpcStatusCode, 0)
+        XCTAssertTrue(rpc.partialHeaders)
+        XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 0, "a cut block is partial, not malformed")
+        // The next request refers to the :path entry, which the lost bytes may have moved: unknown.
+        replay.feed(.send, frame(1, flags: 0x4, stream: 3, [0x83, 0xBF]) + frame(0, flags: 0x1, stream: 3, [0, 0, 0, 0, 0]), at: 3_000)
+        replay.feed(.receive, frame(1, flags: 0x4, stream: 3, [0x88, 0xBE]) + frame(1, flags: 0x5, stream: 3, literal("grpc-status", "5")), at: 4_000)
+        XCTAssertEqual(replay.rpc.count, 2)
+        XCTAssertEqual(replay.rpc.last.map(RPCSpans.name), "grpc")
+        XCTAssertEqual(replay.rpc.last?.grpcStatusCode, 5)
+        XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 0)
     }
 
     func testUpgradeFromHTTP1MakesTheRequestStreamOne() throws {
