@@ -19,19 +19,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-for tool in /usr/sbin/nghttpd /usr/bin/h2load; do
-  [ -x "$tool" ] || { echo "missing $tool (apt-get install nghttp2-server nghttp2-client)" >&2; exit 1; }
-done
-[ -d /sys/kernel/tracing/events ] || mount -t tracefs tracefs /sys/kernel/tracing
-if [ -z "$tracer" ]; then
-  swift build --manifest-cache none -c release --static-swift-stdlib --product tracer >&2
-  tracer=.build/release/tracer
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+source scripts/lib-bench.sh
+bench_setup "apt-get install nghttp2-server nghttp2-client" /usr/sbin/nghttpd /usr/bin/h2load
 
 mkdir "$work/www" && echo hello > "$work/www/index.html"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -46,7 +35,6 @@ h2load_run() { # -> "req/s succeeded"
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime
 ticks=$(getconf CLK_TCK)
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
 agent=""
 start_agent() {
