@@ -180,6 +180,21 @@ public final class REDMetrics: SpanSink {
         var responseSize: HistogramPoint?
     }
 
+    /// What decides an HTTP span's series, as the span has it (its path, not yet its route). Equal inputs always
+    /// land in the same group: a route, once admitted or sent to overflow under the route limit, stays so.
+    struct HTTPSeriesInput: Hashable {
+        var server: Bool
+        var service: String
+        var method: String
+        var route: String?
+        var path: String?
+        var status: Int64?
+        var address: AttributeValue?
+    }
+
+    /// Most HTTP span inputs remembered (``State/httpGroups``).
+    static let httpGroupsLimit = 16384
+
     struct State {
         /// Where each attribute set's group is in `groups`: one lookup per span.
         var groupIndex: [SeriesKey: Int] = [:]
@@ -187,6 +202,9 @@ public final class REDMetrics: SpanSink {
         var groupsPerService: [String: Int] = [:]
         /// Routes in use per service, configured templates aside (capped at `maxRoutesPerService`).
         var routesPerService: [String: Set<String>] = [:]
+        /// HTTP spans: the group each span input went to, so route grouping, the route limit and the attribute
+        /// set are worked out once per input (bounded: cleared when full, then filled again).
+        var httpGroups: [HTTPSeriesInput: Int] = [:]
         var overflowed = 0
         var closed = false
     }
@@ -250,13 +268,38 @@ public final class REDMetrics: SpanSink {
         case .client: server = false
         default: return
         }
+        let service = span.resource.serviceName ?? "unknown_service"
+        let givenRoute = span.attributes[SemanticConventions.httpRoute]?.stringValue
+        let input = HTTPSeriesInput(server: server, service: service, method: method, route: givenRoute,
+                                    path: givenRoute == nil ? span.attributes[SemanticConventions.urlPath]?.stringValue : nil,
+                                    status: span.attributes[SemanticConventions.httpResponseStatusCode]?.intValue,
+                                    address: server ? nil : span.attributes[SemanticConventions.serverAddress])
+        let index: Int
+        if let known = state.httpGroups[input] {
+            index = known
+        } else {
+            index = httpGroup(input, &state)
+            if state.httpGroups.count >= Self.httpGroupsLimit { state.httpGroups.removeAll(keepingCapacity: true) }
+            state.httpGroups[input] = index
+        }
+        let seriesAttributes = state.groups[index].key.attributes
+        state.groups[index].duration.record(span.durationSeconds, bounds: Self.durationBounds)
+        if let size = span.attributes[SemanticConventions.httpRequestBodySize]?.intValue {
+            state.groups[index].requestSize.record(Double(size), bounds: Self.sizeBounds, attributes: seriesAttributes)
+        }
+        if let size = span.attributes[SemanticConventions.httpResponseBodySize]?.intValue {
+            state.groups[index].responseSize.record(Double(size), bounds: Self.sizeBounds, attributes: seriesAttributes)
+        }
+    }
+
+    /// The group of an HTTP span input: its method (`_OTHER` when unknown), its route (grouped from the path,
+    /// under the route limit), status and, for a client, the server address.
+    private func httpGroup(_ input: HTTPSeriesInput, _ state: inout State) -> Int {
         var attributes = Attributes(capacity: 4)
         attributes.appendUnchecked(
-            SemanticConventions.httpRequestMethod, .string(Self.knownMethods.contains(method) ? method : "_OTHER"))
-        let service = span.resource.serviceName ?? "unknown_service"
-        let route = span.attributes[SemanticConventions.httpRoute]?.stringValue
-            ?? span.attributes[SemanticConventions.urlPath]?.stringValue.map { routes.route(for: $0) }
-        if var route {
+            SemanticConventions.httpRequestMethod, .string(Self.knownMethods.contains(input.method) ? input.method : "_OTHER"))
+        let service = input.service
+        if var route = input.route ?? input.path.map({ routes.route(for: $0) }) {
             if !routes.isConfigured(route), state.routesPerService[service]?.contains(route) != true {
                 if state.routesPerService[service, default: []].count < maxRoutesPerService {
                     state.routesPerService[service, default: []].insert(route)
@@ -266,21 +309,13 @@ public final class REDMetrics: SpanSink {
             }
             attributes.appendUnchecked(SemanticConventions.httpRoute, .string(route))
         }
-        if let status = span.attributes[SemanticConventions.httpResponseStatusCode]?.intValue {
+        if let status = input.status {
             attributes.appendUnchecked(SemanticConventions.httpResponseStatusCode, .int(status))
         }
-        if !server, let address = span.attributes[SemanticConventions.serverAddress] {
+        if let address = input.address {
             attributes.appendUnchecked(SemanticConventions.serverAddress, address)
         }
-        let index = groupIndex(SeriesKey(instrument: server ? .serverDuration : .clientDuration, service: service, attributes: attributes), &state)
-        let seriesAttributes = state.groups[index].key.attributes
-        state.groups[index].duration.record(span.durationSeconds, bounds: Self.durationBounds)
-        if let size = span.attributes[SemanticConventions.httpRequestBodySize]?.intValue {
-            state.groups[index].requestSize.record(Double(size), bounds: Self.sizeBounds, attributes: seriesAttributes)
-        }
-        if let size = span.attributes[SemanticConventions.httpResponseBodySize]?.intValue {
-            state.groups[index].responseSize.record(Double(size), bounds: Self.sizeBounds, attributes: seriesAttributes)
-        }
+        return groupIndex(SeriesKey(instrument: input.server ? .serverDuration : .clientDuration, service: service, attributes: attributes), &state)
     }
 
     /// The group of `key`, created on first use; past the service's limit, its overflow group.

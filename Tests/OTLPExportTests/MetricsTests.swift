@@ -190,19 +190,38 @@ final class REDMetricsTests: XCTestCase {
 }
 
 final class RouteCardinalityTests: XCTestCase {
-    private func routes(_ red: REDMetrics, _ service: String) -> Set<String> {
+    /// The server-duration points of `service`.
+    private func points(_ red: REDMetrics, _ service: String) -> [HistogramPoint] {
         for group in red.snapshot() where group.resource.serviceName == service {
             for metric in group.metrics where metric.name == "http.server.request.duration" {
-                if case .histogram(_, let points) = metric.points { return Set(points.compactMap { $0.attributes["http.route"]?.stringValue }) }
+                if case .histogram(_, let points) = metric.points { return points }
             }
         }
         return []
+    }
+
+    private func routes(_ red: REDMetrics, _ service: String) -> Set<String> {
+        Set(points(red, service).compactMap { $0.attributes["http.route"]?.stringValue })
     }
 
     func testTwentyPathsWithNumbersMakeOneSeries() {
         let red = REDMetrics()
         red.consume((1...20).map { httpSpan(path: "/exp\($0)", seconds: 0.01) })
         XCTAssertEqual(routes(red, "shop"), ["/{id}"])
+    }
+
+    /// More distinct paths than the agent remembers span inputs for (the memo is cleared and filled again):
+    /// every span is still counted once, in its route's series, and the route limit still holds.
+    func testMorePathsThanTheInputMemoHoldsAreEachCountedInTheirRoute() {
+        let red = REDMetrics(maxRoutesPerService: 3)
+        let ids = 1...20_000
+        red.consume(ids.map { httpSpan(path: "/users/\($0)", seconds: 0.01) })
+        red.consume(ids.map { httpSpan(path: "/users/\($0)/orders", seconds: 0.01) })
+        red.consume(["/alpha", "/beta", "/alpha"].map { httpSpan(path: $0, seconds: 0.01) })
+        let counts = Dictionary(uniqueKeysWithValues: points(red, "shop").compactMap { point in
+            point.attributes["http.route"]?.stringValue.map { ($0, point.count) }
+        })
+        XCTAssertEqual(counts, ["/users/{id}": 20_000, "/users/{id}/orders": 20_000, "/alpha": 2, "{overflow}": 1])
     }
 
     func testRoutesPerServiceAreCappedWithAnOverflowRouteAndConfiguredRoutesAreExempt() {
