@@ -15,16 +15,7 @@ struct MemcachedLineStream {
     static let maxDataLength = 1 << 30
 
     /// One line that went by.
-    struct Line {
-        /// The line without its `\r\n`, or as much of it as was kept or captured.
-        var bytes: UnsafeRawBufferPointer
-        /// `bytes` is the whole line.
-        var whole: Bool
-        /// Where the line starts in this direction's byte stream (``ParserContext/position`` counting).
-        var start: UInt64
-        /// The line's length, its `\r\n` included.
-        var length: Int
-    }
+    typealias Line = LineReader.Line
 
     /// What follows a line: nothing, a data block of this many bytes (and its `\r\n`), or nothing more
     /// (the parser refuses the stream).
@@ -37,16 +28,9 @@ struct MemcachedLineStream {
     /// The input stopped being this protocol, or its uncaptured part held more than a data block.
     private(set) var broken = false
 
-    private var kept: [UInt8] = []
-    private var keptWhole = true
-    private var lineLength = 0
-    private var lineStart: UInt64 = 0
+    private var lines = LineReader(keptCapacity: Self.keptCapacity, maxLength: Self.maxLineLength)
     /// Bytes of a data block still to pass, its `\r\n` included.
     private var dataRemaining = 0
-
-    init() {
-        kept.reserveCapacity(128)
-    }
 
     mutating func reset() {
         self = MemcachedLineStream()
@@ -72,36 +56,12 @@ struct MemcachedLineStream {
                 }
                 continue
             }
-            if lineLength == 0 { lineStart = position + UInt64(index) }
-            // Up to the end of the line, or of the read.
-            let rest = UnsafeRawBufferPointer(rebasing: data[index...])
-            let newline = rest.firstIndex(of: 0x0A)
-            let piece = UnsafeRawBufferPointer(rebasing: rest[..<(newline ?? rest.count)])
-            lineLength += piece.count + (newline == nil ? 0 : 1)
-            guard lineLength <= Self.maxLineLength else { return broken = true }
-            guard newline != nil else {
-                keep(piece)
-                index += piece.count
-                continue
-            }
-            index += piece.count + 1
-            let next: Next
-            if kept.isEmpty && keptWhole {
-                next = report(Line(bytes: Self.trimmed(piece), whole: true, start: lineStart, length: lineLength))
-            } else {
-                keep(piece)
-                let whole = keptWhole
-                next = kept.withUnsafeBytes { report(Line(bytes: Self.trimmed($0), whole: whole, start: lineStart, length: lineLength)) }
-            }
-            kept.removeAll(keepingCapacity: true)
-            keptWhole = true
-            lineLength = 0
-            switch next {
-            case .line: break
-            case .data(let count):
+            switch lines.read(data, at: &index, position: position, report) {
+            case .partial, .line(.line): continue
+            case .line(.data(let count)):
                 guard count >= 0, count <= Self.maxDataLength else { return broken = true }
                 dataRemaining = count + 2
-            case .refuse: return broken = true
+            case .tooLong, .line(.refuse): return broken = true
             }
         }
         // What was not captured: only the rest of a data block may hide there.
@@ -117,17 +77,6 @@ struct MemcachedLineStream {
         guard following <= UInt64(tail.count) else { return broken = true }
         dataRemaining = 0
         feed(UnsafeRawBufferPointer(rebasing: tail.suffix(Int(following))), length: following, position: position + length - following, report)
-    }
-
-    private mutating func keep(_ piece: UnsafeRawBufferPointer) {
-        let room = Self.keptCapacity - kept.count
-        if room > 0 { kept.append(contentsOf: piece.prefix(room)) }
-        if piece.count > room { keptWhole = false }
-    }
-
-    /// A line without the `\r` before its `\n`.
-    private static func trimmed(_ line: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
-        line.last == 0x0D ? UnsafeRawBufferPointer(rebasing: line.dropLast()) : line
     }
 }
 

@@ -1,3 +1,5 @@
+import TracerFramework
+
 /// An incremental reader of one direction of a NATS connection (the NATS client protocol): control lines ended
 /// by `\r\n` (a bare `\n` is accepted, as nats-server does), the message ones (`PUB`, `HPUB`, `MSG`, `HMSG`)
 /// followed by a payload of the length their line gives and its own `\r\n`. Lines and payloads may be split over
@@ -13,16 +15,7 @@ struct NATSStream {
     static let keptHeaderCapacity = 1024
 
     /// One control line that went by.
-    struct Line {
-        /// The line without its `\r\n`, or as much of it as was kept.
-        var bytes: UnsafeRawBufferPointer
-        /// `bytes` is the whole line.
-        var whole: Bool
-        /// Where the line starts in this direction's byte stream (``ParserContext/position`` counting).
-        var start: UInt64
-        /// The line's length, its `\r\n` included.
-        var length: Int
-    }
+    typealias Line = LineReader.Line
 
     /// What went by: a line, or the end of the payload the previous line announced (with the first bytes of its
     /// header block; `headersWhole`: all of them).
@@ -42,20 +35,13 @@ struct NATSStream {
     /// The input stopped being this protocol, or its uncaptured part held more than a payload.
     private(set) var broken = false
 
-    private var kept: [UInt8] = []
-    private var keptWhole = true
-    private var lineLength = 0
-    private var lineStart: UInt64 = 0
+    private var lines = LineReader(keptCapacity: Self.keptCapacity, maxLength: Self.maxLineLength)
     /// Bytes of a payload still to pass, its `\r\n` included; 0: none.
     private var payloadRemaining = 0
     /// Header bytes of the payload not yet passed.
     private var headersRemaining = 0
     private var headers: [UInt8] = []
     private var headersWhole = true
-
-    init() {
-        kept.reserveCapacity(128)
-    }
 
     mutating func reset() {
         self = NATSStream()
@@ -85,36 +71,13 @@ struct NATSStream {
                 if payloadRemaining == 0 { endPayload(report) }
                 continue
             }
-            if lineLength == 0 { lineStart = position + UInt64(index) }
-            let rest = UnsafeRawBufferPointer(rebasing: data[index...])
-            let newline = rest.firstIndex(of: 0x0A)
-            let piece = UnsafeRawBufferPointer(rebasing: rest[..<(newline ?? rest.count)])
-            lineLength += piece.count + (newline == nil ? 0 : 1)
-            guard lineLength <= Self.maxLineLength else { return broken = true }
-            guard newline != nil else {
-                keep(piece)
-                index += piece.count
-                continue
-            }
-            index += piece.count + 1
-            let next: Next
-            if kept.isEmpty && keptWhole {
-                next = report(.line(Line(bytes: Self.trimmed(piece), whole: true, start: lineStart, length: lineLength)))
-            } else {
-                keep(piece)
-                let whole = keptWhole
-                next = kept.withUnsafeBytes { report(.line(Line(bytes: Self.trimmed($0), whole: whole, start: lineStart, length: lineLength))) }
-            }
-            kept.removeAll(keepingCapacity: true)
-            keptWhole = true
-            lineLength = 0
-            switch next {
-            case .line: break
-            case .payload(let headerCount, let total):
+            switch lines.read(data, at: &index, position: position, { report(.line($0)) }) {
+            case .partial, .line(.line): continue
+            case .line(.payload(let headerCount, let total)):
                 guard headerCount >= 0, total >= headerCount, total <= NATSLine.maxPayload else { return broken = true }
                 payloadRemaining = total + 2
                 headersRemaining = headerCount
-            case .refuse: return broken = true
+            case .tooLong, .line(.refuse): return broken = true
             }
         }
         // What was not captured: only the rest of a payload may hide there.
@@ -141,16 +104,5 @@ struct NATSStream {
         let room = Self.keptHeaderCapacity - headers.count
         if room > 0 { headers.append(contentsOf: piece.prefix(room)) }
         if piece.count > room { headersWhole = false }
-    }
-
-    private mutating func keep(_ piece: UnsafeRawBufferPointer) {
-        let room = Self.keptCapacity - kept.count
-        if room > 0 { kept.append(contentsOf: piece.prefix(room)) }
-        if piece.count > room { keptWhole = false }
-    }
-
-    /// A line without the `\r` before its `\n`.
-    private static func trimmed(_ line: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
-        line.last == 0x0D ? UnsafeRawBufferPointer(rebasing: line.dropLast()) : line
     }
 }
