@@ -227,34 +227,7 @@ public enum HTTPMessageParser {
 
     /// The trace context of a `traceparent: 00-<32 hex>-<16 hex>-<2 hex>` header line.
     private static func traceparent(inHeaderLine line: UnsafeRawBufferPointer) -> W3CTraceContext? {
-        guard let value = value(ofHeader: "traceparent", in: line), value.count == 55 else { return nil }
-        guard value[0] == UInt8(ascii: "0"), value[1] == UInt8(ascii: "0"), value[2] == UInt8(ascii: "-"),
-            value[35] == UInt8(ascii: "-"), value[52] == UInt8(ascii: "-"),
-            let high = hex64(value, 3), let low = hex64(value, 19), let span = hex64(value, 36),
-            let flagsHigh = hexDigit(value[53]), let flagsLow = hexDigit(value[54])
-        else { return nil }
-        let traceID = TraceID(high: high, low: low)
-        let spanID = SpanID(span)
-        guard traceID.isValid, spanID != .invalid else { return nil }
-        return W3CTraceContext(traceID: traceID, parentSpanID: spanID, flags: flagsHigh << 4 | flagsLow)
-    }
-
-    private static func hex64(_ bytes: UnsafeRawBufferPointer, _ offset: Int) -> UInt64? {
-        var value: UInt64 = 0
-        for i in offset..<(offset + 16) {
-            guard let digit = hexDigit(bytes[i]) else { return nil }
-            value = value << 4 | UInt64(digit)
-        }
-        return value
-    }
-
-    /// Lowercase hex only, as W3C trace-context requires.
-    private static func hexDigit(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        default: nil
-        }
+        value(ofHeader: "traceparent", in: line).flatMap { W3CTraceContext(traceparent: $0) }
     }
 
     private static func lowercased(_ c: UInt8) -> UInt8 {

@@ -503,7 +503,7 @@ final class HTTP2ConnectionParser: ConnectionParser {
         case 11 where Self.equal(name, "grpc-status"):
             decoded.grpcStatus = decimal(value)
         case 11 where Self.equal(name, "traceparent"):
-            decoded.traceparent = traceparent(value)
+            decoded.traceparent = W3CTraceContext(traceparent: value)
         default:
             break
         }
@@ -524,32 +524,6 @@ final class HTTP2ConnectionParser: ConnectionParser {
         for byte in bytes {
             guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
             value = value * 10 + Int(byte - UInt8(ascii: "0"))
-        }
-        return value
-    }
-
-    /// A W3C `traceparent` value: `00-<32 hex>-<16 hex>-<2 hex>`, lowercase hex, ids not all zero.
-    static func traceparent(_ value: UnsafeRawBufferPointer) -> W3CTraceContext? {
-        guard value.count == 55, value[0] == UInt8(ascii: "0"), value[1] == UInt8(ascii: "0"), value[2] == UInt8(ascii: "-"),
-              value[35] == UInt8(ascii: "-"), value[52] == UInt8(ascii: "-"),
-              let high = hex(value, 3, 16), let low = hex(value, 19, 16), let span = hex(value, 36, 16), let flags = hex(value, 53, 2)
-        else { return nil }
-        let traceID = TraceID(high: high, low: low)
-        let spanID = SpanID(span)
-        guard traceID.isValid, spanID != .invalid else { return nil }
-        return W3CTraceContext(traceID: traceID, parentSpanID: spanID, flags: UInt8(flags))
-    }
-
-    private static func hex(_ bytes: UnsafeRawBufferPointer, _ offset: Int, _ count: Int) -> UInt64? {
-        var value: UInt64 = 0
-        for byte in bytes[offset..<(offset + count)] {
-            let digit: UInt8
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
-            default: return nil
-            }
-            value = value << 4 | UInt64(digit)
         }
         return value
     }
@@ -658,7 +632,7 @@ struct HTTP1Upgrade {
                 wantsH2C = true
             } else if name == "traceparent" {
                 var bytes = Array(value.utf8)
-                upgrade.traceparent = bytes.withUnsafeMutableBytes { HTTP2ConnectionParser.traceparent(UnsafeRawBufferPointer($0)) }
+                upgrade.traceparent = bytes.withUnsafeMutableBytes { W3CTraceContext(traceparent: UnsafeRawBufferPointer($0)) }
             }
         }
         return wantsH2C ? upgrade : nil

@@ -19,36 +19,11 @@ enum NATSHeaders {
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon == 11,
                   zip(line[0..<11], "traceparent".utf8).allSatisfy({ ($0 | 0x20) == $1 }) else { continue }
             let value = line[(colon + 1)...].drop { $0 == 0x20 || $0 == 0x09 }
-            return parse(UnsafeRawBufferPointer(rebasing: value))
+            return W3CTraceContext(traceparent: UnsafeRawBufferPointer(rebasing: value))
         }
         return nil
     }
 
-    private static func parse(_ value: UnsafeRawBufferPointer) -> W3CTraceContext? {
-        guard value.count >= 55, value[0] == UInt8(ascii: "0"), value[1] == UInt8(ascii: "0"), value[2] == UInt8(ascii: "-"),
-              value[35] == UInt8(ascii: "-"), value[52] == UInt8(ascii: "-"), value[55...].allSatisfy({ $0 == 0x20 || $0 == 0x09 }),
-              let high = hex(value, 3, 16), let low = hex(value, 19, 16), let span = hex(value, 36, 16), let flags = hex(value, 53, 2)
-        else { return nil }
-        let traceID = TraceID(high: high, low: low)
-        let spanID = SpanID(span)
-        guard traceID.isValid, spanID != .invalid else { return nil }
-        return W3CTraceContext(traceID: traceID, parentSpanID: spanID, flags: UInt8(flags))
-    }
-
-    /// `count` lowercase hex digits at `offset`.
-    private static func hex(_ bytes: UnsafeRawBufferPointer, _ offset: Int, _ count: Int) -> UInt64? {
-        var value: UInt64 = 0
-        for byte in bytes[offset..<(offset + count)] {
-            let digit: UInt8
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
-            default: return nil
-            }
-            value = value << 4 | UInt64(digit)
-        }
-        return value
-    }
 
     /// Whether `CONNECT`'s options set `"verbose": true`.
     static func verbose(_ json: UnsafeRawBufferPointer) -> Bool {

@@ -33,6 +33,35 @@ public struct W3CTraceContext: Sendable, Equatable {
         self.parentSpanID = parentSpanID
         self.flags = flags
     }
+
+    /// A `traceparent` header value, as every protocol carries it (HTTP/1 and 2, gRPC metadata, NATS headers):
+    /// `00-<32 hex>-<16 hex>-<2 hex>`, lowercase hex, ids not all zero, optional whitespace after; nil otherwise.
+    public init?(traceparent value: UnsafeRawBufferPointer) {
+        guard value.count >= 55, value[0] == UInt8(ascii: "0"), value[1] == UInt8(ascii: "0"), value[2] == UInt8(ascii: "-"),
+              value[35] == UInt8(ascii: "-"), value[52] == UInt8(ascii: "-"), value[55...].allSatisfy({ $0 == 0x20 || $0 == 0x09 }),
+              let high = Self.hex(value, 3, 16), let low = Self.hex(value, 19, 16), let span = Self.hex(value, 36, 16),
+              let flags = Self.hex(value, 53, 2)
+        else { return nil }
+        let traceID = TraceID(high: high, low: low)
+        let spanID = SpanID(span)
+        guard traceID.isValid, spanID != .invalid else { return nil }
+        self.init(traceID: traceID, parentSpanID: spanID, flags: UInt8(flags))
+    }
+
+    /// `count` lowercase hex digits at `offset` (W3C trace-context allows no uppercase).
+    private static func hex(_ bytes: UnsafeRawBufferPointer, _ offset: Int, _ count: Int) -> UInt64? {
+        var value: UInt64 = 0
+        for byte in bytes[offset..<(offset + count)] {
+            let digit: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
+            default: return nil
+            }
+            value = value << 4 | UInt64(digit)
+        }
+        return value
+    }
 }
 
 extension Attributes {
