@@ -130,15 +130,19 @@ final class SameHostLinkingEndToEndTests: XCTestCase {
         harness.agent.counters.first { $0.counter.name == name }?.counter.value() ?? 0
     }
 
+    /// The Go fixture server and the Python server (on `port`), both traced.
+    private func tracedGoAndPythonServers() throws -> (go: GoServerProcess, python: ChildProcess, port: Int, harness: TracingHarness) {
+        try requireBPF()
+        try requireExecutable(Self.python, package: "python3")
+        let go = try GoServerProcess(binary: try GoServerBuild.binary(stripped: false))
+        let (python, port) = try pythonServer(try temporaryDirectory(self))
+        return (go, python, port, try TracingHarness(pids: [python.pid, go.pid]))
+    }
+
     /// Python's urllib call from a request handler to a Go net/http server: the call is the child of the request
     /// its thread serves, and the Go server span the child of the call (the other end of its connection): one trace.
     func testGoServerIsTheChildOfAPythonUrllibCall() throws {
-        try requireBPF()
-        try requireExecutable(Self.python, package: "python3")
-        let directory = try temporaryDirectory(self)
-        let go = try GoServerProcess(binary: try GoServerBuild.binary(stripped: false))
-        let (python, port) = try pythonServer(directory)
-        let harness = try TracingHarness(pids: [python.pid, go.pid])
+        let (go, python, port, harness) = try tracedGoAndPythonServers()
         let upstream = "\(go.base)/hello".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
         XCTAssertEqual(try curl(["http://127.0.0.1:\(port)/call?to=\(upstream)"]), "upstream 200")
 
@@ -164,12 +168,7 @@ final class SameHostLinkingEndToEndTests: XCTestCase {
     /// The Go server's client call (from the handler's goroutine) to a Python server: the Python server span is
     /// the child of the Go client span, and all three spans are one trace.
     func testPythonServerIsTheChildOfAGoClientCall() throws {
-        try requireBPF()
-        try requireExecutable(Self.python, package: "python3")
-        let directory = try temporaryDirectory(self)
-        let go = try GoServerProcess(binary: try GoServerBuild.binary(stripped: false))
-        let (python, port) = try pythonServer(directory)
-        let harness = try TracingHarness(pids: [python.pid, go.pid])
+        let (go, python, port, harness) = try tracedGoAndPythonServers()
         let upstream = "http://127.0.0.1:\(port)/hello".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
         XCTAssertEqual(try curl(["\(go.base)/proxy?to=\(upstream)"]), "upstream 200")
 
