@@ -51,20 +51,21 @@ memcached_port=$((55000 + RANDOM % 5000))
 memcached -u root -l 127.0.0.1 -p "$memcached_port" -U 0 -t 2 & pids+=($!); memcached_pid=$!
 sleep 0.3
 
-redis_rate() { # -> "requests/s"
+# Each workload prints "rate operations".
+redis_run() { # requests/s, commands
   redis-benchmark -p "$redis_port" -c 2 -n "$requests" -t get,set -q 2>/dev/null | tr '\r' '\n' \
-    | awk '/requests per second/ {sum += $2; n++} END {print sum / n}'
+    | awk -v n=$((2 * requests)) '/requests per second/ {sum += $2; k++} END {print sum / k, n}'
 }
-pg_run() { # -> "tps transactions"
+pg_run() { # tps, transactions (SELECTs)
   pgbench -S -c 2 -T "$seconds" -h 127.0.0.1 -p "$pg_port" -U postgres postgres 2>/dev/null \
     | awk '/^tps/ {tps=$3} /number of transactions actually processed/ {split($0, a, ": "); n=a[2]} END {print tps, n}'
 }
-maria_rate() { # -> "queries/s" ($requests / 2 queries of SELECT 1 over 2 connections)
+maria_run() { # queries/s, queries ($requests / 2 of SELECT 1 over 2 connections)
   local queries=$((requests / 2))
   mariadb-slap -h 127.0.0.1 -P "$maria_port" -u root --concurrency=2 --number-of-queries="$queries" --query="SELECT 1" \
-    --create-schema=mysql 2>/dev/null | awk -v q="$queries" '/Average number of seconds/ {print q / $(NF - 1)}'
+    --create-schema=mysql 2>/dev/null | awk -v q="$queries" '/Average number of seconds/ {print q / $(NF - 1), q}'
 }
-memcached_run() { # -> "ops/s ops"
+memcached_run() { # ops/s, operations
   memcaslap -s "127.0.0.1:$memcached_port" -T 2 -c 2 -t "${seconds}s" 2>/dev/null | awk '/^Run time/ {print $7, $5}'
 }
 
@@ -101,34 +102,24 @@ spans_of() { # $1: db.system.name
 }
 
 declare -A values
+# One workload in the current mode and round: $1 its key, $2 the pid to trace, $3 its runner, $4 what it runs
+# (for the round line), $5 its db.system.name.
+measure() {
+  local rate n
+  [ "$mode" = agent ] && start_agent "$2"
+  read -r rate n < <("$3")
+  values[$1_$mode]+="$rate "
+  if [ "$mode" = agent ]; then
+    stop_agent
+    echo "  round $round $4: $n operations; spans: $(spans_of "$5"); $(grep -o 'stopped: .*' "$work/agent.log")"
+  fi
+}
 for round in $(seq 1 "$rounds"); do
   for mode in none agent; do
-    [ "$mode" = agent ] && start_agent "$redis_pid"
-    values[redis_$mode]+="$(redis_rate) "
-    if [ "$mode" = agent ]; then
-      stop_agent
-      echo "  round $round redis: $((2 * requests)) commands; spans: $(spans_of redis); $(grep -o 'stopped: .*' "$work/agent.log")"
-    fi
-    [ "$mode" = agent ] && start_agent "$pg_pid"
-    read -r tps n < <(pg_run)
-    values[pg_$mode]+="$tps "
-    if [ "$mode" = agent ]; then
-      stop_agent
-      echo "  round $round pgbench: $n transactions ($((n)) SELECTs); spans: $(spans_of postgresql); $(grep -o 'stopped: .*' "$work/agent.log")"
-    fi
-    [ "$mode" = agent ] && start_agent "$maria_pid"
-    values[maria_$mode]+="$(maria_rate) "
-    if [ "$mode" = agent ]; then
-      stop_agent
-      echo "  round $round mariadb-slap: $((requests / 2)) queries; spans: $(spans_of mariadb); $(grep -o 'stopped: .*' "$work/agent.log")"
-    fi
-    [ "$mode" = agent ] && start_agent "$memcached_pid"
-    read -r ops n < <(memcached_run)
-    values[memcached_$mode]+="$ops "
-    if [ "$mode" = agent ]; then
-      stop_agent
-      echo "  round $round memcaslap: $n operations; spans: $(spans_of memcached); $(grep -o 'stopped: .*' "$work/agent.log")"
-    fi
+    measure redis "$redis_pid" redis_run "redis-benchmark" redis
+    measure pg "$pg_pid" pg_run "pgbench" postgresql
+    measure maria "$maria_pid" maria_run "mariadb-slap" mariadb
+    measure memcached "$memcached_pid" memcached_run "memcaslap" memcached
   done
 done
 m() { echo "${values[$1]}" | tr ' ' '\n' | grep -v '^$' | median; }
