@@ -230,17 +230,7 @@ final class MemcachedTracerTests: XCTestCase {
         try requireExecutable("/usr/bin/memcached", package: "memcached")
         let port = unusedTCPPort()
         let server = try ChildProcess("/usr/bin/memcached", ["-u", "root", "-l", "127.0.0.1", "-p", String(port), "-U", "0", "-t", "2"])
-        let ready = waitUntil(timeout: 10) {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            return withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } == 0
-            }
-        }
+        let ready = waitUntil(timeout: 10) { acceptsTCPConnections(port: port) }
         guard ready else { try prerequisiteMissing("memcached", "memcached did not listen on 127.0.0.1:\(port) within 10 s") }
         return (server, port)
     }

@@ -25,17 +25,7 @@ final class NATSTracerTests: XCTestCase {
             arguments += ["-c", file.path]
         }
         let server = try ChildProcess("/usr/sbin/nats-server", arguments, directory: directory)
-        let ready = waitUntil(timeout: 10) {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            return withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } == 0
-            }
-        }
+        let ready = waitUntil(timeout: 10) { acceptsTCPConnections(port: port) }
         guard ready else { try prerequisiteMissing("nats-server", "nats-server did not listen on 127.0.0.1:\(port) within 10 s") }
         return (server, port)
     }
