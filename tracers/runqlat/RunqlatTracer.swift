@@ -62,7 +62,7 @@ final class CgroupPaths: Sendable {
 
     func path(of id: UInt64) -> String? {
         if let path = known.withLock({ $0[id] }) { return path }
-        guard let root = Self.cgroup2Mount() else { return nil }
+        guard let root = Cgroup2.mountPoint() else { return nil }
         var found: String?
         var pending = [""]
         var visited = 0
@@ -79,17 +79,5 @@ final class CgroupPaths: Sendable {
         }
         if let found { known.withLock { $0[id] = found } }
         return found
-    }
-
-    /// Where the cgroup2 filesystem is mounted (/proc/self/mountinfo: the field after " - " is the type).
-    static func cgroup2Mount() -> String? {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
-        for line in text.split(separator: "\n") {
-            let halves = line.components(separatedBy: " - ")
-            guard halves.count == 2, halves[1].hasPrefix("cgroup2 ") else { continue }
-            let fields = halves[0].split(separator: " ")
-            if fields.count > 4 { return String(fields[4]) }
-        }
-        return nil
     }
 }

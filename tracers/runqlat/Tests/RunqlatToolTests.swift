@@ -1,5 +1,6 @@
 import Foundation
 import TestSupport
+import TracerFramework
 @testable import Tracers
 import XCTest
 
@@ -136,7 +137,7 @@ final class RunqlatToolTests: XCTestCase {
     /// labelled with that cgroup's path.
     func testPerCgroupHistogramsNameTheCgroupPath() throws {
         try requireBPF()
-        guard let mount = CgroupPaths.cgroup2Mount() else { try prerequisiteMissing("cgroup2", "no cgroup2 filesystem mounted") }
+        guard let mount = Cgroup2.mountPoint() else { try prerequisiteMissing("cgroup2", "no cgroup2 filesystem mounted") }
         let directory = try temporaryDirectory(self)
         let binary = try contention(in: directory).path
         let name = "tracer-runqlat-\(getpid())"
