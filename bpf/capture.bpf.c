@@ -29,6 +29,7 @@ char LICENSE[] SEC("license") = "GPL";
 /* Anchors the shared structs in the object's BTF, so tests can compare them with Swift's layout. */
 const struct capture_chunk_event *capture_chunk_anchor __attribute__((unused));
 const struct capture_close_event *capture_close_anchor __attribute__((unused));
+const struct capture_context_event *capture_context_anchor __attribute__((unused));
 const struct capture_process *capture_process_anchor __attribute__((unused));
 const struct capture_connection *capture_connection_anchor __attribute__((unused));
 
@@ -254,14 +255,23 @@ static __always_inline __u32 gather_segments(struct capture_chunk_event *event, 
 	return captured;
 }
 
-/* Emits a chunk whose data holds up to `capacity` (a constant) bytes of the transfer at `from`. */
+#include "capture_propagation.bpf.h"
+
+/* Emits a chunk whose data holds up to `capacity` (a constant) bytes of the transfer at `from`. With network
+ * propagation, a receive that starts an HTTP/1 request is preceded by the ids decided for its server span. */
 static __always_inline void emit_chunk(void *ctx, const struct capture_process *process,
 				       struct capture_connection *connection, __u32 fd, __u8 direction, __u8 source,
 				       __u8 flags, const struct capture_user_data *from, __u64 length, const __u32 capacity)
 {
+	struct capture_context_event *context = NULL;
+	if (direction == CAPTURE_DIRECTION_RECEIVE && propagates(process))
+		context = bpf_ringbuf_reserve(&tracer_events, sizeof(*context), 0);
 	struct capture_chunk_event *event = tracer_reserve(sizeof(*event) + capacity);
-	if (!event)
+	if (!event) {
+		if (context)
+			bpf_ringbuf_discard(context, 0);
 		return;
+	}
 	tracer_fill_header(&event->header, CAPTURE_EVENT_CHUNK);
 	event->connection = connection->id;
 	event->goid = current_goid(process);
@@ -289,6 +299,8 @@ static __always_inline void emit_chunk(void *ctx, const struct capture_process *
 	}
 	event->captured = captured;
 	event->tail_captured = tail;
+	if (context)
+		decide_server_span(ctx, context, connection->id, event->data, captured);
 	tracer_submit(ctx, event, sizeof(*event) + capacity);
 }
 
@@ -406,6 +418,8 @@ static __always_inline void transfer(void *ctx, struct capture_process *process,
 		__sync_fetch_and_add(&connection->bytes_sent, length);
 	else
 		__sync_fetch_and_add(&connection->bytes_received, length);
+	struct capture_injection injection;
+	int injected = direction == CAPTURE_DIRECTION_SEND && propagates(process) && sent_by_thread(connection->id, key, &injection);
 	struct capture_ssl_call *call = bpf_map_lookup_elem(&capture_ssl_calls, &pid_tgid);
 	if (!call && process->go_tls)
 		call = go_tls_call(process, tgid);
@@ -425,6 +439,8 @@ static __always_inline void transfer(void *ctx, struct capture_process *process,
 		return;
 	}
 	__u8 flags = has_bytes ? 0 : CAPTURE_FLAG_NO_BUFFER;
+	if (injected)
+		announce_injection(ctx, connection->id, &injection);
 	if (!has_bytes || length <= CAPTURE_CLASS_SMALL)
 		emit_chunk(ctx, process, connection, fd, direction, CAPTURE_SOURCE_SOCKET, flags, from, length, CAPTURE_CLASS_SMALL);
 	else if (length <= CAPTURE_CLASS_MEDIUM)

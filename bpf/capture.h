@@ -9,6 +9,7 @@
 /* tracer_event_header.type of the capture layer (its range is 800-809). */
 #define CAPTURE_EVENT_CHUNK 800 /* bytes crossed a connection */
 #define CAPTURE_EVENT_CLOSE 801 /* the process closed the connection, or it is gone */
+#define CAPTURE_EVENT_CONTEXT 802 /* span ids decided in the kernel for the chunk that follows (network propagation) */
 
 /* capture_chunk_event.direction */
 #define CAPTURE_DIRECTION_RECEIVE 0
@@ -104,5 +105,37 @@ struct capture_connection {
 	struct capture_tuple tuple;
 };
 _Static_assert(sizeof(struct capture_connection) == 80, "capture_connection layout");
+
+/* capture_context_event.flags */
+#define CAPTURE_CONTEXT_INJECTED 1    /* a send: the ids went out in a traceparent the capture inserted */
+#define CAPTURE_CONTEXT_TRACEPARENT 2 /* a receive: the request carried a traceparent, parent_span_id is its span */
+#define CAPTURE_CONTEXT_SERVING 4     /* a send: parent_span_id is the request the sending thread serves */
+
+/* The traceparent line network propagation inserts after a request line:
+ * "traceparent: 00-" + 32 hex + "-" + 16 hex + "-01\r\n". */
+#define CAPTURE_TRACEPARENT_LINE 70
+
+/* CAPTURE_EVENT_CONTEXT (network propagation only): the ids the kernel decided for the next chunk of the
+ * same connection and direction, emitted just before it. A receive that starts an HTTP/1 request names the
+ * server span (its parent from the request's traceparent); a send names the client span whose traceparent
+ * the sk_msg program inserted (injected bytes more went out than the chunk's length says). */
+struct capture_context_event {
+	struct tracer_event_header header;
+	__u64 connection;
+	__u8 trace_id[16];
+	__u8 span_id[8];
+	__u8 parent_span_id[8]; /* zero: a root */
+	__u32 injected;         /* bytes the capture added to the stream (CAPTURE_TRACEPARENT_LINE or 0) */
+	__u8 direction;         /* CAPTURE_DIRECTION_* of the chunk it names */
+	__u8 flags;             /* CAPTURE_CONTEXT_* */
+	__u8 reserved[2];
+};
+_Static_assert(sizeof(struct capture_context_event) == 72, "capture_context_event layout");
+
+/* Counters of network propagation (map capture_propagation_counts, per CPU). */
+#define CAPTURE_PROPAGATION_INJECTED 0 /* a traceparent was inserted */
+#define CAPTURE_PROPAGATION_SKIPPED 1  /* a request was left alone: it carried one, or could not be framed */
+#define CAPTURE_PROPAGATION_FAILED 2   /* inserting failed (the request went out unchanged) */
+#define CAPTURE_PROPAGATION_COUNTERS 3
 
 #endif

@@ -86,6 +86,12 @@ public final class BPFProgram: @unchecked Sendable {
         return try BPFLink(libbpfLink: link, errno: errno, description: description)
     }
 
+    /// sk_msg verdict program on a SOCKHASH or SOCKMAP (`BPF_SK_MSG_VERDICT`, Linux 4.17): it runs for every
+    /// sendmsg/sendfile of the sockets in `map`, in the sending task. Detached when the link closes.
+    public func attachMessageVerdict(to map: BPFMap) throws -> BPFLink {
+        try BPFLink(attaching: fd, to: map.fd, type: BPF_SK_MSG_VERDICT, description: "sk_msg program \(name) on map \(map.name)")
+    }
+
     /// Raw tracepoint (Linux 4.17).
     public func attachRawTracepoint(_ event: String) throws -> BPFLink {
         let link = bpf_program__attach_raw_tracepoint(handle, event)

@@ -27,14 +27,16 @@ struct AgentRunner {
         let logger = Logger(label: "tracer")
         let outputs = try Outputs(options: options, file: file, logger: logger)
         let features = KernelFeatures.detect()
-        let tracers = TracerRegistry.tracers(contextPropagation: options.contextPropagation, features: features,
+        let propagation = try options.contextPropagationMode()
+        let tracers = TracerRegistry.tracers(contextPropagation: propagation?.writesGoRequests ?? false, features: features,
                                              databaseQueryText: try options.databaseQueryText(file: file))
         let channel = try options.channel(features: features)
         if case .perfBuffer(let pages) = channel.transport {
             logger.info("events through perf buffers (\(pages) pages per CPU)\(features.isAvailable(.ringBuffer) ? "" : ": this kernel has no BPF ring buffer (5.8+)")")
         }
         let agent = try Agent(.init(selection: selection, tracers: tracers, sinks: outputs.sinks, channel: channel,
-                                    logger: logger, features: features, captureHooks: try options.captureHooks()))
+                                    logger: logger, features: features, captureHooks: try options.captureHooks(),
+                                    networkPropagation: propagation?.insertsIntoNetworkRequests ?? false))
         outputs.observe(agent)
         let objectPaths = options.objects + (file?.objects ?? [])
         var objects: ObjectsBesideAgent?

@@ -55,8 +55,8 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("prometheus-host"), help: ArgumentHelp("Address the Prometheus endpoint binds (default 127.0.0.1; 0.0.0.0 in a DaemonSet).", valueName: "address"))
     var prometheusHost: String?
 
-    @Flag(name: .customLong("context-propagation"), help: "Write a traceparent into outgoing Go net/http (HTTP/1.x) client requests, so traced Go services form one trace. Needs bpf_probe_write_user, which kernel lockdown forbids: then one line at start says so and tracing carries on.")
-    var contextPropagation = false
+    @Option(name: .customLong("context-propagation"), help: ArgumentHelp("Carry the trace in outgoing requests, so traced services form one trace: go (write a traceparent into Go net/http HTTP/1.x requests; needs bpf_probe_write_user, which kernel lockdown forbids), network (insert one into the plaintext HTTP/1 requests of other processes on their way out, with sk_msg; needs cgroup2 and Linux 6.3+ socket tracepoints), or all. What is unavailable here is said in one line at start; tracing carries on.", valueName: "mode"))
+    var contextPropagation: String?
 
     @Option(name: .customLong("db-query-text"), help: ArgumentHelp("Whether database spans carry db.query.text: off (default), sanitized (literals and Redis/Memcached arguments as ?) or full (as sent; may hold personal data).", valueName: "mode"))
     var databaseQueryText: String?
@@ -163,6 +163,15 @@ struct RunOptions: ParsableArguments {
         let text = databaseQueryText ?? file?.databaseQueryText ?? "off"
         guard let mode = DatabaseQueryText(rawValue: text) else {
             throw ValidationError("--db-query-text \(text): not one of \(DatabaseQueryText.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return mode
+    }
+
+    /// `--context-propagation`: nil when not given.
+    func contextPropagationMode() throws -> ContextPropagation? {
+        guard let contextPropagation else { return nil }
+        guard let mode = ContextPropagation(rawValue: contextPropagation) else {
+            throw ValidationError("--context-propagation \(contextPropagation): not one of \(ContextPropagation.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         return mode
     }

@@ -23,6 +23,7 @@ struct Tracer: ParsableCommand {
               tracer --language python --no-children  every Python process, no children
               tracer --config tracer.yaml             selection and export from a file
               tracer --exe '*/api' --otlp-endpoint http://localhost:4318
+              tracer --exe '*/api' --context-propagation network   traceparent into its HTTP/1 requests
               tracer features [--json]                BPF features, capabilities, mounts
               tracer inspect ./server                 what the agent sees in an executable
               tracer inspect --pid 1234               ... or in a running process

@@ -30,13 +30,17 @@ public final class Agent: @unchecked Sendable {
         public var features: KernelFeatures?
         /// The capture layer's hook variant; nil: the cheapest this kernel has.
         public var captureHooks: CaptureHooks?
+        /// Insert a traceparent into the plaintext HTTP/1 requests of selected non-Go processes (sk_msg), where
+        /// this machine allows it (``NetworkPropagation``).
+        public var networkPropagation: Bool
 
         public init(selection: Selection, tracers: [any Tracer], sinks: [any SpanSink] = [],
                     channel: EventChannel.Settings = .init(), rescanInterval: Duration = .seconds(10),
                     drainInterval: Duration = .milliseconds(20), logger: Logger = Logger(label: "tracer"),
-                    features: KernelFeatures? = nil, captureHooks: CaptureHooks? = nil) {
+                    features: KernelFeatures? = nil, captureHooks: CaptureHooks? = nil, networkPropagation: Bool = false) {
             self.features = features
             self.captureHooks = captureHooks
+            self.networkPropagation = networkPropagation
             self.selection = selection
             self.tracers = tracers
             self.sinks = sinks
@@ -87,6 +91,8 @@ public final class Agent: @unchecked Sendable {
     }
     /// The capture layer's hook variant on this kernel.
     public let captureHooks: CaptureHooks
+    /// Whether the capture layer inserts traceparents on the network.
+    public let networkPropagation: NetworkPropagation
     /// Which span each goroutine serves, shared by the tracers' decoding.
     public let traceContexts = TraceContexts()
     private let channel: EventChannel
@@ -128,10 +134,14 @@ public final class Agent: @unchecked Sendable {
         processChannel = try EventChannel(.init(transport: processTransport, wakeupBytes: 4096, filterPIDs: false),
                                           sharingPIDFilterOf: channel)
         inspection = InspectionCache(inspector: ExecutableInspector(goFields: goFieldsToInspect(for: configuration.tracers)))
+        let ringBuffer = if case .ringBuffer = configuration.channel.transport { true } else { false }
+        networkPropagation = NetworkPropagation.decide(requested: configuration.networkPropagation, hooks: captureHooks, features: features,
+                                                       ringBuffer: ringBuffer)
         attacher = try Attacher(tracers: configuration.tracers, channel: channel, features: features, captureHooks: captureHooks,
-                                followForks: configuration.selection.includeChildren,
+                                networkPropagation: networkPropagation, followForks: configuration.selection.includeChildren,
                                 inspection: inspection, logger: logger)
         for tracer in configuration.tracers { if let notice = tracer.notice { logger.notice("\(notice)") } }
+        if let notice = networkPropagation.notice { logger.notice("\(notice)") }
         let offset = Self.monotonicToUnixOffset()
         var byType: [UInt32: (LoadedTracer, DecodeContext)] = [:]
         let selected = self.selected
@@ -216,7 +226,8 @@ public final class Agent: @unchecked Sendable {
             },
             TracerCounter("same_host_evicted", help: "Same-host linking entries dropped because a table was full.") { links.evicted.load(ordering: .relaxed) },
         ]
-        return (capture + linking).map { ("capture", $0) } + attacher.loaded.flatMap { loaded in
+        let propagation = attacher.capture.map { $0.tracer.counters(object: $0.object) } ?? []
+        return (capture + linking + propagation).map { ("capture", $0) } + attacher.loaded.flatMap { loaded in
             loaded.tracer.counters(object: loaded.object).map { (loaded.tracer.name, $0) }
         }
     }
@@ -512,7 +523,7 @@ public final class Agent: @unchecked Sendable {
             }
             let type = event.loadUnaligned(as: UInt32.self)
             let pid = Int32(bitPattern: event.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-            if type == UInt32(CAPTURE_EVENT_CHUNK) || type == UInt32(CAPTURE_EVENT_CLOSE) {
+            if (UInt32(CAPTURE_EVENT_CHUNK)...UInt32(CAPTURE_EVENT_CONTEXT)).contains(type) {
                 tracker.handle(event, into: &exchanges)
                 continue
             }

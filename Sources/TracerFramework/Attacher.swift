@@ -85,11 +85,11 @@ final class Attacher {
     /// tracer). A tracer that fails is skipped with a logged reason, unless it is required; tracers whose
     /// event-type ranges overlap are an error.
     init(tracers: [any Tracer], channel: EventChannel, features: KernelFeatures, captureHooks: CaptureHooks,
-         followForks: Bool, inspection: InspectionCache, logger: Logger) throws {
+         networkPropagation: NetworkPropagation = .off, followForks: Bool, inspection: InspectionCache, logger: Logger) throws {
         self.inspection = inspection
         self.logger = logger
         guard tracers.count <= 31 else { throw SelectionError("at most 31 tracers fit the PID filter's mask, not \(tracers.count)") }
-        let capture: (any Tracer)? = tracers.contains { $0.parser != nil } ? CaptureTracer(hooks: captureHooks, followForks: followForks) : nil
+        let capture: (any Tracer)? = tracers.contains { $0.parser != nil } ? CaptureTracer(hooks: captureHooks, followForks: followForks, networkPropagation: networkPropagation) : nil
         try Self.checkEventTypes(tracers + (capture.map { [$0] } ?? []))
         var loaded: [LoadedTracer] = []
         for (index, tracer) in tracers.enumerated() {
@@ -150,6 +150,13 @@ final class Attacher {
                 loaded.globalAttachments.append { try object.program(program).attachRawTracepoint(event) }
             case .btf(_, let program):
                 loaded.globalAttachments.append { try object.program(program).attachTracing() }
+            case .cgroup(let program):
+                loaded.globalAttachments.append {
+                    guard let root = Cgroup2.mountPoint() else { throw SelectionError("no cgroup2 filesystem is mounted to attach \(program) to") }
+                    return try object.program(program).attachCgroup(path: root)
+                }
+            case .messageVerdict(let map, let program):
+                loaded.globalAttachments.append { try object.program(program).attachMessageVerdict(to: object.map(map)) }
             case .kprobe(let function, let program, let returnProbe, let fallback):
                 if kprobes || fallback == nil {
                     loaded.globalAttachments.append { try object.program(program).attachKprobe(function: function, returnProbe: returnProbe) }

@@ -126,6 +126,12 @@ public enum Probe: Sendable, Hashable {
     /// A raw tracepoint (`BPF_PROG_TYPE_RAW_TRACEPOINT`, Linux 4.17) such as `sys_exit`, attached once for the
     /// whole agent: no perf-buffer record is built per hit, so it is the cheapest hook on hot syscalls.
     case rawTracepoint(event: String, program: BPFProgramName)
+    /// A cgroup program (sock_ops, cgroup_skb...) on the root of the cgroup v2 hierarchy, as a BPF link: it
+    /// runs for the sockets of every cgroup, so it must filter by process itself.
+    case cgroup(program: BPFProgramName)
+    /// An sk_msg verdict program on a SOCKHASH/SOCKMAP of the tracer's object (`BPF_SK_MSG_VERDICT`): it runs
+    /// for the sends of the sockets in that map.
+    case messageVerdict(map: BPFMapName, program: BPFProgramName)
 
     /// Programs of this probe that run as uprobes or uretprobes (loaded as uprobe_multi where the kernel has it).
     public var uprobePrograms: [BPFProgramName] {
@@ -142,7 +148,7 @@ public enum Probe: Sendable, Hashable {
         case .function(_, let entry, let returns), .library(_, _, let entry, let returns, _): [entry, returns].compactMap { $0 }
         case .kprobe(_, let program, _, let fallback): [program] + (fallback.map { [$0.program] } ?? [])
         case .tracepoint(let tracepoint): [tracepoint.program]
-        case .rawTracepoint(_, let program), .btf(_, let program): [program]
+        case .rawTracepoint(_, let program), .btf(_, let program), .cgroup(let program), .messageVerdict(_, let program): [program]
         }
     }
 }

@@ -52,6 +52,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         "capture_process": layout(capture_process()),
         "capture_chunk_event": layout(capture_chunk_event()),
         "capture_close_event": layout(capture_close_event()),
+        "capture_context_event": layout(capture_context_event()),
         "capture_connection": layout(capture_connection()),
         "go_nethttp_offsets": layout(go_nethttp_offsets()),
         "go_nethttp_span_context": layout(go_nethttp_span_context()),

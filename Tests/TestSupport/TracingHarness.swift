@@ -11,15 +11,16 @@ public final class TracingHarness {
     public let agent: Agent
     public let collector = SpanCollector()
 
-    /// Starts an agent that traces `pids` (and their children). `captureHooks` forces a capture variant.
-    public init(pids: [Int32], tracers: [any Tracer]? = nil, captureHooks: CaptureHooks? = nil, contextPropagation: Bool = false,
+    /// Starts an agent that traces `pids` (and their children). `captureHooks` forces a capture variant;
+    /// `contextPropagation` as `tracer --context-propagation` does.
+    public init(pids: [Int32], tracers: [any Tracer]? = nil, captureHooks: CaptureHooks? = nil, contextPropagation: ContextPropagation? = nil,
                 logLevel: Logger.Level = .warning) throws {
         var logger = Logger(label: "tracer.tests")
         logger.logLevel = logLevel
-        let tracers = tracers ?? TracerRegistry.tracers(contextPropagation: contextPropagation)
+        let tracers = tracers ?? TracerRegistry.tracers(contextPropagation: contextPropagation?.writesGoRequests ?? false)
         agent = try Agent(.init(selection: Selection(rules: [SelectionRule(pids: pids)]), tracers: tracers, sinks: [collector],
                                 rescanInterval: .seconds(1), drainInterval: .milliseconds(10), logger: logger,
-                                captureHooks: captureHooks))
+                                captureHooks: captureHooks, networkPropagation: contextPropagation?.insertsIntoNetworkRequests ?? false))
         try agent.start()
         agent.settle()
     }

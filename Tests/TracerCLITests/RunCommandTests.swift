@@ -273,14 +273,15 @@ final class RunCommandTests: XCTestCase {
         XCTAssertTrue(bad.stderr.hasPrefix("Error: --event-transport: expected ring-buffer or perf-buffer, not 'pigeon'"), bad.stderr)
     }
 
-    /// `--context-propagation` on a kernel that forbids `bpf_probe_write_user` (lockdown, as here) says so once
-    /// and carries on; `--ring-buffer-size` sizes the event ring.
+    /// `--context-propagation all` on a kernel that forbids `bpf_probe_write_user` (lockdown, as here) says once
+    /// that the Go path is off and once that network propagation is on, and carries on; `--ring-buffer-size`
+    /// sizes the event ring.
     func testContextPropagationNoticeAndRingBufferSize() throws {
         try requireBPF()
         let sleeper = try startSleeper()
         var ringSizes: [String] = []
         let (started, _) = try runAgentUntilStarted([
-            "--pid", "\(sleeper.processIdentifier)", "--context-propagation", "--ring-buffer-size", "8", "--print", "none",
+            "--pid", "\(sleeper.processIdentifier)", "--context-propagation", "all", "--ring-buffer-size", "8", "--print", "none",
         ]) { pid in
             // The agent's BPF_MAP_TYPE_RINGBUF (27) maps, from its descriptors' fdinfo.
             let directory = "/proc/\(pid)/fdinfo"
@@ -292,11 +293,14 @@ final class RunCommandTests: XCTestCase {
         }
         XCTAssertEqual(Set(ringSizes), ["262144", "8388608"], "the event ring is 8 MiB; process events have their own 256 KiB ring")
         let notices = started.split(separator: "\n").filter { $0.contains("context propagation") }
-        XCTAssertEqual(notices.count, 1, started)
+        XCTAssertEqual(notices.count, 2, started)
         let lockdown = (try? String(contentsOfFile: "/sys/kernel/security/lockdown", encoding: .utf8)) ?? ""
         if lockdown.contains("[integrity]") || lockdown.contains("[confidentiality]") {
-            XCTAssertTrue(notices.first?.contains("forbids bpf_probe_write_user (kernel lockdown:") ?? false, started)
+            XCTAssertTrue(notices.contains { $0.contains("forbids bpf_probe_write_user (kernel lockdown:") }, started)
         }
+        XCTAssertTrue(notices.contains { $0.contains("context propagation network on") }, started)
+        let bad = try runProduct("tracer", ["--pid", "1", "--context-propagation", "pigeon"])
+        XCTAssertTrue(bad.stderr.hasPrefix("Error: --context-propagation pigeon: not one of go, network, all"), bad.stderr)
         XCTAssertTrue(started.contains("1 processes selected now"), started)
     }
 }

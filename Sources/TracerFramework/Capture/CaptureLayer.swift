@@ -83,6 +83,53 @@ public enum CaptureHooks: String, Sendable, CaseIterable {
     }
 }
 
+/// What `--context-propagation` asks for.
+public enum ContextPropagation: String, Sendable, CaseIterable {
+    /// The Go tracer writes a traceparent into Go net/http requests (`bpf_probe_write_user`).
+    case go
+    /// The capture layer inserts a traceparent into the plaintext HTTP/1 requests of the other selected
+    /// processes on their way out (sk_msg, ``NetworkPropagation``).
+    case network
+    /// Both.
+    case all
+
+    public var writesGoRequests: Bool { self != .network }
+    public var insertsIntoNetworkRequests: Bool { self != .go }
+}
+
+/// Whether the capture layer inserts traceparents on the network (`--context-propagation network`), decided
+/// once at start from what this kernel and machine allow.
+public enum NetworkPropagation: Sendable, Equatable {
+    case off
+    case on
+    case unavailable(reason: String)
+
+    /// `requested`: `--context-propagation network` or `all` was given.
+    public static func decide(requested: Bool, hooks: CaptureHooks, features: KernelFeatures, ringBuffer: Bool,
+                              cgroup2: String? = Cgroup2.mountPoint()) -> NetworkPropagation {
+        guard requested else { return .off }
+        guard hooks == .socketTracepoints || hooks == .syscallTracepoints else {
+            return .unavailable(reason: "the capture's \(hooks.rawValue) hooks on tcp_sendmsg do not see the sends sk_msg takes over (needs socket tracepoints, Linux 6.3)")
+        }
+        guard CaptureHooks.kernel(features.kernelRelease, isAtLeast: (5, 17)) else {
+            return .unavailable(reason: "needs bpf_loop (Linux 5.17); this is \(features.kernelRelease)")
+        }
+        guard ringBuffer else { return .unavailable(reason: "needs the BPF ring buffer (the perf buffer transport is in use)") }
+        guard let cgroup2 else { return .unavailable(reason: "no cgroup2 filesystem is mounted (its sock_ops program marks the sockets)") }
+        _ = cgroup2
+        return .on
+    }
+
+    /// The line logged at start; nil when it was not asked for.
+    public var notice: String? {
+        switch self {
+        case .off: nil
+        case .on: "context propagation network on: a traceparent is inserted into the plaintext HTTP/1 requests of selected non-Go processes (sock_ops on the cgroup2 root, sk_msg)"
+        case .unavailable(let reason): "context propagation network off: \(reason); tracing carries on without it"
+        }
+    }
+}
+
 /// The functions the capture layer probes in executables (Go's crypto/tls), for `tracer inspect`.
 public let captureProbeTargetQueries = [CaptureTracer.goTLSRead, CaptureTracer.goTLSWrite, CaptureTracer.goTLSServerHandshake,
                                         CaptureTracer.goTLSClientHandshake].map {
@@ -114,10 +161,11 @@ struct CaptureTracer: Tracer {
     let hooks: CaptureHooks
     /// Children of selected processes are selected too: the kernel prepares them at fork.
     let followForks: Bool
+    let networkPropagation: NetworkPropagation
 
     var name: String { Self.name }
     var object: EmbeddedBPFObject? { BPFPrograms.Capture.object }
-    var eventTypes: ClosedRange<UInt32>? { UInt32(CAPTURE_EVENT_CHUNK)...UInt32(CAPTURE_EVENT_CLOSE) }
+    var eventTypes: ClosedRange<UInt32>? { UInt32(CAPTURE_EVENT_CHUNK)...UInt32(CAPTURE_EVENT_CONTEXT) }
     var hookDescription: String? { hooks.description }
     var goFields: [GoField] { [Self.goidField] }
     static let goidField = GoField("runtime.g", "goid")
@@ -135,6 +183,10 @@ struct CaptureTracer: Tracer {
                .function(symbol: Self.goTLSWrite, entry: Program.captureGoTlsWrite, returns: Program.captureGoTlsReturn),
                .function(symbol: Self.goTLSServerHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn),
                .function(symbol: Self.goTLSClientHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn)]
+            + (networkPropagation == .on
+                ? [.messageVerdict(map: BPFPrograms.Capture.Map.capturePropagationSockets, program: Program.capturePropagationMsg),
+                   .cgroup(program: Program.capturePropagationSockops)]
+                : [])
     }
 
     static let name = "capture"
@@ -170,6 +222,19 @@ struct CaptureTracer: Tracer {
 
     func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures) {
         spec.set(BPFPrograms.Capture.Global.captureFollowForks, to: UInt8(followForks ? 1 : 0))
+        spec.set(BPFPrograms.Capture.Global.captureNetworkPropagation, to: UInt8(networkPropagation == .on ? 1 : 0))
+    }
+
+    /// Network propagation's counts (bpf/capture.h CAPTURE_PROPAGATION_*), while it is on.
+    func counters(object: BPFObject?) -> [TracerCounter] {
+        guard networkPropagation == .on, let object, let counts = try? object.map(BPFPrograms.Capture.Map.capturePropagationCounts) else { return [] }
+        @Sendable func sum(_ index: Int32) -> UInt64 { ((try? counts.lookupPerCPU(UInt32(index), as: UInt64.self)) ?? []).reduce(0, &+) }
+        return [TracerCounter("propagation_injected", help: "HTTP/1 requests a traceparent was inserted into (--context-propagation network)",
+                              value: { sum(CAPTURE_PROPAGATION_INJECTED) }),
+                TracerCounter("propagation_skipped", help: "HTTP/1 requests left alone: they carried a traceparent, or their connection could not be framed",
+                              value: { sum(CAPTURE_PROPAGATION_SKIPPED) }),
+                TracerCounter("propagation_failed", help: "HTTP/1 requests a traceparent could not be inserted into (sent unchanged)",
+                              value: { sum(CAPTURE_PROPAGATION_FAILED) })]
     }
 
     /// Tells the capture where a Go process keeps its goroutine id, so chunks name their goroutine.

@@ -113,6 +113,11 @@ public final class ConnectionTracker: @unchecked Sendable {
         }
     }
 
+    /// Ids the kernel decided for the next chunk of a connection (``KernelDecidedIdentity``), by connection id:
+    /// announced just before that chunk, taken by it. Bounded: entries whose chunk never came go when full.
+    private var decided: [UInt64: KernelDecidedIdentity] = [:]
+    static let decidedLimit = 4096
+
     public let counters = Counters()
     /// Same-host linking of server spans to the traced clients at the other end of their connections.
     public let peerLinks: PeerLinks
@@ -136,7 +141,7 @@ public final class ConnectionTracker: @unchecked Sendable {
         self.countOnly = countOnly
     }
 
-    /// Handles one capture event (`CAPTURE_EVENT_CHUNK` or `CAPTURE_EVENT_CLOSE`); appends the exchanges it
+    /// Handles one capture event (`CAPTURE_EVENT_CHUNK`, `_CLOSE`, or `_CONTEXT` for the chunk after it); appends the exchanges it
     /// completes.
     public func handle(_ event: UnsafeRawBufferPointer, into exchanges: inout [Exchange]) {
         let gone = exited.withLock { exited in defer { exited.removeAll() }; return exited }
@@ -162,6 +167,11 @@ public final class ConnectionTracker: @unchecked Sendable {
                     handle(chunk, data: data, tail: UnsafeRawBufferPointer(rebasing: tail.prefix(Int(chunk.tail_captured))), into: &exchanges)
                 }
             }
+        case UInt32(CAPTURE_EVENT_CONTEXT):
+            guard event.count >= MemoryLayout<capture_context_event>.size else { return malformed() }
+            let context = event.loadUnaligned(as: capture_context_event.self)
+            if decided.count >= Self.decidedLimit { decided.removeAll(keepingCapacity: true) }
+            decided[context.connection] = KernelDecidedIdentity(context)
         case UInt32(CAPTURE_EVENT_CLOSE):
             guard event.count >= MemoryLayout<capture_close_event>.size else { return malformed() }
             let close = event.loadUnaligned(as: capture_close_event.self)
@@ -209,10 +219,16 @@ public final class ConnectionTracker: @unchecked Sendable {
             isTLSPlaintext: event.source != UInt8(CAPTURE_SOURCE_SOCKET), length: UInt64(event.length), data: data, tail: tail,
             timestamp: event.header.timestamp_ns)
         let position = chunk.direction == .send ? entry.sent : entry.received
-        if chunk.direction == .send { entry.sent &+= chunk.length } else { entry.received &+= chunk.length }
+        let decided = decided.isEmpty ? nil : takeDecided(for: event)
+        if chunk.direction == .send {
+            entry.sent &+= chunk.length &+ UInt64(decided?.injectedBytes ?? 0)
+        } else {
+            entry.received &+= chunk.length
+        }
         if let parser = entry.parser {
             let first = exchanges.count
-            parser.consume(chunk, context: context(entry, pid: chunk.pid, timestamp: chunk.timestamp, position: position, namespace: event.netns),
+            parser.consume(chunk, context: context(entry, pid: chunk.pid, timestamp: chunk.timestamp, position: position, namespace: event.netns,
+                                                   decided: decided),
                            into: &exchanges)
             finish(entry, exchanges: &exchanges, from: first)
             return
@@ -238,7 +254,8 @@ public final class ConnectionTracker: @unchecked Sendable {
             entry.parser = parser
             recordClaim(entry, protocol: .init(name: candidate.protocolName, role: parser.kind.role))
             let first = exchanges.count
-            parser.consume(chunk, context: context(entry, pid: chunk.pid, timestamp: chunk.timestamp, position: position, namespace: event.netns),
+            parser.consume(chunk, context: context(entry, pid: chunk.pid, timestamp: chunk.timestamp, position: position, namespace: event.netns,
+                                                   decided: decided),
                            into: &exchanges)
             finish(entry, exchanges: &exchanges, from: first)
             return
@@ -251,9 +268,16 @@ public final class ConnectionTracker: @unchecked Sendable {
     }
 
     /// `namespace`: the chunk's network namespace (`capture_chunk_event.netns`; 0: unknown).
-    private func context(_ entry: Entry, pid: UInt32, timestamp: UInt64, position: UInt64, namespace: UInt32 = 0) -> ParserContext {
+    private func context(_ entry: Entry, pid: UInt32, timestamp: UInt64, position: UInt64, namespace: UInt32 = 0,
+                         decided: KernelDecidedIdentity? = nil) -> ParserContext {
         ParserContext(traceContexts: traceContexts, links: peerLinks, connection: entry.connection, pid: pid, namespace: namespace,
-                      timestamp: timestamp, position: position, shadow: entry.shadow)
+                      timestamp: timestamp, position: position, shadow: entry.shadow, decided: decided)
+    }
+
+    /// The ids announced for this chunk: only for its direction (a stale announcement is dropped).
+    private func takeDecided(for event: capture_chunk_event) -> KernelDecidedIdentity? {
+        guard let found = decided.removeValue(forKey: event.connection) else { return nil }
+        return found.direction == event.direction ? found : nil
     }
 
     /// The exchanges a parser of `entry` appended from `first` on: dropped for a shadow connection; a server

@@ -21,9 +21,13 @@ public struct ParserContext {
     /// Another tracer makes this connection's spans (e.g. Go's HTTP client from uprobes): the parser's
     /// exchanges are dropped, its client requests only name that tracer's call for same-host linking.
     let shadow: Bool
+    /// Ids the kernel decided for a request starting at this chunk (network propagation): they went over
+    /// the wire, so the span takes them.
+    let decided: KernelDecidedIdentity?
 
     init(traceContexts: TraceContexts, links: PeerLinks?, connection: CaptureConnection?, pid: UInt32, namespace: UInt32,
-         timestamp: UInt64, position: UInt64, shadow: Bool) {
+         timestamp: UInt64, position: UInt64, shadow: Bool, decided: KernelDecidedIdentity? = nil) {
+        self.decided = decided
         self.traceContexts = traceContexts
         self.links = links
         self.connection = connection
@@ -41,8 +45,8 @@ public struct ParserContext {
     /// stream (default: at this chunk), `fingerprint`: a hash of what identifies the request on both ends
     /// (e.g. HTTP's method and target; 0: none), so a side seen from mid-stream never links to another request.
     public func identity(incoming: W3CTraceContext?, goid: UInt64 = 0, requestStart: UInt64? = nil, fingerprint: UInt64 = 0) -> SpanIdentity {
-        let provisional = traceContexts.newIdentity(parent: incoming.map { ($0.traceID, $0.parentSpanID, UInt32($0.flags)) },
-                                                    source: .traceparent)
+        let provisional = decidedIdentity(requestStart: requestStart)
+            ?? traceContexts.newIdentity(parent: incoming.map { ($0.traceID, $0.parentSpanID, UInt32($0.flags)) }, source: .traceparent)
         guard let links, let connection else { return provisional }
         return links.server(connection: connection, pid: pid, namespace: namespace, goid: goid, position: requestStart ?? position, timestamp: timestamp,
                             fingerprint: fingerprint, provisional: provisional)
@@ -64,6 +68,8 @@ public struct ParserContext {
             identity = call
         } else if let carried {
             identity = SpanIdentity(traceID: carried.traceID, spanID: carried.parentSpanID, parentSpanID: .invalid, flags: UInt32(carried.flags))
+        } else if let decided = decidedIdentity(requestStart: requestStart) {
+            identity = decided
         } else {
             identity = traceContexts.child(of: traceContexts.serving(.init(pid: pid, goid: goid)))
         }
@@ -72,6 +78,47 @@ public struct ParserContext {
                                 fingerprint: fingerprint, identity: identity)
         }
         return identity
+    }
+}
+
+extension ParserContext {
+    /// The kernel's ids when they name a request that starts at this chunk.
+    private func decidedIdentity(requestStart: UInt64?) -> SpanIdentity? {
+        guard let decided, requestStart == nil || requestStart == position else { return nil }
+        return decided.identity
+    }
+}
+
+/// Span ids the kernel decided for a request (bpf/capture_propagation.bpf.h, `CAPTURE_EVENT_CONTEXT`): a
+/// server request's, its parent from the traceparent it carried; or a client request's, inserted into it
+/// as a traceparent, its parent the request its thread serves.
+struct KernelDecidedIdentity {
+    let identity: SpanIdentity
+    /// `CAPTURE_DIRECTION_*` of the chunk it names.
+    let direction: UInt8
+    /// Bytes the kernel added to the outgoing stream (the traceparent line).
+    let injectedBytes: UInt32
+
+    init(_ event: capture_context_event) {
+        func bigEndian(_ bytes: some Collection<UInt8>) -> UInt64 { bytes.reduce(0) { $0 << 8 | UInt64($1) } }
+        let (trace, span, parent) = withUnsafeBytes(of: event.trace_id) { trace in
+            withUnsafeBytes(of: event.span_id) { span in
+                withUnsafeBytes(of: event.parent_span_id) { parent in
+                    (TraceID(high: bigEndian(trace.prefix(8)), low: bigEndian(trace.suffix(8))), SpanID(bigEndian(span)), SpanID(bigEndian(parent)))
+                }
+            }
+        }
+        let flags = Int32(event.flags)
+        let source: ParentSource? = if flags & CAPTURE_CONTEXT_TRACEPARENT != 0 {
+            .traceparent
+        } else if flags & CAPTURE_CONTEXT_INJECTED != 0 {
+            .injected
+        } else {
+            nil
+        }
+        identity = SpanIdentity(traceID: trace, spanID: span, parentSpanID: parent, flags: 1, parentSource: source)
+        direction = event.direction
+        injectedBytes = event.injected
     }
 }
 

@@ -50,7 +50,7 @@ final class GuestPropagationTests: XCTestCase {
         $server > /tmp/front.port &
         for i in $(seq 1 100); do [ -s /tmp/back.port ] && [ -s /tmp/front.port ] && break; sleep 0.2; done
         back=$(head -n1 /tmp/back.port) front=$(head -n1 /tmp/front.port)
-        $tracer --exe "$server" --context-propagation --print json --log-level info > /tmp/spans.json 2> /tmp/tracer.log &
+        $tracer --exe "$server" --context-propagation go --print json --log-level info > /tmp/spans.json 2> /tmp/tracer.log &
         agent=$!
         for i in $(seq 1 300); do grep -q "tracing:" /tmp/tracer.log && break; sleep 0.2; done
         wget -q -O /tmp/body --header "traceparent: 00-\(traceID)-\(callerSpanID)-01" \\
