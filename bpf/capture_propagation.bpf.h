@@ -228,12 +228,13 @@ static __always_inline struct capture_head *read_head(const void *bytes, __u64 l
 	struct capture_head *head = bpf_map_lookup_elem(&capture_head_room, &zero);
 	if (!head || length < 16)
 		return NULL;
+	/* the method first: most transfers are no request head, and cost one 8-byte copy */
+	if (bpf_probe_read_kernel(head->bytes, 8, bytes) || !starts_with_method(head))
+		return NULL;
 	__u32 size = at_most(length, HEAD_WINDOW);
 	if (bpf_probe_read_kernel(head->bytes, size, bytes))
 		return NULL;
 	head->length = size;
-	if (!starts_with_method(head))
-		return NULL;
 	head->line_start = head->request_line_end = head->head_end = head->traceparent = 0;
 	head->not_request = head->unframed = 0;
 	head->content_length = 0;

@@ -135,8 +135,8 @@ public final class Agent: @unchecked Sendable {
                                           sharingPIDFilterOf: channel)
         inspection = InspectionCache(inspector: ExecutableInspector(goFields: goFieldsToInspect(for: configuration.tracers)))
         let ringBuffer = if case .ringBuffer = configuration.channel.transport { true } else { false }
-        networkPropagation = NetworkPropagation.decide(requested: configuration.networkPropagation, hooks: captureHooks, features: features,
-                                                       ringBuffer: ringBuffer)
+        networkPropagation = NetworkPropagation.decide(requested: configuration.networkPropagation, hooks: captureHooks,
+                                                       kernelRelease: features.kernelRelease, ringBuffer: ringBuffer)
         attacher = try Attacher(tracers: configuration.tracers, channel: channel, features: features, captureHooks: captureHooks,
                                 networkPropagation: networkPropagation, followForks: configuration.selection.includeChildren,
                                 inspection: inspection, logger: logger)

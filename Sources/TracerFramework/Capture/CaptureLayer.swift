@@ -105,18 +105,17 @@ public enum NetworkPropagation: Sendable, Equatable {
     case unavailable(reason: String)
 
     /// `requested`: `--context-propagation network` or `all` was given.
-    public static func decide(requested: Bool, hooks: CaptureHooks, features: KernelFeatures, ringBuffer: Bool,
+    public static func decide(requested: Bool, hooks: CaptureHooks, kernelRelease: String, ringBuffer: Bool,
                               cgroup2: String? = Cgroup2.mountPoint()) -> NetworkPropagation {
         guard requested else { return .off }
         guard hooks == .socketTracepoints || hooks == .syscallTracepoints else {
             return .unavailable(reason: "the capture's \(hooks.rawValue) hooks on tcp_sendmsg do not see the sends sk_msg takes over (needs socket tracepoints, Linux 6.3)")
         }
-        guard CaptureHooks.kernel(features.kernelRelease, isAtLeast: (5, 17)) else {
-            return .unavailable(reason: "needs bpf_loop (Linux 5.17); this is \(features.kernelRelease)")
+        guard CaptureHooks.kernel(kernelRelease, isAtLeast: (5, 17)) else {
+            return .unavailable(reason: "needs bpf_loop (Linux 5.17); this is \(kernelRelease)")
         }
         guard ringBuffer else { return .unavailable(reason: "needs the BPF ring buffer (the perf buffer transport is in use)") }
-        guard let cgroup2 else { return .unavailable(reason: "no cgroup2 filesystem is mounted (its sock_ops program marks the sockets)") }
-        _ = cgroup2
+        guard cgroup2 != nil else { return .unavailable(reason: "no cgroup2 filesystem is mounted (its sock_ops program marks the sockets)") }
         return .on
     }
 

@@ -1,0 +1,32 @@
+import TracerFramework
+import XCTest
+
+/// `--context-propagation network` is turned on only where every piece it needs is there, and otherwise says
+/// which one is missing (the agent logs it once at start and traces on).
+final class NetworkPropagationDecisionTests: XCTestCase {
+    func testOnWithSocketTracepointsOrSyscallTracepointsARingBufferAndCgroup2() {
+        for hooks in [CaptureHooks.socketTracepoints, .syscallTracepoints] {
+            XCTAssertEqual(NetworkPropagation.decide(requested: true, hooks: hooks, kernelRelease: "6.18.0-1-cloud-amd64", ringBuffer: true,
+                                                     cgroup2: "/sys/fs/cgroup/unified"), .on)
+        }
+        XCTAssertEqual(NetworkPropagation.decide(requested: false, hooks: .socketTracepoints, kernelRelease: "6.18.0", ringBuffer: true,
+                                                 cgroup2: "/sys/fs/cgroup"), .off)
+        XCTAssertNil(NetworkPropagation.off.notice)
+        XCTAssertEqual(NetworkPropagation.on.notice?.hasPrefix("context propagation network on:"), true)
+    }
+
+    func testEachMissingPieceIsNamed() {
+        func reason(hooks: CaptureHooks = .socketTracepoints, release: String = "6.18.0", ringBuffer: Bool = true, cgroup2: String? = "/sys/fs/cgroup") -> String {
+            guard case .unavailable(let reason) = NetworkPropagation.decide(requested: true, hooks: hooks, kernelRelease: release,
+                                                                             ringBuffer: ringBuffer, cgroup2: cgroup2) else { return "on" }
+            return reason
+        }
+        // sk_msg takes over tcp_sendmsg for the sockets it runs on: the fexit and kprobe hooks would miss their sends.
+        XCTAssertTrue(reason(hooks: .fexit).contains("fexit hooks on tcp_sendmsg"), reason(hooks: .fexit))
+        XCTAssertTrue(reason(hooks: .kprobes).contains("kprobes hooks on tcp_sendmsg"), reason(hooks: .kprobes))
+        XCTAssertEqual(reason(hooks: .syscallTracepoints, release: "5.15.0-91-generic"), "needs bpf_loop (Linux 5.17); this is 5.15.0-91-generic")
+        XCTAssertTrue(reason(ringBuffer: false).contains("ring buffer"))
+        XCTAssertTrue(reason(cgroup2: nil).contains("no cgroup2 filesystem is mounted"))
+        XCTAssertEqual(NetworkPropagation.unavailable(reason: "x").notice, "context propagation network off: x; tracing carries on without it")
+    }
+}
