@@ -257,21 +257,14 @@ static __always_inline __u32 gather_segments(struct capture_chunk_event *event, 
 
 #include "capture_propagation.bpf.h"
 
-/* Emits a chunk whose data holds up to `capacity` (a constant) bytes of the transfer at `from`. With network
- * propagation, a receive that starts an HTTP/1 request is preceded by the ids decided for its server span. */
+/* Emits a chunk whose data holds up to `capacity` (a constant) bytes of the transfer at `from`. */
 static __always_inline void emit_chunk(void *ctx, const struct capture_process *process,
 				       struct capture_connection *connection, __u32 fd, __u8 direction, __u8 source,
 				       __u8 flags, const struct capture_user_data *from, __u64 length, const __u32 capacity)
 {
-	struct capture_context_event *context = NULL;
-	if (direction == CAPTURE_DIRECTION_RECEIVE && propagates(process))
-		context = bpf_ringbuf_reserve(&tracer_events, sizeof(*context), 0);
 	struct capture_chunk_event *event = tracer_reserve(sizeof(*event) + capacity);
-	if (!event) {
-		if (context)
-			bpf_ringbuf_discard(context, 0);
+	if (!event)
 		return;
-	}
 	tracer_fill_header(&event->header, CAPTURE_EVENT_CHUNK);
 	event->connection = connection->id;
 	event->goid = current_goid(process);
@@ -299,8 +292,6 @@ static __always_inline void emit_chunk(void *ctx, const struct capture_process *
 	}
 	event->captured = captured;
 	event->tail_captured = tail;
-	if (context)
-		decide_server_span(ctx, context, connection->id, event->data, captured);
 	tracer_submit(ctx, event, sizeof(*event) + capacity);
 }
 
@@ -321,17 +312,29 @@ static __always_inline int captured(struct capture_connection *connection)
 	return connection->verdict == CAPTURE_VERDICT_CAPTURE;
 }
 
+/* Where the first bytes of a `length`-byte transfer at `from` are in user memory (its buffer, or its first
+ * iovec segment), and how many of them are there (*contiguous); 0 when it named none. */
+static __always_inline __u64 first_bytes(const struct capture_user_data *from, __u64 length, __u64 *contiguous)
+{
+	*contiguous = length;
+	if (from->buffer)
+		return from->buffer;
+	struct iovec segment = {};
+	if (!from->segments || !from->segment_count || bpf_probe_read_user(&segment, sizeof(segment), (void *)from->segments))
+		return 0;
+	if (segment.iov_len < length)
+		*contiguous = segment.iov_len;
+	return (__u64)segment.iov_base;
+}
+
 /* Whether the transfer at `from` starts with a TLS record: content type handshake..heartbeat (20-24),
  * then version 3.x. */
 static __always_inline int starts_tls_record(const struct capture_user_data *from, __u64 length)
 {
 	__u8 head[3] = {};
-	__u64 buffer = from->buffer;
-	struct iovec segment = {};
-	if (!buffer && from->segments && from->segment_count &&
-	    bpf_probe_read_user(&segment, sizeof(segment), (void *)from->segments) == 0 && segment.iov_len >= sizeof(head))
-		buffer = (__u64)segment.iov_base;
-	if (length < 5 || !buffer || bpf_probe_read_user(head, sizeof(head), (void *)buffer))
+	__u64 contiguous;
+	__u64 buffer = first_bytes(from, length, &contiguous);
+	if (length < 5 || !buffer || contiguous < sizeof(head) || bpf_probe_read_user(head, sizeof(head), (void *)buffer))
 		return 0;
 	return head[0] >= 20 && head[0] <= 24 && head[1] == 3 && head[2] <= 4;
 }
@@ -403,9 +406,12 @@ static __always_inline struct capture_ssl_call *go_tls_call(const struct capture
 }
 
 /* Bytes crossed `sk` (a TCP socket) in `direction` for the current task of `process` (a prepared process,
- * host TGID `tgid`): `length` transferred, from or into the user memory `from` (empty when it named none). */
+ * host TGID `tgid`): `length` transferred, from or into the user memory `from` (empty when it named none).
+ * `decides`: the program is a network-propagation variant, which decides the ids of the server requests it
+ * receives (a constant). */
 static __always_inline void transfer(void *ctx, struct capture_process *process, __u32 tgid, struct sock *sk,
-				    __u8 direction, __u32 fd, const struct capture_user_data *from, __u64 length)
+				    __u8 direction, __u32 fd, const struct capture_user_data *from, __u64 length,
+				    const int decides)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!sk || length == 0)
@@ -441,6 +447,12 @@ static __always_inline void transfer(void *ctx, struct capture_process *process,
 	__u8 flags = has_bytes ? 0 : CAPTURE_FLAG_NO_BUFFER;
 	if (injected)
 		announce_injection(ctx, connection->id, &injection);
+	if (decides && direction == CAPTURE_DIRECTION_RECEIVE && has_bytes && propagates(process)) {
+		__u64 contiguous;
+		__u64 head = first_bytes(from, length, &contiguous);
+		if (head)
+			decide_server_span(ctx, connection->id, (const void *)head, contiguous);
+	}
 	if (!has_bytes || length <= CAPTURE_CLASS_SMALL)
 		emit_chunk(ctx, process, connection, fd, direction, CAPTURE_SOURCE_SOCKET, flags, from, length, CAPTURE_CLASS_SMALL);
 	else if (length <= CAPTURE_CLASS_MEDIUM)
@@ -504,7 +516,7 @@ static __always_inline struct capture_user_data user_data(long nr, __u64 fd_argu
 
 /* Bytes crossed `sk` inside the syscall the current task is making: its arguments are in the task's saved
  * user registers (bpf_task_pt_regs, Linux 5.15). `length` is the kernel's result (> 0). */
-static __always_inline void on_socket_io(void *ctx, struct sock *sk, __u8 direction, long length)
+static __always_inline void on_socket_io(void *ctx, struct sock *sk, __u8 direction, long length, const int decides)
 {
 	if (length <= 0 || !sk)
 		return;
@@ -520,7 +532,7 @@ static __always_inline void on_socket_io(void *ctx, struct sock *sk, __u8 direct
 		return;
 	__u32 fd;
 	struct capture_user_data data = user_data(nr, regs->di, regs->si, regs->dx, &fd);
-	transfer(ctx, process, tgid, sk, direction, fd, &data, length);
+	transfer(ctx, process, tgid, sk, direction, fd, &data, length, decides);
 }
 
 /* ---- Variant 1: socket tracepoints (Linux 6.3), as BTF tracepoints (tp_btf, Linux 5.5): typed arguments
@@ -528,24 +540,31 @@ static __always_inline void on_socket_io(void *ctx, struct sock *sk, __u8 direct
  * sock_sendmsg/sock_recvmsg report the socket and the result in the task's context; sendfile to a TCP
  * socket reports here too. ---- */
 
-static __always_inline int socket_tracepoint(void *ctx, struct sock *sk, int ret, int flags, __u8 direction)
+static __always_inline int socket_tracepoint(void *ctx, struct sock *sk, int ret, int flags, __u8 direction, const int decides)
 {
 	if (ret <= 0 || (flags & MSG_PEEK_) || sk->sk_protocol != IPPROTO_TCP_)
 		return 0;
-	on_socket_io(ctx, sk, direction, ret);
+	on_socket_io(ctx, sk, direction, ret, decides);
 	return 0;
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(capture_sock_recv, struct sock *sk, int ret, int flags)
 {
-	return socket_tracepoint(ctx, sk, ret, flags, CAPTURE_DIRECTION_RECEIVE);
+	return socket_tracepoint(ctx, sk, ret, flags, CAPTURE_DIRECTION_RECEIVE, 0);
+}
+
+/* The same with network propagation: server requests' ids decided here (bpf_loop, Linux 5.17). */
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(capture_sock_recv_propagating, struct sock *sk, int ret, int flags)
+{
+	return socket_tracepoint(ctx, sk, ret, flags, CAPTURE_DIRECTION_RECEIVE, 1);
 }
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(capture_sock_send, struct sock *sk, int ret, int flags)
 {
-	return socket_tracepoint(ctx, sk, ret, flags, CAPTURE_DIRECTION_SEND);
+	return socket_tracepoint(ctx, sk, ret, flags, CAPTURE_DIRECTION_SEND, 0);
 }
 
 /* ---- Variant 2: fexit on tcp_sendmsg / tcp_recvmsg (BTF trampolines, Linux 5.5; bpf_get_func_ret 5.17).
@@ -559,7 +578,7 @@ int BPF_PROG(capture_fexit_sendmsg, struct sock *sk)
 {
 	__u64 ret = 0;
 	bpf_get_func_ret(ctx, &ret);
-	on_socket_io(ctx, sk, CAPTURE_DIRECTION_SEND, (int)ret); /* an int: -EAGAIN is not 2^32 - 11 */
+	on_socket_io(ctx, sk, CAPTURE_DIRECTION_SEND, (int)ret, 0); /* an int: -EAGAIN is not 2^32 - 11 */
 	return 0;
 }
 
@@ -568,7 +587,7 @@ int BPF_PROG(capture_fexit_recvmsg, struct sock *sk)
 {
 	__u64 ret = 0;
 	bpf_get_func_ret(ctx, &ret);
-	on_socket_io(ctx, sk, CAPTURE_DIRECTION_RECEIVE, (int)ret);
+	on_socket_io(ctx, sk, CAPTURE_DIRECTION_RECEIVE, (int)ret, 0);
 	return 0;
 }
 
@@ -600,7 +619,7 @@ static __always_inline int kprobe_return(void *ctx, __u8 direction, long ret)
 		return 0;
 	struct sock *socket = (struct sock *)*sk;
 	bpf_map_delete_elem(&capture_kprobe_sockets, &pid_tgid);
-	on_socket_io(ctx, socket, direction, ret);
+	on_socket_io(ctx, socket, direction, ret, 0);
 	return 0;
 }
 
@@ -728,8 +747,7 @@ int capture_enter_sendfile(struct trace_event_raw_sys_enter *ctx)
 }
 
 /* sys_exit of every data syscall: the return value is the byte count. */
-SEC("tracepoint/syscalls/sys_exit_read")
-int capture_exit_data(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int syscall_exit(struct trace_event_raw_sys_exit *ctx, const int decides)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct capture_syscall *saved = bpf_map_lookup_elem(&capture_syscalls, &pid_tgid);
@@ -742,8 +760,21 @@ int capture_exit_data(struct trace_event_raw_sys_exit *ctx)
 	__u32 tgid = pid_tgid >> 32;
 	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
 	if (process)
-		transfer(ctx, process, tgid, tcp_sock_of_fd(call.fd), call.direction, call.fd, &call.data, ctx->ret);
+		transfer(ctx, process, tgid, tcp_sock_of_fd(call.fd), call.direction, call.fd, &call.data, ctx->ret, decides);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int capture_exit_data(struct trace_event_raw_sys_exit *ctx)
+{
+	return syscall_exit(ctx, 0);
+}
+
+/* The same with network propagation (bpf_loop, Linux 5.17). */
+SEC("tracepoint/syscalls/sys_exit_read")
+int capture_exit_data_propagating(struct trace_event_raw_sys_exit *ctx)
+{
+	return syscall_exit(ctx, 1);
 }
 
 /* ---- Every variant: the end of a connection. May run in softirq context: the connection names its
@@ -832,7 +863,7 @@ int BPF_PROG(capture_process_exit)
 /* TLS plaintext of `count` bytes at call->buffer, on the connection of socket key `key`: the connection is
  * marked TLS (its socket bytes are never emitted) and the plaintext emitted as from `source`. */
 static __always_inline void emit_plaintext(void *ctx, __u32 tgid, __u64 key, const struct capture_ssl_call *call, __u64 count,
-					   __u8 source)
+					   __u8 source, const int decides)
 {
 	struct capture_connection *connection = connection_of(key, NULL, tgid);
 	if (!connection)
@@ -842,6 +873,8 @@ static __always_inline void emit_plaintext(void *ctx, __u32 tgid, __u64 key, con
 	if (!process || !captured(connection))
 		return;
 	struct capture_user_data plaintext = { .buffer = call->buffer };
+	if (decides && call->direction == CAPTURE_DIRECTION_RECEIVE && propagates(process))
+		decide_server_span(ctx, connection->id, (const void *)call->buffer, count);
 	if (count <= CAPTURE_CLASS_SMALL)
 		emit_chunk(ctx, process, connection, NO_FD, call->direction, source, 0, &plaintext, count, CAPTURE_CLASS_SMALL);
 	else if (count <= CAPTURE_CLASS_MEDIUM)
@@ -892,8 +925,7 @@ int BPF_KPROBE(capture_ssl_write_ex, void *ssl, void *buf, __u64 num, __u64 *wri
 }
 
 /* The uretprobe of all four: the plaintext is in place now. */
-SEC("uretprobe")
-int BPF_KRETPROBE(capture_ssl_return, int ret) /* all four return int: -1 is 0xffffffff in RAX, not a 4 GiB read */
+static __always_inline int ssl_return(struct pt_regs *ctx, int ret, const int decides)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct capture_ssl_call *saved = bpf_map_lookup_elem(&capture_ssl_calls, &pid_tgid);
@@ -913,8 +945,21 @@ int BPF_KRETPROBE(capture_ssl_return, int ret) /* all four return int: -1 is 0xf
 		__u64 *known = bpf_map_lookup_elem(&capture_ssl_sockets, &call.ssl);
 		key = known ? *known : (call.ssl | 1);
 	}
-	emit_plaintext(ctx, tgid, key, &call, count, CAPTURE_SOURCE_LIBSSL);
+	emit_plaintext(ctx, tgid, key, &call, count, CAPTURE_SOURCE_LIBSSL, decides);
 	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(capture_ssl_return, int ret) /* all four return int: -1 is 0xffffffff in RAX, not a 4 GiB read */
+{
+	return ssl_return(ctx, ret, 0);
+}
+
+/* The same with network propagation (bpf_loop, Linux 5.17). */
+SEC("uretprobe")
+int BPF_KRETPROBE(capture_ssl_return_propagating, int ret)
+{
+	return ssl_return(ctx, ret, 1);
 }
 
 /* ---- TLS plaintext from Go's crypto/tls, for Go 1.17+ on amd64 (register ABI: receiver and arguments in
@@ -952,7 +997,7 @@ static __always_inline int go_tls_enter(struct pt_regs *ctx, __u64 buffer, __u8 
 			bpf_map_lookup_elem(&capture_go_tls_sockets, &conn) : NULL;
 	if (socket) {
 		/* Nothing to keep: the connection is marked TLS, so the write's socket I/O emits nothing. */
-		emit_plaintext(ctx, tgid, *socket, &call, ctx->cx, CAPTURE_SOURCE_GO_TLS);
+		emit_plaintext(ctx, tgid, *socket, &call, ctx->cx, CAPTURE_SOURCE_GO_TLS, 0);
 		return 0;
 	}
 	/* The handshake a first Read or Write runs leaves that outer call in place (it gets the socket). */
@@ -1016,7 +1061,7 @@ int capture_go_tls_return(struct pt_regs *ctx)
 			return 0; /* no socket seen for this connection yet: nothing to tie the bytes to */
 		key = *known;
 	}
-	emit_plaintext(ctx, tgid, key, &call, count, CAPTURE_SOURCE_GO_TLS);
+	emit_plaintext(ctx, tgid, key, &call, count, CAPTURE_SOURCE_GO_TLS, 0);
 	return 0;
 }
 

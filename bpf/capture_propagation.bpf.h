@@ -130,6 +130,14 @@ static __always_inline __u8 head_byte(struct capture_head *head, __u32 at)
 	return head->bytes[at & HEAD_MASK];
 }
 
+/* The little 8-byte word at `at` of the head (an unaligned load). */
+static __always_inline __u64 head_word(struct capture_head *head, __u32 at)
+{
+	__u64 word;
+	__builtin_memcpy(&word, &head->bytes[at & (HEAD_WINDOW - 1)], 8);
+	return word;
+}
+
 /* Whether the line at `start` (of `length` bytes, CR included) is header `name` (lower case, with the
  * colon), compared without case. */
 static __always_inline int header_named(struct capture_head *head, __u32 start, __u32 length, const char *name, const __u32 size)
@@ -149,13 +157,8 @@ static __always_inline int header_named(struct capture_head *head, __u32 start, 
 /* Whether the request line ending at `end` (its LF) ends with " HTTP/1.x\r". */
 static __always_inline int request_line_ends_well(struct capture_head *head, __u32 end)
 {
-	static const char version[] = " HTTP/1.";
-	if (end < 16 || head_byte(head, end - 1) != '\r')
-		return 0;
-	for (__u32 i = 0; i < 8; i++)
-		if (head_byte(head, end - 10 + i) != (__u8)version[i])
-			return 0;
-	return 1;
+	const __u64 version = 0x2e312f5054544820ULL; /* " HTTP/1." as a little-endian word */
+	return end >= 16 && head_byte(head, end - 1) == '\r' && head_word(head, end - 10) == version;
 }
 
 /* bpf_loop's context: a pointer on the caller's stack (the verifier wants a stack pointer there). */
@@ -220,24 +223,33 @@ static __always_inline int starts_with_method(struct capture_head *head)
 	return 0;
 }
 
-/* Reads the head of `length` bytes at kernel address `bytes` (a ring record's data, or an sk_msg's);
- * NULL when it does not start with a request method. */
-static __always_inline struct capture_head *read_head(const void *bytes, __u64 length)
+/* Copies the first bytes of a transfer into the per-CPU head room: `length` bytes at `bytes`, user memory
+ * (a receive's buffer) or kernel memory (an sk_msg's data). NULL when they do not start with a request method:
+ * most transfers are no request head, and cost one 8-byte copy. */
+static __always_inline struct capture_head *copy_head(const void *bytes, __u64 length, const int user)
 {
 	__u32 zero = 0;
 	struct capture_head *head = bpf_map_lookup_elem(&capture_head_room, &zero);
 	if (!head || length < 16)
 		return NULL;
-	/* the method first: most transfers are no request head, and cost one 8-byte copy */
-	if (bpf_probe_read_kernel(head->bytes, 8, bytes) || !starts_with_method(head))
+	if ((user ? bpf_probe_read_user(head->bytes, 8, bytes) : bpf_probe_read_kernel(head->bytes, 8, bytes)) ||
+	    !starts_with_method(head))
 		return NULL;
 	__u32 size = at_most(length, HEAD_WINDOW);
-	if (bpf_probe_read_kernel(head->bytes, size, bytes))
+	if (user ? bpf_probe_read_user(head->bytes, size, bytes) : bpf_probe_read_kernel(head->bytes, size, bytes))
 		return NULL;
 	head->length = size;
 	head->line_start = head->request_line_end = head->head_end = head->traceparent = 0;
 	head->not_request = head->unframed = 0;
 	head->content_length = 0;
+	return head;
+}
+
+/* The request line and header lines of a head, with bpf_loop (Linux 5.17): only the programs of network
+ * propagation run it (they are loaded only then; older verifiers refuse a bpf_loop callback even where it
+ * never runs). */
+static __always_inline struct capture_head *scan_head(struct capture_head *head)
+{
 	struct capture_head_scan scan = { .head = head };
 	bpf_loop(HEAD_WINDOW, scan_head_byte, &scan, 0);
 	return head->not_request || !head->request_line_end ? NULL : head;
@@ -334,17 +346,14 @@ static __always_inline int propagates(const struct capture_process *process)
 	return capture_network_propagation && !tracer_use_perf_buffer && !process->go_g_tls_offset;
 }
 
-/* A receive of `connection` whose first bytes (in a ring record) start an HTTP/1 request: decides its
- * server span's ids, makes the receiving thread serve it, and submits `context` (reserved before the
- * chunk, so it is read first); discards it otherwise. */
-static __always_inline void decide_server_span(void *ctx, struct capture_context_event *context, __u64 connection,
-					       const void *bytes, __u32 captured)
+/* A receive of `connection` whose first `length` bytes are at user address `bytes`: when they start an
+ * HTTP/1 request, decides its server span's ids (its parent from the request's traceparent), makes the
+ * receiving thread serve it, and announces them; called before the chunk is emitted, so they are read first. */
+static __always_inline void decide_server_span(void *ctx, __u64 connection, const void *bytes, __u64 length)
 {
-	struct capture_head *head = read_head(bytes, captured);
-	if (!head) {
-		bpf_ringbuf_discard(context, 0);
+	struct capture_head *head = copy_head(bytes, length, 1);
+	if (!head || !scan_head(head))
 		return;
-	}
 	struct capture_serving serving = { .connection = connection };
 	__u8 flags = 0;
 	if (read_traceparent(head, &serving.ids))
@@ -357,7 +366,12 @@ static __always_inline void decide_server_span(void *ctx, struct capture_context
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	serving.ambiguous = bpf_map_lookup_elem(&capture_serving_threads, &pid_tgid) != NULL;
 	bpf_map_update_elem(&capture_serving_threads, &pid_tgid, &serving, BPF_ANY);
-	submit_context(ctx, context, connection, CAPTURE_DIRECTION_RECEIVE, flags, 0, &serving.ids);
+	struct capture_context_event *event = bpf_ringbuf_reserve(&tracer_events, sizeof(*event), 0);
+	if (!event) {
+		tracer_count_drop();
+		return;
+	}
+	submit_context(ctx, event, connection, CAPTURE_DIRECTION_RECEIVE, flags, 0, &serving.ids);
 }
 
 /* A send of the current thread on `connection` (struct sock * `socket`): answering the request the thread
@@ -447,7 +461,9 @@ int capture_propagation_msg(struct sk_msg_md *msg)
 		count_propagation(CAPTURE_PROPAGATION_FAILED);
 		return SK_PASS;
 	}
-	struct capture_head *head = read_head(msg->data, window);
+	struct capture_head *head = copy_head(msg->data, window, 0);
+	if (head)
+		head = scan_head(head);
 	if (!head || !head->head_end) {
 		/* not HTTP/1, or a head split over several writes or longer than the window */
 		framing->unframed = 1;

@@ -52,32 +52,32 @@ public enum CaptureHooks: String, Sendable, CaseIterable {
 
     typealias Program = BPFPrograms.Capture.Program
 
-    /// The data hooks of this variant.
-    var probes: [Probe] {
+    /// The data hooks of this variant; `propagating`: the receive programs that decide server requests' ids
+    /// for network propagation (they use bpf_loop, so they are loaded only then).
+    func probes(propagating: Bool) -> [Probe] {
         switch self {
         case .socketTracepoints:
-            [.btf(target: "sock_recv_length", program: Program.captureSockRecv),
+            return [.btf(target: "sock_recv_length", program: propagating ? Program.captureSockRecvPropagating : Program.captureSockRecv),
              .btf(target: "sock_send_length", program: Program.captureSockSend)]
         case .fexit:
-            [.btf(target: "tcp_sendmsg", program: Program.captureFexitSendmsg),
+            return [.btf(target: "tcp_sendmsg", program: Program.captureFexitSendmsg),
              .btf(target: "tcp_recvmsg", program: Program.captureFexitRecvmsg)]
         case .kprobes:
-            [.kprobe(function: "tcp_sendmsg", program: Program.captureKprobeSendmsg, returnProbe: false, fallback: nil),
+            return [.kprobe(function: "tcp_sendmsg", program: Program.captureKprobeSendmsg, returnProbe: false, fallback: nil),
              .kprobe(function: "tcp_sendmsg", program: Program.captureKretprobeSendmsg, returnProbe: true, fallback: nil),
              .kprobe(function: "tcp_recvmsg", program: Program.captureKprobeRecvmsg, returnProbe: false, fallback: nil),
              .kprobe(function: "tcp_recvmsg", program: Program.captureKretprobeRecvmsg, returnProbe: true, fallback: nil)]
         case .syscallTracepoints:
             // One program serves several syscalls whose arguments agree (read/recvfrom: fd, buffer, count).
-            [("sys_enter_read", Program.captureEnterRead), ("sys_enter_recvfrom", Program.captureEnterRead),
-             ("sys_enter_write", Program.captureEnterWrite), ("sys_enter_sendto", Program.captureEnterWrite),
+            let exit = propagating ? Program.captureExitDataPropagating : Program.captureExitData
+            return [("sys_enter_read", Program.captureEnterRead), ("sys_enter_recvfrom", Program.captureEnterRead),
+                    ("sys_enter_write", Program.captureEnterWrite), ("sys_enter_sendto", Program.captureEnterWrite),
              ("sys_enter_readv", Program.captureEnterReadv), ("sys_enter_writev", Program.captureEnterWritev),
              ("sys_enter_recvmsg", Program.captureEnterRecvmsg), ("sys_enter_sendmsg", Program.captureEnterSendmsg),
              ("sys_enter_sendfile64", Program.captureEnterSendfile),
-             ("sys_exit_read", Program.captureExitData), ("sys_exit_recvfrom", Program.captureExitData),
-             ("sys_exit_write", Program.captureExitData), ("sys_exit_sendto", Program.captureExitData),
-             ("sys_exit_readv", Program.captureExitData), ("sys_exit_writev", Program.captureExitData),
-             ("sys_exit_recvmsg", Program.captureExitData), ("sys_exit_sendmsg", Program.captureExitData),
-             ("sys_exit_sendfile64", Program.captureExitData)]
+             ("sys_exit_read", exit), ("sys_exit_recvfrom", exit), ("sys_exit_write", exit), ("sys_exit_sendto", exit),
+             ("sys_exit_readv", exit), ("sys_exit_writev", exit), ("sys_exit_recvmsg", exit), ("sys_exit_sendmsg", exit),
+             ("sys_exit_sendfile64", exit)]
                 .map { .tracepoint(TracepointProbe("syscalls", $0.0, program: $0.1)) }
         }
     }
@@ -170,19 +170,21 @@ struct CaptureTracer: Tracer {
     static let goidField = GoField("runtime.g", "goid")
 
     var probes: [Probe] {
-        hooks.probes + [.btf(target: "inet_sock_set_state", program: Program.captureSockState),
+        let propagating = networkPropagation == .on
+        let sslReturn = propagating ? Program.captureSslReturnPropagating : Program.captureSslReturn
+        return hooks.probes(propagating: propagating) + [.btf(target: "inet_sock_set_state", program: Program.captureSockState),
                         .btf(target: "sched_process_fork", program: Program.captureProcessFork),
                         .btf(target: "sched_process_exec", program: Program.captureProcessExec),
                         .btf(target: "sched_process_exit", program: Program.captureProcessExit)]
             + [("SSL_read", Program.captureSslRead), ("SSL_write", Program.captureSslWrite),
                ("SSL_read_ex", Program.captureSslReadEx), ("SSL_write_ex", Program.captureSslWriteEx)].map {
-                .library(prefix: "libssl.so", symbol: $0.0, entry: $0.1, returns: Program.captureSslReturn, returnsWithUretprobe: true)
+                .library(prefix: "libssl.so", symbol: $0.0, entry: $0.1, returns: sslReturn, returnsWithUretprobe: true)
             }
             + [.function(symbol: Self.goTLSRead, entry: Program.captureGoTlsRead, returns: Program.captureGoTlsReturn),
                .function(symbol: Self.goTLSWrite, entry: Program.captureGoTlsWrite, returns: Program.captureGoTlsReturn),
                .function(symbol: Self.goTLSServerHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn),
                .function(symbol: Self.goTLSClientHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn)]
-            + (networkPropagation == .on
+            + (propagating
                 ? [.messageVerdict(map: BPFPrograms.Capture.Map.capturePropagationSockets, program: Program.capturePropagationMsg),
                    .cgroup(program: Program.capturePropagationSockops)]
                 : [])
@@ -222,6 +224,13 @@ struct CaptureTracer: Tracer {
     func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures) {
         spec.set(BPFPrograms.Capture.Global.captureFollowForks, to: UInt8(followForks ? 1 : 0))
         spec.set(BPFPrograms.Capture.Global.captureNetworkPropagation, to: UInt8(networkPropagation == .on ? 1 : 0))
+        if networkPropagation != .on {
+            // Its maps are referenced by code the verifier drops; a few entries instead of megabytes.
+            for map in [BPFPrograms.Capture.Map.captureServingThreads, BPFPrograms.Capture.Map.captureInjections,
+                        BPFPrograms.Capture.Map.capturePropagationSockets] {
+                spec.mapMaxEntries[map] = 64
+            }
+        }
     }
 
     /// Network propagation's counts (bpf/capture.h CAPTURE_PROPAGATION_*), while it is on.
