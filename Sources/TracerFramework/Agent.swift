@@ -226,6 +226,9 @@ public final class Agent: @unchecked Sendable {
                 links.ambiguousCalls.load(ordering: .relaxed)
             },
             TracerCounter("same_host_evicted", help: "Same-host linking entries dropped because a table was full.") { links.evicted.load(ordering: .relaxed) },
+            TracerCounter("same_host_other_trace", help: "Same-host candidates in another trace than the kernel-decided ids of the server span (network propagation): not linked.") {
+                links.otherTrace.load(ordering: .relaxed)
+            },
         ]
         let propagation = attacher.capture.map { $0.tracer.counters(object: $0.object) } ?? []
         return (capture + linking + propagation).map { ("capture", $0) } + attacher.loaded.flatMap { loaded in
