@@ -14,7 +14,7 @@ packages=(
   mariadb-server mariadb-client libmariadb-dev gcc   # tracers/mysql tests: MariaDB 10.11, its client, libmariadb's prepared statements
   memcached libmemcached-tools python3-pymemcache   # tracers/memcached tests: the server, memccp/memccat, pymemcache
   nats-server golang-github-nats-io-go-nats-dev   # tracers/nats tests: Debian's NATS server (2.9), nats.go for the Go client
-  nghttp2-server nghttp2-client python3-grpcio   # tracers/http2 tests: nghttpd, nghttp, h2load; grpcio (C-core) server and client
+  nghttp2-server nghttp2-client python3-grpcio golang-google-grpc-dev   # tracers/http2 tests: nghttpd, nghttp, h2load; grpcio (C-core) server and client; grpc-go 1.33 (GoGRPCTests, bench-go-grpc.sh)
   prometheus-node-exporter   # same-host linking test: Caddy as a reverse proxy in front of node-exporter
   libbpf-tools   # kernel tracer tests compare with runqlat, oomkill, tcpconnect... (0.26)
   linux-libc-dev # tracers/syscalls: the syscall and errno name tables are generated from its asm/unistd_64.h, errno.h
