@@ -49,7 +49,7 @@ final class PostgresConnectionParser: ConnectionParser {
         /// A Parse, until its ParseComplete. Its ErrorResponse (a statement the server cannot prepare: pgx
         /// prepares each statement in a batch of its own, with no Execute) ends it as a failed statement; its
         /// span's ids are made only then, from where the Parse was (`goid`, `message`: stream position, and
-        /// the type-and-length fingerprint of ``identity(goid:requestStart:fingerprint:chunk:context:)``).
+        /// the type-and-length fingerprint of ``identity(goid:requestStart:fingerprint:context:)``).
         case parse(Statement, start: UInt64, pid: UInt32, goid: UInt64, message: UInt64, fingerprint: UInt64)
         /// A Sync: the backend answers it with ReadyForQuery.
         case sync
