@@ -458,6 +458,9 @@ int capture_propagation_msg(struct sk_msg_md *msg)
 	struct capture_request_framing *framing = bpf_sk_storage_get(&capture_request_framings, sk, 0, 0);
 	if (!framing || framing->unframed)
 		return SK_PASS;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_prepared(pid_tgid >> 32))
+		return SK_PASS; /* a process no longer selected (or another that got the socket) */
 	__u64 size = msg->size;
 	if (framing->body_remaining >= size) {
 		framing->body_remaining -= size;
@@ -496,7 +499,6 @@ int capture_propagation_msg(struct sk_msg_md *msg)
 	}
 
 	struct capture_injection injection = {};
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct capture_serving *serving = bpf_map_lookup_elem(&capture_serving_threads, &pid_tgid);
 	if (serving && !serving->ambiguous) {
 		__builtin_memcpy(injection.ids.trace_id, serving->ids.trace_id, 16);
