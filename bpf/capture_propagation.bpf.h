@@ -166,17 +166,10 @@ struct capture_head_scan {
 	struct capture_head *head;
 };
 
-/* bpf_loop callback: one byte of the head; a line is looked at when its LF comes. */
-static long scan_head_byte(__u64 index, void *context)
+/* A line of the head ended with the LF at `at`: the request line, a header that matters, or the empty line.
+ * Returns 1 when the scan is over. */
+static __always_inline int line_ended(struct capture_head *head, __u32 at)
 {
-	struct capture_head *head = ((struct capture_head_scan *)context)->head;
-	__u32 at = index;
-	if (!head)
-		return 1;
-	if (at >= head->length || at >= HEAD_WINDOW)
-		return 1;
-	if (head_byte(head, at) != '\n')
-		return 0;
 	__u32 start = head->line_start;
 	__u32 length = at - start;
 	head->line_start = at + 1;
@@ -206,6 +199,27 @@ static long scan_head_byte(__u64 index, void *context)
 		head->content_length = value;
 	} else if (header_named(head, start, length, "transfer-encoding:", 18) || header_named(head, start, length, "upgrade:", 8)) {
 		head->unframed = 1;
+	}
+	return 0;
+}
+
+/* bpf_loop callback: 8 bytes of the head, looked at one by one only when they hold an LF (the zero-byte
+ * test on the word XOR LFs: most words of a head hold none). */
+static long scan_head_word(__u64 index, void *context)
+{
+	struct capture_head *head = ((struct capture_head_scan *)context)->head;
+	__u32 at = index * 8;
+	if (!head || at >= head->length || at >= HEAD_WINDOW)
+		return 1;
+	__u64 word = head_word(head, at) ^ 0x0a0a0a0a0a0a0a0aULL;
+	if (!((word - 0x0101010101010101ULL) & ~word & 0x8080808080808080ULL))
+		return 0;
+#pragma clang loop unroll(disable)
+	for (__u32 k = 0; k < 8; k++) {
+		if (at + k >= head->length)
+			return 1;
+		if (head_byte(head, at + k) == '\n' && line_ended(head, at + k))
+			return 1;
 	}
 	return 0;
 }
@@ -251,7 +265,7 @@ static __always_inline struct capture_head *copy_head(const void *bytes, __u64 l
 static __always_inline struct capture_head *scan_head(struct capture_head *head)
 {
 	struct capture_head_scan scan = { .head = head };
-	bpf_loop(HEAD_WINDOW, scan_head_byte, &scan, 0);
+	bpf_loop(HEAD_WINDOW / 8, scan_head_word, &scan, 0);
 	return head->not_request || !head->request_line_end ? NULL : head;
 }
 

@@ -234,6 +234,7 @@ private struct FeatureProber {
             ("CAP_SYS_PTRACE", 19, "reading /proc/PID/exe, maps and environment of other users' processes"),
             ("CAP_DAC_READ_SEARCH", 2, "opening executables under /proc/PID/root that the agent's user cannot read"),
             ("CAP_CHECKPOINT_RESTORE", 40, "reading /proc/PID/map_files of traced processes"),
+            ("CAP_NET_ADMIN", 12, "the sock_ops and sk_msg programs of --context-propagation network (or CAP_SYS_ADMIN)"),
         ]
         return needed.map { .init(name: $0.0, held: mask & (1 << UInt64($0.1)) != 0, neededFor: $0.2) }
     }

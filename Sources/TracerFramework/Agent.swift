@@ -135,8 +135,9 @@ public final class Agent: @unchecked Sendable {
                                           sharingPIDFilterOf: channel)
         inspection = InspectionCache(inspector: ExecutableInspector(goFields: goFieldsToInspect(for: configuration.tracers)))
         let ringBuffer = if case .ringBuffer = configuration.channel.transport { true } else { false }
+        let networkAdmin = features.capabilities.contains { ($0.name == "CAP_NET_ADMIN" || $0.name == "CAP_SYS_ADMIN") && $0.held }
         networkPropagation = NetworkPropagation.decide(requested: configuration.networkPropagation, hooks: captureHooks,
-                                                       kernelRelease: features.kernelRelease, ringBuffer: ringBuffer)
+                                                       kernelRelease: features.kernelRelease, ringBuffer: ringBuffer, networkAdmin: networkAdmin)
         attacher = try Attacher(tracers: configuration.tracers, channel: channel, features: features, captureHooks: captureHooks,
                                 networkPropagation: networkPropagation, followForks: configuration.selection.includeChildren,
                                 inspection: inspection, logger: logger)
@@ -225,6 +226,9 @@ public final class Agent: @unchecked Sendable {
                 links.ambiguousCalls.load(ordering: .relaxed)
             },
             TracerCounter("same_host_evicted", help: "Same-host linking entries dropped because a table was full.") { links.evicted.load(ordering: .relaxed) },
+            TracerCounter("same_host_other_trace", help: "Same-host candidates in another trace than the kernel-decided ids of the server span (network propagation): not linked.") {
+                links.otherTrace.load(ordering: .relaxed)
+            },
         ]
         let propagation = attacher.capture.map { $0.tracer.counters(object: $0.object) } ?? []
         return (capture + linking + propagation).map { ("capture", $0) } + attacher.loaded.flatMap { loaded in

@@ -149,16 +149,25 @@ final class RunCommandTests: XCTestCase {
 
     /// Runs `tracer` with `arguments` until its start-up line, calls `whileRunning` with its PID, then stops
     /// it with SIGTERM and checks a clean exit. Returns stderr up to the start-up line and stdout.
-    private func runAgentUntilStarted(_ arguments: [String], whileRunning: (Int32) -> Void = { _ in }) throws -> (started: String, stdout: String) {
-        let (started, stdout, _) = try runAgent(arguments, whileRunning: whileRunning)
+    /// `without`: capabilities removed from its bounding set first (`setpriv`, which execs it in place).
+    private func runAgentUntilStarted(_ arguments: [String], without dropped: [String] = [],
+                                      whileRunning: (Int32) -> Void = { _ in }) throws -> (started: String, stdout: String) {
+        let (started, stdout, _) = try runAgent(arguments, without: dropped, whileRunning: whileRunning)
         return (started, stdout)
     }
 
     /// `runAgentUntilStarted`, also returning the whole log.
-    private func runAgent(_ arguments: [String], whileRunning: (Int32) -> Void) throws -> (started: String, stdout: String, log: String) {
+    private func runAgent(_ arguments: [String], without dropped: [String] = [],
+                          whileRunning: (Int32) -> Void) throws -> (started: String, stdout: String, log: String) {
         let agent = Process()
-        agent.executableURL = productsDirectory.appendingPathComponent("tracer")
-        agent.arguments = arguments
+        let tracer = productsDirectory.appendingPathComponent("tracer")
+        if dropped.isEmpty {
+            agent.executableURL = tracer
+            agent.arguments = arguments
+        } else {
+            agent.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            agent.arguments = ["--inh-caps=-all", "--bounding-set=" + dropped.map { "-\($0)" }.joined(separator: ","), "--", tracer.path] + arguments
+        }
         let stderr = Pipe(), stdout = Pipe()
         agent.standardError = stderr
         agent.standardOutput = stdout
@@ -299,6 +308,12 @@ final class RunCommandTests: XCTestCase {
             XCTAssertTrue(notices.contains { $0.contains("forbids bpf_probe_write_user (kernel lockdown:") }, started)
         }
         XCTAssertTrue(notices.contains { $0.contains("context propagation network on") }, started)
+        // Without CAP_NET_ADMIN (a DaemonSet's default set) network propagation is off, said once, and the
+        // capture layer still loads (its SOCKHASH, which needs the capability, is not created).
+        let (unprivileged, _) = try runAgentUntilStarted(["--pid", "\(sleeper.processIdentifier)", "--context-propagation", "network", "--print", "none"],
+                                                         without: ["net_admin", "sys_admin"])
+        XCTAssertTrue(unprivileged.contains("context propagation network off: needs CAP_NET_ADMIN (or CAP_SYS_ADMIN)"), unprivileged)
+        XCTAssertTrue(unprivileged.contains("1 processes selected now"), unprivileged)
         let bad = try runProduct("tracer", ["--pid", "1", "--context-propagation", "pigeon"])
         XCTAssertTrue(bad.stderr.hasPrefix("Error: --context-propagation pigeon: not one of go, network, all"), bad.stderr)
         XCTAssertTrue(started.contains("1 processes selected now"), started)

@@ -7,18 +7,19 @@ final class NetworkPropagationDecisionTests: XCTestCase {
     func testOnWithSocketTracepointsOrSyscallTracepointsARingBufferAndCgroup2() {
         for hooks in [CaptureHooks.socketTracepoints, .syscallTracepoints] {
             XCTAssertEqual(NetworkPropagation.decide(requested: true, hooks: hooks, kernelRelease: "6.18.0-1-cloud-amd64", ringBuffer: true,
-                                                     cgroup2: "/sys/fs/cgroup/unified"), .on)
+                                                     networkAdmin: true, cgroup2: "/sys/fs/cgroup/unified"), .on)
         }
         XCTAssertEqual(NetworkPropagation.decide(requested: false, hooks: .socketTracepoints, kernelRelease: "6.18.0", ringBuffer: true,
-                                                 cgroup2: "/sys/fs/cgroup"), .off)
+                                                 networkAdmin: true, cgroup2: "/sys/fs/cgroup"), .off)
         XCTAssertNil(NetworkPropagation.off.notice)
         XCTAssertEqual(NetworkPropagation.on.notice?.hasPrefix("context propagation network on:"), true)
     }
 
     func testEachMissingPieceIsNamed() {
-        func reason(hooks: CaptureHooks = .socketTracepoints, release: String = "6.18.0", ringBuffer: Bool = true, cgroup2: String? = "/sys/fs/cgroup") -> String {
-            guard case .unavailable(let reason) = NetworkPropagation.decide(requested: true, hooks: hooks, kernelRelease: release,
-                                                                             ringBuffer: ringBuffer, cgroup2: cgroup2) else { return "on" }
+        func reason(hooks: CaptureHooks = .socketTracepoints, release: String = "6.18.0", ringBuffer: Bool = true, networkAdmin: Bool = true,
+                    cgroup2: String? = "/sys/fs/cgroup") -> String {
+            guard case .unavailable(let reason) = NetworkPropagation.decide(requested: true, hooks: hooks, kernelRelease: release, ringBuffer: ringBuffer,
+                                                                             networkAdmin: networkAdmin, cgroup2: cgroup2) else { return "on" }
             return reason
         }
         // sk_msg takes over tcp_sendmsg for the sockets it runs on: the fexit and kprobe hooks would miss their sends.
@@ -27,6 +28,7 @@ final class NetworkPropagationDecisionTests: XCTestCase {
         XCTAssertEqual(reason(hooks: .syscallTracepoints, release: "5.15.0-91-generic"), "needs bpf_loop (Linux 5.17); this is 5.15.0-91-generic")
         XCTAssertTrue(reason(ringBuffer: false).contains("ring buffer"))
         XCTAssertTrue(reason(cgroup2: nil).contains("no cgroup2 filesystem is mounted"))
+        XCTAssertEqual(reason(networkAdmin: false), "needs CAP_NET_ADMIN (or CAP_SYS_ADMIN) for its sock_ops and sk_msg programs")
         XCTAssertEqual(NetworkPropagation.unavailable(reason: "x").notice, "context propagation network off: x; tracing carries on without it")
     }
 }

@@ -1,4 +1,5 @@
 import CTracerABI
+import Telemetry
 
 /// Capture events built in user space, byte for byte as bpf/capture.bpf.c emits them: for tests, fuzzing
 /// and replays of the parsers without a kernel.
@@ -28,6 +29,27 @@ public enum CaptureEvents {
         }
         event.tuple = tuple
         return withUnsafeBytes(of: &event) { Array($0) } + kept
+    }
+
+    /// A `CAPTURE_EVENT_CONTEXT` record: ids the kernel decided for the next chunk of `connection` in `direction`
+    /// (`injected`: a traceparent line of that many bytes went out with a send).
+    public static func context(connection: UInt64, pid: UInt32, direction: CaptureChunk.Direction, traceID: TraceID, spanID: SpanID,
+                               parentSpanID: SpanID = .invalid, injected: UInt32 = 0, timestamp: UInt64) -> [UInt8] {
+        var event = capture_context_event()
+        event.header.type = UInt32(CAPTURE_EVENT_CONTEXT)
+        event.header.pid = pid
+        event.header.tid = pid
+        event.header.timestamp_ns = timestamp
+        event.connection = connection
+        withUnsafeMutableBytes(of: &event.trace_id) { $0.copyBytes(from: traceID.bytes) }
+        withUnsafeMutableBytes(of: &event.span_id) { $0.copyBytes(from: spanID.bytes) }
+        withUnsafeMutableBytes(of: &event.parent_span_id) { $0.copyBytes(from: parentSpanID.bytes) }
+        event.injected = injected
+        event.direction = UInt8(direction == .send ? CAPTURE_DIRECTION_SEND : CAPTURE_DIRECTION_RECEIVE)
+        let sent = injected > 0 ? CAPTURE_CONTEXT_INJECTED : 0
+        let carried = direction == .receive && parentSpanID != .invalid ? CAPTURE_CONTEXT_TRACEPARENT : 0
+        event.flags = UInt8(sent | carried)
+        return withUnsafeBytes(of: &event) { Array($0) }
     }
 
     /// A `CAPTURE_EVENT_CLOSE` record.

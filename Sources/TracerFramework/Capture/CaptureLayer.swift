@@ -105,9 +105,11 @@ public enum NetworkPropagation: Sendable, Equatable {
     case unavailable(reason: String)
 
     /// `requested`: `--context-propagation network` or `all` was given.
-    public static func decide(requested: Bool, hooks: CaptureHooks, kernelRelease: String, ringBuffer: Bool,
+    /// `networkAdmin`: the agent holds CAP_NET_ADMIN or CAP_SYS_ADMIN, which sock_ops and sk_msg programs need.
+    public static func decide(requested: Bool, hooks: CaptureHooks, kernelRelease: String, ringBuffer: Bool, networkAdmin: Bool,
                               cgroup2: String? = Cgroup2.mountPoint()) -> NetworkPropagation {
         guard requested else { return .off }
+        guard networkAdmin else { return .unavailable(reason: "needs CAP_NET_ADMIN (or CAP_SYS_ADMIN) for its sock_ops and sk_msg programs") }
         guard hooks == .socketTracepoints || hooks == .syscallTracepoints else {
             return .unavailable(reason: "the capture's \(hooks.rawValue) hooks on tcp_sendmsg do not see the sends sk_msg takes over (needs socket tracepoints, Linux 6.3)")
         }
@@ -225,9 +227,10 @@ struct CaptureTracer: Tracer {
         spec.set(BPFPrograms.Capture.Global.captureFollowForks, to: UInt8(followForks ? 1 : 0))
         spec.set(BPFPrograms.Capture.Global.captureNetworkPropagation, to: UInt8(networkPropagation == .on ? 1 : 0))
         if networkPropagation != .on {
-            // Its maps are referenced by code the verifier drops; a few entries instead of megabytes.
-            for map in [BPFPrograms.Capture.Map.captureServingThreads, BPFPrograms.Capture.Map.captureInjections,
-                        BPFPrograms.Capture.Map.capturePropagationSockets] {
+            // Only the sock_ops and sk_msg programs, loaded with it, use the SOCKHASH (whose creation needs
+            // CAP_NET_ADMIN); the data hooks' other maps are referenced by code the verifier drops: a few entries.
+            spec.skippedMaps.insert(BPFPrograms.Capture.Map.capturePropagationSockets)
+            for map in [BPFPrograms.Capture.Map.captureServingThreads, BPFPrograms.Capture.Map.captureInjections] {
                 spec.mapMaxEntries[map] = 64
             }
         }

@@ -40,16 +40,18 @@ public struct ParserContext {
 
     /// Ids for a server span whose request starts now: the child of the traced client span at the other end
     /// of the connection on this host (same-host linking wins over a traceparent, which in a proxy names the
-    /// proxy's caller), else of `incoming` (a traceparent it carried), else a new trace.
+    /// proxy's caller), else of `incoming` (a traceparent it carried), else a new trace. Ids the kernel decided
+    /// (network propagation) are taken as they are, linked only to a client in their trace.
     /// `goid`: the goroutine serving it (Go), `requestStart`: where the request starts in the incoming byte
     /// stream (default: at this chunk), `fingerprint`: a hash of what identifies the request on both ends
     /// (e.g. HTTP's method and target; 0: none), so a side seen from mid-stream never links to another request.
     public func identity(incoming: W3CTraceContext?, goid: UInt64 = 0, requestStart: UInt64? = nil, fingerprint: UInt64 = 0) -> SpanIdentity {
-        let provisional = decidedIdentity(requestStart: requestStart)
+        let decided = decidedIdentity(requestStart: requestStart)
+        let provisional = decided
             ?? traceContexts.newIdentity(parent: incoming.map { ($0.traceID, $0.parentSpanID, UInt32($0.flags)) }, source: .traceparent)
         guard let links, let connection else { return provisional }
         return links.server(connection: connection, pid: pid, namespace: namespace, goid: goid, position: requestStart ?? position, timestamp: timestamp,
-                            fingerprint: fingerprint, provisional: provisional)
+                            fingerprint: fingerprint, provisional: provisional, keepingTrace: decided != nil)
     }
 
     /// Ids for a client span whose request starts now (at `requestStart` of the outgoing byte stream; default:

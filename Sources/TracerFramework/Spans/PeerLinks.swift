@@ -72,6 +72,9 @@ public final class PeerLinks: @unchecked Sendable {
         public let ambiguousCalls = Atomic<UInt64>(0)
         /// Entries dropped because a table was full.
         public let evicted = Atomic<UInt64>(0)
+        /// A server span whose ids the kernel decided and may already have sent on (network propagation), and a
+        /// client in another trace: not linked, so the server's own calls stay in its trace.
+        public let otherTrace = Atomic<UInt64>(0)
     }
 
     struct StreamKey: Hashable {
@@ -95,6 +98,8 @@ public final class PeerLinks: @unchecked Sendable {
         var goroutine: TraceContexts.Goroutine
         var timestamp: UInt64
         var fingerprint: UInt64
+        /// The trace the server span must stay in (its ids went over the wire), if any.
+        var keptTrace: TraceID?
     }
 
     /// How much later than the server's read the client's write may end (its hook runs when the send returns).
@@ -171,6 +176,10 @@ public final class PeerLinks: @unchecked Sendable {
             counters.outOfWindow.add(1, ordering: .relaxed)
             return
         }
+        guard server.keptTrace == nil || server.keptTrace == identity.traceID else {
+            counters.otherTrace.add(1, ordering: .relaxed)
+            return
+        }
         let linked = Self.child(of: identity, spanID: server.spanID)
         resolved[server.spanID] = linked
         traceContexts.replaceServing(server.goroutine, spanID: server.spanID, with: linked)
@@ -179,9 +188,10 @@ public final class PeerLinks: @unchecked Sendable {
 
     /// Ids of a server span whose request starts at byte `position` of `connection`'s incoming stream, read
     /// at `timestamp`: the child of the client span at the other end, or else `provisional` (which waits for
-    /// that client's request for a little while).
+    /// that client's request for a little while). `keepingTrace`: `provisional` holds ids the kernel decided,
+    /// which its calls may already carry (network propagation): a client in another trace is not linked.
     func server(connection: CaptureConnection, pid: UInt32, namespace chunkNamespace: UInt32, goid: UInt64, position: UInt64,
-                timestamp: UInt64, fingerprint: UInt64, provisional: SpanIdentity) -> SpanIdentity {
+                timestamp: UInt64, fingerprint: UInt64, provisional: SpanIdentity, keepingTrace: Bool = false) -> SpanIdentity {
         guard let ends = connection.ends, let namespace = namespace(chunkNamespace, pid) else { return provisional }
         let key = StreamKey(ends: ends.reversed, position: position)
         note(timestamp)
@@ -197,6 +207,10 @@ public final class PeerLinks: @unchecked Sendable {
                     counters.mismatched.add(1, ordering: .relaxed)
                     return provisional
                 }
+                guard !keepingTrace || client.identity.traceID == provisional.traceID else {
+                    counters.otherTrace.add(1, ordering: .relaxed)
+                    return provisional
+                }
                 counters.linked.add(1, ordering: .relaxed)
                 return Self.child(of: client.identity, spanID: provisional.spanID)
             }
@@ -209,8 +223,8 @@ public final class PeerLinks: @unchecked Sendable {
             waitingBySpan.removeAll()
         }
         if let earlier = waiting[key] { waitingBySpan[earlier.spanID] = nil }
-        waiting[key] = WaitingServer(namespace: namespace, spanID: provisional.spanID,
-                                     goroutine: .init(pid: pid, goid: goid), timestamp: timestamp, fingerprint: fingerprint)
+        waiting[key] = WaitingServer(namespace: namespace, spanID: provisional.spanID, goroutine: .init(pid: pid, goid: goid),
+                                     timestamp: timestamp, fingerprint: fingerprint, keptTrace: keepingTrace ? provisional.traceID : nil)
         waitingBySpan[provisional.spanID] = key
         return provisional
     }

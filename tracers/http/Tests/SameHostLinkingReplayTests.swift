@@ -192,4 +192,72 @@ final class SameHostLinkingReplayTests: XCTestCase {
         }
         return found
     }
+
+    /// Network propagation: a server span whose ids the kernel decided (and may already have sent on in its own
+    /// calls' traceparents) keeps them; a traced client on this host in another trace is not linked to it, one in
+    /// the same trace (its traceparent is what the kernel read) is.
+    func testKernelDecidedServerIdsStayInTheirTrace() throws {
+        let replay = Replay()
+        let decided = (trace: TraceID(high: 0x0123, low: 0x4567), span: SpanID(0x89ab))
+        replay.feed(CaptureEvents.chunk(connection: 1, pid: me, direction: .send, data: bytes("GET /one HTTP/1.1\r\nHost: b\r\n\r\n"),
+                                        timestamp: 1_010, tuple: clientTuple))
+        replay.feed(CaptureEvents.context(connection: 2, pid: me, direction: .receive, traceID: decided.trace, spanID: decided.span, timestamp: 1_019))
+        replay.feed(CaptureEvents.chunk(connection: 2, pid: me, goid: 5, direction: .receive, data: bytes("GET /one HTTP/1.1\r\nHost: b\r\n\r\n"),
+                                        timestamp: 1_020, tuple: serverTuple))
+        replay.feed(CaptureEvents.chunk(connection: 2, pid: me, direction: .send, data: bytes("HTTP/1.1 204 No Content\r\n\r\n"), timestamp: 1_030,
+                                        tuple: serverTuple))
+        let server = try XCTUnwrap(replay.span(.server, "/one"))
+        XCTAssertEqual(server.traceID, decided.trace)
+        XCTAssertEqual(server.spanID, decided.span)
+        XCTAssertEqual(server.parentSpanID, .invalid)
+        XCTAssertEqual(replay.counters.otherTrace.load(ordering: .relaxed), 1)
+        XCTAssertEqual(replay.counters.linked.load(ordering: .relaxed), 0)
+
+        // The next request carries a traceparent; the kernel read it, so the decided ids are in its trace: linked.
+        let carried = "traceparent: 00-0000000000000000000000000000abcd-00000000000000ef-01\r\n"
+        let request = bytes("GET /two HTTP/1.1\r\nHost: b\r\n\(carried)\r\n")
+        replay.feed(CaptureEvents.chunk(connection: 1, pid: me, direction: .send, data: request, timestamp: 2_010, tuple: clientTuple))
+        replay.feed(CaptureEvents.context(connection: 2, pid: me, direction: .receive, traceID: TraceID(high: 0, low: 0xabcd), spanID: SpanID(0x77),
+                                          parentSpanID: SpanID(0xef), timestamp: 2_019))
+        replay.feed(CaptureEvents.chunk(connection: 2, pid: me, goid: 5, direction: .receive, data: request, timestamp: 2_020, tuple: serverTuple))
+        replay.feed(CaptureEvents.chunk(connection: 2, pid: me, direction: .send, data: bytes("HTTP/1.1 204 No Content\r\n\r\n"), timestamp: 2_030,
+                                        tuple: serverTuple))
+        let second = try XCTUnwrap(replay.span(.server, "/two"))
+        XCTAssertEqual(second.traceID, TraceID(high: 0, low: 0xabcd))
+        XCTAssertEqual(second.spanID, SpanID(0x77))
+        XCTAssertEqual(second.parentSpanID, SpanID(0xef))
+        XCTAssertEqual(second.attributes[ParentSource.attribute]?.stringValue, "same-host-peer")
+        XCTAssertEqual(replay.counters.linked.load(ordering: .relaxed), 1)
+    }
+
+    /// Network propagation: a client span takes the ids of the traceparent the kernel inserted into its request,
+    /// and the inserted bytes count in the stream, so the server's read of the next request still links.
+    func testAnInjectedClientSpanTakesTheInsertedIdsAndItsBytesCount() throws {
+        let replay = Replay()
+        let injected = (trace: TraceID(high: 0xaa, low: 0xbb), span: SpanID(0xcc), parent: SpanID(0xdd))
+        let line = "traceparent: 00-\(injected.trace)-\(injected.span)-01\r\n"
+        XCTAssertEqual(line.utf8.count, Int(CAPTURE_TRACEPARENT_LINE))
+        let response = bytes("HTTP/1.1 204 No Content\r\n\r\n")
+        replay.feed(CaptureEvents.context(connection: 1, pid: me, direction: .send, traceID: injected.trace, spanID: injected.span,
+                                          parentSpanID: injected.parent, injected: UInt32(CAPTURE_TRACEPARENT_LINE), timestamp: 1_009))
+        replay.feed(CaptureEvents.chunk(connection: 1, pid: me, direction: .send, data: bytes("GET /one HTTP/1.1\r\nHost: b\r\n\r\n"),
+                                        timestamp: 1_010, tuple: clientTuple))
+        // What the server reads: the request with the inserted line.
+        replay.feed(CaptureEvents.chunk(connection: 2, pid: me, goid: 5, direction: .receive,
+                                        data: bytes("GET /one HTTP/1.1\r\n\(line)Host: b\r\n\r\n"), timestamp: 1_020, tuple: serverTuple))
+        replay.feed(CaptureEvents.chunk(connection: 2, pid: me, direction: .send, data: response, timestamp: 1_030, tuple: serverTuple))
+        replay.feed(CaptureEvents.chunk(connection: 1, pid: me, direction: .receive, data: response, timestamp: 1_040, tuple: clientTuple))
+        let client = try XCTUnwrap(replay.span(.client, "/one"))
+        XCTAssertEqual(client.traceID, injected.trace)
+        XCTAssertEqual(client.spanID, injected.span)
+        XCTAssertEqual(client.parentSpanID, injected.parent)
+        XCTAssertEqual(client.attributes[ParentSource.attribute]?.stringValue, "injected")
+        let server = try XCTUnwrap(replay.span(.server, "/one"))
+        XCTAssertEqual(server.traceID, injected.trace)
+        XCTAssertEqual(server.parentSpanID, injected.span)
+        // The second request starts 70 bytes further on the server's side than the client wrote: still linked.
+        exchange(replay, path: "/two", at: 2_000)
+        XCTAssertEqual(replay.span(.server, "/two")?.parentSpanID, replay.span(.client, "/two")?.spanID)
+        XCTAssertEqual(replay.counters.linked.load(ordering: .relaxed), 2)
+    }
 }
