@@ -20,6 +20,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 source scripts/lib-bench.sh
+trap 'echo "bench-injection: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 bench_setup "apt-get install golang-go wrk bpftool jq curl" /usr/bin/go /usr/bin/wrk /usr/sbin/bpftool /usr/bin/jq /usr/bin/curl
 stats_before=$(sysctl -n kernel.bpf_stats_enabled)
 agent=""
@@ -93,6 +94,14 @@ start_agent() { # $1: none|network
   agent=$!
   for _ in $(seq 1 100); do grep -q "tracing:" "$work/agent.log" && break; sleep 0.1; done
   sleep 0.3
+  # With injection: wait until a new backend connection is injected (the processes are selected in the kernel).
+  if [ "$1" = network ]; then
+    for _ in $(seq 1 50); do
+      curl -s --max-time 5 -o /dev/null "http://127.0.0.1:${proxy_port[new]}/" || true
+      [ "$(injected)" -gt 0 ] && break
+      sleep 0.2
+    done
+  fi
 }
 stop_agent() { kill -TERM "$agent"; wait "$agent" || true; agent=""; }
 # "NS RUNS" of the agent's own sk_msg, sk_skb and sock_ops programs so far (found by the program ids in its
@@ -103,7 +112,7 @@ injection_bpf() {
   bpftool prog show -j | jq -r --argjson ids "$ids" '[.[] | select(.id as $id | $ids | index($id))
     | select(.type == "sk_msg" or .type == "sk_skb" or .type == "sock_ops")] | "\(map(.run_time_ns // 0) | add // 0) \(map(.run_cnt // 0) | add // 0)"'
 }
-injected() { curl -s --max-time 5 "http://127.0.0.1:$metrics_port/metrics" | awk '/^tracer_capture_propagation_injected_total/ {n += $NF} END {print n + 0}'; }
+injected() { { curl -s --max-time 10 "http://127.0.0.1:$metrics_port/metrics" || true; } | awk '/^tracer_capture_propagation_injected_total/ {n += $NF} END {print n + 0}'; }
 wrk_run() { wrk -t1 -c4 -d"${seconds}s" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {rate=$2} /requests in/ {n=$1} END {print rate, n}'; }
 
 echo "injection cost: tracer $(basename "$tracer"), $rounds rounds, wrk -t1 -c4 ${seconds}s, load $(cut -d' ' -f1-3 /proc/loadavg)"
