@@ -251,6 +251,22 @@ final class NetworkPropagationTests: XCTestCase {
             fail("spliced answer differs: %r" % answer)
         c.send(get(b"/last"))
         c.expect(1)
+    elif mode == "large-head":
+        # A head of 1.6 KiB in one write (beyond the window the injector reads), then a small GET.
+        c = Connection()
+        c.send(get(b"/large-head", b"X-Padding: %s\r\n" % (b"p" * 1600)))
+        c.expect(1)
+        c.send(get(b"/small-after"))
+        c.expect(1)
+    elif mode == "forms":
+        # HTTP/1.0, an absolute-form target (as sent to a proxy), other methods: one connection each.
+        for request in (b"GET /ten HTTP/1.0\r\nHost: recorder\r\n\r\n",
+                        b"GET http://recorder/absolute HTTP/1.1\r\nHost: recorder\r\n\r\n",
+                        b"DELETE /item HTTP/1.1\r\nHost: recorder\r\n\r\n",
+                        b"PUT /item HTTP/1.1\r\nHost: recorder\r\nContent-Length: 4\r\n\r\nbody"):
+            c = Connection()
+            c.send(request)
+            c.expect(1)
     elif mode == "early":
         # A connection made before the agent starts, used again after it started; then a new connection.
         c = Connection()
@@ -504,14 +520,33 @@ final class NetworkPropagationTests: XCTestCase {
     }
 
     /// The kernel's own copies: a body sent with sendfile(2), a whole request spliced from a pipe into the socket,
-    /// an answer spliced from the socket into a pipe: every byte is right, and the first request (its head
-    /// written plainly) gets its line.
+    /// an answer spliced from the socket into a pipe: every byte is right, and every request (the spliced one too,
+    /// and those after the sendfile body) gets its line.
     func testSendfileAndSpliceSeeCorrectData() throws {
         let connections = try record("kernel-copies").connections
         let connection = try XCTUnwrap(connections.first)
         XCTAssertEqual(connection.requests, ["POST /sendfile 160000", "POST /spliced 800", "GET /splice-answer 0", "GET /last 0"])
-        XCTAssertEqual(connection.injections.first?.offset, connection.requestLineEnds.first)
+        XCTAssertEqual(connection.injections.map(\.offset), connection.requestLineEnds)
+    }
+
+    /// A head larger than the window the injector reads (1.6 KiB, in one write) may hide a traceparent past it:
+    /// left alone and counted as skipped (the rest of the connection may be left alone too).
+    func testAHeadLargerThanTheWindowIsLeftAlone() throws {
+        let run = try record("large-head")
+        let connection = try XCTUnwrap(run.connections.first)
+        XCTAssertEqual(connection.requests, ["GET /large-head 0", "GET /small-after 0"])
+        XCTAssertFalse(connection.injections.map(\.offset).contains(connection.requestLineEnds.first ?? -1), "\(connection.injections)")
         XCTAssertTrue(Set(connection.injections.map(\.offset)).isSubset(of: connection.requestLineEnds))
+        XCTAssertGreaterThanOrEqual(counter(run.harness, "propagation_skipped") ?? 0, 1)
+    }
+
+    /// HTTP/1.0, an absolute-form target, DELETE and PUT with a body: each arrives intact with its line.
+    func testOtherRequestFormsAreInjectedToo() throws {
+        let connections = try record("forms").connections
+        XCTAssertEqual(connections.map(\.requests), [["GET /ten 0"], ["GET http://recorder/absolute 0"], ["DELETE /item 0"], ["PUT /item 4"]])
+        for connection in connections {
+            XCTAssertEqual(connection.injections.map(\.offset), connection.requestLineEnds, "connection \(connection.port)")
+        }
     }
 
     /// A connection opened before the agent started and used again after it: never modified; a connection the
