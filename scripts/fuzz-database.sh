@@ -63,6 +63,27 @@ open(d + "/pg-extended", "wb").write(connect + rec(0, batch) + rec(1, msg(b"1", 
 open(d + "/pg-short", "wb").write(connect + rec(0, b"Q" + struct.pack(">I", 3) + b"SELECT 1\0") + rec(1, msg(b"Z", b"I")))
 PY
 fi
+if [ ! -e "$corpus/pg-pgx" ]; then
+    # PostgreSQL as pgx sends it: a statement prepared alone (Parse, Describe, Sync), then bound and executed;
+    # a second prepare that the server refuses (ErrorResponse, no Execute ever sent).
+    python3 - "$corpus" <<'PY'
+import struct, sys
+def rec(control, data=b""):
+    return bytes([control, len(data)]) + data
+def msg(t, body):
+    return t + struct.pack(">I", len(body) + 4) + body
+def cstr(*values):
+    return b"".join(v + b"\0" for v in values)
+startup_body = struct.pack(">I", 196608) + cstr(b"user", b"app", b"database", b"shop") + b"\0"
+connect = rec(0, struct.pack(">I", len(startup_body) + 4) + startup_body) + rec(1, msg(b"R", struct.pack(">I", 0)) + msg(b"Z", b"I"))
+prepare = lambda name, sql: msg(b"P", cstr(name, sql) + b"\0\0") + msg(b"D", b"S" + cstr(name)) + msg(b"S", b"")
+run = msg(b"B", cstr(b"", b"c1") + b"\0" * 6) + msg(b"D", b"P\0") + msg(b"E", cstr(b"") + b"\0" * 4) + msg(b"S", b"")
+open(sys.argv[1] + "/pg-pgx", "wb").write(connect + rec(0, prepare(b"c1", b"SELECT a FROM t WHERE a = $1"))
+    + rec(1, msg(b"1", b"") + msg(b"t", b"\0\1\0\0\0\x17") + msg(b"n", b"") + msg(b"Z", b"I")) + rec(0, run)
+    + rec(1, msg(b"2", b"") + msg(b"C", cstr(b"SELECT 0")) + msg(b"Z", b"I")) + rec(0, prepare(b"c2", b"SELECT * FROM missing"))
+    + rec(1, msg(b"E", b"SERROR\0C42P01\0Mmissing\0\0")) + rec(1, msg(b"Z", b"I")))
+PY
+fi
 if [ ! -e "$corpus/my-text" ]; then
     # MySQL/MariaDB: a greeting read first (the client's side), the handshake response, OK; text result sets with
     # EOFs, an ERR, COM_INIT_DB, COM_PING, prepared statements with CLIENT_DEPRECATE_EOF (PREPARE_OK, binary rows,

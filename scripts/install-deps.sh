@@ -10,11 +10,11 @@ packages=(
   etcd-server etcd-client   # gRPC end-to-end test (etcd serving etcdctl put/get)
   iproute2 nftables nodejs   # tcp retransmit test (nftables in a netns); HTTP/2 end-to-end test (Node http2)
   redis-server python3-redis
-  postgresql python3-psycopg golang-github-lib-pq-dev   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3, Go lib/pq
+  postgresql python3-psycopg golang-github-lib-pq-dev golang-github-jackc-pgx-v4-dev   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3, Go lib/pq and pgx
   mariadb-server mariadb-client libmariadb-dev gcc   # tracers/mysql tests: MariaDB 10.11, its client, libmariadb's prepared statements
   memcached libmemcached-tools python3-pymemcache   # tracers/memcached tests: the server, memccp/memccat, pymemcache
   nats-server golang-github-nats-io-go-nats-dev   # tracers/nats tests: Debian's NATS server (2.9), nats.go for the Go client
-  nghttp2-server nghttp2-client python3-grpcio   # tracers/http2 tests: nghttpd, nghttp, h2load; grpcio (C-core) server and client
+  nghttp2-server nghttp2-client python3-grpcio golang-google-grpc-dev   # tracers/http2 tests: nghttpd, nghttp, h2load; grpcio (C-core) server and client; grpc-go 1.33 (GoGRPCTests, bench-go-grpc.sh)
   prometheus-node-exporter   # same-host linking test: Caddy as a reverse proxy in front of node-exporter
   libbpf-tools   # kernel tracer tests compare with runqlat, oomkill, tcpconnect... (0.26)
   linux-libc-dev # tracers/syscalls: the syscall and errno name tables are generated from its asm/unistd_64.h, errno.h

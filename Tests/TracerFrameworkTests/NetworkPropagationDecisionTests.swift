@@ -7,12 +7,20 @@ final class NetworkPropagationDecisionTests: XCTestCase {
     func testOnWithSocketTracepointsOrSyscallTracepointsARingBufferAndCgroup2() {
         for hooks in [CaptureHooks.socketTracepoints, .syscallTracepoints] {
             XCTAssertEqual(NetworkPropagation.decide(requested: true, hooks: hooks, kernelRelease: "6.18.0-1-cloud-amd64", ringBuffer: true,
-                                                     networkAdmin: true, cgroup2: "/sys/fs/cgroup/unified"), .on)
+                                                     networkAdmin: true, cgroup2: "/sys/fs/cgroup/unified", fionreadReportsZero: { false }),
+                           .on(fionreadReportsZero: false))
         }
         XCTAssertEqual(NetworkPropagation.decide(requested: false, hooks: .socketTracepoints, kernelRelease: "6.18.0", ringBuffer: true,
                                                  networkAdmin: true, cgroup2: "/sys/fs/cgroup"), .off)
         XCTAssertNil(NetworkPropagation.off.notice)
-        XCTAssertEqual(NetworkPropagation.on.notice?.hasPrefix("context propagation network on:"), true)
+        let notice = NetworkPropagation.on(fionreadReportsZero: false).notice
+        XCTAssertEqual(notice?.hasPrefix("context propagation network on:"), true)
+        XCTAssertFalse(notice?.contains("FIONREAD") ?? true)
+        // Kernels with tcp_bpf_ioctl (6.18.14, 6.12.75, 6.6.128 on) say what that costs.
+        XCTAssertEqual(NetworkPropagation.decide(requested: true, hooks: .socketTracepoints, kernelRelease: "6.18.44", ringBuffer: true,
+                                                 networkAdmin: true, cgroup2: "/sys/fs/cgroup", fionreadReportsZero: { true }),
+                       .on(fionreadReportsZero: true))
+        XCTAssertEqual(NetworkPropagation.on(fionreadReportsZero: true).notice?.contains("answer FIONREAD with 0 while a response waits"), true)
     }
 
     func testEachMissingPieceIsNamed() {

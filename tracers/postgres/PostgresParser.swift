@@ -29,9 +29,10 @@ struct PostgresParser: ProtocolParser {
 }
 
 /// One PostgreSQL connection. The frontend's statements wait in order — a simple Query with each of its
-/// statements, each Execute of the extended protocol, each Sync — and the backend's CommandComplete and
-/// ErrorResponse messages end them in that order: one exchange per executed statement. After an error in an
-/// extended-protocol batch the server skips to Sync: the Executes in between make no exchange (counted).
+/// statements, each Parse (until its ParseComplete) and Execute of the extended protocol, each Sync — and the
+/// backend's CommandComplete and ErrorResponse messages end them in that order: one exchange per executed
+/// statement, and one per statement that failed at its Parse. After an error in an extended-protocol batch the
+/// server skips to Sync: the Executes in between make no exchange (counted).
 final class PostgresConnectionParser: ConnectionParser {
     /// A statement's summary, shaped query text, as Parse or Query sent it.
     struct Statement {
@@ -45,6 +46,11 @@ final class PostgresConnectionParser: ConnectionParser {
         case query(statements: [Statement], next: Int, start: UInt64, pid: UInt32, identity: SpanIdentity)
         /// An Execute of a portal bound to a statement (nil when it was prepared before the agent saw it).
         case execute(Statement?, start: UInt64, pid: UInt32, identity: SpanIdentity)
+        /// A Parse, until its ParseComplete. Its ErrorResponse (a statement the server cannot prepare: pgx
+        /// prepares each statement in a batch of its own, with no Execute) ends it as a failed statement; its
+        /// span's ids are made only then, from where the Parse was (`goid`, `message`: stream position, and
+        /// the type-and-length fingerprint of ``identity(goid:requestStart:fingerprint:context:)``).
+        case parse(Statement, start: UInt64, pid: UInt32, goid: UInt64, message: UInt64, fingerprint: UInt64)
         /// A Sync: the backend answers it with ReadyForQuery.
         case sync
     }
@@ -112,7 +118,7 @@ final class PostgresConnectionParser: ConnectionParser {
         for item in pending[head...] {
             switch item {
             case .execute, .query: counters.withoutReply.add(1, ordering: .relaxed)
-            case .sync: break
+            case .parse, .sync: break
             }
         }
         pending.removeAll(keepingCapacity: true)
@@ -142,11 +148,14 @@ final class PostgresConnectionParser: ConnectionParser {
         case UInt8(ascii: "Q"):
             let text = fields.next() ?? message.body
             enqueue(.query(statements: statements(ofQuery: text, whole: message.whole), next: 0, start: chunk.timestamp, pid: chunk.pid,
-                           identity: identity(message, chunk: chunk, context: context)))
+                           identity: identity(goid: chunk.goid, requestStart: message.start, fingerprint: Self.fingerprint(message), context: context)))
         case UInt8(ascii: "P"):
             guard let name = fields.next() else { return }
             let text = fields.next() ?? UnsafeRawBufferPointer(rebasing: message.body[(name.count + 1)...])
-            remember(statement(text, whole: message.whole && fields.count > 1), named: name, in: &statements)
+            let parsed = statement(text, whole: message.whole && fields.count > 1)
+            remember(parsed, named: name, in: &statements)
+            enqueue(.parse(parsed, start: chunk.timestamp, pid: chunk.pid, goid: chunk.goid, message: message.start,
+                           fingerprint: Self.fingerprint(message)))
         case UInt8(ascii: "B"):
             guard let portal = fields.next(), let name = fields.next() else { return }
             let statement = name.isEmpty ? statements[""] : statements[String(decoding: name, as: UTF8.self)]
@@ -154,7 +163,8 @@ final class PostgresConnectionParser: ConnectionParser {
         case UInt8(ascii: "E"):
             guard let portal = fields.next() else { return }
             let statement = portal.isEmpty ? portals[""] : portals[String(decoding: portal, as: UTF8.self)]
-            enqueue(.execute(statement, start: chunk.timestamp, pid: chunk.pid, identity: identity(message, chunk: chunk, context: context)))
+            enqueue(.execute(statement, start: chunk.timestamp, pid: chunk.pid,
+                             identity: identity(goid: chunk.goid, requestStart: message.start, fingerprint: Self.fingerprint(message), context: context)))
         case UInt8(ascii: "S"):
             enqueue(.sync)
         case UInt8(ascii: "C"):
@@ -229,10 +239,15 @@ final class PostgresConnectionParser: ConnectionParser {
     /// the child of the traced client's span at the other end of the connection on this host (the same
     /// message at the same place of the byte stream: ``PeerLinks``), else it starts a trace (the protocol
     /// carries no trace context).
-    private func identity(_ message: PostgresMessageStream.Message, chunk: CaptureChunk, context: ParserContext) -> SpanIdentity {
-        let fingerprint = UInt64(message.type) << 32 | UInt64(message.length)
-        if role == .server { return context.identity(incoming: nil, requestStart: message.start, fingerprint: fingerprint) }
-        return context.clientIdentity(goid: chunk.goid, carried: nil, requestStart: message.start, fingerprint: fingerprint)
+    /// `goid` made the request that starts at `requestStart` of the frontend's byte stream.
+    private func identity(goid: UInt64, requestStart: UInt64, fingerprint: UInt64, context: ParserContext) -> SpanIdentity {
+        if role == .server { return context.identity(incoming: nil, requestStart: requestStart, fingerprint: fingerprint) }
+        return context.clientIdentity(goid: goid, carried: nil, requestStart: requestStart, fingerprint: fingerprint)
+    }
+
+    /// What both ends know of a frontend message: its type and length.
+    private static func fingerprint(_ message: PostgresMessageStream.Message) -> UInt64 {
+        UInt64(message.type) << 32 | UInt64(message.length)
     }
 
     // MARK: Backend
@@ -254,6 +269,8 @@ final class PostgresConnectionParser: ConnectionParser {
             complete(tag: nil, failed: false, code: nil, at: chunk.timestamp, context: context, into: &exchanges) // PortalSuspended
         case UInt8(ascii: "E"):
             complete(tag: nil, failed: true, code: Self.sqlState(message.body), at: chunk.timestamp, context: context, into: &exchanges)
+        case UInt8(ascii: "1"):
+            parseComplete()
         case UInt8(ascii: "Z"):
             readyForQuery()
         default:
@@ -284,15 +301,20 @@ final class PostgresConnectionParser: ConnectionParser {
             statement = executed
             (start, pid, identity) = (executeStart, executePID, executeIdentity)
             head += 1
-            if failed {
-                // The server skips to Sync: the batch's other Executes make no exchange.
-                while head < pending.count, case .execute = pending[head] {
-                    head += 1
-                    counters.skippedAfterError.add(1, ordering: .relaxed)
-                }
+            if failed { skipToSync() }
+        case .parse(let parsed, let parseStart, let parsePID, let goid, let message, let fingerprint):
+            // Only an error ends a Parse here (ParseComplete removed the ones that succeeded).
+            guard failed else {
+                counters.unmatchedResponses.add(1, ordering: .relaxed)
+                return
             }
+            statement = parsed
+            (start, pid) = (parseStart, parsePID)
+            identity = self.identity(goid: goid, requestStart: message, fingerprint: fingerprint, context: context)
+            head += 1
+            skipToSync()
         case .sync:
-            // An error of a Parse or Bind with no Execute after it in the batch, or a response nothing asked for.
+            // An error of a Bind with no Execute after it in the batch, or a response nothing asked for.
             counters.unmatchedResponses.add(1, ordering: .relaxed)
             return
         }
@@ -309,6 +331,26 @@ final class PostgresConnectionParser: ConnectionParser {
         exchanges.append(.database(exchange))
     }
 
+    /// After an error the server skips to Sync: the batch's other Parses and Executes get no answer (the
+    /// Executes are counted).
+    private func skipToSync() {
+        while head < pending.count {
+            switch pending[head] {
+            case .execute: counters.skippedAfterError.add(1, ordering: .relaxed)
+            case .parse: break
+            case .query, .sync: return
+            }
+            head += 1
+        }
+    }
+
+    /// ParseComplete: the oldest Parse succeeded (its statement's span comes with its Execute).
+    private func parseComplete() {
+        guard head < pending.count, case .parse = pending[head] else { return }
+        head += 1
+        compact()
+    }
+
     /// ReadyForQuery ends the oldest Query or Sync (and whatever of it never completed).
     private func readyForQuery() {
         while head < pending.count {
@@ -316,6 +358,7 @@ final class PostgresConnectionParser: ConnectionParser {
             head += 1
             switch item {
             case .execute: counters.withoutReply.add(1, ordering: .relaxed)
+            case .parse: break
             case .query, .sync: return compact()
             }
         }
@@ -435,7 +478,7 @@ public final class PostgresTracerCounters: Sendable {
     public let withoutReply = Atomic<UInt64>(0)
     /// Executes of an extended-protocol batch the server skipped after an earlier error.
     public let skippedAfterError = Atomic<UInt64>(0)
-    /// Responses with no statement waiting (errors of Parse/Bind without an Execute, connections seen mid-stream).
+    /// Responses with no statement waiting (errors of a Bind without an Execute, connections seen mid-stream).
     public let unmatchedResponses = Atomic<UInt64>(0)
     /// Statements dropped because too many were pipelined unanswered.
     public let abandoned = Atomic<UInt64>(0)

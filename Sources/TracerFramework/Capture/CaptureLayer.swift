@@ -101,13 +101,17 @@ public enum ContextPropagation: String, Sendable, CaseIterable {
 /// once at start from what this kernel and machine allow.
 public enum NetworkPropagation: Sendable, Equatable {
     case off
-    case on
+    /// `fionreadReportsZero`: this kernel answers FIONREAD on the sockets it follows from sockmap's own queue,
+    /// which an sk_msg program alone leaves empty (`tcp_bpf_ioctl`, Linux 6.18.14, 6.12.75, 6.6.128 and later):
+    /// 0 while a response waits. Said at start.
+    case on(fionreadReportsZero: Bool)
     case unavailable(reason: String)
 
     /// `requested`: `--context-propagation network` or `all` was given.
     /// `networkAdmin`: the agent holds CAP_NET_ADMIN or CAP_SYS_ADMIN, which sock_ops and sk_msg programs need.
     public static func decide(requested: Bool, hooks: CaptureHooks, kernelRelease: String, ringBuffer: Bool, networkAdmin: Bool,
-                              cgroup2: String? = Cgroup2.mountPoint()) -> NetworkPropagation {
+                              cgroup2: String? = Cgroup2.mountPoint(),
+                              fionreadReportsZero: () -> Bool = kernelHasSockmapIoctl) -> NetworkPropagation {
         guard requested else { return .off }
         guard networkAdmin else { return .unavailable(reason: "needs CAP_NET_ADMIN (or CAP_SYS_ADMIN) for its sock_ops and sk_msg programs") }
         guard hooks == .socketTracepoints || hooks == .syscallTracepoints else {
@@ -118,14 +122,27 @@ public enum NetworkPropagation: Sendable, Equatable {
         }
         guard ringBuffer else { return .unavailable(reason: "needs the BPF ring buffer (the perf buffer transport is in use)") }
         guard cgroup2 != nil else { return .unavailable(reason: "no cgroup2 filesystem is mounted (its sock_ops program marks the sockets)") }
-        return .on
+        return .on(fionreadReportsZero: fionreadReportsZero())
     }
+
+    /// Whether the kernel has `tcp_bpf_ioctl` (/proc/kallsyms, read to its end: procfs reports no size).
+    public static func kernelHasSockmapIoctl() -> Bool {
+        guard let file = FileHandle(forReadingAtPath: "/proc/kallsyms") else { return false }
+        defer { try? file.close() }
+        let symbols = (try? file.readToEnd()) ?? Data()
+        return symbols.range(of: Data(" tcp_bpf_ioctl\n".utf8)) != nil
+    }
+
+    /// Whether it is on.
+    public var isOn: Bool { if case .on = self { true } else { false } }
 
     /// The line logged at start; nil when it was not asked for.
     public var notice: String? {
         switch self {
         case .off: nil
-        case .on: "context propagation network on: a traceparent is inserted into the plaintext HTTP/1 requests of selected non-Go processes (sock_ops on the cgroup2 root, sk_msg)"
+        case .on(let fionreadReportsZero):
+            "context propagation network on: a traceparent is inserted into the plaintext HTTP/1 requests of selected non-Go processes (sock_ops on the cgroup2 root, sk_msg)"
+                + (fionreadReportsZero ? "; on this kernel their client sockets answer FIONREAD with 0 while a response waits (tcp_bpf_ioctl), which programs that size reads by FIONREAD may trip on" : "")
         case .unavailable(let reason): "context propagation network off: \(reason); tracing carries on without it"
         }
     }
@@ -172,7 +189,7 @@ struct CaptureTracer: Tracer {
     static let goidField = GoField("runtime.g", "goid")
 
     var probes: [Probe] {
-        let propagating = networkPropagation == .on
+        let propagating = networkPropagation.isOn
         let sslReturn = propagating ? Program.captureSslReturnPropagating : Program.captureSslReturn
         return hooks.probes(propagating: propagating) + [.btf(target: "inet_sock_set_state", program: Program.captureSockState),
                         .btf(target: "sched_process_fork", program: Program.captureProcessFork),
@@ -225,8 +242,8 @@ struct CaptureTracer: Tracer {
 
     func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures) {
         spec.set(BPFPrograms.Capture.Global.captureFollowForks, to: UInt8(followForks ? 1 : 0))
-        spec.set(BPFPrograms.Capture.Global.captureNetworkPropagation, to: UInt8(networkPropagation == .on ? 1 : 0))
-        if networkPropagation != .on {
+        spec.set(BPFPrograms.Capture.Global.captureNetworkPropagation, to: UInt8(networkPropagation.isOn ? 1 : 0))
+        if !networkPropagation.isOn {
             // Only the sock_ops and sk_msg programs, loaded with it, use the SOCKHASH (whose creation needs
             // CAP_NET_ADMIN); the data hooks' other maps are referenced by code the verifier drops: a few entries.
             spec.skippedMaps.insert(BPFPrograms.Capture.Map.capturePropagationSockets)
@@ -238,7 +255,7 @@ struct CaptureTracer: Tracer {
 
     /// Network propagation's counts (bpf/capture.h CAPTURE_PROPAGATION_*), while it is on.
     func counters(object: BPFObject?) -> [TracerCounter] {
-        guard networkPropagation == .on, let object, let counts = try? object.map(BPFPrograms.Capture.Map.capturePropagationCounts) else { return [] }
+        guard networkPropagation.isOn, let object, let counts = try? object.map(BPFPrograms.Capture.Map.capturePropagationCounts) else { return [] }
         @Sendable func sum(_ index: Int32) -> UInt64 { ((try? counts.lookupPerCPU(UInt32(index), as: UInt64.self)) ?? []).reduce(0, &+) }
         return [TracerCounter("propagation_injected", help: "HTTP/1 requests a traceparent was inserted into (--context-propagation network)",
                               value: { sum(CAPTURE_PROPAGATION_INJECTED) }),

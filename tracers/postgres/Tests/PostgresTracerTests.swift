@@ -152,6 +152,87 @@ final class PostgresTracerTests: XCTestCase {
         XCTAssertNil(replay.spans.last?.attributes[SemanticConventions.dbQueryText])
     }
 
+    /// Bytes written as hex digits (whitespace ignored).
+    private static func hex(_ digits: String) -> [UInt8] {
+        let clean = Array(digits.filter { !$0.isWhitespace })
+        return stride(from: 0, to: clean.count, by: 2).map { UInt8(String(clean[$0...$0 + 1]), radix: 16)! }
+    }
+
+    /// The bytes pgx v4.15 (Debian's golang-github-jackc-pgx-v4-dev) wrote and read on one connection, as
+    /// strace showed them: its statement cache prepares each new statement under a name (Parse + Describe +
+    /// Sync, answered ParseComplete, ParameterDescription, RowDescription, ReadyForQuery), then runs it (Bind +
+    /// Describe + Execute + Sync); the next call only binds and executes. A statement the server cannot
+    /// prepare fails at its Parse, with no Execute ever sent: still one failed span.
+    func testPgxStatementCacheAndAFailedPrepareReplayed() {
+        let replay = Replay(queryText: .full)
+        replay.feed(.send, Self.hex("00000029000300007573657200706f73746772657300646174616261736500706f7374677265730000"), time: 1)
+        replay.feed(.receive, Self.message("R", Self.int32(0)) + Self.ready, time: 2)
+        let prepare = Self.hex("""
+            50000000456c72757073635f315f300053454c45435420636f756e74282a292046524f4d2070675f6461746162617365205748455245206461746e
+            616d65203d2024310000004400000010536c72757073635f315f30005300000004
+            """)
+        let prepared = Self.hex("""
+            3100000004740000000a000100000013540000001e0001636f756e7400000000000000000000140008ffffffff00005a0000000549
+            """)
+        let run = Self.hex("""
+            4200000026006c72757073635f315f300000010000000100000008706f7374677265730001000144000000065000450000000900000000005300000004
+            """)
+        let result = Self.hex("""
+            3200000004540000001e0001636f756e7400000000000000000000140008ffffffff000144000000120001000000080000000000000001430000000d
+            53454c4543542031005a0000000549
+            """)
+        replay.feed(.send, prepare, time: 10)
+        replay.feed(.receive, prepared, time: 20)
+        XCTAssertTrue(replay.spans.isEmpty, "preparing executes nothing")
+        replay.feed(.send, run, time: 30)
+        replay.feed(.receive, result, time: 40)
+        replay.feed(.send, run, time: 50)
+        replay.feed(.receive, result, time: 60)
+        XCTAssertEqual(replay.spans.map(\.name), ["SELECT pg_database", "SELECT pg_database"])
+        XCTAssertEqual(replay.spans.map(\.startTimeUnixNano), [30, 50])
+        XCTAssertEqual(replay.spans.map(\.endTimeUnixNano), [40, 60])
+        for span in replay.spans {
+            XCTAssertEqual(span.attributes[SemanticConventions.dbOperationName]?.stringValue, "SELECT")
+            XCTAssertEqual(span.attributes[SemanticConventions.dbCollectionName]?.stringValue, "pg_database")
+            XCTAssertEqual(span.attributes[SemanticConventions.dbNamespace]?.stringValue, "postgres")
+            XCTAssertEqual(span.attributes[SemanticConventions.dbQueryText]?.stringValue, "SELECT count(*) FROM pg_database WHERE datname = $1")
+            XCTAssertEqual(span.status, .unset)
+        }
+        // A prepare the server refuses (42P01): ErrorResponse and ReadyForQuery in two reads.
+        replay.feed(.send, Self.hex("""
+            500000003b6c72757073635f325f310053454c454354202a2046524f4d206d697373696e675f7461626c65205748455245206964203d202431000000
+            4400000010536c72757073635f325f31005300000004
+            """), time: 70)
+        replay.feed(.receive, Self.hex("""
+            4500000070534552524f5200564552524f5200433432503031004d72656c6174696f6e20226d697373696e675f7461626c652220646f6573206e6f74
+            20657869737400503135004670617273655f72656c6174696f6e2e63004c3133393200527061727365724f70656e5461626c650000
+            """), time: 80)
+        replay.feed(.receive, Self.ready, time: 90)
+        XCTAssertEqual(replay.spans.count, 3)
+        XCTAssertEqual(replay.spans.last?.name, "SELECT missing_table")
+        XCTAssertEqual(replay.spans.last?.status, .error(message: ""))
+        XCTAssertEqual(replay.spans.last?.attributes[SemanticConventions.dbResponseStatusCode]?.stringValue, "42P01")
+        XCTAssertEqual(replay.spans.last?.attributes[SemanticConventions.dbQueryText]?.stringValue, "SELECT * FROM missing_table WHERE id = $1")
+        XCTAssertEqual(replay.spans.last?.startTimeUnixNano, 70)
+        XCTAssertEqual(replay.spans.last?.endTimeUnixNano, 80)
+        // The cached statement still runs afterwards, matched with its own reply.
+        replay.feed(.send, run, time: 100)
+        replay.feed(.receive, result, time: 110)
+        XCTAssertEqual(replay.spans.map(\.name), ["SELECT pg_database", "SELECT pg_database", "SELECT missing_table", "SELECT pg_database"])
+        XCTAssertEqual(replay.spans.last?.status, .unset)
+        XCTAssertEqual(replay.tracer.statistics.unmatchedResponses.load(ordering: .relaxed), 0)
+        XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 0)
+        // A failed Parse pipelined with its Bind and Execute (lib/pq, psycopg): one span; the server skips the
+        // Execute, which makes none.
+        replay.feed(.send, Self.parse("", "DELETE FROM missing_table") + Self.bind("", "") + Self.execute("") + Self.sync, time: 120)
+        replay.feed(.receive, Self.error("42P01") + Self.ready, time: 130)
+        XCTAssertEqual(replay.spans.count, 5)
+        XCTAssertEqual(replay.spans.last?.name, "DELETE missing_table")
+        XCTAssertEqual(replay.spans.last?.attributes[SemanticConventions.dbResponseStatusCode]?.stringValue, "42P01")
+        XCTAssertEqual(replay.tracer.statistics.skippedAfterError.load(ordering: .relaxed), 1)
+        XCTAssertEqual(replay.tracer.statistics.withoutReply.load(ordering: .relaxed), 0)
+    }
+
     func testLengthBelowFourAbsurdLengthsAndGarbageAreCountedNeverSpans() {
         let replay = Replay()
         connect(replay, connection: 1)
@@ -462,6 +543,153 @@ final class PostgresTracerTests: XCTestCase {
             let parent = queries.first { $0.spanID == span.parentSpanID }
             XCTAssertEqual(parent?.name, span.name, "the backend's span is the child of the query it answers: \(span)")
             XCTAssertEqual(parent?.traceID, span.traceID)
+        }
+    }
+
+    /// A Go HTTP server whose handlers query Postgres through pgx v4 (Debian's golang-github-jackc-pgx-v4-dev,
+    /// GOPATH mode): `/sql` through database/sql with pgx's stdlib driver, `/native` and `/broken` through one
+    /// `pgx.Conn` opened by the first request that needs it. pgx prepares every statement under a name of its
+    /// statement cache (Parse + Describe + Sync, then Bind + Describe + Execute + Sync; later calls skip the
+    /// Parse). Its arguments are the connection string; it prints its port.
+    private static let goPgxServer = """
+    package main
+
+    import (
+    \t"context"
+    \t"database/sql"
+    \t"fmt"
+    \t"net"
+    \t"net/http"
+    \t"os"
+    \t"sync"
+
+    \t"github.com/jackc/pgx/v4"
+    \t_ "github.com/jackc/pgx/v4/stdlib"
+    )
+
+    func main() {
+    \tdb, err := sql.Open("pgx", os.Args[1])
+    \tif err != nil {
+    \t\tpanic(err)
+    \t}
+    \tdb.SetMaxOpenConns(1)
+    \tvar mutex sync.Mutex
+    \tvar native *pgx.Conn
+    \tnativeConn := func(ctx context.Context) (*pgx.Conn, error) {
+    \t\tif native == nil {
+    \t\t\tconn, err := pgx.Connect(ctx, os.Args[1])
+    \t\t\tif err != nil {
+    \t\t\t\treturn nil, err
+    \t\t\t}
+    \t\t\tnative = conn
+    \t\t}
+    \t\treturn native, nil
+    \t}
+    \thttp.HandleFunc("/sql", func(w http.ResponseWriter, r *http.Request) {
+    \t\tvar n int
+    \t\tif err := db.QueryRow("SELECT count(*) FROM pg_database WHERE datname = $1", "postgres").Scan(&n); err != nil {
+    \t\t\thttp.Error(w, err.Error(), http.StatusInternalServerError)
+    \t\t\treturn
+    \t\t}
+    \t\tfmt.Fprintf(w, "%d", n)
+    \t})
+    \thttp.HandleFunc("/native", func(w http.ResponseWriter, r *http.Request) {
+    \t\tmutex.Lock()
+    \t\tdefer mutex.Unlock()
+    \t\tconn, err := nativeConn(r.Context())
+    \t\tif err != nil {
+    \t\t\thttp.Error(w, err.Error(), http.StatusInternalServerError)
+    \t\t\treturn
+    \t\t}
+    \t\trows, err := conn.Query(r.Context(), "SELECT nspname FROM pg_namespace WHERE nspname = $1", "public")
+    \t\tif err != nil {
+    \t\t\thttp.Error(w, err.Error(), http.StatusInternalServerError)
+    \t\t\treturn
+    \t\t}
+    \t\tn := 0
+    \t\tfor rows.Next() {
+    \t\t\tn++
+    \t\t}
+    \t\trows.Close()
+    \t\tfmt.Fprintf(w, "%d", n)
+    \t})
+    \thttp.HandleFunc("/broken", func(w http.ResponseWriter, r *http.Request) {
+    \t\tmutex.Lock()
+    \t\tdefer mutex.Unlock()
+    \t\tconn, err := nativeConn(r.Context())
+    \t\tif err != nil {
+    \t\t\thttp.Error(w, err.Error(), http.StatusInternalServerError)
+    \t\t\treturn
+    \t\t}
+    \t\tif _, err := conn.Exec(r.Context(), "SELECT * FROM missing_table WHERE id = $1", 1); err != nil {
+    \t\t\thttp.Error(w, "query failed", http.StatusInternalServerError)
+    \t\t\treturn
+    \t\t}
+    \t})
+    \tlistener, err := net.Listen("tcp", "127.0.0.1:0")
+    \tif err != nil {
+    \t\tpanic(err)
+    \t}
+    \tfmt.Println(listener.Addr().(*net.TCPAddr).Port)
+    \thttp.Serve(listener, nil)
+    }
+    """
+
+    /// pgx inside HTTP handlers (issue 14): through database/sql and natively, each query is one client span
+    /// parented to the request being served, with the DB attributes; a cached statement executed again (Bind
+    /// and Execute of the named statement, no Parse) is named as the first; the backend's span is the query's
+    /// child.
+    func testGoPgxQueriesAreChildrenOfTheRequestBeingServed() throws {
+        if !FileManager.default.fileExists(atPath: "/usr/share/gocode/src/github.com/jackc/pgx/v4/stdlib/sql.go") {
+            try prerequisiteMissing("golang-github-jackc-pgx-v4-dev", "pgx v4 is not in /usr/share/gocode (apt-get install golang-github-jackc-pgx-v4-dev)")
+        }
+        let postgres = try startPostgres()
+        let binary = try GoServerBuild.binary(stripped: false, program: ("pgx-server", Self.goPgxServer), gopath: "/usr/share/gocode")
+        let service = try GoServerProcess(binary: binary, arguments: [
+            "host=127.0.0.1 port=\(postgres.port) user=postgres dbname=postgres sslmode=disable",
+        ])
+        let harness = try TracingHarness(pids: [service.pid, postgres.pid])
+        XCTAssertEqual(try curl(["\(service.base)/sql"]), "1")
+        XCTAssertEqual(try curl(["\(service.base)/sql"]), "1")
+        XCTAssertEqual(try curl(["\(service.base)/native"]), "1")
+        XCTAssertEqual(try curl(["\(service.base)/native"]), "1")
+        try curl(["-o", "/dev/null", "\(service.base)/broken"])
+
+        let spans = harness.waitForSpans(of: service.pid, count: 10)
+        let requests = spans.filter { $0.kind == .server }
+        let queries = spans.filter { $0.kind == .client }
+        XCTAssertEqual(requests.compactMap { $0.attributes[SemanticConventions.urlPath]?.stringValue }, ["/sql", "/sql", "/native", "/native", "/broken"])
+        XCTAssertEqual(queries.map(\.name), ["SELECT pg_database", "SELECT pg_database", "SELECT pg_namespace", "SELECT pg_namespace", "SELECT missing_table"],
+                       "\(spans.map(\.name))")
+        XCTAssertEqual(queries.count, requests.count)
+        for (request, query) in zip(requests, queries) {
+            XCTAssertEqual(query.parentSpanID, request.spanID, "the query is the child of the request it serves: \(query)")
+            XCTAssertEqual(query.traceID, request.traceID)
+            XCTAssertEqual(query.attributes[ParentSource.attribute]?.stringValue, "goroutine")
+            XCTAssertEqual(query.attributes[SemanticConventions.dbSystemName]?.stringValue, "postgresql")
+            XCTAssertEqual(query.attributes[SemanticConventions.dbOperationName]?.stringValue, "SELECT")
+            XCTAssertEqual(query.attributes[SemanticConventions.dbNamespace]?.stringValue, "postgres")
+            XCTAssertEqual(query.attributes[SemanticConventions.serverAddress]?.stringValue, "127.0.0.1")
+            XCTAssertEqual(query.attributes[SemanticConventions.serverPort]?.intValue, Int64(postgres.port))
+        }
+        XCTAssertEqual(queries.dropLast().map(\.status), Array(repeating: .unset, count: 4))
+        XCTAssertEqual(queries.last?.attributes[SemanticConventions.dbCollectionName]?.stringValue, "missing_table")
+        XCTAssertEqual(queries.last?.attributes[SemanticConventions.dbResponseStatusCode]?.stringValue, "42P01")
+        XCTAssertEqual(queries.last?.status, .error(message: ""))
+        // The backend's spans continue those traces, each the child of its query. The failed prepare's backend
+        // span ends when the backend writes the error, before pgx's query is known as a span (its ids are made
+        // when the error arrives): linked only if that arrived first, never to another span.
+        let backend = serverSpans(harness, count: 5)
+        XCTAssertEqual(backend.map(\.name), queries.map(\.name))
+        XCTAssertEqual(backend.last?.attributes[SemanticConventions.dbResponseStatusCode]?.stringValue, "42P01")
+        for span in backend.dropLast() {
+            let parent = queries.first { $0.spanID == span.parentSpanID }
+            XCTAssertEqual(parent?.name, span.name, "the backend's span is the child of the query it answers: \(span)")
+            XCTAssertEqual(parent?.traceID, span.traceID)
+        }
+        if let failed = backend.last, failed.parentSpanID != .invalid {
+            XCTAssertEqual(failed.parentSpanID, queries.last?.spanID)
+            XCTAssertEqual(failed.traceID, queries.last?.traceID)
         }
     }
 }
