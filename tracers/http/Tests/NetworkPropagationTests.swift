@@ -267,6 +267,22 @@ final class NetworkPropagationTests: XCTestCase {
             c = Connection()
             c.send(request)
             c.expect(1)
+    elif mode == "asyncio":
+        # An epoll event loop (asyncio) waiting for each answer on its (SOCKHASH) socket: woken every time.
+        import asyncio
+        async def exchange():
+            c = Connection()
+            c.socket.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=c.socket)
+            for path in (b"/loop-1", b"/loop-2", b"/loop-3"):
+                c.note(get(path))
+                writer.write(get(path))
+                await writer.drain()
+                answer = await asyncio.wait_for(reader.readexactly(len(ANSWER)), 5)
+                if answer != ANSWER:
+                    fail("answer differs: %r" % answer)
+            writer.close()
+        asyncio.run(exchange())
     elif mode == "early":
         # A connection made before the agent starts, used again after it started; then a new connection.
         c = Connection()
@@ -547,6 +563,14 @@ final class NetworkPropagationTests: XCTestCase {
         for connection in connections {
             XCTAssertEqual(connection.injections.map(\.offset), connection.requestLineEnds, "connection \(connection.port)")
         }
+    }
+
+    /// An asyncio client (an epoll loop) on its SOCKHASH socket: each of three keep-alive answers wakes it (kernels
+    /// with commit 929e30f93125 may lose that wakeup for sockmap sockets), and each request gets its line.
+    func testAnEpollLoopIsWokenForEveryAnswer() throws {
+        let connection = try XCTUnwrap(try record("asyncio").connections.first)
+        XCTAssertEqual(connection.requests, ["GET /loop-1 0", "GET /loop-2 0", "GET /loop-3 0"])
+        XCTAssertEqual(connection.injections.map(\.offset), connection.requestLineEnds)
     }
 
     /// A connection opened before the agent started and used again after it: never modified; a connection the
