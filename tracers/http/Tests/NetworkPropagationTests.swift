@@ -368,12 +368,16 @@ final class NetworkPropagationTests: XCTestCase {
             }
             guard i < sent.count, j < received.count, sent[i] == received[j] else {
                 let show = { (bytes: [UInt8], at: Int) in String(decoding: bytes[min(at, bytes.count)..<min(bytes.count, at + 80)], as: UTF8.self).debugDescription }
-                throw ChildProcessError(description: "the received bytes differ from the sent ones at sent offset \(i) (received \(j)): sent \(show(sent, i)), received \(show(received, j)) (\(sent.count) bytes sent, \(received.count) received)")
+                throw StreamMismatch(description: "the received bytes differ from the sent ones at sent offset \(i) (received \(j)): sent \(show(sent, i)), received \(show(received, j)) (\(sent.count) bytes sent, \(received.count) received)")
             }
             i += 1
             j += 1
         }
         return found
+    }
+
+    struct StreamMismatch: Error, CustomStringConvertible {
+        let description: String
     }
 
     /// The ids of a `traceparent: 00-TRACE-SPAN-01\r\n` line at `offset`, lowercase hex as W3C Trace Context
@@ -451,6 +455,29 @@ final class NetworkPropagationTests: XCTestCase {
     }
 
     private func source(_ span: Span) -> String? { span.string(ParentSource.attribute) }
+
+    /// The comparison itself (no kernel): only whole lines right after request lines pass; a line elsewhere, a cut
+    /// line, two lines at one place or any other changed byte is reported.
+    func testTheComparisonAcceptsOnlyWholeLinesAfterRequestLines() throws {
+        let sent = Array("POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n".utf8)
+        let ends = [18, 61]
+        let line = Array("traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n".utf8)
+        let inserting = { (offsets: [Int], bytes: [UInt8]) in
+            offsets.sorted(by: >).reduce(sent) { stream, offset in Array(stream[..<offset]) + bytes + Array(stream[offset...]) }
+        }
+        XCTAssertEqual(try Self.injections(sent: sent, received: sent, requestLineEnds: Set(ends)), [])
+        let both = try Self.injections(sent: sent, received: inserting(ends, line), requestLineEnds: Set(ends))
+        XCTAssertEqual(both.map(\.offset), ends)
+        XCTAssertEqual(both.first?.traceID, "0af7651916cd43dd8448eb211c80319c")
+        XCTAssertEqual(both.first?.spanID, "b7ad6b7169203331")
+        XCTAssertThrowsError(try Self.injections(sent: sent, received: inserting([41], line), requestLineEnds: Set(ends)), "inside the body")
+        XCTAssertThrowsError(try Self.injections(sent: sent, received: inserting([18], Array(line.dropLast())), requestLineEnds: Set(ends)), "a cut line")
+        XCTAssertThrowsError(try Self.injections(sent: sent, received: inserting([18], line + line), requestLineEnds: Set(ends)), "two lines")
+        XCTAssertThrowsError(try Self.injections(sent: sent, received: Array(sent.dropLast()), requestLineEnds: Set(ends)), "a lost byte")
+        var changed = sent
+        changed[50] = UInt8(ascii: "X")
+        XCTAssertThrowsError(try Self.injections(sent: sent, received: changed, requestLineEnds: Set(ends)), "a changed byte")
+    }
 
     /// One GET from a traced client: the recorder gets exactly one `traceparent` line, right after the request
     /// line, whose ids are the client span's (a new trace: the client serves no request); the answer comes back
@@ -612,6 +639,7 @@ final class NetworkPropagationTests: XCTestCase {
     func testGoClientsAreNeverInjected() throws {
         try requireBPF()
         try requireExecutable(Self.python, package: "python3")
+        try requireExecutable(Programs.curl, package: "curl")
         let directory = try temporaryDirectory(self)
         let recorder = try ChildProcess(Self.python, [try Programs.write(Self.recorder, named: "recorder.py", in: directory), directory.path])
         let port = try recorder.port()
