@@ -105,7 +105,7 @@ final class NetworkPropagationTests: XCTestCase {
     /// request lines (`lines-PORT.txt`); prints each connection's local port. Every answer is checked byte for
     /// byte (exit 1 with the reason on stderr otherwise).
     static let client = #"""
-    import os, signal, socket, sys, time
+    import fcntl, os, select, signal, socket, struct, sys, termios, time
 
     mode, port, directory = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
@@ -283,6 +283,18 @@ final class NetworkPropagationTests: XCTestCase {
                     fail("answer differs: %r" % answer)
             writer.close()
         asyncio.run(exchange())
+    elif mode == "fionread":
+        # Each answer: FIONREAD once it is readable (as nginx, Java NIO and .NET size reads), noted in
+        # fionread.txt, then read whole.
+        c = Connection()
+        for path in (b"/sized-1", b"/sized-2"):
+            c.send(get(path))
+            select.select([c.socket], [], [])
+            time.sleep(0.05)
+            queued = struct.unpack("i", fcntl.ioctl(c.socket, termios.FIONREAD, b"\0\0\0\0"))[0]
+            with open(os.path.join(directory, "fionread.txt"), "a") as noted:
+                noted.write("%d\n" % queued)
+            c.expect(1)
     elif mode == "early":
         # A connection made before the agent starts, used again after it started; then a new connection.
         c = Connection()
@@ -396,6 +408,8 @@ final class NetworkPropagationTests: XCTestCase {
     /// What one client run left: its connections in the order it opened them, and the processes.
     struct Run {
         var connections: [RecordedConnection]
+        /// What the client's FIONREAD said before each answer it read ("fionread" mode).
+        var fionread: [Int] = []
         var client: ChildProcess
         var recorder: ChildProcess
         var harness: TracingHarness
@@ -447,7 +461,8 @@ final class NetworkPropagationTests: XCTestCase {
             }
         }
         XCTAssertEqual(connections.count, ports.count, "every connection arrived intact")
-        return Run(connections: connections, client: client, recorder: recorder, harness: harness)
+        let fionread = String(decoding: read("fionread.txt") ?? [], as: UTF8.self).split(separator: "\n").compactMap { Int($0) }
+        return Run(connections: connections, fionread: fionread, client: client, recorder: recorder, harness: harness)
     }
 
     private func counter(_ harness: TracingHarness, _ name: String) -> UInt64? {
@@ -598,6 +613,20 @@ final class NetworkPropagationTests: XCTestCase {
         let connection = try XCTUnwrap(try record("asyncio").connections.first)
         XCTAssertEqual(connection.requests, ["GET /loop-1 0", "GET /loop-2 0", "GET /loop-3 0"])
         XCTAssertEqual(connection.injections.map(\.offset), connection.requestLineEnds)
+    }
+
+    /// A client that sizes its reads with ioctl(FIONREAD) on its SOCKHASH socket: the answer is read whole either
+    /// way, and FIONREAD says what the agent's start-up line says — the queued answer's length, or 0 on kernels
+    /// with `tcp_bpf_ioctl` (6.18.14+, this machine), which count only the sockmap's own queue.
+    func testFIONREADOnTheClientsSocketIsWhatTheStartUpLineSays() throws {
+        let run = try record("fionread")
+        let connection = try XCTUnwrap(run.connections.first)
+        XCTAssertEqual(connection.requests, ["GET /sized-1 0", "GET /sized-2 0"])
+        XCTAssertEqual(connection.injections.map(\.offset), connection.requestLineEnds)
+        let answer = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n".utf8.count
+        let expected = NetworkPropagation.kernelHasSockmapIoctl() ? 0 : answer
+        XCTAssertEqual(run.harness.agent.networkPropagation, .on(fionreadReportsZero: NetworkPropagation.kernelHasSockmapIoctl()))
+        XCTAssertEqual(run.fionread, [expected, expected])
     }
 
     /// A connection opened before the agent started and used again after it: never modified; a connection the
