@@ -6,37 +6,10 @@ import XCTest
 
 /// `--context-propagation network` in the other places its ids are decided: the syscall-tracepoint hooks
 /// (the last resort, on kernels without socket tracepoints) and a TLS server whose plaintext libssl reads.
-/// A traced Python server calls an untraced downstream that prints the traceparent it got: the line names the
-/// traced client span, which is the child of the server span that made the call.
+/// A traced Python server (``SameHostLinkingEndToEndTests/pythonServer``, `/call?to=URL`) calls an untraced
+/// downstream that prints the traceparent it got: the line names the traced client span, which is the child of
+/// the server span that made the call.
 final class NetworkPropagationVariantsTests: XCTestCase {
-    /// `PORT [CERT KEY]`: a threading server whose GET handler calls http://127.0.0.1:PORT/down (urllib, a new
-    /// connection per call) and answers with what it got; HTTPS with a certificate.
-    static let caller = #"""
-    import http.server, socketserver, ssl, sys, urllib.request
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        def log_message(self, *args):
-            pass
-        def do_GET(self):
-            body = urllib.request.urlopen("http://127.0.0.1:%s/down" % sys.argv[1]).read()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-        daemon_threads = True
-
-    server = Server(("127.0.0.1", 0), Handler)
-    if len(sys.argv) == 4:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(sys.argv[2], sys.argv[3])
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-    """#
-
     /// Prints its port, then for each request the value of its traceparent header ("none" without one).
     static let recorder = #"""
     import http.server
@@ -62,14 +35,15 @@ final class NetworkPropagationVariantsTests: XCTestCase {
         let recorder = try ChildProcess(Programs.python, [try Programs.write(Self.recorder, named: "recorder.py", in: directory)])
         let downstream = try recorder.port()
         let certificate = tls ? try Programs.certificate(in: directory) : nil
-        let caller = try ChildProcess(Programs.python, [try Programs.write(Self.caller, named: "caller.py", in: directory), "\(downstream)"]
+        let caller = try ChildProcess(Programs.python, [try Programs.write(SameHostLinkingEndToEndTests.pythonServer, named: "caller.py", in: directory), "0"]
                                       + (certificate.map { [$0.cert, $0.key] } ?? []))
         let port = try caller.port()
         let harness = try TracingHarness(pids: [caller.pid], captureHooks: hooks, contextPropagation: .network)
         XCTAssertTrue(harness.agent.networkPropagation.isOn)
 
-        let answer = try TestSupport.run("/usr/bin/curl", ["-sk", "\(tls ? "https" : "http")://127.0.0.1:\(port)/up"])
-        XCTAssertEqual(answer, "ok\n")
+        let callee = "http://127.0.0.1:\(downstream)/down".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        let answer = try TestSupport.run("/usr/bin/curl", ["-sk", "\(tls ? "https" : "http")://127.0.0.1:\(port)/call?to=\(callee)"])
+        XCTAssertEqual(answer, "upstream 200")
         let received = try recorder.readLine()
         let servers = harness.waitForSpans(of: caller.pid, kind: .server, count: 1)
         let clients = harness.waitForSpans(of: caller.pid, kind: .client, count: 1)

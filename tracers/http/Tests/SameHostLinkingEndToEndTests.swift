@@ -9,11 +9,11 @@ import XCTest
 /// a connection tuple reused fifty times, and equal ports in another network namespace never give a wrong parent.
 /// (``SameHostLinkingReplayTests`` replays recorded events through the linking rules; these run the kernel.)
 final class SameHostLinkingEndToEndTests: XCTestCase {
-    /// A threading `http.server` on 127.0.0.1 (port `argv[1]`, 0: any; prints it): `/call?to=URL` fetches URL
-    /// with urllib from the handler's thread, `/slow` answers after 0.5 s, anything else answers `ok`.
-    /// Connections reset by their client are not reported.
+    /// A threading `http.server` on 127.0.0.1 (port `argv[1]`, 0: any; prints it; HTTPS with a certificate and
+    /// key in `argv[2]`, `argv[3]`): `/call?to=URL` fetches URL with urllib from the handler's thread, `/slow`
+    /// answers after 0.5 s, anything else answers `ok`. Connections reset by their client are not reported.
     static let pythonServer = #"""
-    import http.server, socketserver, sys, time, urllib.parse, urllib.request
+    import http.server, socketserver, ssl, sys, time, urllib.parse, urllib.request
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -40,6 +40,10 @@ final class SameHostLinkingEndToEndTests: XCTestCase {
             pass
 
     server = Server(("127.0.0.1", int(sys.argv[1])), Handler)
+    if len(sys.argv) == 4:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[2], sys.argv[3])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(server.server_address[1], flush=True)
     server.serve_forever()
     """#
