@@ -30,28 +30,8 @@ bench_cleanup_extra() {
 }
 sysctl -qw kernel.bpf_stats_enabled=1
 
-cat > "$work/hello.go" <<'GO'
-package main
-
-import (
-	"fmt"
-	"net"
-	"net/http"
-)
-
-func main() {
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	fmt.Println(listener.Addr().(*net.TCPAddr).Port)
-	http.Serve(listener, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello") }))
-}
-GO
-(cd "$work" && GO111MODULE=off GOCACHE="$work/cache" go build -o hello hello.go)
-"$work/hello" > "$work/backend.port" & pids+=($!); backend_pid=$!
-for _ in $(seq 1 100); do [ -s "$work/backend.port" ] && break; sleep 0.1; done
-backend_port=$(head -n1 "$work/backend.port")
+bench_go_hello
+backend_pid=$hello_pid backend_port=$hello_port
 
 # argv: backend port, "keep-alive" (one backend connection per server thread) or "new" (urllib, one per call).
 cat > "$work/proxy.py" <<'PY'

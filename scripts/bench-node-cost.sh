@@ -24,26 +24,8 @@ done
 source scripts/lib-bench.sh
 bench_setup "apt-get install golang-go wrk redis-server" /usr/bin/go /usr/bin/wrk /usr/bin/redis-server /usr/bin/redis-benchmark
 
-cat > "$work/hello.go" <<'GO'
-package main
-
-import (
-	"fmt"
-	"net"
-	"net/http"
-)
-
-func main() {
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	fmt.Println(listener.Addr().(*net.TCPAddr).Port)
-	http.Serve(listener, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello") }))
-}
-GO
-(cd "$work" && GO111MODULE=off GOCACHE="$work/cache" go build -o hello hello.go)
-"$work/hello" > "$work/go.port" & pids+=($!); go_pid=$!
+bench_go_hello
+go_pid=$hello_pid go_port=$hello_port
 python3 -c '
 import http.server, socketserver, sys
 class H(http.server.BaseHTTPRequestHandler):
@@ -57,8 +39,8 @@ redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1"
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no > /dev/null & pids+=($!)
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG || { echo "redis-server did not start on port $redis_port" >&2; exit 1; }
-for _ in $(seq 1 100); do [ -s "$work/go.port" ] && [ -s "$work/py.port" ] && break; sleep 0.1; done
-go_port=$(head -n1 "$work/go.port") py_port=$(head -n1 "$work/py.port")
+for _ in $(seq 1 100); do [ -s "$work/py.port" ] && break; sleep 0.1; done
+py_port=$(head -n1 "$work/py.port")
 sleep 0.5
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime in clock ticks
