@@ -109,7 +109,6 @@ _Static_assert(sizeof(struct capture_connection) == 80, "capture_connection layo
 /* capture_context_event.flags */
 #define CAPTURE_CONTEXT_INJECTED 1    /* a send: the ids went out in a traceparent the capture inserted */
 #define CAPTURE_CONTEXT_TRACEPARENT 2 /* a receive: the request carried a traceparent, parent_span_id is its span */
-#define CAPTURE_CONTEXT_SERVING 4     /* a send: parent_span_id is the request the sending thread serves */
 
 /* The traceparent line network propagation inserts after a request line:
  * "traceparent: 00-" + 32 hex + "-" + 16 hex + "-01\r\n". */

@@ -498,15 +498,13 @@ int capture_propagation_msg(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 
-	struct capture_injection injection = {};
+	struct capture_injection injection = { .flags = CAPTURE_CONTEXT_INJECTED };
 	struct capture_serving *serving = bpf_map_lookup_elem(&capture_serving_threads, &pid_tgid);
 	if (serving && !serving->ambiguous) {
 		__builtin_memcpy(injection.ids.trace_id, serving->ids.trace_id, 16);
 		__builtin_memcpy(injection.ids.parent_span_id, serving->ids.span_id, 8);
-		injection.flags = CAPTURE_CONTEXT_INJECTED | CAPTURE_CONTEXT_SERVING;
 	} else {
 		random_bytes(injection.ids.trace_id, 4);
-		injection.flags = CAPTURE_CONTEXT_INJECTED;
 	}
 	random_bytes(injection.ids.span_id, 2);
 	__u8 line[CAPTURE_TRACEPARENT_LINE];
