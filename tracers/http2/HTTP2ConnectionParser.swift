@@ -68,6 +68,8 @@ final class HTTP2ConnectionParser: ConnectionParser {
         /// been among them, and its body sizes are unknown.
         var framesLostAt: UInt64 = 0
         var identity: SpanIdentity
+        /// A client's HTTP request whose span another tracer makes (Go's net/http client): none made here.
+        var ofAnotherTracer = false
 
         var isGRPC: Bool {
             grpcStatus != nil || requestContentType?.hasPrefix("application/grpc") == true
@@ -447,6 +449,7 @@ final class HTTP2ConnectionParser: ConnectionParser {
         }
         var stream = Stream(pid: chunk.pid, start: chunk.timestamp, end: 0, identity: SpanIdentity(traceID: .invalid, spanID: .invalid, parentSpanID: .invalid, flags: 0))
         fill(&stream)
+        stream.ofAnotherTracer = role == .client && !stream.isGRPC && !carriesGRPC && context.isOwnedElsewhere(ExchangeKind(.http, .client))
         stream.identity = identity(of: stream, streamID: streamID, goid: chunk.goid, context: context)
         streams[streamID] = stream
     }
@@ -466,7 +469,8 @@ final class HTTP2ConnectionParser: ConnectionParser {
             fingerprint = UInt64(bitPattern: Int64(hasher.finalize())) | 1
         }
         if role == .server { return context.identity(incoming: stream.traceparent, goid: goid, requestStart: link, fingerprint: fingerprint) }
-        return context.clientIdentity(goid: goid, carried: stream.traceparent, requestStart: link, fingerprint: fingerprint)
+        return context.clientIdentity(goid: goid, carried: stream.traceparent, requestStart: link, fingerprint: fingerprint,
+                                      ofAnotherTracer: stream.ofAnotherTracer)
     }
 
     /// Stream ids as link positions, apart from byte offsets (an h2c connection's upgrade request has one).
@@ -577,6 +581,7 @@ final class HTTP2ConnectionParser: ConnectionParser {
             exchanges.append(.rpc(exchange))
             return
         }
+        if stream.ofAnotherTracer { return }
         let target = stream.path ?? ""
         let query = target.firstIndex(of: "?")
         var exchange = HTTPExchange(pid: stream.pid, role: role, method: stream.method ?? "_OTHER",

@@ -107,6 +107,27 @@ public struct ExchangeKind: Hashable, Sendable {
     }
 }
 
+/// A set of exchange kinds as bits, cheap to copy into every ``ParserContext``.
+struct ExchangeKinds: Sendable {
+    private var bits: UInt8 = 0
+
+    init(_ kinds: Set<ExchangeKind> = []) {
+        for kind in kinds { bits |= Self.bit(kind) }
+    }
+
+    func contains(_ kind: ExchangeKind) -> Bool { bits & Self.bit(kind) != 0 }
+
+    private static func bit(_ kind: ExchangeKind) -> UInt8 {
+        let family: UInt8 = switch kind.family {
+        case .http: 0
+        case .database: 1
+        case .messaging: 2
+        case .rpc: 3
+        }
+        return 1 << (family * 2 + (kind.role == .client ? 1 : 0))
+    }
+}
+
 /// A protocol parser of the shared capture layer (one per tracer folder, e.g. tracers/http): it claims a
 /// connection from its first bytes and then parses its chunks in order.
 public protocol ProtocolParser: Sendable {

@@ -101,6 +101,8 @@ public final class ConnectionTracker: @unchecked Sendable {
         var givenUp = false
         /// Another tracer makes this connection's spans: the parser runs for same-host linking only.
         var shadow = false
+        /// ``ProcessParsers/ownedElsewhere`` of its process.
+        var ownedElsewhere = ExchangeKinds()
         /// ``ProcessParsers/servesOnThreads`` of its process.
         var servesOnThreads = false
         /// Bytes sent and received since the connection was first seen (stream positions).
@@ -241,6 +243,7 @@ public final class ConnectionTracker: @unchecked Sendable {
         }
         for candidate in process.parsers {
             guard let parser = candidate.claim(chunk, connection: entry.connection) else { continue }
+            entry.ownedElsewhere = ExchangeKinds(process.ownedElsewhere)
             if process.ownedElsewhere.contains(parser.kind) {
                 counters.ownedElsewhere.add(1, ordering: .relaxed)
                 // A client connection stays parsed, its exchanges dropped: its requests name the other tracer's
@@ -271,7 +274,8 @@ public final class ConnectionTracker: @unchecked Sendable {
     private func context(_ entry: Entry, pid: UInt32, timestamp: UInt64, position: UInt64, namespace: UInt32 = 0,
                          decided: KernelDecidedIdentity? = nil) -> ParserContext {
         ParserContext(traceContexts: traceContexts, links: peerLinks, connection: entry.connection, pid: pid, namespace: namespace,
-                      timestamp: timestamp, position: position, shadow: entry.shadow, decided: decided)
+                      timestamp: timestamp, position: position, shadow: entry.shadow,
+                      ownedElsewhere: entry.ownedElsewhere, decided: decided)
     }
 
     /// The ids announced for this chunk: only for its direction (a stale announcement is dropped).

@@ -21,13 +21,17 @@ public struct ParserContext {
     /// Another tracer makes this connection's spans (e.g. Go's HTTP client from uprobes): the parser's
     /// exchanges are dropped, its client requests only name that tracer's call for same-host linking.
     let shadow: Bool
+    /// Kinds of exchanges another tracer makes in this process (``Tracer/ownedExchanges``), for a parser whose
+    /// connection carries more than one kind (HTTP/2: HTTP and gRPC streams).
+    let ownedElsewhere: ExchangeKinds
     /// Ids the kernel decided for a request starting at this chunk (network propagation): they went over
     /// the wire, so the span takes them.
     let decided: KernelDecidedIdentity?
 
     init(traceContexts: TraceContexts, links: PeerLinks?, connection: CaptureConnection?, pid: UInt32, namespace: UInt32,
-         timestamp: UInt64, position: UInt64, shadow: Bool, decided: KernelDecidedIdentity? = nil) {
+         timestamp: UInt64, position: UInt64, shadow: Bool, ownedElsewhere: ExchangeKinds = ExchangeKinds(), decided: KernelDecidedIdentity? = nil) {
         self.decided = decided
+        self.ownedElsewhere = ownedElsewhere
         self.traceContexts = traceContexts
         self.links = links
         self.connection = connection
@@ -54,14 +58,20 @@ public struct ParserContext {
                             fingerprint: fingerprint, provisional: provisional, keepingTrace: decided != nil)
     }
 
+    /// Whether another tracer makes the exchanges of `kind` in this process: the parser makes no span of them,
+    /// and names that tracer's call (``clientIdentity(goid:carried:requestStart:fingerprint:ofAnotherTracer:)``).
+    public func isOwnedElsewhere(_ kind: ExchangeKind) -> Bool { shadow || ownedElsewhere.contains(kind) }
+
     /// Ids for a client span whose request starts now (at `requestStart` of the outgoing byte stream; default:
     /// at this chunk), made by goroutine `goid`: the child of the request that goroutine serves, or a new
-    /// trace. A request that `carried` a traceparent names the span the caller's own instrumentation made
-    /// for this call: the span takes its ids. A traced server on this host that reads the request becomes
-    /// its child (`fingerprint` as in ``identity(incoming:goid:requestStart:fingerprint:)``).
-    public func clientIdentity(goid: UInt64, carried: W3CTraceContext?, requestStart: UInt64? = nil, fingerprint: UInt64 = 0) -> SpanIdentity {
+    /// trace. A request that `carried` a traceparent names the span the caller's own instrumentation (or a
+    /// tracer's context propagation) made for this call: the span takes its ids. A traced server on this host that reads the request becomes
+    /// its child (`fingerprint` as in ``identity(incoming:goid:requestStart:fingerprint:)``). A request
+    /// `ofAnotherTracer` (``isOwnedElsewhere(_:)``) names that tracer's call.
+    public func clientIdentity(goid: UInt64, carried: W3CTraceContext?, requestStart: UInt64? = nil, fingerprint: UInt64 = 0,
+                               ofAnotherTracer: Bool = false) -> SpanIdentity {
         let identity: SpanIdentity
-        if shadow {
+        if shadow || ofAnotherTracer {
             // The call is another tracer's span: name it, if exactly one is in flight.
             guard let call = traceContexts.claimCall(pid: pid, before: timestamp) else {
                 links?.counters.ambiguousCalls.add(1, ordering: .relaxed)

@@ -6,8 +6,8 @@ import Tracers
 import XCTest
 
 /// A Go HTTPS server (crypto/tls, not libssl): `/hello`, and `/proxy?to=URL`, which calls URL with Go's
-/// HTTPS client (HTTP/1.1, certificate not checked) and answers with the upstream status. Its arguments are
-/// the certificate and key files; it prints its port.
+/// HTTPS client (HTTP/1.1, certificate not checked) and answers with the upstream status (`/proxy-h2`: the
+/// same over HTTP/2). Its arguments are the certificate and key files; it prints its port.
 let goTLSServerSource = """
 package main
 
@@ -22,18 +22,23 @@ import (
 
 func main() {
 \tclient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+\thttp2Client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+\tproxy := func(client *http.Client) http.HandlerFunc {
+\t\treturn func(w http.ResponseWriter, r *http.Request) {
+\t\t\tresp, err := client.Get(r.URL.Query().Get("to"))
+\t\t\tif err != nil {
+\t\t\t\thttp.Error(w, err.Error(), http.StatusBadGateway)
+\t\t\t\treturn
+\t\t\t}
+\t\t\tio.Copy(io.Discard, resp.Body)
+\t\t\tresp.Body.Close()
+\t\t\tfmt.Fprintf(w, "upstream %d %s", resp.StatusCode, resp.Proto)
+\t\t}
+\t}
 \tmux := http.NewServeMux()
 \tmux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello over tls") })
-\tmux.HandleFunc("/proxy", func(w http.ResponseWriter, r *http.Request) {
-\t\tresp, err := client.Get(r.URL.Query().Get("to"))
-\t\tif err != nil {
-\t\t\thttp.Error(w, err.Error(), http.StatusBadGateway)
-\t\t\treturn
-\t\t}
-\t\tio.Copy(io.Discard, resp.Body)
-\t\tresp.Body.Close()
-\t\tfmt.Fprintf(w, "upstream %d", resp.StatusCode)
-\t})
+\tmux.HandleFunc("/proxy", proxy(client))
+\tmux.HandleFunc("/proxy-h2", proxy(http2Client))
 \tlistener, err := net.Listen("tcp", "127.0.0.1:0")
 \tif err != nil {
 \t\tpanic(err)
@@ -86,7 +91,7 @@ final class GoTLSCaptureTests: XCTestCase {
         // The handler calls this server over HTTPS with Go's client: the client span (roundTrip uprobes) is the
         // handler's child, and the upstream server span (read through crypto/tls) is the client span's child.
         let upstream = "\(base)/hello".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
-        XCTAssertEqual(try curl(["-k", "--http1.1", "\(base)/proxy?to=\(upstream)"]), "upstream 200")
+        XCTAssertEqual(try curl(["-k", "--http1.1", "\(base)/proxy?to=\(upstream)"]), "upstream 200 HTTP/1.1")
         XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= 8 }, "spans: \(spans.all.map(\.name))")
         usleep(200_000)
         let proxied = Array(spans.all.dropFirst(5))
@@ -98,6 +103,21 @@ final class GoTLSCaptureTests: XCTestCase {
         XCTAssertEqual(client.string(SemanticConventions.urlFull), "\(base)/hello")
         XCTAssertEqual(upstreamSpan.traceID, handler.traceID, "one trace")
         XCTAssertEqual(upstreamSpan.parentSpanID, client.spanID, "the upstream request is the client call's child")
+
+        // The same call over HTTP/2: the HTTP/2 parser also reads the client's plaintext, but the call is the Go
+        // tracer's span (one per call), which the parser names for the upstream request's link.
+        XCTAssertEqual(try curl(["-k", "--http1.1", "\(base)/proxy-h2?to=\(upstream)"]), "upstream 200 HTTP/2.0")
+        XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= 11 }, "spans: \(spans.all.map(\.name))")
+        usleep(300_000)
+        let overHTTP2 = Array(spans.all.dropFirst(8))
+        XCTAssertEqual(overHTTP2.count, 3, "handler, its one client call, the upstream request: \(overHTTP2.map(\.name))")
+        let handler2 = try XCTUnwrap(overHTTP2.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == "/proxy-h2" })
+        let client2 = try XCTUnwrap(overHTTP2.first { $0.kind == .client })
+        let upstream2 = try XCTUnwrap(overHTTP2.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == "/hello" })
+        XCTAssertEqual(upstream2.string(SemanticConventions.networkProtocolVersion), "2")
+        XCTAssertEqual(client2.parentSpanID, handler2.spanID)
+        XCTAssertEqual(upstream2.traceID, handler2.traceID, "one trace")
+        XCTAssertEqual(upstream2.parentSpanID, client2.spanID, "the upstream request is the client call's child")
         XCTAssertEqual(harness.agent.unclaimedConnections(pid: server.pid), 0)
     }
 
