@@ -58,7 +58,7 @@ final class SharedHeaderLayoutTests: XCTestCase {
         "go_nethttp_span_context": layout(go_nethttp_span_context()),
         "go_nethttp_goroutine_key": layout(go_nethttp_goroutine_key()),
         "go_nethttp_header_key": layout(go_nethttp_header_key()),
-        "go_nethttp_server_context_event": layout(go_nethttp_server_context_event()),
+        "go_nethttp_context_event": layout(go_nethttp_context_event()),
         "go_nethttp_client_start_event": layout(go_nethttp_client_start_event()),
         "go_nethttp_client_end_event": layout(go_nethttp_client_end_event()),
         "flow_key": layout(flow_key()),

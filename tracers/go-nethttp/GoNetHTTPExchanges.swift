@@ -50,10 +50,16 @@ final class GoNetHTTPExchanges: Sendable {
         let header = event.loadUnaligned(as: tracer_event_header.self)
         switch header.type {
         case UInt32(GO_NETHTTP_EVENT_SERVER_CONTEXT):
-            guard event.count >= MemoryLayout<go_nethttp_server_context_event>.size else { return countMalformed() }
-            let decided = event.loadUnaligned(as: go_nethttp_server_context_event.self)
+            guard event.count >= MemoryLayout<go_nethttp_context_event>.size else { return countMalformed() }
+            let decided = event.loadUnaligned(as: go_nethttp_context_event.self)
             if let identity = Self.identity(decided.context) {
                 context.traceContexts.decide(.init(pid: header.pid, goid: decided.goid), identity)
+            }
+            return nil
+        case UInt32(GO_NETHTTP_EVENT_INJECTED):
+            guard event.count >= MemoryLayout<go_nethttp_context_event>.size else { return countMalformed() }
+            if let identity = Self.identity(event.loadUnaligned(as: go_nethttp_context_event.self).context) {
+                context.traceContexts.injected(pid: header.pid, identity)
             }
             return nil
         case UInt32(GO_NETHTTP_EVENT_CLIENT_START):

@@ -38,6 +38,35 @@ public struct GoNetHTTPTracer: Tracer {
         GoField("bufio.Writer", "buf"), GoField("bufio.Writer", "n"),
     ]
 
+    /// HTTP/2 context propagation (tracers/go-nethttp/README.md): where a client encodes a request's header
+    /// block (its goroutine writes the HEADERS frame next), net/http's bundled HTTP/2 and golang.org/x/net/http2's.
+    public static let http2EncodeHeaders = "net/http.(*http2ClientConn).encodeHeaders"
+    public static let xHTTP2EncodeHeaders = "golang.org/x/net/http2.(*ClientConn).encodeHeaders"
+    /// grpc-go: the caller's goroutine builds a call's header fields (its ids are decided at the return), the
+    /// loopyWriter goroutine encodes them.
+    public static let grpcHeaderFields = "google.golang.org/grpc/internal/transport.(*http2Client).createHeaderFields"
+    public static let grpcWriteHeader = "google.golang.org/grpc/internal/transport.(*loopyWriter).writeHeader"
+    /// Where a HEADERS frame has been copied into the buffered writer: the traceparent field is appended there.
+    public static let http2WriteHeaders = "net/http.(*http2Framer).WriteHeaders"
+    public static let xHTTP2WriteHeaders = "golang.org/x/net/http2.(*Framer).WriteHeaders"
+    /// Fields of each HTTP/2 propagation path: the client connection's framer and buffered writer (or grpc-go's
+    /// framer and its writer), and the framer's frame buffer.
+    static let http2Fields = [
+        GoField("net/http.http2ClientConn", "fr"), GoField("net/http.http2ClientConn", "bw"), GoField("net/http.http2Framer", "wbuf"),
+    ]
+    static let xHTTP2Fields = [
+        GoField("golang.org/x/net/http2.ClientConn", "fr"), GoField("golang.org/x/net/http2.ClientConn", "bw"),
+        GoField("golang.org/x/net/http2.Framer", "wbuf"),
+    ]
+    static let grpcFields = [
+        GoField("google.golang.org/grpc/internal/transport.loopyWriter", "framer"),
+        GoField("google.golang.org/grpc/internal/transport.framer", "writer"),
+        GoField("google.golang.org/grpc/internal/transport.framer", "fr"),
+        GoField("google.golang.org/grpc/internal/transport.bufWriter", "buf"),
+        GoField("google.golang.org/grpc/internal/transport.bufWriter", "offset"),
+        GoField("golang.org/x/net/http2.Framer", "wbuf"),
+    ]
+
     /// What `--context-propagation` does in this agent.
     public enum ContextPropagation: Sendable, Equatable {
         /// Not asked for.
@@ -75,7 +104,10 @@ public struct GoNetHTTPTracer: Tracer {
     public var eventTypes: ClosedRange<UInt32>? { 200...299 }
     /// Go's HTTP client calls are this tracer's: the capture layer's HTTP/1 parser leaves them alone.
     public var ownedExchanges: Set<ExchangeKind> { [ExchangeKind(.http, .client)] }
-    public var goFields: [GoField] { [Self.goidField, Self.parentGoidField] + Self.clientFields + Self.propagationFields }
+    public var goFields: [GoField] {
+        [Self.goidField, Self.parentGoidField] + Self.clientFields + Self.propagationFields + Self.http2Fields + Self.xHTTP2Fields
+            + Self.grpcFields.dropLast()
+    }
 
     public var probes: [Probe] {
         var probes: [Probe] = [
@@ -86,6 +118,14 @@ public struct GoNetHTTPTracer: Tracer {
             // handler's client calls write their traceparent.
             probes.append(.rawTracepoint(event: "sys_exit", program: Program.goNethttpSysExit))
             probes.append(.function(symbol: Self.writeHeader, entry: Program.goNethttpInjectTraceparent, returns: nil))
+            probes += [
+                .function(symbol: Self.http2EncodeHeaders, entry: Program.goNethttpHttp2EncodeHeaders, returns: nil),
+                .function(symbol: Self.xHTTP2EncodeHeaders, entry: Program.goNethttpXHttp2EncodeHeaders, returns: nil),
+                .function(symbol: Self.grpcHeaderFields, entry: nil, returns: Program.goNethttpGrpcHeaderFields),
+                .function(symbol: Self.grpcWriteHeader, entry: Program.goNethttpGrpcWriteHeader, returns: nil),
+                .function(symbol: Self.http2WriteHeaders, entry: nil, returns: Program.goNethttpHttp2HeadersWritten),
+                .function(symbol: Self.xHTTP2WriteHeaders, entry: nil, returns: Program.goNethttpHttp2HeadersWritten),
+            ]
         }
         return probes
     }
@@ -127,7 +167,7 @@ public struct GoNetHTTPTracer: Tracer {
         case .unavailable(let reason):
             "context propagation disabled: \(reason); Go client requests are traced but carry no traceparent"
         case .on:
-            "context propagation on: outgoing Go net/http (HTTP/1.x) client requests carry a traceparent naming their client span"
+            "context propagation on: outgoing Go net/http (HTTP/1.x and HTTP/2) and grpc-go client requests carry a traceparent naming their client span"
         }
     }
 
@@ -146,14 +186,48 @@ public struct GoNetHTTPTracer: Tracer {
     }
 
 
+    /// `GO_NETHTTP_PROPAGATE_*` bits for what `executable` can carry a traceparent in, with the offsets that
+    /// needs filled in: HTTP/1.x and HTTP/2 requests of the net/http client (its bundled HTTP/2, or
+    /// golang.org/x/net/http2's under a net/http.Transport), and grpc-go calls. Each needs its functions in the
+    /// binary and its fields known; nothing is guessed.
+    static func propagationTargets(in executable: ExecutableInfo, fields: GoFieldOffsets, offsets: inout go_nethttp_offsets) -> UInt64 {
+        let symbols = Set(executable.probeTargets.map(\.symbol))
+        let known = { (wanted: [GoField]) -> [UInt64]? in
+            let found = wanted.compactMap { fields.offset($0) }
+            return found.count == wanted.count ? found : nil
+        }
+        var targets: UInt64 = 0
+        if symbols.contains(roundTrip), let request = known(propagationFields) {
+            (offsets.request_header, offsets.bufio_writer_buf, offsets.bufio_writer_n) = (request[0], request[2], request[3])
+            if symbols.contains(writeHeader) {
+                offsets.transfer_writer_header = request[1]
+                targets |= UInt64(GO_NETHTTP_PROPAGATE_HTTP1)
+            }
+            if symbols.isSuperset(of: [http2EncodeHeaders, http2WriteHeaders]), let http2 = known(http2Fields) {
+                (offsets.http2_client_conn_fr, offsets.http2_client_conn_bw, offsets.http2_framer_wbuf) = (http2[0], http2[1], http2[2])
+                targets |= UInt64(GO_NETHTTP_PROPAGATE_HTTP2)
+            }
+            if symbols.isSuperset(of: [xHTTP2EncodeHeaders, xHTTP2WriteHeaders]), let http2 = known(xHTTP2Fields) {
+                (offsets.x_http2_client_conn_fr, offsets.x_http2_client_conn_bw, offsets.x_http2_framer_wbuf) = (http2[0], http2[1], http2[2])
+                targets |= UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2)
+            }
+        }
+        if symbols.isSuperset(of: [grpcHeaderFields, grpcWriteHeader, xHTTP2WriteHeaders]), let grpc = known(grpcFields) {
+            (offsets.grpc_loopy_framer, offsets.grpc_framer_writer, offsets.grpc_framer_fr) = (grpc[0], grpc[1], grpc[2])
+            (offsets.grpc_buf_writer_buf, offsets.grpc_buf_writer_offset, offsets.x_http2_framer_wbuf) = (grpc[3], grpc[4], grpc[5])
+            targets |= UInt64(GO_NETHTTP_PROPAGATE_GRPC)
+        }
+        return targets
+    }
+
     /// Why a Go binary cannot be traced.
     public struct NotTraceable: Error, CustomStringConvertible {
         public let description: String
     }
 
     /// The per-process layout facts of `executable`, or why it is not traceable: never guessed. With
-    /// `propagation`, a binary whose client writes requests through `writeHeader` and whose propagation
-    /// fields are known is marked for traceparent injection.
+    /// `propagation`, the requests it has the functions and known fields for are marked for traceparent
+    /// injection (``propagationTargets(in:fields:offsets:)``).
     public static func offsets(for executable: ExecutableInfo, propagation: Bool = false) -> Result<go_nethttp_offsets, NotTraceable> {
         guard executable.language == .go, let go = executable.go else {
             return .failure(NotTraceable(description: "not a Go executable"))
@@ -184,16 +258,8 @@ public struct GoNetHTTPTracer: Tracer {
             offsets.url_path = value(clientFields[4])
             offsets.url_raw_query = value(clientFields[5])
             offsets.response_status_code = value(clientFields[6])
-            let propagationOffsets = propagationFields.compactMap { fields.offset($0) }
-            if propagation, propagationOffsets.count == propagationFields.count,
-                executable.probeTargets.contains(where: { $0.symbol == writeHeader }) {
-                offsets.request_header = propagationOffsets[0]
-                offsets.transfer_writer_header = propagationOffsets[1]
-                offsets.bufio_writer_buf = propagationOffsets[2]
-                offsets.bufio_writer_n = propagationOffsets[3]
-                offsets.propagate = 1
-            }
         }
+        if propagation { offsets.propagate = propagationTargets(in: executable, fields: fields, offsets: &offsets) }
         return .success(offsets)
     }
 }

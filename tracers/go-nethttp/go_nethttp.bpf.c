@@ -21,7 +21,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 /* Anchors the event structs in the object's BTF (layout tests compare them with Swift's view). */
-const struct go_nethttp_server_context_event *go_nethttp_server_context_anchor __attribute__((unused));
+const struct go_nethttp_context_event *go_nethttp_context_anchor __attribute__((unused));
 const struct go_nethttp_client_start_event *go_nethttp_client_start_anchor __attribute__((unused));
 const struct go_nethttp_client_end_event *go_nethttp_client_end_anchor __attribute__((unused));
 
@@ -65,8 +65,8 @@ struct {
 } go_nethttp_client_headers SEC(".maps");
 
 /* (TGID, Header map pointer) -> client span ids to write into that request, from roundTrip's entry
- * to its return. The request is written by another goroutine (net/http.(*persistConn).writeLoop), which
- * finds it by its Header map. */
+ * to its return. The request is written by another goroutine (net/http.(*persistConn).writeLoop, or the
+ * HTTP/2 client's per-request one), which finds it by its Header map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -272,7 +272,7 @@ static __always_inline void decide_server_context(__u64 buffer, long length, __u
  * reads (the capture layer's HTTP/1 exchange). */
 static __always_inline void emit_server_context(void *ctx, __u64 goid, const struct go_nethttp_span_context *context)
 {
-	struct go_nethttp_server_context_event *event = tracer_reserve(sizeof(*event));
+	struct go_nethttp_context_event *event = tracer_reserve(sizeof(*event));
 	if (!event)
 		return;
 	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_SERVER_CONTEXT);
@@ -344,25 +344,11 @@ static __always_inline __u16 read_go_string(const void *field, char *destination
 	return length;
 }
 
-/* The client span's ids for the request at `request`, made by goroutine `goid`: a child of the server
- * request that goroutine handles, or else the one its creator `parent_goid` handles (a handler's `go`
- * statement), else a new trace. Kept under the request's Header map until roundTrip returns, for
- * go_nethttp_inject_traceparent. Re-entry after stack growth keeps the ids of the first entry. */
-static __always_inline void decide_client_context(__u32 tgid, __u64 goid, __u64 parent_goid, __u64 request,
-						  const struct go_nethttp_offsets *offsets,
-						  struct go_nethttp_span_context *context)
+/* New ids for a client span of goroutine `goid`: a child of the server request that goroutine handles, or
+ * else the one its creator `parent_goid` handles (a handler's `go` statement), else a new trace. */
+static __always_inline void new_client_context(__u32 tgid, __u64 goid, __u64 parent_goid, struct go_nethttp_span_context *context)
 {
 	struct go_nethttp_goroutine_key goroutine = { .tgid = tgid, .goid = goid };
-	struct go_nethttp_header_key outgoing = { .tgid = tgid };
-	bpf_probe_read_user(&outgoing.header, sizeof(outgoing.header), (void *)(request + offsets->request_header));
-	__u64 *pending = bpf_map_lookup_elem(&go_nethttp_client_headers, &goroutine);
-	if (pending && *pending == outgoing.header) {
-		struct go_nethttp_span_context *first = bpf_map_lookup_elem(&go_nethttp_outgoing, &outgoing);
-		if (first) {
-			*context = *first;
-			return;
-		}
-	}
 	struct go_nethttp_span_context *server = bpf_map_lookup_elem(&go_nethttp_serving, &goroutine);
 	if (!server && parent_goid) {
 		struct go_nethttp_goroutine_key creator = { .tgid = tgid, .goid = parent_goid };
@@ -382,6 +368,28 @@ static __always_inline void decide_client_context(__u32 tgid, __u64 goid, __u64 
 	context->span_id = random_u64();
 	context->valid = 1;
 	__builtin_memset(context->reserved, 0, sizeof(context->reserved));
+}
+
+/* The client span's ids for the request at `request`, made by goroutine `goid` (new_client_context). Kept
+ * under the request's Header map until roundTrip returns, for the probe that writes the request
+ * (go_nethttp_inject_traceparent, go_nethttp_http2_encode_headers). Re-entry after stack growth keeps the
+ * ids of the first entry. */
+static __always_inline void decide_client_context(__u32 tgid, __u64 goid, __u64 parent_goid, __u64 request,
+						  const struct go_nethttp_offsets *offsets,
+						  struct go_nethttp_span_context *context)
+{
+	struct go_nethttp_goroutine_key goroutine = { .tgid = tgid, .goid = goid };
+	struct go_nethttp_header_key outgoing = { .tgid = tgid };
+	bpf_probe_read_user(&outgoing.header, sizeof(outgoing.header), (void *)(request + offsets->request_header));
+	__u64 *pending = bpf_map_lookup_elem(&go_nethttp_client_headers, &goroutine);
+	if (pending && *pending == outgoing.header) {
+		struct go_nethttp_span_context *first = bpf_map_lookup_elem(&go_nethttp_outgoing, &outgoing);
+		if (first) {
+			*context = *first;
+			return;
+		}
+	}
+	new_client_context(tgid, goid, parent_goid, context);
 	if (!outgoing.header)
 		return;
 	bpf_map_update_elem(&go_nethttp_outgoing, &outgoing, context, BPF_ANY);
@@ -506,7 +514,7 @@ int go_nethttp_inject_traceparent(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct go_nethttp_offsets *offsets = bpf_map_lookup_elem(&go_nethttp_offsets, &tgid);
-	if (!go_nethttp_propagate || !offsets || !offsets->propagate || !tracer_pid_allowed(tgid))
+	if (!go_nethttp_propagate || !offsets || !(offsets->propagate & GO_NETHTTP_PROPAGATE_HTTP1) || !tracer_pid_allowed(tgid))
 		return 0;
 	struct go_nethttp_header_key outgoing = { .tgid = tgid };
 	if (bpf_probe_read_user(&outgoing.header, sizeof(outgoing.header), (void *)(ctx->ax + offsets->transfer_writer_header)))
@@ -540,5 +548,252 @@ int go_nethttp_inject_traceparent(struct pt_regs *ctx)
 	used += GO_NETHTTP_TRACEPARENT_LINE;
 	bpf_probe_write_user((void *)(writer + offsets->bufio_writer_n), &used, sizeof(used));
 	count_propagation(GO_NETHTTP_PROPAGATION_INJECTED);
+	return 0;
+}
+
+/* A request's HEADERS frame to be written by one goroutine, and where it will be: the framer that writes it
+ * and the buffered writer it goes into, with the offsets of their fields in this binary. */
+struct http2_armed_request {
+	struct go_nethttp_span_context context;
+	__u64 framer;
+	__u64 framer_wbuf;   /* offset of the framer's wbuf */
+	__u64 writer;
+	__u64 writer_buf;    /* offset of the writer's buffer ([]byte) */
+	__u64 writer_used;   /* offset of the writer's count of buffered bytes (int) */
+};
+
+/* (TGID, goid) -> the HEADERS frame that goroutine writes next (propagation only): armed where the request's
+ * header block is encoded, used up by the framer's WriteHeaders. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_nethttp_goroutine_key);
+	__type(value, struct http2_armed_request);
+} go_nethttp_http2_armed SEC(".maps");
+
+/* (TGID, []hpack.HeaderField array) -> client span ids of a grpc-go call, from the caller's goroutine
+ * (createHeaderFields) to the loopyWriter goroutine that encodes those fields (propagation only). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_nethttp_header_key);
+	__type(value, struct go_nethttp_span_context);
+} go_nethttp_grpc_calls SEC(".maps");
+
+/* The goroutine running this uprobe's function (Go ABIInternal: the current g in R14). */
+static __always_inline __u64 probed_goid(const struct pt_regs *ctx, const struct go_nethttp_offsets *offsets)
+{
+	__u64 goid = 0;
+	bpf_probe_read_user(&goid, sizeof(goid), (void *)(ctx->r14 + offsets->g_goid));
+	return goid;
+}
+
+/* The offsets of a traced process whose requests of kind `bit` (GO_NETHTTP_PROPAGATE_*) get a traceparent. */
+static __always_inline struct go_nethttp_offsets *propagating(__u32 tgid, __u64 bit)
+{
+	if (!go_nethttp_propagate)
+		return 0;
+	struct go_nethttp_offsets *offsets = bpf_map_lookup_elem(&go_nethttp_offsets, &tgid);
+	if (!offsets || !(offsets->propagate & bit) || !tracer_pid_allowed(tgid))
+		return 0;
+	return offsets;
+}
+
+/* Reads the pointer at `address`; 0 when unreadable. */
+static __always_inline __u64 read_pointer(__u64 address)
+{
+	__u64 pointer = 0;
+	bpf_probe_read_user(&pointer, sizeof(pointer), (void *)address);
+	return pointer;
+}
+
+/* func (cc *ClientConn) encodeHeaders(req *Request, addGzipHeader bool, trailers string, contentLength int64)
+ * ([]byte, error), net/http's bundled http2ClientConn or golang.org/x/net/http2's: cc in RAX, req in RBX. The
+ * goroutine that encodes a request's header block writes its HEADERS frame next, with cc.fr into cc.bw; when
+ * roundTrip decided ids for the request (go_nethttp_outgoing, by its Header map), that frame is armed. */
+static __always_inline void arm_http2_request(struct pt_regs *ctx, __u32 tgid, const struct go_nethttp_offsets *offsets,
+					      __u64 conn_fr, __u64 conn_bw, __u64 framer_wbuf)
+{
+	struct go_nethttp_header_key outgoing = { .tgid = tgid };
+	if (bpf_probe_read_user(&outgoing.header, sizeof(outgoing.header), (void *)(ctx->bx + offsets->request_header)))
+		return;
+	struct go_nethttp_span_context *context = bpf_map_lookup_elem(&go_nethttp_outgoing, &outgoing);
+	if (!context)
+		return;
+	struct http2_armed_request armed = {
+		.context = *context,
+		.framer = read_pointer(ctx->ax + conn_fr),
+		.framer_wbuf = framer_wbuf,
+		.writer = read_pointer(ctx->ax + conn_bw),
+		.writer_buf = offsets->bufio_writer_buf,
+		.writer_used = offsets->bufio_writer_n,
+	};
+	struct go_nethttp_goroutine_key goroutine = { .tgid = tgid, .goid = probed_goid(ctx, offsets) };
+	bpf_map_update_elem(&go_nethttp_http2_armed, &goroutine, &armed, BPF_ANY);
+}
+
+/* net/http.(*http2ClientConn).encodeHeaders entry: arm_http2_request. */
+SEC("uprobe")
+int go_nethttp_http2_encode_headers(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_nethttp_offsets *offsets = propagating(tgid, GO_NETHTTP_PROPAGATE_HTTP2);
+	if (offsets)
+		arm_http2_request(ctx, tgid, offsets, offsets->http2_client_conn_fr, offsets->http2_client_conn_bw,
+				  offsets->http2_framer_wbuf);
+	return 0;
+}
+
+/* golang.org/x/net/http2.(*ClientConn).encodeHeaders entry: arm_http2_request. */
+SEC("uprobe")
+int go_nethttp_x_http2_encode_headers(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_nethttp_offsets *offsets = propagating(tgid, GO_NETHTTP_PROPAGATE_X_HTTP2);
+	if (offsets)
+		arm_http2_request(ctx, tgid, offsets, offsets->x_http2_client_conn_fr, offsets->x_http2_client_conn_bw,
+				  offsets->x_http2_framer_wbuf);
+	return 0;
+}
+
+/* At each RET of func (t *http2Client) createHeaderFields(ctx context.Context, callHdr *CallHdr)
+ * ([]hpack.HeaderField, error) (grpc-go internal/transport), in the calling goroutine: the call's fields in
+ * RAX (array), RBX (length), the error in RDI, RSI. Decides the client span's ids and files them under the
+ * fields' array, which NewStream hands to the loopyWriter goroutine. */
+SEC("uprobe")
+int go_nethttp_grpc_header_fields(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_nethttp_offsets *offsets = propagating(tgid, GO_NETHTTP_PROPAGATE_GRPC);
+	if (!offsets || !ctx->ax || ctx->di)
+		return 0;
+	__u64 goid = probed_goid(ctx, offsets), parent_goid = 0;
+	if (offsets->g_parent_goid)
+		bpf_probe_read_user(&parent_goid, sizeof(parent_goid), (void *)(ctx->r14 + offsets->g_parent_goid));
+	struct go_nethttp_span_context context = {};
+	new_client_context(tgid, goid, parent_goid, &context);
+	struct go_nethttp_header_key call = { .tgid = tgid, .header = ctx->ax };
+	bpf_map_update_elem(&go_nethttp_grpc_calls, &call, &context, BPF_ANY);
+	return 0;
+}
+
+/* func (l *loopyWriter) writeHeader(streamID uint32, endStream bool, hf []hpack.HeaderField, onWrite func())
+ * error (grpc-go internal/transport): l in RAX, hf's array in RDI. The fields of a call createHeaderFields
+ * filed arm the HEADERS frame this goroutine writes next, with l.framer.fr into l.framer.writer (a server's
+ * response headers find nothing). */
+SEC("uprobe")
+int go_nethttp_grpc_write_header(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_nethttp_offsets *offsets = propagating(tgid, GO_NETHTTP_PROPAGATE_GRPC);
+	if (!offsets)
+		return 0;
+	struct go_nethttp_header_key call = { .tgid = tgid, .header = ctx->di };
+	struct go_nethttp_span_context *context = bpf_map_lookup_elem(&go_nethttp_grpc_calls, &call);
+	if (!context)
+		return 0;
+	__u64 framer = read_pointer(ctx->ax + offsets->grpc_loopy_framer);
+	struct http2_armed_request armed = {
+		.context = *context,
+		.framer = framer ? read_pointer(framer + offsets->grpc_framer_fr) : 0,
+		.framer_wbuf = offsets->x_http2_framer_wbuf,
+		.writer = framer ? read_pointer(framer + offsets->grpc_framer_writer) : 0,
+		.writer_buf = offsets->grpc_buf_writer_buf,
+		.writer_used = offsets->grpc_buf_writer_offset,
+	};
+	bpf_map_delete_elem(&go_nethttp_grpc_calls, &call);
+	struct go_nethttp_goroutine_key goroutine = { .tgid = tgid, .goid = probed_goid(ctx, offsets) };
+	bpf_map_update_elem(&go_nethttp_http2_armed, &goroutine, &armed, BPF_ANY);
+	return 0;
+}
+
+/* Bytes of an HTTP/2 frame header (RFC 9113 4.1), and the frame payload every peer must accept (the
+ * initial SETTINGS_MAX_FRAME_SIZE). */
+#define HTTP2_FRAME_HEADER 9
+#define HTTP2_DEFAULT_MAX_FRAME 16384
+
+/* A Go slice header. */
+struct go_slice {
+	__u64 pointer;
+	__s64 length;
+	__s64 capacity;
+};
+
+static __always_inline int same_frame_header(const __u8 *a, const __u8 *b)
+{
+	for (int i = 0; i < HTTP2_FRAME_HEADER; i++)
+		if (a[i] != b[i])
+			return 0;
+	return 1;
+}
+
+/* At each RET of func (f *Framer) WriteHeaders(p HeadersFrameParam) error (net/http's bundled http2Framer
+ * and golang.org/x/net/http2's), when this goroutine's HEADERS frame is armed (the arming is used up either
+ * way): the frame is still in f.wbuf (its length filled in by endWrite) and was copied to the end of the
+ * buffered writer, not yet flushed. A traceparent field is appended to its header block there: the 69 bytes
+ * written past the writer's buffered bytes, the frame's length grown in its copy, then the writer's count.
+ * Only a frame that is the writer's last bytes, a HEADERS frame that ends its header block, not padded, of a
+ * client (odd) stream, staying within the default frame size and with room in the buffer gets it. */
+SEC("uprobe")
+int go_nethttp_http2_headers_written(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_nethttp_offsets *offsets = propagating(tgid, GO_NETHTTP_PROPAGATE_HTTP2 | GO_NETHTTP_PROPAGATE_X_HTTP2 |
+								      GO_NETHTTP_PROPAGATE_GRPC);
+	if (!offsets)
+		return 0;
+	struct go_nethttp_goroutine_key goroutine = { .tgid = tgid, .goid = probed_goid(ctx, offsets) };
+	struct http2_armed_request *found = bpf_map_lookup_elem(&go_nethttp_http2_armed, &goroutine);
+	if (!found)
+		return 0;
+	struct http2_armed_request armed = *found;
+	bpf_map_delete_elem(&go_nethttp_http2_armed, &goroutine);
+	struct go_slice wbuf = {}, buffer = {};
+	__s64 used = 0;
+	__u8 frame[HTTP2_FRAME_HEADER] = {}, buffered[HTTP2_FRAME_HEADER] = {};
+	if (!armed.framer || !armed.writer ||
+	    bpf_probe_read_user(&wbuf, sizeof(wbuf), (void *)(armed.framer + armed.framer_wbuf)) ||
+	    wbuf.length < HTTP2_FRAME_HEADER || wbuf.length - HTTP2_FRAME_HEADER + GO_NETHTTP_TRACEPARENT_FIELD > HTTP2_DEFAULT_MAX_FRAME ||
+	    bpf_probe_read_user(frame, sizeof(frame), (void *)wbuf.pointer) ||
+	    frame[3] != 0x1 /* HEADERS */ || !(frame[4] & 0x4) /* END_HEADERS */ || (frame[4] & 0x8) /* PADDED */ ||
+	    !(frame[8] & 1) /* a client-initiated stream */ ||
+	    bpf_probe_read_user(&buffer, sizeof(buffer), (void *)(armed.writer + armed.writer_buf)) ||
+	    bpf_probe_read_user(&used, sizeof(used), (void *)(armed.writer + armed.writer_used)) ||
+	    used < wbuf.length || used + GO_NETHTTP_TRACEPARENT_FIELD > buffer.length || buffer.length > buffer.capacity ||
+	    bpf_probe_read_user(buffered, sizeof(buffered), (void *)(buffer.pointer + used - wbuf.length)) ||
+	    !same_frame_header(frame, buffered)) {
+		count_propagation(GO_NETHTTP_PROPAGATION_SKIPPED);
+		return 0;
+	}
+	char field[GO_NETHTTP_TRACEPARENT_FIELD] = { 0x00, 11, 't', 'r', 'a', 'c', 'e', 'p', 'a', 'r', 'e', 'n', 't', 55,
+						      '0', '0', '-' };
+	format_hex64(armed.context.trace_id_high, &field[17]);
+	format_hex64(armed.context.trace_id_low, &field[33]);
+	field[49] = '-';
+	format_hex64(armed.context.span_id, &field[50]);
+	field[66] = '-';
+	field[67] = hex_character(armed.context.flags >> 4);
+	field[68] = hex_character(armed.context.flags);
+	__u64 payload = wbuf.length - HTTP2_FRAME_HEADER + GO_NETHTTP_TRACEPARENT_FIELD;
+	__u8 length[3] = { payload >> 16, payload >> 8, payload };
+	__u64 frame_start = buffer.pointer + used - wbuf.length;
+	__s64 grown = used + GO_NETHTTP_TRACEPARENT_FIELD;
+	/* The field goes past the buffered bytes first (harmless if the rest fails); the length and the count
+	 * then change together, the length put back if the count cannot be written. */
+	if (bpf_probe_write_user((void *)(buffer.pointer + used), field, sizeof(field)) ||
+	    bpf_probe_write_user((void *)frame_start, length, sizeof(length)))
+		return 0;
+	if (bpf_probe_write_user((void *)(armed.writer + armed.writer_used), &grown, sizeof(grown))) {
+		bpf_probe_write_user((void *)frame_start, frame, sizeof(length));
+		return 0;
+	}
+	count_propagation(GO_NETHTTP_PROPAGATION_INJECTED);
+	struct go_nethttp_context_event *event = tracer_reserve(sizeof(*event));
+	if (!event)
+		return 0;
+	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_INJECTED);
+	event->goid = goroutine.goid;
+	event->context = armed.context;
+	tracer_submit(ctx, event, sizeof(*event));
 	return 0;
 }

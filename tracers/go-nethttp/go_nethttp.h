@@ -9,6 +9,7 @@
 #define GO_NETHTTP_EVENT_SERVER_CONTEXT 200 /* propagation: the ids BPF decided for a server request */
 #define GO_NETHTTP_EVENT_CLIENT_START 203 /* client: net/http.(*Transport).roundTrip entered */
 #define GO_NETHTTP_EVENT_CLIENT_END 204   /* client: net/http.(*Transport).roundTrip returned */
+#define GO_NETHTTP_EVENT_INJECTED 205     /* propagation: a traceparent went into an HTTP/2 HEADERS frame */
 
 /* Bytes of a request head scanned for an incoming traceparent (context propagation). */
 #define GO_NETHTTP_REQUEST_CAPTURE 1024
@@ -37,9 +38,28 @@ struct go_nethttp_offsets {
 	__u64 transfer_writer_header;/* net/http.transferWriter.Header */
 	__u64 bufio_writer_buf;      /* bufio.Writer.buf */
 	__u64 bufio_writer_n;        /* bufio.Writer.n */
-	__u64 propagate;             /* 1: keep trace contexts in BPF and write traceparent into client requests */
+	/* HTTP/2 and gRPC propagation: where a request's HEADERS frame is written, and the buffered writer it
+	 * goes into (its bytes are appended to once the frame is there). */
+	__u64 http2_client_conn_fr;  /* net/http.http2ClientConn.fr (*http2Framer) */
+	__u64 http2_client_conn_bw;  /* net/http.http2ClientConn.bw (*bufio.Writer the framer writes into) */
+	__u64 http2_framer_wbuf;     /* net/http.http2Framer.wbuf (the frame last written) */
+	__u64 x_http2_client_conn_fr;/* golang.org/x/net/http2.ClientConn.fr */
+	__u64 x_http2_client_conn_bw;/* golang.org/x/net/http2.ClientConn.bw */
+	__u64 x_http2_framer_wbuf;   /* golang.org/x/net/http2.Framer.wbuf */
+	__u64 grpc_loopy_framer;     /* google.golang.org/grpc/internal/transport.loopyWriter.framer (*framer) */
+	__u64 grpc_framer_writer;    /* transport.framer.writer (*bufWriter) */
+	__u64 grpc_framer_fr;        /* transport.framer.fr (*http2.Framer) */
+	__u64 grpc_buf_writer_buf;   /* transport.bufWriter.buf */
+	__u64 grpc_buf_writer_offset;/* transport.bufWriter.offset */
+	__u64 propagate;             /* GO_NETHTTP_PROPAGATE_*: what this process's requests get a traceparent in */
 };
-_Static_assert(sizeof(struct go_nethttp_offsets) == 120, "go_nethttp_offsets layout");
+_Static_assert(sizeof(struct go_nethttp_offsets) == 208, "go_nethttp_offsets layout");
+
+/* Bits of go_nethttp_offsets.propagate. Any bit: trace contexts are kept in BPF for this process. */
+#define GO_NETHTTP_PROPAGATE_HTTP1 1   /* net/http HTTP/1.x requests (transferWriter.writeHeader) */
+#define GO_NETHTTP_PROPAGATE_HTTP2 2   /* net/http's bundled HTTP/2 client (http2ClientConn) */
+#define GO_NETHTTP_PROPAGATE_X_HTTP2 4 /* golang.org/x/net/http2's client under a net/http.Transport (ClientConn) */
+#define GO_NETHTTP_PROPAGATE_GRPC 8    /* grpc-go calls (its loopyWriter, on golang.org/x/net/http2's Framer) */
 
 /* A span's identity decided in BPF (only with context propagation: the injected traceparent must name
  * the client span before user space sees any event). Ids are numbers whose big-endian bytes are the W3C
@@ -66,7 +86,7 @@ _Static_assert(sizeof(struct go_nethttp_goroutine_key) == 16, "go_nethttp_gorout
 struct go_nethttp_header_key {
 	__u32 tgid;
 	__u32 reserved;
-	__u64 header; /* the net/http.Header map pointer of a client request */
+	__u64 header; /* what names a client request: its net/http.Header map, or grpc-go's []hpack.HeaderField array */
 };
 _Static_assert(sizeof(struct go_nethttp_header_key) == 16, "go_nethttp_header_key layout");
 
@@ -74,18 +94,25 @@ _Static_assert(sizeof(struct go_nethttp_header_key) == 16, "go_nethttp_header_ke
  * "Traceparent: 00-" 32 hex "-" 16 hex "-" 2 hex "\r\n". */
 #define GO_NETHTTP_TRACEPARENT_LINE 70
 
-/* Slots of the per-CPU array go_nethttp_propagation_counts. */
-#define GO_NETHTTP_PROPAGATION_INJECTED 0 /* a traceparent line was written into a request */
-#define GO_NETHTTP_PROPAGATION_SKIPPED 1  /* the request's buffer had no room or did not hold a request line */
+/* An HPACK "literal header field without indexing, new name" (RFC 7541 6.2.2) for traceparent: 0x00, name
+ * length 11, "traceparent", value length 55, the value. Appended to a client's HEADERS frame; it leaves the
+ * peer's dynamic table alone. */
+#define GO_NETHTTP_TRACEPARENT_FIELD 69
 
-/* GO_NETHTTP_EVENT_SERVER_CONTEXT (context propagation only): read(2) returned the head of an HTTP/1.x
- * request in goroutine `goid`, and BPF decided its server span's ids (an incoming traceparent honoured). */
-struct go_nethttp_server_context_event {
+/* Slots of the per-CPU array go_nethttp_propagation_counts. */
+#define GO_NETHTTP_PROPAGATION_INJECTED 0 /* a traceparent was written into a request */
+#define GO_NETHTTP_PROPAGATION_SKIPPED 1  /* the request's buffer had no room or did not hold what was expected */
+
+/* Context propagation only. GO_NETHTTP_EVENT_SERVER_CONTEXT: read(2) returned the head of an HTTP/1.x
+ * request in goroutine `goid`, and BPF decided its server span's ids (an incoming traceparent honoured).
+ * GO_NETHTTP_EVENT_INJECTED: goroutine `goid` wrote an HTTP/2 request's HEADERS frame with a traceparent
+ * naming the client span `context` (its parent included, which the header cannot carry). */
+struct go_nethttp_context_event {
 	struct tracer_event_header header;
 	__u64 goid;
 	struct go_nethttp_span_context context;
 };
-_Static_assert(sizeof(struct go_nethttp_server_context_event) == 72, "go_nethttp_server_context_event layout");
+_Static_assert(sizeof(struct go_nethttp_context_event) == 72, "go_nethttp_context_event layout");
 
 /* GO_NETHTTP_EVENT_CLIENT_START: uprobe at the entry of net/http.(*Transport).roundTrip. */
 struct go_nethttp_client_start_event {

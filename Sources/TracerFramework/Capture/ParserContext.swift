@@ -79,7 +79,9 @@ public struct ParserContext {
             }
             identity = call
         } else if let carried {
-            identity = SpanIdentity(traceID: carried.traceID, spanID: carried.parentSpanID, parentSpanID: .invalid, flags: UInt32(carried.flags))
+            // A traceparent a tracer wrote (context propagation) comes with its parent.
+            identity = traceContexts.takeInjected(pid: pid, spanID: carried.parentSpanID).flatMap { $0.traceID == carried.traceID ? $0 : nil }
+                ?? SpanIdentity(traceID: carried.traceID, spanID: carried.parentSpanID, parentSpanID: .invalid, flags: UInt32(carried.flags))
         } else if let decided = decidedIdentity(requestStart: requestStart) {
             identity = decided
         } else {

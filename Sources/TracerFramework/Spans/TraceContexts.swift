@@ -38,6 +38,9 @@ public final class TraceContexts: Sendable {
         var decided: [Goroutine: SpanIdentity] = [:]
         /// Client calls another tracer is making (by process), for same-host linking of their connections.
         var calls: [UInt32: [Call]] = [:]
+        /// Client spans whose traceparent BPF wrote into their request (by process and span id), with the
+        /// parent the header cannot carry, until the parser that reads the request names them.
+        var injected: [InjectedKey: SpanIdentity] = [:]
         /// Ids: seeded once from the system generator (a getrandom(2) per id would cost a syscall per span).
         var random = SplitMix64()
     }
@@ -112,6 +115,28 @@ public final class TraceContexts: Sendable {
         }
     }
 
+    struct InjectedKey: Hashable {
+        var pid: UInt32
+        var spanID: SpanID
+    }
+
+    /// A tracer wrote a traceparent naming the client span `identity` into a request of process `pid`, which a
+    /// parser of the capture layer will read (``ParserContext/clientIdentity(goid:carried:requestStart:fingerprint:)``).
+    public func injected(pid: UInt32, _ identity: SpanIdentity) {
+        state.withLock { state in
+            if state.injected.count >= Self.injectedLimit { state.injected.removeAll() }
+            state.injected[InjectedKey(pid: pid, spanID: identity.spanID)] = identity
+        }
+    }
+
+    /// The ids of ``injected(pid:_:)`` for the span `spanID` of `pid`, once.
+    func takeInjected(pid: UInt32, spanID: SpanID) -> SpanIdentity? {
+        state.withLock { state in state.injected.isEmpty ? nil : state.injected.removeValue(forKey: InjectedKey(pid: pid, spanID: spanID)) }
+    }
+
+    /// Most injected spans remembered unread (requests whose client span another tracer makes are never read).
+    static let injectedLimit = 4096
+
     /// Goroutine `goroutine` started serving the server span `identity`.
     public func startServing(_ goroutine: Goroutine, _ identity: SpanIdentity) {
         guard goroutine.goid != 0 else { return }
@@ -172,6 +197,7 @@ public final class TraceContexts: Sendable {
             state.serving = state.serving.filter { $0.key.pid != pid }
             state.threads = state.threads.filter { $0.key.pid != pid }
             state.decided = state.decided.filter { $0.key.pid != pid }
+            state.injected = state.injected.filter { $0.key.pid != pid }
             state.calls[pid] = nil
         }
     }

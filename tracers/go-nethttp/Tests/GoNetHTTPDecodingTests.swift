@@ -24,7 +24,7 @@ final class GoNetHTTPDecodingTests: XCTestCase {
             XCTAssertEqual(layout.members.map(\.offset),
                            members.map { MemoryLayout<T>.offset(of: $0.1)! } + (flexible == nil ? [] : [MemoryLayout<T>.size]), name)
         }
-        try check("go_nethttp_server_context_event", go_nethttp_server_context_event.self, [
+        try check("go_nethttp_context_event", go_nethttp_context_event.self, [
             ("header", \.header), ("goid", \.goid), ("context", \.context),
         ])
         try check("go_nethttp_span_context", go_nethttp_span_context.self, [
@@ -46,7 +46,12 @@ final class GoNetHTTPDecodingTests: XCTestCase {
             ("request_url", \.request_url), ("url_scheme", \.url_scheme), ("url_host", \.url_host), ("url_path", \.url_path),
             ("url_raw_query", \.url_raw_query), ("response_status_code", \.response_status_code),
             ("request_header", \.request_header), ("transfer_writer_header", \.transfer_writer_header),
-            ("bufio_writer_buf", \.bufio_writer_buf), ("bufio_writer_n", \.bufio_writer_n), ("propagate", \.propagate),
+            ("bufio_writer_buf", \.bufio_writer_buf), ("bufio_writer_n", \.bufio_writer_n),
+            ("http2_client_conn_fr", \.http2_client_conn_fr), ("http2_client_conn_bw", \.http2_client_conn_bw),
+            ("http2_framer_wbuf", \.http2_framer_wbuf), ("x_http2_client_conn_fr", \.x_http2_client_conn_fr),
+            ("x_http2_client_conn_bw", \.x_http2_client_conn_bw), ("x_http2_framer_wbuf", \.x_http2_framer_wbuf),
+            ("grpc_loopy_framer", \.grpc_loopy_framer), ("grpc_framer_writer", \.grpc_framer_writer), ("grpc_framer_fr", \.grpc_framer_fr),
+            ("grpc_buf_writer_buf", \.grpc_buf_writer_buf), ("grpc_buf_writer_offset", \.grpc_buf_writer_offset), ("propagate", \.propagate),
         ])
     }
 }
