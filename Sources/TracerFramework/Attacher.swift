@@ -236,7 +236,9 @@ final class Attacher {
         guard !probes.isEmpty, let identity = process.executable.identity else { return }
         let key = FileKey(tracer: tracer.tracer.name, file: identity)
         if files[key] == nil {
-            let targets = process.executable.probeTargets.filter { $0.tracer == tracer.tracer.name }
+            let targets = process.executable.probeTargets.filter {
+                $0.tracer == tracer.tracer.name && tracer.tracer.attaches($0.symbol, in: process.executable)
+            }
             let (links, count) = try attachUprobes(tracer, path: process.snapshot.executableOpenPath, targets: targets, probes: probes)
             files[key] = FileAttachment(path: process.snapshot.executablePath, links: links, probeCount: count)
             report.newLinks += links.count

@@ -44,6 +44,10 @@ public protocol Tracer: Sendable {
     /// Sets `const volatile` globals and map sizes before the object is loaded.
     func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures)
 
+    /// Whether function probe `symbol`, found in `executable`, is worth attaching there (e.g. the struct fields
+    /// its program reads are known in that binary). Default: whenever the function is found.
+    func attaches(_ symbol: String, in executable: ExecutableInfo) -> Bool
+
     /// Called after the object is loaded, before the process is allowed to emit: e.g. store per-process
     /// struct offsets in a map of the tracer's object. Default: nothing.
     func prepare(_ process: TracedProcess, object: BPFObject) throws
@@ -69,6 +73,7 @@ extension Tracer {
     public var hookDescription: String? { nil }
     public var notice: String? { nil }
     public func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures) {}
+    public func attaches(_ symbol: String, in executable: ExecutableInfo) -> Bool { true }
     public func prepare(_ process: TracedProcess, object: BPFObject) throws {}
     public func forget(pid: Int32, object: BPFObject) {}
 

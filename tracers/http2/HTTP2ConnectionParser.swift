@@ -70,6 +70,8 @@ final class HTTP2ConnectionParser: ConnectionParser {
         var identity: SpanIdentity
         /// A client's HTTP request whose span another tracer makes (Go's net/http client): none made here.
         var ofAnotherTracer = false
+        /// A server stream, as the framework knows it while its handler runs (``TraceContexts/openServedStream(_:_:)``).
+        var served: TraceContexts.Stream?
 
         var isGRPC: Bool {
             grpcStatus != nil || requestContentType?.hasPrefix("application/grpc") == true
@@ -444,13 +446,19 @@ final class HTTP2ConnectionParser: ConnectionParser {
     /// Opens a stream from its request headers (its identity is decided now, so calls it makes can name it).
     private func open(streamID: UInt32, chunk: CaptureChunk, context: ParserContext, _ fill: (inout Stream) -> Void) {
         if streams.count >= Self.maxStreams, let oldest = streams.keys.min() {
-            streams[oldest] = nil
+            if let served = streams.removeValue(forKey: oldest)?.served { context.traceContexts.closeServedStream(served) }
             counters.abandonedStreams.add(1, ordering: .relaxed)
         }
         var stream = Stream(pid: chunk.pid, start: chunk.timestamp, end: 0, identity: SpanIdentity(traceID: .invalid, spanID: .invalid, parentSpanID: .invalid, flags: 0))
         fill(&stream)
         stream.ofAnotherTracer = role == .client && !stream.isGRPC && !carriesGRPC && context.isOwnedElsewhere(ExchangeKind(.http, .client))
         stream.identity = identity(of: stream, streamID: streamID, goid: chunk.goid, context: context)
+        if role == .server {
+            // The handler of a Go HTTP/2 or gRPC server runs on a goroutine of its own, which a tracer names.
+            let served = TraceContexts.Stream(pid: chunk.pid, mover: chunk.goid, id: streamID)
+            context.traceContexts.openServedStream(served, stream.identity)
+            stream.served = served
+        }
         streams[streamID] = stream
     }
 
@@ -470,7 +478,7 @@ final class HTTP2ConnectionParser: ConnectionParser {
         }
         if role == .server { return context.identity(incoming: stream.traceparent, goid: goid, requestStart: link, fingerprint: fingerprint) }
         return context.clientIdentity(goid: goid, carried: stream.traceparent, requestStart: link, fingerprint: fingerprint,
-                                      ofAnotherTracer: stream.ofAnotherTracer)
+                                      ofAnotherTracer: stream.ofAnotherTracer, streamID: streamID)
     }
 
     /// Stream ids as link positions, apart from byte offsets (an h2c connection's upgrade request has one).
@@ -556,6 +564,7 @@ final class HTTP2ConnectionParser: ConnectionParser {
 
     private func complete(_ stream: Stream, context: ParserContext, into exchanges: inout [Exchange]) {
         var stream = stream
+        if let served = stream.served { context.traceContexts.closeServedStream(served) }
         // Its end was not seen and frames were lost while it was open: its trailers may have been among them.
         let endMayBeLost = stream.framesLostAt != 0 && !stream.responseEnded && !stream.wasReset
         if endMayBeLost { stream.partialHeaders = true }

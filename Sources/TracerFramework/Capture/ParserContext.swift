@@ -67,9 +67,11 @@ public struct ParserContext {
     /// trace. A request that `carried` a traceparent names the span the caller's own instrumentation (or a
     /// tracer's context propagation) made for this call: the span takes its ids. A traced server on this host that reads the request becomes
     /// its child (`fingerprint` as in ``identity(incoming:goid:requestStart:fingerprint:)``). A request
-    /// `ofAnotherTracer` (``isOwnedElsewhere(_:)``) names that tracer's call.
+    /// `ofAnotherTracer` (``isOwnedElsewhere(_:)``) names that tracer's call. An HTTP/2 `streamID` whose caller
+    /// a tracer named (``TraceContexts/callsStream(_:caller:creator:)``) is the child of what that caller serves.
     public func clientIdentity(goid: UInt64, carried: W3CTraceContext?, requestStart: UInt64? = nil, fingerprint: UInt64 = 0,
-                               ofAnotherTracer: Bool = false) -> SpanIdentity {
+                               ofAnotherTracer: Bool = false, streamID: UInt32? = nil) -> SpanIdentity {
+        let caller = streamID.flatMap { traceContexts.servingCaller(of: TraceContexts.Stream(pid: pid, mover: goid, id: $0)) }
         let identity: SpanIdentity
         if shadow || ofAnotherTracer {
             // The call is another tracer's span: name it, if exactly one is in flight.
@@ -85,7 +87,7 @@ public struct ParserContext {
         } else if let decided = decidedIdentity(requestStart: requestStart) {
             identity = decided
         } else {
-            identity = traceContexts.child(of: traceContexts.serving(.init(pid: pid, goid: goid)))
+            identity = traceContexts.child(of: caller ?? traceContexts.serving(.init(pid: pid, goid: goid)))
         }
         if let links, let connection {
             links.clientRequest(connection: connection, pid: pid, namespace: namespace, position: requestStart ?? position, timestamp: timestamp,

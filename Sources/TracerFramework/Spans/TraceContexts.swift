@@ -24,6 +24,26 @@ public final class TraceContexts: Sendable {
         var isThread: Bool { goid & Self.threadBit != 0 }
     }
 
+    /// An HTTP/2 stream of process `pid`, named by the goroutine that moves its frames (a server connection's
+    /// reader, a client connection's writer: one per connection in Go's HTTP/2 and gRPC) and its stream id.
+    /// `mover` 0: the stream's connection is unknown (a reader that started before the agent).
+    public struct Stream: Hashable, Sendable {
+        public var pid: UInt32
+        public var mover: UInt64
+        public var id: UInt32
+
+        public init(pid: UInt32, mover: UInt64, id: UInt32) {
+            self.pid = pid
+            self.mover = mover
+            self.id = id
+        }
+    }
+
+    struct ServedStream {
+        var identity: SpanIdentity
+        var handler: UInt64 = 0
+    }
+
     struct Call {
         var identity: SpanIdentity
         var start: UInt64
@@ -41,6 +61,13 @@ public final class TraceContexts: Sendable {
         /// Client spans whose traceparent BPF wrote into their request (by process and span id), with the
         /// parent the header cannot carry, until the parser that reads the request names them.
         var injected: [InjectedKey: SpanIdentity] = [:]
+        /// HTTP/2 server streams, by the goroutine that read their request, until they end: their span, and the
+        /// goroutine that handles them once a tracer names it (``handlesStream(_:handler:)``).
+        var servedStreams: [Stream: ServedStream] = [:]
+        var servedStreamsBySpan: [SpanID: Stream] = [:]
+        /// HTTP/2 client streams, by the goroutine that writes their request: the goroutine that makes the call
+        /// (``callsStream(_:caller:creator:)``), until the parser opens the stream.
+        var calledStreams: [Stream: (caller: UInt64, creator: UInt64)] = [:]
         /// Ids: seeded once from the system generator (a getrandom(2) per id would cost a syscall per span).
         var random = SplitMix64()
     }
@@ -78,8 +105,82 @@ public final class TraceContexts: Sendable {
             } else if state.serving[goroutine]?.spanID == spanID {
                 state.serving[goroutine] = identity
             }
+            if let stream = state.servedStreamsBySpan[spanID], var served = state.servedStreams[stream] {
+                served.identity = identity
+                state.servedStreams[stream] = served
+                let handler = Goroutine(pid: stream.pid, goid: served.handler)
+                if served.handler != 0, state.serving[handler]?.spanID == spanID { state.serving[handler] = identity }
+            }
         }
     }
+
+    /// The capture layer opened server stream `stream` with span `identity`: the goroutine a tracer names as its
+    /// handler (``handlesStream(_:handler:)``) serves it from then on.
+    public func openServedStream(_ stream: Stream, _ identity: SpanIdentity) {
+        guard stream.mover != 0, !Goroutine(pid: stream.pid, goid: stream.mover).isThread else { return }
+        state.withLock { state in
+            if state.servedStreams.count >= Self.streamLimit {
+                state.servedStreams.removeAll()
+                state.servedStreamsBySpan.removeAll()
+            }
+            if let previous = state.servedStreams.updateValue(ServedStream(identity: identity), forKey: stream) {
+                state.servedStreamsBySpan[previous.identity.spanID] = nil
+            }
+            state.servedStreamsBySpan[identity.spanID] = stream
+        }
+    }
+
+    /// Goroutine `handler` handles server stream `stream` (a tracer saw its handler start): it serves that
+    /// stream's span. A stream whose reader is unknown, or was read by another goroutine than the one named (a
+    /// connection's first frames read during its handshake), is the one open stream of the process with that
+    /// id, else none (no guessing).
+    public func handlesStream(_ stream: Stream, handler: UInt64) {
+        guard handler != 0 else { return }
+        state.withLock { state in
+            var key = stream
+            if state.servedStreams[key] == nil {
+                let candidates = state.servedStreams.filter { $0.key.pid == stream.pid && $0.key.id == stream.id && $0.value.handler == 0 }
+                guard candidates.count == 1, let only = candidates.first else { return }
+                key = only.key
+            }
+            guard var served = state.servedStreams[key], served.handler == 0 else { return }
+            served.handler = handler
+            state.servedStreams[key] = served
+            if state.serving.count >= Self.limit { state.serving.removeAll() }
+            state.serving[Goroutine(pid: stream.pid, goid: handler)] = served.identity
+        }
+    }
+
+    /// Server stream `stream` ended: its handler serves it no more.
+    public func closeServedStream(_ stream: Stream) {
+        guard stream.mover != 0 else { return }
+        state.withLock { state in
+            guard let served = state.servedStreams.removeValue(forKey: stream) else { return }
+            state.servedStreamsBySpan[served.identity.spanID] = nil
+            let handler = Goroutine(pid: stream.pid, goid: served.handler)
+            if served.handler != 0, state.serving[handler]?.spanID == served.identity.spanID { state.serving[handler] = nil }
+        }
+    }
+
+    /// Goroutine `caller` (started by `creator`, go1.21+, else 0) makes client stream `stream` (a tracer saw the
+    /// writer goroutine open it): the parser's span of that stream is the child of the request `caller` serves.
+    public func callsStream(_ stream: Stream, caller: UInt64, creator: UInt64) {
+        state.withLock { state in
+            if state.calledStreams.count >= Self.streamLimit { state.calledStreams.removeAll() }
+            state.calledStreams[stream] = (caller, creator)
+        }
+    }
+
+    /// The server span whose goroutine makes client stream `stream` (``callsStream(_:caller:creator:)``), once.
+    func servingCaller(of stream: Stream) -> SpanIdentity? {
+        guard let caller = state.withLock({ state in state.calledStreams.isEmpty ? nil : state.calledStreams.removeValue(forKey: stream) }) else {
+            return nil
+        }
+        return serving(Goroutine(pid: stream.pid, goid: caller.caller), creator: caller.creator)
+    }
+
+    /// Most HTTP/2 streams remembered per table (in flight, or lost without an end).
+    static let streamLimit = 16384
 
     /// A tracer that makes client spans itself (from probes, not the capture layer) started a call of process
     /// `pid` with ids `identity` at `start`: the request it writes may be a traced server's parent.
@@ -198,6 +299,9 @@ public final class TraceContexts: Sendable {
             state.threads = state.threads.filter { $0.key.pid != pid }
             state.decided = state.decided.filter { $0.key.pid != pid }
             state.injected = state.injected.filter { $0.key.pid != pid }
+            state.servedStreams = state.servedStreams.filter { $0.key.pid != pid }
+            state.servedStreamsBySpan = state.servedStreamsBySpan.filter { $0.value.pid != pid }
+            state.calledStreams = state.calledStreams.filter { $0.key.pid != pid }
             state.calls[pid] = nil
         }
     }
