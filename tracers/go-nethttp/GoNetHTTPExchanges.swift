@@ -7,7 +7,8 @@ import TracerFramework
 /// goroutine (process, goid); its parent is the server request that goroutine serves — net/http runs a
 /// handler on the goroutine of its connection (net/http.(*conn).serve), whose reads the capture layer
 /// names — or, for a goroutine the handler started (go1.21+ records its creator), the one its creator
-/// serves. The framework's `TraceContexts` knows both; this tracer never sees the server's events.
+/// serves. The framework's `TraceContexts` knows both; this tracer never sees the server's events. It tells
+/// the framework which goroutine handles an HTTP/2 or gRPC server stream, and which one makes a gRPC call.
 /// Events of one goroutine reach the ring buffer in program order, so no reordering is needed.
 final class GoNetHTTPExchanges: Sendable {
     struct GoroutineKey: Hashable {
@@ -60,6 +61,16 @@ final class GoNetHTTPExchanges: Sendable {
             guard event.count >= MemoryLayout<go_nethttp_context_event>.size else { return countMalformed() }
             if let identity = Self.identity(event.loadUnaligned(as: go_nethttp_context_event.self).context) {
                 context.traceContexts.injected(pid: header.pid, identity)
+            }
+            return nil
+        case UInt32(GO_NETHTTP_EVENT_STREAM):
+            guard event.count >= MemoryLayout<go_nethttp_stream_event>.size else { return countMalformed() }
+            let owner = event.loadUnaligned(as: go_nethttp_stream_event.self)
+            let stream = TraceContexts.Stream(pid: header.pid, mover: owner.mover_goid, id: owner.stream_id)
+            switch owner.role {
+            case UInt8(GO_NETHTTP_STREAM_SERVED): context.traceContexts.handlesStream(stream, handler: owner.goid)
+            case UInt8(GO_NETHTTP_STREAM_CALLED): context.traceContexts.callsStream(stream, caller: owner.goid, creator: owner.parent_goid)
+            default: return countMalformed()
             }
             return nil
         case UInt32(GO_NETHTTP_EVENT_CLIENT_START):

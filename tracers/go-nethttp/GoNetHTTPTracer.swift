@@ -67,6 +67,37 @@ public struct GoNetHTTPTracer: Tracer {
         GoField("golang.org/x/net/http2.Framer", "wbuf"),
     ]
 
+    /// HTTP/2 streams whose handler (server) or caller (grpc-go client) is not the goroutine that moves their
+    /// frames (tracers/go-nethttp/README.md, "HTTP/2 and gRPC handlers"): where a server connection's reader
+    /// goroutine starts, where a stream's handler starts, and where grpc-go's loopyWriter opens a call's stream.
+    /// Go's HTTP/2 servers (`go_nethttp_offsets.http2_servers`, in that order): net/http's bundled one (go1.26 and
+    /// older), golang.org/x/net/http2's, net/http/internal/http2's (go1.27+). Each has a reader goroutine per
+    /// connection (`readFrames`) and starts a goroutine per request (`runHandler`).
+    static let http2Servers: [(readFrames: String, runHandler: String, fields: [GoField])] = [
+        ("net/http.(*http2serverConn).readFrames", "net/http.(*http2serverConn).runHandler",
+         http2ServerFields("net/http.http2responseWriter", "net/http.http2responseWriterState", "net/http.http2stream")),
+        ("golang.org/x/net/http2.(*serverConn).readFrames", "golang.org/x/net/http2.(*serverConn).runHandler",
+         http2ServerFields("golang.org/x/net/http2.responseWriter", "golang.org/x/net/http2.responseWriterState", "golang.org/x/net/http2.stream")),
+        ("net/http/internal/http2.(*serverConn).readFrames", "net/http/internal/http2.(*serverConn).runHandler",
+         http2ServerFields("net/http/internal/http2.responseWriter", "net/http/internal/http2.responseWriterState",
+                           "net/http/internal/http2.stream")),
+    ]
+    /// From a handler's response writer to its stream's id: `responseWriter.rws`, `responseWriterState.stream`, `stream.id`.
+    private static func http2ServerFields(_ writer: String, _ state: String, _ stream: String) -> [GoField] {
+        [GoField(writer, "rws"), GoField(state, "stream"), GoField(stream, "id")]
+    }
+    public static let grpcHandleStreams = "google.golang.org/grpc/internal/transport.(*http2Server).HandleStreams"
+    public static let grpcHandleStream = "google.golang.org/grpc.(*Server).handleStream"
+    public static let grpcOriginateStream = "google.golang.org/grpc/internal/transport.(*loopyWriter).originateStream"
+    /// Fields of the gRPC stream paths: a server stream's id, and from a loopyWriter's stream to the header
+    /// fields its caller built.
+    static let grpcServerStreamFields = [GoField("google.golang.org/grpc/internal/transport.Stream", "id")]
+    static let grpcClientStreamFields = [
+        GoField("google.golang.org/grpc/internal/transport.outStream", "id"), GoField("google.golang.org/grpc/internal/transport.outStream", "itl"),
+        GoField("google.golang.org/grpc/internal/transport.itemList", "head"), GoField("google.golang.org/grpc/internal/transport.itemNode", "it"),
+        GoField("google.golang.org/grpc/internal/transport.headerFrame", "hf"),
+    ]
+
     /// What `--context-propagation` does in this agent.
     public enum ContextPropagation: Sendable, Equatable {
         /// Not asked for.
@@ -106,13 +137,22 @@ public struct GoNetHTTPTracer: Tracer {
     public var ownedExchanges: Set<ExchangeKind> { [ExchangeKind(.http, .client)] }
     public var goFields: [GoField] {
         [Self.goidField, Self.parentGoidField] + Self.clientFields + Self.propagationFields + Self.http2Fields + Self.xHTTP2Fields
-            + Self.grpcFields.dropLast()
+            + Self.grpcFields.dropLast() + Self.http2Servers.flatMap(\.fields) + Self.grpcServerStreamFields + Self.grpcClientStreamFields
     }
 
     public var probes: [Probe] {
         var probes: [Probe] = [
             .function(symbol: Self.roundTrip, entry: Program.goNethttpRoundTrip, returns: Program.goNethttpRoundTripReturn),
+            .function(symbol: Self.grpcHandleStreams, entry: Program.goNethttpStreamReader, returns: nil),
+            .function(symbol: Self.grpcHandleStream, entry: Program.goNethttpGrpcHandleStream, returns: nil),
+            .function(symbol: Self.grpcHeaderFields, entry: nil, returns: Program.goNethttpGrpcHeaderFields),
+            .function(symbol: Self.grpcOriginateStream, entry: Program.goNethttpGrpcOriginateStream, returns: nil),
         ]
+        let runHandlers = [Program.goNethttpHttp2RunHandler, Program.goNethttpXHttp2RunHandler, Program.goNethttpInternalHttp2RunHandler]
+        for (server, runHandler) in zip(Self.http2Servers, runHandlers) {
+            probes.append(.function(symbol: server.readFrames, entry: Program.goNethttpStreamReader, returns: nil))
+            probes.append(.function(symbol: server.runHandler, entry: runHandler, returns: nil))
+        }
         if contextPropagation == .on {
             // The only syscall hook, and only when asked for: server ids must be decided before the
             // handler's client calls write their traceparent.
@@ -121,7 +161,6 @@ public struct GoNetHTTPTracer: Tracer {
             probes += [
                 .function(symbol: Self.http2EncodeHeaders, entry: Program.goNethttpHttp2EncodeHeaders, returns: nil),
                 .function(symbol: Self.xHTTP2EncodeHeaders, entry: Program.goNethttpXHttp2EncodeHeaders, returns: nil),
-                .function(symbol: Self.grpcHeaderFields, entry: nil, returns: Program.goNethttpGrpcHeaderFields),
                 .function(symbol: Self.grpcWriteHeader, entry: Program.goNethttpGrpcWriteHeader, returns: nil),
                 .function(symbol: Self.http2WriteHeaders, entry: nil, returns: Program.goNethttpHttp2HeadersWritten),
                 .function(symbol: Self.xHTTP2WriteHeaders, entry: nil, returns: Program.goNethttpHttp2HeadersWritten),
@@ -171,6 +210,32 @@ public struct GoNetHTTPTracer: Tracer {
         }
     }
 
+    /// A stream or propagation function is attached only where its path is on for the binary (its fields known):
+    /// elsewhere its uprobe would fire for nothing.
+    public func attaches(_ symbol: String, in executable: ExecutableInfo) -> Bool {
+        guard symbol != Self.roundTrip, let offsets = try? Self.offsets(for: executable, propagation: contextPropagation == .on).get() else {
+            return true
+        }
+        let (streams, propagate) = Self.pathBits(of: symbol)
+        return offsets.streams & streams != 0 || offsets.propagate & propagate != 0
+    }
+
+    /// The `GO_NETHTTP_STREAMS_*` and `GO_NETHTTP_PROPAGATE_*` paths function `symbol` serves.
+    static func pathBits(of symbol: String) -> (streams: UInt64, propagate: UInt64) {
+        if let index = http2Servers.firstIndex(where: { $0.readFrames == symbol || $0.runHandler == symbol }) { return (1 << UInt64(index), 0) }
+        switch symbol {
+        case grpcHandleStreams, grpcHandleStream: return (UInt64(GO_NETHTTP_STREAMS_GRPC_SERVER), 0)
+        case grpcOriginateStream: return (UInt64(GO_NETHTTP_STREAMS_GRPC_CLIENT), 0)
+        case grpcHeaderFields: return (UInt64(GO_NETHTTP_STREAMS_GRPC_CLIENT), UInt64(GO_NETHTTP_PROPAGATE_GRPC))
+        case grpcWriteHeader: return (0, UInt64(GO_NETHTTP_PROPAGATE_GRPC))
+        case writeHeader: return (0, UInt64(GO_NETHTTP_PROPAGATE_HTTP1))
+        case http2EncodeHeaders, http2WriteHeaders: return (0, UInt64(GO_NETHTTP_PROPAGATE_HTTP2))
+        case xHTTP2EncodeHeaders: return (0, UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2))
+        case xHTTP2WriteHeaders: return (0, UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2 | GO_NETHTTP_PROPAGATE_GRPC))
+        default: return (~0, ~0)
+        }
+    }
+
     public func prepare(_ process: TracedProcess, object: BPFObject) throws {
         let offsets = try Self.offsets(for: process.executable, propagation: contextPropagation == .on).get()
         try object.map(Tracers.GoNethttp.Map.goNethttpOffsets).update(UInt32(bitPattern: process.pid), offsets)
@@ -192,32 +257,60 @@ public struct GoNetHTTPTracer: Tracer {
     /// binary and its fields known; nothing is guessed.
     static func propagationTargets(in executable: ExecutableInfo, fields: GoFieldOffsets, offsets: inout go_nethttp_offsets) -> UInt64 {
         let symbols = Set(executable.probeTargets.map(\.symbol))
-        let known = { (wanted: [GoField]) -> [UInt64]? in
-            let found = wanted.compactMap { fields.offset($0) }
-            return found.count == wanted.count ? found : nil
-        }
         var targets: UInt64 = 0
-        if symbols.contains(roundTrip), let request = known(propagationFields) {
+        if symbols.contains(roundTrip), let request = known(propagationFields, in: fields) {
             (offsets.request_header, offsets.bufio_writer_buf, offsets.bufio_writer_n) = (request[0], request[2], request[3])
             if symbols.contains(writeHeader) {
                 offsets.transfer_writer_header = request[1]
                 targets |= UInt64(GO_NETHTTP_PROPAGATE_HTTP1)
             }
-            if symbols.isSuperset(of: [http2EncodeHeaders, http2WriteHeaders]), let http2 = known(http2Fields) {
+            if symbols.isSuperset(of: [http2EncodeHeaders, http2WriteHeaders]), let http2 = known(http2Fields, in: fields) {
                 (offsets.http2_client_conn_fr, offsets.http2_client_conn_bw, offsets.http2_framer_wbuf) = (http2[0], http2[1], http2[2])
                 targets |= UInt64(GO_NETHTTP_PROPAGATE_HTTP2)
             }
-            if symbols.isSuperset(of: [xHTTP2EncodeHeaders, xHTTP2WriteHeaders]), let http2 = known(xHTTP2Fields) {
+            if symbols.isSuperset(of: [xHTTP2EncodeHeaders, xHTTP2WriteHeaders]), let http2 = known(xHTTP2Fields, in: fields) {
                 (offsets.x_http2_client_conn_fr, offsets.x_http2_client_conn_bw, offsets.x_http2_framer_wbuf) = (http2[0], http2[1], http2[2])
                 targets |= UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2)
             }
         }
-        if symbols.isSuperset(of: [grpcHeaderFields, grpcWriteHeader, xHTTP2WriteHeaders]), let grpc = known(grpcFields) {
+        if symbols.isSuperset(of: [grpcHeaderFields, grpcWriteHeader, xHTTP2WriteHeaders]), let grpc = known(grpcFields, in: fields) {
             (offsets.grpc_loopy_framer, offsets.grpc_framer_writer, offsets.grpc_framer_fr) = (grpc[0], grpc[1], grpc[2])
             (offsets.grpc_buf_writer_buf, offsets.grpc_buf_writer_offset, offsets.x_http2_framer_wbuf) = (grpc[3], grpc[4], grpc[5])
             targets |= UInt64(GO_NETHTTP_PROPAGATE_GRPC)
         }
         return targets
+    }
+
+    /// `GO_NETHTTP_STREAMS_*` bits for the HTTP/2 streams of `executable` whose handler or caller goroutine it can
+    /// report, with the offsets that needs filled in. Each path needs its functions in the binary and its fields
+    /// known; nothing is guessed.
+    static func streamOwners(in executable: ExecutableInfo, fields: GoFieldOffsets, offsets: inout go_nethttp_offsets) -> UInt64 {
+        let symbols = Set(executable.probeTargets.map(\.symbol))
+        var owners: UInt64 = 0
+        for (index, server) in http2Servers.enumerated() {
+            guard symbols.isSuperset(of: [server.readFrames, server.runHandler]), let found = known(server.fields, in: fields) else { continue }
+            let located = go_nethttp_http2_server_fields(response_writer_rws: found[0], response_writer_state_stream: found[1], stream_id: found[2])
+            withUnsafeMutableBytes(of: &offsets.http2_servers) { servers in
+                servers.storeBytes(of: located, toByteOffset: index * MemoryLayout<go_nethttp_http2_server_fields>.stride, as: go_nethttp_http2_server_fields.self)
+            }
+            owners |= 1 << UInt64(index)
+        }
+        if symbols.isSuperset(of: [grpcHandleStreams, grpcHandleStream]), let found = known(grpcServerStreamFields, in: fields) {
+            offsets.grpc_stream_id = found[0]
+            owners |= UInt64(GO_NETHTTP_STREAMS_GRPC_SERVER)
+        }
+        if symbols.isSuperset(of: [grpcHeaderFields, grpcOriginateStream]), let found = known(grpcClientStreamFields, in: fields) {
+            (offsets.grpc_out_stream_id, offsets.grpc_out_stream_itl, offsets.grpc_item_list_head) = (found[0], found[1], found[2])
+            (offsets.grpc_item_node_it, offsets.grpc_header_frame_hf) = (found[3], found[4])
+            owners |= UInt64(GO_NETHTTP_STREAMS_GRPC_CLIENT)
+        }
+        return owners
+    }
+
+    /// The offsets of all of `wanted`, in order; nil when one is unknown.
+    private static func known(_ wanted: [GoField], in fields: GoFieldOffsets) -> [UInt64]? {
+        let found = wanted.compactMap { fields.offset($0) }
+        return found.count == wanted.count ? found : nil
     }
 
     /// Why a Go binary cannot be traced.
@@ -259,6 +352,7 @@ public struct GoNetHTTPTracer: Tracer {
             offsets.url_raw_query = value(clientFields[5])
             offsets.response_status_code = value(clientFields[6])
         }
+        offsets.streams = streamOwners(in: executable, fields: fields, offsets: &offsets)
         if propagation { offsets.propagate = propagationTargets(in: executable, fields: fields, offsets: &offsets) }
         return .success(offsets)
     }

@@ -24,6 +24,7 @@ char LICENSE[] SEC("license") = "GPL";
 const struct go_nethttp_context_event *go_nethttp_context_anchor __attribute__((unused));
 const struct go_nethttp_client_start_event *go_nethttp_client_start_anchor __attribute__((unused));
 const struct go_nethttp_client_end_event *go_nethttp_client_end_anchor __attribute__((unused));
+const struct go_nethttp_stream_event *go_nethttp_stream_anchor __attribute__((unused));
 
 /* Host TGID -> struct offsets of that process (written before the process is allowed). A process
  * without an entry is not traced by this object. */
@@ -656,24 +657,187 @@ int go_nethttp_x_http2_encode_headers(struct pt_regs *ctx)
 	return 0;
 }
 
+/* A goroutine and the one that started it (go1.21+; 0 when unknown). */
+struct goroutine_lineage {
+	__u64 goid;
+	__u64 parent_goid;
+};
+
+/* (TGID, []hpack.HeaderField array) -> the goroutine that makes that grpc-go call, from createHeaderFields to
+ * the loopyWriter goroutine that opens the call's stream (GO_NETHTTP_STREAMS_GRPC_CLIENT). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_nethttp_header_key);
+	__type(value, struct goroutine_lineage);
+} go_nethttp_grpc_callers SEC(".maps");
+
+/* (TGID, server connection object) -> the goroutine that reads that connection's frames, for the handlers
+ * of its streams. LRU: a closed connection's entry ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_nethttp_header_key);
+	__type(value, __u64);
+} go_nethttp_stream_readers SEC(".maps");
+
+/* The offsets of a traced process that reports the stream owners of `bits` (GO_NETHTTP_STREAMS_*). */
+static __always_inline struct go_nethttp_offsets *reporting_streams(__u32 tgid, __u64 bits)
+{
+	struct go_nethttp_offsets *offsets = bpf_map_lookup_elem(&go_nethttp_offsets, &tgid);
+	if (!offsets || !(offsets->streams & bits) || !tracer_pid_allowed(tgid))
+		return 0;
+	return offsets;
+}
+
+/* The goroutine running this uprobe's function, and its creator. */
+static __always_inline struct goroutine_lineage probed_lineage(const struct pt_regs *ctx, const struct go_nethttp_offsets *offsets)
+{
+	struct goroutine_lineage lineage = { .goid = probed_goid(ctx, offsets) };
+	if (offsets->g_parent_goid)
+		bpf_probe_read_user(&lineage.parent_goid, sizeof(lineage.parent_goid), (void *)(ctx->r14 + offsets->g_parent_goid));
+	return lineage;
+}
+
+static __always_inline void emit_stream(struct pt_regs *ctx, struct goroutine_lineage owner, __u64 mover_goid, __u32 stream_id, __u8 role)
+{
+	struct go_nethttp_stream_event *event = tracer_reserve(sizeof(*event));
+	if (!event)
+		return;
+	tracer_fill_header(&event->header, GO_NETHTTP_EVENT_STREAM);
+	event->goid = owner.goid;
+	event->parent_goid = owner.parent_goid;
+	event->mover_goid = mover_goid;
+	event->stream_id = stream_id;
+	event->role = role;
+	__builtin_memset(event->reserved, 0, sizeof(event->reserved));
+	tracer_submit(ctx, event, sizeof(*event));
+}
+
 /* At each RET of func (t *http2Client) createHeaderFields(ctx context.Context, callHdr *CallHdr)
  * ([]hpack.HeaderField, error) (grpc-go internal/transport), in the calling goroutine: the call's fields in
- * RAX (array), RBX (length), the error in RDI, RSI. Decides the client span's ids and files them under the
- * fields' array, which NewStream hands to the loopyWriter goroutine. */
+ * RAX (array), RBX (length), the error in RDI, RSI. Files the calling goroutine under the fields' array, which
+ * NewStream hands to the loopyWriter goroutine; with propagation, also the client span's ids it decides. */
 SEC("uprobe")
 int go_nethttp_grpc_header_fields(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct go_nethttp_offsets *offsets = propagating(tgid, GO_NETHTTP_PROPAGATE_GRPC);
-	if (!offsets || !ctx->ax || ctx->di)
+	struct go_nethttp_offsets *offsets = bpf_map_lookup_elem(&go_nethttp_offsets, &tgid);
+	if (!offsets || !ctx->ax || ctx->di || !tracer_pid_allowed(tgid))
 		return 0;
-	__u64 goid = probed_goid(ctx, offsets), parent_goid = 0;
-	if (offsets->g_parent_goid)
-		bpf_probe_read_user(&parent_goid, sizeof(parent_goid), (void *)(ctx->r14 + offsets->g_parent_goid));
-	struct go_nethttp_span_context context = {};
-	new_client_context(tgid, goid, parent_goid, &context);
+	struct goroutine_lineage caller = probed_lineage(ctx, offsets);
 	struct go_nethttp_header_key call = { .tgid = tgid, .header = ctx->ax };
+	if (offsets->streams & GO_NETHTTP_STREAMS_GRPC_CLIENT)
+		bpf_map_update_elem(&go_nethttp_grpc_callers, &call, &caller, BPF_ANY);
+	if (!go_nethttp_propagate || !(offsets->propagate & GO_NETHTTP_PROPAGATE_GRPC))
+		return 0;
+	struct go_nethttp_span_context context = {};
+	new_client_context(tgid, caller.goid, caller.parent_goid, &context);
 	bpf_map_update_elem(&go_nethttp_grpc_calls, &call, &context, BPF_ANY);
+	return 0;
+}
+
+/* func (l *loopyWriter) originateStream(str *outStream) error (grpc-go internal/transport, client side only), in
+ * the loopyWriter goroutine right before it writes a call's HEADERS: str in RBX. The stream's first queued item
+ * is its *headerFrame (str.itl.head.it), whose fields name the calling goroutine (createHeaderFields): that
+ * goroutine makes stream str.id of the connection this goroutine writes. */
+SEC("uprobe")
+int go_nethttp_grpc_originate_stream(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_nethttp_offsets *offsets = reporting_streams(tgid, GO_NETHTTP_STREAMS_GRPC_CLIENT);
+	if (!offsets)
+		return 0;
+	__u64 list = read_pointer(ctx->bx + offsets->grpc_out_stream_itl);
+	__u64 node = list ? read_pointer(list + offsets->grpc_item_list_head) : 0;
+	/* An interface{} is (type, data): the data word is the *headerFrame. */
+	__u64 frame = node ? read_pointer(node + offsets->grpc_item_node_it + 8) : 0;
+	struct go_nethttp_header_key call = { .tgid = tgid, .header = frame ? read_pointer(frame + offsets->grpc_header_frame_hf) : 0 };
+	struct goroutine_lineage *caller = call.header ? bpf_map_lookup_elem(&go_nethttp_grpc_callers, &call) : 0;
+	__u32 stream_id = 0;
+	if (!caller || bpf_probe_read_user(&stream_id, sizeof(stream_id), (void *)(ctx->bx + offsets->grpc_out_stream_id)))
+		return 0;
+	emit_stream(ctx, *caller, probed_goid(ctx, offsets), stream_id, GO_NETHTTP_STREAM_CALLED);
+	bpf_map_delete_elem(&go_nethttp_grpc_callers, &call);
+	return 0;
+}
+
+/* Entry of the function a server connection's frames are read in for the connection's life -- Go's HTTP/2
+ * servers' (*serverConn).readFrames, grpc-go's
+ * (*http2Server).HandleStreams -- with the connection object in RAX: names this reader goroutine to the
+ * handlers of the connection's streams. */
+SEC("uprobe")
+int go_nethttp_stream_reader(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_nethttp_offsets *offsets = reporting_streams(tgid, GO_NETHTTP_STREAMS_HTTP2_SERVERS | GO_NETHTTP_STREAMS_GRPC_SERVER);
+	if (!offsets)
+		return 0;
+	struct go_nethttp_header_key connection = { .tgid = tgid, .header = ctx->ax };
+	__u64 goid = probed_goid(ctx, offsets);
+	bpf_map_update_elem(&go_nethttp_stream_readers, &connection, &goid, BPF_ANY);
+	return 0;
+}
+
+/* This goroutine handles the stream whose id is at `stream_id_at` of server connection `connection` (reader
+ * goroutine 0 when its reader started before the probe: user space then matches by stream id alone). */
+static __always_inline void stream_served(struct pt_regs *ctx, __u32 tgid, const struct go_nethttp_offsets *offsets,
+					  __u64 connection, __u64 stream_id_at)
+{
+	struct go_nethttp_header_key key = { .tgid = tgid, .header = connection };
+	__u64 *reader = bpf_map_lookup_elem(&go_nethttp_stream_readers, &key);
+	__u32 stream_id = 0;
+	if (bpf_probe_read_user(&stream_id, sizeof(stream_id), (void *)stream_id_at) || !stream_id)
+		return;
+	struct goroutine_lineage handler = { .goid = probed_goid(ctx, offsets) };
+	emit_stream(ctx, handler, reader ? *reader : 0, stream_id, GO_NETHTTP_STREAM_SERVED);
+}
+
+/* func (sc *serverConn) runHandler(rw *responseWriter, req *Request, handler func(ResponseWriter, *Request)) of
+ * Go's HTTP/2 server `server` (http2_servers[server]), in the goroutine the connection's serve loop starts for a
+ * request's handler: sc in RAX, rw in RBX; the stream is rw.rws.stream. */
+static __always_inline int http2_handler(struct pt_regs *ctx, const __u32 server)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_nethttp_offsets *offsets = reporting_streams(tgid, 1 << server);
+	if (!offsets)
+		return 0;
+	const struct go_nethttp_http2_server_fields *fields = &offsets->http2_servers[server];
+	__u64 state = read_pointer(ctx->bx + fields->response_writer_rws);
+	__u64 stream = state ? read_pointer(state + fields->response_writer_state_stream) : 0;
+	if (stream)
+		stream_served(ctx, tgid, offsets, ctx->ax, stream + fields->stream_id);
+	return 0;
+}
+
+SEC("uprobe")
+int go_nethttp_http2_run_handler(struct pt_regs *ctx)
+{
+	return http2_handler(ctx, 0);
+}
+
+SEC("uprobe")
+int go_nethttp_x_http2_run_handler(struct pt_regs *ctx)
+{
+	return http2_handler(ctx, 1);
+}
+
+SEC("uprobe")
+int go_nethttp_internal_http2_run_handler(struct pt_regs *ctx)
+{
+	return http2_handler(ctx, 2);
+}
+
+/* func (s *Server) handleStream(t transport.ServerTransport, stream *transport.Stream, trInfo *traceInfo)
+ * (grpc-go), in the goroutine the server starts for a stream (or a server worker): t's data word -- the
+ * *http2Server whose HandleStreams reads the connection -- in RCX, stream in RDI. */
+SEC("uprobe")
+int go_nethttp_grpc_handle_stream(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_nethttp_offsets *offsets = reporting_streams(tgid, GO_NETHTTP_STREAMS_GRPC_SERVER);
+	if (offsets && ctx->di)
+		stream_served(ctx, tgid, offsets, ctx->cx, ctx->di + offsets->grpc_stream_id);
 	return 0;
 }
 

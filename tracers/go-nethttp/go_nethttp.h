@@ -10,6 +10,7 @@
 #define GO_NETHTTP_EVENT_CLIENT_START 203 /* client: net/http.(*Transport).roundTrip entered */
 #define GO_NETHTTP_EVENT_CLIENT_END 204   /* client: net/http.(*Transport).roundTrip returned */
 #define GO_NETHTTP_EVENT_INJECTED 205     /* propagation: a traceparent went into an HTTP/2 HEADERS frame */
+#define GO_NETHTTP_EVENT_STREAM 206       /* an HTTP/2 stream's handler or caller goroutine */
 
 /* Bytes of a request head scanned for an incoming traceparent (context propagation). */
 #define GO_NETHTTP_REQUEST_CAPTURE 1024
@@ -19,6 +20,19 @@
 #define GO_NETHTTP_HOST_CAPTURE 128
 #define GO_NETHTTP_PATH_CAPTURE 256
 #define GO_NETHTTP_QUERY_CAPTURE 256
+
+/* The HTTP/2 servers of Go whose handlers name their stream: net/http's bundled one (go1.26 and older),
+ * golang.org/x/net/http2's, and net/http/internal/http2's (go1.27+); the same shapes under three names. */
+#define GO_NETHTTP_HTTP2_SERVERS 3
+
+/* Where a handler's stream id is: its response writer's state (responseWriter.rws), that state's stream
+ * (responseWriterState.stream), the stream's id (stream.id). */
+struct go_nethttp_http2_server_fields {
+	__u64 response_writer_rws;
+	__u64 response_writer_state_stream;
+	__u64 stream_id;
+};
+_Static_assert(sizeof(struct go_nethttp_http2_server_fields) == 24, "go_nethttp_http2_server_fields layout");
 
 /* Per-process layout facts, written by the Swift side before the process is allowed (map
  * go_nethttp_offsets, keyed by host TGID). Offsets come from DWARF or the offsets table; never guessed. */
@@ -52,8 +66,22 @@ struct go_nethttp_offsets {
 	__u64 grpc_buf_writer_buf;   /* transport.bufWriter.buf */
 	__u64 grpc_buf_writer_offset;/* transport.bufWriter.offset */
 	__u64 propagate;             /* GO_NETHTTP_PROPAGATE_*: what this process's requests get a traceparent in */
+	/* HTTP/2 streams served or called by a goroutine other than the one moving their frames (GO_NETHTTP_STREAMS_*). */
+	struct go_nethttp_http2_server_fields http2_servers[GO_NETHTTP_HTTP2_SERVERS];
+	__u64 grpc_stream_id;                  /* google.golang.org/grpc/internal/transport.Stream.id */
+	__u64 grpc_out_stream_id;              /* transport.outStream.id */
+	__u64 grpc_out_stream_itl;             /* transport.outStream.itl (*itemList: the stream's queued frames) */
+	__u64 grpc_item_list_head;             /* transport.itemList.head (*itemNode) */
+	__u64 grpc_item_node_it;               /* transport.itemNode.it (interface{}: the queued *headerFrame) */
+	__u64 grpc_header_frame_hf;            /* transport.headerFrame.hf ([]hpack.HeaderField) */
+	__u64 streams;                         /* GO_NETHTTP_STREAMS_*: which stream owners this process reports */
 };
-_Static_assert(sizeof(struct go_nethttp_offsets) == 208, "go_nethttp_offsets layout");
+_Static_assert(sizeof(struct go_nethttp_offsets) == 336, "go_nethttp_offsets layout");
+
+/* Bits of go_nethttp_offsets.streams: whose HTTP/2 streams name their goroutine (GO_NETHTTP_EVENT_STREAM). */
+#define GO_NETHTTP_STREAMS_HTTP2_SERVERS 7 /* bit 1 << i: handlers of http2_servers[i] */
+#define GO_NETHTTP_STREAMS_GRPC_SERVER 8    /* grpc-go server handlers */
+#define GO_NETHTTP_STREAMS_GRPC_CLIENT 16   /* grpc-go client calls */
 
 /* Bits of go_nethttp_offsets.propagate. Any bit: trace contexts are kept in BPF for this process. */
 #define GO_NETHTTP_PROPAGATE_HTTP1 1   /* net/http HTTP/1.x requests (transferWriter.writeHeader) */
@@ -113,6 +141,24 @@ struct go_nethttp_context_event {
 	struct go_nethttp_span_context context;
 };
 _Static_assert(sizeof(struct go_nethttp_context_event) == 72, "go_nethttp_context_event layout");
+
+/* GO_NETHTTP_EVENT_STREAM: HTTP/2 stream `stream_id` of the connection whose frames goroutine `mover_goid`
+ * moves -- reads, on a server (the connection's reader goroutine); writes, on a client (grpc-go's loopyWriter)
+ * -- is served or called by goroutine `goid`: the handler that net/http or grpc-go started for it, or the
+ * goroutine that made the gRPC call. */
+struct go_nethttp_stream_event {
+	struct tracer_event_header header;
+	__u64 goid;
+	__u64 parent_goid;   /* goid's creator (go1.21+), 0 when unknown */
+	__u64 mover_goid;
+	__u32 stream_id;
+	__u8 role;           /* GO_NETHTTP_STREAM_SERVED or GO_NETHTTP_STREAM_CALLED */
+	__u8 reserved[3];
+};
+_Static_assert(sizeof(struct go_nethttp_stream_event) == 56, "go_nethttp_stream_event layout");
+
+#define GO_NETHTTP_STREAM_SERVED 1 /* a server stream's handler */
+#define GO_NETHTTP_STREAM_CALLED 2 /* a client stream's caller */
 
 /* GO_NETHTTP_EVENT_CLIENT_START: uprobe at the entry of net/http.(*Transport).roundTrip. */
 struct go_nethttp_client_start_event {

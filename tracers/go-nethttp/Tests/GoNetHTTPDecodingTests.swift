@@ -52,6 +52,18 @@ final class GoNetHTTPDecodingTests: XCTestCase {
             ("x_http2_client_conn_bw", \.x_http2_client_conn_bw), ("x_http2_framer_wbuf", \.x_http2_framer_wbuf),
             ("grpc_loopy_framer", \.grpc_loopy_framer), ("grpc_framer_writer", \.grpc_framer_writer), ("grpc_framer_fr", \.grpc_framer_fr),
             ("grpc_buf_writer_buf", \.grpc_buf_writer_buf), ("grpc_buf_writer_offset", \.grpc_buf_writer_offset), ("propagate", \.propagate),
+            ("http2_servers", \.http2_servers),
+            ("grpc_stream_id", \.grpc_stream_id), ("grpc_out_stream_id", \.grpc_out_stream_id), ("grpc_out_stream_itl", \.grpc_out_stream_itl),
+            ("grpc_item_list_head", \.grpc_item_list_head), ("grpc_item_node_it", \.grpc_item_node_it),
+            ("grpc_header_frame_hf", \.grpc_header_frame_hf), ("streams", \.streams),
+        ])
+        try check("go_nethttp_http2_server_fields", go_nethttp_http2_server_fields.self, [
+            ("response_writer_rws", \.response_writer_rws), ("response_writer_state_stream", \.response_writer_state_stream),
+            ("stream_id", \.stream_id),
+        ])
+        try check("go_nethttp_stream_event", go_nethttp_stream_event.self, [
+            ("header", \.header), ("goid", \.goid), ("parent_goid", \.parent_goid), ("mover_goid", \.mover_goid),
+            ("stream_id", \.stream_id), ("role", \.role), ("reserved", \.reserved),
         ])
     }
 }

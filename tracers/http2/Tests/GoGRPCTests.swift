@@ -87,13 +87,12 @@ final class GoGRPCTests: XCTestCase {
 
     /// A caller makes Hello, Missing, Relay, Relay on the front server; each Relay calls Hello on the upstream.
     /// The status code comes from the trailers (NOT_FOUND: 5, a client error, not a server error), each server
-    /// span is the child of its caller's client span (same-host linking), and the upstream's spans are the
-    /// children of the front's calls. Known gap, asserted as it is: the front's call is NOT the child of the
-    /// Relay request it is made for. grpc-go runs the handler on a goroutine of its own
-    /// (`grpc.(*Server).serveStreams` starts one per stream; the request's frames were read by the transport's
-    /// reader goroutine, `transport.(*http2Server).HandleStreams`), and the call's frames are written by the
-    /// client transport's `loopyWriter.run` goroutine, so no goroutine ties the two (see tracers/http2/README.md).
-    func testGoGRPCStatusFromTrailersAndLinksAcrossProcessesButRelayCallsAreNotYetChildren() throws {
+    /// span is the child of its caller's client span (same-host linking), the upstream's spans are the
+    /// children of the front's calls, and each of the front's calls is the child of the Relay request it is made
+    /// for: grpc-go runs the handler on a goroutine of its own (named by the go-nethttp tracer at
+    /// `grpc.(*Server).handleStream`) and the call's frames are written by the client transport's loopyWriter
+    /// goroutine (which names the calling goroutine at `originateStream`), so one trace runs through all three.
+    func testGoGRPCStatusFromTrailersAndOneTraceThroughARelayingHandler() throws {
         try requireBPF()
         if !FileManager.default.fileExists(atPath: "/usr/share/gocode/src/google.golang.org/grpc/server.go") {
             try prerequisiteMissing("golang-google-grpc-dev", "grpc-go is not in /usr/share/gocode (apt-get install golang-google-grpc-dev)")
@@ -129,12 +128,13 @@ final class GoGRPCTests: XCTestCase {
         let upstreamSpans = harness.waitForSpans(of: upstream.pid, kind: .server, count: 2)
         XCTAssertEqual(upstreamSpans.map(\.parentSpanID), relayed.map(\.spanID))
         XCTAssertEqual(upstreamSpans.map(\.traceID), relayed.map(\.traceID))
-        // The gap: each relayed call starts a trace of its own instead of continuing its Relay request's.
+        // Each relayed call continues its Relay request's trace: caller → Relay → call → upstream.
         for (call, relay) in zip(relayed, served.suffix(2)) {
             XCTAssertTrue(relay.startTimeUnixNano <= call.startTimeUnixNano && call.endTimeUnixNano <= relay.endTimeUnixNano,
                           "the call is made while its Relay request is served")
-            XCTAssertEqual(call.parentSpanID, .invalid, "known gap: the call is not (yet) the child of its Relay request")
-            XCTAssertNotEqual(call.traceID, relay.traceID)
+            XCTAssertEqual(call.parentSpanID, relay.spanID, "the call is the child of its Relay request: \(call)")
+            XCTAssertEqual(call.traceID, relay.traceID)
         }
+        XCTAssertEqual(Set(upstreamSpans.map(\.traceID)), Set(calls.suffix(2).map(\.traceID)), "one trace from the caller to the upstream")
     }
 }
