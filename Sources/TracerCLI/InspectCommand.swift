@@ -124,6 +124,8 @@ struct InspectReport: Encodable {
         let tracer: String
         let found: [ProbeTarget]
         let missing: [String]
+        /// What the tracer does in this executable, path by path (``Tracer/coverage(in:)``).
+        let paths: [String]
     }
 
     let process: ProcessSnapshot?
@@ -164,7 +166,8 @@ struct InspectReport: Encodable {
         var seen = Set<String>()
         tracers = names.filter { seen.insert($0).inserted }.map { tracer in
             TracerTargets(tracer: tracer, found: executable.probeTargets.filter { $0.tracer == tracer },
-                          missing: executable.missingProbeTargets.filter { $0.tracer == tracer }.map(\.symbol))
+                          missing: executable.missingProbeTargets.filter { $0.tracer == tracer }.map(\.symbol),
+                          paths: TracerRegistry.all.first { $0.name == tracer }?.coverage(in: executable).map(\.description) ?? [])
         }
     }
 
@@ -212,6 +215,7 @@ struct InspectReport: Encodable {
                 line("    found   \(target.symbol) offset \(hex(target.fileOffset)) (\(target.source.rawValue))\(returns)")
             }
             for symbol in tracer.missing { line("    missing \(symbol)") }
+            for path in tracer.paths { line("    path    \(path)") }
         }
         if let protocols { line("  connections in \(protocols.seconds) s: \(protocols.summary)") }
         return out

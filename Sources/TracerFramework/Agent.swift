@@ -190,6 +190,23 @@ public final class Agent: @unchecked Sendable {
                 logger.notice("pid \(pid)\(service): a TLS connection whose plaintext no hook reads (a TLS library other than libssl or Go's crypto/tls): not traced (tracer_capture_unread_tls_connections_total)")
             }
         }
+        // A process's first call: the probes that tie calls to the requests they are made for come now.
+        let control = self.control
+        nonisolated(unsafe) weak var agent = self // used on the control queue only
+        traceContexts.onFirstCall { pid in
+            control.async { agent?.attachForCalls(Int32(bitPattern: pid)) }
+        }
+    }
+
+    /// Control queue: attaches what process `pid`'s tracers attach once it makes calls.
+    private func attachForCalls(_ pid: Int32) {
+        do {
+            let links = try attacher.attachForCalls(pid: pid)
+            if links > 0 { logger.debug("pid \(pid) makes calls: \(links) new links tie its calls to the requests they are made for") }
+        } catch {
+            metrics.attachErrors.add(1, ordering: .relaxed)
+            logger.error("pid \(pid): attaching the probes of its calls failed: \(error)")
+        }
     }
 
     /// The counters of every tracer and of the capture layer, for `/metrics` and OTLP self-metrics.
@@ -312,7 +329,7 @@ public final class Agent: @unchecked Sendable {
     }
 
     /// Files with uprobe links: tracer, path, identity, link count and the PIDs using them.
-    public func attachedFiles() -> [(tracer: String, path: String, file: FileIdentity, links: Int, users: Set<Int32>)] {
+    public func attachedFiles() -> [(tracer: String, path: String, file: FileIdentity, links: Int, users: Set<Int32>, forCalls: Bool)] {
         control.sync { attacher.attachedFiles }
     }
 
@@ -411,6 +428,7 @@ public final class Agent: @unchecked Sendable {
         logger.log(level: wasSelected ? .debug : .info, "attached \(report.probes) probes to \(process.snapshot.executablePath) (\(version)\(identity)) for pid \(pid) [service \(service); \(tracers); \(report.newLinks) new links\(goTLS)] in \(milliseconds) ms")
         for reason in report.skipped { logger.debug("pid \(pid): \(reason)") }
         if !wasSelected {
+            for path in report.pathsOff { logger.info("pid \(pid): \(path)") }
             // Shared libraries are mapped by the dynamic loader after exec, and dlopen()ed later still:
             // look again shortly (and at every rescan).
             for delay in [250, 2000] {

@@ -46,6 +46,8 @@ public struct AttachReport: Sendable {
     public var probes = 0
     public var errors: [String] = []
     public var skipped: [String] = []
+    /// Paths of the attached tracers that are off for this process's executable, and why (``Tracer/coverage(in:)``).
+    public var pathsOff: [String] = []
     /// The protocol parsers that apply, and the exchanges the process's other tracers make themselves.
     public var parsers: [any ProtocolParser] = []
     public var ownedExchanges: Set<ExchangeKind> = []
@@ -72,12 +74,16 @@ final class Attacher {
     private struct FileKey: Hashable {
         let tracer: String
         let file: FileIdentity
+        /// The tracer's ``Tracer/attachedOnceCalling`` functions, attached apart from the others.
+        var forCalls = false
     }
 
     let loaded: [LoadedTracer]
     /// The shared capture layer, loaded when a tracer has a protocol parser.
     let capture: LoadedTracer?
     private var files: [FileKey: FileAttachment] = [:]
+    /// Attached processes whose executable has functions a tracer attaches only once the process makes calls.
+    private var notYetCalling: [Int32: TracedProcess] = [:]
     private let inspection: InspectionCache
     private let logger: Logger
 
@@ -222,6 +228,7 @@ final class Attacher {
             }
             tracer.users.insert(process.pid)
             report.tracers.append(tracer.tracer.name)
+            report.pathsOff += tracer.tracer.coverage(in: process.executable).filter { $0.offReason != nil }.map { "\(tracer.tracer.name): \($0)" }
             report.tracerMask |= tracer.pidMask
             report.probes += tracer.globalLinks.count
             return true
@@ -231,20 +238,42 @@ final class Attacher {
         }
     }
 
-    private func attachFunctions(of tracer: LoadedTracer, to process: TracedProcess, report: inout AttachReport) throws {
+    private func attachFunctions(of tracer: LoadedTracer, to process: TracedProcess, report: inout AttachReport, forCalls: Bool = false) throws {
         let probes = tracer.tracer.probes.enumerated().filter { if case .function = $0.element { true } else { false } }
         guard !probes.isEmpty, let identity = process.executable.identity else { return }
-        let key = FileKey(tracer: tracer.tracer.name, file: identity)
-        if files[key] == nil {
-            let targets = process.executable.probeTargets.filter {
-                $0.tracer == tracer.tracer.name && tracer.tracer.attaches($0.symbol, in: process.executable)
+        let later = tracer.tracer.attachedOnceCalling
+        let targets = process.executable.probeTargets.filter {
+            $0.tracer == tracer.tracer.name && later.contains($0.symbol) == forCalls && tracer.tracer.attaches($0.symbol, in: process.executable)
+        }
+        if !forCalls && !later.isEmpty {
+            let callingKey = FileKey(tracer: tracer.tracer.name, file: identity, forCalls: true)
+            if files[callingKey] != nil {
+                // Another process of this file calls already: its probes cover this one too.
+                files[callingKey]!.users.insert(process.pid)
+            } else if process.executable.probeTargets.contains(where: { $0.tracer == tracer.tracer.name && later.contains($0.symbol) && tracer.tracer.attaches($0.symbol, in: process.executable) }) {
+                notYetCalling[process.pid] = process
             }
+        }
+        let key = FileKey(tracer: tracer.tracer.name, file: identity, forCalls: forCalls)
+        if files[key] == nil {
             let (links, count) = try attachUprobes(tracer, path: process.snapshot.executableOpenPath, targets: targets, probes: probes)
             files[key] = FileAttachment(path: process.snapshot.executablePath, links: links, probeCount: count)
             report.newLinks += links.count
         }
         files[key]!.users.insert(process.pid)
         report.probes += files[key]!.probeCount
+    }
+
+    /// Process `pid` made its first call: attaches the functions its tracers attach only once a process calls
+    /// (``Tracer/attachedOnceCalling``), for its executable (once per file, like the others). Returns the
+    /// links made (0 when the file had them already, or the process has none).
+    func attachForCalls(pid: Int32) throws -> Int {
+        guard let process = notYetCalling.removeValue(forKey: pid) else { return 0 }
+        var report = AttachReport()
+        for tracer in loaded where !tracer.tracer.attachedOnceCalling.isEmpty && tracer.users.contains(pid) {
+            try attachFunctions(of: tracer, to: process, report: &report, forCalls: true)
+        }
+        return report.newLinks
     }
 
     private func attachLibraries(of tracer: LoadedTracer, to process: TracedProcess, report: inout AttachReport) throws {
@@ -324,6 +353,7 @@ final class Attacher {
     /// prepared for it until then, so its new image's first bytes are not lost.
     func release(pid: Int32, reinstrumenting: Bool = false) -> [BPFLink] {
         var released: [BPFLink] = []
+        notYetCalling[pid] = nil
         for tracer in all where tracer.users.remove(pid) != nil {
             if let object = tracer.object, !reinstrumenting { tracer.tracer.forget(pid: pid, object: object) }
         }
@@ -362,7 +392,7 @@ final class Attacher {
     }
 
     /// Files with links, as `tracer path users` lines (for tests and diagnostics).
-    var attachedFiles: [(tracer: String, path: String, file: FileIdentity, links: Int, users: Set<Int32>)] {
-        files.map { ($0.key.tracer, $0.value.path, $0.key.file, $0.value.links.count, $0.value.users) }
+    var attachedFiles: [(tracer: String, path: String, file: FileIdentity, links: Int, users: Set<Int32>, forCalls: Bool)] {
+        files.map { ($0.key.tracer, $0.value.path, $0.key.file, $0.value.links.count, $0.value.users, $0.key.forCalls) }
     }
 }

@@ -48,6 +48,16 @@ public protocol Tracer: Sendable {
     /// its program reads are known in that binary). Default: whenever the function is found.
     func attaches(_ symbol: String, in executable: ExecutableInfo) -> Bool
 
+    /// Functions whose probes matter only in a process that makes calls (they tie a call to the request it is
+    /// made for): attached once the framework first sees a call of the process (a parent asked of
+    /// ``TraceContexts``), not before, so a server that calls nothing pays nothing for them.
+    var attachedOnceCalling: Set<String> { get }
+
+    /// What the tracer does in `executable` beyond finding its functions, one line per path it may take there,
+    /// with the reason a path is off (e.g. a struct field unknown without DWARF): for `tracer inspect` and the
+    /// attach log, so a user learns what is not traced. Default: nothing to say.
+    func coverage(in executable: ExecutableInfo) -> [PathCoverage]
+
     /// Called after the object is loaded, before the process is allowed to emit: e.g. store per-process
     /// struct offsets in a map of the tracer's object. Default: nothing.
     func prepare(_ process: TracedProcess, object: BPFObject) throws
@@ -74,6 +84,8 @@ extension Tracer {
     public var notice: String? { nil }
     public func configure(_ spec: inout BPFObjectSpec, features: KernelFeatures) {}
     public func attaches(_ symbol: String, in executable: ExecutableInfo) -> Bool { true }
+    public func coverage(in executable: ExecutableInfo) -> [PathCoverage] { [] }
+    public var attachedOnceCalling: Set<String> { [] }
     public func prepare(_ process: TracedProcess, object: BPFObject) throws {}
     public func forget(pid: Int32, object: BPFObject) {}
 
@@ -212,4 +224,18 @@ public struct DecodeContext: Sendable {
     public func unixNanoseconds(monotonic: UInt64) -> UInt64 {
         UInt64(clamping: Int64(clamping: monotonic) &+ monotonicToUnixOffset)
     }
+}
+
+/// One path of a tracer in an executable (``Tracer/coverage(in:)``): on, or off and why.
+public struct PathCoverage: Sendable, Equatable, Encodable, CustomStringConvertible {
+    public let path: String
+    /// Nil when the path is on.
+    public let offReason: String?
+
+    public init(_ path: String, offBecause offReason: String? = nil) {
+        self.path = path
+        self.offReason = offReason
+    }
+
+    public var description: String { offReason.map { "\(path): off, \($0)" } ?? "\(path): on" }
 }

@@ -45,6 +45,11 @@ final class InspectCommandTests: XCTestCase {
         // goroutine (attached only where their struct fields are known: not in this stripped binary).
         XCTAssertEqual(Set(((tracers.first?["found"] as? [[String: Any]]) ?? []).compactMap { $0["symbol"] as? String }),
                        ["net/http.(*Transport).roundTrip", "net/http.(*http2serverConn).readFrames", "net/http.(*http2serverConn).runHandler"])
+        XCTAssertEqual(tracers.first?["paths"] as? [String], [
+            "HTTP/2 server handlers (net/http): in-process parents: off, net/http.http2responseWriter.rws, "
+                + "net/http.http2responseWriterState.stream, net/http.http2stream.id not in offsets table (go1.19)",
+        ])
+        XCTAssertTrue(text.stdout.contains("    path    HTTP/2 server handlers (net/http): in-process parents: off,"), text.stdout)
         // The capture layer's Go TLS functions, each with its RET offsets (no uretprobe on Go code); this
         // program makes HTTPS calls but serves none, so the linker dropped the server handshake.
         let capture = try XCTUnwrap(tracers.last?["found"] as? [[String: Any]])

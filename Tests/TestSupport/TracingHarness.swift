@@ -35,6 +35,12 @@ public final class TracingHarness {
         }.sorted { $0.startTimeUnixNano < $1.startTimeUnixNano }
     }
 
+    /// Waits until the probes `pid`'s tracers attach once it makes calls (``Tracer/attachedOnceCalling``, e.g. the
+    /// Go tracer's HTTP/2 and gRPC handler probes) are attached: after its first call.
+    public func waitForCallProbes(of pid: Int32, timeout: TimeInterval = 10) -> Bool {
+        waitUntil(timeout: timeout) { self.agent.attachedFiles().contains { $0.forCalls && $0.users.contains(pid) } }
+    }
+
     /// Waits until `pid` has `count` spans of `kind`, then a little longer to catch any extra ones.
     @discardableResult
     public func waitForSpans(of pid: Int32, kind: SpanKind? = nil, count: Int, timeout: TimeInterval = 10) -> [Span] {

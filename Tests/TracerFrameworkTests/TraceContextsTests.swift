@@ -1,3 +1,4 @@
+import Synchronization
 import Telemetry
 @testable import TracerFramework
 import XCTest
@@ -93,5 +94,19 @@ final class TraceContextsTests: XCTestCase {
         contexts.openServedStream(.init(pid: 12, mover: TraceContexts.Goroutine.thread(4), id: 1), first)
         contexts.handlesStream(.init(pid: 12, mover: 0, id: 1), handler: 30)
         XCTAssertNil(contexts.serving(.init(pid: 12, goid: 30)))
+    }
+
+    /// The first parent asked for a process's call announces it once (the agent then attaches what matters only
+    /// in calling processes); a process forgotten and seen again is announced again.
+    func testAProcessFirstCallIsAnnouncedOnce() {
+        let announced = Mutex<[UInt32]>([])
+        contexts.onFirstCall { pid in announced.withLock { $0.append(pid) } }
+        _ = contexts.serving(.init(pid: 10, goid: 5))
+        _ = contexts.serving(.init(pid: 10, goid: 6))
+        _ = contexts.serving(.init(pid: 11, goid: TraceContexts.Goroutine.thread(3)))
+        XCTAssertEqual(announced.withLock { $0 }, [10, 11])
+        contexts.forget(pid: 10)
+        _ = contexts.serving(.init(pid: 10, goid: 5))
+        XCTAssertEqual(announced.withLock { $0 }, [10, 11, 10])
     }
 }

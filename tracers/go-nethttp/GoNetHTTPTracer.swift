@@ -222,18 +222,16 @@ public struct GoNetHTTPTracer: Tracer {
 
     /// The `GO_NETHTTP_STREAMS_*` and `GO_NETHTTP_PROPAGATE_*` paths function `symbol` serves.
     static func pathBits(of symbol: String) -> (streams: UInt64, propagate: UInt64) {
-        if let index = http2Servers.firstIndex(where: { $0.readFrames == symbol || $0.runHandler == symbol }) { return (1 << UInt64(index), 0) }
-        switch symbol {
-        case grpcHandleStreams, grpcHandleStream: return (UInt64(GO_NETHTTP_STREAMS_GRPC_SERVER), 0)
-        case grpcOriginateStream: return (UInt64(GO_NETHTTP_STREAMS_GRPC_CLIENT), 0)
-        case grpcHeaderFields: return (UInt64(GO_NETHTTP_STREAMS_GRPC_CLIENT), UInt64(GO_NETHTTP_PROPAGATE_GRPC))
-        case grpcWriteHeader: return (0, UInt64(GO_NETHTTP_PROPAGATE_GRPC))
-        case writeHeader: return (0, UInt64(GO_NETHTTP_PROPAGATE_HTTP1))
-        case http2EncodeHeaders, http2WriteHeaders: return (0, UInt64(GO_NETHTTP_PROPAGATE_HTTP2))
-        case xHTTP2EncodeHeaders: return (0, UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2))
-        case xHTTP2WriteHeaders: return (0, UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2 | GO_NETHTTP_PROPAGATE_GRPC))
-        default: return (~0, ~0)
+        let streams = streamPaths.enumerated().reduce(UInt64(0)) { $0 | ($1.element.symbols.contains(symbol) ? 1 << UInt64($1.offset) : 0) }
+        let propagate: UInt64 = switch symbol {
+        case grpcHeaderFields, grpcWriteHeader: UInt64(GO_NETHTTP_PROPAGATE_GRPC)
+        case writeHeader: UInt64(GO_NETHTTP_PROPAGATE_HTTP1)
+        case http2EncodeHeaders, http2WriteHeaders: UInt64(GO_NETHTTP_PROPAGATE_HTTP2)
+        case xHTTP2EncodeHeaders: UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2)
+        case xHTTP2WriteHeaders: UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2 | GO_NETHTTP_PROPAGATE_GRPC)
+        default: 0
         }
+        return (streams, propagate)
     }
 
     public func prepare(_ process: TracedProcess, object: BPFObject) throws {
@@ -281,28 +279,57 @@ public struct GoNetHTTPTracer: Tracer {
         return targets
     }
 
+    /// The stream paths, bit `1 << index` of `go_nethttp_offsets.streams` (`GO_NETHTTP_STREAMS_*`): Go's HTTP/2
+    /// servers' handlers, grpc-go's server handlers and client calls.
+    static let streamPaths: [(name: String, symbols: [String], fields: [GoField])] =
+        zip(["net/http", "golang.org/x/net/http2", "net/http/internal/http2"], http2Servers).map {
+            ("HTTP/2 server handlers (\($0))", [$1.readFrames, $1.runHandler], $1.fields)
+        } + [
+            ("grpc-go server handlers", [grpcHandleStreams, grpcHandleStream], grpcServerStreamFields),
+            ("grpc-go client calls", [grpcHeaderFields, grpcOriginateStream], grpcClientStreamFields),
+        ]
+
+    /// A server's handler probes fire once per HTTP/2 or gRPC request (a uprobe trap: costly on a busy server),
+    /// and matter only when the handler makes calls: they come with the process's first call.
+    public var attachedOnceCalling: Set<String> {
+        Set(Self.streamPaths.prefix(Self.http2Servers.count + 1).flatMap(\.symbols))
+    }
+
+    /// Each stream path whose functions `executable` has: on (its calls get in-process parents), or off because
+    /// a field is unknown.
+    public func coverage(in executable: ExecutableInfo) -> [PathCoverage] {
+        guard let fields = executable.go?.fieldOffsets else { return [] }
+        let symbols = Set(executable.probeTargets.map(\.symbol))
+        return Self.streamPaths.filter { symbols.isSuperset(of: $0.symbols) }.map { path in
+            let missing = path.fields.filter { fields.offset($0) == nil }
+            return missing.isEmpty ? PathCoverage("\(path.name): in-process parents")
+                : PathCoverage("\(path.name): in-process parents",
+                               offBecause: "\(missing.map(\.description).joined(separator: ", ")) not in \(fields.source)")
+        }
+    }
+
     /// `GO_NETHTTP_STREAMS_*` bits for the HTTP/2 streams of `executable` whose handler or caller goroutine it can
-    /// report, with the offsets that needs filled in. Each path needs its functions in the binary and its fields
-    /// known; nothing is guessed.
+    /// report (``streamPaths``), with the offsets that needs filled in. Each path needs its functions in the
+    /// binary and its fields known; nothing is guessed.
     static func streamOwners(in executable: ExecutableInfo, fields: GoFieldOffsets, offsets: inout go_nethttp_offsets) -> UInt64 {
         let symbols = Set(executable.probeTargets.map(\.symbol))
         var owners: UInt64 = 0
-        for (index, server) in http2Servers.enumerated() {
-            guard symbols.isSuperset(of: [server.readFrames, server.runHandler]), let found = known(server.fields, in: fields) else { continue }
-            let located = go_nethttp_http2_server_fields(response_writer_rws: found[0], response_writer_state_stream: found[1], stream_id: found[2])
-            withUnsafeMutableBytes(of: &offsets.http2_servers) { servers in
-                servers.storeBytes(of: located, toByteOffset: index * MemoryLayout<go_nethttp_http2_server_fields>.stride, as: go_nethttp_http2_server_fields.self)
+        for (index, path) in streamPaths.enumerated() {
+            guard symbols.isSuperset(of: path.symbols), let found = known(path.fields, in: fields) else { continue }
+            switch index {
+            case 0..<http2Servers.count:
+                let located = go_nethttp_http2_server_fields(response_writer_rws: found[0], response_writer_state_stream: found[1], stream_id: found[2])
+                withUnsafeMutableBytes(of: &offsets.http2_servers) { servers in
+                    servers.storeBytes(of: located, toByteOffset: index * MemoryLayout<go_nethttp_http2_server_fields>.stride,
+                                       as: go_nethttp_http2_server_fields.self)
+                }
+            case http2Servers.count:
+                offsets.grpc_stream_id = found[0]
+            default:
+                (offsets.grpc_out_stream_id, offsets.grpc_out_stream_itl, offsets.grpc_item_list_head) = (found[0], found[1], found[2])
+                (offsets.grpc_item_node_it, offsets.grpc_header_frame_hf) = (found[3], found[4])
             }
             owners |= 1 << UInt64(index)
-        }
-        if symbols.isSuperset(of: [grpcHandleStreams, grpcHandleStream]), let found = known(grpcServerStreamFields, in: fields) {
-            offsets.grpc_stream_id = found[0]
-            owners |= UInt64(GO_NETHTTP_STREAMS_GRPC_SERVER)
-        }
-        if symbols.isSuperset(of: [grpcHeaderFields, grpcOriginateStream]), let found = known(grpcClientStreamFields, in: fields) {
-            (offsets.grpc_out_stream_id, offsets.grpc_out_stream_itl, offsets.grpc_item_list_head) = (found[0], found[1], found[2])
-            (offsets.grpc_item_node_it, offsets.grpc_header_frame_hf) = (found[3], found[4])
-            owners |= UInt64(GO_NETHTTP_STREAMS_GRPC_CLIENT)
         }
         return owners
     }

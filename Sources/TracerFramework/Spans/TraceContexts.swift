@@ -68,6 +68,8 @@ public final class TraceContexts: Sendable {
         /// HTTP/2 client streams, by the goroutine that writes their request: the goroutine that makes the call
         /// (``callsStream(_:caller:creator:)``), until the parser opens the stream.
         var calledStreams: [Stream: (caller: UInt64, creator: UInt64)] = [:]
+        /// Processes whose calls asked for a parent (``serving(_:creator:)``): each is announced once.
+        var calling: Set<UInt32> = []
         /// Ids: seeded once from the system generator (a getrandom(2) per id would cost a syscall per span).
         var random = SplitMix64()
     }
@@ -77,8 +79,16 @@ public final class TraceContexts: Sendable {
     static let limit = 65536
 
     private let state = Mutex(State())
+    private let firstCall = Mutex<(@Sendable (UInt32) -> Void)?>(nil)
 
     public init() {}
+
+    /// `handler` learns of each process the first time a call of it asks for its parent (the agent then
+    /// attaches the probes that matter only in processes that make calls, ``Tracer/attachedOnceCalling``).
+    /// It runs on the caller's thread (a reader's): it must only hand the work over.
+    public func onFirstCall(_ handler: @escaping @Sendable (UInt32) -> Void) {
+        firstCall.withLock { $0 = handler }
+    }
 
     /// New ids: a child of `parent` (trace id, parent span id, flags; found through `source`), or the root
     /// of a new trace.
@@ -260,13 +270,16 @@ public final class TraceContexts: Sendable {
     /// The server span `goroutine` serves, or else the one its creator (`parentGoid`, go1.21+) serves. A thread:
     /// the one span it has in flight (nil with several).
     public func serving(_ goroutine: Goroutine, creator parentGoid: UInt64 = 0) -> SpanIdentity? {
-        state.withLock { state in
+        let (serving, first) = state.withLock { state -> (SpanIdentity?, Bool) in
+            let first = state.calling.insert(goroutine.pid).inserted
             if goroutine.isThread {
-                guard let inFlight = state.threads[goroutine], inFlight.count == 1 else { return nil }
-                return inFlight[0]
+                guard let inFlight = state.threads[goroutine], inFlight.count == 1 else { return (nil, first) }
+                return (inFlight[0], first)
             }
-            return state.serving[goroutine] ?? (parentGoid == 0 ? nil : state.serving[Goroutine(pid: goroutine.pid, goid: parentGoid)])
+            return (state.serving[goroutine] ?? (parentGoid == 0 ? nil : state.serving[Goroutine(pid: goroutine.pid, goid: parentGoid)]), first)
         }
+        if first, let handler = firstCall.withLock({ $0 }) { handler(goroutine.pid) }
+        return serving
     }
 
     /// BPF decided the ids of the server span `goroutine` is serving (context propagation).
@@ -302,6 +315,7 @@ public final class TraceContexts: Sendable {
             state.servedStreams = state.servedStreams.filter { $0.key.pid != pid }
             state.servedStreamsBySpan = state.servedStreamsBySpan.filter { $0.value.pid != pid }
             state.calledStreams = state.calledStreams.filter { $0.key.pid != pid }
+            state.calling.remove(pid)
             state.calls[pid] = nil
         }
     }

@@ -130,7 +130,9 @@ final class GoTLSCaptureTests: XCTestCase {
         XCTAssertEqual(upstream2.parentSpanID, client2.spanID, "the upstream request is the client call's child")
 
         // The handler itself served over HTTP/2: net/http runs it on a goroutine of its own (runHandler), not the
-        // connection's reader that read the request; the tracer names it, so its call is still its child.
+        // connection's reader that read the request; the tracer names it (its probes came with the server's
+        // first call, above), so its call is still its child.
+        XCTAssertTrue(harness.waitForCallProbes(of: server.pid), "\(harness.agent.attachedFiles())")
         var routes = ["/proxy-h2"]
         if recordsCreator { routes.append("/proxy-h2-async") }
         for route in routes {
