@@ -11,7 +11,7 @@ packages=(
   iproute2 nftables nodejs   # tcp retransmit test (nftables in a netns); HTTP/2 end-to-end test (Node http2)
   redis-server python3-redis
   postgresql python3-psycopg golang-github-lib-pq-dev golang-github-jackc-pgx-v4-dev   # tracers/postgres tests: Postgres 15 server, psql, psycopg 3, Go lib/pq and pgx
-  mariadb-server mariadb-client libmariadb-dev gcc   # tracers/mysql tests: MariaDB 10.11, its client, libmariadb's prepared statements
+  mariadb-server mariadb-client libmariadb-dev gcc python3-pymysql   # tracers/mysql tests: MariaDB 10.11, its client, libmariadb's prepared statements, PyMySQL for the system Python
   memcached libmemcached-tools python3-pymemcache   # tracers/memcached tests: the server, memccp/memccat, pymemcache
   nats-server golang-github-nats-io-go-nats-dev   # tracers/nats tests: Debian's NATS server (2.9), nats.go for the Go client
   nghttp2-server nghttp2-client python3-grpcio golang-google-grpc-dev   # tracers/http2 tests: nghttpd, nghttp, h2load; grpcio (C-core) server and client; grpc-go 1.33 (GoGRPCTests, bench-go-grpc.sh)
@@ -44,8 +44,6 @@ fi
 
 # The official OTLP protobuf decoder for the export tests' receiver.
 python3 -c "import opentelemetry.proto" 2>/dev/null || python3 -m pip install -q opentelemetry-proto
-# tracers/mysql tests: PyMySQL (pure Python MySQL/MariaDB client).
-python3 -c "import pymysql" 2>/dev/null || python3 -m pip install -q PyMySQL
 # tracers/nats tests: nats-py (pure Python NATS client; Debian has none), for the system Python the tests run.
 /usr/bin/python3 -c "import nats" 2>/dev/null || /usr/bin/python3 -m pip install -q --break-system-packages nats-py
 # The deploy/ checks: Kubernetes JSON schemas (offline) and a YAML linter.

@@ -450,7 +450,7 @@ final class MySQLTracerTests: XCTestCase {
     func testPyMySQLQueriesErrorsAndSelectDB() throws {
         let server = try startMariaDB()
         guard (try? TestSupport.run("/usr/bin/python3", ["-c", "import pymysql"])) != nil else {
-            try prerequisiteMissing("PyMySQL", "Python's pymysql module is missing (pip install PyMySQL, or scripts/install-deps.sh)")
+            try prerequisiteMissing("PyMySQL", "Python's pymysql module is missing (apt-get install python3-pymysql, or scripts/install-deps.sh)")
         }
         let directory = try temporaryDirectory(self)
         let script = directory.appendingPathComponent("client.py")
