@@ -396,6 +396,23 @@ struct {
 	__type(value, __u64);
 } capture_go_tls_sockets SEC(".maps");
 
+/* A crypto/tls Write whose connection's socket was not known at its entry: the handshake it runs names the
+ * socket, and its RET emits the write's plaintext (Write itself has no RET probe). */
+struct go_tls_pending_write {
+	__u64 conn;
+	__u64 buffer;
+	__u64 length;
+};
+
+/* Per goroutine, its last Write that waits for its socket. LRU: a Write on a connection whose handshake
+ * was before the agent waits in vain until the goroutine's next one replaces it or it ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct capture_goroutine_key);
+	__type(value, struct go_tls_pending_write);
+} capture_go_tls_pending_writes SEC(".maps");
+
 /* The Go TLS call the current goroutine of `process` is in, or NULL. */
 static __always_inline struct capture_ssl_call *go_tls_call(const struct capture_process *process, __u32 tgid)
 {
@@ -403,6 +420,21 @@ static __always_inline struct capture_ssl_call *go_tls_call(const struct capture
 	if (!key.goid)
 		return NULL;
 	return bpf_map_lookup_elem(&capture_go_tls_calls, &key);
+}
+
+/* A crypto/tls Write of the current goroutine waits for its socket (its connection's handshake came before the
+ * agent): this send of `socket` names it, and the connection is TLS. That write's plaintext is not emitted (its
+ * entry is gone); the connection's next writes are, at their entry. */
+static __always_inline int go_tls_write_named(const struct capture_process *process, __u32 tgid, __u64 socket)
+{
+	struct capture_goroutine_key key = { .tgid = tgid, .goid = current_goid(process) };
+	struct go_tls_pending_write *pending = key.goid ? bpf_map_lookup_elem(&capture_go_tls_pending_writes, &key) : NULL;
+	if (!pending)
+		return 0;
+	struct capture_go_conn_key conn = { .tgid = tgid, .conn = pending->conn };
+	bpf_map_update_elem(&capture_go_tls_sockets, &conn, &socket, BPF_ANY);
+	bpf_map_delete_elem(&capture_go_tls_pending_writes, &key);
+	return 1;
 }
 
 /* Bytes crossed `sk` (a TCP socket) in `direction` for the current task of `process` (a prepared process,
@@ -432,6 +464,10 @@ static __always_inline void transfer(void *ctx, struct capture_process *process,
 	if (call) {
 		/* TLS records under SSL_read/SSL_write or a Go TLS call: the plaintext comes from its return */
 		call->socket = key;
+		connection->flags |= CAPTURE_FLAG_TLS;
+		return;
+	}
+	if (process->go_tls && direction == CAPTURE_DIRECTION_SEND && go_tls_write_named(process, tgid, key)) {
 		connection->flags |= CAPTURE_FLAG_TLS;
 		return;
 	}
@@ -963,8 +999,8 @@ int BPF_KRETPROBE(capture_ssl_return_propagating, int ret)
 }
 
 /* ---- TLS plaintext from Go's crypto/tls, for Go 1.17+ on amd64 (register ABI: receiver and arguments in
- * RAX, RBX, RCX, ..., results from RAX). Uprobes at the entry and at every RET of (*Conn).Read and
- * (*Conn).Write -- never uretprobes: Go moves goroutine stacks -- keep each call per goroutine. The socket
+ * RAX, RBX, RCX, ..., results from RAX). Uprobes at the entry and at every RET of (*Conn).Read -- never
+ * uretprobes: Go moves goroutine stacks -- keep each call per goroutine; (*Conn).Write needs only its entry. The socket
  * I/O under a call names its socket, and so does the handshake's (serverHandshake/clientHandshake are
  * probed the same way), so a Read served from bytes crypto/tls buffered during the handshake still finds
  * its connection.
@@ -989,18 +1025,27 @@ static __always_inline int go_tls_enter(struct pt_regs *ctx, __u64 buffer, __u8 
 	if (!go_tls_goroutine(tgid, &key))
 		return 0;
 	struct capture_ssl_call call = { .ssl = ctx->ax, .buffer = buffer, .direction = direction };
-	/* A write's plaintext is complete at the entry: emitted now when the connection's socket is known, it
-	 * reaches the ring before the peer can read it (at the RET, the peer on this host may have answered
-	 * already, and same-host linking would come too late). */
-	struct capture_go_conn_key conn = { .tgid = tgid, .conn = call.ssl };
-	__u64 *socket = direction == CAPTURE_DIRECTION_SEND && buffer && (long)ctx->cx > 0 ?
-			bpf_map_lookup_elem(&capture_go_tls_sockets, &conn) : NULL;
-	if (socket) {
-		/* Nothing to keep: the connection is marked TLS, so the write's socket I/O emits nothing. */
-		emit_plaintext(ctx, tgid, *socket, &call, ctx->cx, CAPTURE_SOURCE_GO_TLS, 0);
+	if (direction == CAPTURE_DIRECTION_SEND) {
+		/* A write's plaintext is complete at the entry (RBX, RCX: the slice's array and length), so Write has
+		 * no RET probe: emitted now when the connection's socket is known -- before the peer can read it, so
+		 * same-host linking is in time -- else when the handshake this Write runs names the socket. Nothing
+		 * is kept in capture_go_tls_calls: no RET would take it out. */
+		long length = ctx->cx;
+		asm volatile("" : "+r"(length)); /* one read of the context: clang would add to the ctx pointer */
+		if (length <= 0)
+			return 0;
+		struct capture_go_conn_key conn = { .tgid = tgid, .conn = call.ssl };
+		__u64 *socket = bpf_map_lookup_elem(&capture_go_tls_sockets, &conn);
+		if (socket) {
+			/* The connection is marked TLS, so the write's socket I/O emits nothing. */
+			emit_plaintext(ctx, tgid, *socket, &call, length, CAPTURE_SOURCE_GO_TLS, 0);
+		} else {
+			struct go_tls_pending_write pending = { .conn = call.ssl, .buffer = buffer, .length = length };
+			bpf_map_update_elem(&capture_go_tls_pending_writes, &key, &pending, BPF_ANY);
+		}
 		return 0;
 	}
-	/* The handshake a first Read or Write runs leaves that outer call in place (it gets the socket). */
+	/* The handshake a first Read runs leaves that outer call in place (it gets the socket). */
 	bpf_map_update_elem(&capture_go_tls_calls, &key, &call, buffer ? BPF_ANY : BPF_NOEXIST);
 	return 0;
 }
@@ -1040,7 +1085,7 @@ static __always_inline int go_tls_leave(__u32 tgid, struct capture_ssl_call *cal
 	return 1;
 }
 
-/* Every RET of Read and Write (n in RAX): the plaintext of a read, or of a write not emitted at its entry. */
+/* Every RET of Read (n in RAX): the plaintext of a read. */
 SEC("uprobe")
 int capture_go_tls_return(struct pt_regs *ctx)
 {
@@ -1065,7 +1110,8 @@ int capture_go_tls_return(struct pt_regs *ctx)
 	return 0;
 }
 
-/* Every RET of serverHandshake/clientHandshake: the connection's socket, if its I/O was seen. */
+/* Every RET of serverHandshake/clientHandshake: the connection's socket, if its I/O was seen (and the plaintext
+ * of the Write it ran in). */
 SEC("uprobe")
 int capture_go_tls_handshake_return(struct pt_regs *ctx)
 {
@@ -1078,8 +1124,17 @@ int capture_go_tls_handshake_return(struct pt_regs *ctx)
 		return 0; /* an outer Read or Write keeps its call */
 	struct capture_go_conn_key conn = { .tgid = tgid, .conn = saved->ssl };
 	__u64 socket = saved->socket;
-	if (socket)
-		bpf_map_update_elem(&capture_go_tls_sockets, &conn, &socket, BPF_ANY);
 	bpf_map_delete_elem(&capture_go_tls_calls, &key);
+	if (!socket)
+		return 0;
+	bpf_map_update_elem(&capture_go_tls_sockets, &conn, &socket, BPF_ANY);
+	/* The Write this handshake ran in (a client's first), now that its socket is known. */
+	struct go_tls_pending_write *pending = bpf_map_lookup_elem(&capture_go_tls_pending_writes, &key);
+	if (!pending || pending->conn != conn.conn)
+		return 0;
+	struct capture_ssl_call write = { .ssl = pending->conn, .buffer = pending->buffer, .direction = CAPTURE_DIRECTION_SEND };
+	__u64 length = pending->length;
+	bpf_map_delete_elem(&capture_go_tls_pending_writes, &key);
+	emit_plaintext(ctx, tgid, socket, &write, length, CAPTURE_SOURCE_GO_TLS, 0);
 	return 0;
 }

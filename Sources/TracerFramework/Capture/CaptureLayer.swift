@@ -151,7 +151,7 @@ public enum NetworkPropagation: Sendable, Equatable {
 /// The functions the capture layer probes in executables (Go's crypto/tls), for `tracer inspect`.
 public let captureProbeTargetQueries = [CaptureTracer.goTLSRead, CaptureTracer.goTLSWrite, CaptureTracer.goTLSServerHandshake,
                                         CaptureTracer.goTLSClientHandshake].map {
-    ProbeTargetQuery(tracer: CaptureTracer.name, symbol: $0, needsReturnOffsets: true)
+    ProbeTargetQuery(tracer: CaptureTracer.name, symbol: $0, needsReturnOffsets: $0 != CaptureTracer.goTLSWrite)
 }
 
 /// Whether the capture layer reads the TLS plaintext of Go program `executable` (crypto/tls): "captured", or
@@ -200,7 +200,7 @@ struct CaptureTracer: Tracer {
                 .library(prefix: "libssl.so", symbol: $0.0, entry: $0.1, returns: sslReturn, returnsWithUretprobe: true)
             }
             + [.function(symbol: Self.goTLSRead, entry: Program.captureGoTlsRead, returns: Program.captureGoTlsReturn),
-               .function(symbol: Self.goTLSWrite, entry: Program.captureGoTlsWrite, returns: Program.captureGoTlsReturn),
+               .function(symbol: Self.goTLSWrite, entry: Program.captureGoTlsWrite, returns: nil),
                .function(symbol: Self.goTLSServerHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn),
                .function(symbol: Self.goTLSClientHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn)]
             + (propagating
@@ -220,13 +220,13 @@ struct CaptureTracer: Tracer {
     static let goTLSClientHandshake = "crypto/tls.(*Conn).clientHandshake"
 
     /// Why Go TLS plaintext is not captured in `executable`, or nil when it is: it needs Go's register ABI
-    /// (Go 1.17+ on x86-64: arguments and results in registers), the goroutine id, and the RET offsets of
-    /// Read and Write. Nothing is guessed.
+    /// (Go 1.17+ on x86-64: arguments and results in registers), the goroutine id, Write, and Read with its
+    /// RET offsets (a write's plaintext is complete at its entry). Nothing is guessed.
     static func goTLSUnavailableReason(_ executable: ExecutableInfo) -> String? {
         guard let go = executable.go else { return "not a Go executable" }
         let targets = executable.probeTargets.filter { $0.tracer == name }
-        guard [goTLSRead, goTLSWrite].allSatisfy({ symbol in targets.contains { $0.symbol == symbol && !$0.returnOffsets.isEmpty } }) else {
-            return "crypto/tls.(*Conn).Read/Write or their RET offsets not found (not linked, or inlined)"
+        guard targets.contains(where: { $0.symbol == goTLSRead && !$0.returnOffsets.isEmpty }), targets.contains(where: { $0.symbol == goTLSWrite }) else {
+            return "crypto/tls.(*Conn).Read/Write or Read's RET offsets not found (not linked, or inlined)"
         }
         guard executable.machine == "x86-64", let version = go.buildInfo?.languageVersion, version >= (1, 17) else {
             return "Go TLS plaintext needs Go 1.17+ on x86-64 (register ABI); this is \(go.buildInfo?.goVersion ?? "an unknown Go version") on \(executable.machine)"
