@@ -242,15 +242,16 @@ final class Attacher {
         let probes = tracer.tracer.probes.enumerated().filter { if case .function = $0.element { true } else { false } }
         guard !probes.isEmpty, let identity = process.executable.identity else { return }
         let later = tracer.tracer.attachedOnceCalling
-        let targets = process.executable.probeTargets.filter {
-            $0.tracer == tracer.tracer.name && later.contains($0.symbol) == forCalls && tracer.tracer.attaches($0.symbol, in: process.executable)
+        let wanted = process.executable.probeTargets.filter {
+            $0.tracer == tracer.tracer.name && tracer.tracer.attaches($0.symbol, in: process.executable)
         }
+        let targets = wanted.filter { later.contains($0.symbol) == forCalls }
         if !forCalls && !later.isEmpty {
             let callingKey = FileKey(tracer: tracer.tracer.name, file: identity, forCalls: true)
             if files[callingKey] != nil {
                 // Another process of this file calls already: its probes cover this one too.
                 files[callingKey]!.users.insert(process.pid)
-            } else if process.executable.probeTargets.contains(where: { $0.tracer == tracer.tracer.name && later.contains($0.symbol) && tracer.tracer.attaches($0.symbol, in: process.executable) }) {
+            } else if wanted.contains(where: { later.contains($0.symbol) }) {
                 notYetCalling[process.pid] = process
             }
         }

@@ -9,7 +9,8 @@ import TracerFramework
 /// serves. Server requests are the HTTP/1 parser's exchanges on the shared capture layer (whose chunks name
 /// their goroutine), so they cost the traced process no uprobe. With context propagation, a `sys_exit` raw
 /// tracepoint decides server ids from the request head and one more uprobe per client request
-/// (`writeHeader`) writes its `traceparent`.
+/// (`writeHeader`) writes its `traceparent` (HTTP/2 and gRPC: into the HEADERS frame). Go HTTP/2 and gRPC
+/// handlers and grpc-go callers are named per stream, from a process's first call on.
 public struct GoNetHTTPTracer: Tracer {
     public typealias Program = Tracers.GoNethttp.Program
 
@@ -70,6 +71,7 @@ public struct GoNetHTTPTracer: Tracer {
     /// HTTP/2 streams whose handler (server) or caller (grpc-go client) is not the goroutine that moves their
     /// frames (tracers/go-nethttp/README.md, "HTTP/2 and gRPC handlers"): where a server connection's reader
     /// goroutine starts, where a stream's handler starts, and where grpc-go's loopyWriter opens a call's stream.
+    ///
     /// Go's HTTP/2 servers (`go_nethttp_offsets.http2_servers`, in that order): net/http's bundled one (go1.26 and
     /// older), golang.org/x/net/http2's, net/http/internal/http2's (go1.27+). Each has a reader goroutine per
     /// connection (`readFrames`) and starts a goroutine per request (`runHandler`).
@@ -86,6 +88,8 @@ public struct GoNetHTTPTracer: Tracer {
     private static func http2ServerFields(_ writer: String, _ state: String, _ stream: String) -> [GoField] {
         [GoField(writer, "rws"), GoField(state, "stream"), GoField(stream, "id")]
     }
+    /// grpc-go: a server connection's reader goroutine, a stream's handler goroutine, a call's stream opened by
+    /// the loopyWriter goroutine.
     public static let grpcHandleStreams = "google.golang.org/grpc/internal/transport.(*http2Server).HandleStreams"
     public static let grpcHandleStream = "google.golang.org/grpc.(*Server).handleStream"
     public static let grpcOriginateStream = "google.golang.org/grpc/internal/transport.(*loopyWriter).originateStream"
