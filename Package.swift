@@ -27,7 +27,13 @@ func tracerTestFolders() -> [String] {
         .map { "\($0)/Tests" }
 }
 
-let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+/// Release builds skip Swift's run-time exclusivity checks: they took ~8 % of the agent's CPU per span (perf on
+/// the Redis benchmark, BENCHMARKS.md); debug builds, which every test runs, keep them, so a conflicting access
+/// still fails there.
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
 
 /// The tests that live in the tracers' own folders (`tracers/NAME/Tests`), as one test target.
 let tracerTests: [Target] = tracerTestFolders().isEmpty ? [] : [
