@@ -105,6 +105,7 @@ final class GoGRPCTests: XCTestCase {
         let harness = try TracingHarness(pids: [caller.pid, front.pid, upstream.pid])
         // The handler probes come with the front's first call (a server that calls nothing pays nothing): an
         // untraced caller's Relay makes it, and is left out below.
+        XCTAssertFalse(harness.agent.attachedFiles().contains { $0.forCalls }, "no handler probe before a call")
         let warmUp = try ChildProcess(binary.path, ["call", "127.0.0.1:\(front.port)", "Relay"])
         XCTAssertEqual(warmUp.waitForExit(), 0)
         XCTAssertTrue(harness.waitForCallProbes(of: front.pid), "\(harness.agent.attachedFiles())")
