@@ -413,27 +413,17 @@ struct {
 	__type(value, struct go_tls_pending_write);
 } capture_go_tls_pending_writes SEC(".maps");
 
-/* The Go TLS call the current goroutine of `process` is in, or NULL. */
-static __always_inline struct capture_ssl_call *go_tls_call(const struct capture_process *process, __u32 tgid)
-{
-	struct capture_goroutine_key key = { .tgid = tgid, .goid = current_goid(process) };
-	if (!key.goid)
-		return NULL;
-	return bpf_map_lookup_elem(&capture_go_tls_calls, &key);
-}
-
-/* A crypto/tls Write of the current goroutine waits for its socket (its connection's handshake came before the
+/* A crypto/tls Write of goroutine `goroutine` waits for its socket (its connection's handshake came before the
  * agent): this send of `socket` names it, and the connection is TLS. That write's plaintext is not emitted (its
  * entry is gone); the connection's next writes are, at their entry. */
-static __always_inline int go_tls_write_named(const struct capture_process *process, __u32 tgid, __u64 socket)
+static __always_inline int go_tls_write_named(const struct capture_goroutine_key *goroutine, __u64 socket)
 {
-	struct capture_goroutine_key key = { .tgid = tgid, .goid = current_goid(process) };
-	struct go_tls_pending_write *pending = key.goid ? bpf_map_lookup_elem(&capture_go_tls_pending_writes, &key) : NULL;
+	struct go_tls_pending_write *pending = bpf_map_lookup_elem(&capture_go_tls_pending_writes, goroutine);
 	if (!pending)
 		return 0;
-	struct capture_go_conn_key conn = { .tgid = tgid, .conn = pending->conn };
+	struct capture_go_conn_key conn = { .tgid = goroutine->tgid, .conn = pending->conn };
 	bpf_map_update_elem(&capture_go_tls_sockets, &conn, &socket, BPF_ANY);
-	bpf_map_delete_elem(&capture_go_tls_pending_writes, &key);
+	bpf_map_delete_elem(&capture_go_tls_pending_writes, goroutine);
 	return 1;
 }
 
@@ -459,15 +449,19 @@ static __always_inline void transfer(void *ctx, struct capture_process *process,
 	struct capture_injection injection;
 	int injected = direction == CAPTURE_DIRECTION_SEND && propagates(process) && sent_by_thread(connection->id, key, &injection);
 	struct capture_ssl_call *call = bpf_map_lookup_elem(&capture_ssl_calls, &pid_tgid);
-	if (!call && process->go_tls)
-		call = go_tls_call(process, tgid);
+	/* The Go TLS call the current goroutine is in, if any. */
+	struct capture_goroutine_key goroutine = { .tgid = tgid };
+	if (!call && process->go_tls) {
+		goroutine.goid = current_goid(process);
+		call = goroutine.goid ? bpf_map_lookup_elem(&capture_go_tls_calls, &goroutine) : NULL;
+	}
 	if (call) {
 		/* TLS records under SSL_read/SSL_write or a Go TLS call: the plaintext comes from its return */
 		call->socket = key;
 		connection->flags |= CAPTURE_FLAG_TLS;
 		return;
 	}
-	if (process->go_tls && direction == CAPTURE_DIRECTION_SEND && go_tls_write_named(process, tgid, key)) {
+	if (goroutine.goid && direction == CAPTURE_DIRECTION_SEND && go_tls_write_named(&goroutine, key)) {
 		connection->flags |= CAPTURE_FLAG_TLS;
 		return;
 	}
