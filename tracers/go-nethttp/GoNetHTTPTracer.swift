@@ -227,16 +227,17 @@ public struct GoNetHTTPTracer: Tracer {
     /// The `GO_NETHTTP_STREAMS_*` and `GO_NETHTTP_PROPAGATE_*` paths function `symbol` serves.
     static func pathBits(of symbol: String) -> (streams: UInt64, propagate: UInt64) {
         let streams = streamPaths.enumerated().reduce(UInt64(0)) { $0 | ($1.element.symbols.contains(symbol) ? 1 << UInt64($1.offset) : 0) }
-        let propagate: UInt64 = switch symbol {
-        case grpcHeaderFields, grpcWriteHeader: UInt64(GO_NETHTTP_PROPAGATE_GRPC)
-        case writeHeader: UInt64(GO_NETHTTP_PROPAGATE_HTTP1)
-        case http2EncodeHeaders, http2WriteHeaders: UInt64(GO_NETHTTP_PROPAGATE_HTTP2)
-        case xHTTP2EncodeHeaders: UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2)
-        case xHTTP2WriteHeaders: UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2 | GO_NETHTTP_PROPAGATE_GRPC)
-        default: 0
-        }
+        let propagate = propagationPaths.reduce(UInt64(0)) { $0 | ($1.symbols.contains(symbol) ? $1.bit : 0) }
         return (streams, propagate)
     }
+
+    /// The functions each `GO_NETHTTP_PROPAGATE_*` path probes (the HTTP paths also need `roundTrip`).
+    static let propagationPaths: [(bit: UInt64, symbols: [String])] = [
+        (UInt64(GO_NETHTTP_PROPAGATE_HTTP1), [writeHeader]),
+        (UInt64(GO_NETHTTP_PROPAGATE_HTTP2), [http2EncodeHeaders, http2WriteHeaders]),
+        (UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2), [xHTTP2EncodeHeaders, xHTTP2WriteHeaders]),
+        (UInt64(GO_NETHTTP_PROPAGATE_GRPC), [grpcHeaderFields, grpcWriteHeader, xHTTP2WriteHeaders]),
+    ]
 
     public func prepare(_ process: TracedProcess, object: BPFObject) throws {
         let offsets = try Self.offsets(for: process.executable, propagation: contextPropagation == .on).get()
@@ -259,23 +260,24 @@ public struct GoNetHTTPTracer: Tracer {
     /// binary and its fields known; nothing is guessed.
     static func propagationTargets(in executable: ExecutableInfo, fields: GoFieldOffsets, offsets: inout go_nethttp_offsets) -> UInt64 {
         let symbols = Set(executable.probeTargets.map(\.symbol))
+        let probed = { (bit: Int32) in symbols.isSuperset(of: propagationPaths.first { $0.bit == UInt64(bit) }!.symbols) }
         var targets: UInt64 = 0
         if symbols.contains(roundTrip), let request = known(propagationFields, in: fields) {
             (offsets.request_header, offsets.bufio_writer_buf, offsets.bufio_writer_n) = (request[0], request[2], request[3])
-            if symbols.contains(writeHeader) {
+            if probed(GO_NETHTTP_PROPAGATE_HTTP1) {
                 offsets.transfer_writer_header = request[1]
                 targets |= UInt64(GO_NETHTTP_PROPAGATE_HTTP1)
             }
-            if symbols.isSuperset(of: [http2EncodeHeaders, http2WriteHeaders]), let http2 = known(http2Fields, in: fields) {
+            if probed(GO_NETHTTP_PROPAGATE_HTTP2), let http2 = known(http2Fields, in: fields) {
                 (offsets.http2_client_conn_fr, offsets.http2_client_conn_bw, offsets.http2_framer_wbuf) = (http2[0], http2[1], http2[2])
                 targets |= UInt64(GO_NETHTTP_PROPAGATE_HTTP2)
             }
-            if symbols.isSuperset(of: [xHTTP2EncodeHeaders, xHTTP2WriteHeaders]), let http2 = known(xHTTP2Fields, in: fields) {
+            if probed(GO_NETHTTP_PROPAGATE_X_HTTP2), let http2 = known(xHTTP2Fields, in: fields) {
                 (offsets.x_http2_client_conn_fr, offsets.x_http2_client_conn_bw, offsets.x_http2_framer_wbuf) = (http2[0], http2[1], http2[2])
                 targets |= UInt64(GO_NETHTTP_PROPAGATE_X_HTTP2)
             }
         }
-        if symbols.isSuperset(of: [grpcHeaderFields, grpcWriteHeader, xHTTP2WriteHeaders]), let grpc = known(grpcFields, in: fields) {
+        if probed(GO_NETHTTP_PROPAGATE_GRPC), let grpc = known(grpcFields, in: fields) {
             (offsets.grpc_loopy_framer, offsets.grpc_framer_writer, offsets.grpc_framer_fr) = (grpc[0], grpc[1], grpc[2])
             (offsets.grpc_buf_writer_buf, offsets.grpc_buf_writer_offset, offsets.x_http2_framer_wbuf) = (grpc[3], grpc[4], grpc[5])
             targets |= UInt64(GO_NETHTTP_PROPAGATE_GRPC)
