@@ -98,36 +98,32 @@ final class GoTLSCaptureTests: XCTestCase {
         XCTAssertEqual(Set(http2.map { $0.string(SemanticConventions.urlPath) }), ["/hello", "/missing"])
         XCTAssertEqual(http2.first { $0.string(SemanticConventions.urlPath) == "/missing" }?.int(SemanticConventions.httpResponseStatusCode), 404)
 
-        // The handler calls this server over HTTPS with Go's client: the client span (roundTrip uprobes) is the
-        // handler's child, and the upstream server span (read through crypto/tls) is the client span's child.
+        // `route?to=upstream` over curl's `protocol`: a handler calls this server with Go's HTTPS client; its three
+        // spans are the handler, the client call (roundTrip uprobes) as its child, and the upstream request (read
+        // through crypto/tls) as the call's child, in one trace.
         let upstream = "\(base)/hello".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
-        XCTAssertEqual(try curl(["-k", "--http1.1", "\(base)/proxy?to=\(upstream)"]), "upstream 200 HTTP/1.1")
-        XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= 8 }, "spans: \(spans.all.map(\.name))")
-        usleep(200_000)
-        let proxied = Array(spans.all.dropFirst(5))
-        XCTAssertEqual(proxied.count, 3, "handler, its client call, the upstream request: \(proxied.map(\.name))")
-        let handler = try XCTUnwrap(proxied.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == "/proxy" })
-        let client = try XCTUnwrap(proxied.first { $0.kind == .client })
-        let upstreamSpan = try XCTUnwrap(proxied.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == "/hello" })
-        XCTAssertEqual(client.parentSpanID, handler.spanID)
-        XCTAssertEqual(client.string(SemanticConventions.urlFull), "\(base)/hello")
-        XCTAssertEqual(upstreamSpan.traceID, handler.traceID, "one trace")
-        XCTAssertEqual(upstreamSpan.parentSpanID, client.spanID, "the upstream request is the client call's child")
+        func proxied(_ route: String, over protocol: String, answer: String) throws -> (handler: Span, call: Span, upstream: Span) {
+            let before = spans.all.count
+            XCTAssertEqual(try curl(["-k", `protocol`, "\(base)\(route)?to=\(upstream)"]), answer)
+            XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= before + 3 }, "spans: \(spans.all.map(\.name))")
+            usleep(300_000)
+            let handled = Array(spans.all.dropFirst(before))
+            XCTAssertEqual(handled.count, 3, "\(route): handler, its one client call, the upstream request: \(handled.map(\.name))")
+            let handler = try XCTUnwrap(handled.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == route })
+            let call = try XCTUnwrap(handled.first { $0.kind == .client })
+            let upstream = try XCTUnwrap(handled.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == "/hello" })
+            XCTAssertEqual(call.parentSpanID, handler.spanID, "\(route): the call is the handler's child")
+            XCTAssertEqual(upstream.parentSpanID, call.spanID, "\(route): the upstream request is the client call's child")
+            XCTAssertEqual(Set([handler.traceID, call.traceID, upstream.traceID]).count, 1, "\(route): one trace")
+            return (handler, call, upstream)
+        }
+        let overHTTP1 = try proxied("/proxy", over: "--http1.1", answer: "upstream 200 HTTP/1.1")
+        XCTAssertEqual(overHTTP1.call.string(SemanticConventions.urlFull), "\(base)/hello")
 
         // The same call over HTTP/2: the HTTP/2 parser also reads the client's plaintext, but the call is the Go
         // tracer's span (one per call), which the parser names for the upstream request's link.
-        XCTAssertEqual(try curl(["-k", "--http1.1", "\(base)/proxy-h2?to=\(upstream)"]), "upstream 200 HTTP/2.0")
-        XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= 11 }, "spans: \(spans.all.map(\.name))")
-        usleep(300_000)
-        let overHTTP2 = Array(spans.all.dropFirst(8))
-        XCTAssertEqual(overHTTP2.count, 3, "handler, its one client call, the upstream request: \(overHTTP2.map(\.name))")
-        let handler2 = try XCTUnwrap(overHTTP2.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == "/proxy-h2" })
-        let client2 = try XCTUnwrap(overHTTP2.first { $0.kind == .client })
-        let upstream2 = try XCTUnwrap(overHTTP2.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == "/hello" })
-        XCTAssertEqual(upstream2.string(SemanticConventions.networkProtocolVersion), "2")
-        XCTAssertEqual(client2.parentSpanID, handler2.spanID)
-        XCTAssertEqual(upstream2.traceID, handler2.traceID, "one trace")
-        XCTAssertEqual(upstream2.parentSpanID, client2.spanID, "the upstream request is the client call's child")
+        let callOverHTTP2 = try proxied("/proxy-h2", over: "--http1.1", answer: "upstream 200 HTTP/2.0")
+        XCTAssertEqual(callOverHTTP2.upstream.string(SemanticConventions.networkProtocolVersion), "2")
 
         // The handler itself served over HTTP/2: net/http runs it on a goroutine of its own (runHandler), not the
         // connection's reader that read the request; the tracer names it (its probes came with the server's
@@ -136,19 +132,8 @@ final class GoTLSCaptureTests: XCTestCase {
         var routes = ["/proxy-h2"]
         if recordsCreator { routes.append("/proxy-h2-async") }
         for route in routes {
-            let before = spans.all.count
-            XCTAssertEqual(try curl(["-k", "--http2", "\(base)\(route)?to=\(upstream)"]), "upstream 200 HTTP/2.0")
-            XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= before + 3 }, "spans: \(spans.all.map(\.name))")
-            usleep(300_000)
-            let handled = Array(spans.all.dropFirst(before))
-            XCTAssertEqual(handled.count, 3, "\(route): handler, its call, the upstream request: \(handled.map(\.name))")
-            let handler = try XCTUnwrap(handled.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == route })
-            XCTAssertEqual(handler.string(SemanticConventions.networkProtocolVersion), "2")
-            let call = try XCTUnwrap(handled.first { $0.kind == .client })
-            let upstream = try XCTUnwrap(handled.first { $0.kind == .server && $0.string(SemanticConventions.urlPath) == "/hello" })
-            XCTAssertEqual(call.parentSpanID, handler.spanID, "\(route): the call is the HTTP/2 handler's child")
-            XCTAssertEqual(upstream.parentSpanID, call.spanID)
-            XCTAssertEqual(Set([handler.traceID, call.traceID, upstream.traceID]).count, 1, "\(route): one trace")
+            let handledOverHTTP2 = try proxied(route, over: "--http2", answer: "upstream 200 HTTP/2.0")
+            XCTAssertEqual(handledOverHTTP2.handler.string(SemanticConventions.networkProtocolVersion), "2")
         }
         XCTAssertEqual(harness.agent.unclaimedConnections(pid: server.pid), 0)
     }

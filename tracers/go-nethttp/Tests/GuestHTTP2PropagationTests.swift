@@ -148,7 +148,7 @@ final class GuestHTTP2PropagationTests: XCTestCase {
     /// Starts the back and the front service, the agent selecting the front by PID with `--context-propagation
     /// go`, sends two requests with a traceparent through each of the front's routes (the second one on the
     /// connections the first opened), stops the agent and prints its log and spans.
-    static let script = """
+    static let script: String = """
         service=$1 tracer=$2
         $service back > /tmp/back.out &
         $service front > /tmp/front.port &
@@ -158,7 +158,7 @@ final class GuestHTTP2PropagationTests: XCTestCase {
         front=$(head -n1 /tmp/front.port)
         $tracer --pid $front_pid --context-propagation go --print json --log-level info > /tmp/spans.json 2> /tmp/tracer.log &
         agent=$!
-        for i in $(seq 1 300); do grep -q "tracing:" /tmp/tracer.log && break; sleep 0.2; done
+        \(GuestPropagationTests.awaitAgent)
         index=0
         for url in "/h2?to=$h2/" "/h2?to=$h2/" "/grpc?to=$grpc" "/grpc?to=$grpc"; do
             wget -q -O /tmp/body --header "traceparent: 00-\(traceID)-\(callerSpanID)-01" "http://127.0.0.1:$front$url"
@@ -166,14 +166,6 @@ final class GuestHTTP2PropagationTests: XCTestCase {
             index=$((index + 1))
             sleep 0.3
         done
-        sleep 1
-        kill -TERM $agent
-        wait $agent
-        echo "agent exit: $?"
-        echo "--- log"
-        cat /tmp/tracer.log
-        echo "--- spans"
-        cat /tmp/spans.json
-        echo "--- end"
+        \(GuestPropagationTests.stopAgentAndPrint)
         """
 }

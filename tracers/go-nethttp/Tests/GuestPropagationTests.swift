@@ -44,7 +44,7 @@ final class GuestPropagationTests: XCTestCase {
 
     /// Starts the back and the front service, the agent selecting both by executable path, sends one
     /// request with a traceparent through the front service, stops the agent and prints its log and spans.
-    static let script = """
+    static let script: String = """
         server=$1 tracer=$2
         $server > /tmp/back.port &
         $server > /tmp/front.port &
@@ -52,10 +52,19 @@ final class GuestPropagationTests: XCTestCase {
         back=$(head -n1 /tmp/back.port) front=$(head -n1 /tmp/front.port)
         $tracer --exe "$server" --context-propagation go --print json --log-level info > /tmp/spans.json 2> /tmp/tracer.log &
         agent=$!
-        for i in $(seq 1 300); do grep -q "tracing:" /tmp/tracer.log && break; sleep 0.2; done
+        \(awaitAgent)
         wget -q -O /tmp/body --header "traceparent: 00-\(traceID)-\(callerSpanID)-01" \\
             "http://127.0.0.1:$front/proxy?to=http://127.0.0.1:$back/hello"
         echo "body: $(cat /tmp/body)"
+        \(stopAgentAndPrint)
+        """
+
+    /// Script lines shared by the guest propagation tests: wait until the agent (`$agent`, logging to
+    /// /tmp/tracer.log) traces; then stop it and print its log and spans between the markers ``spans(in:)`` reads.
+    static let awaitAgent: String = """
+        for i in $(seq 1 300); do grep -q "tracing:" /tmp/tracer.log && break; sleep 0.2; done
+        """
+    static let stopAgentAndPrint: String = """
         sleep 1
         kill -TERM $agent
         wait $agent
