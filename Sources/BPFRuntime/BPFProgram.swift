@@ -125,12 +125,14 @@ public final class BPFProgram: @unchecked Sendable {
     }
 
     /// How often the program ran and for how long, from `bpf_prog_info` (Linux 5.1). The kernel counts
-    /// only while statistics are enabled (`BPFStatistics.enable()` or sysctl `kernel.bpf_stats_enabled`).
+    /// runs only while statistics are enabled (`BPFStatistics.enable()` or sysctl `kernel.bpf_stats_enabled`);
+    /// recursion misses always (Linux 5.12).
     public func runtimeStatistics() throws -> ProgramStatistics {
         var info = bpf_prog_info()
         var length = UInt32(MemoryLayout<bpf_prog_info>.size)
         try check(bpf_obj_get_info_by_fd(fd, &info, &length), "read info of program \(name)")
-        return ProgramStatistics(program: name, runCount: info.run_cnt, runTimeNanoseconds: info.run_time_ns)
+        return ProgramStatistics(program: name, runCount: info.run_cnt, runTimeNanoseconds: info.run_time_ns,
+                                 recursionMisses: info.recursion_misses)
     }
 }
 
@@ -144,6 +146,9 @@ public struct ProgramStatistics: Sendable, Equatable {
     public let program: BPFProgramName
     public let runCount: UInt64
     public let runTimeNanoseconds: UInt64
+    /// Times the kernel skipped the program because it was already running on that CPU
+    /// (`bpf_prog_info.recursion_misses`; e.g. a completion in an interrupt on top of the same hook).
+    public var recursionMisses: UInt64 = 0
 
     /// Mean time per run, in nanoseconds (0 before the first run).
     public var averageNanoseconds: Double { runCount == 0 ? 0 : Double(runTimeNanoseconds) / Double(runCount) }

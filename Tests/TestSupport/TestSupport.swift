@@ -141,6 +141,15 @@ public func runProduct(_ name: String, _ arguments: [String]) throws -> (status:
     return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self))
 }
 
+/// The value of counter `name` on the last counters line a `tracer tool` printed to `stderr`
+/// (`tracer tool NAME: histogram.overflow 0, state.overflow 3, …`); nil when that line does not name it.
+public func toolCounter(_ name: String, in stderr: String) -> UInt64? {
+    guard let line = stderr.split(separator: "\n").last(where: { $0.hasPrefix("tracer tool ") && $0.contains(name + " ") }),
+          let counters = line.split(separator: ":", maxSplits: 1).last else { return nil }
+    let fields = counters.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    return fields.lazy.compactMap { $0.hasPrefix(name + " ") ? UInt64($0.dropFirst(name.count + 1)) : nil }.first
+}
+
 /// A loopback TCP port the kernel handed out a moment ago and that nothing listens on now: servers the
 /// tests start bind it, instead of a port derived from the pid that another test's socket may still hold.
 public func unusedTCPPort() -> Int {

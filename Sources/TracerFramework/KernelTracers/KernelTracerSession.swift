@@ -166,6 +166,8 @@ public final class KernelTracerSession: @unchecked Sendable {
                           value: kernelStat(KERNEL_STAT_HIST_OVERFLOW)),
             TracerCounter("state.overflow", help: "In-flight starts the kernel could not store (their table was full): samples lost.",
                           value: kernelStat(KERNEL_STAT_STATE_OVERFLOW)),
+            TracerCounter("hooks.missed", help: "Hook runs the kernel skipped because the program was already running on that CPU (bpf_prog_info.recursion_misses): samples lost.",
+                          value: { [self] in programStatistics().reduce(0) { $0 &+ $1.recursionMisses } }),
         ]
         if tracer.emitsEvents {
             counters += [

@@ -90,14 +90,16 @@ final class BiolatencyToolTests: XCTestCase {
         Set(ours.keys).union(theirs.keys).reduce(0) { $0 + abs((ours[$1] ?? 0) - (theirs[$1] ?? 0)) } / 2
     }
 
-    /// What one traced workload produced: the loop device, each tool's output, and the reads and writes
-    /// the kernel completed on the device meanwhile (`/sys/block/NAME/stat`, fields 1 and 5).
+    /// What one traced workload produced: the loop device, each tool's output, the reads and writes
+    /// the kernel completed on the device meanwhile (`/sys/block/NAME/stat`, fields 1 and 5), and the runs
+    /// of our hooks the kernel skipped (`hooks.missed`: the program already ran on that CPU, any disk).
     struct Run {
         let disk: String
         let ours: String
         let theirs: String
         let completedReads: Int
         let completedWrites: Int
+        let missed: Int
     }
 
     /// Reads and writes completed on disk `name` so far (`/sys/block/NAME/stat`, fields 1 and 5).
@@ -125,35 +127,40 @@ final class BiolatencyToolTests: XCTestCase {
         XCTAssertEqual(ours.stop(), 0, ours.stderr)
         XCTAssertEqual(theirs.stop(), 0, theirs.stderr)
         XCTAssertTrue(ours.stderr.contains("hooks: tp_btf block_rq_insert, block_rq_issue, block_rq_complete"), ours.stderr)
-        XCTAssertTrue(ours.stderr.contains("state.overflow 0"), ours.stderr)
+        XCTAssertEqual(toolCounter("state.overflow", in: ours.stderr), 0, ours.stderr)
+        let missed = try XCTUnwrap(toolCounter("hooks.missed", in: ours.stderr), ours.stderr)
         return Run(disk: loop.name, ours: ours.stdout, theirs: theirs.stdout,
-                   completedReads: after.reads - before.reads, completedWrites: after.writes - before.writes)
+                   completedReads: after.reads - before.reads, completedWrites: after.writes - before.writes, missed: Int(missed))
     }
 
     /// Checks the loop device's histograms against the workload: the kernel completed 2000 writes and at
-    /// least 2000 reads (udev may probe the device), and ours count each at most 0.5 % fewer (a few runs in
-    /// twenty, on a loaded machine, lost 1 to 6 reads, from libbpf-tools' histograms as well), none more;
-    /// and against libbpf-tools' (totals
-    /// within 1 %, at most 5 % of the samples in another bucket: the two programs read the clock a few
-    /// hundred nanoseconds apart, which moves the samples lying that close to a bucket boundary; up to
-    /// 66 of 4000 seen when the latencies crowd around 32 µs). Returns our histograms.
+    /// least 2000 reads (udev may probe the device); ours count none more, and each at most 0.5 % fewer
+    /// besides what the same hooks cost libbpf-tools (its shortfall against the kernel's count: a few runs in
+    /// twenty, on a loaded machine, lost 1 to 6 reads, once in CI 32, from both tools' histograms alike, with
+    /// no hook run skipped) and the hook runs the kernel skipped for us (`hooks.missed`). Against libbpf-tools'
+    /// histogram: totals within 1 %, at most 5 % of the samples in another bucket (the two programs read the
+    /// clock a few hundred nanoseconds apart, which moves the samples lying that close to a bucket boundary;
+    /// up to 66 of 4000 seen when the latencies crowd around 32 µs). Returns our histograms.
     @discardableResult
     private func compare(_ run: Run, label: String) throws -> [String: [Int: Int]] {
         XCTAssertEqual(run.completedWrites, Self.requests)
         XCTAssertGreaterThanOrEqual(run.completedReads, Self.requests)
         let ours = ourHistograms(run.ours, disk: run.disk)
         let writes = try XCTUnwrap(ours["write"], run.ours), reads = try XCTUnwrap(ours["read"], run.ours)
-        for (histogram, completed) in [(writes, run.completedWrites), (reads, run.completedReads)] {
-            XCTAssertLessThanOrEqual(total(histogram), completed, "kernel: \(completed); ours \(histogram)")
-            XCTAssertGreaterThanOrEqual(Double(total(histogram)), 0.995 * Double(completed), "kernel: \(completed); ours \(histogram)")
-        }
-        XCTAssertTrue(writes.keys.allSatisfy { $0 > 0 && ($0 + 1) & $0 == 0 }, "log2 upper bounds 2^n − 1: \(writes)")
-
         let allOurs = merged(Array(ours.values)), theirs = libbpfHistogram(run.theirs, disk: run.disk)
         let (ourTotal, theirTotal) = (total(allOurs), total(theirs))
-        print("biolatency comparison (\(label)) on \(run.disk): tracer \(ourTotal) requests \(allOurs.filter { $0.value > 0 }.sorted { $0.key < $1.key }), "
+        let theirShortfall = max(0, run.completedReads + run.completedWrites - theirTotal)
+        print("biolatency comparison (\(label)) on \(run.disk): kernel \(run.completedReads + run.completedWrites) requests, hooks.missed \(run.missed), "
+              + "tracer \(ourTotal) \(allOurs.filter { $0.value > 0 }.sorted { $0.key < $1.key }), "
               + "libbpf-tools \(theirTotal) \(theirs.filter { $0.value > 0 }.sorted { $0.key < $1.key }), \(moved(allOurs, theirs)) in another bucket")
-        XCTAssertGreaterThanOrEqual(Double(theirTotal), 0.995 * Double(2 * Self.requests), run.theirs)
+        for (histogram, completed) in [(writes, run.completedWrites), (reads, run.completedReads)] {
+            let message = "kernel: \(completed); ours \(histogram); hooks.missed \(run.missed); libbpf-tools short by \(theirShortfall)"
+            XCTAssertLessThanOrEqual(total(histogram), completed, message)
+            XCTAssertGreaterThanOrEqual(Double(total(histogram)), 0.995 * Double(completed) - Double(run.missed + theirShortfall), message)
+        }
+        XCTAssertTrue(writes.keys.allSatisfy { $0 > 0 && ($0 + 1) & $0 == 0 }, "log2 upper bounds 2^n − 1: \(writes)")
+        // The reference itself saw nearly all of the workload.
+        XCTAssertGreaterThanOrEqual(Double(theirTotal), 0.98 * Double(2 * Self.requests), run.theirs)
         XCTAssertLessThanOrEqual(abs(Double(ourTotal - theirTotal)), 0.01 * Double(theirTotal), "ours \(allOurs), libbpf-tools \(theirs)\n\(run.theirs)")
         XCTAssertLessThanOrEqual(Double(moved(allOurs, theirs)), 0.05 * Double(theirTotal), "ours \(allOurs), libbpf-tools \(theirs)")
         return ours
@@ -190,10 +197,12 @@ final class BiolatencyToolTests: XCTestCase {
             counts[labels["disk.io.direction"] as? String ?? "?", default: 0] += histogram["count"] as? Int ?? 0
         }
         XCTAssertEqual(Set(counts.keys), ["read", "write"], ours.stdout)
+        let missed = try XCTUnwrap(toolCounter("hooks.missed", in: ours.stderr), ours.stderr)
         for (direction, completed) in [("write", after.writes - before.writes), ("read", after.reads - before.reads)] {
             let seen = counts[direction] ?? 0
             XCTAssertLessThanOrEqual(seen, completed, "\(direction): kernel \(completed), ours \(seen)")
-            XCTAssertGreaterThanOrEqual(Double(seen), 0.995 * Double(completed), "\(direction): kernel \(completed), ours \(seen)")
+            XCTAssertGreaterThanOrEqual(Double(seen), 0.995 * Double(completed) - Double(missed),
+                                        "\(direction): kernel \(completed), ours \(seen), hooks.missed \(missed)")
         }
     }
 
