@@ -9,13 +9,15 @@ final class FlowTraffic {
     static let ip = "/usr/sbin/ip"
 
     /// Modes: `tcp-serve HOST PORT` (prints the port, reads one connection to EOF, prints the bytes),
-    /// `tcp-send HOST PORT BYTES` (prints its source port, sends, waits for the server to close, prints the bytes),
+    /// `tcp-send HOST PORT BYTES` (prints its source port, sends, waits for the server to close, prints the bytes
+    /// and the payload bytes TCP retransmitted, `tcp_info.tcpi_bytes_retrans`),
     /// `udp-serve HOST PORT COUNT` (prints the port, receives COUNT datagrams or until 5 s of silence, prints the bytes),
     /// `udp-send HOST PORT SIZE COUNT SOCKETS` (prints the first socket's source port; each socket sends COUNT
     /// datagrams; then prints the bytes sent and how many distinct source ports, i.e. flows, the sockets had).
     /// HOST is an IPv4 or IPv6 address.
     static let source = """
         #include <arpa/inet.h>
+        #include <linux/tcp.h>
         #include <stdio.h>
         #include <stdlib.h>
         #include <string.h>
@@ -85,8 +87,11 @@ final class FlowTraffic {
                 }
                 shutdown(c, SHUT_WR);
                 while (recv(c, buffer, sizeof(buffer), 0) > 0) {}
+                struct tcp_info info = {0};
+                socklen_t info_length = sizeof(info);
+                if (getsockopt(c, IPPROTO_TCP, TCP_INFO, &info, &info_length)) fail("TCP_INFO");
                 close(c);
-                printf("%ld\\n", size);
+                printf("%ld\\n%llu\\n", size, (unsigned long long)info.tcpi_bytes_retrans);
             } else if (!strcmp(mode, "udp-serve") && argc > 4) {
                 int count = atoi(argv[4]), received = 0, size = 4 << 20;
                 int s = socket(family, SOCK_DGRAM, 0);
