@@ -61,6 +61,9 @@ public final class CaptureConnection: @unchecked Sendable {
     public internal(set) var isTLS: Bool
     /// Both ends, raw (same-host linking, ``PeerLinks``); nil when unknown.
     let ends: ConnectionEnds?
+    /// Same-host linking found no traced client at the other end of this server connection: its reads skip
+    /// the lookup until a client request with these ends shows up (``PeerLinks``).
+    var peerUntraced = false
 
     public init(id: UInt64, local: SocketAddress?, peer: SocketAddress?, isTLS: Bool) {
         self.id = id

@@ -177,8 +177,9 @@ public final class ConnectionTracker: @unchecked Sendable {
         case UInt32(CAPTURE_EVENT_CLOSE):
             guard event.count >= MemoryLayout<capture_close_event>.size else { return malformed() }
             let close = event.loadUnaligned(as: capture_close_event.self)
-            peerLinks.closed(connection: close.connection)
-            guard let entry = entries.removeValue(forKey: close.connection) else {
+            let closed = entries.removeValue(forKey: close.connection)
+            peerLinks.closed(connection: close.connection, closed?.connection)
+            guard let entry = closed else {
                 // TLS whose plaintext no hook read (neither libssl nor Go's crypto/tls): not traced, and said so.
                 if close.flags & UInt8(CAPTURE_FLAG_TLS) != 0, close.bytes_sent &+ close.bytes_received > 0 {
                     countUnreadTLS(pid: close.header.pid)

@@ -93,6 +93,8 @@ public final class PeerLinks: @unchecked Sendable {
     }
 
     struct WaitingServer {
+        /// The server's connection (marked ``CaptureConnection/peerUntraced`` when its span ends unlinked).
+        var connection: CaptureConnection
         var namespace: UInt64
         var spanID: SpanID
         var goroutine: TraceContexts.Goroutine
@@ -118,6 +120,9 @@ public final class PeerLinks: @unchecked Sendable {
     private var waiting: [StreamKey: WaitingServer] = [:]
     private var waitingBySpan: [SpanID: StreamKey] = [:]
     private var resolved: [SpanID: SpanIdentity] = [:]
+    /// Server connections whose first waiting read ended with no client request, by the client's view of their
+    /// ends: a client request with those ends makes them look again.
+    private var untracedServers: [ConnectionEnds: CaptureConnection] = [:]
     private var newest: UInt64 = 0
     private var insertsSinceSweep = 0
 
@@ -154,6 +159,7 @@ public final class PeerLinks: @unchecked Sendable {
                        fingerprint: UInt64, identity: SpanIdentity) {
         guard let ends = connection.ends, let namespace = namespace(chunkNamespace, pid) else { return }
         let key = StreamKey(ends: ends, position: position)
+        if !untracedServers.isEmpty, let server = untracedServers.removeValue(forKey: ends) { server.peerUntraced = false }
         note(timestamp)
         if requests.count >= Self.limit {
             counters.evicted.add(UInt64(requests.count), ordering: .relaxed)
@@ -190,9 +196,11 @@ public final class PeerLinks: @unchecked Sendable {
     /// at `timestamp`: the child of the client span at the other end, or else `provisional` (which waits for
     /// that client's request for a little while). `keepingTrace`: `provisional` holds ids the kernel decided,
     /// which its calls may already carry (network propagation): a client in another trace is not linked.
+    /// A connection whose earlier request found no client by the end of its span (an untraced client, as
+    /// most are) costs nothing more here until a traced client's request with its ends is seen.
     func server(connection: CaptureConnection, pid: UInt32, namespace chunkNamespace: UInt32, goid: UInt64, position: UInt64,
                 timestamp: UInt64, fingerprint: UInt64, provisional: SpanIdentity, keepingTrace: Bool = false) -> SpanIdentity {
-        guard let ends = connection.ends, let namespace = namespace(chunkNamespace, pid) else { return provisional }
+        guard !connection.peerUntraced, let ends = connection.ends, let namespace = namespace(chunkNamespace, pid) else { return provisional }
         let key = StreamKey(ends: ends.reversed, position: position)
         note(timestamp)
         if let candidates = requests[key] {
@@ -223,21 +231,32 @@ public final class PeerLinks: @unchecked Sendable {
             waitingBySpan.removeAll()
         }
         if let earlier = waiting[key] { waitingBySpan[earlier.spanID] = nil }
-        waiting[key] = WaitingServer(namespace: namespace, spanID: provisional.spanID, goroutine: .init(pid: pid, goid: goid),
+        waiting[key] = WaitingServer(connection: connection, namespace: namespace, spanID: provisional.spanID, goroutine: .init(pid: pid, goid: goid),
                                      timestamp: timestamp, fingerprint: fingerprint, keptTrace: keepingTrace ? provisional.traceID : nil)
         waitingBySpan[provisional.spanID] = key
         return provisional
     }
 
     /// The server span `spanID` ended: the ids it took after its read (its client's request came later), once;
-    /// a request still waiting for its client stops waiting.
+    /// a request still waiting for its client stops waiting, and its connection is taken for one whose client is
+    /// not traced.
     func finish(_ spanID: SpanID) -> SpanIdentity? {
-        if !waitingBySpan.isEmpty, let key = waitingBySpan.removeValue(forKey: spanID) { waiting[key] = nil }
+        if !waitingBySpan.isEmpty, let key = waitingBySpan.removeValue(forKey: spanID), let server = waiting.removeValue(forKey: key) {
+            if untracedServers.count >= Self.limit {
+                counters.evicted.add(UInt64(untracedServers.count), ordering: .relaxed)
+                for connection in untracedServers.values { connection.peerUntraced = false }
+                untracedServers.removeAll()
+            }
+            server.connection.peerUntraced = true
+            untracedServers[key.ends] = server.connection
+        }
         return resolved.isEmpty ? nil : resolved.removeValue(forKey: spanID)
     }
 
-    /// The connection `id` closed: its requests can no longer be read by anyone.
-    func closed(connection id: UInt64) {
+    /// The connection `id` closed (`connection`: its state, when the tracker followed it): its requests can no
+    /// longer be read by anyone.
+    func closed(connection id: UInt64, _ connection: CaptureConnection? = nil) {
+        if let connection, connection.peerUntraced, let ends = connection.ends { untracedServers[ends.reversed] = nil }
         guard let keys = requestsByConnection.removeValue(forKey: id) else { return }
         for key in keys {
             guard let remaining = requests[key]?.filter({ $0.connection != id }) else { continue }

@@ -111,6 +111,28 @@ final class SameHostLinkingReplayTests: XCTestCase {
         XCTAssertEqual(replay.counters.linkedLate.load(ordering: .relaxed), 1)
     }
 
+    /// A server request that ended with no client seen marks its connection as one whose client is not traced
+    /// (its later reads skip the lookup); a traced client's request with those ends, however late, undoes that.
+    func testAConnectionWhoseFirstRequestFoundNoClientLinksOnceItsClientIsSeen() throws {
+        let replay = Replay()
+        let first = bytes("GET /first HTTP/1.1\r\n\r\n"), second = bytes("GET /second HTTP/1.1\r\n\r\n")
+        let response = bytes("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        replay.feed(CaptureEvents.chunk(connection: 2, pid: me, goid: 5, direction: .receive, data: first, timestamp: 20, tuple: serverTuple))
+        replay.feed(CaptureEvents.chunk(connection: 2, pid: me, direction: .send, data: response, timestamp: 30, tuple: serverTuple))
+        XCTAssertEqual(replay.span(.server, "/first")?.parentSpanID, .invalid, "no client request by the end of the span")
+        // The client's write of /first is seen after all, then its /second, then the server reads /second.
+        replay.feed(CaptureEvents.chunk(connection: 1, pid: me, direction: .send, data: first, timestamp: 35, tuple: clientTuple))
+        replay.feed(CaptureEvents.chunk(connection: 1, pid: me, direction: .receive, data: response, timestamp: 40, tuple: clientTuple))
+        replay.feed(CaptureEvents.chunk(connection: 1, pid: me, direction: .send, data: second, timestamp: 50, tuple: clientTuple))
+        replay.feed(CaptureEvents.chunk(connection: 2, pid: me, goid: 5, direction: .receive, data: second, timestamp: 60, tuple: serverTuple))
+        replay.feed(CaptureEvents.chunk(connection: 2, pid: me, direction: .send, data: response, timestamp: 70, tuple: serverTuple))
+        replay.feed(CaptureEvents.chunk(connection: 1, pid: me, direction: .receive, data: response, timestamp: 80, tuple: clientTuple))
+        let client = try XCTUnwrap(replay.span(.client, "/second")), server = try XCTUnwrap(replay.span(.server, "/second"))
+        XCTAssertEqual(server.traceID, client.traceID)
+        XCTAssertEqual(server.parentSpanID, client.spanID)
+        XCTAssertEqual(replay.counters.linked.load(ordering: .relaxed), 1)
+    }
+
     func testPipelinedRequestsLinkEachToItsOwnClientSpan() throws {
         let replay = Replay()
         let first = bytes("GET /a HTTP/1.1\r\n\r\n"), second = bytes("GET /b HTTP/1.1\r\n\r\n")
