@@ -63,6 +63,7 @@ struct RESPStream {
 
     /// Reads one transfer: `data` its captured prefix, `length` its full size. Reports what went by; marks the
     /// stream broken when the bytes are not RESP, or when uncaptured bytes held more than a payload.
+    @inline(__always)
     mutating func feed(_ data: UnsafeRawBufferPointer, length: UInt64, _ report: (Item) -> Void) {
         guard !broken else { return }
         var index = 0
@@ -118,6 +119,7 @@ struct RESPStream {
     }
 
     /// One header line without its LF (`data`/`index`: the read, to report a bulk payload that follows).
+    @inline(__always)
     private mutating func header(_ rawLine: UnsafeRawBufferPointer, data: UnsafeRawBufferPointer, index: inout Int,
                                  overflow: Bool = false, _ report: (Item) -> Void) {
         var text = rawLine
@@ -166,6 +168,7 @@ struct RESPStream {
     }
 
     /// An element ended: the aggregates it completes end too; at the top, the value ends.
+    @inline(__always)
     private mutating func finishElement(_ report: (Item) -> Void) {
         while let last = remaining.last {
             remaining[remaining.count - 1] = last - 1
