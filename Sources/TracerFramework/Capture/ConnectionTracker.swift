@@ -293,6 +293,7 @@ public final class ConnectionTracker: @unchecked Sendable {
             exchanges.removeSubrange(first...)
             return
         }
+        guard peerLinks.hasServersToFinish else { return }
         for index in first..<exchanges.count {
             if let linked = peerLinks.finish(exchanges[index].identity.spanID) { exchanges[index].identity = linked }
         }

@@ -237,6 +237,9 @@ public final class PeerLinks: @unchecked Sendable {
         return provisional
     }
 
+    /// Whether some server span waits for its client or took ids late: ``finish(_:)`` has work.
+    var hasServersToFinish: Bool { !waitingBySpan.isEmpty || !resolved.isEmpty }
+
     /// The server span `spanID` ended: the ids it took after its read (its client's request came later), once;
     /// a request still waiting for its client stops waiting, and its connection is taken for one whose client is
     /// not traced.
