@@ -592,10 +592,11 @@ final class HTTP2ConnectionParser: ConnectionParser {
         }
         if stream.ofAnotherTracer { return }
         let target = stream.path ?? ""
-        let query = target.firstIndex(of: "?")
+        // Searched as bytes: a Character search walks grapheme clusters (it was a tenth of the agent's CPU).
+        let query = target.utf8.firstIndex(of: UInt8(ascii: "?"))
         var exchange = HTTPExchange(pid: stream.pid, role: role, method: stream.method ?? "_OTHER",
                                     path: query.map { String(target[..<$0]) } ?? target,
-                                    query: query.map { HTTPSpans.redactQuery(target[target.index(after: $0)...]) },
+                                    query: query.map { HTTPSpans.redactQuery(target[target.utf8.index(after: $0)...]) },
                                     target: target, tls: connection.isTLS,
                                     start: stream.start, end: max(stream.end, stream.start), identity: stream.identity)
         exchange.protocolVersion = "2"
@@ -612,9 +613,10 @@ final class HTTP2ConnectionParser: ConnectionParser {
 
     /// `/package.Service/Method` → (`package.Service`, `Method`) (gRPC over HTTP/2: the path names both).
     static func grpcServiceAndMethod(_ path: String) -> (String, String)? {
-        guard path.first == "/", let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return nil }
-        let service = path[path.index(after: path.startIndex)..<slash]
-        let method = path[path.index(after: slash)...]
+        let bytes = path.utf8
+        guard bytes.first == UInt8(ascii: "/"), let slash = bytes.lastIndex(of: UInt8(ascii: "/")), slash != bytes.startIndex else { return nil }
+        let service = path[bytes.index(after: bytes.startIndex)..<slash]
+        let method = path[bytes.index(after: slash)...]
         guard !service.isEmpty, !method.isEmpty else { return nil }
         return (String(service), String(method))
     }
