@@ -558,32 +558,27 @@ public final class Agent: @unchecked Sendable {
             }
             if let span = loaded.tracer.decode(event, context: context) { spans.append(span) }
         }
-        for exchange in exchanges { if let span = span(of: exchange) { spans.append(span) } }
+        // Consecutive exchanges are mostly one process's: its resource is looked up (under the table's lock) once.
+        var last: (pid: UInt32, resource: Resource?) = (0, nil)
+        for exchange in exchanges {
+            let pid = exchange.pid
+            if pid != last.pid { last = (pid, captureContext.resource(Int32(bitPattern: pid))) }
+            guard let resource = last.resource else { continue }
+            spans.append(span(of: exchange, resource: resource))
+        }
         guard !spans.isEmpty else { return }
         metrics.spans.add(UInt64(spans.count), ordering: .relaxed)
         for sink in configuration.sinks { sink.consume(spans) }
     }
 
-    /// The span of a protocol parser's exchange, by its semantic-convention family; nil when its process
-    /// is no longer selected.
-    private func span(of exchange: Exchange) -> Span? {
-        switch exchange {
-        case .http(let http):
-            guard let resource = captureContext.resource(Int32(bitPattern: http.pid)) else { return nil }
-            return HTTPSpans.span(http, resource: resource, scope: captureContext.scope,
-                                  unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
-        case .database(let database):
-            guard let resource = captureContext.resource(Int32(bitPattern: database.pid)) else { return nil }
-            return DatabaseSpans.span(database, resource: resource, scope: captureContext.scope,
-                                      unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
-        case .messaging(let message):
-            guard let resource = captureContext.resource(Int32(bitPattern: message.pid)) else { return nil }
-            return MessagingSpans.span(message, resource: resource, scope: captureContext.scope,
-                                       unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
-        case .rpc(let rpc):
-            guard let resource = captureContext.resource(Int32(bitPattern: rpc.pid)) else { return nil }
-            return RPCSpans.span(rpc, resource: resource, scope: captureContext.scope,
-                                 unixNanoseconds: captureContext.unixNanoseconds(monotonic:))
+    /// The span of a protocol parser's exchange, by its semantic-convention family, with `resource`: its process's.
+    private func span(of exchange: Exchange, resource: Resource) -> Span {
+        let (scope, clock) = (captureContext.scope, captureContext.unixNanoseconds(monotonic:))
+        return switch exchange {
+        case .http(let http): HTTPSpans.span(http, resource: resource, scope: scope, unixNanoseconds: clock)
+        case .database(let database): DatabaseSpans.span(database, resource: resource, scope: scope, unixNanoseconds: clock)
+        case .messaging(let message): MessagingSpans.span(message, resource: resource, scope: scope, unixNanoseconds: clock)
+        case .rpc(let rpc): RPCSpans.span(rpc, resource: resource, scope: scope, unixNanoseconds: clock)
         }
     }
 

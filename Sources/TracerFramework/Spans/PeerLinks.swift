@@ -298,6 +298,16 @@ public final class PeerLinks: @unchecked Sendable {
 }
 
 extension Exchange {
+    /// Host PID of the process that made the exchange, whatever its family.
+    var pid: UInt32 {
+        switch self {
+        case .http(let http): http.pid
+        case .database(let database): database.pid
+        case .messaging(let message): message.pid
+        case .rpc(let rpc): rpc.pid
+        }
+    }
+
     /// The exchange's span ids, whatever its family.
     var identity: SpanIdentity {
         get {
