@@ -51,7 +51,7 @@ port=$(head -n1 "$work/port")
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime in clock ticks
 ticks=$(getconf CLK_TCK)
 # run_cnt per program name (programs of the capture object loaded now).
-program_runs() { bpftool prog show -j | jq -r '.[] | select(.name | startswith("capture_")) | "\(.name) \(.run_cnt // 0)"' | sort; }
+program_runs() { bpftool prog show -j | jq -r '.[] | select(.name | startswith("capture_")) | "\(.name) \(.run_cnt // 0) \(.run_time_ns // 0)"' | sort; }
 
 agent=""
 start_agent() {
@@ -75,7 +75,8 @@ for round in $(seq 1 "$rounds"); do
     values[cpu_$mode]+="$(echo "($after - $before) / $ticks * 1000000 / $n" | bc -l) "
     if [ "$mode" = agent ]; then
       program_runs > "$work/runs.after"
-      join "$work/runs.before" "$work/runs.after" | awk -v n="$n" '$3 > $2 {printf "  round '"$round"' %-34s %6.2f runs per request\n", $1, ($3 - $2) / n}'
+      # name, runs and run time before, then after: the program's own time per run, apart from the probe's trap.
+      join "$work/runs.before" "$work/runs.after" | awk -v n="$n" '$4 > $2 {printf "  round '"$round"' %-34s %6.2f runs per request, %6.0f ns per run\n", $1, ($4 - $2) / n, ($5 - $3) / ($4 - $2)}'
       stop_agent
       echo "  round $round: $n requests, agent $(grep -o "stopped: .*" "$work/agent.log")"
     fi

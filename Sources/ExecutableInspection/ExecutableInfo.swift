@@ -39,8 +39,12 @@ public struct ProbeTarget: Sendable, Codable, Equatable {
     public let tracer: String
     public let symbol: String
     public let address: UInt64
-    /// File offset of the entry, for a uprobe.
+    /// File offset of the entry.
     public let fileOffset: UInt64
+    /// File offset of the entry probe: `fileOffset`, or in a Go function its stack check's conditional jump,
+    /// where the arguments are still the entry's and a uprobe costs one emulated trap
+    /// (``ELFFile/goEntryProbeOffset(address:size:)``).
+    public let entryProbeOffset: UInt64
     /// File offsets of every RET, when the query asked for them.
     public let returnOffsets: [UInt64]
     public let source: SymbolSource

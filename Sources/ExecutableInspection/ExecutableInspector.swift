@@ -62,8 +62,9 @@ public struct ExecutableInspector: Sendable {
             }
             let offset = try elf.fileOffset(forVirtualAddress: address)
             let returns = query.needsReturnOffsets ? try elf.returnOffsets(address: address, size: size) : []
+            let entryProbe = isGo ? (try? elf.goEntryProbeOffset(address: address, size: size)) ?? offset : offset
             targets.append(ProbeTarget(tracer: query.tracer, symbol: query.symbol, address: address, fileOffset: offset,
-                                       returnOffsets: returns, source: source))
+                                       entryProbeOffset: entryProbe, returnOffsets: returns, source: source))
         }
         let language: Language = isGo ? .go : languageHint ?? Language.detect(executable: elf.path, libraries: elf.neededLibraries)
         return ExecutableInfo(path: elf.path, identity: identity, kind: elf.kind, machine: elf.machineName, buildID: elf.buildID,

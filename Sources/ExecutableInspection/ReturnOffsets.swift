@@ -101,9 +101,54 @@ final class Disassembler {
         }
         return offsets
     }
+
+    /// The offset (relative to `code`, a Go function) of the conditional jump of its stack check when only
+    /// instructions that change no argument register come before it, else 0. Go functions start
+    /// `cmp rsp, [r14+16]` (or `lea r12, [rsp-N]; cmp r12, [r14+16]`), then `jbe` to morestack: at the jump
+    /// every argument register, the stack pointer and the return address are still those of the entry. A
+    /// uprobe there costs one trap the kernel emulates (`branch_setup_xol_ops`: jcc rel8/rel32), where one on
+    /// the `cmp` is single-stepped out of line, a second trap (~22 µs against ~0.6 µs on this VM's kernel).
+    func emulatedEntryOffset(in code: UnsafeRawBufferPointer) -> UInt64 {
+        guard let start = code.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return 0 }
+        var cursor: UnsafePointer<UInt8>? = UnsafePointer(start)
+        var remaining = code.count
+        var address: UInt64 = 0
+        for _ in 0..<3 {
+            let at = address
+            guard capstone.disasmIter(handle, &cursor, &remaining, &address, instruction) else { return 0 }
+            let bytes = withUnsafeBytes(of: instruction.pointee.bytes) { Array($0.prefix(Int(instruction.pointee.size))) }
+            switch instruction.pointee.id {
+            case X86_INS_CMP.rawValue, X86_INS_TEST.rawValue:
+                continue // flags only
+            case X86_INS_LEA.rawValue where Self.writesScratchRegister(lea: bytes):
+                continue // r12 or r13: no argument of Go's register ABI
+            default:
+                return Self.isEmulatedConditionalJump(bytes) ? at : 0
+            }
+        }
+        return 0
+    }
+
+    /// `jcc rel8` (70–7f) or `jcc rel32` (0f 80–8f) without prefixes: a jump the kernel emulates.
+    static func isEmulatedConditionalJump(_ bytes: [UInt8]) -> Bool {
+        (bytes.count == 2 && (0x70...0x7F).contains(bytes[0])) || (bytes.count == 6 && bytes[0] == 0x0F && (0x80...0x8F).contains(bytes[1]))
+    }
+
+    /// `lea r12, [...]` or `lea r13, [...]`: REX.W + REX.R (4c), 8d, ModRM reg 4 or 5.
+    static func writesScratchRegister(lea bytes: [UInt8]) -> Bool {
+        bytes.count >= 3 && bytes[0] == 0x4C && bytes[1] == 0x8D && [0x20, 0x28].contains(bytes[2] & 0x38)
+    }
 }
 
 extension ELFFile {
+    /// File offset where an entry uprobe on the Go function `[address, address + size)` costs least: its stack
+    /// check's conditional jump (``Disassembler/emulatedEntryOffset(in:)``), else its first instruction.
+    public func goEntryProbeOffset(address: UInt64, size: UInt64) throws(InspectionError) -> UInt64 {
+        let start = try fileOffset(forVirtualAddress: address)
+        guard machine == 62, size > 0, let code = read(virtualAddress: address, length: min(size, 32)) else { return start }
+        return start + (try disassembler()).emulatedEntryOffset(in: code.bytes)
+    }
+
     /// File offsets of every `RET` inside the function `[address, address + size)`, found with the
     /// capstone x86-64 disassembler. Go functions must never get a uretprobe (the Go runtime copies
     /// stacks and the return-address trampoline crashes the program): put a uprobe on each of these.
@@ -119,16 +164,19 @@ extension ELFFile {
                                   "function 0x\(hex(address))+0x\(hex(size)) is not inside one PT_LOAD segment's file data")
         }
         let start = try fileOffset(forVirtualAddress: address)
-        let disassembler: Disassembler
-        if let capstone {
-            disassembler = capstone
-        } else {
-            do throws(Capstone.Unavailable) { disassembler = try Disassembler() } catch {
-                throw InspectionError(.unsupported, path, "RET offsets need capstone: \(error.reason)")
-            }
-            capstone = disassembler
+        return try disassembler().returnInstructionOffsets(in: code.bytes).map { start + $0 }
+    }
+
+    /// The file's disassembler, opened on first use.
+    private func disassembler() throws(InspectionError) -> Disassembler {
+        if let capstone { return capstone }
+        do throws(Capstone.Unavailable) {
+            let opened = try Disassembler()
+            capstone = opened
+            return opened
+        } catch {
+            throw InspectionError(.unsupported, path, "disassembly needs capstone: \(error.reason)")
         }
-        return disassembler.returnInstructionOffsets(in: code.bytes).map { start + $0 }
     }
 
     /// ``returnOffsets(address:size:)`` of the symbol `name` (its `st_size` bounds the function).

@@ -212,7 +212,8 @@ struct InspectReport: Encodable {
             line("  tracer \(tracer.tracer): \(tracer.found.count) found, \(tracer.missing.count) missing")
             for target in tracer.found {
                 let returns = target.returnOffsets.isEmpty ? "" : ", returns at \(target.returnOffsets.map(hex).joined(separator: " "))"
-                line("    found   \(target.symbol) offset \(hex(target.fileOffset)) (\(target.source.rawValue))\(returns)")
+                let entry = target.entryProbeOffset == target.fileOffset ? "" : ", entry probe at +\(target.entryProbeOffset - target.fileOffset)"
+                line("    found   \(target.symbol) offset \(hex(target.fileOffset)) (\(target.source.rawValue))\(entry)\(returns)")
             }
             for symbol in tracer.missing { line("    missing \(symbol)") }
             for path in tracer.paths { line("    path    \(path)") }

@@ -319,7 +319,7 @@ final class Attacher {
                 continue
             }
             if let entry {
-                groups[GroupKey(program: entry, returnProbe: false), default: Group()].offsets.append(target.fileOffset)
+                groups[GroupKey(program: entry, returnProbe: false), default: Group()].offsets.append(target.entryProbeOffset)
                 groups[GroupKey(program: entry, returnProbe: false)]!.cookies.append(UInt64(index))
             }
             if let returns {

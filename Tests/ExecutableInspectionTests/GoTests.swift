@@ -108,6 +108,44 @@ final class GoTests: XCTestCase {
         for offset in offsets { XCTAssertEqual(bytes[Int(offset)], 0xc3) }
     }
 
+    /// Entry probes of Go functions go on their stack check's conditional jump (a trap the kernel emulates,
+    /// no out-of-line single step), reached only through instructions that change no argument register.
+    func testGoEntryProbesSitOnTheStackCheckJump() throws {
+        let path = try Fixtures.goBinary("go-plain-stripped", flags: ["-ldflags=-s -w"])
+        let elf = try ELFFile(path: path)
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let names: Set<String> = ["net/http.serverHandler.ServeHTTP", "net/http.(*Client).do", "main.main"]
+        let functions = try XCTUnwrap(elf.goFunctions(named: names))
+        XCTAssertEqual(Set(functions.keys), names)
+        for (name, function) in functions {
+            let entry = try elf.fileOffset(forVirtualAddress: function.address)
+            let probe = Int(try elf.goEntryProbeOffset(address: function.address, size: function.size))
+            XCTAssertGreaterThan(probe, Int(entry), name)
+            let jump = Array(bytes[probe..<(probe + 6)])
+            XCTAssertTrue(jump[0] == 0x0F && (0x80...0x8F).contains(jump[1]) || (0x70...0x7F).contains(jump[0]), "\(name): \(jump)")
+            // Before it: `cmp rsp|r12, [r14+16]`, after `lea r12, [rsp-N]` when the frame is large.
+            XCTAssertEqual(Array(bytes[(probe - 4)..<probe]).suffix(3), [0x3B, 0x66, 0x10], name)
+        }
+    }
+
+    /// The instructions an entry probe may be moved past, and where it may not.
+    func testEmulatedEntryOffsetOfCodePatterns() throws {
+        let disassembler = try Disassembler()
+        defer { disassembler.close() }
+        func offset(_ code: [UInt8]) -> UInt64 { code.withUnsafeBytes { disassembler.emulatedEntryOffset(in: $0) } }
+        let cmp: [UInt8] = [0x49, 0x3B, 0x66, 0x10], jbe32: [UInt8] = [0x0F, 0x86, 0x10, 0, 0, 0], jbe8: [UInt8] = [0x76, 0x10]
+        XCTAssertEqual(offset(cmp + jbe32), 4)
+        XCTAssertEqual(offset([0x4C, 0x8D, 0x64, 0x24, 0x98] + [0x4D, 0x3B, 0x66, 0x10] + jbe32), 9, "lea r12, [rsp-0x68]")
+        XCTAssertEqual(offset([0x4C, 0x8D, 0xA4, 0x24, 0x00, 0xFF, 0xFF, 0xFF] + [0x4D, 0x3B, 0x66, 0x10] + jbe8), 12)
+        XCTAssertEqual(offset(jbe8 + cmp), 0, "already a jump")
+        XCTAssertEqual(offset([0x48, 0x8D, 0x44, 0x24, 0xF8] + cmp + jbe32), 0, "lea rax: an argument register changes")
+        XCTAssertEqual(offset([0x48, 0x83, 0xEC, 0x08] + jbe32), 0, "sub rsp: the stack pointer changes")
+        XCTAssertEqual(offset(cmp + [0xE3, 0x10]), 0, "jrcxz is not emulated")
+        XCTAssertEqual(offset(cmp + [0x66] + jbe32), 0, "a prefixed jump is not emulated")
+        XCTAssertEqual(offset(cmp + cmp + cmp + jbe32), 0, "at most three instructions")
+        XCTAssertEqual(offset([]), 0)
+    }
+
     /// Section headers removed (e_shoff/e_shnum/e_shstrndx zeroed, as `sstrip` does): the build info is
     /// found by scanning writable segments for its 16-byte-aligned magic.
     func testBuildInfoWithoutSectionHeaders() throws {

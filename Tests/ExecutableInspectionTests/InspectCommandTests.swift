@@ -34,6 +34,9 @@ final class InspectCommandTests: XCTestCase {
         // go-nethttp's client uprobe target (server requests come from the capture layer's socket hooks),
         // found through .gopclntab in a stripped binary.
         XCTAssertTrue(text.stdout.contains("found   net/http.(*Transport).roundTrip"), text.stdout)
+        // Its entry probe on the stack check's jump, past `lea r12, [rsp-N]; cmp r12, [r14+16]`.
+        let roundTrip = text.stdout.split(separator: "\n").first { $0.contains("found   net/http.(*Transport).roundTrip") } ?? ""
+        XCTAssertTrue(roundTrip.contains(", entry probe at +9,") || roundTrip.contains(", entry probe at +12,"), String(roundTrip))
         let json = try tracer([path, "--json"])
         XCTAssertEqual(json.status, 0, json.stderr)
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
