@@ -154,8 +154,29 @@ final class GuestKernelTracersTests: XCTestCase {
         echo "workload: $W"
         start() { name=$1; shift; $tracer tool $name --json "$@" > /tmp/kt/$name.out 2> /tmp/kt/$name.err & echo $! > /tmp/kt/$name.pid; }
         attached() { waited=0; until grep -q "Ctrl-C to end" /tmp/kt/$1.err || ! kill -0 $(cat /tmp/kt/$1.pid) 2>/dev/null || [ $waited -ge 900 ]; do sleep 0.2; waited=$((waited + 1)); done; }
-        stop() { for name in "$@"; do kill -INT $(cat /tmp/kt/$name.pid) 2>/dev/null; wait $(cat /tmp/kt/$name.pid); echo "=== $name exit $?"; sed 's/^/stderr: /' /tmp/kt/$name.err; cat /tmp/kt/$name.out; done; }
-        phase() { printf x >&3; until grep -q "^done $1" /tmp/kt/workload.out || ! kill -0 $W 2>/dev/null; do sleep 0.1; done; }
+        # A tool that does not stop within 60 s of SIGINT, or a phase that does not end within 120 s, is said by
+        # name (with the workload threads' states) and the script goes on, so a hang fails the step it is in.
+        stop() {
+            for name in "$@"; do
+                pid=$(cat /tmp/kt/$name.pid)
+                kill -INT $pid 2>/dev/null
+                ( sleep 60; kill -KILL $pid 2>/dev/null && echo "=== $name did not stop within 60 s of SIGINT: killed" ) & watchdog=$!
+                wait $pid; echo "=== $name exit $?"
+                kill $watchdog 2>/dev/null
+                sed 's/^/stderr: /' /tmp/kt/$name.err; cat /tmp/kt/$name.out
+            done
+        }
+        phase() {
+            printf x >&3
+            waited=0
+            until grep -q "^done $1" /tmp/kt/workload.out || ! kill -0 $W 2>/dev/null; do
+                sleep 0.1; waited=$((waited + 1))
+                if [ $waited -ge 1200 ]; then
+                    echo "phase $1 did not end within 120 s; workload threads (state, wchan): $(for t in /proc/$W/task/*; do echo "$(cut -d' ' -f3 $t/stat) $(cat $t/wchan)"; done | tr '\n' ',')"
+                    return
+                fi
+            done
+        }
         start runqlat --pid $W
         start tcp
         start oomkill
@@ -205,7 +226,10 @@ final class GuestKernelTracersTests: XCTestCase {
         agent=$!
         waited=0; until grep -q "tracing:" /tmp/kt/agent.err || ! kill -0 $agent 2>/dev/null || [ $waited -ge 900 ]; do sleep 0.2; waited=$((waited + 1)); done
         sleep 1
-        kill -TERM $agent; wait $agent; echo "--- agent exit $?"
+        kill -TERM $agent
+        ( sleep 60; kill -KILL $agent 2>/dev/null && echo "--- agent did not stop within 60 s of SIGTERM: killed" ) & watchdog=$!
+        wait $agent; echo "--- agent exit $?"
+        kill $watchdog 2>/dev/null
         sed 's/^/stderr: /' /tmp/kt/agent.err
         kill $target 2>/dev/null
         echo "=== end"
