@@ -156,16 +156,14 @@ final class GuestKernelTracersTests: XCTestCase {
         attached() { waited=0; until grep -q "Ctrl-C to end" /tmp/kt/$1.err || ! kill -0 $(cat /tmp/kt/$1.pid) 2>/dev/null || [ $waited -ge 900 ]; do sleep 0.2; waited=$((waited + 1)); done; }
         # A tool that does not stop within 60 s of SIGINT, or a phase that does not end within 120 s, is said by
         # name (with the workload threads' states) and the script goes on, so a hang fails the step it is in.
-        stop() {
-            for name in "$@"; do
-                pid=$(cat /tmp/kt/$name.pid)
-                kill -INT $pid 2>/dev/null
-                ( sleep 60; kill -KILL $pid 2>/dev/null && echo "=== $name did not stop within 60 s of SIGINT: killed" ) & watchdog=$!
-                wait $pid; echo "=== $name exit $?"
-                kill $watchdog 2>/dev/null
-                sed 's/^/stderr: /' /tmp/kt/$name.err; cat /tmp/kt/$name.out
-            done
+        # halt SIGNAL PID LABEL: sends the signal, waits for the process, prints "LABEL exit STATUS".
+        halt() {
+            kill -$1 $2 2>/dev/null
+            ( sleep 60; kill -KILL $2 2>/dev/null && echo "$3 did not stop within 60 s of SIG$1: killed" ) & watchdog=$!
+            wait $2; echo "$3 exit $?"
+            kill $watchdog 2>/dev/null
         }
+        stop() { for name in "$@"; do halt INT $(cat /tmp/kt/$name.pid) "=== $name"; sed 's/^/stderr: /' /tmp/kt/$name.err; cat /tmp/kt/$name.out; done; }
         phase() {
             printf x >&3
             waited=0
@@ -226,10 +224,7 @@ final class GuestKernelTracersTests: XCTestCase {
         agent=$!
         waited=0; until grep -q "tracing:" /tmp/kt/agent.err || ! kill -0 $agent 2>/dev/null || [ $waited -ge 900 ]; do sleep 0.2; waited=$((waited + 1)); done
         sleep 1
-        kill -TERM $agent
-        ( sleep 60; kill -KILL $agent 2>/dev/null && echo "--- agent did not stop within 60 s of SIGTERM: killed" ) & watchdog=$!
-        wait $agent; echo "--- agent exit $?"
-        kill $watchdog 2>/dev/null
+        halt TERM $agent "--- agent"
         sed 's/^/stderr: /' /tmp/kt/agent.err
         kill $target 2>/dev/null
         echo "=== end"
