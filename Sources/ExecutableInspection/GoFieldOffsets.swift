@@ -41,6 +41,13 @@ public struct GoField: Hashable, Sendable, Codable, CustomStringConvertible {
         ("internal/poll.FD", ["Sysfd"]),
         ("net.TCPAddr", ["IP", "Port"]),
         ("runtime.g", ["goid", "m", "parentGoid"]),
+    ].flatMap { type, fields in fields.map { GoField(type, $0) } } + cryptoTLSReads
+
+    /// Where a `crypto/tls.Conn` keeps what its Reads hand out: the decrypted record `input` (a
+    /// `bytes.Reader`: array `s`, read index `i`) and the number of the last record read (`in.seq`). The
+    /// capture layer takes a Read's plaintext from them at the connection's next call (no RET probe).
+    public static let cryptoTLSReads: [GoField] = [
+        ("crypto/tls.Conn", ["in", "input"]), ("crypto/tls.halfConn", ["seq"]), ("bytes.Reader", ["s", "i"]),
     ].flatMap { type, fields in fields.map { GoField(type, $0) } }
 }
 

@@ -83,7 +83,8 @@ struct InspectCommand: ParsableCommand {
     static func registeredProbeTargets() -> [ProbeTargetQuery] { TracerRegistry.all.flatMap(\.probeTargetQueries) + captureProbeTargetQueries }
 
     func run() throws {
-        var inspector = ExecutableInspector(goFields: goFieldsToInspect(for: TracerRegistry.all))
+        // What the tracers read, and the offsets table's columns (scripts/generate-go-offsets.sh reads them here).
+        var inspector = ExecutableInspector(goFields: Array(Set(goFieldsToInspect(for: TracerRegistry.all) + GoField.netHTTP)).sorted { $0.description < $1.description })
         inspector.logger.logLevel = .warning
         let report: InspectReport
         do {
