@@ -258,16 +258,31 @@ static __always_inline __u32 gather_segments(struct capture_chunk_event *event, 
 #include "capture_propagation.bpf.h"
 
 /* Emits a chunk whose data holds up to `capacity` (a constant) bytes of the transfer at `from`. */
+/* Who moved a chunk's bytes and when, for bytes emitted later than they moved (a Go TLS Read's plaintext,
+ * taken at its connection's next call); a chunk without one is the current task's, now. */
+struct chunk_origin {
+	__u64 pid_tgid;
+	__u64 goid;
+	__u64 at_ns;
+};
+
 static __always_inline void emit_chunk(void *ctx, const struct capture_process *process,
 				       struct capture_connection *connection, __u32 fd, __u8 direction, __u8 source,
-				       __u8 flags, const struct capture_user_data *from, __u64 length, const __u32 capacity)
+				       __u8 flags, const struct capture_user_data *from, __u64 length, const __u32 capacity,
+				       const struct chunk_origin *origin)
 {
 	struct capture_chunk_event *event = tracer_reserve(sizeof(*event) + capacity);
 	if (!event)
 		return;
 	tracer_fill_header(&event->header, CAPTURE_EVENT_CHUNK);
 	event->connection = connection->id;
-	event->goid = current_goid(process);
+	if (origin) {
+		event->header.tid = (__u32)origin->pid_tgid;
+		event->header.timestamp_ns = origin->at_ns;
+		event->goid = origin->goid;
+	} else {
+		event->goid = current_goid(process);
+	}
 	event->follows = process->follows;
 	event->netns = current_netns();
 	event->length = length;
@@ -372,8 +387,9 @@ struct capture_goroutine_key {
 	__u64 goid;
 };
 
-/* crypto/tls.(*Conn).Read/Write (or a handshake, buffer 0) calls between entry and RET, per goroutine;
- * `ssl` holds the *tls.Conn. LRU: a call whose RET never runs (a panic) ages out. */
+/* Per goroutine, its crypto/tls Read of a connection whose socket is not known yet (until its socket I/O names
+ * it), or its handshake (buffer 0, until its RET); `ssl` holds the *tls.Conn. LRU: a call whose I/O or RET
+ * never comes ages out. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -427,6 +443,25 @@ static __always_inline int go_tls_write_named(const struct capture_goroutine_key
 	return 1;
 }
 
+/* The Read of `goroutine` on *tls.Conn `conn` moved bytes of `socket` (a connection whose handshake was before
+ * the agent): that names the connection's socket, and the goroutine's call has served its purpose (Read has no
+ * RET probe to take it out). */
+static __always_inline void go_tls_read_named(const struct capture_goroutine_key *goroutine, __u64 conn, __u64 socket)
+{
+	struct capture_go_conn_key key = { .tgid = goroutine->tgid, .conn = conn };
+	bpf_map_update_elem(&capture_go_tls_sockets, &key, &socket, BPF_ANY);
+	bpf_map_delete_elem(&capture_go_tls_calls, goroutine);
+}
+
+/* `connection` carries TLS records in `direction`: its socket bytes are never emitted, and a receive's time is
+ * kept as the time of the plaintext Reads take from it. */
+static __always_inline void tls_records(struct capture_connection *connection, __u8 direction)
+{
+	connection->flags |= CAPTURE_FLAG_TLS;
+	if (direction == CAPTURE_DIRECTION_RECEIVE)
+		connection->received_ns = bpf_ktime_get_ns();
+}
+
 /* Bytes crossed `sk` (a TCP socket) in `direction` for the current task of `process` (a prepared process,
  * host TGID `tgid`): `length` transferred, from or into the user memory `from` (empty when it named none).
  * `decides`: the program is a network-propagation variant, which decides the ids of the server requests it
@@ -456,22 +491,23 @@ static __always_inline void transfer(void *ctx, struct capture_process *process,
 		call = goroutine.goid ? bpf_map_lookup_elem(&capture_go_tls_calls, &goroutine) : NULL;
 	}
 	if (call) {
-		/* TLS records under SSL_read/SSL_write or a Go TLS call: the plaintext comes from its return */
+		/* TLS records under SSL_read/SSL_write or a Go TLS call: the plaintext comes from the call */
 		call->socket = key;
-		connection->flags |= CAPTURE_FLAG_TLS;
+		if (goroutine.goid && call->buffer)
+			go_tls_read_named(&goroutine, call->ssl, key);
+		tls_records(connection, direction);
 		return;
 	}
-	if (goroutine.goid && direction == CAPTURE_DIRECTION_SEND && go_tls_write_named(&goroutine, key)) {
-		connection->flags |= CAPTURE_FLAG_TLS;
+	if ((goroutine.goid && direction == CAPTURE_DIRECTION_SEND && go_tls_write_named(&goroutine, key)) ||
+	    (connection->flags & CAPTURE_FLAG_TLS)) {
+		tls_records(connection, direction);
 		return;
 	}
-	if (connection->flags & CAPTURE_FLAG_TLS)
-		return;
 	if (!captured(connection))
 		return;
 	int has_bytes = from->buffer || from->segments;
 	if (has_bytes && connection->bytes_sent + connection->bytes_received == length && starts_tls_record(from, length)) {
-		connection->flags |= CAPTURE_FLAG_TLS; /* a handshake: nothing of it is readable here */
+		tls_records(connection, direction); /* a handshake: nothing of it is readable here */
 		return;
 	}
 	__u8 flags = has_bytes ? 0 : CAPTURE_FLAG_NO_BUFFER;
@@ -484,11 +520,11 @@ static __always_inline void transfer(void *ctx, struct capture_process *process,
 			decide_server_span(ctx, connection->id, (const void *)head, contiguous);
 	}
 	if (!has_bytes || length <= CAPTURE_CLASS_SMALL)
-		emit_chunk(ctx, process, connection, fd, direction, CAPTURE_SOURCE_SOCKET, flags, from, length, CAPTURE_CLASS_SMALL);
+		emit_chunk(ctx, process, connection, fd, direction, CAPTURE_SOURCE_SOCKET, flags, from, length, CAPTURE_CLASS_SMALL, NULL);
 	else if (length <= CAPTURE_CLASS_MEDIUM)
-		emit_chunk(ctx, process, connection, fd, direction, CAPTURE_SOURCE_SOCKET, flags, from, length, CAPTURE_CLASS_MEDIUM);
+		emit_chunk(ctx, process, connection, fd, direction, CAPTURE_SOURCE_SOCKET, flags, from, length, CAPTURE_CLASS_MEDIUM, NULL);
 	else
-		emit_chunk(ctx, process, connection, fd, direction, CAPTURE_SOURCE_SOCKET, flags, from, length, CAPTURE_MAX_DATA);
+		emit_chunk(ctx, process, connection, fd, direction, CAPTURE_SOURCE_SOCKET, flags, from, length, CAPTURE_MAX_DATA, NULL);
 }
 
 #if defined(__TARGET_ARCH_x86)
@@ -893,7 +929,7 @@ int BPF_PROG(capture_process_exit)
 /* TLS plaintext of `count` bytes at call->buffer, on the connection of socket key `key`: the connection is
  * marked TLS (its socket bytes are never emitted) and the plaintext emitted as from `source`. */
 static __always_inline void emit_plaintext(void *ctx, __u32 tgid, __u64 key, const struct capture_ssl_call *call, __u64 count,
-					   __u8 source, const int decides)
+					   __u8 source, const int decides, const struct chunk_origin *read_by)
 {
 	struct capture_connection *connection = connection_of(key, NULL, tgid);
 	if (!connection)
@@ -905,12 +941,20 @@ static __always_inline void emit_plaintext(void *ctx, __u32 tgid, __u64 key, con
 	struct capture_user_data plaintext = { .buffer = call->buffer };
 	if (decides && call->direction == CAPTURE_DIRECTION_RECEIVE && propagates(process))
 		decide_server_span(ctx, connection->id, (const void *)call->buffer, count);
+	/* A read taken later happened when its bytes arrived on the socket, or at its call if they were buffered. */
+	struct chunk_origin origin = {};
+	if (read_by) {
+		origin = *read_by;
+		if (connection->received_ns > origin.at_ns)
+			origin.at_ns = connection->received_ns;
+	}
+	const struct chunk_origin *by = read_by ? &origin : NULL;
 	if (count <= CAPTURE_CLASS_SMALL)
-		emit_chunk(ctx, process, connection, NO_FD, call->direction, source, 0, &plaintext, count, CAPTURE_CLASS_SMALL);
+		emit_chunk(ctx, process, connection, NO_FD, call->direction, source, 0, &plaintext, count, CAPTURE_CLASS_SMALL, by);
 	else if (count <= CAPTURE_CLASS_MEDIUM)
-		emit_chunk(ctx, process, connection, NO_FD, call->direction, source, 0, &plaintext, count, CAPTURE_CLASS_MEDIUM);
+		emit_chunk(ctx, process, connection, NO_FD, call->direction, source, 0, &plaintext, count, CAPTURE_CLASS_MEDIUM, by);
 	else
-		emit_chunk(ctx, process, connection, NO_FD, call->direction, source, 0, &plaintext, count, CAPTURE_MAX_DATA);
+		emit_chunk(ctx, process, connection, NO_FD, call->direction, source, 0, &plaintext, count, CAPTURE_MAX_DATA, by);
 }
 
 /* ---- TLS plaintext from libssl (OpenSSL 1.1 and 3). Entry uprobes keep the plaintext buffer until the
@@ -975,7 +1019,7 @@ static __always_inline int ssl_return(struct pt_regs *ctx, int ret, const int de
 		__u64 *known = bpf_map_lookup_elem(&capture_ssl_sockets, &call.ssl);
 		key = known ? *known : (call.ssl | 1);
 	}
-	emit_plaintext(ctx, tgid, key, &call, count, CAPTURE_SOURCE_LIBSSL, decides);
+	emit_plaintext(ctx, tgid, key, &call, count, CAPTURE_SOURCE_LIBSSL, decides, NULL);
 	return 0;
 }
 
@@ -993,114 +1037,212 @@ int BPF_KRETPROBE(capture_ssl_return_propagating, int ret)
 }
 
 /* ---- TLS plaintext from Go's crypto/tls, for Go 1.17+ on amd64 (register ABI: receiver and arguments in
- * RAX, RBX, RCX, ..., results from RAX). Uprobes at the entry and at every RET of (*Conn).Read -- never
- * uretprobes: Go moves goroutine stacks -- keep each call per goroutine; (*Conn).Write needs only its entry. The socket
- * I/O under a call names its socket, and so does the handshake's (serverHandshake/clientHandshake are
- * probed the same way), so a Read served from bytes crypto/tls buffered during the handshake still finds
- * its connection.
+ * RAX, RBX, RCX, ...). Uprobes at the entry of (*Conn).Read, Write and Close -- never uretprobes: Go moves
+ * goroutine stacks -- and, until the process makes calls, no RET probes either: a RET is single-stepped by
+ * the kernel (a second trap, ~20 us on a VM), an entry probe sits on an emulated jump. A write's plaintext is
+ * complete at its entry. A Read's is taken at the connection's next call (or at the Read's RETs once the
+ * process makes calls): Read hands out bytes of the decrypted record c.input (a
+ * bytes.Reader) and nothing else touches it between calls, so how far c.input's read index moved, and
+ * whether a new record (c.in.seq) came in, say what the Read returned, and the record still holds it.
+ * The socket I/O under a call names the connection's socket, and so does the handshake's
+ * (serverHandshake/clientHandshake are probed at entry and RET, once per connection).
  * User space sets capture_process.go_tls only where these probes apply. ---- */
 
 /* The key of the current goroutine of `tgid`, a Go process whose crypto/tls plaintext is captured: 0 when it is
- * not one, or its goroutine is unknown. */
-static __always_inline int go_tls_goroutine(__u32 tgid, struct capture_goroutine_key *key)
+ * not one, or its goroutine is unknown; *process its facts. */
+static __always_inline int go_tls_goroutine(__u32 tgid, struct capture_goroutine_key *key, struct capture_process **process)
 {
-	struct capture_process *process = bpf_map_lookup_elem(&capture_processes, &tgid);
-	if (!process || !process->go_tls)
+	*process = bpf_map_lookup_elem(&capture_processes, &tgid);
+	if (!*process || !(*process)->go_tls)
 		return 0;
 	key->tgid = tgid;
-	key->goid = current_goid(process);
+	key->goid = current_goid(*process);
 	return key->goid != 0;
 }
 
-static __always_inline int go_tls_enter(struct pt_regs *ctx, __u64 buffer, __u8 direction)
+/* What a crypto/tls.Conn's Reads hand out: c.input's array, length and read index, and c.in.seq. */
+struct go_tls_input {
+	__u64 array;
+	__u64 length;
+	__u64 consumed;
+	__u64 sequence;
+};
+
+static __always_inline int read_go_tls_input(const struct capture_process *process, __u64 conn, struct go_tls_input *input)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct capture_goroutine_key key = {};
-	if (!go_tls_goroutine(tgid, &key))
-		return 0;
-	struct capture_ssl_call call = { .ssl = ctx->ax, .buffer = buffer, .direction = direction };
-	if (direction == CAPTURE_DIRECTION_SEND) {
-		/* A write's plaintext is complete at the entry (RBX, RCX: the slice's array and length), so Write has
-		 * no RET probe: emitted now when the connection's socket is known -- before the peer can read it, so
-		 * same-host linking is in time -- else when the handshake this Write runs names the socket. Nothing
-		 * is kept in capture_go_tls_calls: no RET would take it out. */
-		long length = ctx->cx;
-		asm volatile("" : "+r"(length)); /* one read of the context: clang would add to the ctx pointer */
-		if (length <= 0)
-			return 0;
-		struct capture_go_conn_key conn = { .tgid = tgid, .conn = call.ssl };
-		__u64 *socket = bpf_map_lookup_elem(&capture_go_tls_sockets, &conn);
-		if (socket) {
-			/* The connection is marked TLS, so the write's socket I/O emits nothing. */
-			emit_plaintext(ctx, tgid, *socket, &call, length, CAPTURE_SOURCE_GO_TLS, 0);
-		} else {
-			struct go_tls_pending_write pending = { .conn = call.ssl, .buffer = buffer, .length = length };
-			bpf_map_update_elem(&capture_go_tls_pending_writes, &key, &pending, BPF_ANY);
-		}
-		return 0;
-	}
-	/* The handshake a first Read runs leaves that outer call in place (it gets the socket). */
-	bpf_map_update_elem(&capture_go_tls_calls, &key, &call, buffer ? BPF_ANY : BPF_NOEXIST);
-	return 0;
+	return bpf_probe_read_user(&input->array, 2 * sizeof(__u64), (void *)(conn + process->go_tls_input)) ||
+	       bpf_probe_read_user(&input->consumed, sizeof(__u64), (void *)(conn + process->go_tls_consumed)) ||
+	       bpf_probe_read_user(&input->sequence, sizeof(__u64), (void *)(conn + process->go_tls_sequence));
 }
 
-/* func (c *Conn) Read(b []byte) (int, error) */
+/* A crypto/tls Read whose plaintext is taken at its connection's next call. */
+struct go_tls_pending_read {
+	__u64 array;     /* c.input at its entry */
+	__u64 consumed;
+	__u64 sequence;
+	__u64 capacity;  /* len(b) */
+	__u64 pid_tgid;  /* the reader */
+	__u64 goid;
+	__u64 entered_ns;
+};
+
+/* Per *tls.Conn, its last Read. LRU: the last Read of a connection that is never called again ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct capture_go_conn_key);
+	__type(value, struct go_tls_pending_read);
+} capture_go_tls_reads SEC(".maps");
+
+/* Per goroutine, the *tls.Conn of its last Read (for that Read's RETs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct capture_goroutine_key);
+	__type(value, __u64);
+} capture_go_tls_readers SEC(".maps");
+
+/* Emits what the last Read of `conn` returned, now that c.input is `input`: the bytes between where the Read
+ * began and the read index, in the same record, or from a new record's start. Taken once (the delete decides
+ * between racing callers); `own` only when the current goroutine made that Read (a Write of another goroutine
+ * may run while the Read still waits). */
+static __always_inline void go_tls_take_read(void *ctx, const struct capture_go_conn_key *conn, const struct go_tls_input *input,
+					     __u64 own)
+{
+	struct go_tls_pending_read *pending = bpf_map_lookup_elem(&capture_go_tls_reads, conn);
+	if (!pending || (own && pending->goid != own))
+		return;
+	struct go_tls_pending_read read = *pending;
+	if (bpf_map_delete_elem(&capture_go_tls_reads, conn))
+		return;
+	__u64 start = read.sequence == input->sequence && read.array == input->array ? read.consumed : 0;
+	if (input->consumed <= start || input->consumed > input->length || input->consumed - start > read.capacity)
+		return; /* nothing read (an error or EOF), or not a layout this can be */
+	__u64 *socket = bpf_map_lookup_elem(&capture_go_tls_sockets, conn);
+	if (!socket)
+		return; /* no socket seen for this connection yet: nothing to tie the bytes to */
+	struct capture_ssl_call call = { .ssl = conn->conn, .buffer = input->array + start, .direction = CAPTURE_DIRECTION_RECEIVE };
+	struct chunk_origin origin = { .pid_tgid = read.pid_tgid, .goid = read.goid, .at_ns = read.entered_ns };
+	emit_plaintext(ctx, conn->tgid, *socket, &call, input->consumed - start, CAPTURE_SOURCE_GO_TLS, 0, &origin);
+}
+
+/* func (c *Conn) Read(b []byte) (int, error): takes the connection's previous Read (Reads of one connection
+ * do not overlap), and keeps this one. */
 SEC("uprobe")
 int capture_go_tls_read(struct pt_regs *ctx)
 {
-	return go_tls_enter(ctx, ctx->bx, CAPTURE_DIRECTION_RECEIVE);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct capture_goroutine_key goroutine = {};
+	struct capture_process *process;
+	if (!go_tls_goroutine(pid_tgid >> 32, &goroutine, &process))
+		return 0;
+	struct capture_go_conn_key conn = { .tgid = goroutine.tgid, .conn = ctx->ax };
+	__u64 buffer = ctx->bx;
+	long capacity = ctx->cx;
+	asm volatile("" : "+r"(capacity)); /* one read of the context: clang would add to the ctx pointer */
+	struct go_tls_input input;
+	if (read_go_tls_input(process, conn.conn, &input))
+		return 0;
+	go_tls_take_read(ctx, &conn, &input, 0);
+	if (capacity <= 0)
+		return 0;
+	struct go_tls_pending_read read = { .array = input.array, .consumed = input.consumed, .sequence = input.sequence,
+					    .capacity = capacity, .pid_tgid = pid_tgid, .goid = goroutine.goid,
+					    .entered_ns = bpf_ktime_get_ns() };
+	bpf_map_update_elem(&capture_go_tls_reads, &conn, &read, BPF_ANY);
+	bpf_map_update_elem(&capture_go_tls_readers, &goroutine, &conn.conn, BPF_ANY);
+	if (!bpf_map_lookup_elem(&capture_go_tls_sockets, &conn)) {
+		/* Its socket I/O names the socket (a handshake this Read runs leaves this outer call in place). */
+		struct capture_ssl_call call = { .ssl = conn.conn, .buffer = buffer, .direction = CAPTURE_DIRECTION_RECEIVE };
+		bpf_map_update_elem(&capture_go_tls_calls, &goroutine, &call, BPF_ANY);
+	}
+	return 0;
 }
 
-/* func (c *Conn) Write(b []byte) (int, error) */
+/* Every RET of Read, attached only once the process makes calls: the Read's plaintext now, so it precedes
+ * anything its goroutine does next (the call a handler makes must find the request it serves). */
+SEC("uprobe")
+int capture_go_tls_read_return(struct pt_regs *ctx)
+{
+	struct capture_goroutine_key goroutine = {};
+	struct capture_process *process;
+	if (!go_tls_goroutine(bpf_get_current_pid_tgid() >> 32, &goroutine, &process))
+		return 0;
+	__u64 *reading = bpf_map_lookup_elem(&capture_go_tls_readers, &goroutine);
+	if (!reading)
+		return 0;
+	struct capture_go_conn_key conn = { .tgid = goroutine.tgid, .conn = *reading };
+	struct go_tls_input input;
+	if (!read_go_tls_input(process, conn.conn, &input))
+		go_tls_take_read(ctx, &conn, &input, goroutine.goid);
+	return 0;
+}
+
+/* func (c *Conn) Write(b []byte) (int, error): the plaintext is complete at the entry (RBX, RCX: the slice's
+ * array and length), emitted now when the connection's socket is known -- before the peer can read it, so
+ * same-host linking is in time -- else when the handshake this Write runs names the socket. A Read this
+ * goroutine made on the connection before is taken first, so a server's request precedes its response. */
 SEC("uprobe")
 int capture_go_tls_write(struct pt_regs *ctx)
 {
-	return go_tls_enter(ctx, ctx->bx, CAPTURE_DIRECTION_SEND);
+	struct capture_goroutine_key goroutine = {};
+	struct capture_process *process;
+	if (!go_tls_goroutine(bpf_get_current_pid_tgid() >> 32, &goroutine, &process))
+		return 0;
+	struct capture_go_conn_key conn = { .tgid = goroutine.tgid, .conn = ctx->ax };
+	__u64 buffer = ctx->bx;
+	long length = ctx->cx;
+	asm volatile("" : "+r"(length));
+	if (length <= 0)
+		return 0;
+	struct go_tls_input input;
+	if (bpf_map_lookup_elem(&capture_go_tls_reads, &conn) && !read_go_tls_input(process, conn.conn, &input))
+		go_tls_take_read(ctx, &conn, &input, goroutine.goid);
+	/* A Read of this goroutine that is over without socket I/O (served from what crypto/tls buffered) names
+	 * no socket: its call must not name this goroutine's next one. */
+	struct capture_ssl_call *read = bpf_map_lookup_elem(&capture_go_tls_calls, &goroutine);
+	if (read && read->buffer)
+		bpf_map_delete_elem(&capture_go_tls_calls, &goroutine);
+	__u64 *socket = bpf_map_lookup_elem(&capture_go_tls_sockets, &conn);
+	if (socket) {
+		/* The connection is marked TLS, so the write's socket I/O emits nothing. */
+		struct capture_ssl_call call = { .ssl = conn.conn, .buffer = buffer, .direction = CAPTURE_DIRECTION_SEND };
+		emit_plaintext(ctx, goroutine.tgid, *socket, &call, length, CAPTURE_SOURCE_GO_TLS, 0, NULL);
+	} else {
+		struct go_tls_pending_write pending = { .conn = conn.conn, .buffer = buffer, .length = length };
+		bpf_map_update_elem(&capture_go_tls_pending_writes, &goroutine, &pending, BPF_ANY);
+	}
+	return 0;
 }
 
-/* func (c *Conn) serverHandshake(ctx context.Context) error, and clientHandshake: once per connection */
+/* func (c *Conn) Close() error: the connection's last Read (a response read just before closing). */
+SEC("uprobe")
+int capture_go_tls_close(struct pt_regs *ctx)
+{
+	struct capture_goroutine_key goroutine = {};
+	struct capture_process *process;
+	if (!go_tls_goroutine(bpf_get_current_pid_tgid() >> 32, &goroutine, &process))
+		return 0;
+	struct capture_go_conn_key conn = { .tgid = goroutine.tgid, .conn = ctx->ax };
+	struct go_tls_input input;
+	if (bpf_map_lookup_elem(&capture_go_tls_reads, &conn) && !read_go_tls_input(process, conn.conn, &input))
+		go_tls_take_read(ctx, &conn, &input, 0);
+	return 0;
+}
+
+/* func (c *Conn) serverHandshake(ctx context.Context) error, and clientHandshake: once per connection. An
+ * outer Read's call stays in place (it gets the socket). */
 SEC("uprobe")
 int capture_go_tls_handshake(struct pt_regs *ctx)
 {
-	return go_tls_enter(ctx, 0, CAPTURE_DIRECTION_RECEIVE);
-}
-
-/* Takes the call of the current goroutine out of the map into *call; 0 when there is none. */
-static __always_inline int go_tls_leave(__u32 tgid, struct capture_ssl_call *call)
-{
-	struct capture_goroutine_key key = {};
-	if (!go_tls_goroutine(tgid, &key))
+	struct capture_goroutine_key goroutine = {};
+	struct capture_process *process;
+	if (!go_tls_goroutine(bpf_get_current_pid_tgid() >> 32, &goroutine, &process))
 		return 0;
-	struct capture_ssl_call *saved = bpf_map_lookup_elem(&capture_go_tls_calls, &key);
-	if (!saved)
-		return 0;
-	*call = *saved;
-	bpf_map_delete_elem(&capture_go_tls_calls, &key);
-	return 1;
-}
-
-/* Every RET of Read (n in RAX): the plaintext of a read. */
-SEC("uprobe")
-int capture_go_tls_return(struct pt_regs *ctx)
-{
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct capture_ssl_call call;
-	long count = ctx->ax;
-	if (!go_tls_leave(tgid, &call) || !call.buffer)
-		return 0;
-	struct capture_go_conn_key conn = { .tgid = tgid, .conn = call.ssl };
-	__u64 key = call.socket;
-	if (key)
-		bpf_map_update_elem(&capture_go_tls_sockets, &conn, &key, BPF_ANY);
-	if (count <= 0)
-		return 0;
-	if (!key) {
-		__u64 *known = bpf_map_lookup_elem(&capture_go_tls_sockets, &conn);
-		if (!known)
-			return 0; /* no socket seen for this connection yet: nothing to tie the bytes to */
-		key = *known;
-	}
-	emit_plaintext(ctx, tgid, key, &call, count, CAPTURE_SOURCE_GO_TLS, 0);
+	struct capture_ssl_call call = { .ssl = ctx->ax, .direction = CAPTURE_DIRECTION_RECEIVE };
+	struct capture_ssl_call *outer = bpf_map_lookup_elem(&capture_go_tls_calls, &goroutine);
+	if (!outer || outer->ssl != call.ssl)
+		bpf_map_update_elem(&capture_go_tls_calls, &goroutine, &call, BPF_ANY);
 	return 0;
 }
 
@@ -1111,11 +1253,12 @@ int capture_go_tls_handshake_return(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct capture_goroutine_key key = {};
-	if (!go_tls_goroutine(tgid, &key))
+	struct capture_process *process;
+	if (!go_tls_goroutine(tgid, &key, &process))
 		return 0;
 	struct capture_ssl_call *saved = bpf_map_lookup_elem(&capture_go_tls_calls, &key);
 	if (!saved || saved->buffer)
-		return 0; /* an outer Read or Write keeps its call */
+		return 0; /* an outer Read keeps its call */
 	struct capture_go_conn_key conn = { .tgid = tgid, .conn = saved->ssl };
 	__u64 socket = saved->socket;
 	bpf_map_delete_elem(&capture_go_tls_calls, &key);
@@ -1129,6 +1272,6 @@ int capture_go_tls_handshake_return(struct pt_regs *ctx)
 	struct capture_ssl_call write = { .ssl = pending->conn, .buffer = pending->buffer, .direction = CAPTURE_DIRECTION_SEND };
 	__u64 length = pending->length;
 	bpf_map_delete_elem(&capture_go_tls_pending_writes, &key);
-	emit_plaintext(ctx, tgid, socket, &write, length, CAPTURE_SOURCE_GO_TLS, 0);
+	emit_plaintext(ctx, tgid, socket, &write, length, CAPTURE_SOURCE_GO_TLS, 0, NULL);
 	return 0;
 }

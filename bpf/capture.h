@@ -56,8 +56,14 @@ struct capture_process {
 	__u64 go_goid_offset;  /* runtime.g.goid */
 	__u32 follows;         /* the selected process whose entry the kernel copied at fork; 0: prepared by user space */
 	__u32 go_tls;          /* 1: Go crypto/tls plaintext probes apply (Go 1.17+ register ABI, goid known) */
+	/* Where a crypto/tls.Conn keeps what its Reads hand out (Go TLS plaintext is taken from it at the
+	 * connection's next call, so Read needs no RET probe): */
+	__u32 go_tls_input;    /* Conn.input + bytes.Reader.s: the decrypted record's array and length */
+	__u32 go_tls_consumed; /* Conn.input + bytes.Reader.i: how much of it Reads have handed out */
+	__u32 go_tls_sequence; /* Conn.in + halfConn.seq: the number of the last record read */
+	__u32 reserved;
 };
-_Static_assert(sizeof(struct capture_process) == 24, "capture_process layout");
+_Static_assert(sizeof(struct capture_process) == 40, "capture_process layout");
 
 /* CAPTURE_EVENT_CHUNK: one read or write of a connection (or TLS plaintext of one). */
 struct capture_chunk_event {
@@ -103,8 +109,9 @@ struct capture_connection {
 	__u8 flags;
 	__u8 reserved[2];
 	struct capture_tuple tuple;
+	__u64 received_ns; /* TLS: when bytes last arrived on the socket (the time of the plaintext read from them) */
 };
-_Static_assert(sizeof(struct capture_connection) == 80, "capture_connection layout");
+_Static_assert(sizeof(struct capture_connection) == 88, "capture_connection layout");
 
 /* capture_context_event.flags */
 #define CAPTURE_CONTEXT_INJECTED 1    /* a send: the ids went out in a traceparent the capture inserted */

@@ -239,22 +239,35 @@ final class Attacher {
     }
 
     private func attachFunctions(of tracer: LoadedTracer, to process: TracedProcess, report: inout AttachReport, forCalls: Bool = false) throws {
-        let probes = tracer.tracer.probes.enumerated().filter { if case .function = $0.element { true } else { false } }
-        guard !probes.isEmpty, let identity = process.executable.identity else { return }
-        let later = tracer.tracer.attachedOnceCalling
+        let later = tracer.tracer.attachedOnceCalling, laterReturns = tracer.tracer.returnsAttachedOnceCalling
+        // The probes of this phase: those of functions attached once calling then, their RETs too where only
+        // those wait, the rest now.
+        let probes = tracer.tracer.probes.enumerated().compactMap { index, probe -> (offset: Int, element: Probe)? in
+            guard case .function(let symbol, let entry, let returns) = probe else { return nil }
+            if later.contains(symbol) { return forCalls ? (index, probe) : nil }
+            if laterReturns.contains(symbol) {
+                let phase = forCalls ? Probe.function(symbol: symbol, entry: nil, returns: returns) : .function(symbol: symbol, entry: entry, returns: nil)
+                return forCalls && returns == nil ? nil : (index, phase)
+            }
+            return forCalls ? nil : (index, probe)
+        }
+        guard let identity = process.executable.identity else { return }
         let wanted = process.executable.probeTargets.filter {
             $0.tracer == tracer.tracer.name && tracer.tracer.attaches($0.symbol, in: process.executable)
         }
-        let targets = wanted.filter { later.contains($0.symbol) == forCalls }
-        if !forCalls && !later.isEmpty {
+        let targets = wanted.filter { target in
+            probes.contains { if case .function(let symbol, _, _) = $0.element { symbol == target.symbol } else { false } }
+        }
+        if !forCalls && !(later.isEmpty && laterReturns.isEmpty) {
             let callingKey = FileKey(tracer: tracer.tracer.name, file: identity, forCalls: true)
             if files[callingKey] != nil {
                 // Another process of this file calls already: its probes cover this one too.
                 files[callingKey]!.users.insert(process.pid)
-            } else if wanted.contains(where: { later.contains($0.symbol) }) {
+            } else if wanted.contains(where: { later.contains($0.symbol) || laterReturns.contains($0.symbol) }) {
                 notYetCalling[process.pid] = process
             }
         }
+        guard !probes.isEmpty else { return }
         let key = FileKey(tracer: tracer.tracer.name, file: identity, forCalls: forCalls)
         if files[key] == nil {
             let (links, count) = try attachUprobes(tracer, path: process.snapshot.executableOpenPath, targets: targets, probes: probes)
@@ -271,7 +284,8 @@ final class Attacher {
     func attachForCalls(pid: Int32) throws -> Int {
         guard let process = notYetCalling.removeValue(forKey: pid) else { return 0 }
         var report = AttachReport()
-        for tracer in loaded where !tracer.tracer.attachedOnceCalling.isEmpty && tracer.users.contains(pid) {
+        for tracer in loaded + [capture].compactMap({ $0 })
+            where !(tracer.tracer.attachedOnceCalling.isEmpty && tracer.tracer.returnsAttachedOnceCalling.isEmpty) && tracer.users.contains(pid) {
             try attachFunctions(of: tracer, to: process, report: &report, forCalls: true)
         }
         return report.newLinks

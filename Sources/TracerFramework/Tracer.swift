@@ -53,6 +53,11 @@ public protocol Tracer: Sendable {
     /// ``TraceContexts``), not before, so a server that calls nothing pays nothing for them.
     var attachedOnceCalling: Set<String> { get }
 
+    /// Functions whose entry probes are attached at once but whose RET probes matter only in a process that
+    /// makes calls (they make a read's bytes known before the call the reader makes next): attached with
+    /// ``attachedOnceCalling``.
+    var returnsAttachedOnceCalling: Set<String> { get }
+
     /// What the tracer does in `executable` beyond finding its functions, one line per path it may take there,
     /// with the reason a path is off (e.g. a struct field unknown without DWARF): for `tracer inspect` and the
     /// attach log, so a user learns what is not traced. Default: nothing to say.
@@ -86,6 +91,7 @@ extension Tracer {
     public func attaches(_ symbol: String, in executable: ExecutableInfo) -> Bool { true }
     public func coverage(in executable: ExecutableInfo) -> [PathCoverage] { [] }
     public var attachedOnceCalling: Set<String> { [] }
+    public var returnsAttachedOnceCalling: Set<String> { [] }
     public func prepare(_ process: TracedProcess, object: BPFObject) throws {}
     public func forget(pid: Int32, object: BPFObject) {}
 

@@ -149,9 +149,9 @@ public enum NetworkPropagation: Sendable, Equatable {
 }
 
 /// The functions the capture layer probes in executables (Go's crypto/tls), for `tracer inspect`.
-public let captureProbeTargetQueries = [CaptureTracer.goTLSRead, CaptureTracer.goTLSWrite, CaptureTracer.goTLSServerHandshake,
-                                        CaptureTracer.goTLSClientHandshake].map {
-    ProbeTargetQuery(tracer: CaptureTracer.name, symbol: $0, needsReturnOffsets: $0 != CaptureTracer.goTLSWrite)
+public let captureProbeTargetQueries = [CaptureTracer.goTLSRead, CaptureTracer.goTLSWrite, CaptureTracer.goTLSClose,
+                                        CaptureTracer.goTLSServerHandshake, CaptureTracer.goTLSClientHandshake].map {
+    ProbeTargetQuery(tracer: CaptureTracer.name, symbol: $0, needsReturnOffsets: CaptureTracer.goTLSHandshakes.contains($0) || $0 == CaptureTracer.goTLSRead)
 }
 
 /// Whether the capture layer reads the TLS plaintext of Go program `executable` (crypto/tls): "captured", or
@@ -161,18 +161,18 @@ public func goTLSPlaintextStatus(of executable: ExecutableInfo) -> String? {
     return CaptureTracer.goTLSUnavailableReason(executable).map { "not captured: \($0)" } ?? "captured"
 }
 
-/// The Go struct fields to resolve in executables for `tracers`: what they declare, and the goroutine id the
-/// capture layer reads when one of them is a protocol parser. (Inspection resolves nothing else.)
+/// The Go struct fields to resolve in executables for `tracers`: what they declare, and what the capture
+/// layer reads (the goroutine id, crypto/tls's read state) when one of them is a protocol parser. (Inspection resolves nothing else.)
 public func goFieldsToInspect(for tracers: [any Tracer]) -> [GoField] {
-    let capture = tracers.contains { $0.parser != nil } ? [CaptureTracer.goidField] : []
+    let capture = tracers.contains { $0.parser != nil } ? CaptureTracer.goFieldsRead : []
     return Set(tracers.flatMap(\.goFields) + capture).sorted { $0.description < $1.description }
 }
 
 /// The shared capture layer's BPF side (bpf/capture.bpf.c) as the framework attaches it: the data hooks
 /// of the chosen variant and the end of connections (attached while a process that a protocol parser
 /// applies to is selected), libssl's SSL_read/SSL_write for TLS plaintext (per library file,
-/// reference-counted), and Go's crypto/tls `(*Conn).Read`/`Write` and handshakes at their entry and RET
-/// offsets (per executable). The agent loads it when a tracer has a protocol parser; it is no tracer plugin.
+/// reference-counted), and Go's crypto/tls `(*Conn).Read`/`Write`/`Close` at their entry (Read's RET offsets
+/// too once the process makes calls) and the handshakes at their entry and RET offsets (per executable). The agent loads it when a tracer has a protocol parser; it is no tracer plugin.
 struct CaptureTracer: Tracer {
     typealias Program = BPFPrograms.Capture.Program
 
@@ -185,8 +185,9 @@ struct CaptureTracer: Tracer {
     var object: EmbeddedBPFObject? { BPFPrograms.Capture.object }
     var eventTypes: ClosedRange<UInt32>? { UInt32(CAPTURE_EVENT_CHUNK)...UInt32(CAPTURE_EVENT_CONTEXT) }
     var hookDescription: String? { hooks.description }
-    var goFields: [GoField] { [Self.goidField] }
+    var goFields: [GoField] { Self.goFieldsRead }
     static let goidField = GoField("runtime.g", "goid")
+    static let goFieldsRead = [goidField] + GoField.cryptoTLSReads
 
     var probes: [Probe] {
         let propagating = networkPropagation.isOn
@@ -199,8 +200,9 @@ struct CaptureTracer: Tracer {
                ("SSL_read_ex", Program.captureSslReadEx), ("SSL_write_ex", Program.captureSslWriteEx)].map {
                 .library(prefix: "libssl.so", symbol: $0.0, entry: $0.1, returns: sslReturn, returnsWithUretprobe: true)
             }
-            + [.function(symbol: Self.goTLSRead, entry: Program.captureGoTlsRead, returns: Program.captureGoTlsReturn),
+            + [.function(symbol: Self.goTLSRead, entry: Program.captureGoTlsRead, returns: Program.captureGoTlsReadReturn),
                .function(symbol: Self.goTLSWrite, entry: Program.captureGoTlsWrite, returns: nil),
+               .function(symbol: Self.goTLSClose, entry: Program.captureGoTlsClose, returns: nil),
                .function(symbol: Self.goTLSServerHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn),
                .function(symbol: Self.goTLSClientHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn)]
             + (propagating
@@ -211,28 +213,39 @@ struct CaptureTracer: Tracer {
 
     static let name = "capture"
 
-    /// Go's TLS plaintext: a connection's reads and writes, and its handshake (whose socket I/O names the
-    /// connection's socket before a Read may be served from what the handshake buffered). The server and
-    /// client handshakes run once per connection (handshakeContext runs at every Read and Write: no probe there).
+    /// Go's TLS plaintext: a connection's reads and writes (a Read's bytes are taken at the connection's next
+    /// Read, Write or Close), and its handshake (whose socket I/O names the connection's socket before a Read
+    /// may be served from what the handshake buffered). The server and client handshakes run once per
+    /// connection (handshakeContext runs at every Read and Write: no probe there).
     static let goTLSRead = "crypto/tls.(*Conn).Read"
     static let goTLSWrite = "crypto/tls.(*Conn).Write"
+    static let goTLSClose = "crypto/tls.(*Conn).Close"
     static let goTLSServerHandshake = "crypto/tls.(*Conn).serverHandshake"
     static let goTLSClientHandshake = "crypto/tls.(*Conn).clientHandshake"
+    static let goTLSHandshakes: Set = [goTLSServerHandshake, goTLSClientHandshake]
+
+    /// Read's RETs take its plaintext at once, so a handler's call finds the request it serves; they cost a
+    /// single-stepped trap per Read, so only a process that makes calls gets them.
+    var returnsAttachedOnceCalling: Set<String> { [Self.goTLSRead] }
 
     /// Why Go TLS plaintext is not captured in `executable`, or nil when it is: it needs Go's register ABI
-    /// (Go 1.17+ on x86-64: arguments and results in registers), the goroutine id, Write, and Read with its
-    /// RET offsets (a write's plaintext is complete at its entry). Nothing is guessed.
+    /// (Go 1.17+ on x86-64: arguments and results in registers), the goroutine id, Read and Write, and where a
+    /// `crypto/tls.Conn` keeps what Reads hand out (``GoField/cryptoTLSReads``). Nothing is guessed.
     static func goTLSUnavailableReason(_ executable: ExecutableInfo) -> String? {
         guard let go = executable.go else { return "not a Go executable" }
         let targets = executable.probeTargets.filter { $0.tracer == name }
-        guard targets.contains(where: { $0.symbol == goTLSRead && !$0.returnOffsets.isEmpty }), targets.contains(where: { $0.symbol == goTLSWrite }) else {
-            return "crypto/tls.(*Conn).Read/Write or Read's RET offsets not found (not linked, or inlined)"
+        guard targets.contains(where: { $0.symbol == goTLSRead }), targets.contains(where: { $0.symbol == goTLSWrite }) else {
+            return "crypto/tls.(*Conn).Read/Write not found (not linked, or inlined)"
         }
         guard executable.machine == "x86-64", let version = go.buildInfo?.languageVersion, version >= (1, 17) else {
             return "Go TLS plaintext needs Go 1.17+ on x86-64 (register ABI); this is \(go.buildInfo?.goVersion ?? "an unknown Go version") on \(executable.machine)"
         }
         guard go.gSlotThreadPointerOffset != nil, go.fieldOffsets?.offset(goidField) != nil else {
             return "the goroutine id is not readable (runtime.g offsets unknown)"
+        }
+        guard GoTLSReadOffsets(go.fieldOffsets) != nil else {
+            let missing = GoField.cryptoTLSReads.filter { go.fieldOffsets?.offset($0) == nil }.map(\.description)
+            return "crypto/tls.Conn's read state is not located (\(missing.joined(separator: ", ")) unknown: no DWARF, and the offsets table has no \(go.buildInfo?.goVersion ?? "such Go version"))"
         }
         return nil
     }
@@ -265,18 +278,42 @@ struct CaptureTracer: Tracer {
                               value: { sum(CAPTURE_PROPAGATION_FAILED) })]
     }
 
-    /// Tells the capture where a Go process keeps its goroutine id, so chunks name their goroutine.
+    /// Tells the capture where a Go process keeps its goroutine id, so chunks name their goroutine, and where
+    /// its crypto/tls connections keep what their Reads hand out.
     func prepare(_ process: TracedProcess, object: BPFObject) throws {
         var facts = capture_process()
         if let go = process.executable.go, let tls = go.gSlotThreadPointerOffset, let goid = go.fieldOffsets?.offset(Self.goidField) {
             facts.go_g_tls_offset = tls
             facts.go_goid_offset = goid
-            facts.go_tls = Self.goTLSUnavailableReason(process.executable) == nil ? 1 : 0
+            if Self.goTLSUnavailableReason(process.executable) == nil, let reads = GoTLSReadOffsets(go.fieldOffsets) {
+                facts.go_tls = 1
+                facts.go_tls_input = reads.input
+                facts.go_tls_consumed = reads.consumed
+                facts.go_tls_sequence = reads.sequence
+            }
         }
         try object.map(BPFPrograms.Capture.Map.captureProcesses).update(UInt32(bitPattern: process.pid), facts)
     }
 
     func forget(pid: Int32, object: BPFObject) {
         _ = try? object.map(BPFPrograms.Capture.Map.captureProcesses).delete(UInt32(bitPattern: pid))
+    }
+}
+
+/// Where a `crypto/tls.Conn` keeps what its Reads hand out, from the Conn's start (bpf/capture.h
+/// `capture_process.go_tls_*`): `input` (a `bytes.Reader`: the decrypted record `s` and the read index `i`)
+/// and `in.seq` (the number of the last record read).
+struct GoTLSReadOffsets {
+    let input: UInt32
+    let consumed: UInt32
+    let sequence: UInt32
+
+    init?(_ offsets: GoFieldOffsets?) {
+        guard let offsets, let conn = offsets.offset(GoField("crypto/tls.Conn", "input")), let record = offsets.offset(GoField("bytes.Reader", "s")),
+              let index = offsets.offset(GoField("bytes.Reader", "i")), let halfConn = offsets.offset(GoField("crypto/tls.Conn", "in")),
+              let sequence = offsets.offset(GoField("crypto/tls.halfConn", "seq")) else { return nil }
+        input = UInt32(conn + record)
+        consumed = UInt32(conn + index)
+        self.sequence = UInt32(halfConn + sequence)
     }
 }
