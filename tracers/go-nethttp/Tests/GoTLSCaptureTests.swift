@@ -5,10 +5,10 @@ import TracerFramework
 import Tracers
 import XCTest
 
-/// A Go HTTPS server (crypto/tls, not libssl): `/hello`, and `/proxy?to=URL`, which calls URL with Go's
-/// HTTPS client (HTTP/1.1, certificate not checked) and answers with the upstream status (`/proxy-h2`: the
-/// same over HTTP/2; `/proxy-h2-async`: from a goroutine the handler starts). Its arguments are the
-/// certificate and key files; it prints its port.
+/// A Go HTTPS server (crypto/tls, not libssl): `/hello`, `/upload` (reads the body, answers its size), and
+/// `/proxy?to=URL`, which calls URL with Go's HTTPS client (HTTP/1.1, certificate not checked) and answers with
+/// the upstream status (`/proxy-h2`: the same over HTTP/2; `/proxy-h2-async`: from a goroutine the handler
+/// starts). Its arguments are the certificate and key files; it prints its port.
 let goTLSServerSource = """
 package main
 
@@ -38,6 +38,10 @@ func main() {
 \t}
 \tmux := http.NewServeMux()
 \tmux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello over tls") })
+\tmux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+\t\tn, _ := io.Copy(io.Discard, r.Body)
+\t\tfmt.Fprintf(w, "%d", n)
+\t})
 \tmux.HandleFunc("/proxy", proxy(client))
 \tmux.HandleFunc("/proxy-h2", proxy(http2Client))
 \tmux.HandleFunc("/proxy-h2-async", func(w http.ResponseWriter, r *http.Request) {
@@ -90,9 +94,20 @@ final class GoTLSCaptureTests: XCTestCase {
         XCTAssertEqual(http1.first?.int(SemanticConventions.httpResponseBodySize), 14)
         XCTAssertEqual(http1.last?.string(SemanticConventions.urlQuery), "token=REDACTED")
 
+        // A body of 100 KiB arrives in several TLS records (16 KiB at most each), read in parts: each Read's bytes are
+        // taken at the next from crypto/tls's record, so the span counts every byte once.
+        let body = directory.appendingPathComponent("body")
+        try Data((0..<102_400).map { UInt8(truncatingIfNeeded: $0 % 251) }).write(to: body)
+        XCTAssertEqual(try curl(["-k", "--http1.1", "--data-binary", "@\(body.path)", "\(base)/upload"]), "102400")
+        XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= 4 }, "spans: \(spans.all.map(\.name))")
+        let upload = try XCTUnwrap(spans.all.dropFirst(3).first)
+        XCTAssertEqual(upload.string(SemanticConventions.urlPath), "/upload")
+        XCTAssertEqual(upload.int(SemanticConventions.httpRequestBodySize), 102_400)
+        XCTAssertEqual(upload.int(SemanticConventions.httpResponseStatusCode), 200)
+
         try curl(["-k", "--http2", "-o", "/dev/null", "-o", "/dev/null", "\(base)/hello", "\(base)/missing"])
-        XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= 5 }, "spans: \(spans.all.map(\.name))")
-        let http2 = Array(spans.all.dropFirst(3))
+        XCTAssertTrue(waitUntil(timeout: 5) { spans.all.count >= 6 }, "spans: \(spans.all.map(\.name))")
+        let http2 = Array(spans.all.dropFirst(4))
         XCTAssertEqual(http2.count, 2)
         XCTAssertEqual(Set(http2.map { $0.string(SemanticConventions.networkProtocolVersion) }), ["2"])
         XCTAssertEqual(Set(http2.map { $0.string(SemanticConventions.urlPath) }), ["/hello", "/missing"])
