@@ -1060,41 +1060,69 @@ static __always_inline int go_tls_goroutine(__u32 tgid, struct capture_goroutine
 	return key->goid != 0;
 }
 
-/* What a crypto/tls.Conn's Reads hand out: c.input's array, length and read index, and c.in.seq. */
+/* What a crypto/tls.Conn's Reads hand out: c.input's array, length and read index, c.in.seq (as a number), and
+ * whether c.in.err is set. */
 struct go_tls_input {
 	__u64 array;
 	__u64 length;
 	__u64 consumed;
 	__u64 sequence;
+	__u64 failure; /* the error's type word: 0 while reads may go on */
 };
 
 static __always_inline int read_go_tls_input(const struct capture_process *process, __u64 conn, struct go_tls_input *input)
 {
-	return bpf_probe_read_user(&input->array, 2 * sizeof(__u64), (void *)(conn + process->go_tls_input)) ||
-	       bpf_probe_read_user(&input->consumed, sizeof(__u64), (void *)(conn + process->go_tls_consumed)) ||
-	       bpf_probe_read_user(&input->sequence, sizeof(__u64), (void *)(conn + process->go_tls_sequence));
+	if (bpf_probe_read_user(&input->array, 2 * sizeof(__u64), (void *)(conn + process->go_tls_input)) ||
+	    bpf_probe_read_user(&input->consumed, sizeof(__u64), (void *)(conn + process->go_tls_consumed)) ||
+	    bpf_probe_read_user(&input->sequence, sizeof(__u64), (void *)(conn + process->go_tls_sequence)) ||
+	    bpf_probe_read_user(&input->failure, sizeof(__u64), (void *)(conn + process->go_tls_failure)))
+		return -1;
+	input->sequence = __builtin_bswap64(input->sequence);
+	return 0;
 }
 
-/* A crypto/tls Read whose plaintext is taken at its connection's next call. */
+/* A crypto/tls Read of one goroutine on one connection, whose plaintext is taken later. */
+struct capture_go_read_key {
+	__u32 tgid;
+	__u32 reserved;
+	__u64 conn;
+	__u64 goid;
+};
+
 struct go_tls_pending_read {
 	__u64 array;     /* c.input at its entry */
 	__u64 consumed;
 	__u64 sequence;
 	__u64 capacity;  /* len(b) */
 	__u64 pid_tgid;  /* the reader */
-	__u64 goid;
 	__u64 entered_ns;
+	struct go_tls_input end; /* c.input when another goroutine's Read of the connection began (end_known) */
+	__u64 end_known;
 };
 
-/* Per *tls.Conn, its last Read. LRU: the last Read of a connection that is never called again ages out. */
+/* Per goroutine and connection, its last Read until taken. LRU: one never taken ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct capture_go_read_key);
+	__type(value, struct go_tls_pending_read);
+} capture_go_tls_reads SEC(".maps");
+
+/* Per *tls.Conn, the goroutine of its last Read, and the goroutine whose Read another goroutine's Read entry
+ * ended without taking it (go_tls_end_other_read). */
+struct go_tls_readers_of {
+	__u64 last;
+	__u64 ended;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct capture_go_conn_key);
-	__type(value, struct go_tls_pending_read);
-} capture_go_tls_reads SEC(".maps");
+	__type(value, struct go_tls_readers_of);
+} capture_go_tls_last_readers SEC(".maps");
 
-/* Per goroutine, the *tls.Conn of its last Read (for that Read's RETs). */
+/* Per goroutine, the *tls.Conn of its last Read. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -1102,32 +1130,85 @@ struct {
 	__type(value, __u64);
 } capture_go_tls_readers SEC(".maps");
 
-/* Emits what the last Read of `conn` returned, now that c.input is `input`: the bytes between where the Read
- * began and the read index, in the same record, or from a new record's start. Taken once (the delete decides
- * between racing callers); `own` only when the current goroutine made that Read (a Write of another goroutine
- * may run while the Read still waits). */
-static __always_inline void go_tls_take_read(void *ctx, const struct capture_go_conn_key *conn, const struct go_tls_input *input,
-					     __u64 own)
+/* Emits what Read `key` returned: the bytes of c.input between where the Read began and the read index, in
+ * the same record, or from a new record's start. c.input is `input` now; it is the Read's end unless another
+ * goroutine's Read of the connection began since (then its entry kept the end). Taken once: the delete
+ * decides between racing callers. */
+static __always_inline void go_tls_take_read(void *ctx, const struct capture_go_read_key *key, const struct go_tls_input *input)
 {
-	struct go_tls_pending_read *pending = bpf_map_lookup_elem(&capture_go_tls_reads, conn);
-	if (!pending || (own && pending->goid != own))
+	struct go_tls_pending_read *pending = bpf_map_lookup_elem(&capture_go_tls_reads, key);
+	if (!pending)
 		return;
 	struct go_tls_pending_read read = *pending;
-	if (bpf_map_delete_elem(&capture_go_tls_reads, conn))
+	if (bpf_map_delete_elem(&capture_go_tls_reads, key))
 		return;
-	__u64 start = read.sequence == input->sequence && read.array == input->array ? read.consumed : 0;
-	if (input->consumed <= start || input->consumed > input->length || input->consumed - start > read.capacity)
+	struct go_tls_input end = read.end_known ? read.end : *input;
+	/* A record read after the end may have been decrypted over the bytes: not emitted (only a client that
+	 * sends its next request before the response reads so). */
+	if (read.end_known && input->sequence != end.sequence)
+		return;
+	/* One record more and a failure: that record was the alert (close_notify) or error that ended the Read, with
+	 * nothing read (data and then an alert are two records); c.input still holds the last data. */
+	if (end.sequence == read.sequence + 1 && end.failure)
+		return;
+	__u64 start = read.sequence == end.sequence && read.array == end.array ? read.consumed : 0;
+	if (end.consumed <= start || end.consumed > end.length || end.consumed - start > read.capacity)
 		return; /* nothing read (an error or EOF), or not a layout this can be */
-	__u64 *socket = bpf_map_lookup_elem(&capture_go_tls_sockets, conn);
+	struct capture_go_conn_key conn = { .tgid = key->tgid, .conn = key->conn };
+	__u64 *socket = bpf_map_lookup_elem(&capture_go_tls_sockets, &conn);
 	if (!socket)
 		return; /* no socket seen for this connection yet: nothing to tie the bytes to */
-	struct capture_ssl_call call = { .ssl = conn->conn, .buffer = input->array + start, .direction = CAPTURE_DIRECTION_RECEIVE };
-	struct chunk_origin origin = { .pid_tgid = read.pid_tgid, .goid = read.goid, .at_ns = read.entered_ns };
-	emit_plaintext(ctx, conn->tgid, *socket, &call, input->consumed - start, CAPTURE_SOURCE_GO_TLS, 0, &origin);
+	struct capture_ssl_call call = { .ssl = key->conn, .buffer = end.array + start, .direction = CAPTURE_DIRECTION_RECEIVE };
+	struct chunk_origin origin = { .pid_tgid = read.pid_tgid, .goid = key->goid, .at_ns = read.entered_ns };
+	emit_plaintext(ctx, key->tgid, *socket, &call, end.consumed - start, CAPTURE_SOURCE_GO_TLS, 0, &origin);
 }
 
-/* func (c *Conn) Read(b []byte) (int, error): takes the connection's previous Read (Reads of one connection
- * do not overlap), and keeps this one. */
+/* At a Read's entry: the current goroutine's previous Read of the connection, and those of other goroutines, all
+ * over (Reads of one connection do not overlap), in the order they were read:
+ * - one an earlier Read entry ended without taking (below) is taken: its goroutine read no more (the
+ *   goroutine that reads an HTTP/2 connection's preface, before the frame reader);
+ * - the last reader's is taken by a goroutine that read the connection before it (net/http's connection
+ *   goroutine, after its background read of one byte); one that did not (that background read, while the
+ *   connection goroutine may still be writing the response) only keeps where it ended, for its own goroutine's
+ *   next call, so a request's bytes and the response never race past each other.
+ * Then the current goroutine is the last reader. */
+static __always_inline void go_tls_take_reads(void *ctx, const struct capture_goroutine_key *goroutine, __u64 conn,
+					      const struct go_tls_input *input)
+{
+	struct capture_go_conn_key connection = { .tgid = goroutine->tgid, .conn = conn };
+	struct capture_go_read_key own = { .tgid = goroutine->tgid, .conn = conn, .goid = goroutine->goid };
+	struct go_tls_readers_of readers = { .last = goroutine->goid };
+	struct go_tls_readers_of *known = bpf_map_lookup_elem(&capture_go_tls_last_readers, &connection);
+	if (!known) {
+		go_tls_take_read(ctx, &own, input);
+	} else {
+		/* In the order they were read. */
+		struct go_tls_readers_of before = *known;
+		if (before.ended && before.ended != goroutine->goid) {
+			struct capture_go_read_key ended = { .tgid = goroutine->tgid, .conn = conn, .goid = before.ended };
+			struct go_tls_pending_read *pending = bpf_map_lookup_elem(&capture_go_tls_reads, &ended);
+			if (pending && pending->end_known)
+				go_tls_take_read(ctx, &ended, input);
+		}
+		go_tls_take_read(ctx, &own, input);
+		if (before.last != goroutine->goid) {
+			struct capture_go_read_key last = { .tgid = goroutine->tgid, .conn = conn, .goid = before.last };
+			__u64 *read_before = bpf_map_lookup_elem(&capture_go_tls_readers, goroutine);
+			struct go_tls_pending_read *pending;
+			if (read_before && *read_before == conn) {
+				go_tls_take_read(ctx, &last, input);
+			} else if ((pending = bpf_map_lookup_elem(&capture_go_tls_reads, &last)) && !pending->end_known) {
+				pending->end = *input;
+				pending->end_known = 1;
+				readers.ended = before.last;
+			}
+		}
+	}
+	bpf_map_update_elem(&capture_go_tls_last_readers, &connection, &readers, BPF_ANY);
+}
+
+/* func (c *Conn) Read(b []byte) (int, error): takes the connection's Reads that are over (go_tls_take_reads) and
+ * keeps this one. */
 SEC("uprobe")
 int capture_go_tls_read(struct pt_regs *ctx)
 {
@@ -1136,27 +1217,38 @@ int capture_go_tls_read(struct pt_regs *ctx)
 	struct capture_process *process;
 	if (!go_tls_goroutine(pid_tgid >> 32, &goroutine, &process))
 		return 0;
-	struct capture_go_conn_key conn = { .tgid = goroutine.tgid, .conn = ctx->ax };
+	__u64 conn = ctx->ax;
 	__u64 buffer = ctx->bx;
 	long capacity = ctx->cx;
 	asm volatile("" : "+r"(capacity)); /* one read of the context: clang would add to the ctx pointer */
 	struct go_tls_input input;
-	if (read_go_tls_input(process, conn.conn, &input))
+	if (read_go_tls_input(process, conn, &input))
 		return 0;
-	go_tls_take_read(ctx, &conn, &input, 0);
+	struct capture_go_read_key own = { .tgid = goroutine.tgid, .conn = conn, .goid = goroutine.goid };
+	go_tls_take_reads(ctx, &goroutine, conn, &input);
+	bpf_map_update_elem(&capture_go_tls_readers, &goroutine, &conn, BPF_ANY);
+	struct capture_go_conn_key connection = { .tgid = goroutine.tgid, .conn = conn };
 	if (capacity <= 0)
 		return 0;
 	struct go_tls_pending_read read = { .array = input.array, .consumed = input.consumed, .sequence = input.sequence,
-					    .capacity = capacity, .pid_tgid = pid_tgid, .goid = goroutine.goid,
-					    .entered_ns = bpf_ktime_get_ns() };
-	bpf_map_update_elem(&capture_go_tls_reads, &conn, &read, BPF_ANY);
-	bpf_map_update_elem(&capture_go_tls_readers, &goroutine, &conn.conn, BPF_ANY);
-	if (!bpf_map_lookup_elem(&capture_go_tls_sockets, &conn)) {
+					    .capacity = capacity, .pid_tgid = pid_tgid, .entered_ns = bpf_ktime_get_ns() };
+	bpf_map_update_elem(&capture_go_tls_reads, &own, &read, BPF_ANY);
+	if (!bpf_map_lookup_elem(&capture_go_tls_sockets, &connection)) {
 		/* Its socket I/O names the socket (a handshake this Read runs leaves this outer call in place). */
-		struct capture_ssl_call call = { .ssl = conn.conn, .buffer = buffer, .direction = CAPTURE_DIRECTION_RECEIVE };
+		struct capture_ssl_call call = { .ssl = conn, .buffer = buffer, .direction = CAPTURE_DIRECTION_RECEIVE };
 		bpf_map_update_elem(&capture_go_tls_calls, &goroutine, &call, BPF_ANY);
 	}
 	return 0;
+}
+
+/* Takes the current goroutine's last Read of *tls.Conn `conn`, if any. */
+static __always_inline void go_tls_take_own_read(void *ctx, const struct capture_process *process,
+						 const struct capture_goroutine_key *goroutine, __u64 conn)
+{
+	struct capture_go_read_key own = { .tgid = goroutine->tgid, .conn = conn, .goid = goroutine->goid };
+	struct go_tls_input input;
+	if (bpf_map_lookup_elem(&capture_go_tls_reads, &own) && !read_go_tls_input(process, conn, &input))
+		go_tls_take_read(ctx, &own, &input);
 }
 
 /* Every RET of Read, attached only once the process makes calls: the Read's plaintext now, so it precedes
@@ -1169,19 +1261,15 @@ int capture_go_tls_read_return(struct pt_regs *ctx)
 	if (!go_tls_goroutine(bpf_get_current_pid_tgid() >> 32, &goroutine, &process))
 		return 0;
 	__u64 *reading = bpf_map_lookup_elem(&capture_go_tls_readers, &goroutine);
-	if (!reading)
-		return 0;
-	struct capture_go_conn_key conn = { .tgid = goroutine.tgid, .conn = *reading };
-	struct go_tls_input input;
-	if (!read_go_tls_input(process, conn.conn, &input))
-		go_tls_take_read(ctx, &conn, &input, goroutine.goid);
+	if (reading)
+		go_tls_take_own_read(ctx, process, &goroutine, *reading);
 	return 0;
 }
 
 /* func (c *Conn) Write(b []byte) (int, error): the plaintext is complete at the entry (RBX, RCX: the slice's
  * array and length), emitted now when the connection's socket is known -- before the peer can read it, so
- * same-host linking is in time -- else when the handshake this Write runs names the socket. A Read this
- * goroutine made on the connection before is taken first, so a server's request precedes its response. */
+ * same-host linking is in time -- else when the handshake this Write runs names the socket. This goroutine's
+ * last Read of the connection is taken first, so a server's request precedes its response. */
 SEC("uprobe")
 int capture_go_tls_write(struct pt_regs *ctx)
 {
@@ -1195,9 +1283,7 @@ int capture_go_tls_write(struct pt_regs *ctx)
 	asm volatile("" : "+r"(length));
 	if (length <= 0)
 		return 0;
-	struct go_tls_input input;
-	if (bpf_map_lookup_elem(&capture_go_tls_reads, &conn) && !read_go_tls_input(process, conn.conn, &input))
-		go_tls_take_read(ctx, &conn, &input, goroutine.goid);
+	go_tls_take_own_read(ctx, process, &goroutine, conn.conn);
 	/* A Read of this goroutine that is over without socket I/O (served from what crypto/tls buffered) names
 	 * no socket: its call must not name this goroutine's next one. */
 	struct capture_ssl_call *read = bpf_map_lookup_elem(&capture_go_tls_calls, &goroutine);
@@ -1215,7 +1301,8 @@ int capture_go_tls_write(struct pt_regs *ctx)
 	return 0;
 }
 
-/* func (c *Conn) Close() error: the connection's last Read (a response read just before closing). */
+/* func (c *Conn) Close() error: this goroutine's last Read of the connection and the other readers' (a response
+ * read just before closing). */
 SEC("uprobe")
 int capture_go_tls_close(struct pt_regs *ctx)
 {
@@ -1223,10 +1310,23 @@ int capture_go_tls_close(struct pt_regs *ctx)
 	struct capture_process *process;
 	if (!go_tls_goroutine(bpf_get_current_pid_tgid() >> 32, &goroutine, &process))
 		return 0;
-	struct capture_go_conn_key conn = { .tgid = goroutine.tgid, .conn = ctx->ax };
+	__u64 conn = ctx->ax;
 	struct go_tls_input input;
-	if (bpf_map_lookup_elem(&capture_go_tls_reads, &conn) && !read_go_tls_input(process, conn.conn, &input))
-		go_tls_take_read(ctx, &conn, &input, 0);
+	if (read_go_tls_input(process, conn, &input))
+		return 0;
+	struct capture_go_read_key own = { .tgid = goroutine.tgid, .conn = conn, .goid = goroutine.goid };
+	go_tls_take_read(ctx, &own, &input);
+	struct capture_go_conn_key connection = { .tgid = goroutine.tgid, .conn = conn };
+	struct go_tls_readers_of *readers = bpf_map_lookup_elem(&capture_go_tls_last_readers, &connection);
+	if (readers) {
+		struct capture_go_read_key last = { .tgid = goroutine.tgid, .conn = conn, .goid = readers->last };
+		struct capture_go_read_key ended = { .tgid = goroutine.tgid, .conn = conn, .goid = readers->ended };
+		if (ended.goid && ended.goid != goroutine.goid)
+			go_tls_take_read(ctx, &ended, &input);
+		if (last.goid != goroutine.goid)
+			go_tls_take_read(ctx, &last, &input);
+	}
+	bpf_map_delete_elem(&capture_go_tls_last_readers, &connection);
 	return 0;
 }
 

@@ -60,8 +60,8 @@ struct capture_process {
 	 * connection's next call, so Read needs no RET probe): */
 	__u32 go_tls_input;    /* Conn.input + bytes.Reader.s: the decrypted record's array and length */
 	__u32 go_tls_consumed; /* Conn.input + bytes.Reader.i: how much of it Reads have handed out */
-	__u32 go_tls_sequence; /* Conn.in + halfConn.seq: the number of the last record read */
-	__u32 reserved;
+	__u32 go_tls_sequence; /* Conn.in + halfConn.seq: the number of the last record read (big-endian) */
+	__u32 go_tls_failure;  /* Conn.in + halfConn.err: the error that ends the connection's reads (an interface) */
 };
 _Static_assert(sizeof(struct capture_process) == 40, "capture_process layout");
 

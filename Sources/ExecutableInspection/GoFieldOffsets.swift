@@ -44,10 +44,11 @@ public struct GoField: Hashable, Sendable, Codable, CustomStringConvertible {
     ].flatMap { type, fields in fields.map { GoField(type, $0) } } + cryptoTLSReads
 
     /// Where a `crypto/tls.Conn` keeps what its Reads hand out: the decrypted record `input` (a
-    /// `bytes.Reader`: array `s`, read index `i`) and the number of the last record read (`in.seq`). The
-    /// capture layer takes a Read's plaintext from them at the connection's next call (no RET probe).
+    /// `bytes.Reader`: array `s`, read index `i`), the number of the last record read (`in.seq`) and what
+    /// ended reading (`in.err`). The capture layer takes a Read's plaintext from them at the connection's
+    /// next call (no RET probe).
     public static let cryptoTLSReads: [GoField] = [
-        ("crypto/tls.Conn", ["in", "input"]), ("crypto/tls.halfConn", ["seq"]), ("bytes.Reader", ["s", "i"]),
+        ("crypto/tls.Conn", ["in", "input"]), ("crypto/tls.halfConn", ["seq", "err"]), ("bytes.Reader", ["s", "i"]),
     ].flatMap { type, fields in fields.map { GoField(type, $0) } }
 }
 

@@ -21,6 +21,7 @@ final class GoTLSReadStateTests: XCTestCase {
         XCTAssertEqual(state.input, try offset("crypto/tls.Conn", "input") + offset("bytes.Reader", "s"))
         XCTAssertEqual(state.consumed, try offset("crypto/tls.Conn", "input") + offset("bytes.Reader", "i"))
         XCTAssertEqual(state.sequence, try offset("crypto/tls.Conn", "in") + offset("crypto/tls.halfConn", "seq"))
+        XCTAssertEqual(state.failure, try offset("crypto/tls.Conn", "in") + offset("crypto/tls.halfConn", "err"))
 
         // The same binary as if its Go release were one the table lacks (no DWARF either): not captured, and why.
         var json = try XCTUnwrap(JSONSerialization.jsonObject(with: JSONEncoder().encode(info)) as? [String: Any])
@@ -33,6 +34,6 @@ final class GoTLSReadStateTests: XCTestCase {
         XCTAssertNil(GoTLSReadOffsets(unknown.go?.fieldOffsets))
         let reason = try XCTUnwrap(CaptureTracer.goTLSUnavailableReason(unknown))
         XCTAssertTrue(reason.hasPrefix("crypto/tls.Conn's read state is not located (crypto/tls.Conn.in, crypto/tls.Conn.input, "
-                                       + "crypto/tls.halfConn.seq unknown"), reason)
+                                       + "crypto/tls.halfConn.seq, crypto/tls.halfConn.err unknown: not in DWARF or the offsets table for go1.19"), reason)
     }
 }

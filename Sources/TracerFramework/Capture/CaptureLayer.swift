@@ -245,7 +245,7 @@ struct CaptureTracer: Tracer {
         }
         guard GoTLSReadOffsets(go.fieldOffsets) != nil else {
             let missing = GoField.cryptoTLSReads.filter { go.fieldOffsets?.offset($0) == nil }.map(\.description)
-            return "crypto/tls.Conn's read state is not located (\(missing.joined(separator: ", ")) unknown: no DWARF, and the offsets table has no \(go.buildInfo?.goVersion ?? "such Go version"))"
+            return "crypto/tls.Conn's read state is not located (\(missing.joined(separator: ", ")) unknown: not in DWARF or the offsets table for \(go.buildInfo?.goVersion ?? "this Go version"))"
         }
         return nil
     }
@@ -290,6 +290,7 @@ struct CaptureTracer: Tracer {
                 facts.go_tls_input = reads.input
                 facts.go_tls_consumed = reads.consumed
                 facts.go_tls_sequence = reads.sequence
+                facts.go_tls_failure = reads.failure
             }
         }
         try object.map(BPFPrograms.Capture.Map.captureProcesses).update(UInt32(bitPattern: process.pid), facts)
@@ -301,19 +302,22 @@ struct CaptureTracer: Tracer {
 }
 
 /// Where a `crypto/tls.Conn` keeps what its Reads hand out, from the Conn's start (bpf/capture.h
-/// `capture_process.go_tls_*`): `input` (a `bytes.Reader`: the decrypted record `s` and the read index `i`)
-/// and `in.seq` (the number of the last record read).
+/// `capture_process.go_tls_*`): `input` (a `bytes.Reader`: the decrypted record `s` and the read index `i`),
+/// `in.seq` (the number of the last record read) and `in.err` (what ends the connection's reads).
 struct GoTLSReadOffsets {
     let input: UInt32
     let consumed: UInt32
     let sequence: UInt32
+    let failure: UInt32
 
     init?(_ offsets: GoFieldOffsets?) {
         guard let offsets, let conn = offsets.offset(GoField("crypto/tls.Conn", "input")), let record = offsets.offset(GoField("bytes.Reader", "s")),
               let index = offsets.offset(GoField("bytes.Reader", "i")), let halfConn = offsets.offset(GoField("crypto/tls.Conn", "in")),
-              let sequence = offsets.offset(GoField("crypto/tls.halfConn", "seq")) else { return nil }
+              let sequence = offsets.offset(GoField("crypto/tls.halfConn", "seq")),
+              let failure = offsets.offset(GoField("crypto/tls.halfConn", "err")) else { return nil }
         input = UInt32(conn + record)
         consumed = UInt32(conn + index)
         self.sequence = UInt32(halfConn + sequence)
+        self.failure = UInt32(halfConn + failure)
     }
 }
