@@ -1109,7 +1109,7 @@ struct {
 } capture_go_tls_reads SEC(".maps");
 
 /* Per *tls.Conn, the goroutine of its last Read, and the goroutine whose Read another goroutine's Read entry
- * ended without taking it (go_tls_end_other_read). */
+ * ended without taking it (go_tls_take_reads). */
 struct go_tls_readers_of {
 	__u64 last;
 	__u64 ended;
