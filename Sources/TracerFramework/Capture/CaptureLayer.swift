@@ -149,9 +149,9 @@ public enum NetworkPropagation: Sendable, Equatable {
 }
 
 /// The functions the capture layer probes in executables (Go's crypto/tls), for `tracer inspect`.
-public let captureProbeTargetQueries = [CaptureTracer.goTLSRead, CaptureTracer.goTLSWrite, CaptureTracer.goTLSClose,
-                                        CaptureTracer.goTLSServerHandshake, CaptureTracer.goTLSClientHandshake].map {
-    ProbeTargetQuery(tracer: CaptureTracer.name, symbol: $0, needsReturnOffsets: CaptureTracer.goTLSHandshakes.contains($0) || $0 == CaptureTracer.goTLSRead)
+public let captureProbeTargetQueries = CaptureTracer.goTLSProbes.compactMap { probe -> ProbeTargetQuery? in
+    guard case .function(let symbol, _, let returns) = probe else { return nil }
+    return ProbeTargetQuery(tracer: CaptureTracer.name, symbol: symbol, needsReturnOffsets: returns != nil)
 }
 
 /// Whether the capture layer reads the TLS plaintext of Go program `executable` (crypto/tls): "captured", or
@@ -200,11 +200,7 @@ struct CaptureTracer: Tracer {
                ("SSL_read_ex", Program.captureSslReadEx), ("SSL_write_ex", Program.captureSslWriteEx)].map {
                 .library(prefix: "libssl.so", symbol: $0.0, entry: $0.1, returns: sslReturn, returnsWithUretprobe: true)
             }
-            + [.function(symbol: Self.goTLSRead, entry: Program.captureGoTlsRead, returns: Program.captureGoTlsReadReturn),
-               .function(symbol: Self.goTLSWrite, entry: Program.captureGoTlsWrite, returns: nil),
-               .function(symbol: Self.goTLSClose, entry: Program.captureGoTlsClose, returns: nil),
-               .function(symbol: Self.goTLSServerHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn),
-               .function(symbol: Self.goTLSClientHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn)]
+            + Self.goTLSProbes
             + (propagating
                 ? [.messageVerdict(map: BPFPrograms.Capture.Map.capturePropagationSockets, program: Program.capturePropagationMsg),
                    .cgroup(program: Program.capturePropagationSockops)]
@@ -222,7 +218,13 @@ struct CaptureTracer: Tracer {
     static let goTLSClose = "crypto/tls.(*Conn).Close"
     static let goTLSServerHandshake = "crypto/tls.(*Conn).serverHandshake"
     static let goTLSClientHandshake = "crypto/tls.(*Conn).clientHandshake"
-    static let goTLSHandshakes: Set = [goTLSServerHandshake, goTLSClientHandshake]
+    static let goTLSProbes: [Probe] = [
+        .function(symbol: goTLSRead, entry: Program.captureGoTlsRead, returns: Program.captureGoTlsReadReturn),
+        .function(symbol: goTLSWrite, entry: Program.captureGoTlsWrite, returns: nil),
+        .function(symbol: goTLSClose, entry: Program.captureGoTlsClose, returns: nil),
+        .function(symbol: goTLSServerHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn),
+        .function(symbol: goTLSClientHandshake, entry: Program.captureGoTlsHandshake, returns: Program.captureGoTlsHandshakeReturn),
+    ]
 
     /// Read's RETs take its plaintext at once, so a handler's call finds the request it serves; they cost a
     /// single-stepped trap per Read, so only a process that makes calls gets them.
