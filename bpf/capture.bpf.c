@@ -257,15 +257,15 @@ static __always_inline __u32 gather_segments(struct capture_chunk_event *event, 
 
 #include "capture_propagation.bpf.h"
 
-/* Emits a chunk whose data holds up to `capacity` (a constant) bytes of the transfer at `from`. */
 /* Who moved a chunk's bytes and when, for bytes emitted later than they moved (a Go TLS Read's plaintext,
- * taken at its connection's next call); a chunk without one is the current task's, now. */
+ * taken at a later call); a chunk without one is the current task's, now. */
 struct chunk_origin {
 	__u64 pid_tgid;
 	__u64 goid;
 	__u64 at_ns;
 };
 
+/* Emits a chunk whose data holds up to `capacity` (a constant) bytes of the transfer at `from`. */
 static __always_inline void emit_chunk(void *ctx, const struct capture_process *process,
 				       struct capture_connection *connection, __u32 fd, __u8 direction, __u8 source,
 				       __u8 flags, const struct capture_user_data *from, __u64 length, const __u32 capacity,
@@ -444,8 +444,8 @@ static __always_inline int go_tls_write_named(const struct capture_goroutine_key
 }
 
 /* The Read of `goroutine` on *tls.Conn `conn` moved bytes of `socket` (a connection whose handshake was before
- * the agent): that names the connection's socket, and the goroutine's call has served its purpose (Read has no
- * RET probe to take it out). */
+ * the agent): that names the connection's socket, and the goroutine's call has served its purpose (nothing else
+ * takes it out: Read's RET, where probed, takes only the plaintext). */
 static __always_inline void go_tls_read_named(const struct capture_goroutine_key *goroutine, __u64 conn, __u64 socket)
 {
 	struct capture_go_conn_key key = { .tgid = goroutine->tgid, .conn = conn };
