@@ -135,11 +135,11 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/HTTPTracerBenchmark",
             swiftSettings: swiftSettings),
-        /// The NATS parser's user-space cost: CPU per span and heap per idle connection (`swift run -c release NATSBenchmark`).
+        /// A protocol parser's user-space cost: CPU per span, NATS heap per idle connection (`swift run -c release ParserBenchmark redis`).
         .executableTarget(
-            name: "NATSBenchmark",
-            dependencies: ["Tracers", "TracerFramework", "Telemetry"],
-            path: "Benchmarks/NATSBenchmark",
+            name: "ParserBenchmark",
+            dependencies: ["Tracers", "TracerFramework", "Telemetry", "OTLPExport"],
+            path: "Benchmarks/ParserBenchmark",
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "InspectionBenchmark",

@@ -560,26 +560,18 @@ public final class Agent: @unchecked Sendable {
         }
         // Consecutive exchanges are mostly one process's: its resource is looked up (under the table's lock) once.
         var last: (pid: UInt32, resource: Resource?) = (0, nil)
-        for exchange in exchanges {
+        let (scope, clock) = (captureContext.scope, captureContext.unixNanoseconds(monotonic:))
+        // Each exchange moved out of the array (an element read in place would be copied), in order.
+        exchanges.reverse()
+        while let exchange = exchanges.popLast() {
             let pid = exchange.pid
             if pid != last.pid { last = (pid, captureContext.resource(Int32(bitPattern: pid))) }
             guard let resource = last.resource else { continue }
-            spans.append(span(of: exchange, resource: resource))
+            spans.append(exchange.span(resource: resource, scope: scope, unixNanoseconds: clock))
         }
         guard !spans.isEmpty else { return }
         metrics.spans.add(UInt64(spans.count), ordering: .relaxed)
         for sink in configuration.sinks { sink.consume(spans) }
-    }
-
-    /// The span of a protocol parser's exchange, by its semantic-convention family, with `resource`: its process's.
-    private func span(of exchange: Exchange, resource: Resource) -> Span {
-        let (scope, clock) = (captureContext.scope, captureContext.unixNanoseconds(monotonic:))
-        return switch exchange {
-        case .http(let http): HTTPSpans.span(http, resource: resource, scope: scope, unixNanoseconds: clock)
-        case .database(let database): DatabaseSpans.span(database, resource: resource, scope: scope, unixNanoseconds: clock)
-        case .messaging(let message): MessagingSpans.span(message, resource: resource, scope: scope, unixNanoseconds: clock)
-        case .rpc(let rpc): RPCSpans.span(rpc, resource: resource, scope: scope, unixNanoseconds: clock)
-        }
     }
 
     /// The selected processes by host PID, shared by the control queue (writes) and the reader (lookups).

@@ -92,6 +92,16 @@ public enum Exchange: Sendable {
     case messaging(MessagingExchange)
     /// A remote procedure call (gRPC, …): ``RPCSpans``.
     case rpc(RPCExchange)
+
+    /// Its span, by its semantic-convention family, with `resource`: its process's.
+    public func span(resource: Resource, scope: InstrumentationScope, unixNanoseconds: (UInt64) -> UInt64) -> Span {
+        switch self {
+        case .http(let http): HTTPSpans.span(http, resource: resource, scope: scope, unixNanoseconds: unixNanoseconds)
+        case .database(let database): DatabaseSpans.span(database, resource: resource, scope: scope, unixNanoseconds: unixNanoseconds)
+        case .messaging(let message): MessagingSpans.span(message, resource: resource, scope: scope, unixNanoseconds: unixNanoseconds)
+        case .rpc(let rpc): RPCSpans.span(rpc, resource: resource, scope: scope, unixNanoseconds: unixNanoseconds)
+        }
+    }
 }
 
 /// The side of a connection a process is on in an exchange, for every protocol family: the server answers
