@@ -266,21 +266,18 @@ final class HTTP1ConnectionParser: ConnectionParser {
             // Ids BPF decided for this request (context propagation) win.
             if let decided = context.traceContexts.finishServing(goroutine, spanID: identity.spanID) { identity = decided }
         }
-        var exchange = HTTPExchange(pid: request.pid, role: role, method: head.method, path: head.path, query: head.query,
-                                    target: head.target, tls: connection.isTLS, start: request.start,
-                                    end: response == nil ? request.lastRequestByte : responseEnd, identity: identity)
-        exchange.protocolVersion = response?.version ?? head.version
-        exchange.statusCode = response?.statusCode
-        exchange.local = connection.local
-        exchange.peer = connection.peer
+        var requestBodySize: Int64?
         if let length = head.contentLength {
-            exchange.requestBodySize = Int64(length)
+            requestBodySize = Int64(length)
         } else if !head.isChunked, let headLength = head.headLength, request.requestBytes >= UInt64(headLength) {
-            exchange.requestBodySize = Int64(clamping: request.requestBytes - UInt64(headLength))
+            requestBodySize = Int64(clamping: request.requestBytes - UInt64(headLength))
         }
-        if let length = response?.contentLength { exchange.responseBodySize = Int64(length) }
         if response == nil { counters.withoutResponse.add(1, ordering: .relaxed) }
-        exchanges.append(.http(exchange))
+        exchanges.append(.http(HTTPExchange(
+            pid: request.pid, role: role, method: head.method, path: head.path, query: head.query, target: head.target, tls: connection.isTLS,
+            start: request.start, end: response == nil ? request.lastRequestByte : responseEnd, identity: identity,
+            protocolVersion: response?.version ?? head.version, statusCode: response?.statusCode, requestBodySize: requestBodySize,
+            responseBodySize: response?.contentLength.map { Int64($0) }, local: connection.local, peer: connection.peer)))
     }
 }
 

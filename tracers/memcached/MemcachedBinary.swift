@@ -258,14 +258,9 @@ final class MemcachedBinaryConnectionParser: ConnectionParser {
 
     private func append(_ item: Pending, failed: Bool, code: String?, end: UInt64, into exchanges: inout [Exchange]) {
         guard let operation = MemcachedOpcodes.operation(item.opcode), operation != "quit" else { return }
-        var exchange = DatabaseExchange(pid: item.pid, role: role, system: "memcached", operation: operation, start: item.start, end: end,
-                                        identity: item.identity)
-        exchange.queryText = item.text
-        exchange.failed = failed
-        exchange.statusCode = code
-        exchange.local = connection.local
-        exchange.peer = connection.peer
-        exchanges.append(.database(exchange))
+        exchanges.append(.database(DatabaseExchange(
+            pid: item.pid, role: role, system: "memcached", operation: operation, start: item.start, end: end, identity: item.identity,
+            queryText: item.text, failed: failed, statusCode: code, local: connection.local, peer: connection.peer)))
     }
 }
 

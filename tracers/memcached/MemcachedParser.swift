@@ -268,14 +268,9 @@ final class MemcachedConnectionParser: ConnectionParser {
     }
 
     private func exchange(_ item: Pending, failed: Bool, code: String?, end: UInt64) -> DatabaseExchange {
-        var exchange = DatabaseExchange(pid: item.pid, role: role, system: "memcached", operation: item.command.name,
-                                        start: item.start, end: end, identity: item.identity)
-        exchange.queryText = item.text
-        exchange.failed = failed
-        exchange.statusCode = code
-        exchange.local = connection.local
-        exchange.peer = connection.peer
-        return exchange
+        DatabaseExchange(pid: item.pid, role: role, system: "memcached", operation: item.command.name, start: item.start, end: end,
+                         identity: item.identity, queryText: item.text, failed: failed, statusCode: code, local: connection.local,
+                         peer: connection.peer)
     }
 }
 

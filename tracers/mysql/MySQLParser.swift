@@ -568,16 +568,9 @@ final class MySQLConnectionParser: ConnectionParser {
     }
 
     private func exchange(_ item: Pending, statement: Statement?, failed: Bool, code: String?, end: UInt64) -> DatabaseExchange {
-        var exchange = DatabaseExchange(pid: item.pid, role: role, system: system, operation: statement?.summary.operation,
-                                        start: item.start, end: end, identity: item.identity)
-        exchange.collection = statement?.summary.collection
-        exchange.namespace = namespace
-        exchange.queryText = statement?.text
-        exchange.failed = failed
-        exchange.statusCode = failed ? code : nil
-        exchange.local = connection.local
-        exchange.peer = connection.peer
-        return exchange
+        DatabaseExchange(pid: item.pid, role: role, system: system, operation: statement?.summary.operation, start: item.start, end: end,
+                         identity: item.identity, collection: statement?.summary.collection, namespace: namespace, queryText: statement?.text,
+                         failed: failed, statusCode: failed ? code : nil, local: connection.local, peer: connection.peer)
     }
 
     // MARK: Responses beyond the capture

@@ -318,17 +318,10 @@ final class PostgresConnectionParser: ConnectionParser {
             counters.unmatchedResponses.add(1, ordering: .relaxed)
             return
         }
-        var exchange = DatabaseExchange(pid: pid, role: role, system: "postgresql",
-                                        operation: statement?.summary.operation ?? tag.flatMap(Self.commandWord),
-                                        start: start, end: end, identity: identity)
-        exchange.collection = statement?.summary.collection
-        exchange.namespace = namespace
-        exchange.queryText = statement?.text
-        exchange.failed = failed
-        exchange.statusCode = failed ? code : nil
-        exchange.local = connection.local
-        exchange.peer = connection.peer
-        exchanges.append(.database(exchange))
+        exchanges.append(.database(DatabaseExchange(
+            pid: pid, role: role, system: "postgresql", operation: statement?.summary.operation ?? tag.flatMap(Self.commandWord),
+            start: start, end: end, identity: identity, collection: statement?.summary.collection, namespace: namespace,
+            queryText: statement?.text, failed: failed, statusCode: failed ? code : nil, local: connection.local, peer: connection.peer)))
     }
 
     /// After an error the server skips to Sync: the batch's other Parses and Executes get no answer (the

@@ -215,15 +215,10 @@ final class RedisConnectionParser: ConnectionParser {
                 head = 0
             }
             if replyFailed, let selects = command.selects, namespace == selects.index { namespace = selects.previous }
-            var exchange = DatabaseExchange(pid: command.pid, role: role, system: "redis", operation: command.operation,
-                                            start: command.start, end: chunk.timestamp, identity: command.identity)
-            exchange.namespace = command.namespace.map { String($0) }
-            exchange.queryText = command.text
-            exchange.failed = replyFailed
-            exchange.statusCode = replyFailed ? replyCode : nil
-            exchange.local = connection.local
-            exchange.peer = connection.peer
-            exchanges.append(.database(exchange))
+            exchanges.append(.database(DatabaseExchange(
+                pid: command.pid, role: role, system: "redis", operation: command.operation, start: command.start, end: chunk.timestamp,
+                identity: command.identity, namespace: command.namespace.map { String($0) }, queryText: command.text, failed: replyFailed,
+                statusCode: replyFailed ? replyCode : nil, local: connection.local, peer: connection.peer)))
         default:
             break
         }

@@ -94,6 +94,8 @@ public struct SocketAddress: Sendable, Equatable {
     public let address: String
     public let port: UInt16
     public let isIPv6: Bool
+    /// `host:port` for a URL (`[v6]:port`); made once, as a connection's spans name it each.
+    public let authority: String
 
     /// From raw bytes: IPv4 in the first 4 bytes (`AF_INET`), or 16 bytes of IPv6 (`AF_INET6`; an
     /// IPv4-mapped address becomes IPv4). Nil when the family is unknown.
@@ -117,16 +119,19 @@ public struct SocketAddress: Sendable, Equatable {
             return nil
         }
         self.port = port
+        authority = Self.authority(address, port, isIPv6: isIPv6)
     }
 
     public init(address: String, port: UInt16) {
         self.address = address
         self.port = port
         isIPv6 = address.contains(":")
+        authority = Self.authority(address, port, isIPv6: isIPv6)
     }
 
-    /// `host:port` for a URL (`[v6]:port`).
-    public var authority: String { isIPv6 ? "[\(address)]:\(port)" : "\(address):\(port)" }
+    private static func authority(_ address: String, _ port: UInt16, isIPv6: Bool) -> String {
+        isIPv6 ? "[\(address)]:\(port)" : "\(address):\(port)"
+    }
 }
 
 /// One HTTP request/response exchange, whichever tracer saw it (a parser on the shared capture, or a
@@ -163,8 +168,17 @@ public struct HTTPExchange: Sendable {
     public var end: UInt64
     public var identity: SpanIdentity
 
+    /// The optional fields too, so that a parser builds the exchange in one expression (appended without a copy).
+    @inlinable
     public init(pid: UInt32, role: ExchangeRole, method: String, path: String = "", query: String? = nil, target: String = "", tls: Bool = false,
-                start: UInt64, end: UInt64, identity: SpanIdentity) {
+                start: UInt64, end: UInt64, identity: SpanIdentity, protocolVersion: String? = nil, statusCode: Int? = nil,
+                requestBodySize: Int64? = nil, responseBodySize: Int64? = nil, local: SocketAddress? = nil, peer: SocketAddress? = nil) {
+        self.protocolVersion = protocolVersion
+        self.statusCode = statusCode
+        self.requestBodySize = requestBodySize
+        self.responseBodySize = responseBodySize
+        self.local = local
+        self.peer = peer
         self.pid = pid
         self.role = role
         self.method = method
