@@ -205,6 +205,9 @@ public final class REDMetrics: SpanSink {
         /// HTTP spans: the group each span input went to, so route grouping, the route limit and the attribute
         /// set are worked out once per input (bounded: cleared when full, then filled again).
         var httpGroups: [HTTPSeriesInput: Int] = [:]
+        /// The last HTTP inputs looked up and their groups: consecutive spans mostly repeat a few (a client's
+        /// requests), and comparing is cheaper than hashing.
+        var recentHTTP = RecentGroups<HTTPSeriesInput>()
         var overflowed = 0
         var closed = false
     }
@@ -231,63 +234,72 @@ public final class REDMetrics: SpanSink {
     public func consume(_ spans: [Span]) {
         state.withLock { state in
             guard !state.closed else { return }
-            for span in spans { record(span, &state) }
+            for index in spans.indices {
+                // The fields, not the span: an element passed whole is copied (a reference count per field).
+                record(kind: spans[index].kind, spans[index].attributes, service: spans[index].resource.serviceName,
+                       duration: spans[index].durationSeconds, &state)
+            }
         }
     }
 
-    private func record(_ span: Span, _ state: inout State) {
-        if let method = span.attributes[SemanticConventions.httpRequestMethod]?.stringValue {
-            recordHTTP(span, method: method, &state)
+    private func record(kind: SpanKind, _ spanAttributes: borrowing Attributes, service: String?, duration: Double, _ state: inout State) {
+        if let method = spanAttributes[SemanticConventions.httpRequestMethod]?.stringValue {
+            recordHTTP(kind: kind, spanAttributes, service: service, duration: duration, method: method, &state)
             return
         }
         let (instrument, keys): (Instrument, [String])
-        switch span.kind {
-        case .client where span.attributes[SemanticConventions.dbSystemName] != nil: (instrument, keys) = (.databaseClientDuration, Self.databaseKeys)
-        case .server where span.attributes[SemanticConventions.rpcSystem] != nil: (instrument, keys) = (.rpcServerDuration, Self.rpcServerKeys)
-        case .client where span.attributes[SemanticConventions.rpcSystem] != nil: (instrument, keys) = (.rpcClientDuration, Self.rpcClientKeys)
-        case .producer where span.attributes[SemanticConventions.messagingSystem] != nil: (instrument, keys) = (.messagingClientDuration, Self.messagingKeys)
-        case .consumer where span.attributes[SemanticConventions.messagingSystem] != nil: (instrument, keys) = (.messagingProcessDuration, Self.messagingKeys)
+        switch kind {
+        case .client where spanAttributes[SemanticConventions.dbSystemName] != nil: (instrument, keys) = (.databaseClientDuration, Self.databaseKeys)
+        case .server where spanAttributes[SemanticConventions.rpcSystem] != nil: (instrument, keys) = (.rpcServerDuration, Self.rpcServerKeys)
+        case .client where spanAttributes[SemanticConventions.rpcSystem] != nil: (instrument, keys) = (.rpcClientDuration, Self.rpcClientKeys)
+        case .producer where spanAttributes[SemanticConventions.messagingSystem] != nil: (instrument, keys) = (.messagingClientDuration, Self.messagingKeys)
+        case .consumer where spanAttributes[SemanticConventions.messagingSystem] != nil: (instrument, keys) = (.messagingProcessDuration, Self.messagingKeys)
         default: return
         }
         // A destination with a template (a temporary one: NATS `_INBOX.…`) is named by its template only (semconv: the
         // name only when it is known to have low cardinality).
-        let templated = span.attributes[SemanticConventions.messagingDestinationTemplate] != nil
+        let templated = spanAttributes[SemanticConventions.messagingDestinationTemplate] != nil
         var attributes = Attributes(capacity: keys.count)
         for key in keys where !(templated && key == SemanticConventions.messagingDestinationName) {
-            if let value = span.attributes[key] { attributes.appendUnchecked(key, value) }
+            if let value = spanAttributes[key] { attributes.appendUnchecked(key, value) }
         }
-        let service = span.resource.serviceName ?? "unknown_service"
+        let service = service ?? "unknown_service"
         let index = groupIndex(SeriesKey(instrument: instrument, service: service, attributes: attributes), &state)
-        state.groups[index].duration.record(span.durationSeconds, bounds: instrument.bounds)
+        state.groups[index].duration.record(duration, bounds: instrument.bounds)
     }
 
-    private func recordHTTP(_ span: Span, method: String, _ state: inout State) {
+    private func recordHTTP(kind: SpanKind, _ spanAttributes: borrowing Attributes, service: String?, duration: Double, method: String,
+                            _ state: inout State) {
         let server: Bool
-        switch span.kind {
+        switch kind {
         case .server: server = true
         case .client: server = false
         default: return
         }
-        let service = span.resource.serviceName ?? "unknown_service"
-        let givenRoute = span.attributes[SemanticConventions.httpRoute]?.stringValue
+        let service = service ?? "unknown_service"
+        let givenRoute = spanAttributes[SemanticConventions.httpRoute]?.stringValue
         let input = HTTPSeriesInput(server: server, service: service, method: method, route: givenRoute,
-                                    path: givenRoute == nil ? span.attributes[SemanticConventions.urlPath]?.stringValue : nil,
-                                    status: span.attributes[SemanticConventions.httpResponseStatusCode]?.intValue,
-                                    address: server ? nil : span.attributes[SemanticConventions.serverAddress])
+                                    path: givenRoute == nil ? spanAttributes[SemanticConventions.urlPath]?.stringValue : nil,
+                                    status: spanAttributes[SemanticConventions.httpResponseStatusCode]?.intValue,
+                                    address: server ? nil : spanAttributes[SemanticConventions.serverAddress])
         let index: Int
-        if let known = state.httpGroups[input] {
+        if let recent = state.recentHTTP[input] {
+            index = recent
+        } else if let known = state.httpGroups[input] {
             index = known
+            state.recentHTTP.insert(input, index)
         } else {
             index = httpGroup(input, &state)
             if state.httpGroups.count >= Self.httpGroupsLimit { state.httpGroups.removeAll(keepingCapacity: true) }
             state.httpGroups[input] = index
+            state.recentHTTP.insert(input, index)
         }
         let seriesAttributes = state.groups[index].key.attributes
-        state.groups[index].duration.record(span.durationSeconds, bounds: Self.durationBounds)
-        if let size = span.attributes[SemanticConventions.httpRequestBodySize]?.intValue {
+        state.groups[index].duration.record(duration, bounds: Self.durationBounds)
+        if let size = spanAttributes[SemanticConventions.httpRequestBodySize]?.intValue {
             state.groups[index].requestSize.record(Double(size), bounds: Self.sizeBounds, attributes: seriesAttributes)
         }
-        if let size = span.attributes[SemanticConventions.httpResponseBodySize]?.intValue {
+        if let size = spanAttributes[SemanticConventions.httpResponseBodySize]?.intValue {
             state.groups[index].responseSize.record(Double(size), bounds: Self.sizeBounds, attributes: seriesAttributes)
         }
     }
@@ -386,10 +398,28 @@ extension HistogramPoint {
     }
 }
 
+/// The last few keys looked up and their group indices (groups are never removed, so an index stays right).
+struct RecentGroups<Key: Equatable> {
+    private var entries: [(key: Key, index: Int)] = []
+    private var next = 0
+    static var capacity: Int { 4 }
+
+    subscript(key: Key) -> Int? { entries.first { $0.key == key }?.index }
+
+    mutating func insert(_ key: Key, _ index: Int) {
+        if entries.count < Self.capacity {
+            entries.append((key, index))
+        } else {
+            entries[next] = (key, index)
+            next = (next + 1) % Self.capacity
+        }
+    }
+}
+
 extension HistogramPoint? {
     /// Counts `value` into the point, created with `attributes` on first use.
     mutating func record(_ value: Double, bounds: [Double], attributes: Attributes) {
-        if self == nil { self = .empty(attributes, bounds: bounds) }
+        if case .none = self { self = .empty(attributes, bounds: bounds) } // not `== nil`: that compares a copy
         self!.record(value, bounds: bounds)
     }
 }

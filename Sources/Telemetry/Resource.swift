@@ -4,14 +4,16 @@
 /// group spans by object identity first and only compare attributes between the few distinct objects of a batch.
 public final class Resource: Sendable, Hashable, CustomStringConvertible {
     public let attributes: Attributes
+    /// `service.name`, if set (looked up once: every span's metrics ask).
+    public let serviceName: String?
 
-    public init(attributes: Attributes) { self.attributes = attributes }
+    public init(attributes: Attributes) {
+        self.attributes = attributes
+        serviceName = attributes[SemanticConventions.serviceName]?.stringValue
+    }
 
     /// A resource with no attributes.
     public static let empty = Resource(attributes: Attributes())
-
-    /// `service.name`, if set.
-    public var serviceName: String? { attributes[SemanticConventions.serviceName]?.stringValue }
 
     /// A new resource with `other`'s attributes layered over this one's (OTel resource merge: the updating
     /// resource wins).
