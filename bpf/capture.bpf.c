@@ -1130,6 +1130,21 @@ struct {
 	__type(value, __u64);
 } capture_go_tls_readers SEC(".maps");
 
+/* CAPTURE_GO_TLS_* counts, per CPU: Reads whose plaintext was lost. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CAPTURE_GO_TLS_LOSSES);
+	__type(key, __u32);
+	__type(value, __u64);
+} capture_go_tls_losses SEC(".maps");
+
+static __always_inline void count_go_tls_loss(__u32 reason)
+{
+	__u64 *count = bpf_map_lookup_elem(&capture_go_tls_losses, &reason);
+	if (count)
+		*count += 1;
+}
+
 /* Emits what Read `key` returned: the bytes of c.input between where the Read began and the read index, in
  * the same record, or from a new record's start. c.input is `input` now; it is the Read's end unless another
  * goroutine's Read of the connection began since (then its entry kept the end). Taken once: the delete
@@ -1145,8 +1160,10 @@ static __always_inline void go_tls_take_read(void *ctx, const struct capture_go_
 	struct go_tls_input end = read.end_known ? read.end : *input;
 	/* A record read after the end may have been decrypted over the bytes: not emitted (only a client that
 	 * sends its next request before the response reads so). */
-	if (read.end_known && input->sequence != end.sequence)
+	if (read.end_known && input->sequence != end.sequence) {
+		count_go_tls_loss(CAPTURE_GO_TLS_OVERWRITTEN);
 		return;
+	}
 	/* One record more and a failure: that record was the alert (close_notify) or error that ended the Read, with
 	 * nothing read (data and then an alert are two records); c.input still holds the last data. */
 	if (end.sequence == read.sequence + 1 && end.failure)
@@ -1156,8 +1173,10 @@ static __always_inline void go_tls_take_read(void *ctx, const struct capture_go_
 		return; /* nothing read (an error or EOF), or not a layout this can be */
 	struct capture_go_conn_key conn = { .tgid = key->tgid, .conn = key->conn };
 	__u64 *socket = bpf_map_lookup_elem(&capture_go_tls_sockets, &conn);
-	if (!socket)
-		return; /* no socket seen for this connection yet: nothing to tie the bytes to */
+	if (!socket) {
+		count_go_tls_loss(CAPTURE_GO_TLS_UNTIED); /* no socket seen for this connection yet */
+		return;
+	}
 	struct capture_ssl_call call = { .ssl = key->conn, .buffer = end.array + start, .direction = CAPTURE_DIRECTION_RECEIVE };
 	struct chunk_origin origin = { .pid_tgid = read.pid_tgid, .goid = key->goid, .at_ns = read.entered_ns };
 	emit_plaintext(ctx, key->tgid, *socket, &call, end.consumed - start, CAPTURE_SOURCE_GO_TLS, 0, &origin);

@@ -144,4 +144,9 @@ _Static_assert(sizeof(struct capture_context_event) == 72, "capture_context_even
 #define CAPTURE_PROPAGATION_FAILED 2   /* inserting failed (the request went out unchanged) */
 #define CAPTURE_PROPAGATION_COUNTERS 3
 
+/* Reads of Go's crypto/tls whose plaintext could not be emitted (map capture_go_tls_losses, per CPU). */
+#define CAPTURE_GO_TLS_OVERWRITTEN 0 /* a later record was decrypted over the Read's bytes before it was taken */
+#define CAPTURE_GO_TLS_UNTIED 1      /* no socket was seen for its connection: nothing to tie the bytes to */
+#define CAPTURE_GO_TLS_LOSSES 2
+
 #endif

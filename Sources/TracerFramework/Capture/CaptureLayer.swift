@@ -268,16 +268,26 @@ struct CaptureTracer: Tracer {
         }
     }
 
-    /// Network propagation's counts (bpf/capture.h CAPTURE_PROPAGATION_*), while it is on.
+    /// Go TLS Reads whose plaintext was lost (bpf/capture.h CAPTURE_GO_TLS_*), and network propagation's
+    /// counts (CAPTURE_PROPAGATION_*) while it is on: per-CPU slots, summed.
     func counters(object: BPFObject?) -> [TracerCounter] {
-        guard networkPropagation.isOn, let object, let counts = try? object.map(BPFPrograms.Capture.Map.capturePropagationCounts) else { return [] }
-        @Sendable func sum(_ index: Int32) -> UInt64 { ((try? counts.lookupPerCPU(UInt32(index), as: UInt64.self)) ?? []).reduce(0, &+) }
-        return [TracerCounter("propagation_injected", help: "HTTP/1 requests a traceparent was inserted into (--context-propagation network)",
-                              value: { sum(CAPTURE_PROPAGATION_INJECTED) }),
-                TracerCounter("propagation_skipped", help: "HTTP/1 requests left alone: they carried a traceparent, or their connection could not be framed",
-                              value: { sum(CAPTURE_PROPAGATION_SKIPPED) }),
-                TracerCounter("propagation_failed", help: "HTTP/1 requests a traceparent could not be inserted into (sent unchanged)",
-                              value: { sum(CAPTURE_PROPAGATION_FAILED) })]
+        guard let object, let losses = try? object.map(BPFPrograms.Capture.Map.captureGoTlsLosses) else { return [] }
+        @Sendable func sum(_ map: BPFMap, _ index: Int32) -> UInt64 { ((try? map.lookupPerCPU(UInt32(index), as: UInt64.self)) ?? []).reduce(0, &+) }
+        var counters = [
+            TracerCounter("go_tls_reads_overwritten",
+                          help: "Go crypto/tls Reads not emitted: a later record was decrypted over their bytes before they were taken (a client that pipelines)",
+                          value: { sum(losses, CAPTURE_GO_TLS_OVERWRITTEN) }),
+            TracerCounter("go_tls_reads_untied", help: "Go crypto/tls Reads not emitted: their connection's socket was never seen",
+                          value: { sum(losses, CAPTURE_GO_TLS_UNTIED) }),
+        ]
+        guard networkPropagation.isOn, let counts = try? object.map(BPFPrograms.Capture.Map.capturePropagationCounts) else { return counters }
+        counters += [TracerCounter("propagation_injected", help: "HTTP/1 requests a traceparent was inserted into (--context-propagation network)",
+                                   value: { sum(counts, CAPTURE_PROPAGATION_INJECTED) }),
+                     TracerCounter("propagation_skipped", help: "HTTP/1 requests left alone: they carried a traceparent, or their connection could not be framed",
+                                   value: { sum(counts, CAPTURE_PROPAGATION_SKIPPED) }),
+                     TracerCounter("propagation_failed", help: "HTTP/1 requests a traceparent could not be inserted into (sent unchanged)",
+                                   value: { sum(counts, CAPTURE_PROPAGATION_FAILED) })]
+        return counters
     }
 
     /// Tells the capture where a Go process keeps its goroutine id, so chunks name their goroutine, and where
