@@ -100,7 +100,7 @@ nonisolated func measure(_ events: [[UInt8]], parser: any ProtocolParser, rounds
         // Like the agent: exchanges of a batch of events, then their spans, then the sinks.
         for batch in stride(from: 0, to: events.count, by: 64) {
             for event in events[batch..<min(batch + 64, events.count)] { event.withUnsafeBytes { tracker.handle($0, into: &exchanges) } }
-            exchanges.reverse()
+            exchanges.withUnsafeMutableBufferPointer { $0.reverse() } // as the agent does: moved out in order
             while let exchange = exchanges.popLast() { built.append(exchange.span(resource: resource, scope: scope) { $0 }) }
             metrics.consume(built)
             spans += built.count

@@ -537,8 +537,8 @@ public final class Agent: @unchecked Sendable {
         var spans: [Span] = []
         var exchanges: [Exchange] = []
         let headerSize = MemoryLayout<tracer_event_header>.size
+        metrics.events.add(UInt64(batch.count), ordering: .relaxed)
         for event in batch {
-            metrics.events.add(1, ordering: .relaxed)
             guard event.count >= headerSize else {
                 metrics.eventsDropped.add(1, ordering: .relaxed)
                 continue
@@ -561,8 +561,9 @@ public final class Agent: @unchecked Sendable {
         // Consecutive exchanges are mostly one process's: its resource is looked up (under the table's lock) once.
         var last: (pid: UInt32, resource: Resource?) = (0, nil)
         let (scope, clock) = (captureContext.scope, captureContext.unixNanoseconds(monotonic:))
-        // Each exchange moved out of the array (an element read in place would be copied), in order.
-        exchanges.reverse()
+        // Each exchange moved out of the array (an element read in place would be copied), in order: reversed
+        // through the buffer (bitwise moves; the array's own swaps copy), then popped.
+        exchanges.withUnsafeMutableBufferPointer { $0.reverse() }
         while let exchange = exchanges.popLast() {
             let pid = exchange.pid
             if pid != last.pid { last = (pid, captureContext.resource(Int32(bitPattern: pid))) }

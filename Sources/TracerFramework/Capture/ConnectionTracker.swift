@@ -126,6 +126,8 @@ public final class ConnectionTracker: @unchecked Sendable {
     private var entries: [UInt64: Entry] = [:]
     /// Processes that exited, whose connections go at the next event (any thread may add).
     private let exited = Mutex<[UInt32]>([])
+    /// Whether `exited` has any: read at every event without taking the lock.
+    private let anyExited = Atomic<Bool>(false)
     private let parsersOf: (_ pid: UInt32, _ follows: UInt32) -> ProcessParsers?
     private let countOnly: (UInt64) -> Void
     private let traceContexts: TraceContexts
@@ -146,8 +148,12 @@ public final class ConnectionTracker: @unchecked Sendable {
     /// Handles one capture event (`CAPTURE_EVENT_CHUNK`, `_CLOSE`, or `_CONTEXT` for the chunk after it); appends the exchanges it
     /// completes.
     public func handle(_ event: UnsafeRawBufferPointer, into exchanges: inout [Exchange]) {
-        let gone = exited.withLock { exited in defer { exited.removeAll() }; return exited }
-        if !gone.isEmpty {
+        if anyExited.load(ordering: .acquiring) {
+            let gone = exited.withLock { exited in
+                defer { exited.removeAll() }
+                anyExited.store(false, ordering: .relaxed)
+                return exited
+            }
             entries = entries.filter { !gone.contains($0.value.pid) }
             for pid in gone { peerLinks.forget(pid: pid) }
         }
@@ -335,7 +341,10 @@ public final class ConnectionTracker: @unchecked Sendable {
 
     /// Drops the connections of a process that exited (their close may never be seen); any thread.
     public func forget(pid: UInt32) {
-        exited.withLock { $0.append(pid) }
+        exited.withLock {
+            $0.append(pid)
+            anyExited.store(true, ordering: .releasing)
+        }
         counters.byProcess.withLock { $0[pid] = nil }
     }
 }
