@@ -1138,13 +1138,6 @@ struct {
 	__type(value, __u64);
 } capture_go_tls_losses SEC(".maps");
 
-static __always_inline void count_go_tls_loss(__u32 reason)
-{
-	__u64 *count = bpf_map_lookup_elem(&capture_go_tls_losses, &reason);
-	if (count)
-		*count += 1;
-}
-
 /* Emits what Read `key` returned: the bytes of c.input between where the Read began and the read index, in
  * the same record, or from a new record's start. c.input is `input` now; it is the Read's end unless another
  * goroutine's Read of the connection began since (then its entry kept the end). Taken once: the delete
@@ -1161,7 +1154,7 @@ static __always_inline void go_tls_take_read(void *ctx, const struct capture_go_
 	/* A record read after the end may have been decrypted over the bytes: not emitted (only a client that
 	 * sends its next request before the response reads so). */
 	if (read.end_known && input->sequence != end.sequence) {
-		count_go_tls_loss(CAPTURE_GO_TLS_OVERWRITTEN);
+		tracer_count(&capture_go_tls_losses, CAPTURE_GO_TLS_OVERWRITTEN);
 		return;
 	}
 	/* One record more and a failure: that record was the alert (close_notify) or error that ended the Read, with
@@ -1174,7 +1167,7 @@ static __always_inline void go_tls_take_read(void *ctx, const struct capture_go_
 	struct capture_go_conn_key conn = { .tgid = key->tgid, .conn = key->conn };
 	__u64 *socket = bpf_map_lookup_elem(&capture_go_tls_sockets, &conn);
 	if (!socket) {
-		count_go_tls_loss(CAPTURE_GO_TLS_UNTIED); /* no socket seen for this connection yet */
+		tracer_count(&capture_go_tls_losses, CAPTURE_GO_TLS_UNTIED); /* no socket seen for this connection yet */
 		return;
 	}
 	struct capture_ssl_call call = { .ssl = key->conn, .buffer = end.array + start, .direction = CAPTURE_DIRECTION_RECEIVE };

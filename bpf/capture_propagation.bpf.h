@@ -94,9 +94,7 @@ struct {
 
 static __always_inline void count_propagation(__u32 counter)
 {
-	__u64 *count = bpf_map_lookup_elem(&capture_propagation_counts, &counter);
-	if (count)
-		*count += 1;
+	tracer_count(&capture_propagation_counts, counter);
 }
 
 /* ---- Reading an HTTP/1 request head (RFC 9112 section 2-3): the request line, then header lines up to an

@@ -57,12 +57,17 @@ struct {
 	__type(value, __u32);
 } tracer_pids SEC(".maps");
 
+/* Adds one to slot `slot` of `counts`, a per-CPU array of __u64 counters (summed over CPUs by user space). */
+static __always_inline void tracer_count(void *counts, __u32 slot)
+{
+	__u64 *count = bpf_map_lookup_elem(counts, &slot);
+	if (count)
+		*count += 1;
+}
+
 static __always_inline void tracer_count_drop(void)
 {
-	__u32 zero = 0;
-	__u64 *drops = bpf_map_lookup_elem(&tracer_drops, &zero);
-	if (drops)
-		*drops += 1;
+	tracer_count(&tracer_drops, 0);
 }
 
 /* Whether this object may emit events for the process: user space allows each selected process only

@@ -484,9 +484,7 @@ int go_nethttp_round_trip_return(struct pt_regs *ctx)
 
 static __always_inline void count_propagation(__u32 slot)
 {
-	__u64 *count = bpf_map_lookup_elem(&go_nethttp_propagation_counts, &slot);
-	if (count)
-		*count += 1;
+	tracer_count(&go_nethttp_propagation_counts, slot);
 }
 
 static __always_inline char hex_character(__u64 nibble)
