@@ -127,6 +127,8 @@ final class GoTLSCaptureTests: XCTestCase {
         // read). A Read that net/http's background read ended is lost when the next request's record is decrypted
         // over it before it is taken: such a loss is counted, never silent, and no span is made of the wrong bytes.
         let pipelined = 40, beforePipeline = spans.all.count
+        XCTAssertEqual(Set(harness.agent.counters.filter { $0.tracer == "capture" }.map(\.counter.name))
+                           .intersection(["go_tls_reads_overwritten", "go_tls_reads_untied"]).count, 2, "the losses are exported")
         let lostBefore = goTLSReadsLost(harness)
         let answers = try TestSupport.run(Programs.python, ["-c", """
             import socket, ssl, sys
