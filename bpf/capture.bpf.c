@@ -1151,8 +1151,8 @@ static __always_inline void go_tls_take_read(void *ctx, const struct capture_go_
 	if (bpf_map_delete_elem(&capture_go_tls_reads, key))
 		return;
 	struct go_tls_input end = read.end_known ? read.end : *input;
-	/* A record read after the end may have been decrypted over the bytes: not emitted (only a client that
-	 * sends its next request before the response reads so). */
+	/* A record read after the end may have been decrypted over the bytes: not emitted, counted (an HTTP/2
+	 * client whose preface and SETTINGS come in separate records). */
 	if (read.end_known && input->sequence != end.sequence) {
 		tracer_count(&capture_go_tls_losses, CAPTURE_GO_TLS_OVERWRITTEN);
 		return;

@@ -275,7 +275,7 @@ struct CaptureTracer: Tracer {
         @Sendable func sum(_ map: BPFMap, _ index: Int32) -> UInt64 { ((try? map.lookupPerCPU(UInt32(index), as: UInt64.self)) ?? []).reduce(0, &+) }
         var counters = [
             TracerCounter("go_tls_reads_overwritten",
-                          help: "Go crypto/tls Reads not emitted: a later record was decrypted over their bytes before they were taken (a client that pipelines)",
+                          help: "Go crypto/tls Reads not emitted: a later record was decrypted over their bytes before they were taken",
                           value: { sum(losses, CAPTURE_GO_TLS_OVERWRITTEN) }),
             TracerCounter("go_tls_reads_untied", help: "Go crypto/tls Reads not emitted: their connection's socket was never seen",
                           value: { sum(losses, CAPTURE_GO_TLS_UNTIED) }),

@@ -124,8 +124,8 @@ final class GoTLSCaptureTests: XCTestCase {
         XCTAssertEqual(Set(kept.map { $0.int(SemanticConventions.httpRequestBodySize) }), [0])
 
         // A client that pipelines (Python's ssl: each request its own TLS record, all sent before any response is
-        // read). A Read that net/http's background read ended is lost when the next request's record is decrypted
-        // over it before it is taken: such a loss is counted, never silent, and no span is made of the wrong bytes.
+        // read). A Read whose bytes a later record was decrypted over before it was taken would be lost: such a
+        // loss is counted, never silent, and no span is made of the wrong bytes.
         let pipelined = 40, beforePipeline = spans.all.count
         XCTAssertEqual(Set(harness.agent.counters.filter { $0.tracer == "capture" }.map(\.counter.name))
                            .intersection(["go_tls_reads_overwritten", "go_tls_reads_untied"]).count, 2, "the losses are exported")
