@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// An incremental reader of one direction of a Redis connection (RESP2 and RESP3, redis.io "Redis
 /// serialization protocol specification"): values may be split over reads, and a read may be only partly
 /// captured (its first bytes, its length). It reports values as they go by, copying nothing: header lines
@@ -8,8 +12,8 @@ struct RESPStream {
     static let maxBulkLength: Int64 = 512 << 20
     /// Most elements of one aggregate accepted.
     static let maxAggregateCount: Int64 = 1 << 32
-    /// Deepest nesting followed.
-    static let maxDepth = 16
+    /// Deepest nesting followed (the capacity of the aggregate stack).
+    static let maxDepth = InlineArray<16, Int64>.count
     /// Bytes of a header line kept (an error line's message beyond this is skipped).
     static let lineCapacity = 96
 
@@ -30,9 +34,11 @@ struct RESPStream {
     private(set) var broken = false
     /// Bytes of a bulk payload (and its CRLF) still to pass.
     private var skip: Int64 = 0
-    /// Remaining elements of each open aggregate, outermost first, and the index of the next element.
-    private var remaining: [Int64] = []
-    private var nextIndex: [Int] = []
+    /// Remaining elements of each open aggregate, outermost first, and the index of its next element: a
+    /// stack of `depth` entries held inline, so following a command's array costs no reference counting.
+    private var remaining = InlineArray<16, Int64>(repeating: 0)
+    private var nextIndex = InlineArray<16, Int>(repeating: 0)
+    private var depth = 0
     /// The top-level value is a push or an attribute.
     private var outOfBand = false
     /// A header line read in part (carried to the next read).
@@ -42,20 +48,17 @@ struct RESPStream {
     private var spareLine: [UInt8] = []
 
     init() {
-        remaining.reserveCapacity(Self.maxDepth)
-        nextIndex.reserveCapacity(Self.maxDepth)
         line.reserveCapacity(Self.lineCapacity)
         spareLine.reserveCapacity(Self.lineCapacity)
     }
 
     /// Whether the stream is between top-level values.
-    var atBoundary: Bool { !broken && skip == 0 && remaining.isEmpty && line.isEmpty && !lineOverflow }
+    var atBoundary: Bool { !broken && skip == 0 && depth == 0 && line.isEmpty && !lineOverflow }
 
     mutating func reset() {
         broken = false
         skip = 0
-        remaining.removeAll(keepingCapacity: true)
-        nextIndex.removeAll(keepingCapacity: true)
+        depth = 0
         line.removeAll(keepingCapacity: true)
         lineOverflow = false
         outOfBand = false
@@ -76,14 +79,14 @@ struct RESPStream {
                 continue
             }
             // A header line: up to LF.
-            let rest = UnsafeRawBufferPointer(rebasing: data[index...])
-            guard let newline = rest.firstIndex(of: 0x0A) else {
-                appendLine(rest)
+            let start = data.baseAddress! + index
+            guard let newline = memchr(start, 0x0A, data.count - index) else {
+                appendLine(UnsafeRawBufferPointer(start: start, count: data.count - index))
                 index = data.count
                 break
             }
-            let piece = UnsafeRawBufferPointer(rebasing: rest[..<newline])
-            index += newline + 1
+            let piece = UnsafeRawBufferPointer(start: start, count: UnsafeRawPointer(newline) - start)
+            index += piece.count + 1
             if line.isEmpty && !lineOverflow {
                 header(piece, data: data, index: &index, report)
             } else {
@@ -123,11 +126,11 @@ struct RESPStream {
     private mutating func header(_ rawLine: UnsafeRawBufferPointer, data: UnsafeRawBufferPointer, index: inout Int,
                                  overflow: Bool = false, _ report: (Item) -> Void) {
         var text = rawLine
-        if let last = text.last, last == 0x0D { text = UnsafeRawBufferPointer(rebasing: text.dropLast()) }
+        if let last = text.last, last == 0x0D { text = UnsafeRawBufferPointer(start: text.baseAddress, count: text.count - 1) }
         guard let type = text.first else { return broken = true }
-        let body = UnsafeRawBufferPointer(rebasing: text.dropFirst())
-        let depth = remaining.count
-        let elementIndex = nextIndex.last ?? 0
+        let body = UnsafeRawBufferPointer(start: text.baseAddress! + 1, count: text.count - 1)
+        let depth = self.depth
+        let elementIndex = depth > 0 ? nextIndex[depth - 1] : 0
         if depth == 0 {
             outOfBand = type == UInt8(ascii: ">") || type == UInt8(ascii: "|")
             report(.start(type))
@@ -145,7 +148,7 @@ struct RESPStream {
             }
             let available = max(0, min(Int(length), data.count - index))
             report(.bulk(type: type, depth: depth, index: elementIndex,
-                         UnsafeRawBufferPointer(rebasing: data[index..<(index + available)]), whole: available == Int(length)))
+                         UnsafeRawBufferPointer(start: data.baseAddress.map { $0 + index }, count: available), whole: available == Int(length)))
             // The payload and its CRLF are passed by length (the read loop, or the uncaptured rest).
             index += available
             skip = length + 2 - Int64(available)
@@ -156,9 +159,10 @@ struct RESPStream {
                 finishElement(report)
                 return
             }
-            guard remaining.count < Self.maxDepth else { return broken = true }
-            remaining.append(elements)
-            nextIndex.append(0)
+            guard depth < Self.maxDepth else { return broken = true }
+            remaining[depth] = elements
+            nextIndex[depth] = 0
+            self.depth = depth + 1
         default:
             guard depth == 0, (type | 0x20) >= UInt8(ascii: "a"), (type | 0x20) <= UInt8(ascii: "z") else { return broken = true }
             // An inline command (`PING\r\n`, as telnet sends it): one line, one value.
@@ -170,12 +174,12 @@ struct RESPStream {
     /// An element ended: the aggregates it completes end too; at the top, the value ends.
     @inline(__always)
     private mutating func finishElement(_ report: (Item) -> Void) {
-        while let last = remaining.last {
-            remaining[remaining.count - 1] = last - 1
-            nextIndex[nextIndex.count - 1] += 1
-            guard last - 1 == 0 else { return }
-            remaining.removeLast()
-            nextIndex.removeLast()
+        while depth > 0 {
+            let top = depth - 1
+            remaining[top] -= 1
+            nextIndex[top] += 1
+            guard remaining[top] == 0 else { return }
+            depth = top
         }
         report(.end(outOfBand: outOfBand))
         outOfBand = false

@@ -22,20 +22,48 @@ enum RedisCommands {
         "ZREMRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZREVRANK", "ZSCAN", "ZSCORE", "ZUNION", "ZUNIONSTORE",
     ]
 
-    /// The names by length, as bytes, for a case-insensitive lookup.
-    private static let byLength: [[(bytes: [UInt8], name: String)]] = {
-        var table = [[(bytes: [UInt8], name: String)]](repeating: [], count: 17)
-        for name in names { table[name.utf8.count].append((Array(name.utf8), name)) }
-        return table
+    /// A name's bytes upper-cased and packed into two words (little-endian, zero-padded): names are at most 16
+    /// letters, so equal keys are equal names and a lookup compares integers.
+    struct Key: Comparable {
+        var low: UInt64
+        var high: UInt64
+
+        init?(_ bytes: UnsafeRawBufferPointer) {
+            guard bytes.count > 0, bytes.count <= 16 else { return nil }
+            low = 0
+            high = 0
+            for (position, byte) in bytes.enumerated() {
+                let upper = UInt64(byte >= 0x61 && byte <= 0x7A ? byte - 0x20 : byte)
+                if position < 8 { low |= upper << (8 * position) } else { high |= upper << (8 * (position - 8)) }
+            }
+        }
+
+        init(_ name: StaticString) { self = name.withUTF8Buffer { Key(UnsafeRawBufferPointer($0))! } }
+
+        static func < (left: Key, right: Key) -> Bool { (left.low, left.high) < (right.low, right.high) }
+
+        static let select = Key("SELECT")
+        /// The commands after which a connection carries messages, not replies.
+        static let subscriptions = [Key("SUBSCRIBE"), Key("PSUBSCRIBE"), Key("SSUBSCRIBE")]
+    }
+
+    /// The names' keys in order, and each key's name.
+    private static let sorted: (keys: [Key], names: [String]) = {
+        let pairs = names.map { name in (key: Array(name.utf8).withUnsafeBytes { Key($0)! }, name: name) }
+            .sorted { $0.key < $1.key }
+        return (pairs.map(\.key), pairs.map(\.name))
     }()
 
-    /// The known command spelt by `bytes` (any case), or nil.
+    /// The known command spelt by `bytes` (any case), or nil: a binary search of the keys.
     static func known(_ bytes: UnsafeRawBufferPointer) -> String? {
-        guard bytes.count > 0, bytes.count < byLength.count else { return nil }
-        for entry in byLength[bytes.count] where zip(entry.bytes, bytes).allSatisfy({ $0 == ($1 >= 0x61 && $1 <= 0x7A ? $1 - 0x20 : $1) }) {
-            return entry.name
+        guard let key = Key(bytes) else { return nil }
+        let table = sorted
+        var (lower, upper) = (0, table.keys.count)
+        while lower < upper {
+            let middle = (lower + upper) / 2
+            if table.keys[middle] < key { lower = middle + 1 } else { upper = middle }
         }
-        return nil
+        return lower < table.keys.count && table.keys[lower] == key ? table.names[lower] : nil
     }
 
     /// The command name for `db.operation.name`: a known one, or the bytes upper-cased when they are a

@@ -47,11 +47,22 @@ final class RedisConnectionParser: ConnectionParser {
         var operation: String?
         var namespace: Int?
         var text: String?
+        /// The command is SELECT.
+        var isSelect = false
+        /// The command opens a subscription (SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE): no reply pairs follow.
+        var subscribes = false
         var start: UInt64
         var pid: UInt32
         var identity: SpanIdentity
         /// SELECT: the index it selects, and the one before (restored when it fails).
-        var selects: (index: Int, previous: Int?)?
+        var selects: (index: Int, previous: Int?)? = nil
+
+        init(start: UInt64, pid: UInt32, identity: SpanIdentity, namespace: Int? = nil) {
+            self.start = start
+            self.pid = pid
+            self.identity = identity
+            self.namespace = namespace
+        }
     }
 
     /// Most commands waiting for replies on one connection; older ones are dropped (and counted).
@@ -67,8 +78,9 @@ final class RedisConnectionParser: ConnectionParser {
     /// Commands waiting for replies, oldest at `head`.
     private var pending: [Pending] = []
     private var head = 0
-    /// The command being read.
-    private var current: Pending?
+    /// The command being read, while `reading` (a stored value, filled in place as its arguments go by).
+    private var current = Pending(start: 0, pid: 0, identity: SpanIdentity(traceID: .invalid, spanID: .invalid, parentSpanID: .invalid, flags: 0))
+    private var reading = false
     private var currentText: [UInt8] = []
     /// The database index of the connection, once a SELECT said it.
     private var namespace: Int?
@@ -121,7 +133,7 @@ final class RedisConnectionParser: ConnectionParser {
         counters.withoutReply.add(UInt64(pending.count - head), ordering: .relaxed)
         pending.removeAll(keepingCapacity: true)
         head = 0
-        current = nil
+        reading = false
     }
 
     // MARK: Commands
@@ -129,8 +141,9 @@ final class RedisConnectionParser: ConnectionParser {
     private func command(_ item: RESPStream.Item, chunk: CaptureChunk, context: ParserContext) {
         switch item {
         case .start:
-            current = Pending(operation: nil, namespace: namespace, text: nil, start: chunk.timestamp, pid: chunk.pid,
-                              identity: identity(chunk: chunk, context: context))
+            current = Pending(start: chunk.timestamp, pid: chunk.pid, identity: identity(chunk: chunk, context: context),
+                              namespace: namespace)
+            reading = true
             currentText.removeAll(keepingCapacity: true)
         case .bulk(_, let depth, let index, let bytes, let whole) where depth == 1:
             argument(index: index, bytes, whole: whole)
@@ -140,11 +153,11 @@ final class RedisConnectionParser: ConnectionParser {
                 argument(index: position, UnsafeRawBufferPointer(rebasing: word), whole: true)
             }
         case .end:
-            guard var command = current else { return }
-            current = nil
-            if queryText != .off && !currentText.isEmpty { command.text = String(decoding: currentText, as: UTF8.self) }
-            if let selects = command.selects { namespace = selects.index }
-            if command.operation == "SUBSCRIBE" || command.operation == "PSUBSCRIBE" || command.operation == "SSUBSCRIBE" {
+            guard reading else { return }
+            reading = false
+            if queryText != .off && !currentText.isEmpty { current.text = String(decoding: currentText, as: UTF8.self) }
+            if let selects = current.selects { namespace = selects.index }
+            if current.subscribes {
                 subscribed = true
                 counters.subscribedConnections.add(1, ordering: .relaxed)
                 return
@@ -157,7 +170,7 @@ final class RedisConnectionParser: ConnectionParser {
                 pending.removeFirst(head)
                 head = 0
             }
-            pending.append(command)
+            pending.append(current)
         default:
             break
         }
@@ -165,16 +178,19 @@ final class RedisConnectionParser: ConnectionParser {
 
     /// Argument `index` of the current command (0: its name).
     private func argument(index: Int, _ bytes: UnsafeRawBufferPointer, whole: Bool) {
-        guard current != nil else { return }
+        guard reading else { return }
         if index == 0 {
-            current?.operation = whole ? RedisCommands.name(bytes) : nil
-        } else if index == 1, current?.operation == "SELECT", whole, let database = RESPStream.number(bytes), database >= 0,
+            current.operation = whole ? RedisCommands.name(bytes) : nil
+            let key = whole ? RedisCommands.Key(bytes) : nil
+            current.isSelect = key == .select
+            current.subscribes = key.map(RedisCommands.Key.subscriptions.contains) ?? false
+        } else if index == 1, current.isSelect, whole, let database = RESPStream.number(bytes), database >= 0,
                   database < Int64(Int32.max) {
-            current?.selects = (Int(database), namespace)
+            current.selects = (Int(database), namespace)
         }
         guard queryText != .off, currentText.count < DatabaseQueryText.limit else { return }
         if index > 0 { currentText.append(0x20) }
-        if index == 0, let operation = current?.operation {
+        if index == 0, let operation = current.operation {
             currentText.append(contentsOf: operation.utf8) // the name as db.operation.name spells it
         } else if index == 0 || queryText == .full {
             currentText.append(contentsOf: bytes.prefix(DatabaseQueryText.limit - currentText.count))
@@ -208,17 +224,19 @@ final class RedisConnectionParser: ConnectionParser {
                 counters.unmatchedReplies.add(1, ordering: .relaxed)
                 return
             }
-            let command = pending[head]
+            pending.withUnsafeMutableBufferPointer { pending in
+                let command = pending[head]
+                if replyFailed, let selects = command.selects, namespace == selects.index { namespace = selects.previous }
+                exchanges.append(.database(DatabaseExchange(
+                    pid: command.pid, role: role, system: "redis", operation: command.operation, start: command.start, end: chunk.timestamp,
+                    identity: command.identity, namespace: command.namespace.map { String($0) }, queryText: command.text, failed: replyFailed,
+                    statusCode: replyFailed ? replyCode : nil, local: connection.local, peer: connection.peer)))
+            }
             head += 1
             if head == pending.count {
                 pending.removeAll(keepingCapacity: true)
                 head = 0
             }
-            if replyFailed, let selects = command.selects, namespace == selects.index { namespace = selects.previous }
-            exchanges.append(.database(DatabaseExchange(
-                pid: command.pid, role: role, system: "redis", operation: command.operation, start: command.start, end: chunk.timestamp,
-                identity: command.identity, namespace: command.namespace.map { String($0) }, queryText: command.text, failed: replyFailed,
-                statusCode: replyFailed ? replyCode : nil, local: connection.local, peer: connection.peer)))
         default:
             break
         }

@@ -54,6 +54,34 @@ final class RedisTracerTests: XCTestCase {
         XCTAssertEqual(replay.spans[1].attributes[SemanticConventions.serverPort]?.intValue, 6379)
     }
 
+    func testNestedRepliesSplitHeadersPushesAndTheDepthLimit() {
+        let replay = Replay()
+        // A RESP3 map holding an array, its header lines cut in the middle by the reads; a push before it.
+        replay.feed(.send, "*2\r\n$7\r\nhgetall\r\n$1\r\nh\r\n", time: 10)
+        replay.feed(.receive, ">2\r\n$10\r\ninvalidate\r\n_\r\n%2\r\n$1\r\na\r\n*", time: 20)
+        replay.feed(.receive, "2\r\n:1\r\n:2\r", time: 30)
+        replay.feed(.receive, "\n$1\r\nb\r\n_\r\n", time: 40)
+        XCTAssertEqual(replay.spans.map(\.name), ["HGETALL 127.0.0.1:6379"])
+        XCTAssertEqual(replay.spans.first?.endTimeUnixNano, 40, "the map ended in the third read; the push answered nothing")
+        XCTAssertEqual(replay.tracer.statistics.unmatchedReplies.load(ordering: .relaxed), 0)
+        // Sixteen nested arrays are followed; a seventeenth is garbage, counted, and no span.
+        replay.feed(.send, "*1\r\n$4\r\nPING\r\n", time: 50)
+        replay.feed(.receive, String(repeating: "*1\r\n", count: 16) + ":1\r\n", time: 60)
+        XCTAssertEqual(replay.spans.count, 2)
+        replay.feed(.send, "*1\r\n$4\r\nPING\r\n", time: 70)
+        replay.feed(.receive, String(repeating: "*1\r\n", count: 17) + ":1\r\n", time: 80)
+        XCTAssertEqual(replay.spans.count, 2)
+        XCTAssertEqual(replay.tracer.statistics.malformed.load(ordering: .relaxed), 1)
+        // After SUBSCRIBE, messages are not replies: no spans, the connection counted.
+        replay.feed(.send, "*1\r\n$4\r\nPING\r\n", time: 90)
+        replay.feed(.receive, "+PONG\r\n", time: 100)
+        replay.feed(.send, "*2\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n", time: 110)
+        replay.feed(.receive, "*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n", time: 120)
+        XCTAssertEqual(replay.spans.map(\.name).last, "PING 127.0.0.1:6379")
+        XCTAssertEqual(replay.spans.count, 3)
+        XCTAssertEqual(replay.tracer.statistics.subscribedConnections.load(ordering: .relaxed), 1)
+    }
+
     func testAbsurdLengthsAndGarbageAreCountedNeverSpans() {
         let replay = Replay()
         replay.feed(.send, "*2\r\n$3\r\nGET\r\n$4611686018427387904\r\nk\r\n", time: 10) // a bulk of 2^62 bytes
