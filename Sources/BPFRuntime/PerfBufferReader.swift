@@ -21,7 +21,7 @@ public final class PerfBufferReader: EventReader, @unchecked Sendable {
         self.context = context
         let opaque = Unmanaged.passUnretained(context).toOpaque()
         guard let buffer = perf_buffer__new(map.fd, pagesPerCPU, { context, _, data, size in
-            Unmanaged<PerfContext>.fromOpaque(context!).takeUnretainedValue().storage.append(data!, count: Int(size))
+            Unmanaged<PerfContext>.fromOpaque(context!)._withUnsafeGuaranteedRef { $0.storage.append(data!, count: Int(size)) }
         }, { context, _, lost in
             Unmanaged<PerfContext>.fromOpaque(context!).takeUnretainedValue().counters.lostSamples.add(lost, ordering: .relaxed)
         }, opaque, nil) else {

@@ -15,10 +15,12 @@ public final class RingBufferReader: EventReader, @unchecked Sendable {
     public init(map: BPFMap, drainInterval: Duration = .milliseconds(20), handler: @escaping @Sendable (EventBatch) -> Void) throws {
         let context = Unmanaged.passUnretained(storage).toOpaque()
         guard let ring = ring_buffer__new(map.fd, { context, data, size in
-            let storage = Unmanaged<BatchStorage>.fromOpaque(context!).takeUnretainedValue()
-            storage.append(data!, count: size)
-            // A negative return stops ring_buffer__consume after this (already consumed) record.
-            return storage.isFull ? -E2BIG : 0
+            // The reader owns the storage while the ring exists: no reference counting per record.
+            Unmanaged<BatchStorage>.fromOpaque(context!)._withUnsafeGuaranteedRef { storage in
+                storage.append(data!, count: size)
+                // A negative return stops ring_buffer__consume after this (already consumed) record.
+                return storage.isFull ? -E2BIG : 0
+            }
         }, context, nil) else {
             throw BPFError("open ring buffer reader on map \(map.name)", errno: errno)
         }

@@ -103,6 +103,10 @@ public final class Agent: @unchecked Sendable {
     private let inspection: InspectionCache
     /// The capture layer's connections (reader thread).
     private var tracker: ConnectionTracker!
+    /// A batch's exchanges and spans (reader thread): kept between batches, so their storage does not grow
+    /// again, copying what it holds, for every batch.
+    private var batchExchanges: [Exchange] = []
+    private var batchSpans: [Span] = []
     /// Process lifecycle events have their own ring, so a span flood never drops an exec.
     private var processReader: (any EventReader)?
     private let logger: Logger
@@ -534,8 +538,12 @@ public final class Agent: @unchecked Sendable {
     }
 
     private func handle(_ batch: EventBatch) {
-        var spans: [Span] = []
-        var exchanges: [Exchange] = []
+        var (spans, exchanges) = (batchSpans, batchExchanges)
+        (batchSpans, batchExchanges) = ([], []) // the arrays are this call's alone until given back
+        defer {
+            spans.removeAll(keepingCapacity: true) // new storage if a sink kept the spans
+            (batchSpans, batchExchanges) = (spans, exchanges)
+        }
         let headerSize = MemoryLayout<tracer_event_header>.size
         metrics.events.add(UInt64(batch.count), ordering: .relaxed)
         for event in batch {
