@@ -232,21 +232,26 @@ public enum HTTPSpans {
 
     /// Whether any `key=value` pair of `query` has a sensitive key (a scan of its bytes, nothing allocated).
     static func hasSensitiveKey(_ query: Substring) -> Bool {
-        let utf8 = query.utf8
-        var pairStart = utf8.startIndex
-        var index = utf8.startIndex
-        while index < utf8.endIndex {
-            let byte = utf8[index]
-            if byte == UInt8(ascii: "=") {
-                if isSensitive(Substring(utf8[pairStart..<index])) { return true }
-                // Skip the value.
-                while index < utf8.endIndex && utf8[index] != UInt8(ascii: "&") { index = utf8.index(after: index) }
-                if index == utf8.endIndex { break }
+        var query = query
+        return query.withUTF8 { bytes in
+            var pairStart = 0
+            var index = 0
+            while index < bytes.count {
+                switch bytes[index] {
+                case UInt8(ascii: "="):
+                    if isSensitive(UnsafeBufferPointer(rebasing: bytes[pairStart..<index])) { return true }
+                    // Skip the value.
+                    while index < bytes.count && bytes[index] != UInt8(ascii: "&") { index += 1 }
+                    pairStart = index + 1
+                case UInt8(ascii: "&"):
+                    pairStart = index + 1
+                default:
+                    break
+                }
+                index += 1
             }
-            if utf8[index] == UInt8(ascii: "&") { pairStart = utf8.index(after: index) }
-            index = utf8.index(after: index)
+            return false
         }
-        return false
     }
 
     /// The sensitive keys as bytes, for a search that allocates nothing (`lowercased().contains` went through
@@ -255,23 +260,22 @@ public enum HTTPSpans {
 
     /// Whether `key` contains a sensitive key, ASCII letters compared case-insensitively.
     static func isSensitive(_ key: Substring) -> Bool {
-        let utf8 = key.utf8
-        let count = utf8.count
-        for needle in sensitiveKeyBytes where needle.count <= count {
-            var start = utf8.startIndex
-            for _ in 0...(count - needle.count) {
-                var index = start
+        var key = key
+        return key.withUTF8 { isSensitive($0) }
+    }
+
+    private static func isSensitive(_ key: UnsafeBufferPointer<UInt8>) -> Bool {
+        for needle in sensitiveKeyBytes where needle.count <= key.count {
+            for start in 0...(key.count - needle.count) {
                 var matched = true
-                for expected in needle {
-                    let byte = utf8[index]
+                for (offset, expected) in needle.enumerated() {
+                    let byte = key[start + offset]
                     if (byte >= 65 && byte <= 90 ? byte | 0x20 : byte) != expected {
                         matched = false
                         break
                     }
-                    index = utf8.index(after: index)
                 }
                 if matched { return true }
-                start = utf8.index(after: start)
             }
         }
         return false
