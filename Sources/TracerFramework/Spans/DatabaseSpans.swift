@@ -114,15 +114,12 @@ public struct SQLStatementSummary: Sendable, Equatable {
     /// names no other table (no join, no second FROM, no list of tables); nil otherwise.
     public var collection: String?
 
-    /// Operations reported as they are (others are reported upper-cased too, up to 16 letters).
-    static let tableOperations: Set<String> = ["SELECT", "INSERT", "UPDATE", "DELETE"]
-
     public init(operation: String?, collection: String?) {
         self.operation = operation
         self.collection = collection
     }
 
-    /// Reads `sql` (a prefix is enough).
+    /// Reads `sql` (a prefix is enough). The operation is the first word upper-cased (up to 16 letters).
     public init(_ sql: UnsafeRawBufferPointer) {
         var scanner = SQLTokenScanner(sql)
         guard let first = scanner.nextWord(), first.count <= 16 else {
@@ -130,20 +127,26 @@ public struct SQLStatementSummary: Sendable, Equatable {
             collection = nil
             return
         }
-        let operation = String(decoding: first.map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }, as: UTF8.self)
-        self.operation = operation
-        collection = Self.tableOperations.contains(operation) ? Self.table(of: operation, in: sql) : nil
+        operation = String(unsafeUninitializedCapacity: first.count) { upper in
+            for (index, byte) in first.enumerated() { upper[index] = byte >= 0x61 && byte <= 0x7A ? byte - 0x20 : byte }
+            return first.count
+        }
+        // SELECT … FROM t, DELETE FROM t, INSERT INTO t, UPDATE t: the table follows the marker (UPDATE: at once).
+        let marker: StaticString?
+        switch true {
+        case Self.equalsIgnoringCase(first, "SELECT"), Self.equalsIgnoringCase(first, "DELETE"): marker = "FROM"
+        case Self.equalsIgnoringCase(first, "INSERT"): marker = "INTO"
+        case Self.equalsIgnoringCase(first, "UPDATE"): marker = nil
+        default:
+            collection = nil
+            return
+        }
+        collection = Self.table(after: marker, scanner)
     }
 
-    /// The single table of a SELECT/INSERT/UPDATE/DELETE, or nil.
-    private static func table(of operation: String, in sql: UnsafeRawBufferPointer) -> String? {
-        var scanner = SQLTokenScanner(sql)
-        _ = scanner.nextWord()
-        let marker: String? = switch operation {
-        case "SELECT", "DELETE": "FROM"
-        case "INSERT": "INTO"
-        default: nil // UPDATE: the name follows at once
-        }
+    /// The single table named after `marker` (nil: at once) by the rest of the statement, or nil.
+    private static func table(after marker: StaticString?, _ scanner: SQLTokenScanner) -> String? {
+        var scanner = scanner
         if let marker {
             var found = false
             while let word = scanner.nextWord() {
@@ -160,8 +163,14 @@ public struct SQLStatementSummary: Sendable, Equatable {
         return name
     }
 
-    static func equalsIgnoringCase(_ word: UnsafeRawBufferPointer, _ keyword: String) -> Bool {
-        word.count == keyword.utf8.count && zip(word, keyword.utf8).allSatisfy { ($0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0) == $1 }
+    /// Whether `word` is `keyword` (upper case) in any case.
+    static func equalsIgnoringCase(_ word: UnsafeRawBufferPointer, _ keyword: StaticString) -> Bool {
+        guard word.count == keyword.utf8CodeUnitCount else { return false }
+        let expected = keyword.utf8Start
+        for index in 0..<word.count where (word[index] >= 0x61 && word[index] <= 0x7A ? word[index] - 0x20 : word[index]) != expected[index] {
+            return false
+        }
+        return true
     }
 }
 
