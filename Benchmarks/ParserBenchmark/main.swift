@@ -12,7 +12,8 @@ import Tracers
 /// - `http`: an HTTP/1.1 server's keep-alive `GET /hello?id=N` and its 200 response;
 /// - `nats`: publishes (PUB written) and deliveries (MSG read; every fourth an HPUB/HMSG with a `traceparent`
 ///   header), and the growth of resident memory per idle NATS connection (`/proc/self/statm`; 10 000
-///   connections that read INFO and wrote CONNECT and SUB).
+///   connections that read INFO and wrote CONNECT and SUB);
+/// - `postgres`: a Postgres server's side of `pgbench -S` (simple-query `SELECT … WHERE aid = N`, one row).
 /// Operations go round-robin over 8 connections, one capture event per read or write. Printed: the best
 /// round's thread CPU time per span.
 
@@ -64,8 +65,25 @@ case "nats":
         let headed = index % 4 == 3
         return index % 2 == 1 ? [(.receive, headed ? headedDelivery : delivery)] : [(.send, headed ? headedPublish : publish)]
     }
+case "postgres":
+    /// A backend message: type byte, big-endian length (itself included), body.
+    func message(_ type: Character, _ body: [UInt8]) -> [UInt8] {
+        let length = UInt32(body.count + 4)
+        return [type.asciiValue!] + withUnsafeBytes(of: length.bigEndian) { Array($0) } + body
+    }
+    func int16(_ value: UInt16) -> [UInt8] { withUnsafeBytes(of: value.bigEndian) { Array($0) } }
+    func int32(_ value: UInt32) -> [UInt8] { withUnsafeBytes(of: value.bigEndian) { Array($0) } }
+    let startupBody = int32(196_608) + bytes("user\0postgres\0database\0bench\0\0")
+    let startup = int32(UInt32(startupBody.count + 4)) + startupBody
+    let ready = message("Z", bytes("I"))
+    let greeting = message("R", int32(0)) + message("S", bytes("server_version\015.5\0")) + message("K", int32(42) + int32(7)) + ready
+    let rows = message("T", int16(1) + bytes("abalance\0") + int32(16_400) + int16(3) + int32(23) + int16(4) + int32(0xFFFF_FFFF) + int16(0))
+        + message("D", int16(1) + int32(1) + bytes("0")) + message("C", bytes("SELECT 1\0")) + ready
+    workload = Workload(parser: PostgresTracer().parser!, port: 5432, setUp: [(.receive, startup), (.send, greeting)]) { index in
+        [(.receive, message("Q", bytes("SELECT abalance FROM pgbench_accounts WHERE aid = \(index % 100_000 + 1);\0"))), (.send, rows)]
+    }
 default:
-    FileHandle.standardError.write(Data("usage: ParserBenchmark redis|http|nats [operations] [rounds]\n".utf8))
+    FileHandle.standardError.write(Data("usage: ParserBenchmark redis|http|nats|postgres [operations] [rounds]\n".utf8))
     exit(2)
 }
 
