@@ -103,8 +103,8 @@ public final class Agent: @unchecked Sendable {
     private let inspection: InspectionCache
     /// The capture layer's connections (reader thread).
     private var tracker: ConnectionTracker!
-    /// A batch's exchanges and spans (reader thread): kept between batches, so their storage does not grow
-    /// again, copying what it holds, for every batch.
+    /// An event's exchanges and a run of spans for the sinks (reader thread): kept between batches, so their
+    /// storage does not grow again, copying what it holds, for every batch.
     private var batchExchanges: [Exchange] = []
     private var batchSpans: [Span] = []
     /// Process lifecycle events have their own ring, so a span flood never drops an exec.
@@ -537,16 +537,21 @@ public final class Agent: @unchecked Sendable {
         }
     }
 
+    /// Spans handed to the sinks at a time: few enough to be in the cache still when the sinks read them (a
+    /// drain holds thousands of events).
+    static let sinkRun = 64
+
     private func handle(_ batch: EventBatch) {
         var (spans, exchanges) = (batchSpans, batchExchanges)
         (batchSpans, batchExchanges) = ([], []) // the arrays are this call's alone until given back
-        defer {
-            spans.removeAll(keepingCapacity: true) // new storage if a sink kept the spans
-            (batchSpans, batchExchanges) = (spans, exchanges)
-        }
+        defer { (batchSpans, batchExchanges) = (spans, exchanges) }
+        // Consecutive exchanges are mostly one process's: its resource is looked up (under the table's lock) once.
+        var last: (pid: UInt32, resource: Resource?) = (0, nil)
+        let (scope, clock) = (captureContext.scope, captureContext.unixNanoseconds(monotonic:))
         let headerSize = MemoryLayout<tracer_event_header>.size
         metrics.events.add(UInt64(batch.count), ordering: .relaxed)
         for event in batch {
+            if spans.count >= Self.sinkRun { deliver(&spans) }
             guard event.count >= headerSize else {
                 metrics.eventsDropped.add(1, ordering: .relaxed)
                 continue
@@ -555,6 +560,15 @@ public final class Agent: @unchecked Sendable {
             let pid = Int32(bitPattern: event.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
             if (UInt32(CAPTURE_EVENT_CHUNK)...UInt32(CAPTURE_EVENT_CONTEXT)).contains(type) {
                 tracker.handle(event, into: &exchanges)
+                // Each exchange moved out of the array (an element read in place would be copied), in order:
+                // reversed through the buffer (bitwise moves; the array's own swaps copy), then popped.
+                exchanges.withUnsafeMutableBufferPointer { $0.reverse() }
+                while let exchange = exchanges.popLast() {
+                    let pid = exchange.pid
+                    if pid != last.pid { last = (pid, captureContext.resource(Int32(bitPattern: pid))) }
+                    guard let resource = last.resource else { continue }
+                    spans.append(exchange.span(resource: resource, scope: scope, unixNanoseconds: clock))
+                }
                 continue
             }
             // User space is authoritative: an event from a process that is not selected (any more), or from a
@@ -566,21 +580,15 @@ public final class Agent: @unchecked Sendable {
             }
             if let span = loaded.tracer.decode(event, context: context) { spans.append(span) }
         }
-        // Consecutive exchanges are mostly one process's: its resource is looked up (under the table's lock) once.
-        var last: (pid: UInt32, resource: Resource?) = (0, nil)
-        let (scope, clock) = (captureContext.scope, captureContext.unixNanoseconds(monotonic:))
-        // Each exchange moved out of the array (an element read in place would be copied), in order: reversed
-        // through the buffer (bitwise moves; the array's own swaps copy), then popped.
-        exchanges.withUnsafeMutableBufferPointer { $0.reverse() }
-        while let exchange = exchanges.popLast() {
-            let pid = exchange.pid
-            if pid != last.pid { last = (pid, captureContext.resource(Int32(bitPattern: pid))) }
-            guard let resource = last.resource else { continue }
-            spans.append(exchange.span(resource: resource, scope: scope, unixNanoseconds: clock))
-        }
+        deliver(&spans)
+    }
+
+    /// Hands `spans` to every sink and empties it (new storage if a sink kept the spans).
+    private func deliver(_ spans: inout [Span]) {
         guard !spans.isEmpty else { return }
         metrics.spans.add(UInt64(spans.count), ordering: .relaxed)
         for sink in configuration.sinks { sink.consume(spans) }
+        spans.removeAll(keepingCapacity: true)
     }
 
     /// The selected processes by host PID, shared by the control queue (writes) and the reader (lookups).
