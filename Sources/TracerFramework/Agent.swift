@@ -548,6 +548,7 @@ public final class Agent: @unchecked Sendable {
         // Consecutive exchanges are mostly one process's: its resource is looked up (under the table's lock) once.
         var last: (pid: UInt32, resource: Resource?) = (0, nil)
         let (scope, clock) = (captureContext.scope, captureContext.unixNanoseconds(monotonic:))
+        let tracker = self.tracker! // read once: a stored `var` is loaded and retained at every use
         let headerSize = MemoryLayout<tracer_event_header>.size
         metrics.events.add(UInt64(batch.count), ordering: .relaxed)
         for event in batch {
