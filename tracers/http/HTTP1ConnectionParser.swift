@@ -256,28 +256,31 @@ final class HTTP1ConnectionParser: ConnectionParser {
     /// Ends the exchange of `pending.first` (with the response seen so far, or none).
     private func complete(context: ParserContext, into exchanges: inout [Exchange]) {
         guard !pending.isEmpty else { return }
-        let request = pending.removeFirst()
+        // The only request (no pipelining, the common case) is popped: `removeFirst` goes through replaceSubrange.
+        let request = pending.count == 1 ? pending.removeLast() : pending.removeFirst()
         let response = self.response
         self.response = nil
-        let head = request.head
         var identity = request.identity
         if role == .server {
             let goroutine = TraceContexts.Goroutine(pid: request.pid, goid: request.goid)
             // Ids BPF decided for this request (context propagation) win.
             if let decided = context.traceContexts.finishServing(goroutine, spanID: identity.spanID) { identity = decided }
         }
+        // The head's fields are read in place: a copy of the whole head is a reference count per string.
         var requestBodySize: Int64?
-        if let length = head.contentLength {
+        if let length = request.head.contentLength {
             requestBodySize = Int64(length)
-        } else if !head.isChunked, let headLength = head.headLength, request.requestBytes >= UInt64(headLength) {
+        } else if !request.head.isChunked, let headLength = request.head.headLength, request.requestBytes >= UInt64(headLength) {
             requestBodySize = Int64(clamping: request.requestBytes - UInt64(headLength))
         }
         if response == nil { counters.withoutResponse.add(1, ordering: .relaxed) }
         exchanges.append(.http(HTTPExchange(
-            pid: request.pid, role: role, method: head.method, path: head.path, query: head.query, target: head.target, tls: connection.isTLS,
-            start: request.start, end: response == nil ? request.lastRequestByte : responseEnd, identity: identity,
-            protocolVersion: response?.version ?? head.version, statusCode: response?.statusCode, requestBodySize: requestBodySize,
-            responseBodySize: response?.contentLength.map { Int64($0) }, local: connection.local, peer: connection.peer)))
+            pid: request.pid, role: role, method: request.head.method, path: request.head.path, query: request.head.query,
+            target: request.head.target, tls: connection.isTLS, start: request.start,
+            end: response == nil ? request.lastRequestByte : responseEnd, identity: identity,
+            protocolVersion: response?.version ?? request.head.version, statusCode: response?.statusCode,
+            requestBodySize: requestBodySize, responseBodySize: response?.contentLength.map { Int64($0) },
+            local: connection.local, peer: connection.peer)))
     }
 }
 
