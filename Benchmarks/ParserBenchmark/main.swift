@@ -13,7 +13,8 @@ import Tracers
 /// - `nats`: publishes (PUB written) and deliveries (MSG read; every fourth an HPUB/HMSG with a `traceparent`
 ///   header), and the growth of resident memory per idle NATS connection (`/proc/self/statm`; 10 000
 ///   connections that read INFO and wrote CONNECT and SUB);
-/// - `postgres`: a Postgres server's side of `pgbench -S` (simple-query `SELECT … WHERE aid = N`, one row).
+/// - `postgres`: a Postgres server's side of `pgbench -S` (simple-query `SELECT … WHERE aid = N`, one row);
+/// - `memcached`: a memcached server's side of `memcaslap` (text protocol; 9 gets, half of them hits, to 1 set).
 /// Operations go round-robin over 8 connections, one capture event per read or write. Printed: the best
 /// round's thread CPU time per span.
 
@@ -82,8 +83,16 @@ case "postgres":
     workload = Workload(parser: PostgresTracer().parser!, port: 5432, setUp: [(.receive, startup), (.send, greeting)]) { index in
         [(.receive, message("Q", bytes("SELECT abalance FROM pgbench_accounts WHERE aid = \(index % 100_000 + 1);\0"))), (.send, rows)]
     }
+case "memcached":
+    let stored = bytes("STORED\r\n"), miss = bytes("END\r\n")
+    workload = Workload(parser: MemcachedTracer().parser!, port: 11211, setUp: []) { index in
+        let key = "key:\(String(index % 10_000).padding(toLength: 10, withPad: "0", startingAt: 0))"
+        if index % 10 == 9 { return [(.receive, bytes("set \(key) 0 0 3\r\nxxx\r\n")), (.send, stored)] }
+        return index % 2 == 0 ? [(.receive, bytes("get \(key)\r\n")), (.send, bytes("VALUE \(key) 0 3\r\nxxx\r\nEND\r\n"))]
+                              : [(.receive, bytes("get \(key)\r\n")), (.send, miss)]
+    }
 default:
-    FileHandle.standardError.write(Data("usage: ParserBenchmark redis|http|nats|postgres [operations] [rounds]\n".utf8))
+    FileHandle.standardError.write(Data("usage: ParserBenchmark redis|http|nats|postgres|memcached [operations] [rounds]\n".utf8))
     exit(2)
 }
 

@@ -95,12 +95,27 @@ struct MemcachedWords {
         return UnsafeRawBufferPointer(rebasing: line[start..<index])
     }
 
-    /// All words (at most `limit`).
-    static func all(_ line: UnsafeRawBufferPointer, limit: Int = 16) -> [UnsafeRawBufferPointer] {
+    /// All words (at most `limit`, at most 16), held inline: no allocation per line.
+    static func all(_ line: UnsafeRawBufferPointer, limit: Int = 16) -> List {
         var words = MemcachedWords(line)
-        var result: [UnsafeRawBufferPointer] = []
-        while result.count < limit, let word = words.next() { result.append(word) }
+        var result = List()
+        while result.endIndex < min(limit, List.capacity), let word = words.next() { result.append(word) }
         return result
+    }
+
+    /// The words of one line.
+    struct List: RandomAccessCollection {
+        static let capacity = InlineArray<16, UnsafeRawBufferPointer>.count
+        private var words = InlineArray<16, UnsafeRawBufferPointer>(repeating: UnsafeRawBufferPointer(start: nil, count: 0))
+        private(set) var endIndex = 0
+
+        var startIndex: Int { 0 }
+        subscript(position: Int) -> UnsafeRawBufferPointer { words[position] }
+
+        fileprivate mutating func append(_ word: UnsafeRawBufferPointer) {
+            words[endIndex] = word
+            endIndex += 1
+        }
     }
 
     /// A decimal number of at most 18 digits.

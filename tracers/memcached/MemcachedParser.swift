@@ -200,7 +200,7 @@ final class MemcachedConnectionParser: ConnectionParser {
 
     /// `db.query.text`: the command line without its data block; sanitized, the arguments are `?`
     /// (`noreply` kept).
-    private func text(_ line: MemcachedLineStream.Line, words: [UnsafeRawBufferPointer]) -> String? {
+    private func text(_ line: MemcachedLineStream.Line, words: MemcachedWords.List) -> String? {
         switch queryText {
         case .off:
             return nil
