@@ -224,19 +224,17 @@ final class RedisConnectionParser: ConnectionParser {
                 counters.unmatchedReplies.add(1, ordering: .relaxed)
                 return
             }
-            pending.withUnsafeMutableBufferPointer { pending in
-                let command = pending[head]
-                if replyFailed, let selects = command.selects, namespace == selects.index { namespace = selects.previous }
-                exchanges.append(.database(DatabaseExchange(
-                    pid: command.pid, role: role, system: "redis", operation: command.operation, start: command.start, end: chunk.timestamp,
-                    identity: command.identity, namespace: command.namespace.map { String($0) }, queryText: command.text, failed: replyFailed,
-                    statusCode: replyFailed ? replyCode : nil, local: connection.local, peer: connection.peer)))
-            }
+            let command = pending[head]
             head += 1
             if head == pending.count {
                 pending.removeAll(keepingCapacity: true)
                 head = 0
             }
+            if replyFailed, let selects = command.selects, namespace == selects.index { namespace = selects.previous }
+            exchanges.append(.database(DatabaseExchange(
+                pid: command.pid, role: role, system: "redis", operation: command.operation, start: command.start, end: chunk.timestamp,
+                identity: command.identity, namespace: command.namespace.map { String($0) }, queryText: command.text, failed: replyFailed,
+                statusCode: replyFailed ? replyCode : nil, local: connection.local, peer: connection.peer)))
         default:
             break
         }

@@ -132,16 +132,15 @@ public struct SQLStatementSummary: Sendable, Equatable {
             return first.count
         }
         // SELECT … FROM t, DELETE FROM t, INSERT INTO t, UPDATE t: the table follows the marker (UPDATE: at once).
-        let marker: StaticString?
-        switch true {
-        case Self.equalsIgnoringCase(first, "SELECT"), Self.equalsIgnoringCase(first, "DELETE"): marker = "FROM"
-        case Self.equalsIgnoringCase(first, "INSERT"): marker = "INTO"
-        case Self.equalsIgnoringCase(first, "UPDATE"): marker = nil
-        default:
+        if Self.equalsIgnoringCase(first, "SELECT") || Self.equalsIgnoringCase(first, "DELETE") {
+            collection = Self.table(after: "FROM", scanner)
+        } else if Self.equalsIgnoringCase(first, "INSERT") {
+            collection = Self.table(after: "INTO", scanner)
+        } else if Self.equalsIgnoringCase(first, "UPDATE") {
+            collection = Self.table(after: nil, scanner)
+        } else {
             collection = nil
-            return
         }
-        collection = Self.table(after: marker, scanner)
     }
 
     /// The single table named after `marker` (nil: at once) by the rest of the statement, or nil.
